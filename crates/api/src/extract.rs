@@ -1,0 +1,211 @@
+//! Request extractors whose every refusal is a precise [`Problem`].
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use maskline_core::TenantId;
+use maskline_engine::Principal;
+use serde::de::DeserializeOwned;
+
+use crate::AppState;
+use crate::problem::Problem;
+
+/// Header with which the admin key acts for one tenant (used by the CLI).
+pub const TENANT_HEADER: &str = "maskline-tenant";
+
+/// A JSON body: `application/json`, within the size limit, every field known.
+/// Also keeps the raw bytes (idempotency hashes them).
+pub struct JsonBody<T> {
+    pub value: T,
+    pub raw: Bytes,
+}
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Problem> {
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|ct| {
+                let mime = ct
+                    .split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase();
+                mime == "application/json"
+                    || (mime.starts_with("application/") && mime.ends_with("+json"))
+            })
+            .unwrap_or(false);
+        if !is_json {
+            return Err(Problem::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send the body as JSON with Content-Type: application/json",
+            ));
+        }
+        let raw = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                Problem::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    format!("the body exceeds {} bytes", crate::MAX_BODY_BYTES),
+                )
+            } else {
+                Problem::new(StatusCode::BAD_REQUEST, "malformed_body", e.body_text())
+            }
+        })?;
+        let value = parse_json(&raw)?;
+        Ok(JsonBody { value, raw })
+    }
+}
+
+/// Parses JSON, naming the field at fault.
+pub fn parse_json<T: DeserializeOwned>(raw: &[u8]) -> Result<T, Problem> {
+    let de = &mut serde_json::Deserializer::from_slice(raw);
+    match serde_path_to_error::deserialize::<_, T>(de) {
+        Ok(v) => Ok(v),
+        Err(err) => {
+            let path = err.path().to_string();
+            let inner = err.into_inner();
+            let msg = inner.to_string();
+            use serde_json::error::Category;
+            let problem = match inner.classify() {
+                Category::Syntax | Category::Eof | Category::Io => Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    "malformed_json",
+                    format!("the body is not valid JSON: {msg}"),
+                ),
+                Category::Data if msg.starts_with("unknown field") => Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    "unknown_field",
+                    strip_position(&msg),
+                ),
+                Category::Data => Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_field",
+                    strip_position(&msg),
+                ),
+            };
+            let names_a_field = problem.code != "malformed_json" && path != "." && !path.is_empty();
+            Err(if names_a_field {
+                problem.field(path)
+            } else {
+                problem
+            })
+        }
+    }
+}
+
+fn strip_position(msg: &str) -> String {
+    match msg.find(" at line ") {
+        Some(i) => msg[..i].to_owned(),
+        None => msg.to_owned(),
+    }
+}
+
+/// Query parameters: every parameter known, each well-formed.
+pub struct QueryParams<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for QueryParams<T> {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Problem> {
+        let q = parts.uri.query().unwrap_or("");
+        serde_urlencoded::from_str(q).map(QueryParams).map_err(|e| {
+            Problem::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_parameter",
+                format!("bad query string: {e}"),
+            )
+        })
+    }
+}
+
+fn bearer(parts: &Parts) -> Option<&str> {
+    let v = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// A request acting for one tenant: its own key, or the admin key with the
+/// `Maskline-Tenant` header.
+pub struct TenantAuth(pub TenantId);
+
+impl FromRequestParts<AppState> for TenantAuth {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Problem> {
+        let key = bearer(parts).ok_or_else(Problem::unauthorized)?;
+        match state.engine.authenticate(key) {
+            Some(Principal::Tenant(t)) => Ok(TenantAuth(t)),
+            Some(Principal::Admin) => {
+                let Some(h) = parts.headers.get(TENANT_HEADER) else {
+                    return Err(Problem::forbidden(
+                        "this endpoint needs a tenant API key (or the admin key with a Maskline-Tenant header)",
+                    ));
+                };
+                let tenant = h
+                    .to_str()
+                    .ok()
+                    .and_then(|s| s.parse::<TenantId>().ok())
+                    .ok_or_else(|| {
+                        Problem::bad_request(
+                            "invalid_header",
+                            "Maskline-Tenant",
+                            "Maskline-Tenant must be a tenant id",
+                        )
+                    })?;
+                if !state.engine.tenant_exists(tenant) {
+                    return Err(Problem::not_found("tenant"));
+                }
+                Ok(TenantAuth(tenant))
+            }
+            None => Err(Problem::unauthorized()),
+        }
+    }
+}
+
+/// A request made with the admin key.
+pub struct AdminAuth;
+
+impl FromRequestParts<AppState> for AdminAuth {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Problem> {
+        let key = bearer(parts).ok_or_else(Problem::unauthorized)?;
+        match state.engine.authenticate(key) {
+            Some(Principal::Admin) => Ok(AdminAuth),
+            Some(Principal::Tenant(_)) => {
+                Err(Problem::forbidden("this endpoint needs the admin key"))
+            }
+            None => Err(Problem::unauthorized()),
+        }
+    }
+}
+
+/// A request made with the switch credential (`MASKLINE_SWITCH_KEY`).
+pub struct SwitchAuth;
+
+impl FromRequestParts<AppState> for SwitchAuth {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Problem> {
+        let Some(expected) = &state.switch_key_hash else {
+            return Err(Problem::new(
+                StatusCode::FORBIDDEN,
+                "switch_disabled",
+                "switch endpoints are disabled: MASKLINE_SWITCH_KEY is not set",
+            ));
+        };
+        let key = bearer(parts).ok_or_else(Problem::unauthorized)?;
+        if crate::sha256(key.as_bytes()) == *expected {
+            Ok(SwitchAuth)
+        } else {
+            Err(Problem::unauthorized())
+        }
+    }
+}

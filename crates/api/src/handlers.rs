@@ -1,0 +1,703 @@
+//! One function per endpoint; each parses, calls the engine, renders.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use maskline_core::{
+    AreaMatch, BindingId, BindingStatus, Channel, Controls, Decision, Extension, Inbound, Mode,
+    Number,
+};
+use maskline_engine::store::{BindingFilter, Page};
+use maskline_engine::{
+    BindingPatch, BindingSpec, ControlsPatch, Created, Expiry, IdempotencyKey, NumberEntry,
+};
+use serde::Deserialize;
+
+use crate::AppState;
+use crate::extract::{AdminAuth, JsonBody, QueryParams, SwitchAuth, TenantAuth};
+use crate::problem::{Problem, ProblemBody};
+use crate::types::*;
+
+/// Largest number import accepted in one request.
+pub const MAX_IMPORT: usize = 10_000;
+const DEFAULT_LIMIT: u32 = 100;
+const MAX_LIMIT: u32 = 1000;
+const MAX_EXTERNAL_REF: usize = 128;
+const MAX_TENANT_NAME: usize = 200;
+
+type ApiResult<T> = Result<T, Problem>;
+
+// === paging ===
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    cursor: Option<String>,
+    limit: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BindingListParams {
+    cursor: Option<String>,
+    limit: Option<u32>,
+    external_ref: Option<String>,
+    party: Option<String>,
+    status: Option<String>,
+}
+
+fn limit(limit: Option<u32>) -> ApiResult<u32> {
+    match limit.unwrap_or(DEFAULT_LIMIT) {
+        l @ 1..=MAX_LIMIT => Ok(l),
+        _ => Err(Problem::bad_request(
+            "invalid_parameter",
+            "limit",
+            format!("limit must be between 1 and {MAX_LIMIT}"),
+        )),
+    }
+}
+
+fn encode_cursor(key: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key)
+}
+
+fn decode_cursor<T>(
+    cursor: Option<&str>,
+    parse: impl Fn(&str) -> Option<T>,
+) -> ApiResult<Option<T>> {
+    let Some(c) = cursor else { return Ok(None) };
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(c)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|s| parse(&s))
+        .map(Some)
+        .ok_or_else(|| Problem::bad_request("invalid_parameter", "cursor", "unknown cursor"))
+}
+
+/// Cuts the extra item fetched to detect a next page.
+fn page_of<T, V>(
+    mut rows: Vec<T>,
+    limit: u32,
+    key: impl Fn(&T) -> String,
+    view: impl Fn(&T) -> V,
+) -> ListPage<V> {
+    let more = rows.len() > limit as usize;
+    rows.truncate(limit as usize);
+    ListPage {
+        next_cursor: if more {
+            rows.last().map(|r| encode_cursor(&key(r)))
+        } else {
+            None
+        },
+        items: rows.iter().map(view).collect(),
+    }
+}
+
+fn number(state: &AppState, s: &str, field: &str) -> ApiResult<Number> {
+    Number::parse(s, state.region).map_err(|_| Problem::invalid_number(field))
+}
+
+// === tenants ===
+
+#[utoipa::path(post, path = "/v1/tenants", tag = "tenants",
+    request_body = CreateTenantRequest,
+    responses(
+        (status = 201, description = "Created; the API key is shown only here", body = TenantCreated),
+        (status = 400, body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, body = ProblemBody, content_type = "application/problem+json"),
+        (status = 403, body = ProblemBody, content_type = "application/problem+json"),
+    ),
+    security(("admin_key" = [])))]
+pub async fn create_tenant(
+    State(state): State<AppState>,
+    _: AdminAuth,
+    body: JsonBody<CreateTenantRequest>,
+) -> ApiResult<(StatusCode, Json<TenantCreated>)> {
+    let name = body.value.name.trim();
+    if name.is_empty() || name.chars().count() > MAX_TENANT_NAME {
+        return Err(Problem::bad_request(
+            "invalid_field",
+            "name",
+            format!("name must be 1 to {MAX_TENANT_NAME} characters"),
+        ));
+    }
+    let (tenant, api_key) = state.engine.create_tenant(name).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(TenantCreated {
+            id: tenant.id.to_string(),
+            name: tenant.name,
+            api_key,
+        }),
+    ))
+}
+
+#[utoipa::path(get, path = "/v1/tenants", tag = "tenants",
+    responses(
+        (status = 200, body = ListPage<TenantView>),
+        (status = 401, body = ProblemBody, content_type = "application/problem+json"),
+        (status = 403, body = ProblemBody, content_type = "application/problem+json"),
+    ),
+    security(("admin_key" = [])))]
+pub async fn list_tenants(
+    State(state): State<AppState>,
+    _: AdminAuth,
+) -> ApiResult<Json<ListPage<TenantView>>> {
+    let tenants = state.engine.tenants().await?;
+    Ok(Json(ListPage {
+        items: tenants
+            .into_iter()
+            .map(|t| TenantView {
+                id: t.id.to_string(),
+                name: t.name,
+                created_at: rfc3339(t.created_at),
+            })
+            .collect(),
+        next_cursor: None,
+    }))
+}
+
+// === numbers ===
+
+#[utoipa::path(post, path = "/v1/numbers", tag = "numbers",
+    request_body = ImportNumbersRequest,
+    responses(
+        (status = 201, description = "Imported (200 when every number was already in the pool)", body = ImportNumbersResponse),
+        (status = 400, body = ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "A number belongs to another pool (code `number_taken`); nothing imported", body = ProblemBody, content_type = "application/problem+json"),
+    ),
+    security(("tenant_key" = [])))]
+pub async fn import_numbers(
+    State(state): State<AppState>,
+    TenantAuth(tenant): TenantAuth,
+    body: JsonBody<ImportNumbersRequest>,
+) -> ApiResult<(StatusCode, Json<ImportNumbersResponse>)> {
+    let entries = body.value.numbers;
+    if entries.is_empty() || entries.len() > MAX_IMPORT {
+        return Err(Problem::bad_request(
+            "invalid_field",
+            "numbers",
+            format!("send 1 to {MAX_IMPORT} numbers per request"),
+        ));
+    }
+    let mut parsed = Vec::with_capacity(entries.len());
+    for (i, e) in entries.iter().enumerate() {
+        let n = number(&state, &e.number, &format!("numbers[{i}].number"))?;
+        let area = e
+            .area
+            .as_deref()
+            .map(maskline_core::Area::new)
+            .transpose()
+            .map_err(|err| {
+                Problem::bad_request(
+                    "invalid_field",
+                    &format!("numbers[{i}].area"),
+                    err.to_string(),
+                )
+            })?;
+        parsed.push(NumberEntry { number: n, area });
+    }
+    let outcome = state.engine.import_numbers(tenant, parsed).await?;
+    let status = if outcome.imported > 0 {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        Json(ImportNumbersResponse {
+            imported: outcome.imported,
+            existing: outcome.existing,
+        }),
+    ))
+}
+
+#[utoipa::path(get, path = "/v1/numbers", tag = "numbers",
+    params(("cursor" = Option<String>, Query,), ("limit" = Option<u32>, Query, description = "1 to 1000, default 100")),
+    responses(
+        (status = 200, body = ListPage<NumberView>),
+        (status = 400, body = ProblemBody, content_type = "application/problem+json"),
+    ),
+    security(("tenant_key" = [])))]
+pub async fn list_numbers(
+    State(state): State<AppState>,
+    TenantAuth(tenant): TenantAuth,
+    QueryParams(q): QueryParams<ListParams>,
+) -> ApiResult<Json<ListPage<NumberView>>> {
+    let limit = limit(q.limit)?;
+    let after = decode_cursor(q.cursor.as_deref(), |s| Number::from_e164(s).ok())?;
+    let rows = state
+        .engine
+        .numbers(
+            tenant,
+            Page {
+                after,
+                limit: limit + 1,
+            },
+        )
+        .await?;
+    Ok(Json(page_of(
+        rows,
+        limit,
+        |(n, _)| n.number.to_string(),
+        |(n, usage)| NumberView {
+            number: n.number.to_string(),
+            area: n.area.as_ref().map(|a| a.to_string()),
+            status: if usage.bindings > 0 { "in_use" } else { "idle" },
+            mode: usage.mode.map(Mode::as_str),
+            bindings: usage.bindings,
+            created_at: rfc3339(n.created_at),
+        },
+    )))
+}
+
+#[utoipa::path(delete, path = "/v1/numbers/{number}", tag = "numbers",
+    params(("number" = String, Path, description = "E.164")),
+    responses(
+        (status = 204, description = "Retired"),
+        (status = 404, body = ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "Still used by a binding (code `number_in_use`)", body = ProblemBody, content_type = "application/problem+json"),
+    ),
+    security(("tenant_key" = [])))]
+pub async fn retire_number(
+    State(state): State<AppState>,
+    TenantAuth(tenant): TenantAuth,
+    Path(raw): Path<String>,
+) -> ApiResult<StatusCode> {
+    // A number that cannot even be parsed is simply not in the pool.
+    let n = Number::parse(&raw, state.region).map_err(|_| Problem::not_found("number"))?;
+    state.engine.retire_number(tenant, n).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// === bindings ===
+
+fn idempotency_key(headers: &HeaderMap, raw_body: &[u8]) -> ApiResult<Option<IdempotencyKey>> {
+    let Some(v) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = v
+        .to_str()
+        .ok()
+        .filter(|k| !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| b.is_ascii_graphic()))
+        .ok_or_else(|| {
+            Problem::bad_request(
+                "invalid_header",
+                "Idempotency-Key",
+                "Idempotency-Key must be 1 to 255 visible ASCII characters",
+            )
+        })?;
+    // Hash the canonical form (sorted keys, no whitespace), so that a client
+    // re-serialising the same request is still recognised.
+    let canonical = serde_json::from_slice::<serde_json::Value>(raw_body)
+        .map(|v| v.to_string().into_bytes())
+        .unwrap_or_else(|_| raw_body.to_vec());
+    Ok(Some(IdempotencyKey {
+        key: key.to_owned(),
+        request_hash: crate::sha256(&canonical),
+    }))
+}
+
+fn binding_spec(state: &AppState, req: &CreateBindingRequest) -> ApiResult<BindingSpec> {
+    let mode = match req.mode {
+        ModeDto::Axb => Mode::Axb,
+        ModeDto::Axn => Mode::Axn,
+        ModeDto::Axe => Mode::Axe,
+    };
+    let a = number(state, &req.a, "a")?;
+    let b = req
+        .b
+        .as_deref()
+        .map(|s| number(state, s, "b"))
+        .transpose()?;
+    maskline_core::validate_parties(mode, a, b)?;
+    let expiry = match (req.expires_in, &req.expires_at) {
+        (Some(_), Some(_)) => {
+            return Err(Problem::bad_request(
+                "invalid_field",
+                "expires_in",
+                "give expires_in or expires_at, not both",
+            ));
+        }
+        (Some(secs), None) if secs <= 0 => {
+            return Err(Problem::bad_request(
+                "invalid_field",
+                "expires_in",
+                "expires_in must be a positive number of seconds",
+            ));
+        }
+        (Some(secs), None) => Expiry::In(secs),
+        (None, Some(at)) => Expiry::At(parse_rfc3339(at, "expires_at")?),
+        (None, None) => Expiry::Default,
+    };
+    let area = req
+        .area
+        .as_deref()
+        .map(maskline_core::Area::new)
+        .transpose()
+        .map_err(|e| Problem::bad_request("invalid_field", "area", e.to_string()))?;
+    if let Some(r) = &req.external_ref {
+        if r.is_empty() || r.chars().count() > MAX_EXTERNAL_REF {
+            return Err(Problem::bad_request(
+                "invalid_field",
+                "external_ref",
+                format!("external_ref must be 1 to {MAX_EXTERNAL_REF} characters"),
+            ));
+        }
+    }
+    let controls = req
+        .controls
+        .as_ref()
+        .map_or_else(Controls::default, |c| c.apply(Controls::default()));
+    check_controls(&controls)?;
+    Ok(BindingSpec {
+        mode,
+        a,
+        b,
+        expiry,
+        area,
+        area_match: match req.area_match.unwrap_or_default() {
+            AreaMatchDto::Strict => AreaMatch::Strict,
+            AreaMatchDto::Fallback => AreaMatch::Fallback,
+        },
+        external_ref: req.external_ref.clone(),
+        controls,
+    })
+}
+
+fn check_controls(c: &Controls) -> ApiResult<()> {
+    if c.max_call_seconds == Some(0) {
+        return Err(Problem::bad_request(
+            "invalid_field",
+            "controls.max_call_seconds",
+            "max_call_seconds must be positive (or null for no limit)",
+        ));
+    }
+    Ok(())
+}
+
+fn json_response(status: StatusCode, body: String) -> Response {
+    let mut res = (status, body).into_response();
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    res
+}
+
+#[utoipa::path(post, path = "/v1/bindings", tag = "bindings",
+    request_body = CreateBindingRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Same key and body replay the first response (24 h); same key with another body is 422")),
+    responses(
+        (status = 201, description = "Created and durable", body = BindingView),
+        (status = 400, body = ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "`pool_exhausted`, or `idempotency_in_progress`", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "`idempotency_key_reused`", body = ProblemBody, content_type = "application/problem+json"),
+    ),
+    security(("tenant_key" = [])))]
+pub async fn create_binding(
+    State(state): State<AppState>,
+    TenantAuth(tenant): TenantAuth,
+    headers: HeaderMap,
+    body: JsonBody<CreateBindingRequest>,
+) -> ApiResult<Response> {
+    let idem = idempotency_key(&headers, &body.raw)?;
+    let spec = binding_spec(&state, &body.value)?;
+    let mode = spec.mode;
+    let render = |b: &maskline_core::Binding| {
+        serde_json::to_string(&BindingView::new(b, BindingStatus::Active)).unwrap_or_default()
+    };
+    match state
+        .engine
+        .create_binding(tenant, spec, idem, &render)
+        .await
+    {
+        Ok(Created::Fresh(binding, body)) => {
+            metrics::counter!("maskline_bindings_created_total", "mode" => mode.as_str())
+                .increment(1);
+            let mut res = json_response(StatusCode::CREATED, body);
+            if let Ok(loc) = HeaderValue::from_str(&format!("/v1/bindings/{}", binding.id)) {
+                res.headers_mut().insert(header::LOCATION, loc);
+            }
+            Ok(res)
+        }
+        Ok(Created::Replayed { status, body }) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::CREATED);
+            let mut res = json_response(status, body);
+            res.headers_mut()
+                .insert("idempotent-replayed", HeaderValue::from_static("true"));
+            Ok(res)
+        }
+        Err(maskline_engine::Error::Domain(maskline_core::Error::PoolExhausted)) => {
+            metrics::counter!("maskline_pool_exhausted_total", "mode" => mode.as_str())
+                .increment(1);
+            Err(maskline_core::Error::PoolExhausted.into())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn binding_id(raw: &str) -> ApiResult<BindingId> {
+    raw.parse().map_err(|_| Problem::not_found("binding"))
+}
+
+#[utoipa::path(get, path = "/v1/bindings/{id}", tag = "bindings",
+    params(("id" = String, Path)),
+    responses(
+        (status = 200, body = BindingView),
+        (status = 404, body = ProblemBody, content_type = "application/problem+json"),
+    ),
+    security(("tenant_key" = [])))]
+pub async fn get_binding(
+    State(state): State<AppState>,
+    TenantAuth(tenant): TenantAuth,
+    Path(raw): Path<String>,
+) -> ApiResult<Json<BindingView>> {
+    let b = state.engine.binding(tenant, binding_id(&raw)?).await?;
+    Ok(Json(BindingView::new(&b, state.engine.status_of(&b))))
+}
+
+#[utoipa::path(get, path = "/v1/bindings", tag = "bindings",
+    params(
+        ("external_ref" = Option<String>, Query,),
+        ("party" = Option<String>, Query, description = "A or B"),
+        ("status" = Option<String>, Query, description = "active, cooling or ended"),
+        ("cursor" = Option<String>, Query,),
+        ("limit" = Option<u32>, Query, description = "1 to 1000, default 100"),
+    ),
+    responses(
+        (status = 200, body = ListPage<BindingView>),
+        (status = 400, body = ProblemBody, content_type = "application/problem+json"),
+    ),
+    security(("tenant_key" = [])))]
+pub async fn list_bindings(
+    State(state): State<AppState>,
+    TenantAuth(tenant): TenantAuth,
+    QueryParams(q): QueryParams<BindingListParams>,
+) -> ApiResult<Json<ListPage<BindingView>>> {
+    let limit = limit(q.limit)?;
+    let after = decode_cursor(q.cursor.as_deref(), |s| s.parse::<BindingId>().ok())?;
+    let party = q
+        .party
+        .as_deref()
+        .map(|p| number(&state, p, "party"))
+        .transpose()?;
+    let status = q
+        .status
+        .as_deref()
+        .map(|s| {
+            s.parse::<BindingStatus>().map_err(|_| {
+                Problem::bad_request(
+                    "invalid_parameter",
+                    "status",
+                    "status must be active, cooling or ended",
+                )
+            })
+        })
+        .transpose()?;
+    let now = maskline_engine::now();
+    let filter = BindingFilter {
+        external_ref: q.external_ref,
+        party,
+        status: status.map(|s| (s, now, state.engine.config().cooldown_secs)),
+    };
+    let rows = state
+        .engine
+        .bindings(
+            tenant,
+            &filter,
+            Page {
+                after,
+                limit: limit + 1,
+            },
+        )
+        .await?;
+    let cooldown = state.engine.config().cooldown_secs;
+    Ok(Json(page_of(
+        rows,
+        limit,
+        |b| b.id.to_string(),
+        |b| BindingView::new(b, b.status(now, cooldown)),
+    )))
+}
+
+#[utoipa::path(patch, path = "/v1/bindings/{id}", tag = "bindings",
+    params(("id" = String, Path)),
+    request_body = PatchBindingRequest,
+    responses(
+        (status = 200, body = BindingView),
+        (status = 400, body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, body = ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "`binding_not_active` or `party_conflict`", body = ProblemBody, content_type = "application/problem+json"),
+    ),
+    security(("tenant_key" = [])))]
+pub async fn patch_binding(
+    State(state): State<AppState>,
+    TenantAuth(tenant): TenantAuth,
+    Path(raw): Path<String>,
+    body: JsonBody<PatchBindingRequest>,
+) -> ApiResult<Json<BindingView>> {
+    let id = binding_id(&raw)?;
+    let req = body.value;
+    let b = match req.b {
+        None => None,
+        Some(None) => Some(None),
+        Some(Some(s)) => Some(Some(number(&state, &s, "b")?)),
+    };
+    let expires_at = req
+        .expires_at
+        .as_deref()
+        .map(|s| parse_rfc3339(s, "expires_at"))
+        .transpose()?;
+    let controls = req.controls.map(|c| ControlsPatch {
+        a_to_b: c.a_to_b,
+        b_to_a: c.b_to_a,
+        max_call_seconds: c.max_call_seconds,
+        record: c.record,
+        sms: c.sms,
+    });
+    if controls.is_some_and(|c| c.max_call_seconds == Some(Some(0))) {
+        return Err(Problem::bad_request(
+            "invalid_field",
+            "controls.max_call_seconds",
+            "max_call_seconds must be positive (or null for no limit)",
+        ));
+    }
+    let updated = state
+        .engine
+        .update_binding(
+            tenant,
+            id,
+            BindingPatch {
+                b,
+                expires_at,
+                controls,
+            },
+        )
+        .await?;
+    Ok(Json(BindingView::new(
+        &updated,
+        state.engine.status_of(&updated),
+    )))
+}
+
+#[utoipa::path(delete, path = "/v1/bindings/{id}", tag = "bindings",
+    params(("id" = String, Path)),
+    responses(
+        (status = 200, description = "Unbound: the binding is now cooling (unchanged if it had already ended)", body = BindingView),
+        (status = 404, body = ProblemBody, content_type = "application/problem+json"),
+    ),
+    security(("tenant_key" = [])))]
+pub async fn delete_binding(
+    State(state): State<AppState>,
+    TenantAuth(tenant): TenantAuth,
+    Path(raw): Path<String>,
+) -> ApiResult<Json<BindingView>> {
+    let b = state.engine.unbind(tenant, binding_id(&raw)?).await?;
+    Ok(Json(BindingView::new(&b, state.engine.status_of(&b))))
+}
+
+// === routing ===
+
+#[utoipa::path(post, path = "/v1/route", tag = "routing",
+    request_body = RouteRequest,
+    responses(
+        (status = 200, body = RouteResponse),
+        (status = 400, body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, body = ProblemBody, content_type = "application/problem+json"),
+        (status = 403, description = "`switch_disabled` when MASKLINE_SWITCH_KEY is unset", body = ProblemBody, content_type = "application/problem+json"),
+    ),
+    security(("switch_key" = [])))]
+pub async fn route(
+    State(state): State<AppState>,
+    _: SwitchAuth,
+    body: JsonBody<RouteRequest>,
+) -> ApiResult<Json<RouteResponse>> {
+    let req = body.value;
+    let inbound = Inbound {
+        caller: number(&state, &req.caller, "caller")?,
+        called: number(&state, &req.called, "called")?,
+        extension: req
+            .extension
+            .as_deref()
+            .map(|e| {
+                e.parse::<Extension>().map_err(|_| {
+                    Problem::bad_request(
+                        "invalid_field",
+                        "extension",
+                        "extension must be 1 to 8 digits",
+                    )
+                })
+            })
+            .transpose()?,
+        channel: match req.channel {
+            ChannelDto::Voice => Channel::Voice,
+            ChannelDto::Sms => Channel::Sms,
+        },
+    };
+    let decision = state.engine.decide(&inbound);
+    let response = match decision {
+        Decision::Connect(c) => RouteResponse::Connect {
+            to: c.to.to_string(),
+            caller_id: c.caller_id.to_string(),
+            binding_id: c.binding.to_string(),
+            mode: c.mode.as_str(),
+            direction: c.direction.as_str(),
+            max_call_seconds: c.max_call_seconds,
+            record: c.record,
+        },
+        Decision::CollectExtension { .. } => RouteResponse::CollectExtension {
+            extension_length: state.engine.config().extension_len,
+        },
+        Decision::Announce {
+            prompt, binding, ..
+        } => RouteResponse::Announce {
+            prompt: prompt.as_str(),
+            binding_id: binding.map(|b| b.to_string()),
+        },
+        Decision::Reject {
+            reason, binding, ..
+        } => RouteResponse::Reject {
+            reason: reason.as_str(),
+            sip_code: reason.sip_code(),
+            binding_id: binding.to_string(),
+        },
+    };
+    let action = match &response {
+        RouteResponse::Connect { .. } => "connect",
+        RouteResponse::CollectExtension { .. } => "collect_extension",
+        RouteResponse::Announce { .. } => "announce",
+        RouteResponse::Reject { .. } => "reject",
+    };
+    metrics::counter!("maskline_route_decisions_total", "action" => action).increment(1);
+    tracing::debug!(caller = %inbound.caller.masked(), called = %inbound.called.masked(), action, "route decision");
+    Ok(Json(response))
+}
+
+// === operations ===
+
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, body = Health)))]
+pub async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    crate::metrics::refresh_gauges(&state);
+    let body = state
+        .prometheus
+        .as_ref()
+        .map(|h| h.render())
+        .unwrap_or_default();
+    let mut res = body.into_response();
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    res
+}

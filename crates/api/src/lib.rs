@@ -1,0 +1,150 @@
+//! The HTTP API (axum): tenants, numbers, bindings, route decisions for
+//! switches, health, metrics and the OpenAPI description.
+//!
+//! - [`handlers`]: one function per endpoint, each annotated for OpenAPI.
+//! - [`extract`]: body, query and auth extractors that refuse precisely.
+//! - [`problem`]: the one mapping from errors to `application/problem+json`.
+//! - [`types`]: the JSON request and response bodies.
+
+#![forbid(unsafe_code)]
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use maskline_core::Region;
+use maskline_engine::Engine;
+use metrics_exporter_prometheus::PrometheusHandle;
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub mod extract;
+pub mod handlers;
+mod metrics;
+pub mod problem;
+pub mod types;
+
+use problem::Problem;
+
+/// Largest request body (a 10,000-number import fits comfortably).
+pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub engine: Arc<Engine>,
+    pub region: Region,
+    pub switch_key_hash: Option<[u8; 32]>,
+    pub prometheus: Option<PrometheusHandle>,
+}
+
+impl AppState {
+    pub fn new(
+        engine: Arc<Engine>,
+        region: Region,
+        switch_key: Option<&str>,
+        prometheus: Option<PrometheusHandle>,
+    ) -> AppState {
+        AppState {
+            engine,
+            region,
+            switch_key_hash: switch_key.map(|k| sha256(k.as_bytes())),
+            prometheus,
+        }
+    }
+}
+
+pub(crate) fn sha256(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Maskline",
+        description = "Privacy numbers: bind a virtual number X between real numbers, route calls and texts through it.",
+    ),
+    modifiers(&SecuritySchemes),
+    tags(
+        (name = "tenants", description = "Platforms using Maskline (admin key)"),
+        (name = "numbers", description = "A tenant's pool of virtual numbers"),
+        (name = "bindings", description = "X bound between parties"),
+        (name = "routing", description = "Decisions for external switches (switch key)"),
+        (name = "operations", description = "Health, metrics, this document"),
+    )
+)]
+struct ApiDoc;
+
+struct SecuritySchemes;
+
+impl utoipa::Modify for SecuritySchemes {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        let components = api.components.get_or_insert_with(Default::default);
+        for name in ["admin_key", "tenant_key", "switch_key"] {
+            components.add_security_scheme(
+                name,
+                SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            );
+        }
+    }
+}
+
+/// The router and the OpenAPI document, built from the same registrations.
+pub fn router(state: AppState) -> Router {
+    let (router, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(handlers::create_tenant, handlers::list_tenants))
+        .routes(routes!(handlers::import_numbers, handlers::list_numbers))
+        .routes(routes!(handlers::retire_number))
+        .routes(routes!(handlers::create_binding, handlers::list_bindings))
+        .routes(routes!(
+            handlers::get_binding,
+            handlers::patch_binding,
+            handlers::delete_binding
+        ))
+        .routes(routes!(handlers::route))
+        .routes(routes!(handlers::healthz))
+        .routes(routes!(handlers::metrics))
+        .split_for_parts();
+    let spec = Arc::new(api.to_pretty_json().unwrap_or_default());
+    router
+        .route(
+            "/openapi.json",
+            axum::routing::get(move || {
+                let spec = spec.clone();
+                async move {
+                    (
+                        [(axum::http::header::CONTENT_TYPE, "application/json")],
+                        spec.as_str().to_owned(),
+                    )
+                }
+            }),
+        )
+        .fallback(|| async { Problem::not_found("resource") })
+        .method_not_allowed_fallback(|| async {
+            Problem::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this resource does not support that method",
+            )
+        })
+        .layer(axum::middleware::from_fn(metrics::track))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// Serves the API on `listener` until `shutdown` resolves, then finishes
+/// the requests in progress.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

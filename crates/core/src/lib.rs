@@ -1,0 +1,78 @@
+//! Maskline's domain core: phone numbers, bindings, the allocator and route
+//! decisions.
+//!
+//! Pure by design: no I/O, no async, no serde, no clock. Time comes in as a
+//! parameter ([`UnixTime`]) and randomness as an `Rng`, so every behaviour is
+//! a function that tests can drive directly.
+//!
+//! - [`number`]: E.164 parsing and validation, masking for logs, areas.
+//! - [`binding`]: ids, modes, controls, extensions, lifecycle status.
+//! - [`index`]: the in-memory [`Index`] that allocates X for new bindings and
+//!   answers route decisions.
+//! - [`route`]: the [`Decision`] values.
+
+#![forbid(unsafe_code)]
+
+pub mod binding;
+pub mod index;
+pub mod number;
+pub mod route;
+
+pub use binding::{
+    Binding, BindingId, BindingStatus, Controls, EndReason, Extension, MAX_EXTENSION_LEN, Mode,
+    TenantId, UnixTime,
+};
+pub use index::{
+    AllocRequest, Allocation, AreaMatch, Census, Index, NewBinding, NumberUsage, PoolStat,
+    SweepReport, validate_parties,
+};
+pub use number::{Area, Masked, Number, Region};
+pub use route::{Channel, Connect, Decision, Direction, Inbound, Prompt, RejectReason};
+
+/// Everything the core refuses. Each variant is one stable reason that the
+/// edges map to their protocol (HTTP problem codes, SIP statuses).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    #[error("not a valid phone number")]
+    InvalidNumber,
+    #[error("unknown region code {0:?}")]
+    InvalidRegion(String),
+    #[error("an area is 1 to 16 letters, digits or '-'")]
+    InvalidArea,
+    #[error("an extension is 1 to 8 digits")]
+    InvalidExtension,
+    #[error("not a valid id")]
+    InvalidId,
+    #[error("mode must be one of axb, axn, axe")]
+    InvalidMode,
+    #[error("status must be one of active, cooling, ended")]
+    InvalidStatus,
+    #[error("unknown end reason")]
+    InvalidEndReason,
+    #[error("mode axb needs both a and b")]
+    MissingB,
+    #[error("a and b must be different numbers")]
+    SameParty,
+    #[error("no number in the pool can serve this binding")]
+    PoolExhausted,
+    #[error("the number belongs to another pool")]
+    NumberTaken,
+    #[error("the number is not in this pool")]
+    NumberNotFound,
+    #[error("the number is still used by a binding")]
+    NumberInUse,
+    #[error("the number serves another mode")]
+    ModeConflict,
+    #[error("the axn number is held by another binding")]
+    NumberHeld,
+    #[error("a party already has a binding on this number")]
+    PartyConflict,
+    #[error("the extension is taken on this number")]
+    ExtensionTaken,
+    #[error("binding not found")]
+    BindingNotFound,
+    #[error("a binding with this id exists")]
+    DuplicateBinding,
+    #[error("the index is full")]
+    CapacityExceeded,
+}

@@ -1,0 +1,344 @@
+//! Creating, changing and ending bindings.
+
+use maskline_core::{
+    AllocRequest, Area, AreaMatch, Binding, BindingId, BindingStatus, Controls, EndReason, Mode,
+    NewBinding, Number, TenantId, UnixTime,
+};
+use maskline_store::{BindingFilter, IdempotencyRecord, Page, Write};
+
+use crate::{Engine, Error, Result, now};
+
+/// How long a new binding lives.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Expiry {
+    Default,
+    In(i64),
+    At(UnixTime),
+}
+
+/// A create request, already parsed and validated field by field.
+#[derive(Clone, Debug)]
+pub struct BindingSpec {
+    pub mode: Mode,
+    pub a: Number,
+    pub b: Option<Number>,
+    pub expiry: Expiry,
+    pub area: Option<Area>,
+    pub area_match: AreaMatch,
+    pub external_ref: Option<String>,
+    pub controls: Controls,
+}
+
+/// An `Idempotency-Key` and the hash of the request body it came with.
+#[derive(Clone, Debug)]
+pub struct IdempotencyKey {
+    pub key: String,
+    pub request_hash: [u8; 32],
+}
+
+pub enum Created {
+    /// A new binding, and the response body recorded for replays.
+    Fresh(Box<Binding>, String),
+    /// The first response to this `Idempotency-Key`.
+    Replayed { status: u16, body: String },
+}
+
+/// Fields of a PATCH; `None` leaves a field as it is.
+#[derive(Clone, Debug, Default)]
+pub struct BindingPatch {
+    /// `Some(None)` removes B (axn and axe only).
+    pub b: Option<Option<Number>>,
+    pub expires_at: Option<UnixTime>,
+    pub controls: Option<ControlsPatch>,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ControlsPatch {
+    pub a_to_b: Option<bool>,
+    pub b_to_a: Option<bool>,
+    pub max_call_seconds: Option<Option<u32>>,
+    pub record: Option<bool>,
+    pub sms: Option<bool>,
+}
+
+/// Removes an idempotency key from the in-flight set however the request
+/// ends.
+struct InflightGuard<'a> {
+    engine: &'a Engine,
+    key: Option<(TenantId, String)>,
+}
+
+impl Drop for InflightGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(k) = self.key.take() {
+            self.engine.inflight.lock().remove(&k);
+        }
+    }
+}
+
+pub(crate) fn index_entry(b: &Binding, pending: bool) -> NewBinding {
+    NewBinding {
+        id: b.id,
+        tenant: b.tenant,
+        mode: b.mode,
+        x: b.x,
+        extension: b.extension,
+        a: b.a,
+        b: b.b,
+        ends_at: b.ends_at(),
+        ended: b.ended_at.is_some(),
+        controls: b.controls,
+        pending,
+    }
+}
+
+impl Engine {
+    fn expiry_to_time(&self, expiry: Expiry, now: UnixTime) -> Result<UnixTime> {
+        let at = match expiry {
+            Expiry::Default => now + self.config.default_ttl_secs,
+            Expiry::In(secs) => now.saturating_add(secs),
+            Expiry::At(t) => t,
+        };
+        self.check_expiry(at, now)?;
+        Ok(at)
+    }
+
+    fn check_expiry(&self, at: UnixTime, now: UnixTime) -> Result<()> {
+        if at <= now {
+            return Err(Error::ExpiryInPast);
+        }
+        if at - now > self.config.max_ttl_secs {
+            return Err(Error::ExpiryTooFar {
+                max_secs: self.config.max_ttl_secs,
+            });
+        }
+        Ok(())
+    }
+
+    /// Creates a binding: allocates X, reserves it in memory, and returns once
+    /// the binding is durable. `render` produces the response body, which is
+    /// stored with the idempotency key so that replays return it verbatim.
+    pub async fn create_binding(
+        &self,
+        tenant: TenantId,
+        spec: BindingSpec,
+        idempotency: Option<IdempotencyKey>,
+        render: &(dyn Fn(&Binding) -> String + Sync),
+    ) -> Result<Created> {
+        let now = now();
+        let expires_at = self.expiry_to_time(spec.expiry, now)?;
+        let mut guard = InflightGuard {
+            engine: self,
+            key: None,
+        };
+        if let Some(idem) = &idempotency {
+            let k = (tenant, idem.key.clone());
+            // Registered before the store is asked, so a concurrent repeat
+            // either sees us in flight or sees our durable record.
+            if !self.inflight.lock().insert(k.clone()) {
+                return Err(Error::IdempotencyInProgress);
+            }
+            guard.key = Some(k);
+            if let Some(rec) = self.store.idempotency(tenant, &idem.key).await? {
+                if rec.request_hash != idem.request_hash {
+                    return Err(Error::IdempotencyKeyReused);
+                }
+                return Ok(Created::Replayed {
+                    status: rec.status,
+                    body: rec.body,
+                });
+            }
+        }
+
+        let id = BindingId(uuid::Uuid::now_v7().as_u128());
+        let allocation = {
+            let mut index = self.index.write();
+            let req = AllocRequest {
+                tenant,
+                mode: spec.mode,
+                a: spec.a,
+                b: spec.b,
+                area: spec.area.as_ref(),
+                area_match: spec.area_match,
+                extension_len: self.config.extension_len,
+            };
+            let allocation = index.allocate(&req, now, &mut rand::rng())?;
+            index.insert(
+                &NewBinding {
+                    id,
+                    tenant,
+                    mode: spec.mode,
+                    x: allocation.x,
+                    extension: allocation.extension,
+                    a: spec.a,
+                    b: spec.b,
+                    ends_at: expires_at,
+                    ended: false,
+                    controls: spec.controls,
+                    pending: true,
+                },
+                now,
+            )?;
+            allocation
+        };
+        let binding = Binding {
+            id,
+            tenant,
+            mode: spec.mode,
+            x: allocation.x,
+            extension: allocation.extension,
+            a: spec.a,
+            b: spec.b,
+            area: allocation.area,
+            external_ref: spec.external_ref,
+            controls: spec.controls,
+            created_at: now,
+            updated_at: now,
+            expires_at,
+            ended_at: None,
+            end_reason: None,
+        };
+        let body = render(&binding);
+        let record = idempotency.map(|idem| IdempotencyRecord {
+            tenant,
+            key: idem.key,
+            request_hash: idem.request_hash,
+            status: 201,
+            body: body.clone(),
+            created_at: now,
+        });
+        let ack = self.store.enqueue(Write::CreateBinding {
+            binding: binding.clone(),
+            idempotency: record,
+        });
+        match ack.await {
+            Ok(()) => {
+                self.index.write().confirm(id);
+                tracing::debug!(binding = %id, x = %binding.x.masked(), a = %binding.a.masked(), "binding created");
+                Ok(Created::Fresh(Box::new(binding), body))
+            }
+            Err(e) => {
+                self.index.write().remove(id);
+                Err(e.into())
+            }
+        }
+    }
+
+    pub async fn binding(&self, tenant: TenantId, id: BindingId) -> Result<Binding> {
+        self.store
+            .binding(tenant, id)
+            .await?
+            .ok_or(Error::BindingNotFound)
+    }
+
+    pub async fn bindings(
+        &self,
+        tenant: TenantId,
+        filter: &BindingFilter,
+        page: Page<BindingId>,
+    ) -> Result<Vec<Binding>> {
+        Ok(self.store.bindings(tenant, filter, page).await?)
+    }
+
+    /// Status of a stored binding now.
+    pub fn status_of(&self, binding: &Binding) -> BindingStatus {
+        binding.status(now(), self.config.cooldown_secs)
+    }
+
+    /// Changes B, the expiry or the controls of an active binding.
+    pub async fn update_binding(
+        &self,
+        tenant: TenantId,
+        id: BindingId,
+        patch: BindingPatch,
+    ) -> Result<Binding> {
+        let _serial = self.binding_lock(id).lock().await;
+        let now = now();
+        let current = self.binding(tenant, id).await?;
+        if current.status(now, self.config.cooldown_secs) != BindingStatus::Active {
+            return Err(Error::BindingNotActive);
+        }
+        let mut next = current.clone();
+        if let Some(b) = patch.b {
+            if current.mode == Mode::Axb && b.is_none() {
+                return Err(maskline_core::Error::MissingB.into());
+            }
+            next.b = b;
+        }
+        if let Some(at) = patch.expires_at {
+            self.check_expiry(at, now)?;
+            next.expires_at = at;
+        }
+        if let Some(c) = patch.controls {
+            let n = &mut next.controls;
+            n.a_to_b = c.a_to_b.unwrap_or(n.a_to_b);
+            n.b_to_a = c.b_to_a.unwrap_or(n.b_to_a);
+            n.max_call_seconds = c.max_call_seconds.unwrap_or(n.max_call_seconds);
+            n.record = c.record.unwrap_or(n.record);
+            n.sms = c.sms.unwrap_or(n.sms);
+        }
+        next.updated_at = now;
+
+        let ack = {
+            let mut index = self.index.write();
+            if index.is_ended(id) != Some(false) {
+                return Err(Error::BindingNotActive);
+            }
+            index.set_b(id, next.b, now)?;
+            // The record's end moves only while it is still active: an expiry
+            // the sweeper may already be recording is not undone.
+            if index
+                .set_expiry_if_active(id, next.expires_at, now)
+                .is_none()
+            {
+                index.set_b(id, current.b, now)?;
+                return Err(Error::BindingNotActive);
+            }
+            index.set_controls(id, &next.controls);
+            self.store.enqueue(Write::UpdateBinding(next.clone()))
+        };
+        if let Err(e) = ack.await {
+            let mut index = self.index.write();
+            let _ = index.set_b(id, current.b, now);
+            index.set_expiry_if_active(id, current.expires_at, now);
+            index.set_controls(id, &current.controls);
+            return Err(e.into());
+        }
+        tracing::debug!(binding = %id, "binding updated");
+        Ok(next)
+    }
+
+    /// Ends a binding now (it starts cooling down). Ending an ended binding
+    /// changes nothing and returns it as it is.
+    pub async fn unbind(&self, tenant: TenantId, id: BindingId) -> Result<Binding> {
+        let _serial = self.binding_lock(id).lock().await;
+        let now = now();
+        let current = self.binding(tenant, id).await?;
+        if current.ended_at.is_some()
+            || current.status(now, self.config.cooldown_secs) != BindingStatus::Active
+        {
+            return Ok(current);
+        }
+        let mut next = current.clone();
+        next.ended_at = Some(now);
+        next.end_reason = Some(EndReason::Unbound);
+        next.updated_at = now;
+        let (ack, before) = {
+            let mut index = self.index.write();
+            let was_ended = index.is_ended(id).unwrap_or(true);
+            let before = index.end(id, now);
+            (
+                self.store.enqueue(Write::UpdateBinding(next.clone())),
+                before.map(|b| (b, was_ended)),
+            )
+        };
+        if let Err(e) = ack.await {
+            if let Some((ends_at, was_ended)) = before {
+                self.index.write().undo_end(id, ends_at, was_ended);
+            }
+            return Err(e.into());
+        }
+        tracing::debug!(binding = %id, "binding unbound");
+        Ok(next)
+    }
+}

@@ -1,0 +1,192 @@
+//! The live state of one Maskline node: the route [`Index`] and the
+//! authentication table, kept in memory over a [`Store`].
+//!
+//! Every change goes through [`Engine`]: it checks the change against memory
+//! under one lock, reserves it there, queues the store write while still
+//! holding the lock (so the store applies changes in the order memory saw
+//! them), and answers only once the write is durable. A failed write undoes
+//! the reservation. Route decisions read memory only.
+
+#![forbid(unsafe_code)]
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use maskline_core::{Decision, Inbound, Index, TenantId, UnixTime};
+use maskline_store::Store;
+use parking_lot::{Mutex, RwLock};
+
+mod bindings;
+mod numbers;
+mod sweeper;
+mod tenants;
+
+pub use bindings::{BindingPatch, BindingSpec, ControlsPatch, Created, Expiry, IdempotencyKey};
+pub use maskline_core as core;
+pub use maskline_store as store;
+pub use numbers::{ImportOutcome, NumberEntry};
+pub use sweeper::Sweeper;
+pub use tenants::Principal;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A refusal by the domain rules (pool exhausted, party conflict, ...).
+    #[error(transparent)]
+    Domain(#[from] maskline_core::Error),
+    #[error("storage failed: {0}")]
+    Store(#[from] maskline_store::Error),
+    #[error("binding not found")]
+    BindingNotFound,
+    #[error("tenant not found")]
+    TenantNotFound,
+    #[error("expiry must be in the future")]
+    ExpiryInPast,
+    #[error("expiry is more than {max_secs} seconds away")]
+    ExpiryTooFar { max_secs: i64 },
+    #[error("the binding has ended; only active bindings can change")]
+    BindingNotActive,
+    #[error("mode {0} has no b to change")]
+    NoBToChange(&'static str),
+    #[error("this Idempotency-Key was used with a different request")]
+    IdempotencyKeyReused,
+    #[error("a request with this Idempotency-Key is in progress")]
+    IdempotencyInProgress,
+    #[error("number {number} of entry {entry}: {reason}")]
+    ImportRefused {
+        entry: usize,
+        number: String,
+        reason: maskline_core::Error,
+    },
+}
+
+/// Engine settings (validated by the binary's config).
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub cooldown_secs: i64,
+    /// Lifetime of a binding created without `expires_in`/`expires_at`.
+    pub default_ttl_secs: i64,
+    pub max_ttl_secs: i64,
+    pub extension_len: u8,
+    /// How long an `Idempotency-Key` is remembered.
+    pub idempotency_ttl_secs: i64,
+    /// How far back ended bindings seed sticky reuse at start-up.
+    pub sticky_window_secs: i64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            cooldown_secs: 3600,
+            default_ttl_secs: 86_400,
+            max_ttl_secs: 180 * 86_400,
+            extension_len: 4,
+            idempotency_ttl_secs: 86_400,
+            sticky_window_secs: 30 * 86_400,
+        }
+    }
+}
+
+/// See the crate documentation.
+pub struct Engine {
+    store: Arc<dyn Store>,
+    config: Config,
+    index: RwLock<Index>,
+    auth: RwLock<tenants::Auth>,
+    /// Idempotency keys whose first request is still being served.
+    inflight: Mutex<HashSet<(TenantId, String)>>,
+    /// PATCH and DELETE of one binding read, decide and write in turn.
+    binding_locks: Vec<tokio::sync::Mutex<()>>,
+    census: Mutex<Option<maskline_core::Census>>,
+}
+
+impl Engine {
+    /// Loads tenants, numbers and live bindings from `store` into memory.
+    pub async fn open(store: Arc<dyn Store>, config: Config) -> Result<Engine> {
+        let now = now();
+        let mut index = Index::new(config.cooldown_secs);
+        let mut auth = tenants::Auth::default();
+        for t in store.tenants().await? {
+            index.add_tenant(t.id);
+            auth.insert_tenant(t.api_key_hash, t.id);
+        }
+        for n in store.all_numbers().await? {
+            index.add_number(n.tenant, n.number, n.area.as_ref())?;
+        }
+        let horizon = now - config.cooldown_secs.max(config.sticky_window_secs);
+        let (mut live, mut refused) = (0u64, 0u64);
+        // Expired while no node was running and already past cool-down: the
+        // sweeper will never see them, so record their end here.
+        let mut overdue = Vec::new();
+        let scanned = store
+            .scan_bindings(horizon, &mut |b| {
+                let nb = bindings::index_entry(&b, false);
+                match index.insert(&nb, now) {
+                    Ok(true) => live += 1,
+                    Ok(false) => {
+                        if b.ended_at.is_none() {
+                            overdue.push((b.id, b.expires_at));
+                        }
+                        index.remember(b.tenant, b.mode, b.a, b.b, b.x, b.extension);
+                    }
+                    Err(e) => {
+                        refused += 1;
+                        tracing::error!(binding = %b.id, error = %e, "stored binding conflicts with the index; it will not route");
+                    }
+                }
+            })
+            .await?;
+        tracing::info!(scanned, live, refused, "route index loaded");
+        if !overdue.is_empty() {
+            let expired = overdue.len();
+            store
+                .enqueue(maskline_store::Write::ExpireBindings {
+                    ended: overdue,
+                    at: now,
+                })
+                .await?;
+            tracing::info!(expired, "bindings that expired while stopped recorded");
+        }
+        let binding_locks = (0..64).map(|_| tokio::sync::Mutex::new(())).collect();
+        Ok(Engine {
+            store,
+            config,
+            index: RwLock::new(index),
+            auth: RwLock::new(auth),
+            inflight: Mutex::new(Default::default()),
+            binding_locks,
+            census: Mutex::new(None),
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The route decision for one inbound call or message, from memory.
+    pub fn decide(&self, inbound: &Inbound) -> Decision {
+        self.index.read().decide(inbound, now())
+    }
+
+    /// Live bindings by mode and status, as of the last full sweep pass.
+    pub fn census(&self) -> Option<maskline_core::Census> {
+        *self.census.lock()
+    }
+
+    pub fn pool_stats(&self) -> Vec<maskline_core::PoolStat> {
+        self.index.read().pool_stats()
+    }
+
+    fn binding_lock(&self, id: maskline_core::BindingId) -> &tokio::sync::Mutex<()> {
+        &self.binding_locks[(id.0 % self.binding_locks.len() as u128) as usize]
+    }
+}
+
+/// Wall-clock Unix seconds: the only place the engine reads the clock.
+pub fn now() -> UnixTime {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}

@@ -1,0 +1,422 @@
+//! Configuration: an optional TOML file, then `MASKLINE_*` environment
+//! variables, which win. Everything is validated here, before any port is
+//! bound; a bad value is reported with the key that holds it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use maskline_core::Region;
+use serde::Deserialize;
+
+/// A configuration problem, naming the key at fault.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid configuration: {}: {}", self.key, self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn err(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        key: key.to_owned(),
+        message: message.into(),
+    }
+}
+
+/// An IPv4/IPv6 network in CIDR form.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cidr {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+impl Cidr {
+    fn parse(s: &str) -> Option<Cidr> {
+        let (ip, prefix) = match s.split_once('/') {
+            Some((ip, p)) => (ip.parse::<IpAddr>().ok()?, Some(p.parse::<u8>().ok()?)),
+            None => (s.parse::<IpAddr>().ok()?, None),
+        };
+        let max = if ip.is_ipv4() { 32 } else { 128 };
+        let prefix = prefix.unwrap_or(max);
+        (prefix <= max).then_some(Cidr { addr: ip, prefix })
+    }
+}
+
+/// The validated configuration.
+#[derive(Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub database_url: Option<String>,
+    pub http_listen: SocketAddr,
+    pub admin_key: Option<String>,
+    pub switch_key: Option<String>,
+    pub default_region: Region,
+    pub sip_listen: SocketAddr,
+    pub sip_outbound: Option<String>,
+    pub sip_trusted: Vec<Cidr>,
+    pub cooldown_secs: i64,
+    pub default_ttl_secs: i64,
+    pub max_ttl_secs: i64,
+    pub extension_length: u8,
+    pub shutdown_grace_secs: u64,
+    pub log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+// Secrets never reach Debug output.
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("data_dir", &self.data_dir)
+            .field("database_url", &self.database_url.as_ref().map(|_| "<set>"))
+            .field("http_listen", &self.http_listen)
+            .field("admin_key", &self.admin_key.as_ref().map(|_| "<set>"))
+            .field("switch_key", &self.switch_key.as_ref().map(|_| "<set>"))
+            .field("default_region", &self.default_region)
+            .field("sip_listen", &self.sip_listen)
+            .field("sip_outbound", &self.sip_outbound)
+            .field("sip_trusted", &self.sip_trusted)
+            .field("cooldown_secs", &self.cooldown_secs)
+            .field("default_ttl_secs", &self.default_ttl_secs)
+            .field("max_ttl_secs", &self.max_ttl_secs)
+            .field("extension_length", &self.extension_length)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The TOML file's shape: the same keys as the variables, lower-case and
+/// without the `MASKLINE_` prefix.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct File {
+    data_dir: Option<String>,
+    database_url: Option<String>,
+    http_listen: Option<String>,
+    admin_key: Option<String>,
+    switch_key: Option<String>,
+    default_region: Option<String>,
+    sip_listen: Option<String>,
+    sip_outbound: Option<String>,
+    sip_trusted: Option<Trusted>,
+    cooldown_secs: Option<i64>,
+    default_ttl_secs: Option<i64>,
+    max_ttl_secs: Option<i64>,
+    extension_length: Option<i64>,
+    shutdown_grace_secs: Option<i64>,
+    log_format: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Trusted {
+    One(String),
+    Many(Vec<String>),
+}
+
+const KEYS: &[&str] = &[
+    "data_dir",
+    "database_url",
+    "http_listen",
+    "admin_key",
+    "switch_key",
+    "default_region",
+    "sip_listen",
+    "sip_outbound",
+    "sip_trusted",
+    "cooldown_secs",
+    "default_ttl_secs",
+    "max_ttl_secs",
+    "extension_length",
+    "shutdown_grace_secs",
+    "log_format",
+];
+
+impl Config {
+    /// Reads `file` (if given) and then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let env: BTreeMap<String, String> = std::env::vars()
+            .filter(|(k, _)| k.starts_with("MASKLINE_"))
+            .collect();
+        Config::from_sources(file, &env)
+    }
+
+    pub fn from_sources(
+        file: Option<&Path>,
+        env: &BTreeMap<String, String>,
+    ) -> Result<Config, ConfigError> {
+        let parsed: File = match file {
+            None => File::default(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| err("--config", format!("cannot read {}: {e}", path.display())))?;
+                toml::from_str(&text).map_err(|e| {
+                    err(
+                        &path.display().to_string(),
+                        e.to_string().lines().collect::<Vec<_>>().join(" "),
+                    )
+                })?
+            }
+        };
+        let mut values: BTreeMap<&str, (String, String)> = BTreeMap::new();
+        let mut put = |key: &'static str, value: Option<String>, source: String| {
+            if let Some(v) = value {
+                values.insert(key, (v, source));
+            }
+        };
+        let file_src = |k: &str| format!("{k} (config file)");
+        put("data_dir", parsed.data_dir, file_src("data_dir"));
+        put(
+            "database_url",
+            parsed.database_url,
+            file_src("database_url"),
+        );
+        put("http_listen", parsed.http_listen, file_src("http_listen"));
+        put("admin_key", parsed.admin_key, file_src("admin_key"));
+        put("switch_key", parsed.switch_key, file_src("switch_key"));
+        put(
+            "default_region",
+            parsed.default_region,
+            file_src("default_region"),
+        );
+        put("sip_listen", parsed.sip_listen, file_src("sip_listen"));
+        put(
+            "sip_outbound",
+            parsed.sip_outbound,
+            file_src("sip_outbound"),
+        );
+        put(
+            "sip_trusted",
+            parsed.sip_trusted.map(|t| match t {
+                Trusted::One(s) => s,
+                Trusted::Many(v) => v.join(","),
+            }),
+            file_src("sip_trusted"),
+        );
+        for (key, v) in [
+            ("cooldown_secs", parsed.cooldown_secs),
+            ("default_ttl_secs", parsed.default_ttl_secs),
+            ("max_ttl_secs", parsed.max_ttl_secs),
+            ("extension_length", parsed.extension_length),
+            ("shutdown_grace_secs", parsed.shutdown_grace_secs),
+        ] {
+            put(key, v.map(|n| n.to_string()), file_src(key));
+        }
+        put("log_format", parsed.log_format, file_src("log_format"));
+        for key in KEYS {
+            let var = format!("MASKLINE_{}", key.to_ascii_uppercase());
+            if let Some(v) = env.get(&var) {
+                values.insert(key, (v.clone(), var));
+            }
+        }
+
+        let get = |key: &str| values.get(key).map(|(v, src)| (v.trim(), src.as_str()));
+        let text = |key: &str| {
+            get(key)
+                .map(|(v, _)| v.to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        let addr = |key: &str, default: &str| -> Result<SocketAddr, ConfigError> {
+            let (v, src) = get(key).unwrap_or((default, key));
+            v.parse()
+                .map_err(|_| err(src, format!("{v:?} is not an address like 127.0.0.1:8080")))
+        };
+        let int = |key: &str, default: i64, min: i64, max: i64| -> Result<i64, ConfigError> {
+            match get(key) {
+                None => Ok(default),
+                Some((v, src)) => match v.parse::<i64>() {
+                    Ok(n) if (min..=max).contains(&n) => Ok(n),
+                    _ => Err(err(
+                        src,
+                        format!("{v:?} must be an integer from {min} to {max}"),
+                    )),
+                },
+            }
+        };
+
+        let database_url = text("database_url");
+        if let Some(url) = &database_url {
+            let src = get("database_url").map_or("database_url", |(_, s)| s);
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                return Err(err(src, "must be a postgres:// URL"));
+            }
+            return Err(err(
+                src,
+                "the PostgreSQL back end is not available in this version; unset it to use the embedded store",
+            ));
+        }
+        let default_region = match get("default_region") {
+            None => Region::default(),
+            Some((v, src)) => v
+                .parse()
+                .map_err(|_| err(src, format!("{v:?} is not a region code like CN or US")))?,
+        };
+        let sip_trusted = {
+            let (v, src) = get("sip_trusted").unwrap_or(("127.0.0.1/32", "sip_trusted"));
+            v.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| {
+                    Cidr::parse(s)
+                        .ok_or_else(|| err(src, format!("{s:?} is not an IP address or CIDR")))
+                })
+                .collect::<Result<Vec<_>, _>>()?
+        };
+        let sip_outbound = text("sip_outbound");
+        if let Some(o) = &sip_outbound {
+            let src = get("sip_outbound").map_or("sip_outbound", |(_, s)| s);
+            let ok = o.rsplit_once(':').is_some_and(|(host, port)| {
+                !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+            });
+            if !ok {
+                return Err(err(src, format!("{o:?} is not host:port")));
+            }
+        }
+        let cooldown_secs = int("cooldown_secs", 3600, 0, 365 * 86_400)?;
+        let max_ttl_secs = int("max_ttl_secs", 180 * 86_400, 1, 10 * 365 * 86_400)?;
+        let default_ttl_secs = int("default_ttl_secs", 86_400, 1, 10 * 365 * 86_400)?;
+        if default_ttl_secs > max_ttl_secs {
+            let src = get("default_ttl_secs").map_or("default_ttl_secs", |(_, s)| s);
+            return Err(err(src, "must not exceed max_ttl_secs"));
+        }
+        let log_format = match get("log_format") {
+            None => LogFormat::Text,
+            Some(("text", _)) => LogFormat::Text,
+            Some(("json", _)) => LogFormat::Json,
+            Some((v, src)) => return Err(err(src, format!("{v:?} must be text or json"))),
+        };
+        for key in ["admin_key", "switch_key"] {
+            if let (Some(v), Some((_, src))) = (text(key), get(key)) {
+                if v.len() < 16 {
+                    return Err(err(src, "must be at least 16 characters"));
+                }
+            }
+        }
+        Ok(Config {
+            data_dir: PathBuf::from(
+                text("data_dir").unwrap_or_else(|| "./maskline-data".to_owned()),
+            ),
+            database_url,
+            http_listen: addr("http_listen", "127.0.0.1:8080")?,
+            admin_key: text("admin_key"),
+            switch_key: text("switch_key"),
+            default_region,
+            sip_listen: addr("sip_listen", "127.0.0.1:5060")?,
+            sip_outbound,
+            sip_trusted,
+            cooldown_secs,
+            default_ttl_secs,
+            max_ttl_secs,
+            extension_length: int(
+                "extension_length",
+                4,
+                1,
+                i64::from(maskline_core::MAX_EXTENSION_LEN),
+            )? as u8,
+            shutdown_grace_secs: int("shutdown_grace_secs", 10, 0, 3600)? as u64,
+            log_format,
+        })
+    }
+
+    pub fn engine(&self) -> maskline_engine::Config {
+        maskline_engine::Config {
+            cooldown_secs: self.cooldown_secs,
+            default_ttl_secs: self.default_ttl_secs,
+            max_ttl_secs: self.max_ttl_secs,
+            extension_len: self.extension_length,
+            ..maskline_engine::Config::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let c = Config::from_sources(None, &env(&[])).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("./maskline-data"));
+        assert_eq!(c.http_listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.sip_listen.to_string(), "127.0.0.1:5060");
+        assert_eq!(c.default_region.as_str(), "CN");
+        assert_eq!(c.cooldown_secs, 3600);
+        assert_eq!(c.sip_trusted, vec![Cidr::parse("127.0.0.1/32").unwrap()]);
+        assert!(c.admin_key.is_none() && c.switch_key.is_none() && c.sip_outbound.is_none());
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.toml");
+        std::fs::write(
+            &path,
+            "http_listen = \"127.0.0.1:9000\"\ncooldown_secs = 5\n",
+        )
+        .unwrap();
+        let c =
+            Config::from_sources(Some(&path), &env(&[("MASKLINE_COOLDOWN_SECS", "7")])).unwrap();
+        assert_eq!(c.http_listen.port(), 9000);
+        assert_eq!(c.cooldown_secs, 7);
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        for (var, value) in [
+            ("MASKLINE_HTTP_LISTEN", "nonsense"),
+            ("MASKLINE_COOLDOWN_SECS", "-1"),
+            ("MASKLINE_DEFAULT_REGION", "ZZ"),
+            ("MASKLINE_SIP_TRUSTED", "10.0.0.0/99"),
+            ("MASKLINE_SIP_OUTBOUND", "nohostport"),
+            ("MASKLINE_ADMIN_KEY", "short"),
+            ("MASKLINE_DATABASE_URL", "mysql://x"),
+        ] {
+            let e = Config::from_sources(None, &env(&[(var, value)]))
+                .err()
+                .unwrap();
+            assert_eq!(e.key, var, "{var}={value}: {e}");
+        }
+    }
+
+    #[test]
+    fn unknown_file_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.toml");
+        std::fs::write(&path, "http_lsten = \"127.0.0.1:9000\"\n").unwrap();
+        assert!(Config::from_sources(Some(&path), &env(&[])).is_err());
+    }
+
+    #[test]
+    fn debug_output_hides_secrets() {
+        let c = Config::from_sources(
+            None,
+            &env(&[
+                ("MASKLINE_ADMIN_KEY", "super-secret-admin-key"),
+                ("MASKLINE_SWITCH_KEY", "super-secret-switch"),
+            ]),
+        )
+        .unwrap();
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("super-secret"));
+    }
+}

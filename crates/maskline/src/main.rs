@@ -1,0 +1,134 @@
+//! `maskline`: the server (`serve`) and a CLI that talks to it over HTTP.
+
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod cli;
+mod config;
+mod serve;
+
+use config::Config;
+
+/// Exit status for a bad configuration (sysexits' EX_USAGE).
+const EXIT_CONFIG: u8 = 64;
+
+#[derive(Parser)]
+#[command(name = "maskline", version, about = "Privacy-number platform")]
+struct Args {
+    /// TOML configuration file; MASKLINE_* environment variables override it.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (HTTP API; embedded store unless configured otherwise).
+    Serve,
+    /// Manage tenants (talks to the running server with the admin key).
+    Tenant {
+        #[command(subcommand)]
+        command: TenantCommand,
+        #[command(flatten)]
+        server: cli::ServerArgs,
+    },
+    /// Manage a tenant's numbers (admin key acting for --tenant).
+    Numbers {
+        #[command(subcommand)]
+        command: NumbersCommand,
+        #[command(flatten)]
+        server: cli::ServerArgs,
+    },
+    /// Ask the running server for a route decision (switch key).
+    Route {
+        #[arg(long)]
+        caller: String,
+        #[arg(long)]
+        called: String,
+        #[arg(long)]
+        extension: Option<String>,
+        #[arg(long, default_value = "voice")]
+        channel: String,
+        #[command(flatten)]
+        server: cli::ServerArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum TenantCommand {
+    /// Create a tenant and print its id and API key (shown once).
+    Create { name: String },
+}
+
+#[derive(Subcommand)]
+enum NumbersCommand {
+    /// Import numbers from a CSV file: `number[,area]` per line, optional header.
+    Import {
+        file: PathBuf,
+        #[arg(long)]
+        tenant: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let config = match Config::load(args.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("maskline: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("maskline: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match args.command {
+            Command::Serve => serve::run(config).await,
+            Command::Tenant {
+                command: TenantCommand::Create { name },
+                server,
+            } => cli::tenant_create(&config, &server, &name).await,
+            Command::Numbers {
+                command: NumbersCommand::Import { file, tenant },
+                server,
+            } => cli::numbers_import(&config, &server, &file, &tenant).await,
+            Command::Route {
+                caller,
+                called,
+                extension,
+                channel,
+                server,
+            } => {
+                cli::route(
+                    &config,
+                    &server,
+                    &caller,
+                    &called,
+                    extension.as_deref(),
+                    &channel,
+                )
+                .await
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("maskline: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

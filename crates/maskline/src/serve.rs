@@ -1,0 +1,119 @@
+//! `maskline serve`: open the store, load the index, bind, serve, drain.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use maskline_api::AppState;
+use maskline_engine::{Engine, Sweeper};
+use maskline_store::SqliteStore;
+use metrics_exporter_prometheus::PrometheusBuilder;
+use tokio::sync::watch;
+
+use crate::config::{Config, LogFormat};
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MASKLINE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    init_logging(config.log_format);
+    tracing::info!(?config, "starting");
+
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+    let store = SqliteStore::open(&config.data_dir)
+        .await
+        .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
+    let engine = Arc::new(
+        Engine::open(Arc::new(store), config.engine())
+            .await
+            .context("cannot load the route index")?,
+    );
+    if let Some(key) = engine
+        .ensure_admin_key(config.admin_key.as_deref())
+        .await
+        .context("cannot set up the admin key")?
+    {
+        // Printed once, to stdout and not to the logs; only its hash is kept.
+        println!("Admin API key (shown once; only its hash is stored): {key}");
+    }
+
+    let listener = tokio::net::TcpListener::bind(config.http_listen)
+        .await
+        .with_context(|| format!("cannot listen for HTTP on {}", config.http_listen))?;
+    let prometheus = PrometheusBuilder::new()
+        .set_buckets(&[
+            0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+        ])
+        .context("bad histogram buckets")?
+        .install_recorder()
+        .context("cannot install the metrics recorder")?;
+    let state = AppState::new(
+        engine.clone(),
+        config.default_region,
+        config.switch_key.as_deref(),
+        Some(prometheus),
+    );
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let sweeper = tokio::spawn(
+        Sweeper::new(engine.clone(), Duration::from_secs(1)).run(stopped(stop_rx.clone())),
+    );
+    let server = tokio::spawn(maskline_api::serve(
+        listener,
+        state,
+        stopped(stop_rx.clone()),
+    ));
+
+    tracing::info!(http = %config.http_listen, data_dir = %config.data_dir.display(), "maskline ready");
+
+    shutdown_signal().await;
+    tracing::info!(
+        grace_secs = config.shutdown_grace_secs,
+        "shutting down: no new requests, draining"
+    );
+    let _ = stop_tx.send(true);
+    match tokio::time::timeout(Duration::from_secs(config.shutdown_grace_secs), server).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "HTTP server ended with an error"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server task failed"),
+        Err(_) => tracing::warn!("grace period over; closing remaining connections"),
+    }
+    let _ = sweeper.await;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,512 @@
+//! The embedded back end: SQLite in WAL mode with `synchronous=FULL`, one
+//! writer connection that group-commits queued writes, and a small pool of
+//! read connections.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use futures_util::TryStreamExt;
+use maskline_core::{
+    Area, Binding, BindingId, BindingStatus, Controls, EndReason, Extension, Mode, Number,
+    TenantId, UnixTime,
+};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteRow, SqliteSynchronous,
+};
+use sqlx::{AssertSqlSafe, Connection, Row, SqliteExecutor};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{
+    BindingFilter, Error, IdempotencyRecord, Page, PoolNumber, Result, Store, Tenant, Write,
+    WriteAck,
+};
+
+/// Most writes committed in one transaction. Large enough to amortise the
+/// fsync, small enough that the first request in a batch does not wait long.
+const MAX_BATCH: usize = 256;
+
+const BINDING_COLUMNS: &str = "id, tenant_id, mode, x, extension, a, b, area, external_ref, \
+     a_to_b, b_to_a, max_call_seconds, record, sms, created_at, updated_at, expires_at, \
+     ended_at, end_reason";
+
+pub struct SqliteStore {
+    writes: mpsc::UnboundedSender<(Write, oneshot::Sender<Result<()>>)>,
+    reads: SqlitePool,
+}
+
+struct Op {
+    write: Write,
+    ack: oneshot::Sender<Result<()>>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) `dir/maskline.db`, applies migrations and
+    /// starts the writer task.
+    pub async fn open(dir: &Path) -> Result<SqliteStore> {
+        let options = SqliteConnectOptions::new()
+            .filename(dir.join("maskline.db"))
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let mut writer = SqliteConnection::connect_with(&options).await?;
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&mut writer)
+            .await?;
+        let reads = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options.read_only(true))
+            .await?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(write_loop(writer, rx));
+        Ok(SqliteStore { writes: tx, reads })
+    }
+}
+
+// === the writer ===
+
+async fn write_loop(
+    mut conn: SqliteConnection,
+    mut rx: mpsc::UnboundedReceiver<(Write, oneshot::Sender<Result<()>>)>,
+) {
+    let mut queued = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut queued, MAX_BATCH).await > 0 {
+        let batch: Vec<Op> = queued
+            .drain(..)
+            .map(|(write, ack)| Op { write, ack })
+            .collect();
+        match apply_all(&mut conn, &batch).await {
+            Ok(()) => {
+                for op in batch {
+                    let _ = op.ack.send(Ok(()));
+                }
+            }
+            Err(batch_error) => {
+                // One write in the batch failed (a constraint, usually): the
+                // batch rolled back, so give each write its own transaction
+                // and its own answer.
+                tracing::debug!(error = %batch_error, "group commit failed, retrying writes one by one");
+                for op in batch {
+                    let result = apply_all(&mut conn, std::slice::from_ref(&op)).await;
+                    if let Err(e) = &result {
+                        tracing::warn!(error = %e, "write refused by the store");
+                    }
+                    let _ = op.ack.send(result);
+                }
+            }
+        }
+    }
+}
+
+async fn apply_all(conn: &mut SqliteConnection, ops: &[Op]) -> Result<()> {
+    let mut tx = conn.begin().await?;
+    for op in ops {
+        apply(&mut tx, &op.write).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn apply(conn: &mut SqliteConnection, write: &Write) -> Result<()> {
+    match write {
+        Write::PutMeta { key, value } => {
+            sqlx::query(
+                "INSERT INTO meta (key, value) VALUES (?, ?) \
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            )
+            .bind(key)
+            .bind(value)
+            .execute(&mut *conn)
+            .await
+            .map_err(conflict)?;
+        }
+        Write::CreateTenant(t) => {
+            sqlx::query(
+                "INSERT INTO tenants (id, name, api_key_hash, created_at) VALUES (?, ?, ?, ?)",
+            )
+            .bind(uuid_bytes(t.id.0))
+            .bind(&t.name)
+            .bind(&t.api_key_hash[..])
+            .bind(t.created_at)
+            .execute(&mut *conn)
+            .await
+            .map_err(conflict)?;
+        }
+        Write::ImportNumbers(numbers) => {
+            for n in numbers {
+                sqlx::query(
+                    "INSERT INTO numbers (number, tenant_id, area, created_at) VALUES (?, ?, ?, ?) \
+                     ON CONFLICT (number) DO NOTHING",
+                )
+                .bind(n.number.to_string())
+                .bind(uuid_bytes(n.tenant.0))
+                .bind(n.area.as_ref().map(Area::as_str))
+                .bind(n.created_at)
+                .execute(&mut *conn)
+                .await
+                .map_err(conflict)?;
+                // The number was free or already this tenant's; anything
+                // else is someone else's number.
+                let owner: Option<Vec<u8>> =
+                    sqlx::query_scalar("SELECT tenant_id FROM numbers WHERE number = ?")
+                        .bind(n.number.to_string())
+                        .fetch_optional(&mut *conn)
+                        .await?;
+                if owner.as_deref() != Some(&uuid_bytes(n.tenant.0)[..]) {
+                    return Err(Error::Conflict(format!(
+                        "number {} belongs to another pool",
+                        n.number.masked()
+                    )));
+                }
+            }
+        }
+        Write::RetireNumber { tenant, number } => {
+            sqlx::query("DELETE FROM numbers WHERE number = ? AND tenant_id = ?")
+                .bind(number.to_string())
+                .bind(uuid_bytes(tenant.0))
+                .execute(&mut *conn)
+                .await?;
+        }
+        Write::CreateBinding {
+            binding,
+            idempotency,
+        } => {
+            insert_binding(&mut *conn, binding).await?;
+            if let Some(rec) = idempotency {
+                sqlx::query(
+                    "INSERT INTO idempotency (tenant_id, key, request_hash, status, body, created_at) \
+                     VALUES (?, ?, ?, ?, ?, ?)",
+                )
+                .bind(uuid_bytes(rec.tenant.0))
+                .bind(&rec.key)
+                .bind(&rec.request_hash[..])
+                .bind(i64::from(rec.status))
+                .bind(&rec.body)
+                .bind(rec.created_at)
+                .execute(&mut *conn)
+                .await
+                .map_err(conflict)?;
+            }
+        }
+        Write::UpdateBinding(b) => {
+            let done = sqlx::query(
+                "UPDATE bindings SET b = ?, a_to_b = ?, b_to_a = ?, max_call_seconds = ?, \
+                 record = ?, sms = ?, updated_at = ?, expires_at = ?, ended_at = ?, \
+                 end_reason = ?, ends_at = ? WHERE id = ? AND tenant_id = ?",
+            )
+            .bind(b.b.map(|n| n.to_string()))
+            .bind(b.controls.a_to_b)
+            .bind(b.controls.b_to_a)
+            .bind(b.controls.max_call_seconds.map(i64::from))
+            .bind(b.controls.record)
+            .bind(b.controls.sms)
+            .bind(b.updated_at)
+            .bind(b.expires_at)
+            .bind(b.ended_at)
+            .bind(b.end_reason.map(EndReason::as_str))
+            .bind(b.ends_at())
+            .bind(uuid_bytes(b.id.0))
+            .bind(uuid_bytes(b.tenant.0))
+            .execute(&mut *conn)
+            .await?;
+            if done.rows_affected() != 1 {
+                return Err(Error::Conflict(format!("binding {} does not exist", b.id)));
+            }
+        }
+        Write::ExpireBindings { ended, at } => {
+            for (id, ended_at) in ended {
+                sqlx::query(
+                    "UPDATE bindings SET ended_at = ?, end_reason = 'expired', updated_at = ?, \
+                     ends_at = MIN(ends_at, ?) WHERE id = ? AND ended_at IS NULL",
+                )
+                .bind(ended_at)
+                .bind(at)
+                .bind(ended_at)
+                .bind(uuid_bytes(id.0))
+                .execute(&mut *conn)
+                .await?;
+            }
+        }
+        Write::PurgeIdempotency { before } => {
+            sqlx::query("DELETE FROM idempotency WHERE created_at < ?")
+                .bind(before)
+                .execute(&mut *conn)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+async fn insert_binding(conn: impl SqliteExecutor<'_>, b: &Binding) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO bindings (id, tenant_id, mode, x, extension, a, b, area, external_ref, \
+         a_to_b, b_to_a, max_call_seconds, record, sms, created_at, updated_at, expires_at, \
+         ended_at, end_reason, ends_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(uuid_bytes(b.id.0))
+    .bind(uuid_bytes(b.tenant.0))
+    .bind(b.mode.as_str())
+    .bind(b.x.to_string())
+    .bind(b.extension.map(|e| e.to_string()))
+    .bind(b.a.to_string())
+    .bind(b.b.map(|n| n.to_string()))
+    .bind(b.area.as_ref().map(Area::as_str))
+    .bind(b.external_ref.as_deref())
+    .bind(b.controls.a_to_b)
+    .bind(b.controls.b_to_a)
+    .bind(b.controls.max_call_seconds.map(i64::from))
+    .bind(b.controls.record)
+    .bind(b.controls.sms)
+    .bind(b.created_at)
+    .bind(b.updated_at)
+    .bind(b.expires_at)
+    .bind(b.ended_at)
+    .bind(b.end_reason.map(EndReason::as_str))
+    .bind(b.ends_at())
+    .execute(conn)
+    .await
+    .map_err(conflict)?;
+    Ok(())
+}
+
+fn conflict(e: sqlx::Error) -> Error {
+    match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() || db.is_foreign_key_violation() => {
+            Error::Conflict(db.message().to_owned())
+        }
+        _ => Error::Database(e),
+    }
+}
+
+// === reads ===
+
+#[async_trait::async_trait]
+impl Store for SqliteStore {
+    fn enqueue(&self, write: Write) -> WriteAck {
+        let (tx, rx) = oneshot::channel();
+        // A closed channel drops `tx`, and the ack reports `WriterGone`.
+        let _ = self.writes.send((write, tx));
+        WriteAck(rx)
+    }
+
+    async fn get_meta(&self, key: &str) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = ?")
+            .bind(key)
+            .fetch_optional(&self.reads)
+            .await?)
+    }
+
+    async fn tenants(&self) -> Result<Vec<Tenant>> {
+        let rows =
+            sqlx::query("SELECT id, name, api_key_hash, created_at FROM tenants ORDER BY id")
+                .fetch_all(&self.reads)
+                .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Tenant {
+                    id: TenantId(uuid_from(r.try_get("id")?)?),
+                    name: r.try_get("name")?,
+                    api_key_hash: r
+                        .try_get::<Vec<u8>, _>("api_key_hash")?
+                        .try_into()
+                        .map_err(|_| Error::Corrupt("api_key_hash"))?,
+                    created_at: r.try_get("created_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn all_numbers(&self) -> Result<Vec<PoolNumber>> {
+        let rows =
+            sqlx::query("SELECT number, tenant_id, area, created_at FROM numbers ORDER BY rowid")
+                .fetch_all(&self.reads)
+                .await?;
+        rows.iter().map(pool_number).collect()
+    }
+
+    async fn scan_bindings(
+        &self,
+        min_ends_at: UnixTime,
+        each: &mut (dyn FnMut(Binding) + Send),
+    ) -> Result<u64> {
+        let sql = format!("SELECT {BINDING_COLUMNS} FROM bindings WHERE ends_at >= ? ORDER BY id");
+        let mut rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(min_ends_at)
+            .fetch(&self.reads);
+        let mut n = 0;
+        while let Some(row) = rows.try_next().await? {
+            each(binding(&row)?);
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    async fn numbers(&self, tenant: TenantId, page: Page<Number>) -> Result<Vec<PoolNumber>> {
+        let rows = sqlx::query(
+            "SELECT number, tenant_id, area, created_at FROM numbers \
+             WHERE tenant_id = ? AND number > ? ORDER BY number LIMIT ?",
+        )
+        .bind(uuid_bytes(tenant.0))
+        .bind(page.after.map(|n| n.to_string()).unwrap_or_default())
+        .bind(i64::from(page.limit))
+        .fetch_all(&self.reads)
+        .await?;
+        rows.iter().map(pool_number).collect()
+    }
+
+    async fn binding(&self, tenant: TenantId, id: BindingId) -> Result<Option<Binding>> {
+        let sql = format!("SELECT {BINDING_COLUMNS} FROM bindings WHERE id = ? AND tenant_id = ?");
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(uuid_bytes(id.0))
+            .bind(uuid_bytes(tenant.0))
+            .fetch_optional(&self.reads)
+            .await?;
+        row.as_ref().map(binding).transpose()
+    }
+
+    async fn bindings(
+        &self,
+        tenant: TenantId,
+        filter: &BindingFilter,
+        page: Page<BindingId>,
+    ) -> Result<Vec<Binding>> {
+        // Built from fixed fragments only; every value is a bound parameter.
+        let mut sql =
+            format!("SELECT {BINDING_COLUMNS} FROM bindings WHERE tenant_id = ? AND id > ?");
+        if filter.external_ref.is_some() {
+            sql.push_str(" AND external_ref = ?");
+        }
+        if filter.party.is_some() {
+            sql.push_str(" AND (a = ? OR b = ?)");
+        }
+        let status = filter.status.map(|(status, now, cooldown)| {
+            let cooled = now.saturating_sub(cooldown);
+            match status {
+                BindingStatus::Active => (" AND ends_at > ?", now, None),
+                BindingStatus::Cooling => (" AND ends_at <= ? AND ends_at > ?", now, Some(cooled)),
+                BindingStatus::Ended => (" AND ends_at <= ?", cooled, None),
+            }
+        });
+        if let Some((fragment, _, _)) = status {
+            sql.push_str(fragment);
+        }
+        sql.push_str(" ORDER BY id LIMIT ?");
+        let mut q = sqlx::query(AssertSqlSafe(sql))
+            .bind(uuid_bytes(tenant.0))
+            .bind(uuid_bytes(page.after.map_or(0, |id| id.0)));
+        if let Some(r) = &filter.external_ref {
+            q = q.bind(r.clone());
+        }
+        if let Some(p) = filter.party {
+            q = q.bind(p.to_string()).bind(p.to_string());
+        }
+        if let Some((_, first, second)) = status {
+            q = q.bind(first);
+            if let Some(s) = second {
+                q = q.bind(s);
+            }
+        }
+        let rows = q.bind(i64::from(page.limit)).fetch_all(&self.reads).await?;
+        rows.iter().map(binding).collect()
+    }
+
+    async fn idempotency(&self, tenant: TenantId, key: &str) -> Result<Option<IdempotencyRecord>> {
+        let row = sqlx::query(
+            "SELECT request_hash, status, body, created_at FROM idempotency \
+             WHERE tenant_id = ? AND key = ?",
+        )
+        .bind(uuid_bytes(tenant.0))
+        .bind(key)
+        .fetch_optional(&self.reads)
+        .await?;
+        row.map(|r| {
+            Ok(IdempotencyRecord {
+                tenant,
+                key: key.to_owned(),
+                request_hash: r
+                    .try_get::<Vec<u8>, _>("request_hash")?
+                    .try_into()
+                    .map_err(|_| Error::Corrupt("request_hash"))?,
+                status: u16::try_from(r.try_get::<i64, _>("status")?)
+                    .map_err(|_| Error::Corrupt("status"))?,
+                body: r.try_get("body")?,
+                created_at: r.try_get("created_at")?,
+            })
+        })
+        .transpose()
+    }
+}
+
+// === row decoding ===
+
+fn uuid_bytes(id: u128) -> Vec<u8> {
+    id.to_be_bytes().to_vec()
+}
+
+fn uuid_from(bytes: Vec<u8>) -> Result<u128> {
+    let arr: [u8; 16] = bytes.try_into().map_err(|_| Error::Corrupt("id"))?;
+    Ok(u128::from_be_bytes(arr))
+}
+
+fn number(s: &str, column: &'static str) -> Result<Number> {
+    Number::from_e164(s).map_err(|_| Error::Corrupt(column))
+}
+
+fn pool_number(r: &SqliteRow) -> Result<PoolNumber> {
+    Ok(PoolNumber {
+        tenant: TenantId(uuid_from(r.try_get("tenant_id")?)?),
+        number: number(r.try_get("number")?, "number")?,
+        area: r
+            .try_get::<Option<String>, _>("area")?
+            .map(|a| Area::new(&a).map_err(|_| Error::Corrupt("area")))
+            .transpose()?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+fn binding(r: &SqliteRow) -> Result<Binding> {
+    let opt_number = |col: &'static str| -> Result<Option<Number>> {
+        r.try_get::<Option<&str>, _>(col)?
+            .map(|s| number(s, col))
+            .transpose()
+    };
+    Ok(Binding {
+        id: BindingId(uuid_from(r.try_get("id")?)?),
+        tenant: TenantId(uuid_from(r.try_get("tenant_id")?)?),
+        mode: Mode::from_str(r.try_get("mode")?).map_err(|_| Error::Corrupt("mode"))?,
+        x: number(r.try_get("x")?, "x")?,
+        extension: r
+            .try_get::<Option<&str>, _>("extension")?
+            .map(|e| Extension::from_str(e).map_err(|_| Error::Corrupt("extension")))
+            .transpose()?,
+        a: number(r.try_get("a")?, "a")?,
+        b: opt_number("b")?,
+        area: r
+            .try_get::<Option<&str>, _>("area")?
+            .map(|a| Area::new(a).map_err(|_| Error::Corrupt("area")))
+            .transpose()?,
+        external_ref: r.try_get("external_ref")?,
+        controls: Controls {
+            a_to_b: r.try_get("a_to_b")?,
+            b_to_a: r.try_get("b_to_a")?,
+            max_call_seconds: r
+                .try_get::<Option<i64>, _>("max_call_seconds")?
+                .map(|s| u32::try_from(s).map_err(|_| Error::Corrupt("max_call_seconds")))
+                .transpose()?,
+            record: r.try_get("record")?,
+            sms: r.try_get("sms")?,
+        },
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+        expires_at: r.try_get("expires_at")?,
+        ended_at: r.try_get("ended_at")?,
+        end_reason: r
+            .try_get::<Option<&str>, _>("end_reason")?
+            .map(|e| EndReason::from_str(e).map_err(|_| Error::Corrupt("end_reason")))
+            .transpose()?,
+    })
+}
