@@ -1,0 +1,281 @@
+//! Test harness: runs the real `maskline` binary on loopback with a
+//! temporary data directory and talks to it over HTTP.
+
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+pub const ADMIN_KEY: &str = "test-admin-key-0123456789";
+pub const SWITCH_KEY: &str = "test-switch-key-0123456789";
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_maskline")
+}
+
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    l.local_addr().expect("local addr").port()
+}
+
+pub struct Server {
+    pub child: Option<Child>,
+    pub base: String,
+    pub port: u16,
+    pub dir: PathBuf,
+    pub env: Vec<(String, String)>,
+    pub client: reqwest::Client,
+    starts: u32,
+}
+
+impl Server {
+    /// Starts a server with the admin and switch keys set.
+    pub async fn start(dir: &Path) -> Server {
+        Server::start_with(
+            dir,
+            &[
+                ("MASKLINE_ADMIN_KEY", ADMIN_KEY),
+                ("MASKLINE_SWITCH_KEY", SWITCH_KEY),
+            ],
+        )
+        .await
+    }
+
+    pub async fn start_with(dir: &Path, env: &[(&str, &str)]) -> Server {
+        let port = free_port();
+        let mut server = Server {
+            child: None,
+            base: format!("http://127.0.0.1:{port}"),
+            port,
+            dir: dir.to_owned(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            client: reqwest::Client::new(),
+            starts: 0,
+        };
+        server.spawn().await;
+        server
+    }
+
+    pub fn stdout_path(&self, n: u32) -> PathBuf {
+        self.dir.join(format!("stdout-{n}.log"))
+    }
+
+    pub fn stderr_path(&self, n: u32) -> PathBuf {
+        self.dir.join(format!("stderr-{n}.log"))
+    }
+
+    /// Every log line the server wrote, over all its starts.
+    pub fn logs(&self) -> String {
+        let mut all = String::new();
+        for n in 1..=self.starts {
+            for p in [self.stdout_path(n), self.stderr_path(n)] {
+                all.push_str(&std::fs::read_to_string(p).unwrap_or_default());
+            }
+        }
+        all
+    }
+
+    async fn spawn(&mut self) {
+        self.starts += 1;
+        let out = std::fs::File::create(self.stdout_path(self.starts)).expect("stdout file");
+        let err = std::fs::File::create(self.stderr_path(self.starts)).expect("stderr file");
+        let mut cmd = Command::new(bin());
+        cmd.arg("serve")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("MASKLINE_DATA_DIR", self.dir.join("data"))
+            .env("MASKLINE_HTTP_LISTEN", format!("127.0.0.1:{}", self.port))
+            .env("MASKLINE_SIP_LISTEN", format!("127.0.0.1:{}", free_port()))
+            .env("MASKLINE_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err);
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        self.child = Some(cmd.spawn().expect("spawn maskline"));
+        self.wait_ready().await;
+    }
+
+    async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = self
+                .client
+                .get(format!("{}/healthz", self.base))
+                .send()
+                .await
+            {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!(
+                        "maskline exited during start-up ({status}):\n{}",
+                        self.logs()
+                    );
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "maskline did not become ready:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, and wait for a clean exit.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("server is running");
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("maskline did not stop on SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub async fn restart(&mut self) {
+        if self.child.is_some() {
+            let status = self.stop();
+            assert!(status.success(), "graceful stop exits 0, got {status}");
+        }
+        self.spawn().await;
+    }
+
+    pub async fn restart_after_kill9(&mut self) {
+        self.kill9();
+        self.spawn().await;
+    }
+
+    // === HTTP helpers ===
+
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let url = format!("{}{}", self.base, path);
+        let mut req = self.client.request(method.parse().expect("method"), url);
+        if let Some(k) = key {
+            req = req.bearer_auth(k);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = req.send().await.expect("request reaches the server");
+        let status = res.status().as_u16();
+        let text = res.text().await.unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    pub async fn create_tenant(&self, name: &str) -> (String, String) {
+        let (s, v) = self
+            .call(
+                "POST",
+                "/v1/tenants",
+                Some(ADMIN_KEY),
+                Some(json!({ "name": name })),
+            )
+            .await;
+        assert_eq!(s, 201, "{v}");
+        (
+            v["id"].as_str().unwrap().to_owned(),
+            v["api_key"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    pub async fn import(&self, key: &str, numbers: &[&str]) {
+        let entries: Vec<Value> = numbers.iter().map(|n| json!({ "number": n })).collect();
+        let (s, v) = self
+            .call(
+                "POST",
+                "/v1/numbers",
+                Some(key),
+                Some(json!({ "numbers": entries })),
+            )
+            .await;
+        assert!(s == 201 || s == 200, "{s} {v}");
+    }
+
+    pub async fn bind(&self, key: &str, body: Value) -> (u16, Value) {
+        self.call("POST", "/v1/bindings", Some(key), Some(body))
+            .await
+    }
+
+    pub async fn route(&self, caller: &str, called: &str, extension: Option<&str>) -> Value {
+        let mut body = json!({ "caller": caller, "called": called });
+        if let Some(e) = extension {
+            body["extension"] = json!(e);
+        }
+        let (s, v) = self
+            .call("POST", "/v1/route", Some(SWITCH_KEY), Some(body))
+            .await;
+        assert_eq!(s, 200, "{v}");
+        v
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Hangzhou fixed-line virtual numbers: `+86571000000NN`.
+pub fn x(n: u32) -> String {
+    format!("+86571{n:08}")
+}
+
+/// A mobile party number.
+pub fn party(n: u32) -> String {
+    format!("+86138{n:08}")
+}
+
+/// Polls `f` until it returns `Some`, or panics after `secs`.
+pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
