@@ -1,0 +1,500 @@
+//! One conformance suite for every `Store` back end. Each case is a plain
+//! async function over `&dyn Store`; `conformance!` instantiates all of them
+//! for a back end (a PostgreSQL back end adds one invocation).
+
+use std::sync::Arc;
+
+use maskline_core::{
+    Area, Binding, BindingId, BindingStatus, Controls, EndReason, Extension, Mode, Number, TenantId,
+};
+use maskline_store::{
+    BindingFilter, Error, IdempotencyRecord, Page, PoolNumber, SqliteStore, Store, Tenant, Write,
+};
+
+fn tenant(n: u128) -> Tenant {
+    Tenant {
+        id: TenantId(n),
+        name: format!("tenant-{n}"),
+        api_key_hash: [n as u8; 32],
+        created_at: 1_000,
+    }
+}
+
+fn num(n: u64) -> Number {
+    Number::from_digits(86_571_000_000_00 + n).unwrap()
+}
+
+fn party(n: u64) -> Number {
+    Number::from_digits(86_138_000_000_00 + n).unwrap()
+}
+
+fn pool(t: u128, n: u64) -> PoolNumber {
+    PoolNumber {
+        tenant: TenantId(t),
+        number: num(n),
+        area: Some(Area::new("0571").unwrap()),
+        created_at: 1_000,
+    }
+}
+
+fn binding(id: u128, t: u128, a: u64, b: u64, expires_at: i64) -> Binding {
+    Binding {
+        id: BindingId(id),
+        tenant: TenantId(t),
+        mode: Mode::Axb,
+        x: num(1),
+        extension: None,
+        a: party(a),
+        b: Some(party(b)),
+        area: Some(Area::new("0571").unwrap()),
+        external_ref: Some(format!("order-{}", id % 2)),
+        controls: Controls {
+            max_call_seconds: Some(600),
+            ..Controls::default()
+        },
+        created_at: 1_000,
+        updated_at: 1_000,
+        expires_at,
+        ended_at: None,
+        end_reason: None,
+    }
+}
+
+async fn setup(s: &dyn Store) {
+    s.enqueue(Write::CreateTenant(tenant(1))).await.unwrap();
+    s.enqueue(Write::CreateTenant(tenant(2))).await.unwrap();
+    s.enqueue(Write::ImportNumbers(vec![pool(1, 1), pool(1, 2)]))
+        .await
+        .unwrap();
+}
+
+fn page<C>(limit: u32) -> Page<C> {
+    Page { after: None, limit }
+}
+
+// === the cases ===
+
+async fn tenants_and_meta_round_trip(s: &dyn Store) {
+    setup(s).await;
+    let all = s.tenants().await.unwrap();
+    assert_eq!(all, vec![tenant(1), tenant(2)]);
+    assert_eq!(s.get_meta("k").await.unwrap(), None);
+    s.enqueue(Write::PutMeta {
+        key: "k".into(),
+        value: "v1".into(),
+    })
+    .await
+    .unwrap();
+    s.enqueue(Write::PutMeta {
+        key: "k".into(),
+        value: "v2".into(),
+    })
+    .await
+    .unwrap();
+    assert_eq!(s.get_meta("k").await.unwrap().as_deref(), Some("v2"));
+    let mut dup = tenant(3);
+    dup.api_key_hash = tenant(1).api_key_hash;
+    assert!(matches!(
+        s.enqueue(Write::CreateTenant(dup)).await,
+        Err(Error::Conflict(_))
+    ));
+}
+
+async fn number_import_is_all_or_nothing(s: &dyn Store) {
+    setup(s).await;
+    // Tenant 2 tries a fresh number and one of tenant 1's: neither lands.
+    let r = s
+        .enqueue(Write::ImportNumbers(vec![pool(2, 3), pool(2, 1)]))
+        .await;
+    assert!(matches!(r, Err(Error::Conflict(_))), "{r:?}");
+    assert!(s.numbers(TenantId(2), page(10)).await.unwrap().is_empty());
+    // Re-importing one's own number is harmless.
+    s.enqueue(Write::ImportNumbers(vec![pool(1, 1)]))
+        .await
+        .unwrap();
+    let mine = s.numbers(TenantId(1), page(10)).await.unwrap();
+    assert_eq!(mine, vec![pool(1, 1), pool(1, 2)]);
+    let second = s
+        .numbers(
+            TenantId(1),
+            Page {
+                after: Some(num(1)),
+                limit: 10,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(second, vec![pool(1, 2)]);
+    s.enqueue(Write::RetireNumber {
+        tenant: TenantId(2),
+        number: num(1),
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        s.all_numbers().await.unwrap().len(),
+        2,
+        "retiring another tenant's number does nothing"
+    );
+    s.enqueue(Write::RetireNumber {
+        tenant: TenantId(1),
+        number: num(1),
+    })
+    .await
+    .unwrap();
+    assert_eq!(s.all_numbers().await.unwrap(), vec![pool(1, 2)]);
+}
+
+async fn bindings_round_trip_and_stay_in_their_tenant(s: &dyn Store) {
+    setup(s).await;
+    let mut b = binding(10, 1, 1, 2, 5_000);
+    b.mode = Mode::Axe;
+    b.b = None;
+    b.extension = Some("0042".parse::<Extension>().unwrap());
+    s.enqueue(Write::CreateBinding {
+        binding: b.clone(),
+        idempotency: None,
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        s.binding(TenantId(1), BindingId(10)).await.unwrap(),
+        Some(b.clone())
+    );
+    assert_eq!(s.binding(TenantId(2), BindingId(10)).await.unwrap(), None);
+    let mut changed = b.clone();
+    changed.b = Some(party(7));
+    changed.controls.sms = false;
+    changed.ended_at = Some(4_000);
+    changed.end_reason = Some(EndReason::Unbound);
+    changed.updated_at = 4_000;
+    s.enqueue(Write::UpdateBinding(changed.clone()))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.binding(TenantId(1), BindingId(10)).await.unwrap(),
+        Some(changed.clone())
+    );
+    let mut foreign = changed.clone();
+    foreign.tenant = TenantId(2);
+    assert!(
+        s.enqueue(Write::UpdateBinding(foreign)).await.is_err(),
+        "no update across tenants"
+    );
+    let dup = s
+        .enqueue(Write::CreateBinding {
+            binding: b.clone(),
+            idempotency: None,
+        })
+        .await;
+    assert!(matches!(dup, Err(Error::Conflict(_))));
+}
+
+async fn binding_filters_and_pages(s: &dyn Store) {
+    setup(s).await;
+    // ends_at 500 (ended long ago), 950 (cooling at 1000 with cool-down 100), 5000 (active).
+    for (id, a, b, exp) in [
+        (1u128, 1, 2, 500),
+        (2, 3, 4, 950),
+        (3, 1, 5, 5_000),
+        (4, 6, 7, 5_000),
+    ] {
+        s.enqueue(Write::CreateBinding {
+            binding: binding(id, 1, a, b, exp),
+            idempotency: None,
+        })
+        .await
+        .unwrap();
+    }
+    s.enqueue(Write::CreateBinding {
+        binding: binding(5, 2, 1, 2, 5_000),
+        idempotency: None,
+    })
+    .await
+    .unwrap();
+    let ids = |v: Vec<Binding>| v.into_iter().map(|b| b.id.0).collect::<Vec<_>>();
+    let all = |f: BindingFilter| async move {
+        ids(s.bindings(TenantId(1), &f, page(100)).await.unwrap())
+    };
+    assert_eq!(all(BindingFilter::default()).await, vec![1, 2, 3, 4]);
+    assert_eq!(
+        all(BindingFilter {
+            party: Some(party(1)),
+            ..Default::default()
+        })
+        .await,
+        vec![1, 3]
+    );
+    assert_eq!(
+        all(BindingFilter {
+            party: Some(party(5)),
+            ..Default::default()
+        })
+        .await,
+        vec![3],
+        "party matches b too"
+    );
+    assert_eq!(
+        all(BindingFilter {
+            external_ref: Some("order-0".into()),
+            ..Default::default()
+        })
+        .await,
+        vec![2, 4]
+    );
+    let status = |st| BindingFilter {
+        status: Some((st, 1_000, 100)),
+        ..Default::default()
+    };
+    assert_eq!(all(status(BindingStatus::Active)).await, vec![3, 4]);
+    assert_eq!(all(status(BindingStatus::Cooling)).await, vec![2]);
+    assert_eq!(all(status(BindingStatus::Ended)).await, vec![1]);
+    let p1 = s
+        .bindings(TenantId(1), &BindingFilter::default(), page(2))
+        .await
+        .unwrap();
+    assert_eq!(ids(p1), vec![1, 2]);
+    let p2 = s
+        .bindings(
+            TenantId(1),
+            &BindingFilter::default(),
+            Page {
+                after: Some(BindingId(2)),
+                limit: 2,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(ids(p2), vec![3, 4]);
+}
+
+async fn expiry_is_recorded_once(s: &dyn Store) {
+    setup(s).await;
+    s.enqueue(Write::CreateBinding {
+        binding: binding(1, 1, 1, 2, 900),
+        idempotency: None,
+    })
+    .await
+    .unwrap();
+    let mut unbound = binding(2, 1, 3, 4, 900);
+    unbound.ended_at = Some(800);
+    unbound.end_reason = Some(EndReason::Unbound);
+    s.enqueue(Write::CreateBinding {
+        binding: unbound.clone(),
+        idempotency: None,
+    })
+    .await
+    .unwrap();
+    s.enqueue(Write::ExpireBindings {
+        ended: vec![(BindingId(1), 900), (BindingId(2), 900)],
+        at: 1_000,
+    })
+    .await
+    .unwrap();
+    let b1 = s.binding(TenantId(1), BindingId(1)).await.unwrap().unwrap();
+    assert_eq!(
+        (b1.ended_at, b1.end_reason),
+        (Some(900), Some(EndReason::Expired))
+    );
+    let b2 = s.binding(TenantId(1), BindingId(2)).await.unwrap().unwrap();
+    assert_eq!(b2, unbound, "an unbound binding keeps its own end");
+}
+
+async fn scan_streams_bindings_ending_after_the_horizon(s: &dyn Store) {
+    setup(s).await;
+    for (id, exp) in [(1u128, 100), (2, 200), (3, 300)] {
+        s.enqueue(Write::CreateBinding {
+            binding: binding(id, 1, id as u64, 50 + id as u64, exp),
+            idempotency: None,
+        })
+        .await
+        .unwrap();
+    }
+    let mut seen = Vec::new();
+    let n = s
+        .scan_bindings(200, &mut |b| seen.push(b.id.0))
+        .await
+        .unwrap();
+    assert_eq!((n, seen), (2, vec![2, 3]));
+}
+
+async fn idempotency_record_is_atomic_with_its_binding(s: &dyn Store) {
+    setup(s).await;
+    let rec = |key: &str| IdempotencyRecord {
+        tenant: TenantId(1),
+        key: key.into(),
+        request_hash: [7; 32],
+        status: 201,
+        body: "{\"id\":1}".into(),
+        created_at: 1_000,
+    };
+    s.enqueue(Write::CreateBinding {
+        binding: binding(1, 1, 1, 2, 5_000),
+        idempotency: Some(rec("k")),
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        s.idempotency(TenantId(1), "k").await.unwrap(),
+        Some(rec("k"))
+    );
+    assert_eq!(
+        s.idempotency(TenantId(2), "k").await.unwrap(),
+        None,
+        "keys are per tenant"
+    );
+    let again = s
+        .enqueue(Write::CreateBinding {
+            binding: binding(2, 1, 3, 4, 5_000),
+            idempotency: Some(rec("k")),
+        })
+        .await;
+    assert!(matches!(again, Err(Error::Conflict(_))));
+    assert_eq!(
+        s.binding(TenantId(1), BindingId(2)).await.unwrap(),
+        None,
+        "the binding rolled back with its key"
+    );
+    s.enqueue(Write::PurgeIdempotency { before: 1_001 })
+        .await
+        .unwrap();
+    assert_eq!(s.idempotency(TenantId(1), "k").await.unwrap(), None);
+}
+
+async fn concurrent_writes_group_commit_and_fail_alone(s: Arc<dyn Store>) {
+    setup(&*s).await;
+    let mut acks = Vec::new();
+    for i in 0..1_000u128 {
+        acks.push(s.enqueue(Write::CreateBinding {
+            binding: binding(100 + i, 1, 1_000 + i as u64, 5_000 + i as u64, 9_000),
+            idempotency: None,
+        }));
+        if i == 500 {
+            // A write that must fail, in the middle of the burst.
+            acks.push(s.enqueue(Write::CreateBinding {
+                binding: binding(100, 1, 1, 2, 9_000),
+                idempotency: None,
+            }));
+        }
+    }
+    let mut failed = 0;
+    for ack in acks {
+        if ack.await.is_err() {
+            failed += 1;
+        }
+    }
+    assert_eq!(failed, 1, "only the duplicate fails");
+    let stored = s
+        .bindings(TenantId(1), &BindingFilter::default(), page(2_000))
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 1_000);
+}
+
+async fn writes_apply_in_queue_order(s: &dyn Store) {
+    setup(s).await;
+    let b = binding(1, 1, 1, 2, 5_000);
+    let create = s.enqueue(Write::CreateBinding {
+        binding: b.clone(),
+        idempotency: None,
+    });
+    let mut acks = vec![create];
+    for i in 0..50 {
+        let mut next = b.clone();
+        next.b = Some(party(100 + i));
+        acks.push(s.enqueue(Write::UpdateBinding(next)));
+    }
+    for ack in acks {
+        ack.await.unwrap();
+    }
+    let got = s.binding(TenantId(1), BindingId(1)).await.unwrap().unwrap();
+    assert_eq!(got.b, Some(party(149)));
+}
+
+// === back ends ===
+
+macro_rules! conformance {
+    ($backend:ident, $open:expr) => {
+        mod $backend {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread")]
+            async fn tenants_and_meta_round_trip() {
+                let (_g, s) = $open.await;
+                super::tenants_and_meta_round_trip(&*s).await;
+            }
+            #[tokio::test(flavor = "multi_thread")]
+            async fn number_import_is_all_or_nothing() {
+                let (_g, s) = $open.await;
+                super::number_import_is_all_or_nothing(&*s).await;
+            }
+            #[tokio::test(flavor = "multi_thread")]
+            async fn bindings_round_trip_and_stay_in_their_tenant() {
+                let (_g, s) = $open.await;
+                super::bindings_round_trip_and_stay_in_their_tenant(&*s).await;
+            }
+            #[tokio::test(flavor = "multi_thread")]
+            async fn binding_filters_and_pages() {
+                let (_g, s) = $open.await;
+                super::binding_filters_and_pages(&*s).await;
+            }
+            #[tokio::test(flavor = "multi_thread")]
+            async fn expiry_is_recorded_once() {
+                let (_g, s) = $open.await;
+                super::expiry_is_recorded_once(&*s).await;
+            }
+            #[tokio::test(flavor = "multi_thread")]
+            async fn scan_streams_bindings_ending_after_the_horizon() {
+                let (_g, s) = $open.await;
+                super::scan_streams_bindings_ending_after_the_horizon(&*s).await;
+            }
+            #[tokio::test(flavor = "multi_thread")]
+            async fn idempotency_record_is_atomic_with_its_binding() {
+                let (_g, s) = $open.await;
+                super::idempotency_record_is_atomic_with_its_binding(&*s).await;
+            }
+            #[tokio::test(flavor = "multi_thread")]
+            async fn concurrent_writes_group_commit_and_fail_alone() {
+                let (_g, s) = $open.await;
+                super::concurrent_writes_group_commit_and_fail_alone(s).await;
+            }
+            #[tokio::test(flavor = "multi_thread")]
+            async fn writes_apply_in_queue_order() {
+                let (_g, s) = $open.await;
+                super::writes_apply_in_queue_order(&*s).await;
+            }
+        }
+    };
+}
+
+async fn open_sqlite() -> (tempfile::TempDir, Arc<dyn Store>) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).await.unwrap();
+    (dir, Arc::new(store))
+}
+
+conformance!(sqlite, open_sqlite());
+
+/// The embedded store keeps what it acknowledged across a reopen.
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = SqliteStore::open(dir.path()).await.unwrap();
+        setup(&s).await;
+        s.enqueue(Write::CreateBinding {
+            binding: binding(1, 1, 1, 2, 5_000),
+            idempotency: None,
+        })
+        .await
+        .unwrap();
+    }
+    let s = SqliteStore::open(dir.path()).await.unwrap();
+    assert!(
+        s.binding(TenantId(1), BindingId(1))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(s.tenants().await.unwrap().len(), 2);
+}
