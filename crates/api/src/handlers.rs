@@ -339,14 +339,14 @@ fn binding_spec(state: &AppState, req: &CreateBindingRequest) -> ApiResult<Bindi
         .map(maskline_core::Area::new)
         .transpose()
         .map_err(|e| Problem::bad_request("invalid_field", "area", e.to_string()))?;
-    if let Some(r) = &req.external_ref {
-        if r.is_empty() || r.chars().count() > MAX_EXTERNAL_REF {
-            return Err(Problem::bad_request(
-                "invalid_field",
-                "external_ref",
-                format!("external_ref must be 1 to {MAX_EXTERNAL_REF} characters"),
-            ));
-        }
+    if let Some(r) = &req.external_ref
+        && (r.is_empty() || r.chars().count() > MAX_EXTERNAL_REF)
+    {
+        return Err(Problem::bad_request(
+            "invalid_field",
+            "external_ref",
+            format!("external_ref must be 1 to {MAX_EXTERNAL_REF} characters"),
+        ));
     }
     let controls = req
         .controls

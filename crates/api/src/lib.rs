@@ -7,6 +7,8 @@
 //! - [`types`]: the JSON request and response bodies.
 
 #![forbid(unsafe_code)]
+// Input must never reach a panic: no unwrap/expect outside tests.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 use std::future::Future;
 use std::sync::Arc;

@@ -469,7 +469,8 @@ impl Index {
     ///
     /// Preferences, in order: the requested area (then any area, unless
     /// `Strict`); the X this pair had before (sticky reuse); numbers already
-    /// serving this mode, lowest first (packing); then a free number.
+    /// serving this mode, lowest first (packing); then a free number (one
+    /// whose bindings are all past cool-down counts as free, swept or not).
     pub fn allocate<R: Rng + ?Sized>(
         &self,
         req: &AllocRequest<'_>,
@@ -717,10 +718,10 @@ impl Index {
                 {
                     return Err(Error::PartyConflict);
                 }
-                if let Some(ext) = nb.extension {
-                    if self.ext_slots.contains_key(&(n, ext.packed())) {
-                        return Err(Error::ExtensionTaken);
-                    }
+                if let Some(ext) = nb.extension
+                    && self.ext_slots.contains_key(&(n, ext.packed()))
+                {
+                    return Err(Error::ExtensionTaken);
                 }
             }
         }
@@ -804,10 +805,10 @@ impl Index {
                 stale.push(r);
             }
         }
-        if let Some(ext) = ext {
-            if let Some(&r) = self.ext_slots.get(&(n, ext.packed())) {
-                stale.push(r);
-            }
+        if let Some(ext) = ext
+            && let Some(&r) = self.ext_slots.get(&(n, ext.packed()))
+        {
+            stale.push(r);
         }
         let holder = self.numbers[n as usize].holder;
         if holder != NONE {
@@ -977,10 +978,10 @@ impl Index {
                 }
                 self.slots.insert((n, new_b), r);
             }
-            if let Some(old_b) = rec.b {
-                if self.slots.get(&(n, old_b)) == Some(&r) {
-                    self.slots.remove(&(n, old_b));
-                }
+            if let Some(old_b) = rec.b
+                && self.slots.get(&(n, old_b)) == Some(&r)
+            {
+                self.slots.remove(&(n, old_b));
             }
         }
         self.records[r as usize].b = b;
@@ -1136,10 +1137,10 @@ impl Index {
             if self.numbers[rec.x as usize].retired {
                 return Err(format!("binding {} on a retired number", rec.id.0));
             }
-            if let Some(m) = modes.insert(rec.x, rec.mode) {
-                if m != rec.mode {
-                    return Err(format!("number {} serves two modes", rec.x));
-                }
+            if let Some(m) = modes.insert(rec.x, rec.mode)
+                && m != rec.mode
+            {
+                return Err(format!("number {} serves two modes", rec.x));
             }
             *per_x.entry(rec.x).or_default() += 1;
             if rec.mode == Mode::Axn {

@@ -12,6 +12,8 @@
 //! - [`route`]: the [`Decision`] values.
 
 #![forbid(unsafe_code)]
+// Input must never reach a panic: no unwrap/expect outside tests.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod binding;
 pub mod index;

@@ -8,6 +8,8 @@
 //! the reservation. Route decisions read memory only.
 
 #![forbid(unsafe_code)]
+// Input must never reach a panic: no unwrap/expect outside tests.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 use std::collections::HashSet;
 use std::sync::Arc;

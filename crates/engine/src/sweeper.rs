@@ -36,7 +36,7 @@ impl Sweeper {
             self.engine.sweep_step(STEP_BUDGET);
             ticks += 1;
             // About once a minute at the default interval.
-            if ticks % 60 == 0 {
+            if ticks.is_multiple_of(60) {
                 let before = now() - self.engine.config.idempotency_ttl_secs;
                 let ack = self
                     .engine

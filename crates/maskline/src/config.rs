@@ -299,10 +299,10 @@ impl Config {
             Some((v, src)) => return Err(err(src, format!("{v:?} must be text or json"))),
         };
         for key in ["admin_key", "switch_key"] {
-            if let (Some(v), Some((_, src))) = (text(key), get(key)) {
-                if v.len() < 16 {
-                    return Err(err(src, "must be at least 16 characters"));
-                }
+            if let (Some(v), Some((_, src))) = (text(key), get(key))
+                && v.len() < 16
+            {
+                return Err(err(src, "must be at least 16 characters"));
             }
         }
         Ok(Config {

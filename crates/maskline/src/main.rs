@@ -1,6 +1,8 @@
 //! `maskline`: the server (`serve`) and a CLI that talks to it over HTTP.
 
 #![forbid(unsafe_code)]
+// Input must never reach a panic: no unwrap/expect outside tests.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -207,14 +207,13 @@ async fn kill9_loses_no_acknowledged_binding() {
                 .json(&json!({"mode": "axb", "a": party(10_000 + i), "b": party(20_000 + i)}))
                 .send()
                 .await;
-            if let Ok(res) = res {
-                if res.status().as_u16() == 201 {
-                    if let Ok(v) = res.json::<Value>().await {
-                        let id = v["id"].as_str().unwrap_or_default().to_owned();
-                        let x = v["x"].as_str().unwrap_or_default().to_owned();
-                        acked.lock().unwrap().push((id, x, party(10_000 + i)));
-                    }
-                }
+            if let Ok(res) = res
+                && res.status().as_u16() == 201
+                && let Ok(v) = res.json::<Value>().await
+            {
+                let id = v["id"].as_str().unwrap_or_default().to_owned();
+                let x = v["x"].as_str().unwrap_or_default().to_owned();
+                acked.lock().unwrap().push((id, x, party(10_000 + i)));
             }
         }));
     }

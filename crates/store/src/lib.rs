@@ -6,6 +6,8 @@
 //! reads are plain async queries.
 
 #![forbid(unsafe_code)]
+// Input must never reach a panic: no unwrap/expect outside tests.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 use std::future::Future;
 use std::pin::Pin;

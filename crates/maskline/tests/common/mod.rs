@@ -112,18 +112,17 @@ impl Server {
                 .get(format!("{}/healthz", self.base))
                 .send()
                 .await
+                && r.status().is_success()
             {
-                if r.status().is_success() {
-                    return;
-                }
+                return;
             }
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    panic!(
-                        "maskline exited during start-up ({status}):\n{}",
-                        self.logs()
-                    );
-                }
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!(
+                    "maskline exited during start-up ({status}):\n{}",
+                    self.logs()
+                );
             }
             assert!(
                 Instant::now() < deadline,
