@@ -137,7 +137,7 @@ async fn apply(conn: &mut SqliteConnection, write: &Write) -> Result<()> {
         }
         Write::ImportNumbers(numbers) => {
             for n in numbers {
-                sqlx::query(
+                let inserted = sqlx::query(
                     "INSERT INTO numbers (number, tenant_id, area, created_at) VALUES (?, ?, ?, ?) \
                      ON CONFLICT (number) DO NOTHING",
                 )
@@ -148,8 +148,11 @@ async fn apply(conn: &mut SqliteConnection, write: &Write) -> Result<()> {
                 .execute(&mut *conn)
                 .await
                 .map_err(conflict)?;
-                // The number was free or already this tenant's; anything
-                // else is someone else's number.
+                if inserted.rows_affected() == 1 {
+                    continue;
+                }
+                // Already there: fine if it is this tenant's, else it is
+                // someone else's number and the whole import rolls back.
                 let owner: Option<Vec<u8>> =
                     sqlx::query_scalar("SELECT tenant_id FROM numbers WHERE number = ?")
                         .bind(n.number.to_string())
