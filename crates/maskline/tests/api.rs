@@ -616,23 +616,12 @@ async fn lists_page_with_cursors_and_filter() {
         assert_eq!(st, 201);
         ids.push(b["id"].as_str().unwrap().to_owned());
     }
-    let mut seen = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let path = match &cursor {
-            Some(c) => format!("/v1/bindings?limit=2&cursor={c}"),
-            None => "/v1/bindings?limit=2".to_owned(),
-        };
-        let (st, page) = s.call("GET", &path, Some(&key), None).await;
-        assert_eq!(st, 200, "{page}");
-        for b in page["items"].as_array().unwrap() {
-            seen.push(b["id"].as_str().unwrap().to_owned());
-        }
-        match page["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_owned()),
-            None => break,
-        }
-    }
+    let seen: Vec<String> = s
+        .list_all("/v1/bindings", &key, 2)
+        .await
+        .iter()
+        .map(|b| b["id"].as_str().unwrap().to_owned())
+        .collect();
     assert_eq!(seen, ids, "every binding once, in creation order");
     let (_, f) = s
         .call("GET", "/v1/bindings?external_ref=order-1", Some(&key), None)

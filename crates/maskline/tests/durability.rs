@@ -9,21 +9,7 @@ use common::*;
 use serde_json::{Value, json};
 
 async fn all_bindings(s: &Server, key: &str) -> Vec<Value> {
-    let mut out = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let path = match &cursor {
-            Some(c) => format!("/v1/bindings?limit=1000&cursor={c}"),
-            None => "/v1/bindings?limit=1000".to_owned(),
-        };
-        let (st, page) = s.call("GET", &path, Some(key), None).await;
-        assert_eq!(st, 200, "{page}");
-        out.extend(page["items"].as_array().unwrap().iter().cloned());
-        match page["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_owned()),
-            None => return out,
-        }
-    }
+    s.list_all("/v1/bindings", key, 1000).await
 }
 
 /// The allocation invariants, checked on what the API reports.

@@ -74,8 +74,8 @@ fn page<C>(limit: u32) -> Page<C> {
 
 // === the cases ===
 
-async fn tenants_and_meta_round_trip(s: &dyn Store) {
-    setup(s).await;
+async fn tenants_and_meta_round_trip(s: Arc<dyn Store>) {
+    setup(&*s).await;
     let all = s.tenants().await.unwrap();
     assert_eq!(all, vec![tenant(1), tenant(2)]);
     assert_eq!(s.get_meta("k").await.unwrap(), None);
@@ -100,8 +100,8 @@ async fn tenants_and_meta_round_trip(s: &dyn Store) {
     ));
 }
 
-async fn number_import_is_all_or_nothing(s: &dyn Store) {
-    setup(s).await;
+async fn number_import_is_all_or_nothing(s: Arc<dyn Store>) {
+    setup(&*s).await;
     // Tenant 2 tries a fresh number and one of tenant 1's: neither lands.
     let r = s
         .enqueue(Write::ImportNumbers(vec![pool(2, 3), pool(2, 1)]))
@@ -145,8 +145,8 @@ async fn number_import_is_all_or_nothing(s: &dyn Store) {
     assert_eq!(s.all_numbers().await.unwrap(), vec![pool(1, 2)]);
 }
 
-async fn bindings_round_trip_and_stay_in_their_tenant(s: &dyn Store) {
-    setup(s).await;
+async fn bindings_round_trip_and_stay_in_their_tenant(s: Arc<dyn Store>) {
+    setup(&*s).await;
     let mut b = binding(10, 1, 1, 2, 5_000);
     b.mode = Mode::Axe;
     b.b = None;
@@ -190,8 +190,8 @@ async fn bindings_round_trip_and_stay_in_their_tenant(s: &dyn Store) {
     assert!(matches!(dup, Err(Error::Conflict(_))));
 }
 
-async fn binding_filters_and_pages(s: &dyn Store) {
-    setup(s).await;
+async fn binding_filters_and_pages(s: Arc<dyn Store>) {
+    setup(&*s).await;
     // ends_at 500 (ended long ago), 950 (cooling at 1000 with cool-down 100), 5000 (active).
     for (id, a, b, exp) in [
         (1u128, 1, 2, 500),
@@ -213,6 +213,7 @@ async fn binding_filters_and_pages(s: &dyn Store) {
     .await
     .unwrap();
     let ids = |v: Vec<Binding>| v.into_iter().map(|b| b.id.0).collect::<Vec<_>>();
+    let s = &*s;
     let all = |f: BindingFilter| async move {
         ids(s.bindings(TenantId(1), &f, page(100)).await.unwrap())
     };
@@ -268,8 +269,8 @@ async fn binding_filters_and_pages(s: &dyn Store) {
     assert_eq!(ids(p2), vec![3, 4]);
 }
 
-async fn expiry_is_recorded_once(s: &dyn Store) {
-    setup(s).await;
+async fn expiry_is_recorded_once(s: Arc<dyn Store>) {
+    setup(&*s).await;
     s.enqueue(Write::CreateBinding {
         binding: binding(1, 1, 1, 2, 900),
         idempotency: None,
@@ -300,8 +301,8 @@ async fn expiry_is_recorded_once(s: &dyn Store) {
     assert_eq!(b2, unbound, "an unbound binding keeps its own end");
 }
 
-async fn scan_streams_bindings_ending_after_the_horizon(s: &dyn Store) {
-    setup(s).await;
+async fn scan_streams_bindings_ending_after_the_horizon(s: Arc<dyn Store>) {
+    setup(&*s).await;
     for (id, exp) in [(1u128, 100), (2, 200), (3, 300)] {
         s.enqueue(Write::CreateBinding {
             binding: binding(id, 1, id as u64, 50 + id as u64, exp),
@@ -318,8 +319,8 @@ async fn scan_streams_bindings_ending_after_the_horizon(s: &dyn Store) {
     assert_eq!((n, seen), (2, vec![2, 3]));
 }
 
-async fn idempotency_record_is_atomic_with_its_binding(s: &dyn Store) {
-    setup(s).await;
+async fn idempotency_record_is_atomic_with_its_binding(s: Arc<dyn Store>) {
+    setup(&*s).await;
     let rec = |key: &str| IdempotencyRecord {
         tenant: TenantId(1),
         key: key.into(),
@@ -391,8 +392,8 @@ async fn concurrent_writes_group_commit_and_fail_alone(s: Arc<dyn Store>) {
     assert_eq!(stored.len(), 1_000);
 }
 
-async fn writes_apply_in_queue_order(s: &dyn Store) {
-    setup(s).await;
+async fn writes_apply_in_queue_order(s: Arc<dyn Store>) {
+    setup(&*s).await;
     let b = binding(1, 1, 1, 2, 5_000);
     let create = s.enqueue(Write::CreateBinding {
         binding: b.clone(),
@@ -414,55 +415,16 @@ async fn writes_apply_in_queue_order(s: &dyn Store) {
 // === back ends ===
 
 macro_rules! conformance {
-    ($backend:ident, $open:expr) => {
+    ($backend:ident, $open:expr, [$($case:ident),* $(,)?]) => {
         mod $backend {
             use super::*;
-
-            #[tokio::test(flavor = "multi_thread")]
-            async fn tenants_and_meta_round_trip() {
-                let (_g, s) = $open.await;
-                super::tenants_and_meta_round_trip(&*s).await;
-            }
-            #[tokio::test(flavor = "multi_thread")]
-            async fn number_import_is_all_or_nothing() {
-                let (_g, s) = $open.await;
-                super::number_import_is_all_or_nothing(&*s).await;
-            }
-            #[tokio::test(flavor = "multi_thread")]
-            async fn bindings_round_trip_and_stay_in_their_tenant() {
-                let (_g, s) = $open.await;
-                super::bindings_round_trip_and_stay_in_their_tenant(&*s).await;
-            }
-            #[tokio::test(flavor = "multi_thread")]
-            async fn binding_filters_and_pages() {
-                let (_g, s) = $open.await;
-                super::binding_filters_and_pages(&*s).await;
-            }
-            #[tokio::test(flavor = "multi_thread")]
-            async fn expiry_is_recorded_once() {
-                let (_g, s) = $open.await;
-                super::expiry_is_recorded_once(&*s).await;
-            }
-            #[tokio::test(flavor = "multi_thread")]
-            async fn scan_streams_bindings_ending_after_the_horizon() {
-                let (_g, s) = $open.await;
-                super::scan_streams_bindings_ending_after_the_horizon(&*s).await;
-            }
-            #[tokio::test(flavor = "multi_thread")]
-            async fn idempotency_record_is_atomic_with_its_binding() {
-                let (_g, s) = $open.await;
-                super::idempotency_record_is_atomic_with_its_binding(&*s).await;
-            }
-            #[tokio::test(flavor = "multi_thread")]
-            async fn concurrent_writes_group_commit_and_fail_alone() {
-                let (_g, s) = $open.await;
-                super::concurrent_writes_group_commit_and_fail_alone(s).await;
-            }
-            #[tokio::test(flavor = "multi_thread")]
-            async fn writes_apply_in_queue_order() {
-                let (_g, s) = $open.await;
-                super::writes_apply_in_queue_order(&*s).await;
-            }
+            $(
+                #[tokio::test(flavor = "multi_thread")]
+                async fn $case() {
+                    let (_guard, store) = $open.await;
+                    super::$case(store).await;
+                }
+            )*
         }
     };
 }
@@ -473,7 +435,21 @@ async fn open_sqlite() -> (tempfile::TempDir, Arc<dyn Store>) {
     (dir, Arc::new(store))
 }
 
-conformance!(sqlite, open_sqlite());
+conformance!(
+    sqlite,
+    open_sqlite(),
+    [
+        tenants_and_meta_round_trip,
+        number_import_is_all_or_nothing,
+        bindings_round_trip_and_stay_in_their_tenant,
+        binding_filters_and_pages,
+        expiry_is_recorded_once,
+        scan_streams_bindings_ending_after_the_horizon,
+        idempotency_record_is_atomic_with_its_binding,
+        concurrent_writes_group_commit_and_fail_alone,
+        writes_apply_in_queue_order,
+    ]
+);
 
 /// The embedded store keeps what it acknowledged across a reopen.
 #[tokio::test(flavor = "multi_thread")]

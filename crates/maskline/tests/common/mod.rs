@@ -200,6 +200,28 @@ impl Server {
         )
     }
 
+    /// Every item of a list endpoint, following `next_cursor` page by page.
+    pub async fn list_all(&self, path: &str, key: &str, limit: u32) -> Vec<Value> {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let url = match &cursor {
+                Some(c) => format!("{path}{sep}limit={limit}&cursor={c}"),
+                None => format!("{path}{sep}limit={limit}"),
+            };
+            let (st, page) = self.call("GET", &url, Some(key), None).await;
+            assert_eq!(st, 200, "{page}");
+            let items = page["items"].as_array().expect("items");
+            assert!(items.len() <= limit as usize);
+            out.extend(items.iter().cloned());
+            match page["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_owned()),
+                None => return out,
+            }
+        }
+    }
+
     pub async fn create_tenant(&self, name: &str) -> (String, String) {
         let (s, v) = self
             .call(
