@@ -1,0 +1,185 @@
+#!/usr/bin/env bash
+# Figure 2 of BENCHMARKS.md: durable binds per second over HTTP.
+#
+# Builds the release binary, starts `maskline serve` on 127.0.0.1 with a
+# fresh data directory, creates a tenant, imports NUMBERS virtual numbers,
+# then drives POST /v1/bindings (axb, parties never reused) with wrk from a
+# separate process: CONNS connections, THREADS threads, DURATION. Prints
+# requests/s, p50/p99, the non-201 count and the CPU the server and wrk used.
+# The server is stopped (SIGTERM) and the data directory removed at the end.
+#
+#   bench/http_binds.sh                       # 64 connections, 2 threads, 20 s
+#   CONNS=64 THREADS=1 DURATION=20s bench/http_binds.sh
+#
+#   PERF=1 bench/http_binds.sh                # also samples the server with
+#                                             # perf (flat profile, top symbols)
+#   PERF=dwarf bench/http_binds.sh            # same with call graphs (callers)
+#
+# Needs wrk (apt-get install -y wrk), curl and python3. Only 127.0.0.1.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+CONNS=${CONNS:-64}
+THREADS=${THREADS:-2}
+DURATION=${DURATION:-20s}
+WARMUP=${WARMUP:-3s}
+NUMBERS=${NUMBERS:-1000}
+
+for tool in wrk curl python3; do
+  command -v "$tool" >/dev/null || { echo "needs $tool (wrk: apt-get install -y wrk)" >&2; exit 1; }
+done
+
+echo "== building (cargo build --release -p maskline)"
+cargo build --release -p maskline 2>&1 | tail -1
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+HTTP_PORT=$(free_port)
+SIP_PORT=$(free_port)
+BASE="http://127.0.0.1:${HTTP_PORT}"
+DATA=$(mktemp -d /tmp/maskline-bench.XXXXXX)
+ADMIN="bench-admin-$(python3 -c 'import secrets; print(secrets.token_hex(16))')"
+SERVER_PID=""
+
+cleanup() {
+  if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
+    kill -TERM "$SERVER_PID" 2>/dev/null || true
+    for _ in $(seq 1 100); do
+      kill -0 "$SERVER_PID" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -KILL "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+  fi
+  rm -rf "$DATA"
+}
+trap cleanup EXIT
+
+echo "== starting maskline serve on 127.0.0.1:${HTTP_PORT} (data ${DATA})"
+MASKLINE_DATA_DIR="$DATA/db" \
+MASKLINE_HTTP_LISTEN="127.0.0.1:${HTTP_PORT}" \
+MASKLINE_SIP_LISTEN="127.0.0.1:${SIP_PORT}" \
+MASKLINE_ADMIN_KEY="$ADMIN" \
+MASKLINE_LOG="${MASKLINE_LOG:-warn}" \
+  target/release/maskline serve >"$DATA/server.log" 2>&1 &
+SERVER_PID=$!
+
+for _ in $(seq 1 300); do
+  curl -fsS "$BASE/healthz" >/dev/null 2>&1 && break
+  kill -0 "$SERVER_PID" 2>/dev/null || { echo "server exited:" >&2; cat "$DATA/server.log" >&2; exit 1; }
+  sleep 0.1
+done
+curl -fsS "$BASE/healthz" >/dev/null || { echo "server not healthy after 30 s" >&2; exit 1; }
+
+json() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
+
+API_KEY=$(curl -fsS -X POST "$BASE/v1/tenants" \
+  -H "Authorization: Bearer $ADMIN" -H 'Content-Type: application/json' \
+  -d '{"name":"bench"}' | json '["api_key"]')
+
+# +8657100000001 ...: Hangzhou fixed lines, 500 per request.
+python3 - "$NUMBERS" >"$DATA/numbers.txt" <<'EOF'
+import json, sys
+n = int(sys.argv[1])
+for start in range(1, n + 1, 500):
+    nums = [{"number": "+86571%08d" % i} for i in range(start, min(start + 500, n + 1))]
+    print(json.dumps({"numbers": nums}))
+EOF
+while read -r body; do
+  code=$(curl -sS -o "$DATA/import.json" -w '%{http_code}' -X POST "$BASE/v1/numbers" \
+    -H "Authorization: Bearer $API_KEY" -H 'Content-Type: application/json' -d "$body")
+  [[ "$code" =~ ^20[01]$ ]] || { echo "number import failed ($code):" >&2; cat "$DATA/import.json" >&2; exit 1; }
+done <"$DATA/numbers.txt"
+echo "== tenant created, ${NUMBERS} numbers imported"
+
+# One binding by hand: the request the load repeats must succeed.
+code=$(curl -sS -o "$DATA/one.json" -w '%{http_code}' -X POST "$BASE/v1/bindings" \
+  -H "Authorization: Bearer $API_KEY" -H 'Content-Type: application/json' \
+  -d '{"mode":"axb","a":"+8613799999999","b":"+8613699999999","expires_in":3600}')
+[[ "$code" == 201 ]] || { echo "sample binding failed ($code):" >&2; cat "$DATA/one.json" >&2; exit 1; }
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# "<tid> <comm> <utime+stime>" for each thread of the server.
+thread_ticks() {
+  for t in /proc/"$1"/task/*; do
+    printf '%s %s %s\n' "${t##*/}" "$(tr ' ' '_' <"$t/comm")" \
+      "$(sed 's/.*) //' "$t/stat" | awk '{print $12 + $13}')"
+  done
+}
+# Threads that used at least 0.02 cores between two thread_ticks snapshots.
+thread_cores() {
+  python3 -c '
+import sys
+before = {l.split()[0]: int(l.split()[2]) for l in open(sys.argv[1]) if l.strip()}
+tick, wall = int(sys.argv[3]), float(sys.argv[4])
+rows = []
+for l in open(sys.argv[2]):
+    tid, name, ticks = l.split()
+    cores = (int(ticks) - before.get(tid, 0)) / tick / wall
+    if cores >= 0.02:
+        rows.append((cores, name + "[" + tid + "]"))
+for cores, name in sorted(rows, reverse=True):
+    print("   %s: %.2f" % (name, cores))
+' "$@"
+}
+TICK=$(getconf CLK_TCK)
+
+echo "== warm-up: wrk -c ${CONNS} -t ${THREADS} -d ${WARMUP}"
+wrk -c "$CONNS" -t "$THREADS" -d "$WARMUP" -s bench/binds.lua "$BASE" -- "$API_KEY" 0 \
+  | grep '^RESULT' || true
+
+echo "== measuring: wrk -c ${CONNS} -t ${THREADS} -d ${DURATION} --latency"
+PERF_PID=""
+case "${PERF:-0}" in
+  1) perf record -F 999 -p "$SERVER_PID" -o "$DATA/perf.data" -- sleep "${DURATION%s}" \
+       >"$DATA/perf.log" 2>&1 &
+     PERF_PID=$! ;;
+  dwarf) perf record -F 99 --call-graph dwarf,16384 -p "$SERVER_PID" -o "$DATA/perf.data" \
+       -- sleep "${DURATION%s}" >"$DATA/perf.log" 2>&1 &
+     PERF_PID=$! ;;
+esac
+before=$(cpu_ticks "$SERVER_PID")
+thread_ticks "$SERVER_PID" >"$DATA/threads.before"
+t0=$(date +%s.%N)
+/usr/bin/time -f 'WRK_CPU user=%U sys=%S wall=%e' -o "$DATA/wrk.time" \
+  wrk -c "$CONNS" -t "$THREADS" -d "$DURATION" --latency -s bench/binds.lua "$BASE" \
+  -- "$API_KEY" 50000000 | tee "$DATA/wrk.out"
+t1=$(date +%s.%N)
+after=$(cpu_ticks "$SERVER_PID")
+thread_ticks "$SERVER_PID" >"$DATA/threads.after"
+
+if [[ -n "$PERF_PID" ]]; then
+  wait "$PERF_PID" || true
+  if [[ "$PERF" == dwarf ]]; then
+    echo "== perf: inclusive time (children) by symbol"
+    perf report -i "$DATA/perf.data" --children --sort symbol --stdio -g none 2>/dev/null \
+      | grep -v "^#" | grep -v "^$" | cut -c1-160 | head -150
+    perf report -i "$DATA/perf.data" --no-children --sort symbol --stdio -g caller,0.5,callee \
+      2>/dev/null | cut -c1-160 > "${PERF_REPORT:-/tmp/maskline-binds-perf.txt}"
+    echo "== perf: callers of each symbol in ${PERF_REPORT:-/tmp/maskline-binds-perf.txt}"
+  else
+    echo "== perf: server's top symbols (self time)"
+    perf report -i "$DATA/perf.data" --no-children --sort dso,symbol --stdio 2>/dev/null \
+      | grep -v '^#' | grep -v '^$' | cut -c1-150 | head -40
+  fi
+  echo "== perf: by shared object"
+  perf report -i "$DATA/perf.data" --no-children --sort dso --stdio -g none 2>/dev/null \
+    | grep -v '^#' | grep -v '^$' | cut -c1-100 | head -8
+fi
+server_cpu=$(python3 -c "print(f'{($after - $before) / $TICK:.1f}')")
+wall=$(python3 -c "print(f'{$t1 - $t0:.1f}')")
+echo "== server CPU: ${server_cpu} s over ${wall} s wall = $(python3 -c "print(f'{($after - $before) / $TICK / ($t1 - $t0):.2f}')") cores"
+echo "== server threads using >= 0.02 cores:"
+thread_cores "$DATA/threads.before" "$DATA/threads.after" "$TICK" "$wall"
+echo "== $(cat "$DATA/wrk.time") (wrk shares the machine's $(nproc) cores with the server)"
+echo "== server RSS: $(awk '/VmRSS/ {print $2, $3}' "/proc/$SERVER_PID/status")"
+echo "== server metrics (bindings created, pool exhausted):"
+curl -fsS "$BASE/metrics" | grep -E '^maskline_(bindings_created_total|pool_exhausted_total)' || true
+if grep -q 'non201=0 ' "$DATA/wrk.out"; then
+  echo "== every response was 201"
+else
+  echo "== NON-201 RESPONSES: see the RESULT line above; server log tail:" >&2
+  tail -5 "$DATA/server.log" >&2
+  exit 1
+fi
