@@ -70,17 +70,24 @@ impl Number {
         }
         // The parser is third-party code fed by untrusted input; a panic in it
         // must become a refusal, not a dead request handler.
-        let parsed = std::panic::catch_unwind(|| {
+        let digits = std::panic::catch_unwind(|| {
             let pn = phonenumber::parse(Some(region.0), trimmed).ok()?;
             if pn.extension().is_some() || !phonenumber::is_valid(&pn) {
                 return None;
             }
-            Some(pn.format().mode(phonenumber::Mode::E164).to_string())
+            // E.164 is the country code, the national number's leading
+            // zeros (Italy keeps them), then the national number; built
+            // arithmetically rather than formatted and parsed back.
+            let national = pn.national();
+            let width = decimal_width(national.value()) + u32::from(national.zeros());
+            u64::from(pn.code().value())
+                .checked_mul(10u64.checked_pow(width)?)?
+                .checked_add(national.value())
         })
         .ok()
         .flatten()
         .ok_or(Error::InvalidNumber)?;
-        Number::from_e164(&parsed)
+        Number::from_digits(digits)
     }
 
     /// Reads an already-normalised `+digits` string (from our own store)
@@ -145,6 +152,15 @@ impl Number {
         };
         Some(Area(format!("0{}", national.get(..len)?)))
     }
+}
+
+fn decimal_width(mut n: u64) -> u32 {
+    let mut width = 1;
+    while n >= 10 {
+        n /= 10;
+        width += 1;
+    }
+    width
 }
 
 /// Digits and the usual separators, with at most one `+`, in front. The
@@ -253,6 +269,13 @@ mod tests {
     fn product_example_virtual_number_is_valid() {
         let n = Number::parse("+8657100000001", cn()).unwrap();
         assert_eq!(n.derived_area().unwrap().as_str(), "0571");
+    }
+
+    #[test]
+    fn leading_zeros_of_the_national_number_are_kept() {
+        let it: Region = "IT".parse().unwrap();
+        let n = Number::parse("06 6982 1234", it).unwrap();
+        assert_eq!(n.to_string(), "+390669821234");
     }
 
     #[test]

@@ -15,7 +15,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteRow, SqliteSynchronous,
 };
-use sqlx::{AssertSqlSafe, Connection, Row, SqliteExecutor};
+use sqlx::{AssertSqlSafe, Connection, Row};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
@@ -103,10 +103,133 @@ async fn write_loop(
 
 async fn apply_all(conn: &mut SqliteConnection, ops: &[Op]) -> Result<()> {
     let mut tx = conn.begin().await?;
-    for op in ops {
-        apply(&mut tx, &op.write).await?;
+    let mut i = 0;
+    while i < ops.len() {
+        // A run of new bindings (the bulk of the traffic) goes in as
+        // multi-row INSERTs: each statement is a round trip to SQLite's
+        // thread, and that hand-off, not SQLite, bounds the write rate.
+        let run = ops[i..]
+            .iter()
+            .take_while(|op| matches!(op.write, Write::CreateBinding { .. }))
+            .count();
+        if run > 0 {
+            let writes: Vec<&Write> = ops[i..i + run].iter().map(|op| &op.write).collect();
+            insert_bindings(&mut tx, &writes).await?;
+            i += run;
+        } else {
+            apply(&mut tx, &ops[i].write).await?;
+            i += 1;
+        }
     }
     tx.commit().await?;
+    Ok(())
+}
+
+/// Rows per multi-row INSERT: a run is cut into these sizes so that only a
+/// few statement shapes are ever prepared (and cached).
+const INSERT_CHUNKS: [usize; 4] = [64, 16, 4, 1];
+
+const BINDINGS_INSERT: &str = "INSERT INTO bindings (id, tenant_id, mode, x, extension, a, b, \
+     area, external_ref, a_to_b, b_to_a, max_call_seconds, record, sms, created_at, updated_at, \
+     expires_at, ended_at, end_reason, ends_at) VALUES ";
+const BINDINGS_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+const IDEMPOTENCY_INSERT: &str =
+    "INSERT INTO idempotency (tenant_id, key, request_hash, status, body, created_at) VALUES ";
+const IDEMPOTENCY_ROW: &str = "(?, ?, ?, ?, ?, ?)";
+
+fn multi_row(head: &str, row: &str, rows: usize) -> String {
+    let mut sql = String::with_capacity(head.len() + rows * (row.len() + 1));
+    sql.push_str(head);
+    for i in 0..rows {
+        if i > 0 {
+            sql.push(',');
+        }
+        sql.push_str(row);
+    }
+    sql
+}
+
+type SqliteQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>;
+
+fn bind_binding<'q>(q: SqliteQuery<'q>, b: &Binding) -> SqliteQuery<'q> {
+    q.bind(uuid_bytes(b.id.0))
+        .bind(uuid_bytes(b.tenant.0))
+        .bind(b.mode.as_str())
+        .bind(b.x.to_string())
+        .bind(b.extension.map(|e| e.to_string()))
+        .bind(b.a.to_string())
+        .bind(b.b.map(|n| n.to_string()))
+        .bind(b.area.as_ref().map(|a| a.as_str().to_owned()))
+        .bind(b.external_ref.clone())
+        .bind(b.controls.a_to_b)
+        .bind(b.controls.b_to_a)
+        .bind(b.controls.max_call_seconds.map(i64::from))
+        .bind(b.controls.record)
+        .bind(b.controls.sms)
+        .bind(b.created_at)
+        .bind(b.updated_at)
+        .bind(b.expires_at)
+        .bind(b.ended_at)
+        .bind(b.end_reason.map(EndReason::as_str))
+        .bind(b.ends_at())
+}
+
+fn bind_idempotency<'q>(q: SqliteQuery<'q>, rec: &IdempotencyRecord) -> SqliteQuery<'q> {
+    q.bind(uuid_bytes(rec.tenant.0))
+        .bind(rec.key.clone())
+        .bind(rec.request_hash.to_vec())
+        .bind(i64::from(rec.status))
+        .bind(rec.body.clone())
+        .bind(rec.created_at)
+}
+
+/// Inserts a run of `CreateBinding` writes, bindings and idempotency records,
+/// in chunks of [`INSERT_CHUNKS`] rows.
+async fn insert_bindings(conn: &mut SqliteConnection, writes: &[&Write]) -> Result<()> {
+    let mut bindings = Vec::with_capacity(writes.len());
+    let mut records = Vec::new();
+    for write in writes {
+        if let Write::CreateBinding {
+            binding,
+            idempotency,
+        } = write
+        {
+            bindings.push(binding);
+            records.extend(idempotency.iter());
+        }
+    }
+    let mut rest = &bindings[..];
+    while !rest.is_empty() {
+        let n = INSERT_CHUNKS
+            .into_iter()
+            .find(|&c| c <= rest.len())
+            .unwrap_or(1);
+        let (chunk, tail) = rest.split_at(n);
+        let mut q = sqlx::query(AssertSqlSafe(multi_row(BINDINGS_INSERT, BINDINGS_ROW, n)));
+        for b in chunk {
+            q = bind_binding(q, b);
+        }
+        q.execute(&mut *conn).await.map_err(conflict)?;
+        rest = tail;
+    }
+    let mut rest = &records[..];
+    while !rest.is_empty() {
+        let n = INSERT_CHUNKS
+            .into_iter()
+            .find(|&c| c <= rest.len())
+            .unwrap_or(1);
+        let (chunk, tail) = rest.split_at(n);
+        let mut q = sqlx::query(AssertSqlSafe(multi_row(
+            IDEMPOTENCY_INSERT,
+            IDEMPOTENCY_ROW,
+            n,
+        )));
+        for rec in chunk {
+            q = bind_idempotency(q, rec);
+        }
+        q.execute(&mut *conn).await.map_err(conflict)?;
+        rest = tail;
+    }
     Ok(())
 }
 
@@ -173,27 +296,7 @@ async fn apply(conn: &mut SqliteConnection, write: &Write) -> Result<()> {
                 .execute(&mut *conn)
                 .await?;
         }
-        Write::CreateBinding {
-            binding,
-            idempotency,
-        } => {
-            insert_binding(&mut *conn, binding).await?;
-            if let Some(rec) = idempotency {
-                sqlx::query(
-                    "INSERT INTO idempotency (tenant_id, key, request_hash, status, body, created_at) \
-                     VALUES (?, ?, ?, ?, ?, ?)",
-                )
-                .bind(uuid_bytes(rec.tenant.0))
-                .bind(&rec.key)
-                .bind(&rec.request_hash[..])
-                .bind(i64::from(rec.status))
-                .bind(&rec.body)
-                .bind(rec.created_at)
-                .execute(&mut *conn)
-                .await
-                .map_err(conflict)?;
-            }
-        }
+        Write::CreateBinding { .. } => insert_bindings(conn, &[write]).await?,
         Write::UpdateBinding(b) => {
             let done = sqlx::query(
                 "UPDATE bindings SET b = ?, a_to_b = ?, b_to_a = ?, max_call_seconds = ?, \
@@ -240,39 +343,6 @@ async fn apply(conn: &mut SqliteConnection, write: &Write) -> Result<()> {
                 .await?;
         }
     }
-    Ok(())
-}
-
-async fn insert_binding(conn: impl SqliteExecutor<'_>, b: &Binding) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO bindings (id, tenant_id, mode, x, extension, a, b, area, external_ref, \
-         a_to_b, b_to_a, max_call_seconds, record, sms, created_at, updated_at, expires_at, \
-         ended_at, end_reason, ends_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(uuid_bytes(b.id.0))
-    .bind(uuid_bytes(b.tenant.0))
-    .bind(b.mode.as_str())
-    .bind(b.x.to_string())
-    .bind(b.extension.map(|e| e.to_string()))
-    .bind(b.a.to_string())
-    .bind(b.b.map(|n| n.to_string()))
-    .bind(b.area.as_ref().map(Area::as_str))
-    .bind(b.external_ref.as_deref())
-    .bind(b.controls.a_to_b)
-    .bind(b.controls.b_to_a)
-    .bind(b.controls.max_call_seconds.map(i64::from))
-    .bind(b.controls.record)
-    .bind(b.controls.sms)
-    .bind(b.created_at)
-    .bind(b.updated_at)
-    .bind(b.expires_at)
-    .bind(b.ended_at)
-    .bind(b.end_reason.map(EndReason::as_str))
-    .bind(b.ends_at())
-    .execute(conn)
-    .await
-    .map_err(conflict)?;
     Ok(())
 }
 
