@@ -52,7 +52,11 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
-        let mut writer = SqliteConnection::connect_with(&options).await?;
+        // Two tables times MAX_INSERT_ROWS shapes, plus the other writes.
+        let writer_options = options
+            .clone()
+            .statement_cache_capacity(2 * MAX_INSERT_ROWS + 32);
+        let mut writer = SqliteConnection::connect_with(&writer_options).await?;
         sqlx::migrate!("./migrations/sqlite")
             .run(&mut writer)
             .await?;
@@ -61,7 +65,17 @@ impl SqliteStore {
             .connect_with(options.read_only(true))
             .await?;
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(write_loop(writer, rx));
+        // The writer gets a thread and a runtime of its own: on the shared
+        // runtime every hand-off to and from SQLite's thread waited behind
+        // request handling, and that wait, not SQLite, set the commit rate.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Database(sqlx::Error::Io(e)))?;
+        std::thread::Builder::new()
+            .name("maskline-store-writer".into())
+            .spawn(move || runtime.block_on(write_loop(writer, rx)))
+            .map_err(|e| Error::Database(sqlx::Error::Io(e)))?;
         Ok(SqliteStore { writes: tx, reads })
     }
 }
@@ -125,9 +139,10 @@ async fn apply_all(conn: &mut SqliteConnection, ops: &[Op]) -> Result<()> {
     Ok(())
 }
 
-/// Rows per multi-row INSERT: a run is cut into these sizes so that only a
-/// few statement shapes are ever prepared (and cached).
-const INSERT_CHUNKS: [usize; 4] = [64, 16, 4, 1];
+/// Most rows per multi-row INSERT. A run is cut into statements of this
+/// many rows and one for the rest, so a batch usually costs one statement per
+/// table; the writer's statement cache holds every shape (see `open`).
+const MAX_INSERT_ROWS: usize = 64;
 
 const BINDINGS_INSERT: &str = "INSERT INTO bindings (id, tenant_id, mode, x, extension, a, b, \
      area, external_ref, a_to_b, b_to_a, max_call_seconds, record, sms, created_at, updated_at, \
@@ -184,7 +199,7 @@ fn bind_idempotency<'q>(q: SqliteQuery<'q>, rec: &IdempotencyRecord) -> SqliteQu
 }
 
 /// Inserts a run of `CreateBinding` writes, bindings and idempotency records,
-/// in chunks of [`INSERT_CHUNKS`] rows.
+/// at most [`MAX_INSERT_ROWS`] rows a statement.
 async fn insert_bindings(conn: &mut SqliteConnection, writes: &[&Write]) -> Result<()> {
     let mut bindings = Vec::with_capacity(writes.len());
     let mut records = Vec::new();
@@ -200,10 +215,7 @@ async fn insert_bindings(conn: &mut SqliteConnection, writes: &[&Write]) -> Resu
     }
     let mut rest = &bindings[..];
     while !rest.is_empty() {
-        let n = INSERT_CHUNKS
-            .into_iter()
-            .find(|&c| c <= rest.len())
-            .unwrap_or(1);
+        let n = rest.len().min(MAX_INSERT_ROWS);
         let (chunk, tail) = rest.split_at(n);
         let mut q = sqlx::query(AssertSqlSafe(multi_row(BINDINGS_INSERT, BINDINGS_ROW, n)));
         for b in chunk {
@@ -214,10 +226,7 @@ async fn insert_bindings(conn: &mut SqliteConnection, writes: &[&Write]) -> Resu
     }
     let mut rest = &records[..];
     while !rest.is_empty() {
-        let n = INSERT_CHUNKS
-            .into_iter()
-            .find(|&c| c <= rest.len())
-            .unwrap_or(1);
+        let n = rest.len().min(MAX_INSERT_ROWS);
         let (chunk, tail) = rest.split_at(n);
         let mut q = sqlx::query(AssertSqlSafe(multi_row(
             IDEMPOTENCY_INSERT,
