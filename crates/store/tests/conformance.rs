@@ -21,11 +21,11 @@ fn tenant(n: u128) -> Tenant {
 }
 
 fn num(n: u64) -> Number {
-    Number::from_digits(86_571_000_000_00 + n).unwrap()
+    Number::from_digits(8_657_100_000_000 + n).unwrap()
 }
 
 fn party(n: u64) -> Number {
-    Number::from_digits(86_138_000_000_00 + n).unwrap()
+    Number::from_digits(8_613_800_000_000 + n).unwrap()
 }
 
 fn pool(t: u128, n: u64) -> PoolNumber {
