@@ -11,10 +11,33 @@
 //!
 //! "Live" is decided by time, not by housekeeping: a record whose cool-down
 //! has passed counts as gone everywhere, however late [`Index::sweep`] runs.
+//!
+//! Layout, chosen for memory per binding (see BENCHMARKS.md):
+//! - records (one cache line each) sit in fixed chunks of 2^16
+//!   ([`Chunked`]), so growth never leaves more than one chunk unused;
+//! - `by_id` and `sticky` are `hashbrown::HashTable`s holding a record index
+//!   (`sticky`: or a tag and an index, next to 32 bits of the key's hash),
+//!   not the key: keys are read back from the record to compare, and for
+//!   `by_id` to rehash. Such an entry's hash depends on fields of its record
+//!   (id, tenant, mode, a, b), which must not change while the entry is in
+//!   the table: only `set_b` changes one (b), and it takes the pair's
+//!   `sticky` entry out first and puts it back after;
+//! - `slots` and `ext_slots`, which every route decision reads, hold their
+//!   keys packed (16 and 12 bytes with the record index), so that a lookup
+//!   compares in the table and reads the record only once it is found (with
+//!   4-byte entries compared through the record, hits measured about a
+//!   quarter slower in the route bench, misses up to half as fast);
+//! - `sticky` maps a party pair to its latest record while that record is
+//!   in the index, and to a compact [`EndedPair`] once it has left (or once
+//!   the pair's B moved on), so a pair's X is kept without a full key per
+//!   live binding. Ended pairs older than the sticky window are pruned by
+//!   [`Index::sweep`].
 
 use std::collections::BTreeSet;
+use std::hash::BuildHasher;
 
-use hashbrown::HashMap;
+use hashbrown::hash_table::Entry;
+use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
 use rand::{Rng, RngExt};
 
 use crate::route::{Connect, Decision, Direction, Inbound, Prompt, RejectReason};
@@ -24,6 +47,21 @@ use crate::{
 };
 
 const NONE: u32 = u32::MAX;
+
+/// Record indexes stay below this, so that a `sticky` entry can carry a tag
+/// bit.
+const MAX_RECORDS: usize = 1 << 31;
+/// A `sticky` entry with this bit set indexes `ended`; otherwise `records`.
+const ENDED_TAG: u32 = 1 << 31;
+/// How long a pair keeps its X after its last binding ended, by default.
+const DEFAULT_STICKY_WINDOW: i64 = 30 * 86_400;
+/// Timestamps of ended pairs are kept within +-2^60 (they share an `i64`
+/// with the mode); this one means "not known yet" (see [`Index::remember`]).
+const UNSTAMPED: i64 = -(1 << 60);
+
+/// Records (and ended pairs) per chunk of [`Chunked`] storage.
+const CHUNK_BITS: u32 = 16;
+const CHUNK: usize = 1 << CHUNK_BITS;
 
 const F_A_TO_B: u8 = 1;
 const F_B_TO_A: u8 = 2;
@@ -128,7 +166,80 @@ pub struct SweepReport {
     pub census: Option<Census>,
 }
 
+/// Grows in fixed chunks of [`CHUNK`] elements instead of doubling, so that
+/// at most one chunk (plus one spare after shrinking) is unused. Element `i`
+/// lives in chunk `i >> CHUNK_BITS` at `i & (CHUNK - 1)`.
+#[derive(Debug)]
+struct Chunked<T> {
+    chunks: Vec<Vec<T>>,
+    len: usize,
+}
+
+impl<T: Copy> Chunked<T> {
+    fn new() -> Self {
+        Chunked {
+            chunks: Vec::new(),
+            len: 0,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    #[inline]
+    fn get(&self, i: usize) -> &T {
+        &self.chunks[i >> CHUNK_BITS][i & (CHUNK - 1)]
+    }
+
+    #[inline]
+    fn get_mut(&mut self, i: usize) -> &mut T {
+        &mut self.chunks[i >> CHUNK_BITS][i & (CHUNK - 1)]
+    }
+
+    fn push(&mut self, value: T) {
+        let c = self.len >> CHUNK_BITS;
+        if c == self.chunks.len() {
+            self.chunks.push(Vec::with_capacity(CHUNK));
+        }
+        self.chunks[c].push(value);
+        self.len += 1;
+    }
+
+    /// Moves the last element into `i` (dropping what was there).
+    fn swap_remove(&mut self, i: usize) {
+        let last = self.len - 1;
+        if i != last {
+            *self.get_mut(i) = *self.get(last);
+        }
+        let c = last >> CHUNK_BITS;
+        self.chunks[c].pop();
+        self.len = last;
+        // Keep one empty chunk as a spare, so that pushes and removals around
+        // a chunk boundary do not allocate each time.
+        if self.chunks[c].is_empty() {
+            self.chunks.truncate(c + 1);
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &T> {
+        self.chunks.iter().flatten()
+    }
+
+    fn reserve(&mut self, additional: usize) {
+        self.chunks
+            .reserve((self.len.saturating_add(additional)).div_ceil(CHUNK));
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.chunks.capacity() * std::mem::size_of::<Vec<T>>()
+            + self.chunks.iter().map(Vec::capacity).sum::<usize>() * std::mem::size_of::<T>()
+    }
+}
+
+/// One cache line: a decision reads one line per record.
 #[derive(Clone, Copy, Debug)]
+#[repr(align(64))]
 struct Record {
     id: BindingId,
     a: Number,
@@ -164,8 +275,65 @@ struct AreaPool {
     by_mode: [BTreeSet<u32>; 3],
 }
 
+/// A `slots` entry: party `party` of record `r` is on number `x`.
+#[derive(Clone, Copy, Debug)]
+struct SlotEntry {
+    party: Number,
+    x: u32,
+    r: u32,
+}
+
+// What the memory figures in BENCHMARKS.md assume.
+const _: () = assert!(std::mem::size_of::<Record>() == 64);
+const _: () = assert!(std::mem::size_of::<SlotEntry>() == 16);
+
+/// An `ext_slots` entry: record `r` holds extension `ext` on number `x`.
+#[derive(Clone, Copy, Debug)]
+struct ExtEntry {
+    x: u32,
+    ext: u32,
+    r: u32,
+}
+
 /// Key of the sticky map: the tenant, the mode and the party pair.
 type StickyKey = (u32, u8, Number, Option<Number>);
+
+/// A pair's X from a binding no longer in the index (or whose B moved on).
+/// The tenant is its number's.
+#[derive(Clone, Copy, Debug)]
+struct EndedPair {
+    /// `StickyKey`'s parties.
+    a: Number,
+    b: Option<Number>,
+    /// When the pair's binding ended, `<< 2`, ORed with `StickyKey`'s mode.
+    stamp: i64,
+    n: u32,
+    ext: u32,
+}
+
+impl EndedPair {
+    fn new(key: &StickyKey, n: u32, ext: u32, at: i64) -> EndedPair {
+        EndedPair {
+            a: key.2,
+            b: key.3,
+            stamp: stamp(at, key.1),
+            n,
+            ext,
+        }
+    }
+
+    fn at(&self) -> i64 {
+        self.stamp >> 2
+    }
+
+    fn mode(&self) -> u8 {
+        (self.stamp & 3) as u8
+    }
+}
+
+fn stamp(at: i64, mode: u8) -> i64 {
+    (at.clamp(UNSTAMPED + 1, 1 << 60) << 2) | i64::from(mode)
+}
 
 /// See the module documentation.
 #[derive(Debug)]
@@ -180,14 +348,31 @@ pub struct Index {
     number_ix: HashMap<Number, u32>,
     pools: HashMap<(u32, u16), AreaPool>,
     tenant_areas: Vec<BTreeSet<u16>>,
-    records: Vec<Record>,
+    records: Chunked<Record>,
     vacant: Vec<u32>,
-    by_id: HashMap<BindingId, u32>,
+    /// Hashes every key of the tables below; randomly seeded, since callers
+    /// choose the keys.
+    hasher: DefaultHashBuilder,
+    /// id -> record.
+    by_id: HashTable<u32>,
     /// (X, party) -> record, for every party of every axb and axe binding.
-    slots: HashMap<(u32, Number), u32>,
+    slots: HashTable<SlotEntry>,
     /// (X, packed extension) -> record.
-    ext_slots: HashMap<(u32, u32), u32>,
-    sticky: HashMap<StickyKey, (u32, u32)>,
+    ext_slots: HashTable<ExtEntry>,
+    /// `StickyKey` -> the pair's latest record still in the index, or
+    /// `ENDED_TAG | i` for `ended[i]` (the low half of an entry; the high
+    /// half is the key's `sticky_h32`, so that growing the table reads
+    /// nothing else: reading each key back doubled the write stall it
+    /// causes). A record's key points to it from its insert (or `set_b`)
+    /// until it leaves, unless a later binding of the pair (or `remember`)
+    /// took the key over.
+    sticky: HashTable<u64>,
+    ended: Chunked<EndedPair>,
+    sticky_window: i64,
+    /// Next `ended` entry for `sweep` to check for age.
+    ended_cursor: usize,
+    /// The latest `now` any call passed in (`UnixTime::MIN` before any).
+    clock: UnixTime,
     /// Expiries of records dropped outside `sweep` (in the way of a new
     /// binding, or on a retired number) before a sweep reported them; the
     /// next sweep reports them.
@@ -210,12 +395,17 @@ impl Index {
             number_ix: HashMap::new(),
             pools: HashMap::new(),
             tenant_areas: Vec::new(),
-            records: Vec::new(),
+            records: Chunked::new(),
             vacant: Vec::new(),
-            by_id: HashMap::new(),
-            slots: HashMap::new(),
-            ext_slots: HashMap::new(),
-            sticky: HashMap::new(),
+            hasher: DefaultHashBuilder::default(),
+            by_id: HashTable::new(),
+            slots: HashTable::new(),
+            ext_slots: HashTable::new(),
+            sticky: HashTable::new(),
+            ended: Chunked::new(),
+            sticky_window: DEFAULT_STICKY_WINDOW,
+            ended_cursor: 0,
+            clock: UnixTime::MIN,
             unreported: Vec::new(),
             sweep_cursor: 0,
             census: Census::default(),
@@ -226,12 +416,24 @@ impl Index {
         self.cooldown
     }
 
+    /// How long (seconds) a pair keeps its X for sticky reuse after its last
+    /// binding ended; older pairs are forgotten by [`Index::sweep`]. 30 days
+    /// unless set.
+    pub fn set_sticky_window(&mut self, secs: i64) {
+        self.sticky_window = secs.max(0);
+    }
+
     /// Makes room for `bindings` more records, so that loading a large store
     /// does not leave the tables at double their needed size.
     pub fn reserve(&mut self, bindings: usize) {
-        self.records.reserve_exact(bindings);
-        self.by_id.reserve(bindings);
-        self.slots.reserve(bindings * 2);
+        self.records.reserve(bindings);
+        let (hasher, records) = (&self.hasher, &self.records);
+        self.by_id
+            .reserve(bindings, |&r| id_hash(hasher, records.get(r as usize).id));
+        self.slots.reserve(bindings.saturating_mul(2), |e| {
+            slot_hash(hasher, e.x, e.party)
+        });
+        self.sticky.reserve(bindings, |&e| sticky_rehash(e));
     }
 
     pub fn add_tenant(&mut self, tenant: TenantId) {
@@ -351,6 +553,246 @@ impl Index {
     }
 }
 
+// === impl Index: tables ===
+
+impl Index {
+    #[inline]
+    fn rec(&self, r: u32) -> &Record {
+        self.records.get(r as usize)
+    }
+
+    #[inline]
+    fn rec_mut(&mut self, r: u32) -> &mut Record {
+        self.records.get_mut(r as usize)
+    }
+
+    /// The record of binding `id`.
+    fn find_id(&self, id: BindingId) -> Option<u32> {
+        let records = &self.records;
+        self.by_id
+            .find(id_hash(&self.hasher, id), |&r| {
+                records.get(r as usize).id == id
+            })
+            .copied()
+    }
+
+    /// The record holding `party` on number `n`.
+    #[inline]
+    fn slot(&self, n: u32, party: Number) -> Option<u32> {
+        self.slots
+            .find(slot_hash(&self.hasher, n, party), |e| {
+                e.x == n && e.party == party
+            })
+            .map(|e| e.r)
+    }
+
+    /// The record holding extension `packed` on number `n`.
+    fn ext_slot(&self, n: u32, packed: u32) -> Option<u32> {
+        self.ext_slots
+            .find(ext_hash(&self.hasher, n, packed), |e| {
+                e.x == n && e.ext == packed
+            })
+            .map(|e| e.r)
+    }
+
+    /// Enters record `r` (already stored) in `by_id`, `slots`, `ext_slots`.
+    fn link(&mut self, r: u32) {
+        let (hasher, records) = (&self.hasher, &self.records);
+        let rec = *records.get(r as usize);
+        self.by_id.insert_unique(id_hash(hasher, rec.id), r, |&v| {
+            id_hash(hasher, records.get(v as usize).id)
+        });
+        if rec.mode == Mode::Axn {
+            return;
+        }
+        for p in [Some(rec.a), rec.b].into_iter().flatten() {
+            self.link_party(r, p);
+        }
+        if rec.ext != 0 {
+            let entry = ExtEntry {
+                x: rec.x,
+                ext: rec.ext,
+                r,
+            };
+            let hasher = &self.hasher;
+            self.ext_slots
+                .insert_unique(ext_hash(hasher, rec.x, rec.ext), entry, |e| {
+                    ext_hash(hasher, e.x, e.ext)
+                });
+        }
+    }
+
+    /// Enters `party` of record `r` in `slots`.
+    fn link_party(&mut self, r: u32, party: Number) {
+        let x = self.rec(r).x;
+        let hasher = &self.hasher;
+        self.slots.insert_unique(
+            slot_hash(hasher, x, party),
+            SlotEntry { party, x, r },
+            |e| slot_hash(hasher, e.x, e.party),
+        );
+    }
+
+    /// Takes `party` of record `r` out of `slots` (when it is there).
+    fn unlink_party(&mut self, r: u32, party: Number) {
+        let x = self.rec(r).x;
+        if let Ok(entry) = self
+            .slots
+            .find_entry(slot_hash(&self.hasher, x, party), |e| {
+                e.x == x && e.party == party && e.r == r
+            })
+        {
+            entry.remove();
+        }
+    }
+
+    /// Takes record `r` out of `by_id`, `slots` and `ext_slots`.
+    fn unlink(&mut self, r: u32) {
+        let rec = *self.rec(r);
+        if let Ok(entry) = self
+            .by_id
+            .find_entry(id_hash(&self.hasher, rec.id), |&v| v == r)
+        {
+            entry.remove();
+        }
+        for p in [Some(rec.a), rec.b].into_iter().flatten() {
+            self.unlink_party(r, p);
+        }
+        if rec.ext != 0
+            && let Ok(entry) = self
+                .ext_slots
+                .find_entry(ext_hash(&self.hasher, rec.x, rec.ext), |e| {
+                    e.x == rec.x && e.ext == rec.ext && e.r == r
+                })
+        {
+            entry.remove();
+        }
+    }
+
+    /// The X (and packed extension) a pair had last.
+    fn sticky_get(&self, key: &StickyKey) -> Option<(u32, u32)> {
+        let (records, numbers, ended) = (&self.records, &self.numbers, &self.ended);
+        let h32 = sticky_h32(&self.hasher, key);
+        let &e = self.sticky.find(widen(h32), |&e| {
+            (e >> 32) as u32 == h32 && sticky_entry_key(records, numbers, ended, e as u32) == *key
+        })?;
+        let v = e as u32;
+        Some(if v & ENDED_TAG == 0 {
+            let rec = records.get(v as usize);
+            (rec.x, rec.ext)
+        } else {
+            let e = ended.get((v & !ENDED_TAG) as usize);
+            (e.n, e.ext)
+        })
+    }
+
+    /// Points record `r`'s pair at `r` (its latest binding).
+    fn sticky_set_live(&mut self, r: u32) {
+        let (records, numbers, ended) = (&self.records, &self.numbers, &self.ended);
+        let rec = records.get(r as usize);
+        let key = sticky_key(rec.tenant, rec.mode, rec.a, rec.b);
+        let h32 = sticky_h32(&self.hasher, &key);
+        let entry = self.sticky.entry(
+            widen(h32),
+            |&e| {
+                (e >> 32) as u32 == h32
+                    && sticky_entry_key(records, numbers, ended, e as u32) == key
+            },
+            |&e| sticky_rehash(e),
+        );
+        let freed = match entry {
+            Entry::Occupied(mut o) => {
+                let old = *o.get() as u32;
+                *o.get_mut() = sticky_entry(h32, r);
+                Some(old)
+            }
+            Entry::Vacant(v) => {
+                v.insert(sticky_entry(h32, r));
+                None
+            }
+        };
+        if let Some(old) = freed
+            && old & ENDED_TAG != 0
+        {
+            self.free_ended(old & !ENDED_TAG);
+        }
+    }
+
+    /// Record `r` stops being its pair's binding (it leaves the index, or its
+    /// B changes; `at` is when): if its pair still points to it, the pair
+    /// keeps the X as an ended pair.
+    fn sticky_retire(&mut self, r: u32, at: UnixTime) {
+        let rec = *self.rec(r);
+        let key = sticky_key(rec.tenant, rec.mode, rec.a, rec.b);
+        let Ok(mut entry) = self
+            .sticky
+            .find_entry(sticky_hash(&self.hasher, &key), |&e| e as u32 == r)
+        else {
+            return;
+        };
+        if self.ended.len() >= ENDED_TAG as usize {
+            // Out of room (2^31 ended pairs): the pair loses its X.
+            entry.remove();
+            return;
+        }
+        retarget(entry.get_mut(), ENDED_TAG | self.ended.len() as u32);
+        self.ended.push(EndedPair::new(&key, rec.x, rec.ext, at));
+    }
+
+    /// Drops `ended[e]`, whose `sticky` entry is already gone or replaced,
+    /// moving the last ended pair into its place.
+    fn free_ended(&mut self, e: u32) {
+        let last = (self.ended.len() - 1) as u32;
+        if e != last {
+            let key = ended_key(&self.numbers, self.ended.get(last as usize));
+            if let Some(entry) = self.sticky.find_mut(sticky_hash(&self.hasher, &key), |&v| {
+                v as u32 == ENDED_TAG | last
+            }) {
+                retarget(entry, ENDED_TAG | e);
+            }
+        }
+        self.ended.swap_remove(e as usize);
+    }
+
+    /// Checks up to `budget` ended pairs for age, forgetting those that
+    /// ended longer than the sticky window before `now`.
+    fn prune_sticky(&mut self, now: UnixTime, budget: usize) {
+        let cutoff = now.saturating_sub(self.sticky_window);
+        let mut left = budget;
+        while left > 0 && self.ended_cursor < self.ended.len() {
+            left -= 1;
+            let e = self.ended_cursor;
+            let pair = *self.ended.get(e);
+            let at = pair.at();
+            if at == UNSTAMPED {
+                // Remembered before any call told the time: its window
+                // starts now.
+                self.ended.get_mut(e).stamp = stamp(now, pair.mode());
+            } else if at < cutoff {
+                let key = ended_key(&self.numbers, &pair);
+                let code = ENDED_TAG | e as u32;
+                if let Ok(entry) = self
+                    .sticky
+                    .find_entry(sticky_hash(&self.hasher, &key), |&v| v as u32 == code)
+                {
+                    entry.remove();
+                }
+                // The last pair moves into `e`: check `e` again.
+                self.free_ended(e as u32);
+                continue;
+            }
+            self.ended_cursor += 1;
+        }
+        if self.ended_cursor >= self.ended.len() {
+            self.ended_cursor = 0;
+        }
+    }
+
+    fn tick(&mut self, now: UnixTime) {
+        self.clock = self.clock.max(now);
+    }
+}
+
 // === impl Index: route decisions ===
 
 impl Index {
@@ -369,11 +811,11 @@ impl Index {
         let tenant = self.tenants[slot.tenant as usize];
         let record = match slot.mode {
             None => None,
-            Some(Mode::Axb) => self.slots.get(&(n, inbound.caller)).copied(),
+            Some(Mode::Axb) => self.slot(n, inbound.caller),
             Some(Mode::Axn) => Some(slot.holder).filter(|&h| h != NONE),
             Some(Mode::Axe) => match inbound.extension {
                 None => return Decision::CollectExtension { tenant },
-                Some(ext) => self.ext_slots.get(&(n, ext.packed())).copied(),
+                Some(ext) => self.ext_slot(n, ext.packed()),
             },
         };
         let Some(r) = record else {
@@ -383,7 +825,7 @@ impl Index {
                 tenant: Some(tenant),
             };
         };
-        let rec = &self.records[r as usize];
+        let rec = self.rec(r);
         if rec.flags & (F_PENDING | F_VACANT) != 0 {
             return Decision::Announce {
                 prompt: Prompt::NoBinding,
@@ -509,10 +951,7 @@ impl Index {
                 }
             }
         }
-        let sticky = self
-            .sticky
-            .get(&sticky_key(t, req.mode, req.a, req.b))
-            .copied();
+        let sticky = self.sticky_get(&sticky_key(t, req.mode, req.a, req.b));
         for tier in &tiers {
             if let Some((n, ext)) = sticky {
                 let slot = &self.numbers[n as usize];
@@ -616,15 +1055,12 @@ impl Index {
     }
 
     fn occupied(&self, n: u32, party: Number, now: UnixTime) -> bool {
-        self.slots
-            .get(&(n, party))
-            .is_some_and(|&r| self.is_live(r, now))
+        self.slot(n, party).is_some_and(|r| self.is_live(r, now))
     }
 
     fn ext_taken(&self, n: u32, packed: u32, now: UnixTime) -> bool {
-        self.ext_slots
-            .get(&(n, packed))
-            .is_some_and(|&r| self.is_live(r, now))
+        self.ext_slot(n, packed)
+            .is_some_and(|r| self.is_live(r, now))
     }
 
     fn random_extension<R: Rng + ?Sized>(
@@ -655,7 +1091,7 @@ impl Index {
     }
 
     fn is_live(&self, r: u32, now: UnixTime) -> bool {
-        let rec = &self.records[r as usize];
+        let rec = self.rec(r);
         rec.flags & F_VACANT == 0 && now < rec.ends_at.saturating_add(self.cooldown)
     }
 
@@ -676,8 +1112,9 @@ impl Index {
     /// are dropped first. Bindings whose cool-down is already over are
     /// ignored (`Ok(false)`).
     pub fn insert(&mut self, nb: &NewBinding, now: UnixTime) -> Result<bool, Error> {
+        self.tick(now);
         validate_parties(nb.mode, nb.a, nb.b)?;
-        if self.by_id.contains_key(&nb.id) {
+        if self.find_id(nb.id).is_some() {
             return Err(Error::DuplicateBinding);
         }
         if now >= nb.ends_at.saturating_add(self.cooldown) {
@@ -711,21 +1148,17 @@ impl Index {
             Mode::Axn if in_use => return Err(Error::NumberHeld),
             Mode::Axn => {}
             Mode::Axb | Mode::Axe => {
-                if parties
-                    .iter()
-                    .flatten()
-                    .any(|&p| self.slots.contains_key(&(n, p)))
-                {
+                if parties.iter().flatten().any(|&p| self.slot(n, p).is_some()) {
                     return Err(Error::PartyConflict);
                 }
                 if let Some(ext) = nb.extension
-                    && self.ext_slots.contains_key(&(n, ext.packed()))
+                    && self.ext_slot(n, ext.packed()).is_some()
                 {
                     return Err(Error::ExtensionTaken);
                 }
             }
         }
-        if self.records.len() >= NONE as usize && self.vacant.is_empty() {
+        if self.records.len() >= MAX_RECORDS && self.vacant.is_empty() {
             return Err(Error::CapacityExceeded);
         }
 
@@ -757,7 +1190,7 @@ impl Index {
         };
         let r = match self.vacant.pop() {
             Some(r) => {
-                self.records[r as usize] = record;
+                *self.rec_mut(r) = record;
                 r
             }
             None => {
@@ -765,17 +1198,9 @@ impl Index {
                 (self.records.len() - 1) as u32
             }
         };
-        self.by_id.insert(nb.id, r);
-        match nb.mode {
-            Mode::Axn => self.numbers[n as usize].holder = r,
-            Mode::Axb | Mode::Axe => {
-                for p in parties.into_iter().flatten() {
-                    self.slots.insert((n, p), r);
-                }
-                if record.ext != 0 {
-                    self.ext_slots.insert((n, record.ext), r);
-                }
-            }
+        self.link(r);
+        if nb.mode == Mode::Axn {
+            self.numbers[n as usize].holder = r;
         }
         let slot = &mut self.numbers[n as usize];
         slot.records.push(r);
@@ -785,8 +1210,7 @@ impl Index {
             pool.free.remove(&n);
             pool.by_mode[nb.mode.index()].insert(n);
         }
-        self.sticky
-            .insert(sticky_key(t, nb.mode, nb.a, nb.b), (n, record.ext));
+        self.sticky_set_live(r);
         Ok(true)
     }
 
@@ -801,12 +1225,12 @@ impl Index {
     ) {
         let mut stale = Vec::new();
         for p in parties.iter().flatten() {
-            if let Some(&r) = self.slots.get(&(n, *p)) {
+            if let Some(r) = self.slot(n, *p) {
                 stale.push(r);
             }
         }
         if let Some(ext) = ext
-            && let Some(&r) = self.ext_slots.get(&(n, ext.packed()))
+            && let Some(r) = self.ext_slot(n, ext.packed())
         {
             stale.push(r);
         }
@@ -832,7 +1256,7 @@ impl Index {
     /// Drops a record past cool-down outside `sweep`, keeping its expiry for
     /// the next sweep to report when the store does not know it yet.
     fn drop_stale(&mut self, r: u32) {
-        let rec = self.records[r as usize];
+        let rec = *self.rec(r);
         if rec.flags & F_VACANT != 0 {
             return;
         }
@@ -845,8 +1269,8 @@ impl Index {
     /// Takes a binding out entirely (a reservation whose write failed, or a
     /// record past cool-down).
     pub fn remove(&mut self, id: BindingId) -> bool {
-        match self.by_id.get(&id) {
-            Some(&r) => {
+        match self.find_id(id) {
+            Some(r) => {
                 self.remove_record(r);
                 true
             }
@@ -855,19 +1279,13 @@ impl Index {
     }
 
     fn remove_record(&mut self, r: u32) {
-        let rec = self.records[r as usize];
+        let rec = *self.rec(r);
         if rec.flags & F_VACANT != 0 {
             return;
         }
         let n = rec.x;
-        for p in [Some(rec.a), rec.b].into_iter().flatten() {
-            if self.slots.get(&(n, p)) == Some(&r) {
-                self.slots.remove(&(n, p));
-            }
-        }
-        if rec.ext != 0 && self.ext_slots.get(&(n, rec.ext)) == Some(&r) {
-            self.ext_slots.remove(&(n, rec.ext));
-        }
+        self.unlink(r);
+        self.sticky_retire(r, rec.ends_at);
         let slot = &mut self.numbers[n as usize];
         if slot.holder == r {
             slot.holder = NONE;
@@ -875,7 +1293,7 @@ impl Index {
         let pos = rec.pos as usize;
         slot.records.swap_remove(pos);
         if let Some(&moved) = slot.records.get(pos) {
-            self.records[moved as usize].pos = pos as u32;
+            self.records.get_mut(moved as usize).pos = pos as u32;
         }
         if slot.records.is_empty() {
             let mode = slot.mode.take();
@@ -890,22 +1308,21 @@ impl Index {
                 }
             }
         }
-        self.by_id.remove(&rec.id);
-        self.records[r as usize].flags = F_VACANT;
+        self.rec_mut(r).flags = F_VACANT;
         self.vacant.push(r);
     }
 
     /// The write of a reserved binding is durable: it may route now.
     pub fn confirm(&mut self, id: BindingId) {
-        if let Some(&r) = self.by_id.get(&id) {
-            self.records[r as usize].flags &= !F_PENDING;
+        if let Some(r) = self.find_id(id) {
+            self.rec_mut(r).flags &= !F_PENDING;
         }
     }
 
     /// Ends a binding at `at` (unbind). Returns the previous end, for undo.
     pub fn end(&mut self, id: BindingId, at: UnixTime) -> Option<UnixTime> {
-        let r = *self.by_id.get(&id)?;
-        let rec = &mut self.records[r as usize];
+        let r = self.find_id(id)?;
+        let rec = self.rec_mut(r);
         let before = rec.ends_at;
         rec.ends_at = rec.ends_at.min(at);
         rec.flags |= F_ENDED;
@@ -914,8 +1331,8 @@ impl Index {
 
     /// Restores the end a failed write changed.
     pub fn undo_end(&mut self, id: BindingId, ends_at: UnixTime, was_ended: bool) {
-        if let Some(&r) = self.by_id.get(&id) {
-            let rec = &mut self.records[r as usize];
+        if let Some(r) = self.find_id(id) {
+            let rec = self.rec_mut(r);
             rec.ends_at = ends_at;
             if !was_ended {
                 rec.flags &= !F_ENDED;
@@ -931,8 +1348,9 @@ impl Index {
         expires_at: UnixTime,
         now: UnixTime,
     ) -> Option<UnixTime> {
-        let r = *self.by_id.get(&id)?;
-        let rec = &mut self.records[r as usize];
+        self.tick(now);
+        let r = self.find_id(id)?;
+        let rec = self.rec_mut(r);
         if rec.flags & F_ENDED != 0 || rec.ends_at <= now {
             return None;
         }
@@ -942,8 +1360,8 @@ impl Index {
     }
 
     pub fn set_controls(&mut self, id: BindingId, controls: &Controls) {
-        if let Some(&r) = self.by_id.get(&id) {
-            let rec = &mut self.records[r as usize];
+        if let Some(r) = self.find_id(id) {
+            let rec = self.rec_mut(r);
             let keep = rec.flags & (F_PENDING | F_ENDED);
             let mut flags = keep;
             for (on, bit) in [
@@ -963,38 +1381,49 @@ impl Index {
 
     /// Changes B, keeping the one-binding-per-party-per-X invariant.
     pub fn set_b(&mut self, id: BindingId, b: Option<Number>, now: UnixTime) -> Result<(), Error> {
-        let r = *self.by_id.get(&id).ok_or(Error::BindingNotFound)?;
-        let rec = self.records[r as usize];
+        self.tick(now);
+        let r = self.find_id(id).ok_or(Error::BindingNotFound)?;
+        let rec = *self.rec(r);
         validate_parties(rec.mode, rec.a, b)?;
         if rec.b == b {
             return Ok(());
         }
         let n = rec.x;
-        if rec.mode != Mode::Axn {
-            if let Some(new_b) = b {
-                self.evict_stale(n, &[Some(new_b)], None, now);
-                if self.slots.contains_key(&(n, new_b)) {
-                    return Err(Error::PartyConflict);
-                }
-                self.slots.insert((n, new_b), r);
-            }
-            if let Some(old_b) = rec.b
-                && self.slots.get(&(n, old_b)) == Some(&r)
-            {
-                self.slots.remove(&(n, old_b));
+        if rec.mode != Mode::Axn
+            && let Some(new_b) = b
+        {
+            self.evict_stale(n, &[Some(new_b)], None, now);
+            if self.slot(n, new_b).is_some() {
+                return Err(Error::PartyConflict);
             }
         }
-        self.records[r as usize].b = b;
-        let t = rec.tenant;
-        self.sticky
-            .insert(sticky_key(t, rec.mode, rec.a, b), (n, rec.ext));
+        // `sticky` hashes B through the record: the old pair's entry comes
+        // out (as an ended pair) before B changes, the new one goes in after.
+        if rec.mode != Mode::Axn
+            && let Some(old_b) = rec.b
+        {
+            self.unlink_party(r, old_b);
+        }
+        if sticky_key(rec.tenant, rec.mode, rec.a, rec.b)
+            != sticky_key(rec.tenant, rec.mode, rec.a, b)
+        {
+            // The old pair has no binding now.
+            self.sticky_retire(r, now);
+        }
+        self.rec_mut(r).b = b;
+        if rec.mode != Mode::Axn
+            && let Some(new_b) = b
+        {
+            self.link_party(r, new_b);
+        }
+        self.sticky_set_live(r);
         Ok(())
     }
 
     /// Whether the store already knows this binding ended.
     pub fn is_ended(&self, id: BindingId) -> Option<bool> {
-        let &r = self.by_id.get(&id)?;
-        Some(self.records[r as usize].flags & F_ENDED != 0)
+        let r = self.find_id(id)?;
+        Some(self.rec(r).flags & F_ENDED != 0)
     }
 
     /// Remembers a pair's X for sticky reuse, from a binding that is no
@@ -1008,12 +1437,43 @@ impl Index {
         x: Number,
         extension: Option<Extension>,
     ) {
-        if let Some(n) = self.own_number(tenant, x) {
-            let t = self.numbers[n as usize].tenant;
-            self.sticky.insert(
-                sticky_key(t, mode, a, b),
-                (n, extension.map_or(0, Extension::packed)),
-            );
+        let Some(n) = self.own_number(tenant, x) else {
+            return;
+        };
+        let t = self.numbers[n as usize].tenant;
+        let key = sticky_key(t, mode, a, b);
+        let ext = extension.map_or(0, Extension::packed);
+        // The binding's end is not known here: the pair's window starts at
+        // the latest time the index was told (or at the next sweep).
+        let mut pair = EndedPair::new(&key, n, ext, self.clock);
+        if self.clock == UnixTime::MIN {
+            pair.stamp = (UNSTAMPED << 2) | i64::from(key.1);
+        }
+        let (records, numbers, ended) = (&self.records, &self.numbers, &self.ended);
+        let h32 = sticky_h32(&self.hasher, &key);
+        let entry = self.sticky.entry(
+            widen(h32),
+            |&e| {
+                (e >> 32) as u32 == h32
+                    && sticky_entry_key(records, numbers, ended, e as u32) == key
+            },
+            |&e| sticky_rehash(e),
+        );
+        let next = ENDED_TAG | self.ended.len() as u32;
+        match entry {
+            Entry::Occupied(o) if *o.get() as u32 & ENDED_TAG != 0 => {
+                let e = *o.get() as u32 & !ENDED_TAG;
+                *self.ended.get_mut(e as usize) = pair;
+            }
+            _ if self.ended.len() >= ENDED_TAG as usize => {}
+            Entry::Occupied(mut o) => {
+                retarget(o.get_mut(), next);
+                self.ended.push(pair);
+            }
+            Entry::Vacant(v) => {
+                v.insert(sticky_entry(h32, next));
+                self.ended.push(pair);
+            }
         }
     }
 }
@@ -1022,9 +1482,12 @@ impl Index {
 
 impl Index {
     /// Visits up to `budget` record slots, dropping records past cool-down
-    /// and reporting bindings that have just expired. Called in small steps
-    /// so that no single call holds the lock for long.
+    /// and reporting bindings that have just expired, then up to `budget`
+    /// remembered pairs, forgetting those older than the sticky window (see
+    /// [`Index::set_sticky_window`]). Called in small steps so that no single
+    /// call holds the lock for long.
     pub fn sweep(&mut self, now: UnixTime, budget: usize) -> SweepReport {
+        self.tick(now);
         let mut report = SweepReport {
             expired: std::mem::take(&mut self.unreported),
             ..SweepReport::default()
@@ -1034,7 +1497,7 @@ impl Index {
             .saturating_add(budget)
             .min(self.records.len());
         for r in self.sweep_cursor..end {
-            let rec = self.records[r];
+            let rec = *self.records.get(r);
             if rec.flags & F_VACANT != 0 {
                 continue;
             }
@@ -1048,7 +1511,7 @@ impl Index {
                 }
                 status => {
                     if status == BindingStatus::Cooling && rec.flags & (F_ENDED | F_PENDING) == 0 {
-                        self.records[r].flags |= F_ENDED;
+                        self.records.get_mut(r).flags |= F_ENDED;
                         report.expired.push((rec.id, rec.ends_at));
                     }
                     let s = usize::from(status == BindingStatus::Cooling);
@@ -1061,6 +1524,7 @@ impl Index {
             self.sweep_cursor = 0;
             report.census = Some(std::mem::take(&mut self.census));
         }
+        self.prune_sticky(now, budget);
         report
     }
 
@@ -1096,22 +1560,14 @@ impl Index {
     /// Bytes held by the index's tables (capacity, not just length): what
     /// the memory-per-binding figure is computed from.
     pub fn heap_bytes(&self) -> usize {
-        fn map<K, V, S>(m: &HashMap<K, V, S>) -> usize {
-            // hashbrown: one control byte per bucket plus a group's worth.
-            let buckets = if m.capacity() == 0 {
-                0
-            } else {
-                (m.capacity() * 8 / 7).next_power_of_two()
-            };
-            buckets * (std::mem::size_of::<(K, V)>() + 1) + 16
-        }
-        self.records.capacity() * std::mem::size_of::<Record>()
+        self.records.heap_bytes()
             + self.vacant.capacity() * 4
-            + map(&self.by_id)
-            + map(&self.slots)
-            + map(&self.ext_slots)
-            + map(&self.sticky)
-            + map(&self.number_ix)
+            + self.by_id.allocation_size()
+            + self.slots.allocation_size()
+            + self.ext_slots.allocation_size()
+            + self.sticky.allocation_size()
+            + self.ended.heap_bytes()
+            + self.number_ix.allocation_size()
             + self.numbers.capacity() * std::mem::size_of::<NumberSlot>()
             + self
                 .numbers
@@ -1160,6 +1616,76 @@ impl Index {
                 return Err(format!("axn number {x} shared"));
             }
         }
+        self.check_tables()
+    }
+
+    /// The lookup tables hold exactly what the records say, each entry
+    /// findable under its hash.
+    fn check_tables(&self) -> Result<(), String> {
+        let (mut held, mut sides, mut exts) = (0, 0, 0);
+        for (r, rec) in self.records.iter().enumerate() {
+            let r = r as u32;
+            if rec.flags & F_VACANT != 0 {
+                continue;
+            }
+            held += 1;
+            if self.find_id(rec.id) != Some(r) {
+                return Err(format!("binding {} not found by id", rec.id.0));
+            }
+            if rec.mode != Mode::Axn {
+                for p in [Some(rec.a), rec.b].into_iter().flatten() {
+                    sides += 1;
+                    if self.slot(rec.x, p) != Some(r) {
+                        return Err(format!("party {p:?} of {} not in slots", rec.id.0));
+                    }
+                }
+            }
+            if rec.ext != 0 {
+                exts += 1;
+                if self.ext_slot(rec.x, rec.ext) != Some(r) {
+                    return Err(format!("extension of {} not in ext_slots", rec.id.0));
+                }
+            }
+        }
+        let lens = (self.by_id.len(), self.slots.len(), self.ext_slots.len());
+        if lens != (held, sides, exts) {
+            return Err(format!(
+                "tables hold {lens:?} entries for {:?}",
+                (held, sides, exts)
+            ));
+        }
+        let mut keys = std::collections::HashSet::new();
+        let mut ended = 0;
+        for &e in self.sticky.iter() {
+            let v = e as u32;
+            if v & ENDED_TAG == 0 {
+                if v as usize >= self.records.len() || self.rec(v).flags & F_VACANT != 0 {
+                    return Err(format!("sticky points to dropped record {v}"));
+                }
+            } else if (v & !ENDED_TAG) as usize >= self.ended.len() {
+                return Err(format!("sticky points past the ended pairs: {v:x}"));
+            } else {
+                ended += 1;
+            }
+            let key = sticky_entry_key(&self.records, &self.numbers, &self.ended, v);
+            if !keys.insert(key) {
+                return Err(format!("sticky holds {key:?} twice"));
+            }
+            if (e >> 32) as u32 != sticky_h32(&self.hasher, &key)
+                || self
+                    .sticky
+                    .find(sticky_hash(&self.hasher, &key), |&w| w == e)
+                    .is_none()
+            {
+                return Err(format!("sticky entry {v:x} not under its hash"));
+            }
+        }
+        if ended != self.ended.len() {
+            return Err(format!(
+                "{} ended pairs, {ended} in sticky",
+                self.ended.len()
+            ));
+        }
         Ok(())
     }
 }
@@ -1174,6 +1700,71 @@ fn sticky_key(t: u32, mode: Mode, a: Number, b: Option<Number>) -> StickyKey {
     }
 }
 
+#[inline]
+fn id_hash(hasher: &DefaultHashBuilder, id: BindingId) -> u64 {
+    hasher.hash_one(id)
+}
+
+#[inline]
+fn slot_hash(hasher: &DefaultHashBuilder, n: u32, party: Number) -> u64 {
+    hasher.hash_one((n, party))
+}
+
+#[inline]
+fn ext_hash(hasher: &DefaultHashBuilder, n: u32, packed: u32) -> u64 {
+    hasher.hash_one((n, packed))
+}
+
+/// 32 bits of a sticky key's hash: kept in its entry.
+fn sticky_h32(hasher: &DefaultHashBuilder, key: &StickyKey) -> u32 {
+    (hasher.hash_one(key) >> 32) as u32
+}
+
+/// The table hash of a `sticky_h32`, spread over 64 bits (the table takes
+/// its bucket from the low bits and a tag from the top ones).
+#[inline]
+fn widen(h32: u32) -> u64 {
+    u64::from(h32).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+fn sticky_hash(hasher: &DefaultHashBuilder, key: &StickyKey) -> u64 {
+    widen(sticky_h32(hasher, key))
+}
+
+/// The table hash of a `sticky` entry, from the entry alone.
+fn sticky_rehash(e: u64) -> u64 {
+    widen((e >> 32) as u32)
+}
+
+/// A `sticky` entry: `h32` and what it points to.
+fn sticky_entry(h32: u32, v: u32) -> u64 {
+    (u64::from(h32) << 32) | u64::from(v)
+}
+
+/// Points a `sticky` entry elsewhere (its key, so its hash, is the same).
+fn retarget(e: &mut u64, v: u32) {
+    *e = (*e & !u64::from(u32::MAX)) | u64::from(v);
+}
+
+/// The key of a `sticky` entry.
+fn sticky_entry_key(
+    records: &Chunked<Record>,
+    numbers: &[NumberSlot],
+    ended: &Chunked<EndedPair>,
+    v: u32,
+) -> StickyKey {
+    if v & ENDED_TAG == 0 {
+        let rec = records.get(v as usize);
+        sticky_key(rec.tenant, rec.mode, rec.a, rec.b)
+    } else {
+        ended_key(numbers, ended.get((v & !ENDED_TAG) as usize))
+    }
+}
+
+fn ended_key(numbers: &[NumberSlot], pair: &EndedPair) -> StickyKey {
+    (numbers[pair.n as usize].tenant, pair.mode(), pair.a, pair.b)
+}
+
 fn extension_space(len: u8) -> u64 {
     10u64.pow(u32::from(len))
 }
@@ -1184,5 +1775,264 @@ pub fn validate_parties(mode: Mode, a: Number, b: Option<Number>) -> Result<(), 
         (Mode::Axb, None) => Err(Error::MissingB),
         (_, Some(b)) if b == a => Err(Error::SameParty),
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+
+    const T: TenantId = TenantId(1);
+
+    fn num(digits: u64) -> Number {
+        Number::from_digits(digits).expect("valid")
+    }
+
+    /// An index with a 100 s sticky window and two free numbers.
+    fn setup() -> (Index, Number, Number) {
+        let mut index = Index::new(10);
+        index.set_sticky_window(100);
+        index.add_tenant(T);
+        let (x1, x2) = (num(8657100000001), num(8657100000002));
+        index.add_number(T, x1, None).expect("x1");
+        index.add_number(T, x2, None).expect("x2");
+        (index, x1, x2)
+    }
+
+    fn x_for(index: &Index, a: u64, b: u64, now: UnixTime) -> Number {
+        let req = AllocRequest {
+            tenant: T,
+            mode: Mode::Axb,
+            a: num(a),
+            b: Some(num(b)),
+            area: None,
+            area_match: AreaMatch::Fallback,
+            extension_len: 4,
+        };
+        let mut rng = StdRng::seed_from_u64(1);
+        index.allocate(&req, now, &mut rng).expect("free").x
+    }
+
+    fn bind(index: &mut Index, id: u128, x: Number, a: u64, b: u64, ends_at: UnixTime) {
+        let nb = NewBinding {
+            id: BindingId(id),
+            tenant: T,
+            mode: Mode::Axb,
+            x,
+            extension: None,
+            a: num(a),
+            b: Some(num(b)),
+            ends_at,
+            ended: false,
+            controls: Controls::default(),
+            pending: false,
+        };
+        assert_eq!(index.insert(&nb, 0), Ok(true));
+    }
+
+    #[test]
+    fn ended_pairs_are_forgotten_after_the_sticky_window() {
+        let (mut index, x1, x2) = setup();
+        bind(&mut index, 1, x2, 8613800000001, 8613800000002, 50);
+        // Past cool-down, swept or not, the pair gets x2 back.
+        assert_eq!(x_for(&index, 8613800000001, 8613800000002, 60), x2);
+        index.sweep(60, usize::MAX);
+        assert!(index.is_empty());
+        assert_eq!(x_for(&index, 8613800000002, 8613800000001, 60), x2);
+        // Ended at 50: kept through 150, gone after.
+        index.sweep(150, usize::MAX);
+        assert_eq!(x_for(&index, 8613800000001, 8613800000002, 150), x2);
+        index.sweep(151, usize::MAX);
+        assert_eq!(x_for(&index, 8613800000001, 8613800000002, 151), x1);
+        assert_eq!((index.sticky.len(), index.ended.len()), (0, 0));
+        index.check_invariants(151).expect("invariants");
+    }
+
+    #[test]
+    fn remembered_pairs_count_from_the_first_time_known() {
+        let (mut index, x1, x2) = setup();
+        index.remember(
+            T,
+            Mode::Axb,
+            num(8613800000001),
+            Some(num(8613800000002)),
+            x2,
+            None,
+        );
+        assert_eq!(x_for(&index, 8613800000001, 8613800000002, 1000), x2);
+        index.sweep(1000, usize::MAX);
+        index.sweep(1100, usize::MAX);
+        assert_eq!(x_for(&index, 8613800000001, 8613800000002, 1100), x2);
+        index.sweep(1101, usize::MAX);
+        assert_eq!(x_for(&index, 8613800000001, 8613800000002, 1101), x1);
+        // Once the index knows the time, remember stamps with it.
+        index.remember(
+            T,
+            Mode::Axb,
+            num(8613800000001),
+            Some(num(8613800000002)),
+            x2,
+            None,
+        );
+        index.sweep(1201, usize::MAX);
+        assert_eq!(x_for(&index, 8613800000001, 8613800000002, 1201), x2);
+        index.sweep(1202, usize::MAX);
+        assert_eq!(x_for(&index, 8613800000001, 8613800000002, 1202), x1);
+    }
+
+    #[test]
+    fn pruning_runs_within_the_sweep_budget() {
+        let (mut index, _, x2) = setup();
+        for i in 0..50u64 {
+            let ends_at = if i % 2 == 0 { 450 } else { 500 };
+            bind(
+                &mut index,
+                u128::from(i) + 1,
+                x2,
+                8613800000000 + 2 * i,
+                8613800000001 + 2 * i,
+                ends_at,
+            );
+        }
+        index.sweep(510, usize::MAX);
+        assert_eq!(index.ended.len(), 50);
+        let mut calls = 0;
+        while index.ended.len() > 25 {
+            index.sweep(560, 3);
+            index.check_invariants(560).expect("invariants");
+            calls += 1;
+            assert!(calls < 100, "pruning makes no progress");
+        }
+        assert!(calls >= 25 / 3, "pruned more than the budget allows");
+        for _ in 0..20 {
+            index.sweep(560, 3);
+        }
+        assert_eq!(index.ended.len(), 25, "pairs within the window stay");
+        assert!(index.ended.iter().all(|p| p.at() == 500));
+    }
+
+    #[test]
+    fn decisions_on_crowded_numbers() {
+        let mut index = Index::new(10);
+        index.add_tenant(T);
+        let xs: Vec<Number> = (1..=3).map(|i| num(8657100000000 + i)).collect();
+        for &x in &xs {
+            index.add_number(T, x, None).expect("x");
+        }
+        let axe = num(8657100000009);
+        index.add_number(T, axe, None).expect("axe");
+        let party = |i: u64| num(8613800000000 + i);
+        for i in 0..300u64 {
+            bind(
+                &mut index,
+                u128::from(i) + 1,
+                xs[(i % 3) as usize],
+                8613800000000 + 2 * i,
+                8613800000001 + 2 * i,
+                1_000,
+            );
+        }
+        for i in 0..50u64 {
+            let nb = NewBinding {
+                id: BindingId(1_000 + u128::from(i)),
+                tenant: T,
+                mode: Mode::Axe,
+                x: axe,
+                extension: Some(Extension::new(i as u32, 4).expect("ext")),
+                a: party(5_000 + i),
+                b: None,
+                ends_at: 1_000,
+                ended: false,
+                controls: Controls::default(),
+                pending: false,
+            };
+            assert_eq!(index.insert(&nb, 0), Ok(true));
+        }
+        index.check_invariants(0).expect("invariants");
+        let call = |caller, called, extension| Inbound {
+            caller,
+            called,
+            extension,
+            channel: Channel::Voice,
+        };
+        for i in 0..300u64 {
+            let x = xs[(i % 3) as usize];
+            let (a, b) = (party(2 * i), party(2 * i + 1));
+            for (from, to) in [(a, b), (b, a)] {
+                match index.decide(&call(from, x, None), 0) {
+                    Decision::Connect(c) => {
+                        assert_eq!((c.binding, c.to), (BindingId(u128::from(i) + 1), to));
+                    }
+                    d => panic!("binding {i}: {d:?}"),
+                }
+            }
+            // Bound on another number only.
+            let other = xs[((i + 1) % 3) as usize];
+            assert!(matches!(
+                index.decide(&call(a, other, None), 0),
+                Decision::Announce {
+                    prompt: Prompt::NoBinding,
+                    binding: None,
+                    ..
+                }
+            ));
+        }
+        for i in 0..60u64 {
+            let ext = Extension::new(i as u32, 4).expect("ext");
+            let got = index.decide(&call(party(9_999), axe, Some(ext)), 0);
+            match got {
+                Decision::Connect(c) if i < 50 => {
+                    assert_eq!(
+                        (c.binding, c.to),
+                        (BindingId(1_000 + u128::from(i)), party(5_000 + i))
+                    );
+                }
+                Decision::Announce {
+                    prompt: Prompt::NoBinding,
+                    ..
+                } if i >= 50 => {}
+                d => panic!("extension {i}: {d:?}"),
+            }
+        }
+        for i in (0..300u64).step_by(2) {
+            assert!(index.remove(BindingId(u128::from(i) + 1)));
+        }
+        index
+            .check_invariants(0)
+            .expect("invariants after removals");
+    }
+
+    #[test]
+    fn chunked_storage_grows_and_shrinks_by_whole_chunks() {
+        let mut c: Chunked<u32> = Chunked::new();
+        for i in 0..(2 * CHUNK + 5) as u32 {
+            c.push(i);
+        }
+        assert_eq!(c.chunks.len(), 3);
+        assert_eq!(*c.get(CHUNK + 7), (CHUNK + 7) as u32);
+        c.swap_remove(3);
+        assert_eq!(*c.get(3), (2 * CHUNK + 4) as u32);
+        while c.len() > CHUNK - 1 {
+            c.swap_remove(c.len() - 1);
+        }
+        // One empty chunk is kept as a spare.
+        assert_eq!(c.chunks.len(), 2);
+        assert!(c.chunks[1].is_empty());
+        assert_eq!(c.iter().count(), CHUNK - 1);
+        assert_eq!(
+            c.heap_bytes(),
+            c.chunks.capacity() * std::mem::size_of::<Vec<u32>>() + 2 * CHUNK * 4
+        );
+    }
+
+    #[test]
+    fn record_indexes_fit_the_tags() {
+        assert!(MAX_RECORDS <= ENDED_TAG as usize);
+        assert_eq!(
+            ((MAX_RECORDS - 1) << 1 | 1) as u32 >> 1,
+            (MAX_RECORDS - 1) as u32
+        );
     }
 }

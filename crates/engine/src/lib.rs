@@ -109,6 +109,7 @@ impl Engine {
     pub async fn open(store: Arc<dyn Store>, config: Config) -> Result<Engine> {
         let now = now();
         let mut index = Index::new(config.cooldown_secs);
+        index.set_sticky_window(config.sticky_window_secs);
         let mut auth = tenants::Auth::default();
         for t in store.tenants().await? {
             index.add_tenant(t.id);
