@@ -107,6 +107,22 @@ fn strip_position(msg: &str) -> String {
     }
 }
 
+/// A single path segment. axum's own rejection (e.g. invalid UTF-8 after
+/// percent-decoding) would be text/plain; a segment we cannot read names
+/// nothing that exists.
+pub struct PathParam(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathParam {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
+        axum::extract::Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|p| PathParam(p.0))
+            .map_err(|_| Problem::not_found("resource"))
+    }
+}
+
 /// Query parameters: every parameter known, each well-formed.
 pub struct QueryParams<T>(pub T);
 

@@ -1,7 +1,7 @@
 //! One function per endpoint; each parses, calls the engine, renders.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
@@ -16,7 +16,7 @@ use maskline_engine::{
 use serde::Deserialize;
 
 use crate::AppState;
-use crate::extract::{AdminAuth, JsonBody, QueryParams, SwitchAuth, TenantAuth};
+use crate::extract::{AdminAuth, JsonBody, PathParam, QueryParams, SwitchAuth, TenantAuth};
 use crate::problem::{Problem, ProblemBody};
 use crate::types::*;
 
@@ -265,7 +265,7 @@ pub async fn list_numbers(
 pub async fn retire_number(
     State(state): State<AppState>,
     TenantAuth(tenant): TenantAuth,
-    Path(raw): Path<String>,
+    PathParam(raw): PathParam,
 ) -> ApiResult<StatusCode> {
     // A number that cannot even be parsed is simply not in the pool.
     let n = Number::parse(&raw, state.region).map_err(|_| Problem::not_found("number"))?;
@@ -454,7 +454,7 @@ fn binding_id(raw: &str) -> ApiResult<BindingId> {
 pub async fn get_binding(
     State(state): State<AppState>,
     TenantAuth(tenant): TenantAuth,
-    Path(raw): Path<String>,
+    PathParam(raw): PathParam,
 ) -> ApiResult<Json<BindingView>> {
     let b = state.engine.binding(tenant, binding_id(&raw)?).await?;
     Ok(Json(BindingView::new(&b, state.engine.status_of(&b))))
@@ -537,7 +537,7 @@ pub async fn list_bindings(
 pub async fn patch_binding(
     State(state): State<AppState>,
     TenantAuth(tenant): TenantAuth,
-    Path(raw): Path<String>,
+    PathParam(raw): PathParam,
     body: JsonBody<PatchBindingRequest>,
 ) -> ApiResult<Json<BindingView>> {
     let id = binding_id(&raw)?;
@@ -594,7 +594,7 @@ pub async fn patch_binding(
 pub async fn delete_binding(
     State(state): State<AppState>,
     TenantAuth(tenant): TenantAuth,
-    Path(raw): Path<String>,
+    PathParam(raw): PathParam,
 ) -> ApiResult<Json<BindingView>> {
     let b = state.engine.unbind(tenant, binding_id(&raw)?).await?;
     Ok(Json(BindingView::new(&b, state.engine.status_of(&b))))

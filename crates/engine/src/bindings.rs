@@ -6,7 +6,12 @@ use maskline_core::{
 };
 use maskline_store::{BindingFilter, IdempotencyRecord, Page, Write};
 
-use crate::{Engine, Error, Result, now};
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use crate::{Engine, Error, Result, now, settle};
 
 /// How long a new binding lives.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -63,15 +68,15 @@ pub struct ControlsPatch {
 
 /// Removes an idempotency key from the in-flight set however the request
 /// ends.
-struct InflightGuard<'a> {
-    engine: &'a Engine,
+struct InflightGuard {
+    inflight: Arc<Mutex<HashSet<(TenantId, String)>>>,
     key: Option<(TenantId, String)>,
 }
 
-impl Drop for InflightGuard<'_> {
+impl Drop for InflightGuard {
     fn drop(&mut self) {
         if let Some(k) = self.key.take() {
-            self.engine.inflight.lock().remove(&k);
+            self.inflight.lock().remove(&k);
         }
     }
 }
@@ -126,9 +131,8 @@ impl Engine {
         render: &(dyn Fn(&Binding) -> String + Sync),
     ) -> Result<Created> {
         let now = now();
-        let expires_at = self.expiry_to_time(spec.expiry, now)?;
         let mut guard = InflightGuard {
-            engine: self,
+            inflight: self.inflight.clone(),
             key: None,
         };
         if let Some(idem) = &idempotency {
@@ -139,6 +143,9 @@ impl Engine {
                 return Err(Error::IdempotencyInProgress);
             }
             guard.key = Some(k);
+            // A replay answers before anything is validated again: the
+            // request was valid when first made (its expiry may have
+            // passed since).
             if let Some(rec) = self.store.idempotency(tenant, &idem.key).await? {
                 if rec.request_hash != idem.request_hash {
                     return Err(Error::IdempotencyKeyReused);
@@ -149,9 +156,10 @@ impl Engine {
                 });
             }
         }
+        let expires_at = self.expiry_to_time(spec.expiry, now)?;
 
         let id = BindingId(uuid::Uuid::now_v7().as_u128());
-        let allocation = {
+        let (binding, body, ack) = {
             let mut index = self.index.write();
             let req = AllocRequest {
                 tenant,
@@ -179,49 +187,53 @@ impl Engine {
                 },
                 now,
             )?;
-            allocation
+            let binding = Binding {
+                id,
+                tenant,
+                mode: spec.mode,
+                x: allocation.x,
+                extension: allocation.extension,
+                a: spec.a,
+                b: spec.b,
+                area: allocation.area,
+                external_ref: spec.external_ref,
+                controls: spec.controls,
+                created_at: now,
+                updated_at: now,
+                expires_at,
+                ended_at: None,
+                end_reason: None,
+            };
+            let body = render(&binding);
+            let record = idempotency.map(|idem| IdempotencyRecord {
+                tenant,
+                key: idem.key,
+                request_hash: idem.request_hash,
+                status: 201,
+                body: body.clone(),
+                created_at: now,
+            });
+            let ack = self.store.enqueue(Write::CreateBinding {
+                binding: binding.clone(),
+                idempotency: record,
+            });
+            (binding, body, ack)
         };
-        let binding = Binding {
-            id,
-            tenant,
-            mode: spec.mode,
-            x: allocation.x,
-            extension: allocation.extension,
-            a: spec.a,
-            b: spec.b,
-            area: allocation.area,
-            external_ref: spec.external_ref,
-            controls: spec.controls,
-            created_at: now,
-            updated_at: now,
-            expires_at,
-            ended_at: None,
-            end_reason: None,
-        };
-        let body = render(&binding);
-        let record = idempotency.map(|idem| IdempotencyRecord {
-            tenant,
-            key: idem.key,
-            request_hash: idem.request_hash,
-            status: 201,
-            body: body.clone(),
-            created_at: now,
-        });
-        let ack = self.store.enqueue(Write::CreateBinding {
-            binding: binding.clone(),
-            idempotency: record,
-        });
-        match ack.await {
-            Ok(()) => {
-                self.index.write().confirm(id);
-                tracing::debug!(binding = %id, x = %binding.x.masked(), a = %binding.a.masked(), "binding created");
-                Ok(Created::Fresh(Box::new(binding), body))
+        // The key stays in flight, and the reservation pending, until the
+        // write settles, even if our caller has gone.
+        let index = self.index.clone();
+        settle(ack, move |outcome| {
+            match outcome {
+                Ok(()) => index.write().confirm(id),
+                Err(_) => {
+                    index.write().remove(id);
+                }
             }
-            Err(e) => {
-                self.index.write().remove(id);
-                Err(e.into())
-            }
-        }
+            drop(guard);
+        })
+        .await?;
+        tracing::debug!(binding = %id, x = %binding.x.masked(), a = %binding.a.masked(), "binding created");
+        Ok(Created::Fresh(Box::new(binding), body))
     }
 
     pub async fn binding(&self, tenant: TenantId, id: BindingId) -> Result<Binding> {
@@ -252,7 +264,7 @@ impl Engine {
         id: BindingId,
         patch: BindingPatch,
     ) -> Result<Binding> {
-        let _serial = self.binding_lock(id).lock().await;
+        let serial = self.binding_lock(id).await;
         let now = now();
         let current = self.binding(tenant, id).await?;
         if current.status(now, self.config.cooldown_secs) != BindingStatus::Active {
@@ -297,13 +309,20 @@ impl Engine {
             index.set_controls(id, &next.controls);
             self.store.enqueue(Write::UpdateBinding(next.clone()))
         };
-        if let Err(e) = ack.await {
-            let mut index = self.index.write();
-            let _ = index.set_b(id, current.b, now);
-            index.set_expiry_if_active(id, current.expires_at, now);
-            index.set_controls(id, &current.controls);
-            return Err(e.into());
-        }
+        let index = self.index.clone();
+        let undo = current.clone();
+        settle(ack, move |outcome| {
+            if outcome.is_err() {
+                let mut index = index.write();
+                if let Err(e) = index.set_b(id, undo.b, now) {
+                    tracing::error!(binding = %id, error = %e, "could not undo a failed change of b");
+                }
+                index.set_expiry_if_active(id, undo.expires_at, now);
+                index.set_controls(id, &undo.controls);
+            }
+            drop(serial);
+        })
+        .await?;
         tracing::debug!(binding = %id, "binding updated");
         Ok(next)
     }
@@ -311,7 +330,7 @@ impl Engine {
     /// Ends a binding now (it starts cooling down). Ending an ended binding
     /// changes nothing and returns it as it is.
     pub async fn unbind(&self, tenant: TenantId, id: BindingId) -> Result<Binding> {
-        let _serial = self.binding_lock(id).lock().await;
+        let serial = self.binding_lock(id).await;
         let now = now();
         let current = self.binding(tenant, id).await?;
         if current.ended_at.is_some()
@@ -332,12 +351,16 @@ impl Engine {
                 before.map(|b| (b, was_ended)),
             )
         };
-        if let Err(e) = ack.await {
-            if let Some((ends_at, was_ended)) = before {
-                self.index.write().undo_end(id, ends_at, was_ended);
+        let index = self.index.clone();
+        settle(ack, move |outcome| {
+            if outcome.is_err()
+                && let Some((ends_at, was_ended)) = before
+            {
+                index.write().undo_end(id, ends_at, was_ended);
             }
-            return Err(e.into());
-        }
+            drop(serial);
+        })
+        .await?;
         tracing::debug!(binding = %id, "binding unbound");
         Ok(next)
     }

@@ -95,12 +95,12 @@ impl Default for Config {
 pub struct Engine {
     store: Arc<dyn Store>,
     config: Config,
-    index: RwLock<Index>,
-    auth: RwLock<tenants::Auth>,
+    index: Arc<RwLock<Index>>,
+    auth: Arc<RwLock<tenants::Auth>>,
     /// Idempotency keys whose first request is still being served.
-    inflight: Mutex<HashSet<(TenantId, String)>>,
+    inflight: Arc<Mutex<HashSet<(TenantId, String)>>>,
     /// PATCH and DELETE of one binding read, decide and write in turn.
-    binding_locks: Vec<tokio::sync::Mutex<()>>,
+    binding_locks: Vec<Arc<tokio::sync::Mutex<()>>>,
     census: Mutex<Option<maskline_core::Census>>,
 }
 
@@ -152,13 +152,15 @@ impl Engine {
                 .await?;
             tracing::info!(expired, "bindings that expired while stopped recorded");
         }
-        let binding_locks = (0..64).map(|_| tokio::sync::Mutex::new(())).collect();
+        let binding_locks = (0..64)
+            .map(|_| Arc::new(tokio::sync::Mutex::new(())))
+            .collect();
         Ok(Engine {
             store,
             config,
-            index: RwLock::new(index),
-            auth: RwLock::new(auth),
-            inflight: Mutex::new(Default::default()),
+            index: Arc::new(RwLock::new(index)),
+            auth: Arc::new(RwLock::new(auth)),
+            inflight: Arc::default(),
             binding_locks,
             census: Mutex::new(None),
         })
@@ -182,9 +184,29 @@ impl Engine {
         self.index.read().pool_stats()
     }
 
-    fn binding_lock(&self, id: maskline_core::BindingId) -> &tokio::sync::Mutex<()> {
-        &self.binding_locks[(id.0 % self.binding_locks.len() as u128) as usize]
+    /// The lock that serialises PATCH and DELETE of one binding; owned, so
+    /// that a write still settling after its caller left keeps holding it.
+    async fn binding_lock(&self, id: maskline_core::BindingId) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = &self.binding_locks[(id.0 % self.binding_locks.len() as u128) as usize];
+        lock.clone().lock_owned().await
     }
+}
+
+/// Waits for a queued write and then runs `settle` with its outcome, in a
+/// task of its own: an HTTP handler's future is dropped when its client
+/// disconnects, and memory must still be confirmed or undone (and locks and
+/// idempotency keys held) exactly until the write is durable or has failed.
+async fn settle<F>(ack: maskline_store::WriteAck, settle: F) -> Result<(), maskline_store::Error>
+where
+    F: FnOnce(&Result<(), maskline_store::Error>) + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let outcome = ack.await;
+        settle(&outcome);
+        let _ = tx.send(outcome);
+    });
+    rx.await.unwrap_or(Err(maskline_store::Error::WriterGone))
 }
 
 /// Wall-clock Unix seconds: the only place the engine reads the clock.

@@ -3,7 +3,7 @@
 use maskline_core::{Area, Number, NumberUsage, TenantId};
 use maskline_store::{Page, PoolNumber, Write};
 
-use crate::{Engine, Error, Result, now};
+use crate::{Engine, Error, Result, now, settle};
 
 /// One number of an import request, already parsed.
 #[derive(Clone, Debug)]
@@ -58,11 +58,22 @@ impl Engine {
                 existing,
             });
         }
-        match self
-            .store
-            .enqueue(Write::ImportNumbers(fresh.clone()))
-            .await
-        {
+        let imported = fresh.len();
+        let ack = self.store.enqueue(Write::ImportNumbers(fresh.clone()));
+        let index = self.index.clone();
+        // Memory follows the durable write even if the caller has gone.
+        let outcome = settle(ack, move |outcome| {
+            if outcome.is_ok() {
+                let mut index = index.write();
+                for n in &fresh {
+                    if let Err(e) = index.add_number(tenant, n.number, n.area.as_ref()) {
+                        tracing::error!(error = %e, number = %n.number.masked(), "stored number not added to the index");
+                    }
+                }
+            }
+        })
+        .await;
+        match outcome {
             Ok(()) => {}
             // Another tenant took one of them between our check and the write.
             Err(maskline_store::Error::Conflict(_)) => {
@@ -70,15 +81,8 @@ impl Engine {
             }
             Err(e) => return Err(e.into()),
         }
-        let mut index = self.index.write();
-        for n in &fresh {
-            index.add_number(tenant, n.number, n.area.as_ref())?;
-        }
-        tracing::info!(%tenant, imported = fresh.len(), existing, "numbers imported");
-        Ok(ImportOutcome {
-            imported: fresh.len(),
-            existing,
-        })
+        tracing::info!(%tenant, imported, existing, "numbers imported");
+        Ok(ImportOutcome { imported, existing })
     }
 
     /// A page of the pool, each number with its current usage.
@@ -114,11 +118,14 @@ impl Engine {
                 area,
             )
         };
-        if let Err(e) = ack.await {
-            // Put it back: the store still has it.
-            let _ = self.index.write().add_number(tenant, number, area.as_ref());
-            return Err(e.into());
-        }
+        let index = self.index.clone();
+        settle(ack, move |outcome| {
+            if outcome.is_err() {
+                // Put it back: the store still has it.
+                let _ = index.write().add_number(tenant, number, area.as_ref());
+            }
+        })
+        .await?;
         tracing::info!(%tenant, number = %number.masked(), "number retired");
         Ok(())
     }

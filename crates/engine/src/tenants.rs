@@ -9,7 +9,7 @@ use maskline_store::{Tenant, Write};
 use rand::Rng;
 use sha2::{Digest, Sha256};
 
-use crate::{Engine, Result, now};
+use crate::{Engine, Result, now, settle};
 
 const ADMIN_KEY_META: &str = "admin_key_sha256";
 
@@ -44,6 +44,20 @@ fn new_key(prefix: &str) -> String {
     )
 }
 
+fn unhex(s: &str) -> Option<[u8; 32]> {
+    let digits = s.as_bytes();
+    if digits.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in digits.chunks(2).enumerate() {
+        let hi = char::from(pair[0]).to_digit(16)?;
+        let lo = char::from(pair[1]).to_digit(16)?;
+        out[i] = (hi * 16 + lo) as u8;
+    }
+    Some(out)
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -60,20 +74,7 @@ impl Engine {
             return Ok(None);
         }
         if let Some(stored) = self.store.get_meta(ADMIN_KEY_META).await? {
-            let mut hash = [0u8; 32];
-            let ok = stored.len() == 64
-                && (0..32).all(
-                    |i| match u8::from_str_radix(&stored[2 * i..2 * i + 2], 16) {
-                        Ok(b) => {
-                            hash[i] = b;
-                            true
-                        }
-                        Err(_) => false,
-                    },
-                );
-            if !ok {
-                return Err(maskline_store::Error::Corrupt("admin key hash").into());
-            }
+            let hash = unhex(&stored).ok_or(maskline_store::Error::Corrupt("admin key hash"))?;
             self.auth.write().keys.insert(hash, Principal::Admin);
             return Ok(None);
         }
@@ -110,13 +111,20 @@ impl Engine {
             api_key_hash: hash_key(&key),
             created_at: now(),
         };
-        self.store
-            .enqueue(Write::CreateTenant(tenant.clone()))
-            .await?;
-        self.index.write().add_tenant(tenant.id);
-        self.auth
-            .write()
-            .insert_tenant(tenant.api_key_hash, tenant.id);
+        let ack = self.store.enqueue(Write::CreateTenant(tenant.clone()));
+        let (index, auth, id, hash) = (
+            self.index.clone(),
+            self.auth.clone(),
+            tenant.id,
+            tenant.api_key_hash,
+        );
+        settle(ack, move |outcome| {
+            if outcome.is_ok() {
+                index.write().add_tenant(id);
+                auth.write().insert_tenant(hash, id);
+            }
+        })
+        .await?;
         tracing::info!(tenant = %tenant.id, "tenant created");
         Ok((tenant, key))
     }

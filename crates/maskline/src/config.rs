@@ -164,9 +164,15 @@ impl Config {
                 let text = std::fs::read_to_string(path)
                     .map_err(|e| err("--config", format!("cannot read {}: {e}", path.display())))?;
                 toml::from_str(&text).map_err(|e| {
+                    // The message only, with the line number: toml's own
+                    // rendering quotes the line, which may hold a key.
+                    let line = e
+                        .span()
+                        .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+                    let at = line.map_or_else(String::new, |l| format!(" (line {l})"));
                     err(
                         &path.display().to_string(),
-                        e.to_string().lines().collect::<Vec<_>>().join(" "),
+                        format!("{}{at}", e.message().trim()),
                     )
                 })?
             }
@@ -396,6 +402,16 @@ mod tests {
                 .unwrap();
             assert_eq!(e.key, var, "{var}={value}: {e}");
         }
+    }
+
+    #[test]
+    fn file_errors_do_not_quote_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.toml");
+        std::fs::write(&path, "admin_key = \"secret-value-0123456789\" oops\n").unwrap();
+        let e = Config::from_sources(Some(&path), &env(&[])).err().unwrap();
+        assert!(!e.to_string().contains("secret-value"), "{e}");
+        assert!(e.to_string().contains("line 1"), "{e}");
     }
 
     #[test]

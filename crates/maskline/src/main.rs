@@ -78,6 +78,15 @@ enum NumbersCommand {
 }
 
 fn main() -> ExitCode {
+    // A panic's message can carry request data (a phone number); report
+    // where it happened, never what it said.
+    std::panic::set_hook(Box::new(|info| {
+        let at = info.location().map_or_else(
+            || "unknown location".to_owned(),
+            |l| format!("{}:{}", l.file(), l.line()),
+        );
+        eprintln!("maskline: internal error at {at} (message withheld: it may hold request data)");
+    }));
     let args = Args::parse();
     let config = match Config::load(args.config.as_deref()) {
         Ok(c) => c,

@@ -503,6 +503,19 @@ async fn bad_requests_get_precise_problems_and_change_nothing() {
         .call("GET", "/v1/bindings/not-an-id", Some(&key), None)
         .await;
     assert_eq!(st, 404);
+    let res = s
+        .client
+        .get(format!("{}/v1/bindings/%FF", s.base))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.status(),
+        404,
+        "an unreadable path segment names nothing"
+    );
+    assert_eq!(res.headers()["content-type"], "application/problem+json");
     let (st, p) = s
         .call(
             "POST",
