@@ -673,9 +673,9 @@ impl Index {
     fn sticky_get(&self, key: &StickyKey) -> Option<(u32, u32)> {
         let (records, numbers, ended) = (&self.records, &self.numbers, &self.ended);
         let h32 = sticky_h32(&self.hasher, key);
-        let &e = self.sticky.find(widen(h32), |&e| {
-            (e >> 32) as u32 == h32 && sticky_entry_key(records, numbers, ended, e as u32) == *key
-        })?;
+        let &e = self
+            .sticky
+            .find(widen(h32), sticky_eq(records, numbers, ended, h32, key))?;
         let v = e as u32;
         Some(if v & ENDED_TAG == 0 {
             let rec = records.get(v as usize);
@@ -694,10 +694,7 @@ impl Index {
         let h32 = sticky_h32(&self.hasher, &key);
         let entry = self.sticky.entry(
             widen(h32),
-            |&e| {
-                (e >> 32) as u32 == h32
-                    && sticky_entry_key(records, numbers, ended, e as u32) == key
-            },
+            sticky_eq(records, numbers, ended, h32, &key),
             |&e| sticky_rehash(e),
         );
         let freed = match entry {
@@ -1453,10 +1450,7 @@ impl Index {
         let h32 = sticky_h32(&self.hasher, &key);
         let entry = self.sticky.entry(
             widen(h32),
-            |&e| {
-                (e >> 32) as u32 == h32
-                    && sticky_entry_key(records, numbers, ended, e as u32) == key
-            },
+            sticky_eq(records, numbers, ended, h32, &key),
             |&e| sticky_rehash(e),
         );
         let next = ENDED_TAG | self.ended.len() as u32;
@@ -1744,6 +1738,18 @@ fn sticky_entry(h32: u32, v: u32) -> u64 {
 /// Points a `sticky` entry elsewhere (its key, so its hash, is the same).
 fn retarget(e: &mut u64, v: u32) {
     *e = (*e & !u64::from(u32::MAX)) | u64::from(v);
+}
+
+/// Whether a `sticky` entry is `key`'s: its stored `h32` first, then the
+/// key rebuilt from what it points to.
+fn sticky_eq<'a>(
+    records: &'a Chunked<Record>,
+    numbers: &'a [NumberSlot],
+    ended: &'a Chunked<EndedPair>,
+    h32: u32,
+    key: &'a StickyKey,
+) -> impl Fn(&u64) -> bool + 'a {
+    move |&e| (e >> 32) as u32 == h32 && sticky_entry_key(records, numbers, ended, e as u32) == *key
 }
 
 /// The key of a `sticky` entry.

@@ -171,22 +171,6 @@ impl Engine {
                 extension_len: self.config.extension_len,
             };
             let allocation = index.allocate(&req, now, &mut rand::rng())?;
-            index.insert(
-                &NewBinding {
-                    id,
-                    tenant,
-                    mode: spec.mode,
-                    x: allocation.x,
-                    extension: allocation.extension,
-                    a: spec.a,
-                    b: spec.b,
-                    ends_at: expires_at,
-                    ended: false,
-                    controls: spec.controls,
-                    pending: true,
-                },
-                now,
-            )?;
             let binding = Binding {
                 id,
                 tenant,
@@ -204,6 +188,7 @@ impl Engine {
                 ended_at: None,
                 end_reason: None,
             };
+            index.insert(&index_entry(&binding, true), now)?;
             let body = render(&binding);
             let record = idempotency.map(|idem| IdempotencyRecord {
                 tenant,
