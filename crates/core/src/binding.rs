@@ -118,7 +118,7 @@ impl FromStr for TenantId {
     }
 }
 
-fn parse_uuid(s: &str) -> Result<u128, Error> {
+pub(crate) fn parse_uuid(s: &str) -> Result<u128, Error> {
     // Only the canonical hyphenated form, so each id has one spelling.
     if s.len() != 36 {
         return Err(Error::InvalidId);

@@ -16,6 +16,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod binding;
+pub mod call;
 pub mod index;
 pub mod number;
 pub mod route;
@@ -24,6 +25,7 @@ pub use binding::{
     Binding, BindingId, BindingStatus, Controls, EndReason, Extension, MAX_EXTENSION_LEN, Mode,
     TenantId, UnixTime,
 };
+pub use call::{CallId, CallRecord, Refusal, ReleaseReason, ReleasedBy, UnixMillis};
 pub use index::{
     AllocRequest, Allocation, AreaMatch, Census, Index, NewBinding, NumberUsage, PoolStat,
     SweepReport, validate_parties,
