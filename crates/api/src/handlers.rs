@@ -6,10 +6,10 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use maskline_core::{
-    AreaMatch, BindingId, BindingStatus, Channel, Controls, Decision, Extension, Inbound, Mode,
-    Number,
+    AreaMatch, BindingId, BindingStatus, CallId, Channel, Controls, Decision, Extension, Inbound,
+    Mode, Number,
 };
-use maskline_engine::store::{BindingFilter, Page};
+use maskline_engine::store::{BindingFilter, CallFilter, Page};
 use maskline_engine::{
     BindingPatch, BindingSpec, ControlsPatch, Created, Expiry, IdempotencyKey, NumberEntry,
 };
@@ -46,6 +46,16 @@ pub struct BindingListParams {
     external_ref: Option<String>,
     party: Option<String>,
     status: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallListParams {
+    cursor: Option<String>,
+    limit: Option<u32>,
+    binding_id: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
 }
 
 fn limit(limit: Option<u32>) -> ApiResult<u32> {
@@ -598,6 +608,84 @@ pub async fn delete_binding(
 ) -> ApiResult<Json<BindingView>> {
     let b = state.engine.unbind(tenant, binding_id(&raw)?).await?;
     Ok(Json(BindingView::new(&b, state.engine.status_of(&b))))
+}
+
+// === calls ===
+
+#[utoipa::path(get, path = "/v1/calls", tag = "calls",
+    params(
+        ("binding_id" = Option<String>, Query,),
+        ("since" = Option<String>, Query, description = "RFC 3339; calls invited at or after it (encode `+` as %2B)"),
+        ("until" = Option<String>, Query, description = "RFC 3339; calls invited before it"),
+        ("cursor" = Option<String>, Query,),
+        ("limit" = Option<u32>, Query, description = "1 to 1000, default 100"),
+    ),
+    responses(
+        (status = 200, description = "Oldest first", body = ListPage<CallView>),
+        (status = 400, body = ProblemBody, content_type = "application/problem+json"),
+    ),
+    security(("tenant_key" = [])))]
+pub async fn list_calls(
+    State(state): State<AppState>,
+    TenantAuth(tenant): TenantAuth,
+    QueryParams(q): QueryParams<CallListParams>,
+) -> ApiResult<Json<ListPage<CallView>>> {
+    let limit = limit(q.limit)?;
+    let after = decode_cursor(q.cursor.as_deref(), |s| s.parse::<CallId>().ok())?;
+    let binding = q
+        .binding_id
+        .as_deref()
+        .map(|b| {
+            b.parse::<BindingId>().map_err(|_| {
+                Problem::bad_request(
+                    "invalid_parameter",
+                    "binding_id",
+                    "binding_id must be a binding id",
+                )
+            })
+        })
+        .transpose()?;
+    let since = q
+        .since
+        .as_deref()
+        .map(|s| parse_rfc3339_millis(s, "since"))
+        .transpose()?;
+    let until = q
+        .until
+        .as_deref()
+        .map(|s| parse_rfc3339_millis(s, "until"))
+        .transpose()?;
+    if let (Some(since), Some(until)) = (since, until)
+        && until < since
+    {
+        return Err(Problem::bad_request(
+            "invalid_parameter",
+            "until",
+            "until must not be before since",
+        ));
+    }
+    let filter = CallFilter {
+        binding,
+        since,
+        until,
+    };
+    let rows = state
+        .engine
+        .calls(
+            tenant,
+            &filter,
+            Page {
+                after,
+                limit: limit + 1,
+            },
+        )
+        .await?;
+    Ok(Json(page_of(
+        rows,
+        limit,
+        |c| c.id.to_string(),
+        CallView::new,
+    )))
 }
 
 // === routing ===

@@ -1,5 +1,5 @@
-//! The HTTP API (axum): tenants, numbers, bindings, route decisions for
-//! switches, health, metrics and the OpenAPI description.
+//! The HTTP API (axum): tenants, numbers, bindings, call records, route
+//! decisions for switches, health, metrics and the OpenAPI description.
 //!
 //! - [`handlers`]: one function per endpoint, each annotated for OpenAPI.
 //! - [`extract`]: body, query and auth extractors that refuse precisely.
@@ -76,6 +76,7 @@ pub(crate) fn sha256(bytes: &[u8]) -> [u8; 32] {
         (name = "tenants", description = "Platforms using Maskline (admin key)"),
         (name = "numbers", description = "A tenant's pool of virtual numbers"),
         (name = "bindings", description = "X bound between parties"),
+        (name = "calls", description = "Call detail records"),
         (name = "routing", description = "Decisions for external switches (switch key)"),
         (name = "operations", description = "Health, metrics, this document"),
     )
@@ -108,6 +109,7 @@ pub fn router(state: AppState) -> Router {
             handlers::patch_binding,
             handlers::delete_binding
         ))
+        .routes(routes!(handlers::list_calls))
         .routes(routes!(handlers::route))
         .routes(routes!(handlers::healthz))
         .routes(routes!(handlers::metrics))

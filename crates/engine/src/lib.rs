@@ -20,6 +20,7 @@ use maskline_store::Store;
 use parking_lot::{Mutex, RwLock};
 
 mod bindings;
+mod calls;
 mod numbers;
 mod sweeper;
 mod tenants;

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use maskline_core::Region;
@@ -32,24 +32,7 @@ fn err(key: &str, message: impl Into<String>) -> ConfigError {
     }
 }
 
-/// An IPv4/IPv6 network in CIDR form.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Cidr {
-    pub addr: IpAddr,
-    pub prefix: u8,
-}
-
-impl Cidr {
-    fn parse(s: &str) -> Option<Cidr> {
-        let (ip, prefix) = match s.split_once('/') {
-            Some((ip, p)) => (ip.parse::<IpAddr>().ok()?, Some(p.parse::<u8>().ok()?)),
-            None => (s.parse::<IpAddr>().ok()?, None),
-        };
-        let max = if ip.is_ipv4() { 32 } else { 128 };
-        let prefix = prefix.unwrap_or(max);
-        (prefix <= max).then_some(Cidr { addr: ip, prefix })
-    }
-}
+pub use maskline_sip::Cidr;
 
 /// The validated configuration.
 #[derive(Clone)]
@@ -62,7 +45,12 @@ pub struct Config {
     pub default_region: Region,
     pub sip_listen: SocketAddr,
     pub sip_outbound: Option<String>,
+    pub sip_outbound_transport: maskline_sip::Transport,
+    pub sip_advertise: String,
     pub sip_trusted: Vec<Cidr>,
+    pub sip_ring_timeout_secs: u64,
+    pub sip_t1_ms: u64,
+    pub sip_t2_ms: u64,
     pub cooldown_secs: i64,
     pub default_ttl_secs: i64,
     pub max_ttl_secs: i64,
@@ -89,7 +77,12 @@ impl fmt::Debug for Config {
             .field("default_region", &self.default_region)
             .field("sip_listen", &self.sip_listen)
             .field("sip_outbound", &self.sip_outbound)
+            .field("sip_outbound_transport", &self.sip_outbound_transport)
+            .field("sip_advertise", &self.sip_advertise)
             .field("sip_trusted", &self.sip_trusted)
+            .field("sip_ring_timeout_secs", &self.sip_ring_timeout_secs)
+            .field("sip_t1_ms", &self.sip_t1_ms)
+            .field("sip_t2_ms", &self.sip_t2_ms)
             .field("cooldown_secs", &self.cooldown_secs)
             .field("default_ttl_secs", &self.default_ttl_secs)
             .field("max_ttl_secs", &self.max_ttl_secs)
@@ -111,7 +104,12 @@ struct File {
     default_region: Option<String>,
     sip_listen: Option<String>,
     sip_outbound: Option<String>,
+    sip_outbound_transport: Option<String>,
+    sip_advertise: Option<String>,
     sip_trusted: Option<Trusted>,
+    sip_ring_timeout_secs: Option<i64>,
+    sip_t1_ms: Option<i64>,
+    sip_t2_ms: Option<i64>,
     cooldown_secs: Option<i64>,
     default_ttl_secs: Option<i64>,
     max_ttl_secs: Option<i64>,
@@ -136,7 +134,12 @@ const KEYS: &[&str] = &[
     "default_region",
     "sip_listen",
     "sip_outbound",
+    "sip_outbound_transport",
+    "sip_advertise",
     "sip_trusted",
+    "sip_ring_timeout_secs",
+    "sip_t1_ms",
+    "sip_t2_ms",
     "cooldown_secs",
     "default_ttl_secs",
     "max_ttl_secs",
@@ -212,7 +215,20 @@ impl Config {
             }),
             file_src("sip_trusted"),
         );
+        put(
+            "sip_outbound_transport",
+            parsed.sip_outbound_transport,
+            file_src("sip_outbound_transport"),
+        );
+        put(
+            "sip_advertise",
+            parsed.sip_advertise,
+            file_src("sip_advertise"),
+        );
         for (key, v) in [
+            ("sip_ring_timeout_secs", parsed.sip_ring_timeout_secs),
+            ("sip_t1_ms", parsed.sip_t1_ms),
+            ("sip_t2_ms", parsed.sip_t2_ms),
             ("cooldown_secs", parsed.cooldown_secs),
             ("default_ttl_secs", parsed.default_ttl_secs),
             ("max_ttl_secs", parsed.max_ttl_secs),
@@ -304,6 +320,29 @@ impl Config {
             Some(("json", _)) => LogFormat::Json,
             Some((v, src)) => return Err(err(src, format!("{v:?} must be text or json"))),
         };
+        let sip_outbound_transport = match get("sip_outbound_transport") {
+            None | Some(("udp", _)) => maskline_sip::Transport::Udp,
+            Some(("tcp", _)) => maskline_sip::Transport::Tcp,
+            Some((v, src)) => return Err(err(src, format!("{v:?} must be udp or tcp"))),
+        };
+        let sip_listen = addr("sip_listen", "127.0.0.1:5060")?;
+        let sip_advertise = match text("sip_advertise") {
+            Some(a) => a,
+            None if sip_listen.ip().is_unspecified() => {
+                let src = get("sip_listen").map_or("sip_listen", |(_, s)| s);
+                return Err(err(
+                    src,
+                    "listens on every address: set MASKLINE_SIP_ADVERTISE to the host:port peers reach",
+                ));
+            }
+            None => sip_listen.to_string(),
+        };
+        let sip_t1_ms = int("sip_t1_ms", 500, 10, 10_000)? as u64;
+        let sip_t2_ms = int("sip_t2_ms", 4_000, 10, 60_000)? as u64;
+        if sip_t2_ms < sip_t1_ms {
+            let src = get("sip_t2_ms").map_or("sip_t2_ms", |(_, s)| s);
+            return Err(err(src, "must not be less than sip_t1_ms"));
+        }
         for key in ["admin_key", "switch_key"] {
             if let (Some(v), Some((_, src))) = (text(key), get(key))
                 && v.len() < 16
@@ -320,9 +359,14 @@ impl Config {
             admin_key: text("admin_key"),
             switch_key: text("switch_key"),
             default_region,
-            sip_listen: addr("sip_listen", "127.0.0.1:5060")?,
+            sip_listen,
             sip_outbound,
+            sip_outbound_transport,
+            sip_advertise,
             sip_trusted,
+            sip_ring_timeout_secs: int("sip_ring_timeout_secs", 60, 1, 3600)? as u64,
+            sip_t1_ms,
+            sip_t2_ms,
             cooldown_secs,
             default_ttl_secs,
             max_ttl_secs,

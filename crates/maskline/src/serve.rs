@@ -7,7 +7,7 @@ use anyhow::Context;
 use maskline_api::AppState;
 use maskline_engine::{Engine, Sweeper};
 use maskline_store::SqliteStore;
-use metrics_exporter_prometheus::PrometheusBuilder;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use tokio::sync::watch;
 
 use crate::config::{Config, LogFormat};
@@ -72,10 +72,22 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.http_listen)
         .await
         .with_context(|| format!("cannot listen for HTTP on {}", config.http_listen))?;
+    let sip = maskline_sip::SipServer::bind(sip_config(&config).await?, engine.clone())
+        .await
+        .context("cannot start SIP")?;
     let prometheus = PrometheusBuilder::new()
         .set_buckets(&[
             0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
         ])
+        .context("bad histogram buckets")?
+        // Setup delay is judged against 1 ms: buckets fine enough for a p99.
+        .set_buckets_for_metric(
+            Matcher::Full("maskline_sip_setup_delay_seconds".to_owned()),
+            &[
+                0.000_025, 0.000_05, 0.000_075, 0.000_1, 0.000_15, 0.000_2, 0.000_3, 0.000_4,
+                0.000_5, 0.000_75, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.01, 0.025, 0.1,
+            ],
+        )
         .context("bad histogram buckets")?
         .install_recorder()
         .context("cannot install the metrics recorder")?;
@@ -99,7 +111,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         stopped(stop_rx.clone()),
     ));
 
-    tracing::info!(http = %config.http_listen, data_dir = %config.data_dir.display(), "maskline ready");
+    let sip_addr = sip.local_addr();
+    let grace = Duration::from_secs(config.shutdown_grace_secs);
+    let sip = tokio::spawn(sip.run(stopped(stop_rx.clone()), grace));
+
+    tracing::info!(
+        http = %config.http_listen,
+        sip = %sip_addr,
+        data_dir = %config.data_dir.display(),
+        "maskline ready"
+    );
 
     shutdown_signal().await;
     tracing::info!(
@@ -113,7 +134,42 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server task failed"),
         Err(_) => tracing::warn!("grace period over; closing remaining connections"),
     }
+    // SIP drains its calls within the same grace period, then ends the rest.
+    if let Err(e) = sip.await {
+        tracing::warn!(error = %e, "SIP task failed");
+    }
     let _ = sweeper.await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The SIP layer's settings; the gateway's name is resolved once, here.
+async fn sip_config(config: &Config) -> anyhow::Result<maskline_sip::Config> {
+    let outbound = match &config.sip_outbound {
+        None => None,
+        Some(target) => {
+            let addr = tokio::net::lookup_host(target.as_str())
+                .await
+                .ok()
+                .and_then(|mut addrs| addrs.next())
+                .with_context(|| format!("MASKLINE_SIP_OUTBOUND: cannot resolve {target:?}"))?;
+            Some(maskline_sip::Outbound {
+                addr,
+                transport: config.sip_outbound_transport,
+            })
+        }
+    };
+    Ok(maskline_sip::Config {
+        listen: config.sip_listen,
+        advertise: config.sip_advertise.clone(),
+        outbound,
+        trusted: config.sip_trusted.clone(),
+        timers: maskline_sip::Timers {
+            t1: Duration::from_millis(config.sip_t1_ms),
+            t2: Duration::from_millis(config.sip_t2_ms),
+            ..maskline_sip::Timers::default()
+        },
+        ring_timeout: Duration::from_secs(config.sip_ring_timeout_secs),
+        region: config.default_region,
+    })
 }

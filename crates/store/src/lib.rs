@@ -13,7 +13,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use maskline_core::{Area, Binding, BindingId, BindingStatus, Number, TenantId, UnixTime};
+use maskline_core::{
+    Area, Binding, BindingId, BindingStatus, CallId, CallRecord, Number, TenantId, UnixMillis,
+    UnixTime,
+};
 use tokio::sync::oneshot;
 
 mod sqlite;
@@ -95,6 +98,9 @@ pub enum Write {
     PurgeIdempotency {
         before: UnixTime,
     },
+    /// A finished call's CDR. Fire and forget for the SIP layer, but
+    /// group-committed like every other write.
+    RecordCall(CallRecord),
 }
 
 /// Filters of `GET /v1/bindings`.
@@ -104,6 +110,15 @@ pub struct BindingFilter {
     pub party: Option<Number>,
     /// With the `now` and cool-down it is judged by.
     pub status: Option<(BindingStatus, UnixTime, i64)>,
+}
+
+/// Filters of `GET /v1/calls`. Times bound `invited_at`: `since` inclusive,
+/// `until` exclusive.
+#[derive(Clone, Debug, Default)]
+pub struct CallFilter {
+    pub binding: Option<BindingId>,
+    pub since: Option<UnixMillis>,
+    pub until: Option<UnixMillis>,
 }
 
 /// One page of a list: items after `after` (exclusive), at most `limit`.
@@ -162,4 +177,13 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<Binding>>;
 
     async fn idempotency(&self, tenant: TenantId, key: &str) -> Result<Option<IdempotencyRecord>>;
+
+    /// A tenant's CDRs in id (arrival) order. CDRs of calls to numbers in no
+    /// pool (no tenant) are never listed.
+    async fn calls(
+        &self,
+        tenant: TenantId,
+        filter: &CallFilter,
+        page: Page<CallId>,
+    ) -> Result<Vec<CallRecord>>;
 }

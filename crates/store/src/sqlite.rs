@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use futures_util::TryStreamExt;
 use maskline_core::{
-    Area, Binding, BindingId, BindingStatus, Controls, EndReason, Extension, Mode, Number,
-    TenantId, UnixTime,
+    Area, Binding, BindingId, BindingStatus, CallId, CallRecord, Controls, Direction, EndReason,
+    Extension, Mode, Number, Refusal, ReleaseReason, ReleasedBy, TenantId, UnixTime,
 };
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
@@ -19,8 +19,8 @@ use sqlx::{AssertSqlSafe, Connection, Row};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
-    BindingFilter, Error, IdempotencyRecord, Page, PoolNumber, Result, Store, Tenant, Write,
-    WriteAck,
+    BindingFilter, CallFilter, Error, IdempotencyRecord, Page, PoolNumber, Result, Store, Tenant,
+    Write, WriteAck,
 };
 
 /// Most writes committed in one transaction. Large enough to amortise the
@@ -30,6 +30,9 @@ const MAX_BATCH: usize = 256;
 const BINDING_COLUMNS: &str = "id, tenant_id, mode, x, extension, a, b, area, external_ref, \
      a_to_b, b_to_a, max_call_seconds, record, sms, created_at, updated_at, expires_at, \
      ended_at, end_reason";
+
+const CALL_COLUMNS: &str = "id, tenant_id, binding_id, direction, x, caller, callee, invited_at, \
+     ringing_at, answered_at, ended_at, final_status, released_by, release_reason, refusal";
 
 pub struct SqliteStore {
     writes: mpsc::UnboundedSender<(Write, oneshot::Sender<Result<()>>)>,
@@ -52,10 +55,10 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
-        // Two tables times MAX_INSERT_ROWS shapes, plus the other writes.
+        // Three tables times MAX_INSERT_ROWS shapes, plus the other writes.
         let writer_options = options
             .clone()
-            .statement_cache_capacity(2 * MAX_INSERT_ROWS + 32);
+            .statement_cache_capacity(3 * MAX_INSERT_ROWS + 32);
         let mut writer = SqliteConnection::connect_with(&writer_options).await?;
         sqlx::migrate!("./migrations/sqlite")
             .run(&mut writer)
@@ -117,23 +120,37 @@ async fn write_loop(
 
 async fn apply_all(conn: &mut SqliteConnection, ops: &[Op]) -> Result<()> {
     let mut tx = conn.begin().await?;
-    let mut i = 0;
-    while i < ops.len() {
-        // A run of new bindings (the bulk of the traffic) goes in as
-        // multi-row INSERTs: each statement is a round trip to SQLite's
+    let mut rest = ops;
+    while let Some(first) = rest.first() {
+        // Runs of new bindings and of CDRs (the bulk of the traffic) go in
+        // as multi-row INSERTs: each statement is a round trip to SQLite's
         // thread, and that hand-off, not SQLite, bounds the write rate.
-        let run = ops[i..]
-            .iter()
-            .take_while(|op| matches!(op.write, Write::CreateBinding { .. }))
-            .count();
-        if run > 0 {
-            let writes: Vec<&Write> = ops[i..i + run].iter().map(|op| &op.write).collect();
-            insert_bindings(&mut tx, &writes).await?;
-            i += run;
-        } else {
-            apply(&mut tx, &ops[i].write).await?;
-            i += 1;
-        }
+        let run = |same: fn(&Write) -> bool| rest.iter().take_while(|op| same(&op.write)).count();
+        let n = match &first.write {
+            Write::CreateBinding { .. } => {
+                let n = run(|w| matches!(w, Write::CreateBinding { .. }));
+                let writes: Vec<&Write> = rest[..n].iter().map(|op| &op.write).collect();
+                insert_bindings(&mut tx, &writes).await?;
+                n
+            }
+            Write::RecordCall(_) => {
+                let n = run(|w| matches!(w, Write::RecordCall(_)));
+                let calls: Vec<&CallRecord> = rest[..n]
+                    .iter()
+                    .filter_map(|op| match &op.write {
+                        Write::RecordCall(c) => Some(c),
+                        _ => None,
+                    })
+                    .collect();
+                insert_rows(&mut tx, CALLS_INSERT, CALLS_ROW, &calls, bind_call).await?;
+                n
+            }
+            other => {
+                apply(&mut tx, other).await?;
+                1
+            }
+        };
+        rest = &rest[n..];
     }
     tx.commit().await?;
     Ok(())
@@ -151,6 +168,10 @@ const BINDINGS_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 
 const IDEMPOTENCY_INSERT: &str =
     "INSERT INTO idempotency (tenant_id, key, request_hash, status, body, created_at) VALUES ";
 const IDEMPOTENCY_ROW: &str = "(?, ?, ?, ?, ?, ?)";
+const CALLS_INSERT: &str = "INSERT INTO calls (id, tenant_id, binding_id, direction, x, caller, \
+     callee, invited_at, ringing_at, answered_at, ended_at, final_status, released_by, \
+     release_reason, refusal) VALUES ";
+const CALLS_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 
 fn multi_row(head: &str, row: &str, rows: usize) -> String {
     let mut sql = String::with_capacity(head.len() + rows * (row.len() + 1));
@@ -198,6 +219,42 @@ fn bind_idempotency<'q>(q: SqliteQuery<'q>, rec: &IdempotencyRecord) -> SqliteQu
         .bind(rec.created_at)
 }
 
+fn bind_call<'q>(q: SqliteQuery<'q>, c: &&CallRecord) -> SqliteQuery<'q> {
+    q.bind(uuid_bytes(c.id.0))
+        .bind(c.tenant.map(|t| uuid_bytes(t.0)))
+        .bind(c.binding.map(|b| uuid_bytes(b.0)))
+        .bind(c.direction.map(Direction::as_str))
+        .bind(c.x.map(|n| n.to_string()))
+        .bind(c.caller.map(|n| n.to_string()))
+        .bind(c.callee.map(|n| n.to_string()))
+        .bind(c.invited_at)
+        .bind(c.ringing_at)
+        .bind(c.answered_at)
+        .bind(c.ended_at)
+        .bind(i64::from(c.final_status))
+        .bind(c.released_by.as_str())
+        .bind(c.release_reason.as_str())
+        .bind(c.refusal.map(Refusal::as_str))
+}
+
+/// Inserts `rows` with multi-row INSERTs of at most [`MAX_INSERT_ROWS`] rows.
+async fn insert_rows<T>(
+    conn: &mut SqliteConnection,
+    head: &str,
+    row: &str,
+    rows: &[T],
+    bind: for<'q> fn(SqliteQuery<'q>, &T) -> SqliteQuery<'q>,
+) -> Result<()> {
+    for chunk in rows.chunks(MAX_INSERT_ROWS) {
+        let mut q = sqlx::query(AssertSqlSafe(multi_row(head, row, chunk.len())));
+        for item in chunk {
+            q = bind(q, item);
+        }
+        q.execute(&mut *conn).await.map_err(conflict)?;
+    }
+    Ok(())
+}
+
 /// Inserts a run of `CreateBinding` writes, bindings and idempotency records,
 /// at most [`MAX_INSERT_ROWS`] rows a statement.
 async fn insert_bindings(conn: &mut SqliteConnection, writes: &[&Write]) -> Result<()> {
@@ -213,33 +270,18 @@ async fn insert_bindings(conn: &mut SqliteConnection, writes: &[&Write]) -> Resu
             records.extend(idempotency.iter());
         }
     }
-    let mut rest = &bindings[..];
-    while !rest.is_empty() {
-        let n = rest.len().min(MAX_INSERT_ROWS);
-        let (chunk, tail) = rest.split_at(n);
-        let mut q = sqlx::query(AssertSqlSafe(multi_row(BINDINGS_INSERT, BINDINGS_ROW, n)));
-        for b in chunk {
-            q = bind_binding(q, b);
-        }
-        q.execute(&mut *conn).await.map_err(conflict)?;
-        rest = tail;
-    }
-    let mut rest = &records[..];
-    while !rest.is_empty() {
-        let n = rest.len().min(MAX_INSERT_ROWS);
-        let (chunk, tail) = rest.split_at(n);
-        let mut q = sqlx::query(AssertSqlSafe(multi_row(
-            IDEMPOTENCY_INSERT,
-            IDEMPOTENCY_ROW,
-            n,
-        )));
-        for rec in chunk {
-            q = bind_idempotency(q, rec);
-        }
-        q.execute(&mut *conn).await.map_err(conflict)?;
-        rest = tail;
-    }
-    Ok(())
+    insert_rows(conn, BINDINGS_INSERT, BINDINGS_ROW, &bindings, |q, b| {
+        bind_binding(q, b)
+    })
+    .await?;
+    insert_rows(
+        conn,
+        IDEMPOTENCY_INSERT,
+        IDEMPOTENCY_ROW,
+        &records,
+        |q, r| bind_idempotency(q, r),
+    )
+    .await
 }
 
 async fn apply(conn: &mut SqliteConnection, write: &Write) -> Result<()> {
@@ -351,6 +393,7 @@ async fn apply(conn: &mut SqliteConnection, write: &Write) -> Result<()> {
                 .execute(&mut *conn)
                 .await?;
         }
+        Write::RecordCall(c) => insert_rows(conn, CALLS_INSERT, CALLS_ROW, &[c], bind_call).await?,
     }
     Ok(())
 }
@@ -521,6 +564,52 @@ impl Store for SqliteStore {
         })
         .transpose()
     }
+
+    async fn calls(
+        &self,
+        tenant: TenantId,
+        filter: &CallFilter,
+        page: Page<CallId>,
+    ) -> Result<Vec<CallRecord>> {
+        // Built from fixed fragments only; every value is a bound parameter.
+        // A binding's calls are few: its (tenant, binding, id) index serves
+        // any filter. Otherwise, with `since`, reading the window by time and
+        // sorting it beats walking the tenant's whole history in id order to
+        // reach the window, which is what the planner (no statistics) picks:
+        // a client polling for new CDRs would get slower every day.
+        let by_time = filter.binding.is_none() && filter.since.is_some();
+        let index = if by_time {
+            " INDEXED BY calls_by_time"
+        } else {
+            ""
+        };
+        let mut sql =
+            format!("SELECT {CALL_COLUMNS} FROM calls{index} WHERE tenant_id = ? AND id > ?");
+        if filter.binding.is_some() {
+            sql.push_str(" AND binding_id = ?");
+        }
+        if filter.since.is_some() {
+            sql.push_str(" AND invited_at >= ?");
+        }
+        if filter.until.is_some() {
+            sql.push_str(" AND invited_at < ?");
+        }
+        sql.push_str(" ORDER BY id LIMIT ?");
+        let mut q = sqlx::query(AssertSqlSafe(sql))
+            .bind(uuid_bytes(tenant.0))
+            .bind(uuid_bytes(page.after.map_or(0, |id| id.0)));
+        if let Some(b) = filter.binding {
+            q = q.bind(uuid_bytes(b.0));
+        }
+        if let Some(since) = filter.since {
+            q = q.bind(since);
+        }
+        if let Some(until) = filter.until {
+            q = q.bind(until);
+        }
+        let rows = q.bind(i64::from(page.limit)).fetch_all(&self.reads).await?;
+        rows.iter().map(call_record).collect()
+    }
 }
 
 // === row decoding ===
@@ -589,6 +678,51 @@ fn binding(r: &SqliteRow) -> Result<Binding> {
         end_reason: r
             .try_get::<Option<&str>, _>("end_reason")?
             .map(|e| EndReason::from_str(e).map_err(|_| Error::Corrupt("end_reason")))
+            .transpose()?,
+    })
+}
+
+fn call_record(r: &SqliteRow) -> Result<CallRecord> {
+    let opt_number = |col: &'static str| -> Result<Option<Number>> {
+        r.try_get::<Option<&str>, _>(col)?
+            .map(|s| number(s, col))
+            .transpose()
+    };
+    let opt_id = |col: &'static str| -> Result<Option<u128>> {
+        r.try_get::<Option<Vec<u8>>, _>(col)?
+            .map(uuid_from)
+            .transpose()
+    };
+    // An unknown name is a row this build cannot read, not a default.
+    fn name<T>(s: &str, parse: fn(&str) -> Option<T>, col: &'static str) -> Result<T> {
+        parse(s).ok_or(Error::Corrupt(col))
+    }
+    Ok(CallRecord {
+        id: CallId(uuid_from(r.try_get("id")?)?),
+        tenant: opt_id("tenant_id")?.map(TenantId),
+        binding: opt_id("binding_id")?.map(BindingId),
+        direction: r
+            .try_get::<Option<&str>, _>("direction")?
+            .map(|d| name(d, Direction::parse, "direction"))
+            .transpose()?,
+        x: opt_number("x")?,
+        caller: opt_number("caller")?,
+        callee: opt_number("callee")?,
+        invited_at: r.try_get("invited_at")?,
+        ringing_at: r.try_get("ringing_at")?,
+        answered_at: r.try_get("answered_at")?,
+        ended_at: r.try_get("ended_at")?,
+        final_status: u16::try_from(r.try_get::<i64, _>("final_status")?)
+            .map_err(|_| Error::Corrupt("final_status"))?,
+        released_by: name(r.try_get("released_by")?, ReleasedBy::parse, "released_by")?,
+        release_reason: name(
+            r.try_get("release_reason")?,
+            ReleaseReason::parse,
+            "release_reason",
+        )?,
+        refusal: r
+            .try_get::<Option<&str>, _>("refusal")?
+            .map(|f| name(f, Refusal::parse, "refusal"))
             .transpose()?,
     })
 }

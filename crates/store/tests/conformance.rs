@@ -5,10 +5,12 @@
 use std::sync::Arc;
 
 use maskline_core::{
-    Area, Binding, BindingId, BindingStatus, Controls, EndReason, Extension, Mode, Number, TenantId,
+    Area, Binding, BindingId, BindingStatus, CallId, CallRecord, Controls, Direction, EndReason,
+    Extension, Mode, Number, Refusal, ReleaseReason, ReleasedBy, TenantId,
 };
 use maskline_store::{
-    BindingFilter, Error, IdempotencyRecord, Page, PoolNumber, SqliteStore, Store, Tenant, Write,
+    BindingFilter, CallFilter, Error, IdempotencyRecord, Page, PoolNumber, SqliteStore, Store,
+    Tenant, Write,
 };
 
 fn tenant(n: u128) -> Tenant {
@@ -57,6 +59,27 @@ fn binding(id: u128, t: u128, a: u64, b: u64, expires_at: i64) -> Binding {
         expires_at,
         ended_at: None,
         end_reason: None,
+    }
+}
+
+/// An answered A-to-B call on binding 10 of tenant 1, invited at `invited_at`.
+fn call(id: u128, t: u128, invited_at: i64) -> CallRecord {
+    CallRecord {
+        id: CallId(id),
+        tenant: Some(TenantId(t)),
+        binding: Some(BindingId(10)),
+        direction: Some(Direction::AToB),
+        x: Some(num(1)),
+        caller: Some(party(1)),
+        callee: Some(party(2)),
+        invited_at,
+        ringing_at: Some(invited_at + 300),
+        answered_at: Some(invited_at + 2_500),
+        ended_at: invited_at + 62_501,
+        final_status: 200,
+        released_by: ReleasedBy::Callee,
+        release_reason: ReleaseReason::Normal,
+        refusal: None,
     }
 }
 
@@ -412,6 +435,232 @@ async fn writes_apply_in_queue_order(s: Arc<dyn Store>) {
     assert_eq!(got.b, Some(party(149)));
 }
 
+async fn calls_round_trip_every_field(s: Arc<dyn Store>) {
+    let answered = call(1, 1, 1_700_000_000_123);
+    // Every optional field absent but the tenant (without one it is never
+    // listed).
+    let bare = CallRecord {
+        id: CallId(2),
+        tenant: Some(TenantId(1)),
+        binding: None,
+        direction: None,
+        x: None,
+        caller: None,
+        callee: None,
+        invited_at: 1_700_000_001_000,
+        ringing_at: None,
+        answered_at: None,
+        ended_at: 1_700_000_001_004,
+        final_status: 404,
+        released_by: ReleasedBy::System,
+        release_reason: ReleaseReason::Refused,
+        refusal: Some(Refusal::NoBinding),
+    };
+    let mut written = vec![answered, bare];
+    // Every name of every enum, so none is stored in a form the reader refuses.
+    let directions = [Direction::AToB, Direction::BToA, Direction::NToA];
+    let released = [ReleasedBy::Caller, ReleasedBy::Callee, ReleasedBy::System];
+    for (i, reason) in ReleaseReason::ALL.into_iter().enumerate() {
+        let mut c = call(100 + i as u128, 1, 1_700_000_002_000 + i as i64);
+        c.release_reason = reason;
+        c.released_by = released[i % released.len()];
+        c.direction = Some(directions[i % directions.len()]);
+        c.refusal = Refusal::ALL.get(i).copied();
+        c.final_status = [200, 486, 603, 480, 404, 502, 408][i % 7];
+        written.push(c);
+    }
+    let acks: Vec<_> = written
+        .iter()
+        .map(|c| s.enqueue(Write::RecordCall(c.clone())))
+        .collect();
+    for ack in acks {
+        ack.await.unwrap();
+    }
+    let got = s
+        .calls(TenantId(1), &CallFilter::default(), page(100))
+        .await
+        .unwrap();
+    assert_eq!(got, written);
+    let dup = s.enqueue(Write::RecordCall(written[0].clone())).await;
+    assert!(matches!(dup, Err(Error::Conflict(_))), "{dup:?}");
+}
+
+async fn calls_stay_in_their_tenant(s: Arc<dyn Store>) {
+    let mut unowned = call(3, 1, 3_000);
+    unowned.tenant = None;
+    for c in [
+        call(1, 1, 1_000),
+        call(2, 2, 2_000),
+        unowned,
+        call(4, 1, 4_000),
+    ] {
+        s.enqueue(Write::RecordCall(c)).await.unwrap();
+    }
+    let ids = |t| {
+        let s = &s;
+        async move {
+            s.calls(TenantId(t), &CallFilter::default(), page(100))
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|c| c.id.0)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(ids(1).await, vec![1, 4]);
+    assert_eq!(ids(2).await, vec![2]);
+    assert_eq!(
+        ids(3).await,
+        Vec::<u128>::new(),
+        "calls without a tenant are never listed"
+    );
+}
+
+async fn call_filters_and_pages(s: Arc<dyn Store>) {
+    // Ids deliberately out of invited_at order: the time filter is on
+    // invited_at, the order on id.
+    let mut on_other = call(4, 1, 1_500);
+    on_other.binding = Some(BindingId(11));
+    let mut no_binding = call(5, 1, 2_500);
+    no_binding.binding = None;
+    for c in [
+        call(1, 1, 1_000),
+        call(2, 1, 3_000),
+        call(3, 1, 2_000),
+        on_other,
+        no_binding,
+        call(6, 2, 2_000),
+    ] {
+        s.enqueue(Write::RecordCall(c)).await.unwrap();
+    }
+    let s = &*s;
+    let ids = |f: CallFilter, p: Page<CallId>| async move {
+        s.calls(TenantId(1), &f, p)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| c.id.0)
+            .collect::<Vec<_>>()
+    };
+    let all = |f: CallFilter| ids(f, page(100));
+    assert_eq!(all(CallFilter::default()).await, vec![1, 2, 3, 4, 5]);
+    assert_eq!(
+        all(CallFilter {
+            binding: Some(BindingId(10)),
+            ..Default::default()
+        })
+        .await,
+        vec![1, 2, 3]
+    );
+    assert_eq!(
+        all(CallFilter {
+            binding: Some(BindingId(99)),
+            ..Default::default()
+        })
+        .await,
+        Vec::<u128>::new()
+    );
+    assert_eq!(
+        all(CallFilter {
+            since: Some(2_000),
+            ..Default::default()
+        })
+        .await,
+        vec![2, 3, 5],
+        "since is inclusive"
+    );
+    assert_eq!(
+        all(CallFilter {
+            until: Some(2_000),
+            ..Default::default()
+        })
+        .await,
+        vec![1, 4],
+        "until is exclusive"
+    );
+    assert_eq!(
+        all(CallFilter {
+            since: Some(1_500),
+            until: Some(2_500),
+            ..Default::default()
+        })
+        .await,
+        vec![3, 4]
+    );
+    assert_eq!(
+        all(CallFilter {
+            binding: Some(BindingId(10)),
+            since: Some(1_001),
+            until: Some(3_001),
+        })
+        .await,
+        vec![2, 3],
+        "filters combine"
+    );
+    assert_eq!(
+        all(CallFilter {
+            since: Some(2_000),
+            until: Some(2_000),
+            ..Default::default()
+        })
+        .await,
+        Vec::<u128>::new()
+    );
+    // Cursor paging, alone and under a filter.
+    assert_eq!(ids(CallFilter::default(), page(2)).await, vec![1, 2]);
+    let after = |id, limit| Page {
+        after: Some(CallId(id)),
+        limit,
+    };
+    assert_eq!(ids(CallFilter::default(), after(2, 2)).await, vec![3, 4]);
+    assert_eq!(ids(CallFilter::default(), after(4, 2)).await, vec![5]);
+    assert_eq!(
+        ids(CallFilter::default(), after(5, 2)).await,
+        Vec::<u128>::new()
+    );
+    let since = CallFilter {
+        since: Some(2_000),
+        ..Default::default()
+    };
+    assert_eq!(ids(since.clone(), after(2, 1)).await, vec![3]);
+    assert_eq!(ids(since, after(3, 1)).await, vec![5]);
+}
+
+async fn calls_group_commit_and_fail_alone(s: Arc<dyn Store>) {
+    setup(&*s).await;
+    // CDRs interleaved with bindings, the way a busy node queues them.
+    let mut acks = Vec::new();
+    for i in 0..1_000u128 {
+        acks.push(s.enqueue(Write::RecordCall(call(1_000 + i, 1, i as i64))));
+        if i % 10 == 0 {
+            acks.push(s.enqueue(Write::CreateBinding {
+                binding: binding(i + 1, 1, 1_000 + i as u64, 5_000 + i as u64, 9_000),
+                idempotency: None,
+            }));
+        }
+        if i == 500 {
+            acks.push(s.enqueue(Write::RecordCall(call(1_000, 1, 0))));
+        }
+    }
+    let mut failed = 0;
+    for ack in acks {
+        if ack.await.is_err() {
+            failed += 1;
+        }
+    }
+    assert_eq!(failed, 1, "only the duplicate fails");
+    let stored = s
+        .calls(TenantId(1), &CallFilter::default(), page(2_000))
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 1_000);
+    let bindings = s
+        .bindings(TenantId(1), &BindingFilter::default(), page(2_000))
+        .await
+        .unwrap();
+    assert_eq!(bindings.len(), 100);
+}
+
 // === back ends ===
 
 macro_rules! conformance {
@@ -448,6 +697,10 @@ conformance!(
         idempotency_record_is_atomic_with_its_binding,
         concurrent_writes_group_commit_and_fail_alone,
         writes_apply_in_queue_order,
+        calls_round_trip_every_field,
+        calls_stay_in_their_tenant,
+        call_filters_and_pages,
+        calls_group_commit_and_fail_alone,
     ]
 );
 
@@ -473,4 +726,51 @@ async fn sqlite_survives_reopen() {
             .is_some()
     );
     assert_eq!(s.tenants().await.unwrap().len(), 2);
+}
+
+/// A CDR whose stored names this build does not know is refused as corrupt,
+/// not read as some default. (Back-end specific: only raw SQL can store one.)
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_refuses_unknown_call_names() {
+    use sqlx::Connection;
+
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open(dir.path()).await.unwrap();
+    let mut raw = sqlx::SqliteConnection::connect(&format!(
+        "sqlite://{}",
+        dir.path().join("maskline.db").display()
+    ))
+    .await
+    .unwrap();
+    for (i, (column, bad, reported)) in [
+        ("direction", "'sideways'", "direction"),
+        ("released_by", "'nobody'", "released_by"),
+        ("release_reason", "'boredom'", "release_reason"),
+        ("refusal", "'because'", "refusal"),
+        ("final_status", "70000", "final_status"),
+        ("caller", "'13800000000'", "caller"),
+        ("binding_id", "x'0102'", "id"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let id = 1 + i as u128;
+        s.enqueue(Write::RecordCall(call(id, 1, 1_000)))
+            .await
+            .unwrap();
+        let sql = format!("UPDATE calls SET {column} = {bad}");
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(&mut raw)
+            .await
+            .unwrap();
+        let got = s.calls(TenantId(1), &CallFilter::default(), page(10)).await;
+        assert!(
+            matches!(got, Err(Error::Corrupt(c)) if c == reported),
+            "{column}: {got:?}"
+        );
+        sqlx::query("DELETE FROM calls")
+            .execute(&mut raw)
+            .await
+            .unwrap();
+    }
 }

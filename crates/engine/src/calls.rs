@@ -1,0 +1,26 @@
+//! Call detail records: written by the SIP layer, listed by the API.
+
+use maskline_core::{CallId, CallRecord, TenantId};
+use maskline_store::{CallFilter, Page, Write, WriteAck};
+
+use crate::{Engine, Result};
+
+impl Engine {
+    /// Queues a finished call's CDR. Unlike binding changes it touches no
+    /// memory, so nothing is reserved or undone and no lock is taken; the
+    /// caller may await the ack or drop it (the write still happens) and
+    /// should log a failure.
+    pub fn record_call(&self, record: CallRecord) -> WriteAck {
+        self.store.enqueue(Write::RecordCall(record))
+    }
+
+    /// A tenant's CDRs in id (arrival) order.
+    pub async fn calls(
+        &self,
+        tenant: TenantId,
+        filter: &CallFilter,
+        page: Page<CallId>,
+    ) -> Result<Vec<CallRecord>> {
+        Ok(self.store.calls(tenant, filter, page).await?)
+    }
+}
