@@ -48,8 +48,6 @@ pub enum ReleaseReason {
     PeerTimeout,
     /// The route decision refused the call (see [`CallRecord::refusal`]).
     Refused,
-    /// The source is not a trusted trunk.
-    Untrusted,
     /// Maskline was shutting down.
     Shutdown,
 }
@@ -141,7 +139,7 @@ impl ReleasedBy {
 }
 
 impl ReleaseReason {
-    pub const ALL: [ReleaseReason; 13] = [
+    pub const ALL: [ReleaseReason; 12] = [
         ReleaseReason::Normal,
         ReleaseReason::Cancelled,
         ReleaseReason::Busy,
@@ -153,7 +151,6 @@ impl ReleaseReason {
         ReleaseReason::MaxDuration,
         ReleaseReason::PeerTimeout,
         ReleaseReason::Refused,
-        ReleaseReason::Untrusted,
         ReleaseReason::Shutdown,
     ];
 
@@ -170,7 +167,6 @@ impl ReleaseReason {
             ReleaseReason::MaxDuration => "max_duration",
             ReleaseReason::PeerTimeout => "peer_timeout",
             ReleaseReason::Refused => "refused",
-            ReleaseReason::Untrusted => "untrusted",
             ReleaseReason::Shutdown => "shutdown",
         }
     }

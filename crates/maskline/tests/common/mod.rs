@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod sipp;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -158,6 +160,36 @@ impl Server {
                 panic!("maskline did not stop on SIGTERM");
             }
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM without waiting: the server drains while the test goes on.
+    /// Pair with [`Server::wait_exit`].
+    pub fn sigterm(&self) {
+        let child = self.child.as_ref().expect("server is running");
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM failed");
+    }
+
+    /// Waits (polling, at most `secs`) for the server to exit and returns
+    /// its status; panics with the logs if it is still running then.
+    pub async fn wait_exit(&mut self, secs: u64) -> std::process::ExitStatus {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let child = self.child.as_mut().expect("server was started");
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("maskline did not exit within {secs}s:\n{}", self.logs());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
