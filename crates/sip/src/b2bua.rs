@@ -113,6 +113,7 @@ impl SipServer {
             cdrs: cdr_tx,
             draining: false,
             hard_stop: None,
+            received_at: Instant::now(),
         };
         let mut buf = vec![0u8; 65_536];
         let sleep = tokio::time::sleep(Duration::from_secs(3600));
@@ -451,6 +452,8 @@ struct Core {
     cdrs: mpsc::UnboundedSender<maskline_store::WriteAck>,
     draining: bool,
     hard_stop: Option<Instant>,
+    /// When the message being handled arrived (setup delay starts here).
+    received_at: Instant,
 }
 
 /// Options of a response built for a server transaction.
@@ -637,6 +640,7 @@ impl Core {
     }
 
     fn on_bytes(&mut self, bytes: &[u8], peer: Peer) {
+        self.received_at = Instant::now();
         match Message::parse(bytes) {
             Ok(msg) if msg.code().is_some() => self.on_response(msg),
             Ok(msg) => self.on_request(msg, peer),
@@ -992,7 +996,7 @@ impl Core {
     // === a new call ===
 
     fn on_invite(&mut self, req: Message, peer: Peer, key: String) {
-        let started = Instant::now();
+        let started = self.received_at;
         let invited_at = unix_ms();
         let sid = self.new_server(key, req, peer, None, Role::Invite);
         // §17.2.1: 100 Trying at once, so the caller stops retransmitting.
