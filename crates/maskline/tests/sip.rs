@@ -217,7 +217,17 @@ fn assert_masked(uac: &Sipp, uas: &Sipp, caller: &str, x: &str, callee: &str) {
         "one INVITE reaches the callee\n{}",
         uas.report()
     );
-    let out = &invites[0];
+    assert_masked_dialog(uac, uas, caller, x, callee);
+}
+
+/// The callee's first INVITE went to `callee` from X, and neither leg
+/// carries the other's number or identifiers (Call-ID, tags, the branch of
+/// any request), however many in-dialog requests the call carried.
+fn assert_masked_dialog(uac: &Sipp, uas: &Sipp, caller: &str, x: &str, callee: &str) {
+    let invites = uas.received_requests("INVITE");
+    let Some(out) = invites.first() else {
+        panic!("an INVITE reaches the callee\n{}", uas.report());
+    };
     let ruri_user = sipp::request_uri(out).and_then(sipp::uri_user);
     assert!(
         ruri_user.is_some_and(|u| same_number(u, callee)),
@@ -232,8 +242,13 @@ fn assert_masked(uac: &Sipp, uas: &Sipp, caller: &str, x: &str, callee: &str) {
     assert_never_saw(uac, "caller", callee);
 
     // A fresh dialog: nothing of the inbound leg's identifiers goes out...
+    let uac_sent = uac.sent();
     let inbound = &uac.sent_requests("INVITE")[0];
-    let mut inbound_ids: Vec<&str> = sipp::via_branches(inbound);
+    let mut inbound_ids: Vec<&str> = uac_sent
+        .iter()
+        .filter(|m| sipp::method(m).is_some())
+        .flat_map(|m| sipp::via_branches(m))
+        .collect();
     inbound_ids.extend(sipp::header(inbound, "Call-ID"));
     inbound_ids.extend(sipp::header(inbound, "From").and_then(sipp::tag));
     let outbound_text = uas.received().join("\n");
@@ -244,14 +259,19 @@ fn assert_masked(uac: &Sipp, uas: &Sipp, caller: &str, x: &str, callee: &str) {
             uas.report()
         );
     }
-    // ...and nothing of the outbound leg's comes back.
+    // ...and nothing of the outbound leg's comes back: its Call-ID, the
+    // callee's tag (To of its responses, From of its own requests) and the
+    // branches of the callee's requests.
     let mut outbound_ids: Vec<&str> = sipp::header(out, "Call-ID").into_iter().collect();
     let uas_sent = uas.sent();
-    outbound_ids.extend(
-        uas_sent
-            .iter()
-            .filter_map(|m| sipp::header(m, "To").and_then(sipp::tag)),
-    );
+    for m in &uas_sent {
+        if sipp::method(m).is_some() {
+            outbound_ids.extend(sipp::via_branches(m));
+            outbound_ids.extend(sipp::header(m, "From").and_then(sipp::tag));
+        } else {
+            outbound_ids.extend(sipp::header(m, "To").and_then(sipp::tag));
+        }
+    }
     let inbound_text = uac.received().join("\n");
     for id in outbound_ids {
         assert!(
@@ -260,6 +280,51 @@ fn assert_masked(uac: &Sipp, uas: &Sipp, caller: &str, x: &str, callee: &str) {
             uac.report()
         );
     }
+}
+
+/// The first final response (≥ 200) `peer` received to its `m` request.
+fn final_response(peer: &Sipp, m: &str) -> String {
+    peer.received()
+        .into_iter()
+        .find(|msg| {
+            sipp::cseq_method(msg) == Some(m) && sipp::status(msg).is_some_and(|c| c >= 200)
+        })
+        .unwrap_or_else(|| panic!("no final response to {m}\n{}", peer.report()))
+}
+
+/// The response carries an RFC 3326 Reason header: a protocol (`SIP` or
+/// `Q.850`) with a cause.
+fn assert_reason(resp: &str) {
+    let reason = sipp::header(resp, "Reason")
+        .unwrap_or_else(|| panic!("the refusal carries a Reason header:\n{resp}"));
+    let protocol = reason.split(';').next().unwrap_or("").trim();
+    assert!(
+        protocol.eq_ignore_ascii_case("SIP") || protocol.eq_ignore_ascii_case("Q.850"),
+        "Reason protocol is SIP or Q.850: {reason}"
+    );
+    assert!(
+        reason
+            .split(';')
+            .skip(1)
+            .filter_map(|p| p.trim().split_once('='))
+            .any(|(k, v)| k.trim().eq_ignore_ascii_case("cause")
+                && v.trim().parse::<u16>().is_ok()),
+        "Reason has a numeric cause: {reason}"
+    );
+}
+
+/// The CSeq number of a message.
+fn cseq_number(msg: &str) -> Option<u32> {
+    sipp::header(msg, "CSeq")?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// The tag of header `name` (From or To).
+fn tag_of<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
+    sipp::header(msg, name).and_then(sipp::tag)
 }
 
 /// Kills the UAS and asserts that no INVITE ever reached it. Call once the
@@ -565,6 +630,575 @@ async fn untrusted_source_is_refused_403_and_nothing_goes_out() {
     assert_never_saw(&uac, "caller", &b());
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn ended_binding_is_refused_410_with_a_reason_and_nothing_goes_out() {
+    let mut uas = Sipp::uas("uas_answer.xml", Transport::Udp, &["-s", &b()]);
+    let rig = Rig::start(&uas, &[]).await;
+    let binding = rig.bind(axb()).await;
+    let id = binding["id"].as_str().unwrap();
+    let x = binding["x"].as_str().unwrap().to_owned();
+    let (st, ended) = rig
+        .server
+        .call(
+            "DELETE",
+            &format!("/v1/bindings/{id}"),
+            Some(&rig.key),
+            None,
+        )
+        .await;
+    assert_eq!(st, 200, "{ended}");
+    assert_eq!(ended["status"], "cooling", "{ended}");
+    let mut uac = rig.uac("uac_expect_fail.xml", &a(), &x, Transport::Udp, &[]);
+    uac.succeeds(PEER_SECS).await;
+    assert_eq!(uac.invite_final_status(), Some(410), "{}", uac.report());
+    assert_reason(&final_response(&uac, "INVITE"));
+    let cdrs = rig.cdrs(&binding, 1).await;
+    assert_cdr(&cdrs[0], None, 410, "system", "refused");
+    assert_eq!(cdrs[0]["refusal"], "expired", "{:#}", cdrs[0]);
+    assert_nothing_went_out(&mut uas);
+    assert_never_saw(&uac, "caller", &b());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forbidden_direction_is_refused_403_and_the_allowed_one_connects() {
+    let mut uas = Sipp::uas("uas_answer.xml", Transport::Udp, &["-s", &b()]);
+    let rig = Rig::start(&uas, &[]).await;
+    let binding = rig
+        .bind(json!({"mode": "axb", "a": a(), "b": b(), "expires_in": 600, "controls": {"b_to_a": false}}))
+        .await;
+    let x = binding["x"].as_str().unwrap().to_owned();
+
+    let mut refused = rig.uac("uac_expect_fail.xml", &b(), &x, Transport::Udp, &[]);
+    refused.succeeds(PEER_SECS).await;
+    assert_eq!(
+        refused.invite_final_status(),
+        Some(403),
+        "{}",
+        refused.report()
+    );
+    let cdr = rig
+        .cdr_where("B's refused call's CDR", |c| c["caller"] == json!(b()))
+        .await;
+    assert_cdr(&cdr, None, 403, "system", "refused");
+    assert_eq!(cdr["refusal"], "direction_forbidden", "{cdr:#}");
+    assert!(
+        uas.received_requests("INVITE").is_empty(),
+        "B's call places no outbound call\n{}",
+        uas.report()
+    );
+    assert_never_saw(&refused, "caller", &a());
+
+    // A -> B is allowed on the same binding and connects; the callee gets
+    // exactly one INVITE (so B's call never went out).
+    let mut uac = rig.uac("uac_call.xml", &a(), &x, Transport::Udp, &["-d", "300"]);
+    both_succeed(&mut uac, &mut uas).await;
+    assert_masked(&uac, &uas, &a(), &x, &b());
+    let cdrs = rig.cdrs(&binding, 2).await;
+    let answered = cdrs
+        .iter()
+        .find(|c| c["caller"] == json!(a()))
+        .unwrap_or_else(|| panic!("A's CDR: {cdrs:#?}"));
+    assert_cdr(answered, Some("a_to_b"), 200, "caller", "normal");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn axe_without_extension_is_refused_484_and_nothing_goes_out() {
+    let mut uas = Sipp::uas("uas_answer.xml", Transport::Udp, &["-s", &a()]);
+    let rig = Rig::start(&uas, &[]).await;
+    let binding = rig.bind(json!({"mode": "axe", "a": a()})).await;
+    let x = binding["x"].as_str().unwrap().to_owned();
+    // Anyone dialling X alone, the holder included: no extension, no call.
+    for caller in [stranger(), a()] {
+        let mut uac = rig.uac("uac_expect_fail.xml", &caller, &x, Transport::Udp, &[]);
+        uac.succeeds(PEER_SECS).await;
+        assert_eq!(uac.invite_final_status(), Some(484), "{}", uac.report());
+        let cdr = rig
+            .cdr_where("the CDR of the call without extension", |c| {
+                c["caller"] == json!(caller)
+            })
+            .await;
+        assert_cdr(&cdr, None, 484, "system", "refused");
+        assert_eq!(cdr["refusal"], "extension_required", "{cdr:#}");
+        assert_eq!(cdr["x"], json!(x), "{cdr:#}");
+        if caller != a() {
+            assert_never_saw(&uac, "caller", &a());
+        }
+    }
+    assert_nothing_went_out(&mut uas);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn caller_without_a_number_is_refused_404_and_nothing_goes_out() {
+    let mut uas = Sipp::uas("uas_answer.xml", Transport::Udp, &["-s", &b()]);
+    let rig = Rig::start(&uas, &[]).await;
+    let binding = rig.bind(axb()).await;
+    let x = binding["x"].as_str().unwrap().to_owned();
+    // No P-Asserted-Identity, and From is sip:anonymous@...: no caller.
+    let mut uac = rig.uac("uac_expect_fail.xml", "anonymous", &x, Transport::Udp, &[]);
+    uac.succeeds(PEER_SECS).await;
+    let invite = &uac.sent_requests("INVITE")[0];
+    assert!(
+        sipp::header(invite, "P-Asserted-Identity").is_none()
+            && sipp::header(invite, "From").and_then(sipp::uri_user) == Some("anonymous"),
+        "{invite}"
+    );
+    assert_eq!(uac.invite_final_status(), Some(404), "{}", uac.report());
+    assert_nothing_went_out(&mut uas);
+    assert_never_saw(&uac, "caller", &a());
+    assert_never_saw(&uac, "caller", &b());
+}
+
+// === in-dialog requests ===
+
+#[tokio::test(flavor = "multi_thread")]
+async fn caller_reinvite_update_and_info_reach_the_callee_in_its_own_dialog() {
+    let mut uas = Sipp::uas("uas_reinvite.xml", Transport::Udp, &["-s", &b()]);
+    let rig = Rig::start(&uas, &[]).await;
+    let binding = rig.bind(axb()).await;
+    let x = binding["x"].as_str().unwrap().to_owned();
+    let mut uac = rig.uac("uac_reinvite.xml", &a(), &x, Transport::Udp, &["-d", "100"]);
+    both_succeed(&mut uac, &mut uas).await;
+    assert_masked_dialog(&uac, &uas, &a(), &x, &b());
+
+    // Every request after the first INVITE is in the callee's dialog: its
+    // Call-ID, Maskline's From tag on that leg, the callee's own To tag.
+    let invites = uas.received_requests("INVITE");
+    assert_eq!(
+        invites.len(),
+        3,
+        "the INVITE and two re-INVITEs reach the callee\n{}",
+        uas.report()
+    );
+    let first = &invites[0];
+    let call_id = sipp::header(first, "Call-ID").unwrap();
+    let our_tag = tag_of(first, "From").unwrap();
+    let callee_tag = uas
+        .sent()
+        .iter()
+        .find(|m| sipp::status(m) == Some(200) && sipp::cseq_method(m) == Some("INVITE"))
+        .and_then(|m| tag_of(m, "To").map(str::to_owned))
+        .unwrap_or_else(|| panic!("the callee's 200 has a To tag\n{}", uas.report()));
+    let received = uas.received();
+    let in_dialog: Vec<&String> = received
+        .iter()
+        .filter(|m| sipp::method(m).is_some())
+        .skip(1)
+        .collect();
+    let methods: Vec<&str> = in_dialog.iter().filter_map(|m| sipp::method(m)).collect();
+    for m in ["INVITE", "ACK", "UPDATE", "INFO", "BYE"] {
+        assert!(
+            methods.contains(&m),
+            "the callee got a {m}: {methods:?}\n{}",
+            uas.report()
+        );
+    }
+    for req in &in_dialog {
+        assert_eq!(
+            sipp::header(req, "Call-ID"),
+            Some(call_id),
+            "the callee's Call-ID:\n{req}"
+        );
+        assert_eq!(
+            tag_of(req, "From"),
+            Some(our_tag),
+            "Maskline's tag on the callee's leg:\n{req}"
+        );
+        assert_eq!(
+            tag_of(req, "To"),
+            Some(callee_tag.as_str()),
+            "the callee's own tag:\n{req}"
+        );
+    }
+    // CSeq grows on the callee's leg (§12.2.1.1); each ACK has its INVITE's.
+    let numbers: Vec<u32> = in_dialog
+        .iter()
+        .filter(|m| sipp::method(m) != Some("ACK"))
+        .filter_map(|m| cseq_number(m))
+        .collect();
+    assert!(
+        numbers.windows(2).all(|w| w[0] < w[1]) && numbers[0] > cseq_number(first).unwrap(),
+        "CSeq increases on the callee's leg: {numbers:?}\n{}",
+        uas.report()
+    );
+    let acks: Vec<u32> = uas
+        .received_requests("ACK")
+        .iter()
+        .filter_map(|m| cseq_number(m))
+        .collect();
+    for invite in &invites {
+        let n = cseq_number(invite).unwrap();
+        assert!(
+            acks.contains(&n),
+            "an ACK for INVITE CSeq {n}: ACKs {acks:?}\n{}",
+            uas.report()
+        );
+    }
+
+    // Hold, then resume: the bodies arrive as the caller sent them.
+    let sent_invites = uac.sent_requests("INVITE");
+    assert!(
+        sipp::body(&invites[1]).contains("a=sendonly"),
+        "{}",
+        invites[1]
+    );
+    assert!(
+        sipp::body(&invites[2]).contains("a=sendrecv")
+            && !sipp::body(&invites[2]).contains("a=sendonly"),
+        "{}",
+        invites[2]
+    );
+    for (got, sent) in invites[1..].iter().zip(&sent_invites[1..]) {
+        assert_eq!(
+            sipp::body(got),
+            sipp::body(sent),
+            "the re-INVITE's SDP is relayed unchanged"
+        );
+        assert_eq!(
+            sipp::header(got, "Content-Type"),
+            Some("application/sdp"),
+            "{got}"
+        );
+    }
+    let update = &uas.received_requests("UPDATE");
+    assert_eq!(update.len(), 1, "{}", uas.report());
+    assert_eq!(
+        sipp::body(&update[0]),
+        sipp::body(&uac.sent_requests("UPDATE")[0]),
+        "the UPDATE's SDP is relayed unchanged"
+    );
+    let info = &uas.received_requests("INFO");
+    assert_eq!(info.len(), 1, "{}", uas.report());
+    assert_eq!(
+        sipp::header(&info[0], "Content-Type"),
+        Some("application/dtmf-relay"),
+        "{}",
+        info[0]
+    );
+    assert_eq!(
+        sipp::body(&info[0]),
+        sipp::body(&uac.sent_requests("INFO")[0]),
+        "the INFO body is relayed unchanged"
+    );
+    assert_eq!(
+        sipp::body(&info[0]).trim_end(),
+        "Signal=5\r\nDuration=160",
+        "{}",
+        info[0]
+    );
+    assert_eq!(
+        sipp::header(&info[0], "Content-Length"),
+        sipp::header(&uac.sent_requests("INFO")[0], "Content-Length"),
+        "{}",
+        info[0]
+    );
+
+    // The callee's answers came back to the caller, in the caller's dialog.
+    let caller_call_id = sipp::header(&sent_invites[0], "Call-ID").unwrap();
+    let answer = |cseq: u32, m: &str| -> String {
+        uac.received()
+            .into_iter()
+            .find(|r| {
+                sipp::status(r) == Some(200)
+                    && sipp::cseq_method(r) == Some(m)
+                    && cseq_number(r) == Some(cseq)
+            })
+            .unwrap_or_else(|| panic!("the caller got 200 for {cseq} {m}\n{}", uac.report()))
+    };
+    let held = answer(2, "INVITE");
+    assert!(
+        sipp::body(&held).contains("a=recvonly"),
+        "the callee's hold answer:\n{held}"
+    );
+    let resumed = answer(3, "INVITE");
+    assert!(sipp::body(&resumed).contains("a=sendrecv"), "{resumed}");
+    let updated = answer(4, "UPDATE");
+    assert!(
+        sipp::body(&updated).contains("m=audio 6006"),
+        "the callee's UPDATE answer:\n{updated}"
+    );
+    let info_ok = answer(5, "INFO");
+    for r in [&held, &resumed, &updated, &info_ok] {
+        assert_eq!(sipp::header(r, "Call-ID"), Some(caller_call_id), "{r}");
+    }
+
+    let cdrs = rig.cdrs(&binding, 1).await;
+    assert_cdr(&cdrs[0], Some("a_to_b"), 200, "caller", "normal");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn callee_holds_and_the_caller_gets_the_reinvite_in_its_own_dialog() {
+    let mut uas = Sipp::uas("uas_hold.xml", Transport::Udp, &["-s", &b(), "-d", "200"]);
+    let rig = Rig::start(&uas, &[]).await;
+    let binding = rig.bind(axb()).await;
+    let x = binding["x"].as_str().unwrap().to_owned();
+    let mut uac = rig.uac("uac_held.xml", &a(), &x, Transport::Udp, &["-d", "200"]);
+    both_succeed(&mut uac, &mut uas).await;
+    assert_masked(&uac, &uas, &a(), &x, &b());
+
+    // The caller's dialog: its Call-ID, Maskline's tag (the To tag of the
+    // 200 it got) as From tag, its own tag as To tag.
+    let inbound = &uac.sent_requests("INVITE")[0];
+    let caller_tag = tag_of(inbound, "From").unwrap();
+    let maskline_tag = tag_of(&final_response(&uac, "INVITE"), "To")
+        .map(str::to_owned)
+        .unwrap_or_else(|| panic!("the 200 has a To tag\n{}", uac.report()));
+    let reinvites = uac.received_requests("INVITE");
+    assert_eq!(
+        reinvites.len(),
+        1,
+        "the hold reaches the caller\n{}",
+        uac.report()
+    );
+    let hold = &reinvites[0];
+    assert_eq!(
+        sipp::header(hold, "Call-ID"),
+        sipp::header(inbound, "Call-ID"),
+        "{hold}"
+    );
+    assert_eq!(tag_of(hold, "From"), Some(maskline_tag.as_str()), "{hold}");
+    assert_eq!(tag_of(hold, "To"), Some(caller_tag), "{hold}");
+    let sent_hold = &uas.sent_requests("INVITE")[0];
+    assert!(sipp::body(hold).contains("a=sendonly"), "{hold}");
+    assert_eq!(
+        sipp::body(hold),
+        sipp::body(sent_hold),
+        "the hold's SDP is relayed unchanged"
+    );
+    // The caller's answer went back to the callee, and the callee's ACK
+    // reached the caller as an ACK of the re-INVITE, in its dialog.
+    let answer = final_response(&uas, "INVITE");
+    assert_eq!(sipp::status(&answer), Some(200), "{}", uas.report());
+    assert!(sipp::body(&answer).contains("a=recvonly"), "{answer}");
+    let acks = uac.received_requests("ACK");
+    assert_eq!(acks.len(), 1, "{}", uac.report());
+    assert_eq!(cseq_number(&acks[0]), cseq_number(hold), "{}", acks[0]);
+    assert_eq!(
+        sipp::header(&acks[0], "Call-ID"),
+        sipp::header(inbound, "Call-ID")
+    );
+    assert_eq!(
+        tag_of(&acks[0], "From"),
+        Some(maskline_tag.as_str()),
+        "{}",
+        acks[0]
+    );
+
+    let cdrs = rig.cdrs(&binding, 1).await;
+    assert_cdr(&cdrs[0], Some("a_to_b"), 200, "caller", "normal");
+}
+
+/// The callee answers and disappears; the caller's in-dialog request
+/// (`scenario`, method `m`) times out downstream: the caller gets 408 and
+/// Maskline's BYE, and the CDR says the system ended it on a peer timeout.
+async fn silent_callee_ends_the_call(scenario: &str, m: &str) {
+    let mut uas = Sipp::uas("uas_answer_then_gone.xml", Transport::Udp, &["-s", &b()]);
+    // T1 = 100 ms: Timer B/F fires at 64*T1 = 6.4 s.
+    let rig = Rig::start(&uas, &[("MASKLINE_SIP_T1_MS", "100")]).await;
+    let binding = rig.bind(axb()).await;
+    let x = binding["x"].as_str().unwrap().to_owned();
+    let mut uac = rig.uac(scenario, &a(), &x, Transport::Udp, &["-d", "300"]);
+    both_succeed(&mut uac, &mut uas).await;
+    assert_masked_dialog(&uac, &uas, &a(), &x, &b());
+    let seen: Vec<String> = uas
+        .received()
+        .iter()
+        .filter_map(|r| sipp::method(r).map(str::to_owned))
+        .collect();
+    assert_eq!(
+        seen,
+        ["INVITE", "ACK"],
+        "the callee was gone before the {m}\n{}",
+        uas.report()
+    );
+    // The in-dialog request (for INVITE: the re-INVITE, CSeq 2).
+    let request = uac
+        .sent_requests(m)
+        .into_iter()
+        .find(|r| cseq_number(r) == Some(2))
+        .unwrap_or_else(|| panic!("the caller sent its {m}\n{}", uac.report()));
+    let request = &request;
+    let reply = uac
+        .received()
+        .into_iter()
+        .find(|r| {
+            sipp::cseq_method(r) == Some(m)
+                && cseq_number(r) == cseq_number(request)
+                && sipp::status(r).is_some_and(|c| c >= 200)
+        })
+        .unwrap_or_else(|| panic!("a final response to the {m}\n{}", uac.report()));
+    assert_eq!(sipp::status(&reply), Some(408), "{reply}");
+    let byes = uac.received_requests("BYE");
+    assert!(
+        !byes.is_empty(),
+        "Maskline hangs up the caller\n{}",
+        uac.report()
+    );
+    assert_eq!(
+        sipp::header(&byes[0], "Call-ID"),
+        sipp::header(request, "Call-ID"),
+        "the BYE is in the caller's dialog"
+    );
+    let cdrs = rig.cdrs(&binding, 1).await;
+    assert_cdr(&cdrs[0], Some("a_to_b"), 200, "system", "peer_timeout");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unanswered_reinvite_gets_408_and_a_bye() {
+    silent_callee_ends_the_call("uac_reinvite_unanswered.xml", "INVITE").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unanswered_info_gets_408_and_a_bye() {
+    silent_callee_ends_the_call("uac_info_unanswered.xml", "INFO").await;
+}
+
+// === malformed input ===
+
+/// A small SDP body for the hand-made INVITEs.
+const RAW_SDP: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\n";
+
+/// An INVITE from `raw` to X (on `sip`) from A, number `n`, with
+/// `max_forwards`, the body [`RAW_SDP`] and `content_length` claiming its
+/// length. Returns the message and its Call-ID.
+fn raw_invite(
+    raw: &sipp::RawUdp,
+    sip: &str,
+    x: &str,
+    n: u32,
+    max_forwards: &str,
+    content_length: usize,
+) -> (String, String) {
+    let local = raw.local();
+    let caller = a();
+    let call_id = format!("raw-{n}-{}@127.0.0.1", std::process::id());
+    let msg = format!(
+        "INVITE sip:{x}@{sip} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {local};rport;branch=z9hG4bK-raw-{n}\r\n\
+         From: <sip:{caller}@{local}>;tag=raw{n}\r\n\
+         To: <sip:{x}@{sip}>\r\n\
+         Call-ID: {call_id}\r\n\
+         CSeq: 1 INVITE\r\n\
+         Contact: <sip:{caller}@{local}>\r\n\
+         Max-Forwards: {max_forwards}\r\n\
+         Content-Type: application/sdp\r\n\
+         Content-Length: {content_length}\r\n\
+         \r\n\
+         {RAW_SDP}"
+    );
+    (msg, call_id)
+}
+
+/// The first final response on `raw` to the request with `call_id`
+/// (provisional responses skipped); panics when none comes.
+fn raw_final(raw: &sipp::RawUdp, call_id: &str, what: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(PEER_SECS);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let Some(msg) = raw.recv(left) else {
+            panic!("no final response to {what}");
+        };
+        if sipp::header(&msg, "Call-ID") == Some(call_id)
+            && sipp::status(&msg).is_some_and(|c| c >= 200)
+        {
+            return msg;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_requests_get_400_garbage_gets_nothing_and_nothing_changes() {
+    let mut uas = Sipp::uas("uas_answer.xml", Transport::Udp, &["-s", &b()]);
+    let rig = Rig::start(&uas, &[]).await;
+    let binding = rig.bind(axb()).await;
+    let x = binding["x"].as_str().unwrap().to_owned();
+    let raw = sipp::RawUdp::new(&rig.sip);
+
+    // A body shorter than its Content-Length: over UDP, §18.3 says 400.
+    let (msg, short_body) = raw_invite(&raw, &rig.sip, &x, 1, "70", 999);
+    raw.send(msg.as_bytes());
+    let reply = raw_final(&raw, &short_body, "the short body");
+    assert_eq!(sipp::status(&reply), Some(400), "{reply}");
+    assert_eq!(sipp::cseq_method(&reply), Some("INVITE"), "{reply}");
+
+    // A Max-Forwards that is not a number: 400 (then ACKed, as a UAC does).
+    let (msg, bad_mf) = raw_invite(&raw, &rig.sip, &x, 2, "seventy", RAW_SDP.len());
+    raw.send(msg.as_bytes());
+    let reply = raw_final(&raw, &bad_mf, "the bad Max-Forwards");
+    assert_eq!(sipp::status(&reply), Some(400), "{reply}");
+    let local = raw.local();
+    let ack = format!(
+        "ACK sip:{x}@{sip} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {local};rport;branch=z9hG4bK-raw-2\r\n\
+         From: <sip:{a}@{local}>;tag=raw2\r\n\
+         To: {to}\r\n\
+         Call-ID: {bad_mf}\r\n\
+         CSeq: 1 ACK\r\n\
+         Max-Forwards: 70\r\n\
+         Content-Length: 0\r\n\r\n",
+        sip = rig.sip,
+        a = a(),
+        to = sipp::header(&reply, "To").unwrap_or_default(),
+    );
+    raw.send(ack.as_bytes());
+
+    // Garbage: no answer is possible. The next thing this socket gets is
+    // the answer to the OPTIONS sent after it (UDP on loopback keeps order),
+    // apart from retransmissions of what was already answered.
+    raw.send(b"\x00\xff\xfe garbage \x01\x02\r\n\r\n");
+    raw.send(b"NOT SIP AT ALL\r\nfoo\r\n\r\nbar");
+    let options_id = format!("raw-options-{}@127.0.0.1", std::process::id());
+    let options = format!(
+        "OPTIONS sip:maskline@{sip} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {local};rport;branch=z9hG4bK-raw-options\r\n\
+         From: <sip:ping@{local}>;tag=rawping\r\n\
+         To: <sip:maskline@{sip}>\r\n\
+         Call-ID: {options_id}\r\n\
+         CSeq: 1 OPTIONS\r\n\
+         Max-Forwards: 70\r\n\
+         Content-Length: 0\r\n\r\n",
+        sip = rig.sip,
+    );
+    raw.send(options.as_bytes());
+    let deadline = std::time::Instant::now() + Duration::from_secs(PEER_SECS);
+    let pong = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let msg = raw
+            .recv(left)
+            .expect("an answer to OPTIONS after the garbage");
+        let id = sipp::header(&msg, "Call-ID");
+        if id == Some(options_id.as_str()) {
+            break msg;
+        }
+        assert!(
+            id == Some(short_body.as_str()) || id == Some(bad_mf.as_str()),
+            "nothing answers garbage, got:\n{msg}"
+        );
+    };
+    assert_eq!(sipp::status(&pong), Some(200), "{pong}");
+
+    // Nothing went out for any of it, and a normal call still works: the
+    // callee gets exactly that one INVITE.
+    let mut uac = rig.uac("uac_call.xml", &a(), &x, Transport::Udp, &["-d", "300"]);
+    both_succeed(&mut uac, &mut uas).await;
+    assert_masked(&uac, &uas, &a(), &x, &b());
+    let cdrs = rig.cdrs(&binding, 1).await;
+    assert_cdr(&cdrs[0], Some("a_to_b"), 200, "caller", "normal");
+    let (st, still) = rig
+        .server
+        .call(
+            "GET",
+            &format!("/v1/bindings/{}", binding["id"].as_str().unwrap()),
+            Some(&rig.key),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (st, still["status"].as_str()),
+        (200, Some("active")),
+        "{still}"
+    );
+}
+
 // === operations ===
 
 #[tokio::test(flavor = "multi_thread")]
@@ -676,8 +1310,15 @@ SIP/2.0 100 Trying\r\nCSeq: 1 INVITE\r\n\r\n\n";
 /// against its UAS directly, over UDP and TCP.
 #[tokio::test(flavor = "multi_thread")]
 async fn sipp_scenarios_pair_up_without_maskline() {
-    let pairs: [(&str, &str, &[&str], &[&str]); 6] = [
+    let pairs: [(&str, &str, &[&str], &[&str]); 8] = [
         ("uac_call.xml", "uas_answer.xml", &["-d", "100"], &[]),
+        ("uac_reinvite.xml", "uas_reinvite.xml", &["-d", "100"], &[]),
+        (
+            "uac_held.xml",
+            "uas_hold.xml",
+            &["-d", "100"],
+            &["-d", "100"],
+        ),
         ("uac_call_pai.xml", "uas_answer.xml", &["-d", "100"], &[]),
         ("uac_wait_bye.xml", "uas_hangup.xml", &[], &["-d", "100"]),
         (
@@ -702,7 +1343,13 @@ async fn sipp_scenarios_pair_up_without_maskline() {
             if uac_scn == "uac_expect_fail.xml" {
                 assert_eq!(uac.invite_final_status(), Some(486), "{}", uac.report());
             }
-            assert_eq!(uas.received_requests("INVITE").len(), 1, "{}", uas.report());
+            let invites = if uas_scn == "uas_reinvite.xml" { 3 } else { 1 };
+            assert_eq!(
+                uas.received_requests("INVITE").len(),
+                invites,
+                "{}",
+                uas.report()
+            );
             // Straight through, the caller's number does reach the callee,
             // and the leak check sees it.
             assert!(leak(&uas, &caller).is_some(), "{}", uas.report());

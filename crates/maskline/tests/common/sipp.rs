@@ -313,6 +313,77 @@ pub fn cseq_method(msg: &str) -> Option<&str> {
     header(msg, "CSeq")?.split_whitespace().nth(1)
 }
 
+/// The body of a message (after the blank line), as logged (SIPp's log
+/// and [`parse_trace`] drop trailing line ends).
+pub fn body(msg: &str) -> &str {
+    match (msg.find("\r\n\r\n"), msg.find("\n\n")) {
+        (Some(a), Some(b)) if b < a => &msg[b + 2..],
+        (Some(a), _) => &msg[a + 4..],
+        (None, Some(b)) => &msg[b + 2..],
+        (None, None) => "",
+    }
+}
+
+// === a raw UDP peer ===
+
+/// A bare UDP socket on 127.0.0.1 for messages no SIP stack would send
+/// (malformed, garbage): the test writes the bytes itself.
+pub struct RawUdp {
+    socket: UdpSocket,
+    /// Where datagrams go (Maskline's SIP address).
+    target: String,
+}
+
+impl RawUdp {
+    pub fn new(target: &str) -> RawUdp {
+        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind a loopback UDP socket");
+        RawUdp {
+            socket,
+            target: target.to_owned(),
+        }
+    }
+
+    /// This socket's `127.0.0.1:PORT`, for Via and Contact.
+    pub fn local(&self) -> String {
+        self.socket.local_addr().expect("local addr").to_string()
+    }
+
+    pub fn send(&self, bytes: &[u8]) {
+        self.socket
+            .send_to(bytes, &self.target)
+            .expect("send a datagram");
+    }
+
+    /// The next datagram received, as text; `None` when none comes within
+    /// `timeout` (a deadline, not a delay: returns as soon as one arrives).
+    pub fn recv(&self, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        let mut buf = vec![0u8; 65_536];
+        loop {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            if left.is_zero() {
+                return None;
+            }
+            self.socket
+                .set_read_timeout(Some(left))
+                .expect("set a read timeout");
+            match self.socket.recv_from(&mut buf) {
+                Ok((n, _)) => return Some(String::from_utf8_lossy(&buf[..n]).into_owned()),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return None;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => panic!("receive a datagram: {e}"),
+            }
+        }
+    }
+}
+
 // === the process ===
 
 /// One `sipp` process placing or answering exactly one call (`-m 1`).
