@@ -73,7 +73,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen for HTTP on {}", config.http_listen))?;
     let sip = maskline_sip::SipServer::bind(sip_config(&config).await?, engine.clone())
-        .await
         .context("cannot start SIP")?;
     let prometheus = PrometheusBuilder::new()
         .set_buckets(&[
@@ -113,7 +112,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let sip_addr = sip.local_addr();
     let grace = Duration::from_secs(config.shutdown_grace_secs);
-    let sip = tokio::spawn(sip.run(stopped(stop_rx.clone()), grace));
+    let sip = sip
+        .spawn(stopped(stop_rx.clone()), grace)
+        .context("cannot start the SIP thread")?;
 
     tracing::info!(
         http = %config.http_listen,
@@ -135,8 +136,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Err(_) => tracing::warn!("grace period over; closing remaining connections"),
     }
     // SIP drains its calls within the same grace period, then ends the rest.
-    if let Err(e) = sip.await {
-        tracing::warn!(error = %e, "SIP task failed");
+    if tokio::task::spawn_blocking(move || sip.join())
+        .await
+        .map_or(true, |joined| joined.is_err())
+    {
+        tracing::warn!("SIP thread failed");
     }
     let _ = sweeper.await;
     tracing::info!("stopped");

@@ -48,20 +48,20 @@ const BATCH: usize = 64;
 pub struct SipServer {
     cfg: Config,
     engine: Arc<Engine>,
-    udp: UdpSocket,
-    tcp: tokio::net::TcpListener,
+    udp: std::net::UdpSocket,
+    tcp: std::net::TcpListener,
 }
 
 impl SipServer {
     /// Binds UDP and TCP on `cfg.listen` (port 0 picks one port for both).
-    pub async fn bind(mut cfg: Config, engine: Arc<Engine>) -> Result<SipServer, Error> {
+    pub fn bind(mut cfg: Config, engine: Arc<Engine>) -> Result<SipServer, Error> {
         let udp = transport::bind_udp(cfg.listen)?;
         let local = udp.local_addr().map_err(|source| Error::Bind {
             transport: "UDP",
             addr: cfg.listen,
             source,
         })?;
-        let tcp = transport::bind_tcp(local).await?;
+        let tcp = transport::bind_tcp(local)?;
         if cfg.listen.port() == 0 {
             cfg.listen = local;
             if cfg.advertise.ends_with(":0") {
@@ -80,6 +80,22 @@ impl SipServer {
         self.cfg.listen
     }
 
+    /// Runs [`run`](SipServer::run) on a thread of its own with a
+    /// single-threaded runtime: the call path then never waits for a
+    /// wake-up handed across threads, nor behind HTTP work.
+    pub fn spawn(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+        grace: Duration,
+    ) -> std::io::Result<std::thread::JoinHandle<()>> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        std::thread::Builder::new()
+            .name("maskline-sip".into())
+            .spawn(move || runtime.block_on(self.run(shutdown, grace)))
+    }
+
     /// Serves until `shutdown` resolves, then refuses new INVITEs with 503,
     /// lets calls in progress finish for up to `grace`, ends the rest, and
     /// returns once every CDR is durable.
@@ -87,12 +103,21 @@ impl SipServer {
         let (net_tx, mut net_rx) = mpsc::unbounded_channel();
         let (cdr_tx, cdr_rx) = mpsc::unbounded_channel();
         let cdr_task = tokio::spawn(write_cdrs(cdr_rx));
-        let udp = Arc::new(self.udp);
-        let accept = tokio::spawn(transport::accept_loop(
-            self.tcp,
-            net_tx.clone(),
-            Arc::default(),
-        ));
+        let udp = match UdpSocket::from_std(self.udp) {
+            Ok(udp) => Arc::new(udp),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot register the SIP UDP socket");
+                return;
+            }
+        };
+        let tcp = match tokio::net::TcpListener::from_std(self.tcp) {
+            Ok(tcp) => tcp,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot register the SIP TCP listener");
+                return;
+            }
+        };
+        let accept = tokio::spawn(transport::accept_loop(tcp, net_tx.clone(), Arc::default()));
         let mut core = Core {
             engine: self.engine,
             t: self.cfg.timers,
@@ -523,6 +548,16 @@ fn caller_user(req: &Message) -> Option<&str> {
         Some(pai) => uri_user(uri_of(pai)),
         None => uri_user(uri_of(req.from())),
     }
+}
+
+/// A number from a URI user. Trunks send E.164 (`+86…`), which is read
+/// directly: the index holds only validated numbers, so a `+digits` string
+/// that is not a real number simply matches nothing. Anything else goes
+/// through the full parser (national forms of the default region).
+fn sip_number(user: &str, region: maskline_core::Region) -> Option<Number> {
+    Number::from_e164(user)
+        .or_else(|_| Number::parse(user, region))
+        .ok()
 }
 
 /// A failure from the outbound leg, as told to the caller.
@@ -999,14 +1034,12 @@ impl Core {
         let started = self.received_at;
         let invited_at = unix_ms();
         let sid = self.new_server(key, req, peer, None, Role::Invite);
-        // §17.2.1: 100 Trying at once, so the caller stops retransmitting.
-        self.respond(sid, 100, Resp::default());
         let Some(req) = self.server.get(&sid).and_then(|tx| tx.req.as_deref()) else {
             return;
         };
         let region = self.cfg.region;
-        let x = uri_user(req.uri()).and_then(|u| Number::parse(u, region).ok());
-        let caller = caller_user(req).and_then(|u| Number::parse(u, region).ok());
+        let x = uri_user(req.uri()).and_then(|u| sip_number(u, region));
+        let caller = caller_user(req).and_then(|u| sip_number(u, region));
         let max_forwards = req.max_forwards();
         let mut cdr = CallRecord {
             id: CallId(uuid::Uuid::now_v7().as_u128()),
@@ -1269,6 +1302,10 @@ impl Core {
         );
         metrics::histogram!("maskline_sip_setup_delay_seconds")
             .record(started.elapsed().as_secs_f64());
+        // §17.2.1: 100 Trying at once, so the caller stops retransmitting;
+        // just after the outbound INVITE, which it would otherwise delay.
+        // Refusals skip it: their final response goes out as fast.
+        self.respond(sid, 100, Resp::default());
         if let Some(c) = self.calls.get_mut(&call) {
             c.b_invite = cid;
         }

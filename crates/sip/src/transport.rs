@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use hashbrown::HashMap;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
 use crate::message::{self, MAX_HEAD};
@@ -42,7 +42,9 @@ pub enum NetEvent {
 /// Socket buffers sized for bursts of thousands of calls per second.
 const SOCKET_BUFFER: usize = 4 << 20;
 
-pub fn bind_udp(addr: SocketAddr) -> Result<UdpSocket, Error> {
+/// Binds without registering with a runtime: the SIP task registers the
+/// socket on its own thread.
+pub fn bind_udp(addr: SocketAddr) -> Result<std::net::UdpSocket, Error> {
     let bind_err = |source| Error::Bind {
         transport: "UDP",
         addr,
@@ -56,15 +58,18 @@ pub fn bind_udp(addr: SocketAddr) -> Result<UdpSocket, Error> {
     let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
     socket.set_nonblocking(true).map_err(bind_err)?;
     socket.bind(&addr.into()).map_err(bind_err)?;
-    UdpSocket::from_std(socket.into()).map_err(bind_err)
+    Ok(socket.into())
 }
 
-pub async fn bind_tcp(addr: SocketAddr) -> Result<TcpListener, Error> {
-    TcpListener::bind(addr).await.map_err(|source| Error::Bind {
+pub fn bind_tcp(addr: SocketAddr) -> Result<std::net::TcpListener, Error> {
+    let bind_err = |source| Error::Bind {
         transport: "TCP",
         addr,
         source,
-    })
+    };
+    let listener = std::net::TcpListener::bind(addr).map_err(bind_err)?;
+    listener.set_nonblocking(true).map_err(bind_err)?;
+    Ok(listener)
 }
 
 /// The TCP connections the B2BUA's task knows, by id and by peer address.
