@@ -1350,7 +1350,10 @@ impl Core {
         }
         let mut released = false;
         if step.deliver && code >= 200 {
+            // Only the ACK is re-sent from here on; the transaction lingers
+            // for 64*T1 (RFC 6026), so keep nothing else.
             tx.request = Vec::new();
+            tx.base = None;
             tx.got_2xx = code < 300;
             released = std::mem::replace(&mut tx.holds, false);
         }
