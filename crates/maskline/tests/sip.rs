@@ -446,6 +446,41 @@ async fn p_asserted_identity_names_the_caller_and_stays_on_the_inbound_leg() {
     assert_eq!(cdrs[0]["caller"], json!(a()), "{:#}", cdrs[0]);
 }
 
+/// Every header a trunk may use to identify a caller carries A's number;
+/// the callee sees none of it (the B2BUA passes only the body's headers).
+#[tokio::test(flavor = "multi_thread")]
+async fn identity_headers_and_unknown_headers_never_cross() {
+    let (rig, binding, _uac, uas) = answered_call(
+        axb(),
+        &a(),
+        &b(),
+        Transport::Udp,
+        "uac_call_identity_headers.xml",
+        &[],
+    )
+    .await;
+    let invite = &uas.received_requests("INVITE")[0];
+    for name in [
+        "Remote-Party-ID",
+        "Diversion",
+        "History-Info",
+        "Call-Info",
+        "P-Preferred-Identity",
+        "X-Caller-Number",
+        "Subject",
+        "Organization",
+        "User-Agent",
+        "Session-Expires",
+    ] {
+        assert!(
+            sipp::header(invite, name).is_none(),
+            "{name} reached the callee:\n{invite}"
+        );
+    }
+    let cdrs = rig.cdrs(&binding, 1).await;
+    assert_cdr(&cdrs[0], Some("a_to_b"), 200, "caller", "normal");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn tcp_on_both_legs() {
     let (rig, binding, uac, uas) =

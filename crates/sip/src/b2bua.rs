@@ -1406,18 +1406,8 @@ impl Core {
                 if matches!(code, 180 | 183) && call.cdr.ringing_at.is_none() {
                     call.cdr.ringing_at = Some(unix_ms());
                 }
-                let (sid, tag, contact) = a_response_parts(call);
-                self.respond(
-                    sid,
-                    code,
-                    Resp {
-                        to_tag: Some(&tag),
-                        contact: Some(&contact),
-                        record_route: true,
-                        body: Some(resp),
-                        ..Resp::default()
-                    },
-                );
+                let parts = a_response_parts(call);
+                self.relay_to_caller(parts, code, resp);
             }
             (Phase::Early, 200..=299) => {
                 call.phase = Phase::Answered;
@@ -1440,18 +1430,8 @@ impl Core {
                         TimerRef::MaxDuration(id),
                     );
                 }
-                let (sid, tag, contact) = a_response_parts(call);
-                self.respond(
-                    sid,
-                    200,
-                    Resp {
-                        to_tag: Some(&tag),
-                        contact: Some(&contact),
-                        record_route: true,
-                        body: Some(resp),
-                        ..Resp::default()
-                    },
-                );
+                let parts = a_response_parts(call);
+                self.relay_to_caller(parts, 200, resp);
             }
             (Phase::Ended, 200..=299) => {
                 // Answered after the caller left (CANCEL crossed the 200):
@@ -1465,6 +1445,28 @@ impl Core {
             }
             _ => {}
         }
+    }
+
+    /// A provisional or 2xx response from the callee, rebuilt for the
+    /// caller's INVITE: our tag, our Contact, the caller's Record-Route, the
+    /// callee's body.
+    fn relay_to_caller(
+        &mut self,
+        (sid, tag, contact): (Id, String, String),
+        code: u16,
+        resp: &Message,
+    ) {
+        self.respond(
+            sid,
+            code,
+            Resp {
+                to_tag: Some(&tag),
+                contact: Some(&contact),
+                record_route: true,
+                body: Some(resp),
+                ..Resp::default()
+            },
+        );
     }
 
     fn on_relayed_response(&mut self, cid: Id, id: Id, server: Id, code: u16, resp: &Message) {
