@@ -112,7 +112,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let sip_addr = sip.local_addr();
     let grace = Duration::from_secs(config.shutdown_grace_secs);
-    let sip = sip
+    let (sip, mut sip_done) = sip
         .spawn(stopped(stop_rx.clone()), grace)
         .context("cannot start the SIP thread")?;
 
@@ -123,7 +123,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         "maskline ready"
     );
 
-    shutdown_signal().await;
+    tokio::select! {
+        () = shutdown_signal() => {}
+        _ = &mut sip_done => {
+            // Serving HTTP without voice would hide the outage: stop.
+            anyhow::bail!("the SIP server stopped unexpectedly");
+        }
+    }
     tracing::info!(
         grace_secs = config.shutdown_grace_secs,
         "shutting down: no new requests, draining"

@@ -30,7 +30,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
 use crate::message::{
-    self, Builder, Message, Method, Name, copy_body_headers, response_to, uri_of, uri_user,
+    self, Body, Builder, Message, Method, Name, crossing_body, response_to, uri_of, uri_user,
 };
 use crate::transaction::{
     ClientInvite, ClientNonInvite, ServerInvite, ServerNonInvite, State, Step, Timer, Timers,
@@ -41,6 +41,9 @@ use crate::{Config, Error, Transport};
 const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE, INFO";
 /// How long calls may take to close after the grace period has ended them.
 const CLOSE_AFTER_GRACE: Duration = Duration::from_secs(2);
+/// The longest a timer waits in the heap: limits longer than this are
+/// re-armed, so the heap never holds stale timers for longer.
+const MAX_TIMER_STEP: Duration = Duration::from_secs(300);
 /// Messages handled per wake-up before timers get their turn.
 const BATCH: usize = 64;
 
@@ -83,17 +86,28 @@ impl SipServer {
     /// Runs [`run`](SipServer::run) on a thread of its own with a
     /// single-threaded runtime: the call path then never waits for a
     /// wake-up handed across threads, nor behind HTTP work.
+    ///
+    /// The receiver resolves when the thread ends, however it ends, so the
+    /// process can stop rather than serve HTTP without voice.
     pub fn spawn(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
         grace: Duration,
-    ) -> std::io::Result<std::thread::JoinHandle<()>> {
+    ) -> std::io::Result<(
+        std::thread::JoinHandle<()>,
+        tokio::sync::oneshot::Receiver<()>,
+    )> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        std::thread::Builder::new()
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+        let handle = std::thread::Builder::new()
             .name("maskline-sip".into())
-            .spawn(move || runtime.block_on(self.run(shutdown, grace)))
+            .spawn(move || {
+                let _done = done_tx;
+                runtime.block_on(self.run(shutdown, grace));
+            })?;
+        Ok((handle, done_rx))
     }
 
     /// Serves until `shutdown` resolves, then refuses new INVITEs with 503,
@@ -117,7 +131,19 @@ impl SipServer {
                 return;
             }
         };
-        let accept = tokio::spawn(transport::accept_loop(tcp, net_tx.clone(), Arc::default()));
+        // TCP from anyone but a trusted trunk or the gateway is closed at
+        // once, so strangers cannot hold connections (and descriptors).
+        let trusted = self.cfg.trusted.clone();
+        let gateway = self.cfg.outbound.map(|o| o.addr.ip());
+        let allow = move |ip: std::net::IpAddr| {
+            gateway == Some(ip) || trusted.iter().any(|c| c.contains(ip))
+        };
+        let accept = tokio::spawn(transport::accept_loop(
+            tcp,
+            net_tx.clone(),
+            Arc::default(),
+            allow,
+        ));
         let mut core = Core {
             engine: self.engine,
             t: self.cfg.timers,
@@ -135,6 +161,7 @@ impl SipServer {
             client_keys: HashMap::new(),
             calls: HashMap::new(),
             dialogs: HashMap::new(),
+            invites: HashMap::new(),
             cdrs: cdr_tx,
             draining: false,
             hard_stop: None,
@@ -147,7 +174,7 @@ impl SipServer {
         let mut shutdown_seen = false;
         loop {
             let now = Instant::now();
-            core.fire_due(now);
+            guarded(&mut core, |core| core.fire_due(now));
             if core.draining
                 && (core.calls.is_empty() || core.hard_stop.is_some_and(|at| now >= at))
             {
@@ -170,7 +197,8 @@ impl SipServer {
                         match udp.try_recv_from(&mut buf) {
                             Ok((n, addr)) => {
                                 let peer = Peer { transport: Transport::Udp, addr, conn: None };
-                                core.on_bytes(&buf[..n], peer);
+                                let bytes = &buf[..n];
+                                guarded(&mut core, |core| core.on_bytes(bytes, peer));
                             }
                             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                             Err(e) => {
@@ -182,10 +210,10 @@ impl SipServer {
                     }
                 }
                 Some(event) = net_rx.recv() => {
-                    core.on_net(event);
+                    guarded(&mut core, |core| core.on_net(event));
                     for _ in 1..BATCH {
                         match net_rx.try_recv() {
-                            Ok(event) => core.on_net(event),
+                            Ok(event) => guarded(&mut core, |core| core.on_net(event)),
                             Err(_) => break,
                         }
                     }
@@ -204,6 +232,17 @@ impl SipServer {
         }
         drop(core);
         let _ = cdr_task.await;
+    }
+}
+
+/// Runs one handler; a panic in it (a bug) is logged and counted, and the
+/// SIP thread goes on serving every other call rather than dying with it.
+fn guarded(core: &mut Core, f: impl FnOnce(&mut Core)) {
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(core)));
+    if outcome.is_err() {
+        metrics::counter!("maskline_sip_handler_panics_total").increment(1);
+        // The panic's message is withheld: it may quote a number.
+        tracing::error!("a SIP handler panicked; the message was dropped");
     }
 }
 
@@ -292,12 +331,20 @@ struct Call {
     b_responded: bool,
     cancel_b: bool,
     max_call_seconds: Option<u32>,
+    /// When an answered call must end (from `max_call_seconds`).
+    deadline: Option<Instant>,
+    /// The caller's and callee's digits, kept out of relayed bodies.
+    numbers: [String; 2],
     acks: [Option<PendingAck>; 2],
     /// Client transactions that will still report to this call.
     holds: u32,
 }
 
 impl Call {
+    fn scrub(&self) -> [&str; 2] {
+        [self.numbers[0].as_str(), self.numbers[1].as_str()]
+    }
+
     fn leg(&self, side: Side) -> &Leg {
         &self.legs[side.index()]
     }
@@ -311,9 +358,11 @@ impl Call {
 enum Role {
     /// A's INVITE (server) or the outbound INVITE (client).
     Invite,
-    /// A request relayed from the other leg's server transaction.
+    /// A request relayed from the other leg's server transaction; `to` is
+    /// the leg this client transaction runs on.
     Relay {
         server: Id,
+        to: Side,
     },
     /// Answered here (BYE, CANCEL, refusals).
     Local,
@@ -335,6 +384,10 @@ struct ServerTx {
     last: Vec<u8>,
     call: Option<Id>,
     role: Role,
+    /// For a relayed request: the client transaction on the other leg.
+    relay: Option<Id>,
+    /// For an inbound INVITE: its entry in `Core::invites`.
+    merge_key: Option<String>,
 }
 
 enum ClientMachine {
@@ -362,6 +415,8 @@ struct ClientTx {
     /// The ACK to re-send on a retransmitted final response.
     ack: Option<Vec<u8>>,
     got_2xx: bool,
+    /// A CANCEL was sent for it.
+    cancelled: bool,
     /// The TCP connection the request went out on.
     conn: Option<ConnId>,
     call: Id,
@@ -375,6 +430,9 @@ enum TimerRef {
     Client(Id, Timer),
     Ring(Id),
     MaxDuration(Id),
+    /// A client INVITE still without a final response: Timer C for a
+    /// relayed re-INVITE, or 64*T1 after our CANCEL (RFC 3261 §9.1).
+    Abandon(Id),
     Grace,
 }
 
@@ -474,6 +532,8 @@ struct Core {
     calls: HashMap<Id, Call>,
     /// Our local tag on a leg -> the call and the side.
     dialogs: HashMap<String, (Id, Side)>,
+    /// Inbound INVITEs in progress by From tag, Call-ID and CSeq.
+    invites: HashMap<String, Id>,
     cdrs: mpsc::UnboundedSender<maskline_store::WriteAck>,
     draining: bool,
     hard_stop: Option<Instant>,
@@ -488,7 +548,7 @@ struct Resp<'a> {
     contact: Option<&'a str>,
     record_route: bool,
     headers: &'a [(&'a str, &'a str)],
-    body: Option<&'a Message>,
+    body: Option<&'a Body>,
 }
 
 fn unix_ms() -> UnixMillis {
@@ -536,6 +596,15 @@ fn server_key(req: &Message, method: &Method) -> String {
             method
         )
     }
+}
+
+fn merge_key(req: &Message) -> String {
+    format!(
+        "{}|{}|{}",
+        req.from_tag().unwrap_or(""),
+        req.call_id(),
+        req.cseq
+    )
 }
 
 fn client_key(branch: &str, method: &Method) -> String {
@@ -632,6 +701,21 @@ impl Core {
         self.cfg.trusted.iter().any(|c| c.contains(peer.addr.ip()))
     }
 
+    /// Whether an out-of-dialog INVITE repeats one in progress that came by
+    /// another path (same From tag, Call-ID and CSeq, another branch).
+    fn merged(&self, req: &Message) -> bool {
+        self.invites.contains_key(&merge_key(req))
+    }
+
+    /// An in-dialog request from the peer its leg runs over (the gateway,
+    /// which need not be a trusted source of new calls, hangs up this way).
+    fn sent_by_leg_peer(&self, req: &Message, peer: &Peer) -> bool {
+        req.to_tag()
+            .and_then(|tag| self.dialogs.get(tag))
+            .and_then(|(id, side)| self.calls.get(id).map(|c| c.leg(*side).peer))
+            .is_some_and(|leg| leg.addr.ip() == peer.addr.ip())
+    }
+
     fn on_net(&mut self, event: NetEvent) {
         match event {
             NetEvent::Opened { conn, addr, writer } => self.net.conns.opened(conn, addr, writer),
@@ -651,26 +735,18 @@ impl Core {
     /// Timer B or F.
     fn on_closed(&mut self, conn: ConnId) {
         self.net.conns.closed(conn);
-        let waiting: Vec<(Id, Timer)> = self
+        let waiting: Vec<Id> = self
             .client
             .iter()
             .filter(|(_, tx)| tx.conn == Some(conn))
-            .filter_map(|(id, tx)| match &tx.machine {
-                ClientMachine::Invite(m)
-                    if matches!(m.state, State::Calling | State::Proceeding) =>
-                {
-                    Some((*id, Timer::B))
-                }
-                ClientMachine::NonInvite(m)
-                    if matches!(m.state, State::Trying | State::Proceeding) =>
-                {
-                    Some((*id, Timer::F))
-                }
-                _ => None,
+            .filter(|(_, tx)| match &tx.machine {
+                ClientMachine::Invite(m) => matches!(m.state, State::Calling | State::Proceeding),
+                ClientMachine::NonInvite(m) => matches!(m.state, State::Trying | State::Proceeding),
             })
+            .map(|(id, _)| *id)
             .collect();
-        for (id, timer) in waiting {
-            self.client_timer(id, timer);
+        for id in waiting {
+            self.abandon(id);
         }
     }
 
@@ -710,7 +786,7 @@ impl Core {
         let Some(method) = req.method().cloned() else {
             return;
         };
-        if !self.trusted(&peer) {
+        if !self.trusted(&peer) && !self.sent_by_leg_peer(&req, &peer) {
             // Toll-fraud protection: nothing from an unknown source goes on.
             metrics::counter!("maskline_sip_untrusted_total").increment(1);
             tracing::debug!(addr = %peer.addr, method = method.as_str(), "request from an untrusted source refused");
@@ -730,6 +806,22 @@ impl Core {
                     self.on_in_dialog(req, peer, key);
                 } else {
                     match method {
+                        Method::Invite if self.merged(&req) => {
+                            // §8.2.2.2: the same request by another path.
+                            self.reply_stateless(&req, &peer, 482, &[]);
+                        }
+                        Method::Invite if req.header(Name::Require).is_some() => {
+                            // §8.2.2.3: we support no extension that a caller
+                            // may require (100rel, precondition, timer...).
+                            let unsupported =
+                                req.values(Name::Require).collect::<Vec<_>>().join(", ");
+                            self.reply_stateless(
+                                &req,
+                                &peer,
+                                420,
+                                &[("Unsupported", &unsupported)],
+                            );
+                        }
                         Method::Invite => self.on_invite(req, peer, key),
                         Method::Options if self.draining => {
                             self.reply_stateless(&req, &peer, 503, &[("Retry-After", "30")])
@@ -786,6 +878,8 @@ impl Core {
                 last: Vec::new(),
                 call,
                 role,
+                relay: None,
+                merge_key: None,
             },
         );
         id
@@ -812,14 +906,7 @@ impl Core {
         for (n, v) in opts.headers {
             b.header(n, v);
         }
-        let body: &[u8] = match opts.body {
-            Some(m) => {
-                copy_body_headers(m, &mut b);
-                &m.body
-            }
-            None => b"",
-        };
-        let bytes = b.finish(body);
+        let bytes = b.finish_with(opts.body);
         let step = match &mut tx.machine {
             ServerMachine::Invite(m) => m.respond(code, &t),
             ServerMachine::NonInvite(m) => m.respond(code, &t),
@@ -848,6 +935,9 @@ impl Core {
             && let Some(tx) = self.server.remove(&sid)
         {
             self.server_keys.remove(&tx.key);
+            if let Some(merge) = &tx.merge_key {
+                self.invites.remove(merge);
+            }
             if step.timeout
                 && tx.role == Role::Invite
                 && let Some(call) = tx.call
@@ -894,6 +984,7 @@ impl Core {
                 base,
                 ack: None,
                 got_2xx: false,
+                cancelled: false,
                 conn: None,
                 call,
                 role,
@@ -952,6 +1043,41 @@ impl Core {
         }
     }
 
+    /// Ends a client transaction that will get no final response, as if it
+    /// had timed out.
+    fn abandon(&mut self, cid: Id) {
+        let Some(tx) = self.client.remove(&cid) else {
+            return;
+        };
+        self.client_keys.remove(&tx.key);
+        if tx.holds {
+            self.release(tx.call);
+        }
+        self.client_timed_out(tx.call, tx.role);
+    }
+
+    fn on_abandon_timer(&mut self, cid: Id) {
+        let Some(tx) = self.client.get(&cid) else {
+            return;
+        };
+        let pending = matches!(&tx.machine, ClientMachine::Invite(m) if matches!(m.state, State::Calling | State::Proceeding));
+        if !pending {
+            return;
+        }
+        if tx.cancelled {
+            self.abandon(cid);
+            return;
+        }
+        // Timer C on a relayed re-INVITE: give up on it and on the call.
+        let (call, role) = (tx.call, tx.role);
+        self.send_cancel(cid, call);
+        if let Role::Relay { server, .. } = role {
+            self.respond(server, 408, Resp::default());
+        }
+        tracing::debug!(call, "a leg left a re-INVITE unanswered: ending the call");
+        self.end_call(call, ReleasedBy::System, ReleaseReason::PeerTimeout, None);
+    }
+
     fn client_timer(&mut self, cid: Id, timer: Timer) {
         let t = self.t;
         let Some(tx) = self.client.get_mut(&cid) else {
@@ -978,6 +1104,7 @@ impl Core {
                 self.apply_server(sid, step);
             }
             TimerRef::Client(cid, timer) => self.client_timer(cid, timer),
+            TimerRef::Abandon(cid) => self.on_abandon_timer(cid),
             TimerRef::Ring(call) => {
                 if self
                     .calls
@@ -989,13 +1116,25 @@ impl Core {
                 }
             }
             TimerRef::MaxDuration(call) => {
-                if self
+                let Some(deadline) = self
                     .calls
                     .get(&call)
-                    .is_some_and(|c| c.phase == Phase::Answered)
-                {
+                    .filter(|c| c.phase == Phase::Answered)
+                    .and_then(|c| c.deadline)
+                else {
+                    return;
+                };
+                let now = Instant::now();
+                if now >= deadline {
                     tracing::debug!(call, "max_call_seconds reached");
                     self.end_call(call, ReleasedBy::System, ReleaseReason::MaxDuration, None);
+                } else {
+                    // Long limits are waited for in steps, so the timer of a
+                    // call that ended early is gone within one step.
+                    self.timers.arm(
+                        deadline.min(now + MAX_TIMER_STEP),
+                        TimerRef::MaxDuration(call),
+                    );
                 }
             }
             TimerRef::Grace => {
@@ -1033,7 +1172,12 @@ impl Core {
     fn on_invite(&mut self, req: Message, peer: Peer, key: String) {
         let started = self.received_at;
         let invited_at = unix_ms();
+        let merge = merge_key(&req);
         let sid = self.new_server(key, req, peer, None, Role::Invite);
+        self.invites.insert(merge.clone(), sid);
+        if let Some(tx) = self.server.get_mut(&sid) {
+            tx.merge_key = Some(merge);
+        }
         let Some(req) = self.server.get(&sid).and_then(|tx| tx.req.as_deref()) else {
             return;
         };
@@ -1237,8 +1381,9 @@ impl Core {
         let Some(req) = self.server.get(&sid).and_then(|tx| tx.req.as_deref()) else {
             return;
         };
-        copy_body_headers(req, &mut b);
-        let bytes = b.finish(&req.body);
+        let numbers = [needle(cdr.caller), needle(Some(connect.to))];
+        let scrub = [numbers[0].as_str(), numbers[1].as_str()];
+        let bytes = b.finish_with(crossing_body(req, &scrub).as_ref());
         let base = ReqBase {
             uri: uri.clone(),
             via,
@@ -1287,6 +1432,8 @@ impl Core {
                 b_responded: false,
                 cancel_b: false,
                 max_call_seconds: connect.max_call_seconds,
+                deadline: None,
+                numbers,
                 acks: [None, None],
                 holds: 0,
             },
@@ -1380,7 +1527,9 @@ impl Core {
         };
         match role {
             Role::Invite => self.on_b_invite_response(cid, call, code, resp),
-            Role::Relay { server } => self.on_relayed_response(cid, call, server, code, resp),
+            Role::Relay { server, to } => {
+                self.on_relayed_response(cid, call, server, to, code, resp)
+            }
             Role::Bye | Role::Cancel | Role::Local => {}
         }
     }
@@ -1425,8 +1574,10 @@ impl Core {
                     out_cseq: 1,
                 });
                 if let Some(secs) = call.max_call_seconds {
+                    let deadline = Instant::now() + Duration::from_secs(u64::from(secs));
+                    call.deadline = Some(deadline);
                     self.timers.arm(
-                        Instant::now() + Duration::from_secs(u64::from(secs)),
+                        deadline.min(Instant::now() + MAX_TIMER_STEP),
                         TimerRef::MaxDuration(id),
                     );
                 }
@@ -1452,10 +1603,11 @@ impl Core {
     /// callee's body.
     fn relay_to_caller(
         &mut self,
-        (sid, tag, contact): (Id, String, String),
+        (sid, tag, contact, numbers): (Id, String, String, [String; 2]),
         code: u16,
         resp: &Message,
     ) {
+        let body = crossing_body(resp, &[numbers[0].as_str(), numbers[1].as_str()]);
         self.respond(
             sid,
             code,
@@ -1463,27 +1615,38 @@ impl Core {
                 to_tag: Some(&tag),
                 contact: Some(&contact),
                 record_route: true,
-                body: Some(resp),
+                body: body.as_ref(),
                 ..Resp::default()
             },
         );
     }
 
-    fn on_relayed_response(&mut self, cid: Id, id: Id, server: Id, code: u16, resp: &Message) {
+    fn on_relayed_response(
+        &mut self,
+        cid: Id,
+        id: Id,
+        server: Id,
+        to: Side,
+        code: u16,
+        resp: &Message,
+    ) {
         if code == 100 {
+            return;
+        }
+        let is_invite = resp.cseq_method == Method::Invite;
+        let open = self.server.get(&server).is_some_and(|tx| tx.req.is_some());
+        if !open {
+            // The requester already has its answer (it cancelled): a late
+            // 2xx still needs its ACK, or the far end keeps retransmitting.
+            if is_invite && (200..300).contains(&code) {
+                self.send_2xx_ack(id, to, cid, resp.cseq, None);
+            }
             return;
         }
         let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
-        let Some(from_side) = self.server.get(&server).and_then(|tx| {
-            let req = tx.req.as_deref()?;
-            let tag = req.to_tag()?;
-            self.dialogs.get(tag).map(|(_, side)| *side)
-        }) else {
-            return;
-        };
-        let is_invite = resp.cseq_method == Method::Invite;
+        let from_side = to.other();
         if (200..300).contains(&code)
             && matches!(resp.cseq_method, Method::Invite | Method::Update)
             && let Some(contact) = resp.values(Name::Contact).next()
@@ -1504,6 +1667,7 @@ impl Core {
             });
         }
         let contact = call.leg(from_side).contact.clone();
+        let body = crossing_body(resp, &call.scrub());
         let wants_contact =
             code < 300 && matches!(resp.cseq_method, Method::Invite | Method::Update);
         self.respond(
@@ -1511,7 +1675,7 @@ impl Core {
             code,
             Resp {
                 contact: wants_contact.then_some(contact.as_str()),
-                body: Some(resp),
+                body: body.as_ref(),
                 ..Resp::default()
             },
         );
@@ -1533,7 +1697,7 @@ impl Core {
                     );
                 }
             }
-            Role::Relay { server } => {
+            Role::Relay { server, .. } => {
                 self.respond(server, 408, Resp::default());
                 if self.calls.get(&id).is_some_and(|c| c.phase != Phase::Ended) {
                     tracing::debug!(call = id, "a leg stopped answering: ending the call");
@@ -1573,17 +1737,18 @@ impl Core {
             m.acked_2xx();
             tx.last = Vec::new();
         }
+        let body = crossing_body(&req, &call.scrub());
         self.send_2xx_ack(
             id,
             side.other(),
             pending.client,
             pending.out_cseq,
-            Some(&req),
+            body.as_ref(),
         );
     }
 
     /// ACKs a 2xx on `side` (end to end: carrying the other side's ACK body).
-    fn send_2xx_ack(&mut self, id: Id, side: Side, client: Id, cseq: u32, body: Option<&Message>) {
+    fn send_2xx_ack(&mut self, id: Id, side: Side, client: Id, cseq: u32, body: Option<&Body>) {
         let Some(call) = self.calls.get(&id) else {
             return;
         };
@@ -1617,8 +1782,8 @@ impl Core {
         if !pending {
             return;
         }
-        match tx.call {
-            Some(call) => {
+        match (tx.role, tx.call, tx.relay) {
+            (Role::Invite, Some(call), _) => {
                 tracing::debug!(call, "caller cancelled");
                 self.end_call(
                     call,
@@ -1627,7 +1792,17 @@ impl Core {
                     Some(487),
                 );
             }
-            None => self.respond(invite, 487, Resp::default()),
+            // §9.2: a CANCEL of a re-INVITE ends that request, not the call.
+            (_, Some(call), Some(relay)) => {
+                self.respond(invite, 487, Resp::default());
+                let answered = self.client.get(&relay).is_some_and(|c| {
+                    matches!(&c.machine, ClientMachine::Invite(m) if m.state == State::Proceeding)
+                });
+                if answered {
+                    self.send_cancel(relay, call);
+                }
+            }
+            _ => self.respond(invite, 487, Resp::default()),
         }
     }
 
@@ -1689,9 +1864,23 @@ impl Core {
 
     /// Sends a request that arrived on `side` to the other leg.
     fn relay(&mut self, sid: Id, id: Id, side: Side, method: &Method) {
-        let Some(call) = self.calls.get_mut(&id) else {
-            return;
-        };
+        let cid = self.relay_request(sid, id, side, method);
+        if let (Some(cid), Some(tx)) = (cid, self.server.get_mut(&sid)) {
+            tx.relay = Some(cid);
+        }
+        if let Some(cid) = cid
+            && *method == Method::Invite
+        {
+            // Timer C (RFC 3261 §16.6): a re-INVITE that gets a provisional
+            // answer and then nothing must not wait forever.
+            self.timers
+                .arm(Instant::now() + self.t.t1 * 64, TimerRef::Abandon(cid));
+        }
+    }
+
+    fn relay_request(&mut self, sid: Id, id: Id, side: Side, method: &Method) -> Option<Id> {
+        let call = self.calls.get_mut(&id)?;
+        let numbers = call.numbers.clone();
         let other = call.leg_mut(side.other());
         if other.remote_tag.is_none() {
             // The other leg's dialog does not exist yet.
@@ -1703,16 +1892,22 @@ impl Core {
                     ..Resp::default()
                 },
             );
-            return;
+            return None;
         }
         other.cseq += 1;
         let cseq = other.cseq;
         let peer = other.peer;
         let branch = token();
-        let Some(req) = self.server.get(&sid).and_then(|tx| tx.req.as_deref()) else {
-            return;
-        };
-        let bytes = leg_request(&self.cfg.advertise, other, method, cseq, &branch, Some(req));
+        let req = self.server.get(&sid).and_then(|tx| tx.req.as_deref())?;
+        let body = crossing_body(req, &[numbers[0].as_str(), numbers[1].as_str()]);
+        let bytes = leg_request(
+            &self.cfg.advertise,
+            other,
+            method,
+            cseq,
+            &branch,
+            body.as_ref(),
+        );
         let base = (*method == Method::Invite).then(|| {
             Box::new(ReqBase {
                 uri: other.target.clone(),
@@ -1725,14 +1920,20 @@ impl Core {
             })
         });
         let full_branch = format!("z9hG4bK{branch}");
-        self.new_client(
+        Some(self.new_client(
             method,
             peer,
             &full_branch,
             bytes,
             base,
-            (id, Role::Relay { server: sid }),
-        );
+            (
+                id,
+                Role::Relay {
+                    server: sid,
+                    to: side.other(),
+                },
+            ),
+        ))
     }
 
     fn send_bye(&mut self, id: Id, side: Side) {
@@ -1763,6 +1964,15 @@ impl Core {
     }
 
     fn send_cancel(&mut self, b_invite: Id, id: Id) {
+        let abandon_at = Instant::now() + self.t.t1 * 64;
+        let Some(tx) = self.client.get_mut(&b_invite) else {
+            return;
+        };
+        if tx.cancelled {
+            return;
+        }
+        tx.cancelled = true;
+        self.timers.arm(abandon_at, TimerRef::Abandon(b_invite));
         let Some(tx) = self.client.get(&b_invite) else {
             return;
         };
@@ -1816,7 +2026,7 @@ impl Core {
             Phase::Early => {
                 let code = a_status.unwrap_or(487);
                 call.cdr.final_status = code;
-                let (sid, tag, _) = a_response_parts(call);
+                let (sid, tag, ..) = a_response_parts(call);
                 let b_invite = call.b_invite;
                 self.respond(
                     sid,
@@ -1865,10 +2075,27 @@ impl Core {
     }
 }
 
-/// The A-leg server transaction, our tag on it and our Contact there.
-fn a_response_parts(call: &Call) -> (Id, String, String) {
+/// The A-leg server transaction, our tag on it, our Contact there, and
+/// the parties' numbers to keep out of bodies.
+fn a_response_parts(call: &Call) -> (Id, String, String, [String; 2]) {
     let a = call.leg(Side::A);
-    (call.a_invite, a.local_tag.clone(), a.contact.clone())
+    (
+        call.a_invite,
+        a.local_tag.clone(),
+        a.contact.clone(),
+        call.numbers.clone(),
+    )
+}
+
+/// The digits to look for in a body: the number without up to three
+/// leading (country code) digits, so national forms match too.
+fn needle(number: Option<Number>) -> String {
+    let Some(number) = number else {
+        return String::new();
+    };
+    let digits = number.digits().to_string();
+    let skip = digits.len().saturating_sub(7).min(3);
+    digits[skip..].to_owned()
 }
 
 /// Learns the far end's tag, target and route set from a response that
@@ -1912,7 +2139,7 @@ fn leg_request(
     method: &Method,
     cseq: u32,
     branch: &str,
-    body: Option<&Message>,
+    body: Option<&Body>,
 ) -> Vec<u8> {
     let mut b = Builder::request(method, &leg.target);
     b.header_parts(
@@ -1938,13 +2165,7 @@ fn leg_request(
     if matches!(method, Method::Invite | Method::Update) {
         b.header("Contact", &leg.contact);
     }
-    match body {
-        Some(m) => {
-            copy_body_headers(m, &mut b);
-            b.finish(&m.body)
-        }
-        None => b.finish(b""),
-    }
+    b.finish_with(body)
 }
 
 /// §17.1.1.3: the ACK for a non-2xx final response, on the INVITE's branch.

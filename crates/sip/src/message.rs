@@ -107,6 +107,7 @@ pub enum Name {
     Route,
     RecordRoute,
     PAssertedIdentity,
+    Require,
     Other,
 }
 
@@ -156,6 +157,8 @@ impl Name {
             Name::RecordRoute
         } else if eq("P-Asserted-Identity") {
             Name::PAssertedIdentity
+        } else if eq("Require") {
+            Name::Require
         } else {
             Name::Other
         }
@@ -226,7 +229,8 @@ pub fn frame(buf: &[u8]) -> Result<Option<(usize, usize)>, Error> {
     // RFC 3261 §18.3: on a stream Content-Length is mandatory.
     let mut length = None;
     for line in head.split('\n').skip(1) {
-        if let Some((name, value)) = line.split_once(':')
+        if length.is_none()
+            && let Some((name, value)) = line.split_once(':')
             && Name::parse(name.trim()) == Name::ContentLength
         {
             length = Some(
@@ -586,7 +590,9 @@ fn header_params(value: &str) -> &str {
 
 fn param_in<'a>(params: &'a str, name: &str) -> Option<&'a str> {
     params.split(';').skip(1).find_map(|p| {
-        let (k, v) = p.split_once('=').unwrap_or((p, ""));
+        // A parameter without a value yields an empty slice *of the input*:
+        // spans are computed from where the value lies in the head.
+        let (k, v) = p.split_once('=').unwrap_or((p, &p[p.len()..]));
         k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
     })
 }
@@ -625,7 +631,12 @@ pub fn uri_of(value: &str) -> &str {
 /// without URI parameters.
 pub fn uri_user(uri: &str) -> Option<&str> {
     let uri = uri.trim();
-    let lower = |p: &str| uri.len() >= p.len() && uri[..p.len()].eq_ignore_ascii_case(p);
+    // Compared as bytes: the input may hold multi-byte characters anywhere.
+    let lower = |p: &str| {
+        uri.as_bytes()
+            .get(..p.len())
+            .is_some_and(|b| b.eq_ignore_ascii_case(p.as_bytes()))
+    };
     let rest = if lower("sip:") {
         &uri[4..]
     } else if lower("sips:") {
@@ -760,21 +771,156 @@ impl Builder {
     }
 }
 
-/// Copies the body-describing headers (the only ones that cross legs).
-pub fn copy_body_headers(from: &Message, to: &mut Builder) {
-    if from.body.is_empty() {
-        return;
+/// A body fit to cross to the other leg, with its media type.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Body {
+    pub content_type: &'static str,
+    pub bytes: Vec<u8>,
+}
+
+impl Builder {
+    /// Content-Type (when there is a body), Content-Length and the body.
+    pub fn finish_with(mut self, body: Option<&Body>) -> Vec<u8> {
+        match body {
+            Some(body) => {
+                self.header("Content-Type", body.content_type);
+                self.finish(&body.bytes)
+            }
+            None => self.finish(b""),
+        }
     }
-    for h in &from.headers {
-        let name = match h.name {
-            Name::ContentType => "Content-Type",
-            Name::ContentDisposition => "Content-Disposition",
-            Name::ContentEncoding => "Content-Encoding",
-            Name::ContentLanguage => "Content-Language",
-            _ => continue,
+}
+
+/// The part of `msg`'s body that may reach the other leg; `numbers` are the
+/// parties' digits to look for.
+///
+/// Only media descriptions and DTMF cross. An ISUP part (SIP-I/SIP-T
+/// trunks) carries the calling and connected numbers, and a body we cannot
+/// read (compressed, or of an unknown type) could carry anything, so those
+/// never cross; from a multipart body only its SDP is taken. SDP crosses
+/// unchanged unless it names one of the parties, in which case the lines
+/// that do are blanked (`o=` keeps its fields but the user name, which
+/// becomes `-`; `s=` becomes `-`; optional lines are dropped).
+pub fn crossing_body(msg: &Message, numbers: &[&str]) -> Option<Body> {
+    if msg.body.is_empty() {
+        return None;
+    }
+    if msg
+        .header(Name::ContentEncoding)
+        .is_some_and(|e| !e.trim().eq_ignore_ascii_case("identity"))
+    {
+        return None;
+    }
+    let content_type = msg.header(Name::ContentType)?;
+    match media_type(content_type).as_str() {
+        "application/sdp" => Some(Body {
+            content_type: "application/sdp",
+            bytes: scrub_sdp(&msg.body, numbers),
+        }),
+        "application/dtmf-relay" => Some(Body {
+            content_type: "application/dtmf-relay",
+            bytes: msg.body.clone(),
+        }),
+        "application/dtmf" => Some(Body {
+            content_type: "application/dtmf",
+            bytes: msg.body.clone(),
+        }),
+        m if m.starts_with("multipart/") => {
+            let boundary = param_in(content_type, "boundary")?.trim_matches('"');
+            sdp_part(&msg.body, boundary).map(|sdp| Body {
+                content_type: "application/sdp",
+                bytes: scrub_sdp(sdp, numbers),
+            })
+        }
+        _ => None,
+    }
+}
+
+fn media_type(content_type: &str) -> String {
+    content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
+}
+
+/// The body of the first `application/sdp` part of a multipart body.
+fn sdp_part<'a>(body: &'a [u8], boundary: &str) -> Option<&'a [u8]> {
+    if boundary.is_empty() {
+        return None;
+    }
+    let delimiter = format!("--{boundary}");
+    let text = body;
+    let mut parts = Vec::new();
+    let mut start = None;
+    let mut i = 0;
+    while let Some(at) = find(&text[i..], delimiter.as_bytes()).map(|p| p + i) {
+        if let Some(s) = start {
+            parts.push(&text[s..at]);
+        }
+        let after = at + delimiter.len();
+        if text[after..].starts_with(b"--") {
+            break;
+        }
+        start = Some(after);
+        i = after;
+    }
+    parts.into_iter().find_map(|part| {
+        let (head_end, body_start) = find_head_end(part)?;
+        let head = std::str::from_utf8(&part[..head_end]).ok()?;
+        let is_sdp = head.lines().any(|line| {
+            line.split_once(':').is_some_and(|(n, v)| {
+                n.trim().eq_ignore_ascii_case("Content-Type") && media_type(v) == "application/sdp"
+            })
+        });
+        let body = &part[body_start.min(part.len())..];
+        // The CRLF before the next delimiter belongs to the delimiter.
+        let body = body.strip_suffix(b"\r\n").unwrap_or(body);
+        is_sdp.then_some(body)
+    })
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() || hay.len() < needle.len() {
+        return None;
+    }
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+fn scrub_sdp(sdp: &[u8], numbers: &[&str]) -> Vec<u8> {
+    let names = |line: &[u8]| numbers.iter().any(|n| find(line, n.as_bytes()).is_some());
+    if !names(sdp) {
+        return sdp.to_vec();
+    }
+    let mut out = Vec::with_capacity(sdp.len());
+    for line in sdp.split_inclusive(|&b| b == b'\n') {
+        if !names(line) {
+            out.extend_from_slice(line);
+            continue;
+        }
+        let ending: &[u8] = if line.ends_with(b"\r\n") {
+            b"\r\n"
+        } else {
+            b"\n"
         };
-        to.header(name, from.get(h.value));
+        match line.get(..2) {
+            Some(b"o=") => {
+                // o=<username> <sess-id> <sess-version> <nettype> <addrtype> <addr>
+                let rest = line[2..].splitn(2, |&b| b == b' ').nth(1).unwrap_or(b"");
+                out.extend_from_slice(b"o=- ");
+                out.extend_from_slice(rest);
+            }
+            Some(b"s=") => {
+                out.extend_from_slice(b"s=-");
+                out.extend_from_slice(ending);
+            }
+            // The lines the session cannot do without stay as they are.
+            Some(b"v=" | b"c=" | b"t=" | b"m=") => out.extend_from_slice(line),
+            _ => {}
+        }
     }
+    out
 }
 
 /// The start of a response to `req`: status line, Via lines, From, To (with
@@ -888,6 +1034,76 @@ v=0\nEXTRA";
             let _ = Message::parse(&INVITE.as_bytes()[..cut]);
             let _ = frame(&INVITE.as_bytes()[..cut]);
         }
+    }
+
+    #[test]
+    fn multibyte_and_valueless_parameters_do_not_panic() {
+        // A character of several bytes where a scheme would end.
+        assert_eq!(uri_user("abcé"), None);
+        assert_eq!(uri_user("sipé:x@h"), None);
+        assert_eq!(uri_user("té"), None);
+        let bad = "INVITE abc\u{e9} SIP/2.0\r\nVia: SIP/2.0/UDP h;branch\r\nFrom: <sip:a@h>;tag\r\nTo: <sip:b@h>;tag\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n\r\n";
+        let m = Message::parse(bad.as_bytes()).unwrap();
+        assert_eq!(m.branch(), "");
+        assert_eq!(m.from_tag(), Some(""));
+        assert_eq!(uri_user(m.uri()), None);
+    }
+
+    fn with_body(content_type: &str, body: &str) -> Message {
+        let text = format!(
+            "INVITE sip:x@h SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@h>;tag=1\r\nTo: <sip:b@h>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        Message::parse(text.as_bytes()).unwrap()
+    }
+
+    const SDP: &str = "v=0\r\no=user1 53655765 2353687637 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\nm=audio 6000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+
+    #[test]
+    fn sdp_crosses_unchanged_unless_it_names_a_party() {
+        let m = with_body("application/sdp", SDP);
+        let body = crossing_body(&m, &["13800000001"]).unwrap();
+        assert_eq!(body.content_type, "application/sdp");
+        assert_eq!(body.bytes, SDP.as_bytes());
+        let named = SDP
+            .replace("o=user1", "o=8613800000001")
+            .replace("s=-", "s=call 13800000001")
+            + "i=from 13800000001\r\nu=http://x/13800000001\r\n";
+        let m = with_body("application/sdp", &named);
+        let body = crossing_body(&m, &["13800000001"]).unwrap();
+        let text = String::from_utf8(body.bytes).unwrap();
+        assert!(!text.contains("13800000001"), "{text}");
+        assert!(
+            text.contains("o=- 53655765 2353687637 IN IP4 10.0.0.1\r\n"),
+            "{text}"
+        );
+        assert!(text.contains("s=-\r\nc=IN IP4"), "{text}");
+        assert!(text.contains("m=audio 6000"), "{text}");
+    }
+
+    #[test]
+    fn only_sdp_leaves_a_multipart_body_and_isup_never_crosses() {
+        let multipart = format!(
+            "--b1\r\nContent-Type: application/sdp\r\n\r\n{SDP}\r\n--b1\r\nContent-Type: application/isup;version=itu-t92+\r\nContent-Disposition: signal;handling=optional\r\n\r\n\u{1}13800000001\r\n--b1--\r\n"
+        );
+        let m = with_body("multipart/mixed;boundary=b1", &multipart);
+        let body = crossing_body(&m, &["13800000001"]).unwrap();
+        assert_eq!(body.content_type, "application/sdp");
+        assert_eq!(body.bytes, SDP.as_bytes());
+        assert_eq!(
+            crossing_body(&with_body("application/isup", "x13800000001"), &[]),
+            None
+        );
+        assert_eq!(
+            crossing_body(&with_body("text/plain", "13800000001"), &[]),
+            None
+        );
+        let dtmf = crossing_body(
+            &with_body("application/dtmf-relay", "Signal=5\r\nDuration=160\r\n"),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(dtmf.bytes, b"Signal=5\r\nDuration=160\r\n");
     }
 
     #[test]

@@ -152,6 +152,7 @@ pub async fn accept_loop(
     listener: TcpListener,
     events: mpsc::UnboundedSender<NetEvent>,
     ids: Arc<std::sync::atomic::AtomicU64>,
+    allow: impl Fn(std::net::IpAddr) -> bool,
 ) {
     loop {
         let (stream, addr) = match listener.accept().await {
@@ -162,6 +163,12 @@ pub async fn accept_loop(
                 continue;
             }
         };
+        if !allow(addr.ip()) {
+            metrics::counter!("maskline_sip_untrusted_total").increment(1);
+            tracing::debug!(%addr, "TCP connection from an untrusted source closed");
+            drop(stream);
+            continue;
+        }
         let _ = stream.set_nodelay(true);
         // Accepted ids count down from the top so they never meet dialled ones.
         let conn = u64::MAX - ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -56,6 +56,31 @@ proptest! {
         let _ = frame(&bytes);
     }
 
+    /// Any text (multi-byte characters included) where URIs and header
+    /// values go: parsing and every accessor stay panic-free.
+    #[test]
+    fn unicode_in_uris_and_values_never_panics(
+        uri in "\\PC{0,12}",
+        from in "\\PC{0,24}",
+        via in "\\PC{0,24}",
+    ) {
+        let text = format!(
+            "INVITE {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {via}\r\nFrom: {from}\r\nTo: {from}\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\nP-Asserted-Identity: {from}\r\n\r\n"
+        );
+        if let Ok(m) = Message::parse(text.as_bytes()) {
+            let _ = uri_user(m.uri());
+            let _ = uri_user(uri_of(m.from()));
+            for v in m.values(Name::PAssertedIdentity) {
+                let _ = uri_user(uri_of(v));
+            }
+            let _ = (m.branch(), m.sent_by(), m.from_tag(), m.to_tag());
+            let _ = maskline_sip::message::uri_hostport(m.uri());
+        }
+        let _ = uri_user(&uri);
+        let _ = uri_user(&from);
+        let _ = uri_of(&from);
+    }
+
     /// Requests we build parse back with the same identifiers and body.
     #[test]
     fn built_requests_round_trip(
