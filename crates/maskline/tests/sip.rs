@@ -481,6 +481,27 @@ async fn identity_headers_and_unknown_headers_never_cross() {
     assert_cdr(&cdrs[0], Some("a_to_b"), 200, "caller", "normal");
 }
 
+/// A SIP-I trunk's INVITE carries the caller's number in an encapsulated
+/// ISUP part: only the SDP part reaches the callee.
+#[tokio::test(flavor = "multi_thread")]
+async fn sip_i_isup_body_never_crosses_only_its_sdp_does() {
+    let (rig, binding, _uac, uas) =
+        answered_call(axb(), &a(), &b(), Transport::Udp, "uac_call_sipi.xml", &[]).await;
+    let invite = &uas.received_requests("INVITE")[0];
+    assert_eq!(
+        sipp::header(invite, "Content-Type"),
+        Some("application/sdp"),
+        "{invite}"
+    );
+    assert!(
+        !invite.contains("isup") && !invite.contains("IAM"),
+        "{invite}"
+    );
+    assert!(invite.contains("m=audio 6000 RTP/AVP 0"), "{invite}");
+    let cdrs = rig.cdrs(&binding, 1).await;
+    assert_cdr(&cdrs[0], Some("a_to_b"), 200, "caller", "normal");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn tcp_on_both_legs() {
     let (rig, binding, uac, uas) =
@@ -1424,4 +1445,101 @@ async fn sipp_scenarios_pair_up_without_maskline() {
     );
     let status = uac.wait(Duration::from_secs(PEER_SECS)).await;
     assert_ne!(status.code(), Some(0), "{}", uac.report());
+}
+
+/// §8.2.2.3: an extension we do not support that the caller requires gets
+/// 420 naming it; §8.2.2.2: the same INVITE arriving by a second path while
+/// the first is in progress gets 482, and only one call goes out.
+#[tokio::test(flavor = "multi_thread")]
+async fn required_extensions_get_420_and_a_merged_invite_gets_482() {
+    let mut uas = Sipp::uas("uas_ring_forever.xml", Transport::Udp, &["-s", &b()]);
+    let rig = Rig::start(&uas, &[]).await;
+    let binding = rig.bind(axb()).await;
+    let x = binding["x"].as_str().unwrap().to_owned();
+    let raw = sipp::RawUdp::new(&rig.sip);
+
+    let (msg, requires) = raw_invite(&raw, &rig.sip, &x, 1, "70", RAW_SDP.len());
+    let msg = msg.replace(
+        "Max-Forwards: 70\r\n",
+        "Max-Forwards: 70\r\nRequire: 100rel\r\n",
+    );
+    raw.send(msg.as_bytes());
+    let reply = raw_final(&raw, &requires, "the INVITE requiring 100rel");
+    assert_eq!(sipp::status(&reply), Some(420), "{reply}");
+    assert_eq!(
+        sipp::header(&reply, "Unsupported"),
+        Some("100rel"),
+        "{reply}"
+    );
+
+    // The first copy rings at the callee...
+    let (first, call_id) = raw_invite(&raw, &rig.sip, &x, 2, "70", RAW_SDP.len());
+    raw.send(first.as_bytes());
+    let deadline = std::time::Instant::now() + Duration::from_secs(PEER_SECS);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let msg = raw.recv(left).expect("ringing for the first copy");
+        if sipp::header(&msg, "Call-ID") == Some(call_id.as_str())
+            && sipp::status(&msg) == Some(180)
+        {
+            break;
+        }
+    }
+    // ...the second, by another path (another branch), is refused.
+    let second = first.replace("branch=z9hG4bK-raw-2", "branch=z9hG4bK-raw-2-other-path");
+    raw.send(second.as_bytes());
+    let merged = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let msg = raw.recv(left).expect("an answer to the merged copy");
+        if sipp::via_branches(&msg).contains(&"z9hG4bK-raw-2-other-path") {
+            break msg;
+        }
+    };
+    assert_eq!(sipp::status(&merged), Some(482), "{merged}");
+
+    // The first one is cancelled as usual; the callee saw one INVITE.
+    let local = raw.local();
+    let cancel = format!(
+        "CANCEL sip:{x}@{sip} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {local};rport;branch=z9hG4bK-raw-2\r\n\
+         From: <sip:{a}@{local}>;tag=raw2\r\n\
+         To: <sip:{x}@{sip}>\r\n\
+         Call-ID: {call_id}\r\n\
+         CSeq: 1 CANCEL\r\n\
+         Max-Forwards: 70\r\n\
+         Content-Length: 0\r\n\r\n",
+        sip = rig.sip,
+        a = a(),
+    );
+    raw.send(cancel.as_bytes());
+    let terminated = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let msg = raw.recv(left).expect("487 for the cancelled INVITE");
+        if sipp::header(&msg, "Call-ID") == Some(call_id.as_str())
+            && sipp::cseq_method(&msg) == Some("INVITE")
+            && sipp::status(&msg).is_some_and(|c| c >= 200)
+        {
+            break msg;
+        }
+    };
+    assert_eq!(sipp::status(&terminated), Some(487), "{terminated}");
+    let ack = format!(
+        "ACK sip:{x}@{sip} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {local};rport;branch=z9hG4bK-raw-2\r\n\
+         From: <sip:{a}@{local}>;tag=raw2\r\n\
+         To: {to}\r\n\
+         Call-ID: {call_id}\r\n\
+         CSeq: 1 ACK\r\n\
+         Max-Forwards: 70\r\n\
+         Content-Length: 0\r\n\r\n",
+        sip = rig.sip,
+        a = a(),
+        to = sipp::header(&terminated, "To").unwrap_or_default(),
+    );
+    raw.send(ack.as_bytes());
+    let status = uas.wait(Duration::from_secs(PEER_SECS)).await;
+    assert_eq!(status.code(), Some(0), "{}", uas.report());
+    assert_eq!(uas.received_requests("INVITE").len(), 1, "{}", uas.report());
+    let cdrs = rig.cdrs(&binding, 1).await;
+    assert_cdr(&cdrs[0], Some("a_to_b"), 487, "caller", "cancelled");
 }
