@@ -502,6 +502,44 @@ async fn sip_i_isup_body_never_crosses_only_its_sdp_does() {
     assert_cdr(&cdrs[0], Some("a_to_b"), 200, "caller", "normal");
 }
 
+/// Early media: the callee's 183 with SDP reaches the caller with that SDP,
+/// then the 200 with the answer's; Max-Forwards went down by one.
+#[tokio::test(flavor = "multi_thread")]
+async fn early_media_183_with_sdp_is_relayed_then_the_answer() {
+    let mut uas = Sipp::uas("uas_early_media.xml", Transport::Udp, &["-s", &b()]);
+    let rig = Rig::start(&uas, &[]).await;
+    let binding = rig.bind(axb()).await;
+    let x = binding["x"].as_str().unwrap().to_owned();
+    let mut uac = rig.uac("uac_call.xml", &a(), &x, Transport::Udp, &["-d", "300"]);
+    both_succeed(&mut uac, &mut uas).await;
+    assert_masked(&uac, &uas, &a(), &x, &b());
+    let received = uac.received();
+    let progress = received
+        .iter()
+        .find(|m| sipp::status(m) == Some(183))
+        .unwrap_or_else(|| panic!("the caller got the 183\n{}", uac.report()));
+    assert_eq!(
+        sipp::header(progress, "Content-Type"),
+        Some("application/sdp"),
+        "{progress}"
+    );
+    assert!(sipp::body(progress).contains("m=audio 6004"), "{progress}");
+    let answer = received
+        .iter()
+        .find(|m| sipp::status(m) == Some(200) && sipp::cseq_method(m) == Some("INVITE"))
+        .unwrap_or_else(|| panic!("the caller got the 200\n{}", uac.report()));
+    assert!(sipp::body(answer).contains("m=audio 6002"), "{answer}");
+    let invite = &uas.received_requests("INVITE")[0];
+    assert_eq!(sipp::header(invite, "Max-Forwards"), Some("69"), "{invite}");
+    let cdrs = rig.cdrs(&binding, 1).await;
+    assert_cdr(&cdrs[0], Some("a_to_b"), 200, "caller", "normal");
+    assert!(
+        cdrs[0]["ringing_at"].is_string(),
+        "183 counts as ringing: {:#}",
+        cdrs[0]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn tcp_on_both_legs() {
     let (rig, binding, uac, uas) =

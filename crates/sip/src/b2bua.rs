@@ -1773,7 +1773,22 @@ impl Core {
             return;
         }
         let sid = self.new_server(key, req, peer, None, Role::Local);
-        self.respond(sid, 200, Resp::default());
+        // §9.2: the 200 to a CANCEL carries the To tag of the INVITE's answer.
+        let tag = self
+            .server
+            .get(&invite)
+            .filter(|tx| tx.role == Role::Invite)
+            .and_then(|tx| tx.call)
+            .and_then(|call| self.calls.get(&call))
+            .map(|call| call.leg(Side::A).local_tag.clone());
+        self.respond(
+            sid,
+            200,
+            Resp {
+                to_tag: tag.as_deref(),
+                ..Resp::default()
+            },
+        );
         let Some(tx) = self.server.get(&invite) else {
             return;
         };
