@@ -3,9 +3,10 @@
 //! One task owns everything: transactions, dialogs, calls and timers, so
 //! no lock is taken on the call path. Each inbound INVITE is decided by the
 //! engine from memory; on `connect` a new INVITE is built from scratch for
-//! the outbound leg (fresh Call-ID, tags and branch, From = X, only the
-//! body and the headers that describe it copied), and from then on every
-//! message on one leg is answered by a message built for the other.
+//! the outbound leg (fresh Call-ID, tags and branch, From = X; of the
+//! caller's INVITE only what `message::crossing_body` lets through), and
+//! from then on every message on one leg is answered by a message built
+//! for the other.
 //!
 //! In-dialog requests are sent to the leg's signalling peer (the trunk or
 //! gateway the leg runs over), with the dialog's Request-URI and Route set:
@@ -399,6 +400,8 @@ enum ClientMachine {
 struct ReqBase {
     uri: String,
     via: String,
+    /// The branch in `via`, which a CANCEL shares.
+    branch: String,
     from: String,
     to: String,
     call_id: String,
@@ -701,12 +704,6 @@ impl Core {
         self.cfg.trusted.iter().any(|c| c.contains(peer.addr.ip()))
     }
 
-    /// Whether an out-of-dialog INVITE repeats one in progress that came by
-    /// another path (same From tag, Call-ID and CSeq, another branch).
-    fn merged(&self, req: &Message) -> bool {
-        self.invites.contains_key(&merge_key(req))
-    }
-
     /// An in-dialog request from the peer its leg runs over (the gateway,
     /// which need not be a trusted source of new calls, hangs up this way).
     fn sent_by_leg_peer(&self, req: &Message, peer: &Peer) -> bool {
@@ -806,22 +803,6 @@ impl Core {
                     self.on_in_dialog(req, peer, key);
                 } else {
                     match method {
-                        Method::Invite if self.merged(&req) => {
-                            // §8.2.2.2: the same request by another path.
-                            self.reply_stateless(&req, &peer, 482, &[]);
-                        }
-                        Method::Invite if req.header(Name::Require).is_some() => {
-                            // §8.2.2.3: we support no extension that a caller
-                            // may require (100rel, precondition, timer...).
-                            let unsupported =
-                                req.values(Name::Require).collect::<Vec<_>>().join(", ");
-                            self.reply_stateless(
-                                &req,
-                                &peer,
-                                420,
-                                &[("Unsupported", &unsupported)],
-                            );
-                        }
                         Method::Invite => self.on_invite(req, peer, key),
                         Method::Options if self.draining => {
                             self.reply_stateless(&req, &peer, 503, &[("Retry-After", "30")])
@@ -1172,7 +1153,20 @@ impl Core {
     fn on_invite(&mut self, req: Message, peer: Peer, key: String) {
         let started = self.received_at;
         let invited_at = unix_ms();
+        // §8.2.2.2: the same INVITE (From tag, Call-ID, CSeq) by another
+        // path while the first is in progress.
         let merge = merge_key(&req);
+        if self.invites.contains_key(&merge) {
+            self.reply_stateless(&req, &peer, 482, &[]);
+            return;
+        }
+        if req.header(Name::Require).is_some() {
+            // §8.2.2.3: we support no extension that a caller may require
+            // (100rel, precondition, timer...).
+            let unsupported = req.values(Name::Require).collect::<Vec<_>>().join(", ");
+            self.reply_stateless(&req, &peer, 420, &[("Unsupported", &unsupported)]);
+            return;
+        }
         let sid = self.new_server(key, req, peer, None, Role::Invite);
         self.invites.insert(merge.clone(), sid);
         if let Some(tx) = self.server.get_mut(&sid) {
@@ -1356,16 +1350,13 @@ impl Core {
             conn: None,
         };
         let b_tag = token();
-        let branch = format!("z9hG4bK{}", token());
+        let branch = new_branch();
         let mut call_id = token();
         call_id.push_str(&token());
         let uri = format!("sip:{to}@{};user=phone", out.addr);
         let from = format!("<sip:{x}@{adv}>;tag={b_tag}");
         let to_hdr = format!("<sip:{to}@{};user=phone>", out.addr);
-        let via = format!(
-            "SIP/2.0/{} {adv};branch={branch};rport",
-            out.transport.as_str()
-        );
+        let via = via_value(adv, out.transport, &branch);
         let contact = contact_value(&connect.caller_id, adv, out.transport);
         let pai = format!("<sip:{x}@{adv}>");
         let mut b = Builder::request(&Method::Invite, &uri);
@@ -1387,6 +1378,7 @@ impl Core {
         let base = ReqBase {
             uri: uri.clone(),
             via,
+            branch: branch.clone(),
             from: from.clone(),
             to: to_hdr.clone(),
             call_id: call_id.clone(),
@@ -1555,8 +1547,9 @@ impl Core {
                 if matches!(code, 180 | 183) && call.cdr.ringing_at.is_none() {
                     call.cdr.ringing_at = Some(unix_ms());
                 }
+                let body = crossing_body(resp, &call.scrub());
                 let parts = a_response_parts(call);
-                self.relay_to_caller(parts, code, resp);
+                self.relay_to_caller(parts, code, body.as_ref());
             }
             (Phase::Early, 200..=299) => {
                 call.phase = Phase::Answered;
@@ -1581,8 +1574,9 @@ impl Core {
                         TimerRef::MaxDuration(id),
                     );
                 }
+                let body = crossing_body(resp, &call.scrub());
                 let parts = a_response_parts(call);
-                self.relay_to_caller(parts, 200, resp);
+                self.relay_to_caller(parts, 200, body.as_ref());
             }
             (Phase::Ended, 200..=299) => {
                 // Answered after the caller left (CANCEL crossed the 200):
@@ -1603,11 +1597,10 @@ impl Core {
     /// callee's body.
     fn relay_to_caller(
         &mut self,
-        (sid, tag, contact, numbers): (Id, String, String, [String; 2]),
+        (sid, tag, contact): (Id, String, String),
         code: u16,
-        resp: &Message,
+        body: Option<&Body>,
     ) {
-        let body = crossing_body(resp, &[numbers[0].as_str(), numbers[1].as_str()]);
         self.respond(
             sid,
             code,
@@ -1615,7 +1608,7 @@ impl Core {
                 to_tag: Some(&tag),
                 contact: Some(&contact),
                 record_route: true,
-                body: body.as_ref(),
+                body,
                 ..Resp::default()
             },
         );
@@ -1753,7 +1746,14 @@ impl Core {
             return;
         };
         let leg = call.leg(side);
-        let bytes = leg_request(&self.cfg.advertise, leg, &Method::Ack, cseq, &token(), body);
+        let bytes = leg_request(
+            &self.cfg.advertise,
+            leg,
+            &Method::Ack,
+            cseq,
+            &new_branch(),
+            body,
+        );
         let peer = leg.peer;
         self.net.send(&peer, &bytes);
         if let Some(tx) = self.client.get_mut(&client) {
@@ -1895,7 +1895,8 @@ impl Core {
 
     fn relay_request(&mut self, sid: Id, id: Id, side: Side, method: &Method) -> Option<Id> {
         let call = self.calls.get_mut(&id)?;
-        let numbers = call.numbers.clone();
+        let req = self.server.get(&sid).and_then(|tx| tx.req.as_deref())?;
+        let body = crossing_body(req, &call.scrub());
         let other = call.leg_mut(side.other());
         if other.remote_tag.is_none() {
             // The other leg's dialog does not exist yet.
@@ -1912,9 +1913,7 @@ impl Core {
         other.cseq += 1;
         let cseq = other.cseq;
         let peer = other.peer;
-        let branch = token();
-        let req = self.server.get(&sid).and_then(|tx| tx.req.as_deref())?;
-        let body = crossing_body(req, &[numbers[0].as_str(), numbers[1].as_str()]);
+        let branch = new_branch();
         let bytes = leg_request(
             &self.cfg.advertise,
             other,
@@ -1927,6 +1926,7 @@ impl Core {
             Box::new(ReqBase {
                 uri: other.target.clone(),
                 via: via_value(&self.cfg.advertise, other.peer.transport, &branch),
+                branch: branch.clone(),
                 from: other.local.clone(),
                 to: other.remote.clone(),
                 call_id: other.call_id.clone(),
@@ -1934,11 +1934,10 @@ impl Core {
                 routes: other.routes.clone(),
             })
         });
-        let full_branch = format!("z9hG4bK{branch}");
         Some(self.new_client(
             method,
             peer,
-            &full_branch,
+            &branch,
             bytes,
             base,
             (
@@ -1957,7 +1956,7 @@ impl Core {
         };
         let leg = call.leg_mut(side);
         leg.cseq += 1;
-        let branch = token();
+        let branch = new_branch();
         let bytes = leg_request(
             &self.cfg.advertise,
             leg,
@@ -1967,15 +1966,7 @@ impl Core {
             None,
         );
         let peer = leg.peer;
-        let full_branch = format!("z9hG4bK{branch}");
-        self.new_client(
-            &Method::Bye,
-            peer,
-            &full_branch,
-            bytes,
-            None,
-            (id, Role::Bye),
-        );
+        self.new_client(&Method::Bye, peer, &branch, bytes, None, (id, Role::Bye));
     }
 
     fn send_cancel(&mut self, b_invite: Id, id: Id) {
@@ -2006,13 +1997,7 @@ impl Core {
             b.header("Route", r);
         }
         let bytes = b.finish(b"");
-        let branch = base
-            .via
-            .split(";branch=")
-            .nth(1)
-            .and_then(|s| s.split(';').next())
-            .unwrap_or("")
-            .to_owned();
+        let branch = base.branch.clone();
         self.new_client(
             &Method::Cancel,
             peer,
@@ -2041,7 +2026,7 @@ impl Core {
             Phase::Early => {
                 let code = a_status.unwrap_or(487);
                 call.cdr.final_status = code;
-                let (sid, tag, ..) = a_response_parts(call);
+                let (sid, tag, _) = a_response_parts(call);
                 let b_invite = call.b_invite;
                 self.respond(
                     sid,
@@ -2090,16 +2075,10 @@ impl Core {
     }
 }
 
-/// The A-leg server transaction, our tag on it, our Contact there, and
-/// the parties' numbers to keep out of bodies.
-fn a_response_parts(call: &Call) -> (Id, String, String, [String; 2]) {
+/// The A-leg server transaction, our tag on it and our Contact there.
+fn a_response_parts(call: &Call) -> (Id, String, String) {
     let a = call.leg(Side::A);
-    (
-        call.a_invite,
-        a.local_tag.clone(),
-        a.contact.clone(),
-        call.numbers.clone(),
-    )
+    (call.a_invite, a.local_tag.clone(), a.contact.clone())
 }
 
 /// The digits to look for in a body: the number without up to three
@@ -2140,11 +2119,13 @@ fn contact_value(x: &Number, adv: &str, transport: Transport) -> String {
     }
 }
 
+/// A fresh branch, with RFC 3261's magic cookie.
+fn new_branch() -> String {
+    format!("z9hG4bK{}", token())
+}
+
 fn via_value(adv: &str, transport: Transport, branch: &str) -> String {
-    format!(
-        "SIP/2.0/{} {adv};branch=z9hG4bK{branch};rport",
-        transport.as_str()
-    )
+    format!("SIP/2.0/{} {adv};branch={branch};rport", transport.as_str())
 }
 
 /// A request within a leg's dialog, carrying `body`'s body if given.
@@ -2157,23 +2138,12 @@ fn leg_request(
     body: Option<&Body>,
 ) -> Vec<u8> {
     let mut b = Builder::request(method, &leg.target);
-    b.header_parts(
-        "Via",
-        &[
-            "SIP/2.0/",
-            leg.peer.transport.as_str(),
-            " ",
-            adv,
-            ";branch=z9hG4bK",
-            branch,
-            ";rport",
-        ],
-    )
-    .max_forwards(70)
-    .header("From", &leg.local)
-    .header("To", &leg.remote)
-    .header("Call-ID", &leg.call_id)
-    .cseq(cseq, method);
+    b.header("Via", &via_value(adv, leg.peer.transport, branch))
+        .max_forwards(70)
+        .header("From", &leg.local)
+        .header("To", &leg.remote)
+        .header("Call-ID", &leg.call_id)
+        .cseq(cseq, method);
     for r in &leg.routes {
         b.header("Route", r);
     }

@@ -31,8 +31,15 @@ const BINDING_COLUMNS: &str = "id, tenant_id, mode, x, extension, a, b, area, ex
      a_to_b, b_to_a, max_call_seconds, record, sms, created_at, updated_at, expires_at, \
      ended_at, end_reason";
 
-const CALL_COLUMNS: &str = "id, tenant_id, binding_id, direction, x, caller, callee, invited_at, \
-     ringing_at, answered_at, ended_at, final_status, released_by, release_reason, refusal";
+/// The `calls` columns, in the order `bind_call` binds them and
+/// `call_record` reads them; one list for the INSERT and the SELECT.
+macro_rules! call_columns {
+    () => {
+        "id, tenant_id, binding_id, direction, x, caller, callee, invited_at, ringing_at, \
+         answered_at, ended_at, final_status, released_by, release_reason, refusal"
+    };
+}
+const CALL_COLUMNS: &str = call_columns!();
 
 pub struct SqliteStore {
     writes: mpsc::UnboundedSender<(Write, oneshot::Sender<Result<()>>)>,
@@ -168,9 +175,7 @@ const BINDINGS_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 
 const IDEMPOTENCY_INSERT: &str =
     "INSERT INTO idempotency (tenant_id, key, request_hash, status, body, created_at) VALUES ";
 const IDEMPOTENCY_ROW: &str = "(?, ?, ?, ?, ?, ?)";
-const CALLS_INSERT: &str = "INSERT INTO calls (id, tenant_id, binding_id, direction, x, caller, \
-     callee, invited_at, ringing_at, answered_at, ended_at, final_status, released_by, \
-     release_reason, refusal) VALUES ";
+const CALLS_INSERT: &str = concat!("INSERT INTO calls (", call_columns!(), ") VALUES ");
 const CALLS_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 
 fn multi_row(head: &str, row: &str, rows: usize) -> String {
