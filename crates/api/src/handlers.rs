@@ -6,12 +6,14 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use maskline_core::{
-    AreaMatch, BindingId, BindingStatus, CallId, Channel, Controls, Decision, Extension, Inbound,
-    Mode, Number,
+    AreaMatch, BindingId, BindingStatus, CallId, Channel, Controls, Decision, EventId,
+    EventPattern, EventType, Extension, Inbound, Mode, Number,
 };
-use maskline_engine::store::{BindingFilter, CallFilter, Page};
+use maskline_engine::events_crate::validate_url;
+use maskline_engine::store::{BindingFilter, CallFilter, Fallback, Intercept, Page};
 use maskline_engine::{
     BindingPatch, BindingSpec, ControlsPatch, Created, Expiry, IdempotencyKey, NumberEntry,
+    WebhookSpec,
 };
 use serde::Deserialize;
 
@@ -686,6 +688,266 @@ pub async fn list_calls(
         |c| c.id.to_string(),
         CallView::new,
     )))
+}
+
+// === webhooks and events ===
+
+/// Most subscription patterns in one webhook.
+const MAX_PATTERNS: usize = 32;
+const DEFAULT_INTERCEPT_TIMEOUT_MS: u32 = 800;
+const INTERCEPT_TIMEOUT_RANGE: std::ops::RangeInclusive<u32> = 50..=10_000;
+
+fn callback_url(raw: &str, field: &str) -> ApiResult<String> {
+    validate_url(raw.trim())
+        .map_err(|e| Problem::bad_request("invalid_field", field, format!("`{field}`: {e}")))
+}
+
+/// `code` is `invalid_field` for a body, `invalid_parameter` for a query.
+fn patterns(list: &[String], field: &str, code: &'static str) -> ApiResult<Vec<EventPattern>> {
+    if list.len() > MAX_PATTERNS {
+        return Err(Problem::bad_request(
+            code,
+            field,
+            format!("at most {MAX_PATTERNS} patterns"),
+        ));
+    }
+    list.iter()
+        .enumerate()
+        .map(|(i, p)| {
+            p.parse::<EventPattern>().map_err(|_| {
+                Problem::bad_request(
+                    code,
+                    &format!("{field}[{i}]"),
+                    "unknown event type: use a type such as `call.ended`, a family such as `call.*`, or `*`",
+                )
+            })
+        })
+        .collect()
+}
+
+#[utoipa::path(put, path = "/v1/webhook", tag = "events",
+    request_body = WebhookRequest,
+    responses(
+        (status = 200, description = "Set; the answer carries the signing secret (kept across PUTs, replaced by rotate-secret)", body = WebhookView),
+        (status = 400, body = ProblemBody, content_type = "application/problem+json"),
+    ),
+    security(("tenant_key" = [])))]
+pub async fn put_webhook(
+    State(state): State<AppState>,
+    TenantAuth(tenant): TenantAuth,
+    body: JsonBody<WebhookRequest>,
+) -> ApiResult<Json<WebhookView>> {
+    let req = body.value;
+    let url = callback_url(&req.url, "url")?;
+    let events = patterns(
+        req.events.as_deref().unwrap_or_default(),
+        "events",
+        "invalid_field",
+    )?;
+    let intercept = req
+        .intercept
+        .map(|i| {
+            let timeout_ms = i.timeout_ms.unwrap_or(DEFAULT_INTERCEPT_TIMEOUT_MS);
+            if !INTERCEPT_TIMEOUT_RANGE.contains(&timeout_ms) {
+                return Err(Problem::bad_request(
+                    "invalid_field",
+                    "intercept.timeout_ms",
+                    "timeout_ms must be between 50 and 10000",
+                ));
+            }
+            Ok(Intercept {
+                url: callback_url(&i.url, "intercept.url")?,
+                fallback: match i.fallback.unwrap_or(FallbackDto::Allow) {
+                    FallbackDto::Allow => Fallback::Allow,
+                    FallbackDto::Deny => Fallback::Deny,
+                },
+                timeout_ms,
+            })
+        })
+        .transpose()?;
+    let w = state
+        .engine
+        .put_webhook(
+            tenant,
+            WebhookSpec {
+                url,
+                events,
+                intercept,
+            },
+        )
+        .await?;
+    Ok(Json(WebhookView::new(&w, true)))
+}
+
+#[utoipa::path(get, path = "/v1/webhook", tag = "events",
+    responses(
+        (status = 200, description = "Without the secret", body = WebhookView),
+        (status = 404, description = "`webhook_not_set`", body = ProblemBody, content_type = "application/problem+json"),
+    ),
+    security(("tenant_key" = [])))]
+pub async fn get_webhook(
+    State(state): State<AppState>,
+    TenantAuth(tenant): TenantAuth,
+) -> ApiResult<Json<WebhookView>> {
+    let w = state
+        .engine
+        .webhook(tenant)
+        .ok_or(maskline_engine::Error::WebhookNotSet)?;
+    Ok(Json(WebhookView::new(&w, false)))
+}
+
+#[utoipa::path(delete, path = "/v1/webhook", tag = "events",
+    responses(
+        (status = 204, description = "Removed: no more deliveries or intercepts (events are still recorded)"),
+        (status = 404, description = "`webhook_not_set`", body = ProblemBody, content_type = "application/problem+json"),
+    ),
+    security(("tenant_key" = [])))]
+pub async fn delete_webhook(
+    State(state): State<AppState>,
+    TenantAuth(tenant): TenantAuth,
+) -> ApiResult<StatusCode> {
+    state.engine.delete_webhook(tenant).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(post, path = "/v1/webhook/rotate-secret", tag = "events",
+    responses(
+        (status = 200, description = "The new secret signs every delivery from now on", body = WebhookView),
+        (status = 404, description = "`webhook_not_set`", body = ProblemBody, content_type = "application/problem+json"),
+    ),
+    security(("tenant_key" = [])))]
+pub async fn rotate_webhook_secret(
+    State(state): State<AppState>,
+    TenantAuth(tenant): TenantAuth,
+) -> ApiResult<Json<WebhookView>> {
+    let w = state.engine.rotate_webhook_secret(tenant).await?;
+    Ok(Json(WebhookView::new(&w, true)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventListParams {
+    /// An event id: list the events after it.
+    after: Option<String>,
+    cursor: Option<String>,
+    limit: Option<u32>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+}
+
+fn event_id(raw: &str) -> ApiResult<EventId> {
+    raw.parse().map_err(|_| Problem::not_found("event"))
+}
+
+#[utoipa::path(get, path = "/v1/events", tag = "events",
+    params(
+        ("after" = Option<String>, Query, description = "An event id: the events that happened after it (poll with the last id you processed)"),
+        ("type" = Option<String>, Query, description = "Comma-separated types or families: `call.ended`, `binding.*`"),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page (same as `after`)"),
+        ("limit" = Option<u32>, Query, description = "1 to 1000, default 100"),
+    ),
+    responses(
+        (status = 200, description = "In the order they happened", body = ListPage<EventView>),
+        (status = 400, body = ProblemBody, content_type = "application/problem+json"),
+    ),
+    security(("tenant_key" = [])))]
+pub async fn list_events(
+    State(state): State<AppState>,
+    TenantAuth(tenant): TenantAuth,
+    QueryParams(q): QueryParams<EventListParams>,
+) -> ApiResult<Json<ListPage<EventView>>> {
+    let limit = limit(q.limit)?;
+    let (param, after) = match (q.after.as_deref(), q.cursor.as_deref()) {
+        (Some(_), Some(_)) => {
+            return Err(Problem::bad_request(
+                "invalid_parameter",
+                "cursor",
+                "give `after` or `cursor`, not both",
+            ));
+        }
+        (Some(a), None) => ("after", Some(a)),
+        (None, c) => ("cursor", c),
+    };
+    let after = match after {
+        None => None,
+        Some(raw) => {
+            let unknown = || {
+                Problem::bad_request(
+                    "invalid_parameter",
+                    param,
+                    format!("`{param}` must be the id of one of your events"),
+                )
+            };
+            let id = raw.parse::<EventId>().map_err(|_| unknown())?;
+            match state.engine.event(tenant, id).await {
+                Ok(e) => Some(e.seq),
+                Err(maskline_engine::Error::EventNotFound) => return Err(unknown()),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    };
+    let mut types = Vec::new();
+    if let Some(list) = q.kind.as_deref() {
+        let list: Vec<String> = list.split(',').map(|t| t.trim().to_owned()).collect();
+        let pats = patterns(&list, "type", "invalid_parameter").map_err(|p| p.field("type"))?;
+        types = EventType::ALL
+            .into_iter()
+            .filter(|t| pats.iter().any(|p| p.matches(*t)))
+            .collect();
+    }
+    let rows = state
+        .engine
+        .events(
+            tenant,
+            &types,
+            Page {
+                after,
+                limit: limit + 1,
+            },
+        )
+        .await?;
+    let more = rows.len() > limit as usize;
+    let rows = &rows[..rows.len().min(limit as usize)];
+    Ok(Json(ListPage {
+        next_cursor: if more {
+            rows.last().map(|e| e.id.to_string())
+        } else {
+            None
+        },
+        items: rows.iter().map(EventView::new).collect(),
+    }))
+}
+
+#[utoipa::path(get, path = "/v1/events/{id}", tag = "events",
+    params(("id" = String, Path)),
+    responses(
+        (status = 200, body = EventView),
+        (status = 404, body = ProblemBody, content_type = "application/problem+json"),
+    ),
+    security(("tenant_key" = [])))]
+pub async fn get_event(
+    State(state): State<AppState>,
+    TenantAuth(tenant): TenantAuth,
+    PathParam(raw): PathParam,
+) -> ApiResult<Json<EventView>> {
+    let e = state.engine.event(tenant, event_id(&raw)?).await?;
+    Ok(Json(EventView::new(&e)))
+}
+
+#[utoipa::path(post, path = "/v1/events/{id}/redeliver", tag = "events",
+    params(("id" = String, Path)),
+    responses(
+        (status = 202, description = "Queued for delivery again, whatever became of it, with a fresh retry window", body = EventView),
+        (status = 404, description = "`not_found` or `webhook_not_set`", body = ProblemBody, content_type = "application/problem+json"),
+    ),
+    security(("tenant_key" = [])))]
+pub async fn redeliver_event(
+    State(state): State<AppState>,
+    TenantAuth(tenant): TenantAuth,
+    PathParam(raw): PathParam,
+) -> ApiResult<(StatusCode, Json<EventView>)> {
+    let e = state.engine.redeliver(tenant, event_id(&raw)?).await?;
+    Ok((StatusCode::ACCEPTED, Json(EventView::new(&e))))
 }
 
 // === routing ===

@@ -77,6 +77,7 @@ pub(crate) fn sha256(bytes: &[u8]) -> [u8; 32] {
         (name = "numbers", description = "A tenant's pool of virtual numbers"),
         (name = "bindings", description = "X bound between parties"),
         (name = "calls", description = "Call detail records"),
+        (name = "events", description = "Events, the webhook that receives them, the intercept callback"),
         (name = "routing", description = "Decisions for external switches (switch key)"),
         (name = "operations", description = "Health, metrics, this document"),
     )
@@ -110,6 +111,15 @@ pub fn router(state: AppState) -> Router {
             handlers::delete_binding
         ))
         .routes(routes!(handlers::list_calls))
+        .routes(routes!(
+            handlers::put_webhook,
+            handlers::get_webhook,
+            handlers::delete_webhook
+        ))
+        .routes(routes!(handlers::rotate_webhook_secret))
+        .routes(routes!(handlers::list_events))
+        .routes(routes!(handlers::get_event))
+        .routes(routes!(handlers::redeliver_event))
         .routes(routes!(handlers::route))
         .routes(routes!(handlers::healthz))
         .routes(routes!(handlers::metrics))

@@ -126,7 +126,8 @@ impl From<Domain> for Problem {
             | Domain::InvalidId
             | Domain::InvalidMode
             | Domain::InvalidStatus
-            | Domain::InvalidEndReason => (S::BAD_REQUEST, "invalid_field"),
+            | Domain::InvalidEndReason
+            | Domain::InvalidEventType => (S::BAD_REQUEST, "invalid_field"),
             Domain::MissingB => (S::BAD_REQUEST, "missing_b"),
             Domain::SameParty => (S::BAD_REQUEST, "same_party"),
             Domain::PoolExhausted => (S::CONFLICT, "pool_exhausted"),
@@ -167,6 +168,12 @@ impl From<EngineError> for Problem {
                 )
             }
             EngineError::BindingNotFound => Problem::not_found("binding"),
+            EngineError::EventNotFound => Problem::not_found("event"),
+            EngineError::WebhookNotSet => Problem::new(
+                S::NOT_FOUND,
+                "webhook_not_set",
+                "no webhook is set; PUT /v1/webhook first",
+            ),
             EngineError::TenantNotFound => Problem::not_found("tenant"),
             EngineError::ExpiryInPast => {
                 Problem::bad_request("expiry_in_past", "expires_at", e.to_string())

@@ -1,15 +1,17 @@
 //! Request and response bodies: the JSON contract. Domain types stay free of
 //! serde; these types convert at the edge.
 
-use maskline_core::{
-    Binding, BindingStatus, CallRecord, Controls, Direction, UnixMillis, UnixTime,
-};
+use maskline_core::{Controls, UnixMillis, UnixTime};
 use serde::{Deserialize, Deserializer, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use utoipa::ToSchema;
 
 use crate::problem::Problem;
+
+pub use maskline_engine::events_crate::payload::{
+    BindingView, CallView, ControlsView, rfc3339, rfc3339_millis,
+};
 
 /// Lists: one page of items and the cursor of the next page.
 #[derive(Serialize, ToSchema)]
@@ -162,39 +164,6 @@ pub struct PatchBindingRequest {
     pub controls: Option<ControlsInput>,
 }
 
-#[derive(Serialize, ToSchema)]
-pub struct ControlsView {
-    pub a_to_b: bool,
-    pub b_to_a: bool,
-    pub max_call_seconds: Option<u32>,
-    pub record: bool,
-    pub sms: bool,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct BindingView {
-    pub id: String,
-    pub mode: &'static str,
-    /// The virtual number.
-    pub x: String,
-    /// `axe` only.
-    pub extension: Option<String>,
-    pub a: String,
-    pub b: Option<String>,
-    /// `active`, `cooling` (ended; slots reserved, callers hear "expired") or `ended`.
-    pub status: &'static str,
-    /// Area of X.
-    pub area: Option<String>,
-    pub external_ref: Option<String>,
-    pub controls: ControlsView,
-    pub expires_at: String,
-    pub created_at: String,
-    pub updated_at: String,
-    pub ended_at: Option<String>,
-    /// `unbound` or `expired`.
-    pub end_reason: Option<&'static str>,
-}
-
 // === routing ===
 
 #[derive(Deserialize, ToSchema, Clone, Copy, Default)]
@@ -252,40 +221,86 @@ pub enum RouteResponse {
 
 // === calls ===
 
-/// A call detail record: one per inbound call attempt, whatever its outcome.
+// === webhooks and events ===
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookRequest {
+    /// `http` or `https`; redirects are not followed.
+    pub url: String,
+    /// Types to deliver: exact (`call.ended`), a family (`call.*`) or `*`.
+    /// Absent or empty: every type.
+    #[serde(default)]
+    pub events: Option<Vec<String>>,
+    /// Asked before each call's outbound leg is placed.
+    #[serde(default)]
+    pub intercept: Option<InterceptInput>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InterceptInput {
+    pub url: String,
+    /// Applied when the callback times out or fails: `allow` (default) or
+    /// `deny`.
+    #[serde(default)]
+    pub fallback: Option<FallbackDto>,
+    /// 50 to 10,000; default 800.
+    #[serde(default)]
+    pub timeout_ms: Option<u32>,
+}
+
+#[derive(Deserialize, Serialize, ToSchema, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+pub enum FallbackDto {
+    Allow,
+    Deny,
+}
+
 #[derive(Serialize, ToSchema)]
-pub struct CallView {
+pub struct WebhookView {
+    pub url: String,
+    /// Empty: every type.
+    pub events: Vec<String>,
+    pub intercept: Option<InterceptView>,
+    /// Only in the answers to `PUT /v1/webhook` and `rotate-secret`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    pub updated_at: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct InterceptView {
+    pub url: String,
+    pub fallback: FallbackDto,
+    pub timeout_ms: u32,
+}
+
+/// An event as delivered (`id`, `type`, `created_at`, `data`) plus where its
+/// delivery stands.
+#[derive(Serialize, ToSchema)]
+pub struct EventView {
     pub id: String,
-    /// `null` when no binding matched.
-    pub binding_id: Option<String>,
-    /// `a_to_b`, `b_to_a` or `n_to_a`; set when the call was connected.
-    pub direction: Option<&'static str>,
-    /// The virtual number dialled.
-    pub x: Option<String>,
-    pub caller: Option<String>,
-    /// The party Maskline called, when it placed an outbound leg.
-    pub callee: Option<String>,
-    /// RFC 3339 with milliseconds, UTC.
-    pub invited_at: String,
-    pub ringing_at: Option<String>,
-    pub answered_at: Option<String>,
-    pub ended_at: String,
-    /// Talk time in whole seconds, rounded up (0 when never answered).
-    pub duration_seconds: i64,
-    pub duration_ms: i64,
-    /// The final SIP status sent to the caller (200 for an answered call).
-    pub final_status: u16,
-    /// `caller`, `callee` or `system`.
-    pub released_by: &'static str,
-    /// `normal`, `cancelled`, `busy`, `declined`, `no_answer`, `not_found`,
-    /// `failed`, `gateway_timeout`, `max_duration`, `peer_timeout`,
-    /// `refused` or `shutdown`. Requests from untrusted sources are refused
-    /// with 403 before any call exists, and leave no CDR.
-    pub release_reason: &'static str,
-    /// Set when `release_reason` is `refused`: `direction_forbidden`,
-    /// `no_binding`, `expired`, `no_b`, `extension_required`,
-    /// `invalid_number` or `no_gateway`.
-    pub refusal: Option<&'static str>,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub created_at: String,
+    /// The binding (`binding.*`), the call so far (`call.started`,
+    /// `.ringing`, `.answered`) or the CDR (`call.ended`, `.refused`).
+    #[schema(value_type = Object)]
+    pub data: serde_json::Value,
+    pub delivery: DeliveryView,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DeliveryView {
+    /// `none` (no webhook wanted it), `pending`, `delivered` or `failed`.
+    pub state: &'static str,
+    pub attempts: u32,
+    pub next_attempt_at: Option<String>,
+    /// The receiver's status in the last attempt.
+    pub last_status: Option<u16>,
+    pub last_error: Option<String>,
+    pub delivered_at: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -303,24 +318,6 @@ where
     D: Deserializer<'de>,
 {
     Option::<T>::deserialize(de).map(Some)
-}
-
-pub fn rfc3339(t: UnixTime) -> String {
-    OffsetDateTime::from_unix_timestamp(t)
-        .ok()
-        .and_then(|d| d.format(&Rfc3339).ok())
-        .unwrap_or_default()
-}
-
-/// `2026-01-31T12:00:00.123Z`: CDR times need the milliseconds.
-pub fn rfc3339_millis(t: UnixMillis) -> String {
-    const FORMAT: &[time::format_description::BorrowedFormatItem<'_>] = time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-    );
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(t) * 1_000_000)
-        .ok()
-        .and_then(|d| d.format(FORMAT).ok())
-        .unwrap_or_default()
 }
 
 /// An RFC 3339 query parameter, in Unix milliseconds (fractions below a
@@ -368,145 +365,54 @@ impl ControlsInput {
     }
 }
 
-impl BindingView {
-    pub fn new(b: &Binding, status: BindingStatus) -> BindingView {
-        BindingView {
-            id: b.id.to_string(),
-            mode: b.mode.as_str(),
-            x: b.x.to_string(),
-            extension: b.extension.map(|e| e.to_string()),
-            a: b.a.to_string(),
-            b: b.b.map(|n| n.to_string()),
-            status: status.as_str(),
-            area: b.area.as_ref().map(|a| a.to_string()),
-            external_ref: b.external_ref.clone(),
-            controls: ControlsView {
-                a_to_b: b.controls.a_to_b,
-                b_to_a: b.controls.b_to_a,
-                max_call_seconds: b.controls.max_call_seconds,
-                record: b.controls.record,
-                sms: b.controls.sms,
-            },
-            expires_at: rfc3339(b.expires_at),
-            created_at: rfc3339(b.created_at),
-            updated_at: rfc3339(b.updated_at),
-            ended_at: b.ended_at.map(rfc3339),
-            end_reason: b.end_reason.map(|r| r.as_str()),
+impl WebhookView {
+    pub fn new(w: &maskline_engine::store::Webhook, with_secret: bool) -> WebhookView {
+        WebhookView {
+            url: w.url.clone(),
+            events: w.events.iter().map(|p| p.as_str().to_owned()).collect(),
+            intercept: w.intercept.as_ref().map(|i| InterceptView {
+                url: i.url.clone(),
+                fallback: match i.fallback {
+                    maskline_engine::store::Fallback::Allow => FallbackDto::Allow,
+                    maskline_engine::store::Fallback::Deny => FallbackDto::Deny,
+                },
+                timeout_ms: i.timeout_ms,
+            }),
+            secret: with_secret.then(|| w.secret.clone()),
+            updated_at: rfc3339(w.updated_at),
         }
     }
 }
 
-impl CallView {
-    pub fn new(c: &CallRecord) -> CallView {
-        CallView {
-            id: c.id.to_string(),
-            binding_id: c.binding.map(|b| b.to_string()),
-            direction: c.direction.map(Direction::as_str),
-            x: c.x.map(|n| n.to_string()),
-            caller: c.caller.map(|n| n.to_string()),
-            callee: c.callee.map(|n| n.to_string()),
-            invited_at: rfc3339_millis(c.invited_at),
-            ringing_at: c.ringing_at.map(rfc3339_millis),
-            answered_at: c.answered_at.map(rfc3339_millis),
-            ended_at: rfc3339_millis(c.ended_at),
-            duration_seconds: c.duration_seconds(),
-            duration_ms: c.duration_ms(),
-            final_status: c.final_status,
-            released_by: c.released_by.as_str(),
-            release_reason: c.release_reason.as_str(),
-            refusal: c.refusal.map(|r| r.as_str()),
+impl EventView {
+    pub fn new(e: &maskline_engine::store::StoredEvent) -> EventView {
+        // The stored document is what was (or will be) delivered; its
+        // `data` is shown as is.
+        let data = serde_json::from_str::<serde_json::Value>(&e.body)
+            .ok()
+            .and_then(|mut v| v.get_mut("data").map(serde_json::Value::take))
+            .unwrap_or(serde_json::Value::Null);
+        EventView {
+            id: e.id.to_string(),
+            kind: e.kind.as_str(),
+            created_at: rfc3339_millis(e.created_at),
+            data,
+            delivery: DeliveryView {
+                state: e.state.as_str(),
+                attempts: e.attempts,
+                next_attempt_at: e.next_attempt_at.map(rfc3339_millis),
+                last_status: e.last_status,
+                last_error: e.last_error.clone(),
+                delivered_at: e.delivered_at.map(rfc3339_millis),
+            },
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use maskline_core::{BindingId, CallId, Number, Refusal, ReleaseReason, ReleasedBy, TenantId};
 
     use super::*;
-
-    fn answered() -> CallRecord {
-        CallRecord {
-            id: CallId(0x0190_0000_0000_7000_8000_0000_0000_0001),
-            tenant: Some(TenantId(1)),
-            binding: Some(BindingId(2)),
-            direction: Some(Direction::BToA),
-            x: Some(Number::from_e164("+8657100000001").unwrap()),
-            caller: Some(Number::from_e164("+8613800000002").unwrap()),
-            callee: Some(Number::from_e164("+8613800000001").unwrap()),
-            invited_at: 1_769_860_800_005,
-            ringing_at: Some(1_769_860_800_250),
-            answered_at: Some(1_769_860_803_000),
-            ended_at: 1_769_860_864_001,
-            final_status: 200,
-            released_by: ReleasedBy::Caller,
-            release_reason: ReleaseReason::Normal,
-            refusal: None,
-        }
-    }
-
-    #[test]
-    fn call_view_renders_every_field() {
-        let v = serde_json::to_value(CallView::new(&answered())).unwrap();
-        assert_eq!(
-            v,
-            serde_json::json!({
-                "id": "01900000-0000-7000-8000-000000000001",
-                "binding_id": BindingId(2).to_string(),
-                "direction": "b_to_a",
-                "x": "+8657100000001",
-                "caller": "+8613800000002",
-                "callee": "+8613800000001",
-                "invited_at": "2026-01-31T12:00:00.005Z",
-                "ringing_at": "2026-01-31T12:00:00.250Z",
-                "answered_at": "2026-01-31T12:00:03.000Z",
-                "ended_at": "2026-01-31T12:01:04.001Z",
-                "duration_seconds": 62,
-                "duration_ms": 61_001,
-                "final_status": 200,
-                "released_by": "caller",
-                "release_reason": "normal",
-                "refusal": null,
-            })
-        );
-    }
-
-    #[test]
-    fn refused_call_view_has_nulls_not_missing_fields() {
-        let c = CallRecord {
-            binding: None,
-            direction: None,
-            x: None,
-            caller: None,
-            callee: None,
-            ringing_at: None,
-            answered_at: None,
-            final_status: 404,
-            released_by: ReleasedBy::System,
-            release_reason: ReleaseReason::Refused,
-            refusal: Some(Refusal::NoBinding),
-            ..answered()
-        };
-        let v = serde_json::to_value(CallView::new(&c)).unwrap();
-        for field in [
-            "binding_id",
-            "direction",
-            "x",
-            "caller",
-            "callee",
-            "ringing_at",
-            "answered_at",
-        ] {
-            assert_eq!(v[field], serde_json::Value::Null, "{field}");
-            assert!(v.as_object().unwrap().contains_key(field), "{field}");
-        }
-        assert_eq!(
-            (v["duration_seconds"].as_i64(), v["duration_ms"].as_i64()),
-            (Some(0), Some(0))
-        );
-        assert_eq!(v["refusal"], "no_binding");
-        assert_eq!(v["release_reason"], "refused");
-    }
 
     #[test]
     fn query_times_parse_to_millis() {

@@ -68,6 +68,9 @@ pub enum Refusal {
     InvalidNumber,
     /// No outbound gateway is configured.
     NoGateway,
+    /// The tenant's intercept callback denied the call (or failed, with a
+    /// `deny` fallback).
+    Intercepted,
 }
 
 /// One inbound INVITE and what became of it.
@@ -177,7 +180,7 @@ impl ReleaseReason {
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 7] = [
+    pub const ALL: [Refusal; 8] = [
         Refusal::DirectionForbidden,
         Refusal::NoBinding,
         Refusal::Expired,
@@ -185,6 +188,7 @@ impl Refusal {
         Refusal::ExtensionRequired,
         Refusal::InvalidNumber,
         Refusal::NoGateway,
+        Refusal::Intercepted,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -196,6 +200,7 @@ impl Refusal {
             Refusal::ExtensionRequired => "extension_required",
             Refusal::InvalidNumber => "invalid_number",
             Refusal::NoGateway => "no_gateway",
+            Refusal::Intercepted => "intercepted",
         }
     }
 

@@ -10,6 +10,7 @@
 //! - [`index`]: the in-memory [`Index`] that allocates X for new bindings and
 //!   answers route decisions.
 //! - [`route`]: the [`Decision`] values.
+//! - [`call`], [`event`]: CDRs and the names of events.
 
 #![forbid(unsafe_code)]
 // Input must never reach a panic: no unwrap/expect outside tests.
@@ -17,6 +18,7 @@
 
 pub mod binding;
 pub mod call;
+pub mod event;
 pub mod index;
 pub mod number;
 pub mod route;
@@ -26,6 +28,7 @@ pub use binding::{
     TenantId, UnixTime,
 };
 pub use call::{CallId, CallRecord, Refusal, ReleaseReason, ReleasedBy, UnixMillis};
+pub use event::{EventId, EventPattern, EventType, selected};
 pub use index::{
     AllocRequest, Allocation, AreaMatch, Census, Index, NewBinding, NumberUsage, PoolStat,
     SweepReport, validate_parties,
@@ -51,6 +54,8 @@ pub enum Error {
     InvalidMode,
     #[error("status must be one of active, cooling, ended")]
     InvalidStatus,
+    #[error("unknown event type")]
+    InvalidEventType,
     #[error("unknown end reason")]
     InvalidEndReason,
     #[error("mode axb needs both a and b")]

@@ -1,8 +1,8 @@
 //! Creating, changing and ending bindings.
 
 use maskline_core::{
-    AllocRequest, Area, AreaMatch, Binding, BindingId, BindingStatus, Controls, EndReason, Mode,
-    NewBinding, Number, TenantId, UnixTime,
+    AllocRequest, Area, AreaMatch, Binding, BindingId, BindingStatus, Controls, EndReason,
+    EventType, Mode, NewBinding, Number, TenantId, UnixTime,
 };
 use maskline_store::{BindingFilter, IdempotencyRecord, Page, Write};
 
@@ -198,9 +198,16 @@ impl Engine {
                 body: body.clone(),
                 created_at: now,
             });
+            let event = self.binding_event(
+                EventType::BindingCreated,
+                &binding,
+                BindingStatus::Active,
+                Vec::new(),
+            );
             let ack = self.store.enqueue(Write::CreateBinding {
                 binding: binding.clone(),
                 idempotency: record,
+                events: vec![event],
             });
             (binding, body, ack)
         };
@@ -292,7 +299,31 @@ impl Engine {
                 return Err(Error::BindingNotActive);
             }
             index.set_controls(id, &next.controls);
-            self.store.enqueue(Write::UpdateBinding(next.clone()))
+            let mut changed = Vec::new();
+            if next.b != current.b {
+                changed.push("b");
+            }
+            if next.expires_at != current.expires_at {
+                changed.push("expires_at");
+            }
+            if next.controls != current.controls {
+                changed.push("controls");
+            }
+            // A PATCH that changes nothing is no news.
+            let events = if changed.is_empty() {
+                Vec::new()
+            } else {
+                vec![self.binding_event(
+                    EventType::BindingUpdated,
+                    &next,
+                    BindingStatus::Active,
+                    changed,
+                )]
+            };
+            self.store.enqueue(Write::UpdateBinding {
+                binding: next.clone(),
+                events,
+            })
         };
         let index = self.index.clone();
         let undo = current.clone();
@@ -331,8 +362,13 @@ impl Engine {
             let mut index = self.index.write();
             let was_ended = index.is_ended(id).unwrap_or(true);
             let before = index.end(id, now);
+            let status = next.status(now, self.config.cooldown_secs);
+            let event = self.binding_event(EventType::BindingEnded, &next, status, Vec::new());
             (
-                self.store.enqueue(Write::UpdateBinding(next.clone())),
+                self.store.enqueue(Write::UpdateBinding {
+                    binding: next.clone(),
+                    events: vec![event],
+                }),
                 before.map(|b| (b, was_ended)),
             )
         };

@@ -1,17 +1,24 @@
 //! Call detail records: written by the SIP layer, listed by the API.
 
-use maskline_core::{CallId, CallRecord, TenantId};
+use maskline_core::{CallId, CallRecord, EventType, ReleaseReason, TenantId};
 use maskline_store::{CallFilter, Page, Write, WriteAck};
 
 use crate::{Engine, Result};
 
 impl Engine {
-    /// Queues a finished call's CDR. Unlike binding changes it touches no
-    /// memory, so nothing is reserved or undone and no lock is taken; the
-    /// caller may await the ack or drop it (the write still happens) and
-    /// should log a failure.
+    /// Queues a finished call's CDR with its `call.ended` (or, refused,
+    /// `call.refused`) event. Unlike binding changes it touches no memory,
+    /// so nothing is reserved or undone and no lock is taken; the caller
+    /// may await the ack or drop it (the write still happens) and should
+    /// log a failure.
     pub fn record_call(&self, record: CallRecord) -> WriteAck {
-        self.store.enqueue(Write::RecordCall(record))
+        let kind = if record.release_reason == ReleaseReason::Refused {
+            EventType::CallRefused
+        } else {
+            EventType::CallEnded
+        };
+        let events = self.call_event(kind, &record).into_iter().collect();
+        self.store.enqueue(Write::RecordCall { record, events })
     }
 
     /// A tenant's CDRs in id (arrival) order.

@@ -21,12 +21,15 @@ use parking_lot::{Mutex, RwLock};
 
 mod bindings;
 mod calls;
+mod events;
 mod numbers;
 mod sweeper;
 mod tenants;
 
 pub use bindings::{BindingPatch, BindingSpec, ControlsPatch, Created, Expiry, IdempotencyKey};
+pub use events::WebhookSpec;
 pub use maskline_core as core;
+pub use maskline_events as events_crate;
 pub use maskline_store as store;
 pub use numbers::{ImportOutcome, NumberEntry};
 pub use sweeper::Sweeper;
@@ -43,6 +46,10 @@ pub enum Error {
     Store(#[from] maskline_store::Error),
     #[error("binding not found")]
     BindingNotFound,
+    #[error("event not found")]
+    EventNotFound,
+    #[error("no webhook is set")]
+    WebhookNotSet,
     #[error("tenant not found")]
     TenantNotFound,
     #[error("expiry must be in the future")]
@@ -103,6 +110,9 @@ pub struct Engine {
     /// PATCH and DELETE of one binding read, decide and write in turn.
     binding_locks: Vec<Arc<tokio::sync::Mutex<()>>>,
     census: Mutex<Option<maskline_core::Census>>,
+    webhooks: Arc<maskline_events::Webhooks>,
+    /// Webhook changes of one tenant read, decide and write in turn.
+    webhook_lock: tokio::sync::Mutex<()>,
 }
 
 impl Engine {
@@ -119,6 +129,7 @@ impl Engine {
         for n in store.all_numbers().await? {
             index.add_number(n.tenant, n.number, n.area.as_ref())?;
         }
+        let webhooks = Arc::new(maskline_events::Webhooks::new(store.webhooks().await?));
         let horizon = now - config.cooldown_secs.max(config.sticky_window_secs);
         let (mut live, mut refused) = (0u64, 0u64);
         // Expired while no node was running and already past cool-down: the
@@ -131,7 +142,7 @@ impl Engine {
                     Ok(true) => live += 1,
                     Ok(false) => {
                         if b.ended_at.is_none() {
-                            overdue.push((b.id, b.expires_at));
+                            overdue.push(b.clone());
                         }
                         index.remember(b.tenant, b.mode, b.a, b.b, b.x, b.extension);
                     }
@@ -143,20 +154,10 @@ impl Engine {
             })
             .await?;
         tracing::info!(scanned, live, refused, "route index loaded");
-        if !overdue.is_empty() {
-            let expired = overdue.len();
-            store
-                .enqueue(maskline_store::Write::ExpireBindings {
-                    ended: overdue,
-                    at: now,
-                })
-                .await?;
-            tracing::info!(expired, "bindings that expired while stopped recorded");
-        }
         let binding_locks = (0..64)
             .map(|_| Arc::new(tokio::sync::Mutex::new(())))
             .collect();
-        Ok(Engine {
+        let engine = Engine {
             store,
             config,
             index: Arc::new(RwLock::new(index)),
@@ -164,7 +165,22 @@ impl Engine {
             inflight: Arc::default(),
             binding_locks,
             census: Mutex::new(None),
-        })
+            webhooks,
+            webhook_lock: tokio::sync::Mutex::new(()),
+        };
+        if !overdue.is_empty() {
+            let expired = overdue.len();
+            let ended = overdue
+                .iter()
+                .map(|b| engine.expired(b.id, b.expires_at, Some(b), now))
+                .collect();
+            engine
+                .store
+                .enqueue(maskline_store::Write::ExpireBindings { ended, at: now })
+                .await?;
+            tracing::info!(expired, "bindings that expired while stopped recorded");
+        }
+        Ok(engine)
     }
 
     pub fn config(&self) -> &Config {

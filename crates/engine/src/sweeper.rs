@@ -5,7 +5,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use maskline_store::Write;
+use std::collections::HashMap;
+
+use maskline_core::{Binding, BindingId, EndReason, EventType, UnixTime};
+use maskline_store::{ExpiredBinding, Write};
 
 use crate::{Engine, now};
 
@@ -54,31 +57,24 @@ impl Sweeper {
 
 impl Engine {
     /// One sweep step over at most `budget` records.
-    pub fn sweep_step(&self, budget: usize) {
+    pub fn sweep_step(self: &Arc<Self>, budget: usize) {
         let now = now();
-        let (report, ack) = {
-            let mut index = self.index.write();
-            let report = index.sweep(now, budget);
-            // Queued under the lock: a PATCH that follows sees the record
-            // ended in memory and refuses, so the store never undoes this.
-            let ack = (!report.expired.is_empty()).then(|| {
-                self.store.enqueue(Write::ExpireBindings {
-                    ended: report.expired.clone(),
-                    at: now,
-                })
-            });
-            (report, ack)
-        };
+        let report = self.index.write().sweep(now, budget);
         if let Some(census) = report.census {
             *self.census.lock() = Some(census);
         }
-        if let Some(ack) = ack {
-            let expired = report.expired.len();
+        if !report.expired.is_empty() {
+            // Memory already treats them as ended, and a PATCH or DELETE of
+            // an expired binding changes nothing, so the write need not be
+            // queued under the lock: it can wait for the bindings' stored
+            // fields, which their `binding.ended` events carry.
+            let engine = self.clone();
             tokio::spawn(async move {
-                match ack.await {
+                let expired = report.expired.len();
+                match engine.record_expiries(report.expired, now).await {
                     Ok(()) => tracing::debug!(expired, "expired bindings recorded"),
-                    // Memory already treats them as ended; the next start
-                    // finds them expired again and records them then.
+                    // The next start finds them expired again and records
+                    // them then.
                     Err(e) => {
                         tracing::warn!(error = %e, expired, "recording expired bindings failed")
                     }
@@ -87,6 +83,52 @@ impl Engine {
         }
         if report.removed > 0 {
             tracing::debug!(removed = report.removed, "records past cool-down dropped");
+        }
+    }
+
+    async fn record_expiries(
+        &self,
+        expired: Vec<(BindingId, UnixTime)>,
+        now: UnixTime,
+    ) -> Result<(), maskline_store::Error> {
+        let ids: Vec<BindingId> = expired.iter().map(|(id, _)| *id).collect();
+        let stored: HashMap<BindingId, Binding> = self
+            .store
+            .bindings_by_id(&ids)
+            .await?
+            .into_iter()
+            .map(|b| (b.id, b))
+            .collect();
+        let ended = expired
+            .iter()
+            .map(|(id, at)| self.expired(*id, *at, stored.get(id), now))
+            .collect();
+        self.store
+            .enqueue(Write::ExpireBindings { ended, at: now })
+            .await
+    }
+
+    /// A binding's expiry to record, with its `binding.ended` event when
+    /// its stored fields are known.
+    pub(crate) fn expired(
+        &self,
+        id: BindingId,
+        ended_at: UnixTime,
+        stored: Option<&Binding>,
+        now: UnixTime,
+    ) -> ExpiredBinding {
+        let event = stored.map(|b| {
+            let mut ended = b.clone();
+            ended.ended_at = Some(ended_at);
+            ended.end_reason = Some(EndReason::Expired);
+            ended.updated_at = now;
+            let status = ended.status(now, self.config.cooldown_secs);
+            self.binding_event(EventType::BindingEnded, &ended, status, Vec::new())
+        });
+        ExpiredBinding {
+            id,
+            ended_at,
+            event,
         }
     }
 }

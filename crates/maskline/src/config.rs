@@ -57,6 +57,11 @@ pub struct Config {
     pub extension_length: u8,
     pub shutdown_grace_secs: u64,
     pub log_format: LogFormat,
+    pub webhook_timeout_ms: u64,
+    pub webhook_retry_window_secs: u64,
+    pub webhook_first_retry_ms: u64,
+    pub webhook_max_backoff_secs: u64,
+    pub webhook_concurrency: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,6 +92,11 @@ impl fmt::Debug for Config {
             .field("default_ttl_secs", &self.default_ttl_secs)
             .field("max_ttl_secs", &self.max_ttl_secs)
             .field("extension_length", &self.extension_length)
+            .field("webhook_timeout_ms", &self.webhook_timeout_ms)
+            .field("webhook_retry_window_secs", &self.webhook_retry_window_secs)
+            .field("webhook_first_retry_ms", &self.webhook_first_retry_ms)
+            .field("webhook_max_backoff_secs", &self.webhook_max_backoff_secs)
+            .field("webhook_concurrency", &self.webhook_concurrency)
             .finish_non_exhaustive()
     }
 }
@@ -116,6 +126,11 @@ struct File {
     extension_length: Option<i64>,
     shutdown_grace_secs: Option<i64>,
     log_format: Option<String>,
+    webhook_timeout_ms: Option<i64>,
+    webhook_retry_window_secs: Option<i64>,
+    webhook_first_retry_ms: Option<i64>,
+    webhook_max_backoff_secs: Option<i64>,
+    webhook_concurrency: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -146,6 +161,11 @@ const KEYS: &[&str] = &[
     "extension_length",
     "shutdown_grace_secs",
     "log_format",
+    "webhook_timeout_ms",
+    "webhook_retry_window_secs",
+    "webhook_first_retry_ms",
+    "webhook_max_backoff_secs",
+    "webhook_concurrency",
 ];
 
 impl Config {
@@ -234,6 +254,14 @@ impl Config {
             ("max_ttl_secs", parsed.max_ttl_secs),
             ("extension_length", parsed.extension_length),
             ("shutdown_grace_secs", parsed.shutdown_grace_secs),
+            ("webhook_timeout_ms", parsed.webhook_timeout_ms),
+            (
+                "webhook_retry_window_secs",
+                parsed.webhook_retry_window_secs,
+            ),
+            ("webhook_first_retry_ms", parsed.webhook_first_retry_ms),
+            ("webhook_max_backoff_secs", parsed.webhook_max_backoff_secs),
+            ("webhook_concurrency", parsed.webhook_concurrency),
         ] {
             put(key, v.map(|n| n.to_string()), file_src(key));
         }
@@ -378,7 +406,24 @@ impl Config {
             )? as u8,
             shutdown_grace_secs: int("shutdown_grace_secs", 10, 0, 3600)? as u64,
             log_format,
+            webhook_timeout_ms: int("webhook_timeout_ms", 5000, 100, 60000)? as u64,
+            webhook_retry_window_secs: int("webhook_retry_window_secs", 86400, 60, 2592000)? as u64,
+            webhook_first_retry_ms: int("webhook_first_retry_ms", 2000, 10, 600000)? as u64,
+            webhook_max_backoff_secs: int("webhook_max_backoff_secs", 3600, 1, 86400)? as u64,
+            webhook_concurrency: int("webhook_concurrency", 16, 1, 256)? as u64,
         })
+    }
+
+    pub fn delivery(&self) -> maskline_events::DeliveryConfig {
+        use std::time::Duration;
+        maskline_events::DeliveryConfig {
+            timeout: Duration::from_millis(self.webhook_timeout_ms),
+            retry_window: Duration::from_secs(self.webhook_retry_window_secs),
+            first_retry: Duration::from_millis(self.webhook_first_retry_ms),
+            max_backoff: Duration::from_secs(self.webhook_max_backoff_secs),
+            concurrency: self.webhook_concurrency as usize,
+            ..maskline_events::DeliveryConfig::default()
+        }
     }
 
     pub fn engine(&self) -> maskline_engine::Config {

@@ -52,11 +52,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
-    let store = SqliteStore::open(&config.data_dir)
-        .await
-        .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
+    let store: Arc<dyn maskline_store::Store> = Arc::new(
+        SqliteStore::open(&config.data_dir)
+            .await
+            .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?,
+    );
     let engine = Arc::new(
-        Engine::open(Arc::new(store), config.engine())
+        Engine::open(store.clone(), config.engine())
             .await
             .context("cannot load the route index")?,
     );
@@ -104,6 +106,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let sweeper = tokio::spawn(
         Sweeper::new(engine.clone(), Duration::from_secs(1)).run(stopped(stop_rx.clone())),
     );
+    let dispatcher = maskline_events::Dispatcher::new(
+        store.clone(),
+        engine.webhooks().clone(),
+        config.delivery(),
+    )
+    .context("cannot start the webhook sender")?;
+    let grace = Duration::from_secs(config.shutdown_grace_secs);
+    let deliveries = tokio::spawn(dispatcher.run(stopped(stop_rx.clone()), grace));
     let server = tokio::spawn(maskline_api::serve(
         listener,
         state,
@@ -111,7 +121,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     ));
 
     let sip_addr = sip.local_addr();
-    let grace = Duration::from_secs(config.shutdown_grace_secs);
     let (sip, mut sip_done) = sip
         .spawn(stopped(stop_rx.clone()), grace)
         .context("cannot start the SIP thread")?;
@@ -149,6 +158,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tracing::warn!("SIP thread failed");
     }
     let _ = sweeper.await;
+    // Requests in flight finish within the grace period; what is left is
+    // sent again after a restart.
+    let _ = deliveries.await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -331,7 +331,7 @@ async fn raw_post(
     body: impl Into<reqwest::Body>,
 ) -> (u16, Value, String) {
     // Its own connection: the server closes the one an oversized body came on.
-    let res = reqwest::Client::new()
+    let res = common::http()
         .post(format!("{}/v1/bindings", s.base))
         .bearer_auth(key)
         .header("content-type", content_type)

@@ -182,7 +182,7 @@ async fn kill9_loses_no_acknowledged_binding() {
 
     let acked: Arc<Mutex<Vec<(String, String, String)>>> = Arc::default();
     let base = server.base.clone();
-    let client = reqwest::Client::new();
+    let client = common::http();
     let mut tasks = Vec::new();
     for i in 0..2000u32 {
         let (acked, base, client, key) = (acked.clone(), base.clone(), client.clone(), key.clone());

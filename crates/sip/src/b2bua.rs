@@ -655,6 +655,7 @@ fn treatment(refusal: Refusal) -> (u16, &'static str) {
         Refusal::ExtensionRequired => (484, "SIP;cause=484;text=\"extension required\""),
         Refusal::InvalidNumber => (404, "SIP;cause=404;text=\"not a phone number\""),
         Refusal::NoGateway => (503, "SIP;cause=503;text=\"no outbound gateway\""),
+        Refusal::Intercepted => (403, "SIP;cause=403;text=\"call not allowed\""),
     }
 }
 

@@ -14,8 +14,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use maskline_core::{
-    Area, Binding, BindingId, BindingStatus, CallId, CallRecord, Number, TenantId, UnixMillis,
-    UnixTime,
+    Area, Binding, BindingId, BindingStatus, CallId, CallRecord, EventId, EventPattern, EventType,
+    Number, TenantId, UnixMillis, UnixTime,
 };
 use tokio::sync::oneshot;
 
@@ -86,21 +86,206 @@ pub enum Write {
     CreateBinding {
         binding: Binding,
         idempotency: Option<IdempotencyRecord>,
+        events: Vec<NewEvent>,
     },
     /// Replaces the mutable fields (b, expiry, controls, end) of a binding.
-    UpdateBinding(Binding),
-    /// Bindings that passed their expiry without being unbound.
+    UpdateBinding {
+        binding: Binding,
+        events: Vec<NewEvent>,
+    },
+    /// Bindings that passed their expiry without being unbound. An event is
+    /// recorded only for a binding this write ends (not one already ended).
     ExpireBindings {
-        ended: Vec<(BindingId, UnixTime)>,
+        ended: Vec<ExpiredBinding>,
         at: UnixTime,
     },
     /// Forgets idempotency records created before `before`.
     PurgeIdempotency {
         before: UnixTime,
     },
-    /// A finished call's CDR. Fire and forget for the SIP layer, but
-    /// group-committed like every other write.
-    RecordCall(CallRecord),
+    /// A finished call's CDR and its event. Group-committed like every
+    /// other write.
+    RecordCall {
+        record: CallRecord,
+        events: Vec<NewEvent>,
+    },
+    /// Events of a change that is not stored otherwise (call progress).
+    RecordEvents(Vec<NewEvent>),
+    /// Sets (or replaces) a tenant's webhook.
+    PutWebhook(Webhook),
+    DeleteWebhook {
+        tenant: TenantId,
+    },
+    /// Results of delivery attempts.
+    DeliveryOutcomes(Vec<DeliveryOutcome>),
+    /// Puts an event back in the delivery queue, with a fresh retry window.
+    Redeliver {
+        tenant: TenantId,
+        event: EventId,
+        at: UnixMillis,
+    },
+}
+
+/// A binding the sweeper found expired, with the event to record if this
+/// write is what ends it.
+#[derive(Clone, Debug)]
+pub struct ExpiredBinding {
+    pub id: BindingId,
+    pub ended_at: UnixTime,
+    pub event: Option<NewEvent>,
+}
+
+/// An event, recorded with the change that caused it.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct NewEvent {
+    pub id: EventId,
+    pub tenant: TenantId,
+    pub kind: EventType,
+    /// What the event is about: its binding, or the call when it has none.
+    /// Deliveries of one subject keep their order.
+    pub subject: u128,
+    pub created_at: UnixMillis,
+    /// The JSON document delivered, byte for byte (the signature covers it).
+    pub body: String,
+    /// Whether the tenant's webhook wants it, decided when it is created.
+    pub deliver: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum DeliveryState {
+    /// No webhook wanted it when it happened: listed, never sent.
+    None,
+    Pending,
+    Delivered,
+    /// Retried for the whole retry window without a 2xx.
+    Failed,
+}
+
+/// An event as stored, with where its delivery stands.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct StoredEvent {
+    /// Apply order; what lists and deliveries are ordered by.
+    pub seq: i64,
+    pub id: EventId,
+    pub tenant: TenantId,
+    pub kind: EventType,
+    pub subject: u128,
+    pub created_at: UnixMillis,
+    pub body: String,
+    pub state: DeliveryState,
+    pub attempts: u32,
+    pub next_attempt_at: Option<UnixMillis>,
+    pub retry_from: UnixMillis,
+    pub last_status: Option<u16>,
+    pub last_error: Option<String>,
+    pub delivered_at: Option<UnixMillis>,
+}
+
+/// What one delivery attempt came to.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct DeliveryOutcome {
+    pub event: EventId,
+    pub at: UnixMillis,
+    /// The receiver's HTTP status, if it answered.
+    pub status: Option<u16>,
+    /// Why it did not count, if it did not.
+    pub error: Option<String>,
+    pub next: NextStep,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum NextStep {
+    Delivered,
+    RetryAt(UnixMillis),
+    Failed,
+}
+
+/// A tenant's webhook (and intercept callback) settings.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Webhook {
+    pub tenant: TenantId,
+    pub url: String,
+    /// Empty: every type.
+    pub events: Vec<EventPattern>,
+    pub secret: String,
+    pub intercept: Option<Intercept>,
+    pub updated_at: UnixTime,
+}
+
+impl std::fmt::Debug for Webhook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Webhook")
+            .field("tenant", &self.tenant)
+            .field("url", &self.url)
+            .field("events", &self.events)
+            .field("secret", &"<hidden>")
+            .field("intercept", &self.intercept)
+            .finish()
+    }
+}
+
+/// Real-time control: asked before a call's outbound leg is placed.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Intercept {
+    pub url: String,
+    /// Applied when the callback times out or fails.
+    pub fallback: Fallback,
+    pub timeout_ms: u32,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Fallback {
+    Allow,
+    Deny,
+}
+
+impl Fallback {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Fallback::Allow => "allow",
+            Fallback::Deny => "deny",
+        }
+    }
+}
+
+impl Write {
+    /// Whether committing this makes an event due for delivery.
+    pub fn wakes_sender(&self) -> bool {
+        let any = |events: &[NewEvent]| events.iter().any(|e| e.deliver);
+        match self {
+            Write::CreateBinding { events, .. }
+            | Write::UpdateBinding { events, .. }
+            | Write::RecordCall { events, .. }
+            | Write::RecordEvents(events) => any(events),
+            Write::ExpireBindings { ended, .. } => ended
+                .iter()
+                .any(|e| e.event.as_ref().is_some_and(|e| e.deliver)),
+            Write::Redeliver { .. } => true,
+            _ => false,
+        }
+    }
+}
+
+impl DeliveryState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::None => "none",
+            DeliveryState::Pending => "pending",
+            DeliveryState::Delivered => "delivered",
+            DeliveryState::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<DeliveryState> {
+        [
+            DeliveryState::None,
+            DeliveryState::Pending,
+            DeliveryState::Delivered,
+            DeliveryState::Failed,
+        ]
+        .into_iter()
+        .find(|d| d.as_str() == s)
+    }
 }
 
 /// Filters of `GET /v1/bindings`.
@@ -150,6 +335,10 @@ pub trait Store: Send + Sync + 'static {
     /// memory saw them.
     fn enqueue(&self, write: Write) -> WriteAck;
 
+    /// Notified after a commit that made events due for delivery, so the
+    /// sender need not poll for them.
+    fn events_signal(&self) -> std::sync::Arc<tokio::sync::Notify>;
+
     async fn get_meta(&self, key: &str) -> Result<Option<String>>;
 
     async fn tenants(&self) -> Result<Vec<Tenant>>;
@@ -169,6 +358,10 @@ pub trait Store: Send + Sync + 'static {
 
     async fn binding(&self, tenant: TenantId, id: BindingId) -> Result<Option<Binding>>;
 
+    /// Bindings by id, in any tenant (for the sweeper); unknown ids are
+    /// left out.
+    async fn bindings_by_id(&self, ids: &[BindingId]) -> Result<Vec<Binding>>;
+
     async fn bindings(
         &self,
         tenant: TenantId,
@@ -186,4 +379,30 @@ pub trait Store: Send + Sync + 'static {
         filter: &CallFilter,
         page: Page<CallId>,
     ) -> Result<Vec<CallRecord>>;
+
+    /// Every tenant's webhook, for start-up.
+    async fn webhooks(&self) -> Result<Vec<Webhook>>;
+
+    async fn event(&self, tenant: TenantId, id: EventId) -> Result<Option<StoredEvent>>;
+
+    /// A tenant's events in apply order, after sequence number `page.after`;
+    /// `types` empty means every type.
+    async fn events(
+        &self,
+        tenant: TenantId,
+        types: &[EventType],
+        page: Page<i64>,
+    ) -> Result<Vec<StoredEvent>>;
+
+    /// Pending events of `tenant` due at `now` that no earlier pending event
+    /// of the same subject holds back, soonest first.
+    async fn due_events(
+        &self,
+        tenant: TenantId,
+        now: UnixMillis,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>>;
+
+    /// How many events wait for delivery, over all tenants.
+    async fn pending_events(&self) -> Result<u64>;
 }

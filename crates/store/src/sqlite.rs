@@ -9,18 +9,21 @@ use std::time::Duration;
 use futures_util::TryStreamExt;
 use maskline_core::{
     Area, Binding, BindingId, BindingStatus, CallId, CallRecord, Controls, Direction, EndReason,
-    Extension, Mode, Number, Refusal, ReleaseReason, ReleasedBy, TenantId, UnixTime,
+    EventId, EventType, Extension, Mode, Number, Refusal, ReleaseReason, ReleasedBy, TenantId,
+    UnixMillis, UnixTime,
 };
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteRow, SqliteSynchronous,
 };
 use sqlx::{AssertSqlSafe, Connection, Row};
-use tokio::sync::{mpsc, oneshot};
+use std::sync::Arc;
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::{
-    BindingFilter, CallFilter, Error, IdempotencyRecord, Page, PoolNumber, Result, Store, Tenant,
-    Write, WriteAck,
+    BindingFilter, CallFilter, DeliveryState, Error, Fallback, IdempotencyRecord, Intercept,
+    NewEvent, NextStep, Page, PoolNumber, Result, Store, StoredEvent, Tenant, Webhook, Write,
+    WriteAck,
 };
 
 /// Most writes committed in one transaction. Large enough to amortise the
@@ -41,9 +44,13 @@ macro_rules! call_columns {
 }
 const CALL_COLUMNS: &str = call_columns!();
 
+const EVENT_COLUMNS: &str = "seq, id, tenant_id, type, subject, created_at, body, state, \
+     attempts, next_attempt_at, retry_from, last_status, last_error, delivered_at";
+
 pub struct SqliteStore {
     writes: mpsc::UnboundedSender<(Write, oneshot::Sender<Result<()>>)>,
     reads: SqlitePool,
+    events_signal: Arc<Notify>,
 }
 
 struct Op {
@@ -75,6 +82,8 @@ impl SqliteStore {
             .connect_with(options.read_only(true))
             .await?;
         let (tx, rx) = mpsc::unbounded_channel();
+        let events_signal = Arc::new(Notify::new());
+        let signal = events_signal.clone();
         // The writer gets a thread and a runtime of its own: on the shared
         // runtime every hand-off to and from SQLite's thread waited behind
         // request handling, and that wait, not SQLite, set the commit rate.
@@ -84,9 +93,13 @@ impl SqliteStore {
             .map_err(|e| Error::Database(sqlx::Error::Io(e)))?;
         std::thread::Builder::new()
             .name("maskline-store-writer".into())
-            .spawn(move || runtime.block_on(write_loop(writer, rx)))
+            .spawn(move || runtime.block_on(write_loop(writer, rx, signal)))
             .map_err(|e| Error::Database(sqlx::Error::Io(e)))?;
-        Ok(SqliteStore { writes: tx, reads })
+        Ok(SqliteStore {
+            writes: tx,
+            reads,
+            events_signal,
+        })
     }
 }
 
@@ -95,6 +108,7 @@ impl SqliteStore {
 async fn write_loop(
     mut conn: SqliteConnection,
     mut rx: mpsc::UnboundedReceiver<(Write, oneshot::Sender<Result<()>>)>,
+    events_signal: Arc<Notify>,
 ) {
     let mut queued = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut queued, MAX_BATCH).await > 0 {
@@ -102,8 +116,12 @@ async fn write_loop(
             .drain(..)
             .map(|(write, ack)| Op { write, ack })
             .collect();
+        let wakes = batch.iter().any(|op| op.write.wakes_sender());
         match apply_all(&mut conn, &batch).await {
             Ok(()) => {
+                if wakes {
+                    events_signal.notify_one();
+                }
                 for op in batch {
                     let _ = op.ack.send(Ok(()));
                 }
@@ -115,8 +133,10 @@ async fn write_loop(
                 tracing::debug!(error = %batch_error, "group commit failed, retrying writes one by one");
                 for op in batch {
                     let result = apply_all(&mut conn, std::slice::from_ref(&op)).await;
-                    if let Err(e) = &result {
-                        tracing::warn!(error = %e, "write refused by the store");
+                    match &result {
+                        Ok(()) if op.write.wakes_sender() => events_signal.notify_one(),
+                        Ok(()) => {}
+                        Err(e) => tracing::warn!(error = %e, "write refused by the store"),
                     }
                     let _ = op.ack.send(result);
                 }
@@ -140,16 +160,30 @@ async fn apply_all(conn: &mut SqliteConnection, ops: &[Op]) -> Result<()> {
                 insert_bindings(&mut tx, &writes).await?;
                 n
             }
-            Write::RecordCall(_) => {
-                let n = run(|w| matches!(w, Write::RecordCall(_)));
-                let calls: Vec<&CallRecord> = rest[..n]
+            Write::RecordCall { .. } => {
+                let n = run(|w| matches!(w, Write::RecordCall { .. }));
+                let mut calls = Vec::with_capacity(n);
+                let mut events = Vec::new();
+                for op in &rest[..n] {
+                    if let Write::RecordCall { record, events: e } = &op.write {
+                        calls.push(record);
+                        events.extend(e);
+                    }
+                }
+                insert_rows(&mut tx, CALLS_INSERT, CALLS_ROW, &calls, bind_call).await?;
+                insert_events(&mut tx, &events).await?;
+                n
+            }
+            Write::RecordEvents(_) => {
+                let n = run(|w| matches!(w, Write::RecordEvents(_)));
+                let events: Vec<&NewEvent> = rest[..n]
                     .iter()
-                    .filter_map(|op| match &op.write {
-                        Write::RecordCall(c) => Some(c),
-                        _ => None,
+                    .flat_map(|op| match &op.write {
+                        Write::RecordEvents(e) => e.as_slice(),
+                        _ => &[],
                     })
                     .collect();
-                insert_rows(&mut tx, CALLS_INSERT, CALLS_ROW, &calls, bind_call).await?;
+                insert_events(&mut tx, &events).await?;
                 n
             }
             other => {
@@ -177,6 +211,9 @@ const IDEMPOTENCY_INSERT: &str =
 const IDEMPOTENCY_ROW: &str = "(?, ?, ?, ?, ?, ?)";
 const CALLS_INSERT: &str = concat!("INSERT INTO calls (", call_columns!(), ") VALUES ");
 const CALLS_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+const EVENTS_INSERT: &str = "INSERT INTO events (id, tenant_id, type, subject, created_at, body, \
+     state, next_attempt_at, retry_from) VALUES ";
+const EVENTS_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?)";
 
 fn multi_row(head: &str, row: &str, rows: usize) -> String {
     let mut sql = String::with_capacity(head.len() + rows * (row.len() + 1));
@@ -242,6 +279,27 @@ fn bind_call<'q>(q: SqliteQuery<'q>, c: &&CallRecord) -> SqliteQuery<'q> {
         .bind(c.refusal.map(Refusal::as_str))
 }
 
+fn bind_event<'q>(q: SqliteQuery<'q>, e: &&NewEvent) -> SqliteQuery<'q> {
+    let state = if e.deliver {
+        DeliveryState::Pending
+    } else {
+        DeliveryState::None
+    };
+    q.bind(uuid_bytes(e.id.0))
+        .bind(uuid_bytes(e.tenant.0))
+        .bind(e.kind.as_str())
+        .bind(uuid_bytes(e.subject))
+        .bind(e.created_at)
+        .bind(e.body.clone())
+        .bind(state.as_str())
+        .bind(e.deliver.then_some(e.created_at))
+        .bind(e.created_at)
+}
+
+async fn insert_events(conn: &mut SqliteConnection, events: &[&NewEvent]) -> Result<()> {
+    insert_rows(conn, EVENTS_INSERT, EVENTS_ROW, events, bind_event).await
+}
+
 /// Inserts `rows` with multi-row INSERTs of at most [`MAX_INSERT_ROWS`] rows.
 async fn insert_rows<T>(
     conn: &mut SqliteConnection,
@@ -265,14 +323,17 @@ async fn insert_rows<T>(
 async fn insert_bindings(conn: &mut SqliteConnection, writes: &[&Write]) -> Result<()> {
     let mut bindings = Vec::with_capacity(writes.len());
     let mut records = Vec::new();
+    let mut events = Vec::new();
     for write in writes {
         if let Write::CreateBinding {
             binding,
             idempotency,
+            events: e,
         } = write
         {
             bindings.push(binding);
             records.extend(idempotency.iter());
+            events.extend(e);
         }
     }
     insert_rows(conn, BINDINGS_INSERT, BINDINGS_ROW, &bindings, |q, b| {
@@ -286,7 +347,8 @@ async fn insert_bindings(conn: &mut SqliteConnection, writes: &[&Write]) -> Resu
         &records,
         |q, r| bind_idempotency(q, r),
     )
-    .await
+    .await?;
+    insert_events(conn, &events).await
 }
 
 async fn apply(conn: &mut SqliteConnection, write: &Write) -> Result<()> {
@@ -353,7 +415,7 @@ async fn apply(conn: &mut SqliteConnection, write: &Write) -> Result<()> {
                 .await?;
         }
         Write::CreateBinding { .. } => insert_bindings(conn, &[write]).await?,
-        Write::UpdateBinding(b) => {
+        Write::UpdateBinding { binding: b, events } => {
             let done = sqlx::query(
                 "UPDATE bindings SET b = ?, a_to_b = ?, b_to_a = ?, max_call_seconds = ?, \
                  record = ?, sms = ?, updated_at = ?, expires_at = ?, ended_at = ?, \
@@ -377,10 +439,12 @@ async fn apply(conn: &mut SqliteConnection, write: &Write) -> Result<()> {
             if done.rows_affected() != 1 {
                 return Err(Error::Conflict(format!("binding {} does not exist", b.id)));
             }
+            insert_events(conn, &events.iter().collect::<Vec<_>>()).await?;
         }
         Write::ExpireBindings { ended, at } => {
-            for (id, ended_at) in ended {
-                sqlx::query(
+            for e in ended {
+                let (id, ended_at) = (e.id, e.ended_at);
+                let done = sqlx::query(
                     "UPDATE bindings SET ended_at = ?, end_reason = 'expired', updated_at = ?, \
                      ends_at = MIN(ends_at, ?) WHERE id = ? AND ended_at IS NULL",
                 )
@@ -390,6 +454,11 @@ async fn apply(conn: &mut SqliteConnection, write: &Write) -> Result<()> {
                 .bind(uuid_bytes(id.0))
                 .execute(&mut *conn)
                 .await?;
+                if done.rows_affected() == 1
+                    && let Some(event) = &e.event
+                {
+                    insert_events(conn, &[event]).await?;
+                }
             }
         }
         Write::PurgeIdempotency { before } => {
@@ -398,7 +467,82 @@ async fn apply(conn: &mut SqliteConnection, write: &Write) -> Result<()> {
                 .execute(&mut *conn)
                 .await?;
         }
-        Write::RecordCall(c) => insert_rows(conn, CALLS_INSERT, CALLS_ROW, &[c], bind_call).await?,
+        Write::RecordCall { record, events } => {
+            insert_rows(conn, CALLS_INSERT, CALLS_ROW, &[record], bind_call).await?;
+            insert_events(conn, &events.iter().collect::<Vec<_>>()).await?;
+        }
+        Write::RecordEvents(events) => {
+            insert_events(conn, &events.iter().collect::<Vec<_>>()).await?;
+        }
+        Write::PutWebhook(w) => {
+            let patterns: Vec<&str> = w.events.iter().map(|p| p.as_str()).collect();
+            sqlx::query(
+                "INSERT INTO webhooks (tenant_id, url, events, secret, intercept_url, \
+                 intercept_fallback, intercept_timeout_ms, updated_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tenant_id) DO UPDATE SET \
+                 url = excluded.url, events = excluded.events, secret = excluded.secret, \
+                 intercept_url = excluded.intercept_url, \
+                 intercept_fallback = excluded.intercept_fallback, \
+                 intercept_timeout_ms = excluded.intercept_timeout_ms, \
+                 updated_at = excluded.updated_at",
+            )
+            .bind(uuid_bytes(w.tenant.0))
+            .bind(&w.url)
+            .bind(patterns.join(" "))
+            .bind(&w.secret)
+            .bind(w.intercept.as_ref().map(|i| i.url.clone()))
+            .bind(w.intercept.as_ref().map(|i| i.fallback.as_str()))
+            .bind(w.intercept.as_ref().map(|i| i64::from(i.timeout_ms)))
+            .bind(w.updated_at)
+            .execute(&mut *conn)
+            .await
+            .map_err(conflict)?;
+        }
+        Write::DeleteWebhook { tenant } => {
+            sqlx::query("DELETE FROM webhooks WHERE tenant_id = ?")
+                .bind(uuid_bytes(tenant.0))
+                .execute(&mut *conn)
+                .await?;
+        }
+        Write::DeliveryOutcomes(outcomes) => {
+            for o in outcomes {
+                let (state, next, delivered) = match o.next {
+                    NextStep::Delivered => (DeliveryState::Delivered, None, Some(o.at)),
+                    NextStep::RetryAt(t) => (DeliveryState::Pending, Some(t), None),
+                    NextStep::Failed => (DeliveryState::Failed, None, None),
+                };
+                // Only a pending event moves: a redelivery queued since the
+                // attempt started is not undone by its outcome.
+                sqlx::query(
+                    "UPDATE events SET state = ?, attempts = attempts + 1, next_attempt_at = ?, \
+                     last_status = ?, last_error = ?, delivered_at = COALESCE(?, delivered_at) \
+                     WHERE id = ? AND state = 'pending'",
+                )
+                .bind(state.as_str())
+                .bind(next)
+                .bind(o.status.map(i64::from))
+                .bind(o.error.as_deref())
+                .bind(delivered)
+                .bind(uuid_bytes(o.event.0))
+                .execute(&mut *conn)
+                .await?;
+            }
+        }
+        Write::Redeliver { tenant, event, at } => {
+            let done = sqlx::query(
+                "UPDATE events SET state = 'pending', next_attempt_at = ?, retry_from = ? \
+                 WHERE id = ? AND tenant_id = ?",
+            )
+            .bind(at)
+            .bind(at)
+            .bind(uuid_bytes(event.0))
+            .bind(uuid_bytes(tenant.0))
+            .execute(&mut *conn)
+            .await?;
+            if done.rows_affected() != 1 {
+                return Err(Error::Conflict(format!("event {event} does not exist")));
+            }
+        }
     }
     Ok(())
 }
@@ -421,6 +565,10 @@ impl Store for SqliteStore {
         // A closed channel drops `tx`, and the ack reports `WriterGone`.
         let _ = self.writes.send((write, tx));
         WriteAck(rx)
+    }
+
+    fn events_signal(&self) -> Arc<Notify> {
+        self.events_signal.clone()
     }
 
     async fn get_meta(&self, key: &str) -> Result<Option<String>> {
@@ -496,6 +644,24 @@ impl Store for SqliteStore {
             .fetch_optional(&self.reads)
             .await?;
         row.as_ref().map(binding).transpose()
+    }
+
+    async fn bindings_by_id(&self, ids: &[BindingId]) -> Result<Vec<Binding>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(MAX_INSERT_ROWS) {
+            let sql = format!(
+                "SELECT {BINDING_COLUMNS} FROM bindings WHERE id IN ({})",
+                vec!["?"; chunk.len()].join(", ")
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for id in chunk {
+                q = q.bind(uuid_bytes(id.0));
+            }
+            for row in q.fetch_all(&self.reads).await? {
+                out.push(binding(&row)?);
+            }
+        }
+        Ok(out)
     }
 
     async fn bindings(
@@ -615,6 +781,81 @@ impl Store for SqliteStore {
         let rows = q.bind(i64::from(page.limit)).fetch_all(&self.reads).await?;
         rows.iter().map(call_record).collect()
     }
+
+    async fn webhooks(&self) -> Result<Vec<Webhook>> {
+        let rows = sqlx::query(
+            "SELECT tenant_id, url, events, secret, intercept_url, intercept_fallback, \
+             intercept_timeout_ms, updated_at FROM webhooks ORDER BY tenant_id",
+        )
+        .fetch_all(&self.reads)
+        .await?;
+        rows.iter().map(webhook).collect()
+    }
+
+    async fn event(&self, tenant: TenantId, id: EventId) -> Result<Option<StoredEvent>> {
+        let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = ? AND tenant_id = ?");
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(uuid_bytes(id.0))
+            .bind(uuid_bytes(tenant.0))
+            .fetch_optional(&self.reads)
+            .await?;
+        row.as_ref().map(stored_event).transpose()
+    }
+
+    async fn events(
+        &self,
+        tenant: TenantId,
+        types: &[EventType],
+        page: Page<i64>,
+    ) -> Result<Vec<StoredEvent>> {
+        // Built from fixed fragments only; every value is a bound parameter.
+        let mut sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE tenant_id = ? AND seq > ?");
+        if !types.is_empty() {
+            sql.push_str(" AND type IN (");
+            sql.push_str(&vec!["?"; types.len()].join(", "));
+            sql.push(')');
+        }
+        sql.push_str(" ORDER BY seq LIMIT ?");
+        let mut q = sqlx::query(AssertSqlSafe(sql))
+            .bind(uuid_bytes(tenant.0))
+            .bind(page.after.unwrap_or(0));
+        for t in types {
+            q = q.bind(t.as_str());
+        }
+        let rows = q.bind(i64::from(page.limit)).fetch_all(&self.reads).await?;
+        rows.iter().map(stored_event).collect()
+    }
+
+    async fn due_events(
+        &self,
+        tenant: TenantId,
+        now: UnixMillis,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>> {
+        // `state = 'pending'` is spelled out (not bound) so that SQLite can
+        // use the partial indexes.
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events AS e \
+             WHERE e.tenant_id = ? AND e.state = 'pending' AND e.next_attempt_at <= ? \
+             AND NOT EXISTS (SELECT 1 FROM events AS p \
+                 WHERE p.subject = e.subject AND p.state = 'pending' AND p.seq < e.seq) \
+             ORDER BY e.next_attempt_at, e.seq LIMIT ?"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(uuid_bytes(tenant.0))
+            .bind(now)
+            .bind(i64::from(limit))
+            .fetch_all(&self.reads)
+            .await?;
+        rows.iter().map(stored_event).collect()
+    }
+
+    async fn pending_events(&self) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE state = 'pending'")
+            .fetch_one(&self.reads)
+            .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
 }
 
 // === row decoding ===
@@ -729,5 +970,58 @@ fn call_record(r: &SqliteRow) -> Result<CallRecord> {
             .try_get::<Option<&str>, _>("refusal")?
             .map(|f| name(f, Refusal::parse, "refusal"))
             .transpose()?,
+    })
+}
+
+fn webhook(r: &SqliteRow) -> Result<Webhook> {
+    let events: &str = r.try_get("events")?;
+    let intercept = match r.try_get::<Option<String>, _>("intercept_url")? {
+        None => None,
+        Some(url) => Some(Intercept {
+            url,
+            fallback: match r.try_get::<Option<&str>, _>("intercept_fallback")? {
+                Some("deny") => Fallback::Deny,
+                Some("allow") => Fallback::Allow,
+                _ => return Err(Error::Corrupt("intercept_fallback")),
+            },
+            timeout_ms: r
+                .try_get::<Option<i64>, _>("intercept_timeout_ms")?
+                .and_then(|t| u32::try_from(t).ok())
+                .ok_or(Error::Corrupt("intercept_timeout_ms"))?,
+        }),
+    };
+    Ok(Webhook {
+        tenant: TenantId(uuid_from(r.try_get("tenant_id")?)?),
+        url: r.try_get("url")?,
+        events: events
+            .split_whitespace()
+            .map(|p| p.parse().map_err(|_| Error::Corrupt("events")))
+            .collect::<Result<_>>()?,
+        secret: r.try_get("secret")?,
+        intercept,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
+fn stored_event(r: &SqliteRow) -> Result<StoredEvent> {
+    Ok(StoredEvent {
+        seq: r.try_get("seq")?,
+        id: EventId(uuid_from(r.try_get("id")?)?),
+        tenant: TenantId(uuid_from(r.try_get("tenant_id")?)?),
+        kind: EventType::parse(r.try_get("type")?).ok_or(Error::Corrupt("type"))?,
+        subject: uuid_from(r.try_get("subject")?)?,
+        created_at: r.try_get("created_at")?,
+        body: r.try_get("body")?,
+        state: DeliveryState::parse(r.try_get("state")?).ok_or(Error::Corrupt("state"))?,
+        attempts: u32::try_from(r.try_get::<i64, _>("attempts")?)
+            .map_err(|_| Error::Corrupt("attempts"))?,
+        next_attempt_at: r.try_get("next_attempt_at")?,
+        retry_from: r.try_get("retry_from")?,
+        last_status: r
+            .try_get::<Option<i64>, _>("last_status")?
+            .map(|s| u16::try_from(s).map_err(|_| Error::Corrupt("last_status")))
+            .transpose()?,
+        last_error: r.try_get("last_error")?,
+        delivered_at: r.try_get("delivered_at")?,
     })
 }

@@ -8,9 +8,11 @@ use maskline_core::{
     Area, Binding, BindingId, BindingStatus, CallId, CallRecord, Controls, Direction, EndReason,
     Extension, Mode, Number, Refusal, ReleaseReason, ReleasedBy, TenantId,
 };
+use maskline_core::{EventId, EventType};
 use maskline_store::{
-    BindingFilter, CallFilter, Error, IdempotencyRecord, Page, PoolNumber, SqliteStore, Store,
-    Tenant, Write,
+    BindingFilter, CallFilter, DeliveryOutcome, DeliveryState, Error, ExpiredBinding, Fallback,
+    IdempotencyRecord, Intercept, NewEvent, NextStep, Page, PoolNumber, SqliteStore, Store, Tenant,
+    Webhook, Write,
 };
 
 fn tenant(n: u128) -> Tenant {
@@ -91,11 +93,383 @@ async fn setup(s: &dyn Store) {
         .unwrap();
 }
 
+fn expired(id: u128, at: i64, event: Option<NewEvent>) -> ExpiredBinding {
+    ExpiredBinding {
+        id: BindingId(id),
+        ended_at: at,
+        event,
+    }
+}
+
 fn page<C>(limit: u32) -> Page<C> {
     Page { after: None, limit }
 }
 
 // === the cases ===
+
+// === events ===
+
+fn event(id: u128, t: u128, kind: EventType, subject: u128, deliver: bool) -> NewEvent {
+    NewEvent {
+        id: EventId(id),
+        tenant: TenantId(t),
+        kind,
+        subject,
+        created_at: 1_000_000 + id as i64,
+        body: format!(r#"{{"id":"{id}","type":"{}"}}"#, kind.as_str()),
+        deliver,
+    }
+}
+
+fn outcome(id: u128, at: i64, next: NextStep) -> DeliveryOutcome {
+    DeliveryOutcome {
+        event: EventId(id),
+        at,
+        status: Some(if next == NextStep::Delivered {
+            200
+        } else {
+            500
+        }),
+        error: (next != NextStep::Delivered).then(|| "HTTP 500".to_owned()),
+        next,
+    }
+}
+
+async fn ids(s: &dyn Store, t: u128, types: &[EventType]) -> Vec<u128> {
+    s.events(TenantId(t), types, page(100))
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.id.0)
+        .collect()
+}
+
+async fn due(s: &dyn Store, t: u128, now: i64) -> Vec<u128> {
+    s.due_events(TenantId(t), now, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.id.0)
+        .collect()
+}
+
+async fn events_are_recorded_with_their_change(s: Arc<dyn Store>) {
+    setup(&*s).await;
+    let b = binding(1, 1, 1, 2, 5_000);
+    s.enqueue(Write::CreateBinding {
+        binding: b.clone(),
+        idempotency: None,
+        events: vec![event(10, 1, EventType::BindingCreated, 1, true)],
+    })
+    .await
+    .unwrap();
+    s.enqueue(Write::UpdateBinding {
+        binding: b.clone(),
+        events: vec![event(11, 1, EventType::BindingUpdated, 1, false)],
+    })
+    .await
+    .unwrap();
+    let mut cdr = call(20, 1, 2_000);
+    cdr.binding = Some(BindingId(1));
+    s.enqueue(Write::RecordEvents(vec![event(
+        12,
+        1,
+        EventType::CallStarted,
+        1,
+        true,
+    )]))
+    .await
+    .unwrap();
+    s.enqueue(Write::RecordCall {
+        record: cdr,
+        events: vec![event(13, 1, EventType::CallEnded, 1, true)],
+    })
+    .await
+    .unwrap();
+    // Another tenant's event, and a refused change: its event is not kept.
+    s.enqueue(Write::RecordEvents(vec![event(
+        30,
+        2,
+        EventType::CallRefused,
+        99,
+        true,
+    )]))
+    .await
+    .unwrap();
+    let refused = s
+        .enqueue(Write::CreateBinding {
+            binding: b.clone(),
+            idempotency: None,
+            events: vec![event(14, 1, EventType::BindingCreated, 1, true)],
+        })
+        .await;
+    assert!(matches!(refused, Err(Error::Conflict(_))), "{refused:?}");
+
+    assert_eq!(ids(&*s, 1, &[]).await, vec![10, 11, 12, 13]);
+    assert_eq!(ids(&*s, 2, &[]).await, vec![30]);
+    let all = s.events(TenantId(1), &[], page(100)).await.unwrap();
+    assert!(all.windows(2).all(|w| w[0].seq < w[1].seq));
+    let created = &all[0];
+    assert_eq!(created.kind, EventType::BindingCreated);
+    assert_eq!(created.subject, 1);
+    assert_eq!(created.created_at, 1_000_010);
+    assert_eq!(created.body, r#"{"id":"10","type":"binding.created"}"#);
+    assert_eq!(
+        (created.state, created.attempts, created.next_attempt_at),
+        (DeliveryState::Pending, 0, Some(1_000_010))
+    );
+    assert_eq!(all[1].state, DeliveryState::None);
+    assert_eq!(all[1].next_attempt_at, None);
+    assert_eq!(
+        s.event(TenantId(1), EventId(11)).await.unwrap(),
+        Some(all[1].clone())
+    );
+    assert_eq!(s.event(TenantId(2), EventId(11)).await.unwrap(), None);
+    assert_eq!(s.pending_events().await.unwrap(), 4);
+}
+
+async fn event_lists_filter_by_type_and_page_in_order(s: Arc<dyn Store>) {
+    setup(&*s).await;
+    let kinds = [
+        EventType::BindingCreated,
+        EventType::CallStarted,
+        EventType::CallEnded,
+        EventType::BindingEnded,
+    ];
+    // Ids deliberately out of order: lists follow apply order.
+    for (i, id) in [5u128, 3, 9, 1, 7, 2].into_iter().enumerate() {
+        s.enqueue(Write::RecordEvents(vec![event(
+            id,
+            1,
+            kinds[i % kinds.len()],
+            1,
+            false,
+        )]))
+        .await
+        .unwrap();
+    }
+    assert_eq!(ids(&*s, 1, &[]).await, vec![5, 3, 9, 1, 7, 2]);
+    assert_eq!(
+        ids(&*s, 1, &[EventType::CallStarted, EventType::CallEnded]).await,
+        vec![3, 9, 2]
+    );
+    let first = s.events(TenantId(1), &[], page(2)).await.unwrap();
+    assert_eq!(first.len(), 2);
+    let rest = s
+        .events(
+            TenantId(1),
+            &[],
+            Page {
+                after: Some(first[1].seq),
+                limit: 10,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        rest.iter().map(|e| e.id.0).collect::<Vec<_>>(),
+        vec![9, 1, 7, 2]
+    );
+}
+
+async fn expiry_event_only_for_the_write_that_ends_it(s: Arc<dyn Store>) {
+    setup(&*s).await;
+    s.enqueue(Write::CreateBinding {
+        binding: binding(1, 1, 1, 2, 900),
+        idempotency: None,
+        events: Vec::new(),
+    })
+    .await
+    .unwrap();
+    for id in [40, 41] {
+        s.enqueue(Write::ExpireBindings {
+            ended: vec![expired(
+                1,
+                900,
+                Some(event(id, 1, EventType::BindingEnded, 1, true)),
+            )],
+            at: 1_000,
+        })
+        .await
+        .unwrap();
+    }
+    assert_eq!(ids(&*s, 1, &[]).await, vec![40]);
+}
+
+async fn due_events_keep_each_subject_in_order(s: Arc<dyn Store>) {
+    setup(&*s).await;
+    // Subject 1: 1, 2; subject 2: 3; subject 3: 4 (not for delivery), 5.
+    s.enqueue(Write::RecordEvents(vec![
+        event(1, 1, EventType::BindingCreated, 1, true),
+        event(2, 1, EventType::BindingEnded, 1, true),
+        event(3, 1, EventType::BindingCreated, 2, true),
+        event(4, 1, EventType::BindingCreated, 3, false),
+        event(5, 1, EventType::BindingEnded, 3, true),
+        event(6, 2, EventType::BindingCreated, 9, true),
+    ]))
+    .await
+    .unwrap();
+    let now = 2_000_000;
+    assert_eq!(due(&*s, 1, now).await, vec![1, 3, 5]);
+    // Not yet due at their creation time minus one.
+    assert_eq!(due(&*s, 1, 1_000_002).await, vec![1]);
+    assert_eq!(due(&*s, 2, now).await, vec![6]);
+
+    // 1 fails and waits: 2 stays behind it.
+    s.enqueue(Write::DeliveryOutcomes(vec![
+        outcome(1, now, NextStep::RetryAt(now + 5_000)),
+        outcome(3, now, NextStep::Delivered),
+    ]))
+    .await
+    .unwrap();
+    assert_eq!(due(&*s, 1, now + 1).await, vec![5]);
+    assert_eq!(due(&*s, 1, now + 5_000).await, vec![5, 1]);
+    let one = s.event(TenantId(1), EventId(1)).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            one.state,
+            one.attempts,
+            one.last_status,
+            one.last_error.as_deref()
+        ),
+        (DeliveryState::Pending, 1, Some(500), Some("HTTP 500"))
+    );
+    let three = s.event(TenantId(1), EventId(3)).await.unwrap().unwrap();
+    assert_eq!(
+        (three.state, three.attempts, three.delivered_at),
+        (DeliveryState::Delivered, 1, Some(now))
+    );
+    // A failed event no longer holds its subject back.
+    s.enqueue(Write::DeliveryOutcomes(vec![outcome(
+        1,
+        now,
+        NextStep::Failed,
+    )]))
+    .await
+    .unwrap();
+    assert_eq!(due(&*s, 1, now).await, vec![2, 5]);
+    assert_eq!(
+        s.event(TenantId(1), EventId(1))
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        DeliveryState::Failed
+    );
+    assert_eq!(s.pending_events().await.unwrap(), 3);
+}
+
+async fn redelivery_requeues_with_a_fresh_window(s: Arc<dyn Store>) {
+    setup(&*s).await;
+    s.enqueue(Write::RecordEvents(vec![event(
+        1,
+        1,
+        EventType::CallEnded,
+        1,
+        true,
+    )]))
+    .await
+    .unwrap();
+    s.enqueue(Write::DeliveryOutcomes(vec![outcome(
+        1,
+        3_000_000,
+        NextStep::Delivered,
+    )]))
+    .await
+    .unwrap();
+    // An outcome for an event no longer pending changes nothing.
+    s.enqueue(Write::DeliveryOutcomes(vec![outcome(
+        1,
+        3_000_001,
+        NextStep::Failed,
+    )]))
+    .await
+    .unwrap();
+    assert!(due(&*s, 1, 4_000_000).await.is_empty());
+    s.enqueue(Write::Redeliver {
+        tenant: TenantId(1),
+        event: EventId(1),
+        at: 4_000_000,
+    })
+    .await
+    .unwrap();
+    let e = s.event(TenantId(1), EventId(1)).await.unwrap().unwrap();
+    assert_eq!(
+        (e.state, e.attempts, e.next_attempt_at, e.retry_from),
+        (DeliveryState::Pending, 1, Some(4_000_000), 4_000_000)
+    );
+    assert_eq!(due(&*s, 1, 4_000_000).await, vec![1]);
+    for (t, id) in [(2, 1), (1, 77)] {
+        let r = s
+            .enqueue(Write::Redeliver {
+                tenant: TenantId(t),
+                event: EventId(id),
+                at: 1,
+            })
+            .await;
+        assert!(matches!(r, Err(Error::Conflict(_))), "{r:?}");
+    }
+}
+
+async fn webhooks_round_trip(s: Arc<dyn Store>) {
+    setup(&*s).await;
+    let mut w = Webhook {
+        tenant: TenantId(1),
+        url: "http://127.0.0.1:9/hook".to_owned(),
+        events: vec!["call.*".parse().unwrap(), "binding.ended".parse().unwrap()],
+        secret: "whsec_1".to_owned(),
+        intercept: None,
+        updated_at: 10,
+    };
+    s.enqueue(Write::PutWebhook(w.clone())).await.unwrap();
+    assert_eq!(s.webhooks().await.unwrap(), vec![w.clone()]);
+    w.events.clear();
+    w.secret = "whsec_2".to_owned();
+    w.intercept = Some(Intercept {
+        url: "https://example.com/ask".to_owned(),
+        fallback: Fallback::Deny,
+        timeout_ms: 800,
+    });
+    s.enqueue(Write::PutWebhook(w.clone())).await.unwrap();
+    assert_eq!(s.webhooks().await.unwrap(), vec![w.clone()]);
+    // Only a known tenant can have one.
+    let stray = Webhook {
+        tenant: TenantId(77),
+        ..w.clone()
+    };
+    assert!(matches!(
+        s.enqueue(Write::PutWebhook(stray)).await,
+        Err(Error::Conflict(_))
+    ));
+    s.enqueue(Write::DeleteWebhook {
+        tenant: TenantId(1),
+    })
+    .await
+    .unwrap();
+    assert!(s.webhooks().await.unwrap().is_empty());
+}
+
+async fn bindings_by_id_reads_any_tenant(s: Arc<dyn Store>) {
+    setup(&*s).await;
+    for (id, t) in [(1, 1), (2, 2)] {
+        s.enqueue(Write::CreateBinding {
+            binding: binding(id, t, 1, 2, 5_000),
+            idempotency: None,
+            events: Vec::new(),
+        })
+        .await
+        .unwrap();
+    }
+    let mut got: Vec<u128> = s
+        .bindings_by_id(&[BindingId(2), BindingId(1), BindingId(9)])
+        .await
+        .unwrap()
+        .iter()
+        .map(|b| b.id.0)
+        .collect();
+    got.sort();
+    assert_eq!(got, vec![1, 2]);
+}
 
 async fn tenants_and_meta_round_trip(s: Arc<dyn Store>) {
     setup(&*s).await;
@@ -177,6 +551,7 @@ async fn bindings_round_trip_and_stay_in_their_tenant(s: Arc<dyn Store>) {
     s.enqueue(Write::CreateBinding {
         binding: b.clone(),
         idempotency: None,
+        events: Vec::new(),
     })
     .await
     .unwrap();
@@ -191,9 +566,12 @@ async fn bindings_round_trip_and_stay_in_their_tenant(s: Arc<dyn Store>) {
     changed.ended_at = Some(4_000);
     changed.end_reason = Some(EndReason::Unbound);
     changed.updated_at = 4_000;
-    s.enqueue(Write::UpdateBinding(changed.clone()))
-        .await
-        .unwrap();
+    s.enqueue(Write::UpdateBinding {
+        binding: changed.clone(),
+        events: Vec::new(),
+    })
+    .await
+    .unwrap();
     assert_eq!(
         s.binding(TenantId(1), BindingId(10)).await.unwrap(),
         Some(changed.clone())
@@ -201,13 +579,19 @@ async fn bindings_round_trip_and_stay_in_their_tenant(s: Arc<dyn Store>) {
     let mut foreign = changed.clone();
     foreign.tenant = TenantId(2);
     assert!(
-        s.enqueue(Write::UpdateBinding(foreign)).await.is_err(),
+        s.enqueue(Write::UpdateBinding {
+            binding: foreign,
+            events: Vec::new()
+        })
+        .await
+        .is_err(),
         "no update across tenants"
     );
     let dup = s
         .enqueue(Write::CreateBinding {
             binding: b.clone(),
             idempotency: None,
+            events: Vec::new(),
         })
         .await;
     assert!(matches!(dup, Err(Error::Conflict(_))));
@@ -225,6 +609,7 @@ async fn binding_filters_and_pages(s: Arc<dyn Store>) {
         s.enqueue(Write::CreateBinding {
             binding: binding(id, 1, a, b, exp),
             idempotency: None,
+            events: Vec::new(),
         })
         .await
         .unwrap();
@@ -232,6 +617,7 @@ async fn binding_filters_and_pages(s: Arc<dyn Store>) {
     s.enqueue(Write::CreateBinding {
         binding: binding(5, 2, 1, 2, 5_000),
         idempotency: None,
+        events: Vec::new(),
     })
     .await
     .unwrap();
@@ -297,6 +683,7 @@ async fn expiry_is_recorded_once(s: Arc<dyn Store>) {
     s.enqueue(Write::CreateBinding {
         binding: binding(1, 1, 1, 2, 900),
         idempotency: None,
+        events: Vec::new(),
     })
     .await
     .unwrap();
@@ -306,11 +693,12 @@ async fn expiry_is_recorded_once(s: Arc<dyn Store>) {
     s.enqueue(Write::CreateBinding {
         binding: unbound.clone(),
         idempotency: None,
+        events: Vec::new(),
     })
     .await
     .unwrap();
     s.enqueue(Write::ExpireBindings {
-        ended: vec![(BindingId(1), 900), (BindingId(2), 900)],
+        ended: vec![expired(1, 900, None), expired(2, 900, None)],
         at: 1_000,
     })
     .await
@@ -330,6 +718,7 @@ async fn scan_streams_bindings_ending_after_the_horizon(s: Arc<dyn Store>) {
         s.enqueue(Write::CreateBinding {
             binding: binding(id, 1, id as u64, 50 + id as u64, exp),
             idempotency: None,
+            events: Vec::new(),
         })
         .await
         .unwrap();
@@ -355,6 +744,7 @@ async fn idempotency_record_is_atomic_with_its_binding(s: Arc<dyn Store>) {
     s.enqueue(Write::CreateBinding {
         binding: binding(1, 1, 1, 2, 5_000),
         idempotency: Some(rec("k")),
+        events: Vec::new(),
     })
     .await
     .unwrap();
@@ -371,6 +761,7 @@ async fn idempotency_record_is_atomic_with_its_binding(s: Arc<dyn Store>) {
         .enqueue(Write::CreateBinding {
             binding: binding(2, 1, 3, 4, 5_000),
             idempotency: Some(rec("k")),
+            events: Vec::new(),
         })
         .await;
     assert!(matches!(again, Err(Error::Conflict(_))));
@@ -392,12 +783,14 @@ async fn concurrent_writes_group_commit_and_fail_alone(s: Arc<dyn Store>) {
         acks.push(s.enqueue(Write::CreateBinding {
             binding: binding(100 + i, 1, 1_000 + i as u64, 5_000 + i as u64, 9_000),
             idempotency: None,
+            events: Vec::new(),
         }));
         if i == 500 {
             // A write that must fail, in the middle of the burst.
             acks.push(s.enqueue(Write::CreateBinding {
                 binding: binding(100, 1, 1, 2, 9_000),
                 idempotency: None,
+                events: Vec::new(),
             }));
         }
     }
@@ -421,12 +814,16 @@ async fn writes_apply_in_queue_order(s: Arc<dyn Store>) {
     let create = s.enqueue(Write::CreateBinding {
         binding: b.clone(),
         idempotency: None,
+        events: Vec::new(),
     });
     let mut acks = vec![create];
     for i in 0..50 {
         let mut next = b.clone();
         next.b = Some(party(100 + i));
-        acks.push(s.enqueue(Write::UpdateBinding(next)));
+        acks.push(s.enqueue(Write::UpdateBinding {
+            binding: next,
+            events: Vec::new(),
+        }));
     }
     for ack in acks {
         ack.await.unwrap();
@@ -471,7 +868,12 @@ async fn calls_round_trip_every_field(s: Arc<dyn Store>) {
     }
     let acks: Vec<_> = written
         .iter()
-        .map(|c| s.enqueue(Write::RecordCall(c.clone())))
+        .map(|c| {
+            s.enqueue(Write::RecordCall {
+                record: c.clone(),
+                events: Vec::new(),
+            })
+        })
         .collect();
     for ack in acks {
         ack.await.unwrap();
@@ -481,7 +883,12 @@ async fn calls_round_trip_every_field(s: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!(got, written);
-    let dup = s.enqueue(Write::RecordCall(written[0].clone())).await;
+    let dup = s
+        .enqueue(Write::RecordCall {
+            record: written[0].clone(),
+            events: Vec::new(),
+        })
+        .await;
     assert!(matches!(dup, Err(Error::Conflict(_))), "{dup:?}");
 }
 
@@ -494,7 +901,12 @@ async fn calls_stay_in_their_tenant(s: Arc<dyn Store>) {
         unowned,
         call(4, 1, 4_000),
     ] {
-        s.enqueue(Write::RecordCall(c)).await.unwrap();
+        s.enqueue(Write::RecordCall {
+            record: c,
+            events: Vec::new(),
+        })
+        .await
+        .unwrap();
     }
     let ids = |t| {
         let s = &s;
@@ -531,7 +943,12 @@ async fn call_filters_and_pages(s: Arc<dyn Store>) {
         no_binding,
         call(6, 2, 2_000),
     ] {
-        s.enqueue(Write::RecordCall(c)).await.unwrap();
+        s.enqueue(Write::RecordCall {
+            record: c,
+            events: Vec::new(),
+        })
+        .await
+        .unwrap();
     }
     let s = &*s;
     let ids = |f: CallFilter, p: Page<CallId>| async move {
@@ -631,15 +1048,22 @@ async fn calls_group_commit_and_fail_alone(s: Arc<dyn Store>) {
     // CDRs interleaved with bindings, the way a busy node queues them.
     let mut acks = Vec::new();
     for i in 0..1_000u128 {
-        acks.push(s.enqueue(Write::RecordCall(call(1_000 + i, 1, i as i64))));
+        acks.push(s.enqueue(Write::RecordCall {
+            record: call(1_000 + i, 1, i as i64),
+            events: Vec::new(),
+        }));
         if i % 10 == 0 {
             acks.push(s.enqueue(Write::CreateBinding {
                 binding: binding(i + 1, 1, 1_000 + i as u64, 5_000 + i as u64, 9_000),
                 idempotency: None,
+                events: Vec::new(),
             }));
         }
         if i == 500 {
-            acks.push(s.enqueue(Write::RecordCall(call(1_000, 1, 0))));
+            acks.push(s.enqueue(Write::RecordCall {
+                record: call(1_000, 1, 0),
+                events: Vec::new(),
+            }));
         }
     }
     let mut failed = 0;
@@ -701,6 +1125,13 @@ conformance!(
         calls_stay_in_their_tenant,
         call_filters_and_pages,
         calls_group_commit_and_fail_alone,
+        events_are_recorded_with_their_change,
+        event_lists_filter_by_type_and_page_in_order,
+        expiry_event_only_for_the_write_that_ends_it,
+        due_events_keep_each_subject_in_order,
+        redelivery_requeues_with_a_fresh_window,
+        webhooks_round_trip,
+        bindings_by_id_reads_any_tenant,
     ]
 );
 
@@ -714,6 +1145,7 @@ async fn sqlite_survives_reopen() {
         s.enqueue(Write::CreateBinding {
             binding: binding(1, 1, 1, 2, 5_000),
             idempotency: None,
+            events: Vec::new(),
         })
         .await
         .unwrap();
@@ -755,9 +1187,12 @@ async fn sqlite_refuses_unknown_call_names() {
     .enumerate()
     {
         let id = 1 + i as u128;
-        s.enqueue(Write::RecordCall(call(id, 1, 1_000)))
-            .await
-            .unwrap();
+        s.enqueue(Write::RecordCall {
+            record: call(id, 1, 1_000),
+            events: Vec::new(),
+        })
+        .await
+        .unwrap();
         let sql = format!("UPDATE calls SET {column} = {bad}");
         sqlx::query(sqlx::AssertSqlSafe(sql))
             .execute(&mut raw)

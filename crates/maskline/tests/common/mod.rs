@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod receiver;
 pub mod sipp;
 
 use std::net::TcpListener;
@@ -17,6 +18,12 @@ pub const SWITCH_KEY: &str = "test-switch-key-0123456789";
 
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_maskline")
+}
+
+/// An HTTP client (reqwest needs its TLS provider installed first).
+pub fn http() -> reqwest::Client {
+    maskline_events::install_crypto_provider();
+    reqwest::Client::new()
 }
 
 pub fn free_port() -> u16 {
@@ -58,7 +65,7 @@ impl Server {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
-            client: reqwest::Client::new(),
+            client: http(),
             starts: 0,
         };
         server.spawn().await;

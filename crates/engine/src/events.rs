@@ -1,0 +1,172 @@
+//! Events (recorded in the same store write as the change that causes
+//! them), the tenants' webhook settings, and the event log's reads.
+
+use std::sync::Arc;
+
+use maskline_core::{
+    Binding, BindingStatus, CallRecord, EventId, EventPattern, EventType, TenantId, UnixMillis,
+};
+use maskline_events::payload;
+use maskline_store::{Intercept, NewEvent, Page, StoredEvent, Webhook, Write, WriteAck};
+
+use crate::{Engine, Error, Result, now, settle};
+
+/// A `PUT /v1/webhook`, validated.
+#[derive(Clone, Debug)]
+pub struct WebhookSpec {
+    pub url: String,
+    /// Empty: every type.
+    pub events: Vec<EventPattern>,
+    pub intercept: Option<Intercept>,
+}
+
+pub(crate) fn unix_ms() -> UnixMillis {
+    maskline_events::unix_ms()
+}
+
+fn new_id() -> EventId {
+    EventId(uuid::Uuid::now_v7().as_u128())
+}
+
+impl Engine {
+    /// Whether this tenant's webhook wants events of `kind` now.
+    fn wants(&self, tenant: TenantId, kind: EventType) -> bool {
+        self.webhooks.wants(tenant, kind)
+    }
+
+    pub(crate) fn binding_event(
+        &self,
+        kind: EventType,
+        binding: &Binding,
+        status: BindingStatus,
+        changed: Vec<&'static str>,
+    ) -> NewEvent {
+        let (id, at) = (new_id(), unix_ms());
+        NewEvent {
+            id,
+            tenant: binding.tenant,
+            kind,
+            subject: binding.id.0,
+            created_at: at,
+            body: payload::binding_event(id, kind, at, binding, status, changed),
+            deliver: self.wants(binding.tenant, kind),
+        }
+    }
+
+    /// The event for a call's progress or end; `None` for a call to a
+    /// number in no pool (there is no tenant to tell).
+    pub fn call_event(&self, kind: EventType, call: &CallRecord) -> Option<NewEvent> {
+        let tenant = call.tenant?;
+        let (id, at) = (new_id(), unix_ms());
+        Some(NewEvent {
+            id,
+            tenant,
+            kind,
+            // A binding's calls and changes are delivered in one order.
+            subject: call.binding.map_or(call.id.0, |b| b.0),
+            created_at: at,
+            body: payload::call_event(id, kind, at, call),
+            deliver: self.wants(tenant, kind),
+        })
+    }
+
+    /// Records a call's progress (`call.started`, `.ringing`, `.answered`).
+    /// The ack resolves once it is durable; the SIP layer relays the
+    /// progress to the caller only then.
+    pub fn record_call_progress(&self, kind: EventType, call: &CallRecord) -> Option<WriteAck> {
+        let event = self.call_event(kind, call)?;
+        Some(self.store.enqueue(Write::RecordEvents(vec![event])))
+    }
+
+    pub fn webhooks(&self) -> &Arc<maskline_events::Webhooks> {
+        &self.webhooks
+    }
+
+    pub fn webhook(&self, tenant: TenantId) -> Option<Arc<Webhook>> {
+        self.webhooks.get(tenant)
+    }
+
+    /// Sets a tenant's webhook. The signing secret is kept if there is one,
+    /// else made; the result carries it.
+    pub async fn put_webhook(&self, tenant: TenantId, spec: WebhookSpec) -> Result<Webhook> {
+        let _serial = self.webhook_lock.lock().await;
+        let secret = match self.webhooks.get(tenant) {
+            Some(w) => w.secret.clone(),
+            None => maskline_events::new_secret(),
+        };
+        self.store_webhook(Webhook {
+            tenant,
+            url: spec.url,
+            events: spec.events,
+            secret,
+            intercept: spec.intercept,
+            updated_at: now(),
+        })
+        .await
+    }
+
+    /// Replaces the signing secret; deliveries from now on use the new one.
+    pub async fn rotate_webhook_secret(&self, tenant: TenantId) -> Result<Webhook> {
+        let _serial = self.webhook_lock.lock().await;
+        let current = self.webhooks.get(tenant).ok_or(Error::WebhookNotSet)?;
+        self.store_webhook(Webhook {
+            secret: maskline_events::new_secret(),
+            updated_at: now(),
+            ..(*current).clone()
+        })
+        .await
+    }
+
+    pub async fn delete_webhook(&self, tenant: TenantId) -> Result<()> {
+        let _serial = self.webhook_lock.lock().await;
+        if self.webhooks.get(tenant).is_none() {
+            return Err(Error::WebhookNotSet);
+        }
+        self.store.enqueue(Write::DeleteWebhook { tenant }).await?;
+        self.webhooks.remove(tenant);
+        Ok(())
+    }
+
+    async fn store_webhook(&self, webhook: Webhook) -> Result<Webhook> {
+        self.store
+            .enqueue(Write::PutWebhook(webhook.clone()))
+            .await?;
+        self.webhooks.set(webhook.clone());
+        // Events already pending for this tenant may go now.
+        self.store.events_signal().notify_one();
+        Ok(webhook)
+    }
+
+    pub async fn event(&self, tenant: TenantId, id: EventId) -> Result<StoredEvent> {
+        self.store
+            .event(tenant, id)
+            .await?
+            .ok_or(Error::EventNotFound)
+    }
+
+    /// A tenant's events in the order they happened.
+    pub async fn events(
+        &self,
+        tenant: TenantId,
+        types: &[EventType],
+        page: Page<i64>,
+    ) -> Result<Vec<StoredEvent>> {
+        Ok(self.store.events(tenant, types, page).await?)
+    }
+
+    /// Queues an event for delivery again (whatever became of it), with a
+    /// fresh retry window.
+    pub async fn redeliver(&self, tenant: TenantId, id: EventId) -> Result<StoredEvent> {
+        if self.webhooks.get(tenant).is_none() {
+            return Err(Error::WebhookNotSet);
+        }
+        self.event(tenant, id).await?;
+        let ack = self.store.enqueue(Write::Redeliver {
+            tenant,
+            event: id,
+            at: unix_ms(),
+        });
+        settle(ack, |_| {}).await?;
+        self.event(tenant, id).await
+    }
+}
