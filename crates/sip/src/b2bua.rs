@@ -14,7 +14,7 @@
 //! steering Maskline's traffic anywhere else.
 
 use std::cmp::Ordering;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, VecDeque};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,10 +22,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hashbrown::HashMap;
 use maskline_core::{
-    CallId, CallRecord, Channel, Connect, Decision, Inbound, Number, Prompt, Refusal, RejectReason,
-    ReleaseReason, ReleasedBy, UnixMillis,
+    CallId, CallRecord, Channel, Connect, Decision, EventType, Inbound, Number, Prompt, Refusal,
+    RejectReason, ReleaseReason, ReleasedBy, UnixMillis,
 };
 use maskline_engine::Engine;
+use maskline_engine::events_crate::payload::rfc3339_millis;
+use maskline_engine::events_crate::{InterceptRequest, Interceptor, Verdict};
+use maskline_engine::store::Intercept;
 use rand::Rng;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
@@ -54,6 +57,7 @@ pub struct SipServer {
     engine: Arc<Engine>,
     udp: std::net::UdpSocket,
     tcp: std::net::TcpListener,
+    interceptor: Interceptor,
 }
 
 impl SipServer {
@@ -77,6 +81,7 @@ impl SipServer {
             engine,
             udp,
             tcp,
+            interceptor: Interceptor::new().map_err(Error::Http)?,
         })
     }
 
@@ -118,6 +123,9 @@ impl SipServer {
         let (net_tx, mut net_rx) = mpsc::unbounded_channel();
         let (cdr_tx, cdr_rx) = mpsc::unbounded_channel();
         let cdr_task = tokio::spawn(write_cdrs(cdr_rx));
+        let (resume_tx, mut resume_rx) = mpsc::unbounded_channel();
+        let (durable_tx, durable_rx) = mpsc::unbounded_channel();
+        let durable_task = tokio::spawn(await_durable(durable_rx, resume_tx.clone()));
         let udp = match UdpSocket::from_std(self.udp) {
             Ok(udp) => Arc::new(udp),
             Err(e) => {
@@ -164,6 +172,10 @@ impl SipServer {
             dialogs: HashMap::new(),
             invites: HashMap::new(),
             cdrs: cdr_tx,
+            durable: durable_tx,
+            resume: resume_tx,
+            interceptor: self.interceptor,
+            intercepting: HashMap::new(),
             draining: false,
             hard_stop: None,
             received_at: Instant::now(),
@@ -177,8 +189,10 @@ impl SipServer {
             let now = Instant::now();
             guarded(&mut core, |core| core.fire_due(now));
             if core.draining
-                && (core.calls.is_empty() || core.hard_stop.is_some_and(|at| now >= at))
+                && ((core.calls.is_empty() && core.intercepting.is_empty())
+                    || core.hard_stop.is_some_and(|at| now >= at))
             {
+                guarded(&mut core, Core::refuse_intercepting);
                 break;
             }
             let next = core
@@ -219,6 +233,9 @@ impl SipServer {
                         }
                     }
                 }
+                Some(resume) = resume_rx.recv() => {
+                    guarded(&mut core, |core| core.on_resume(resume));
+                }
                 () = &mut sleep => {}
                 () = &mut shutdown, if !shutdown_seen => {
                     shutdown_seen = true;
@@ -232,7 +249,33 @@ impl SipServer {
             tracing::warn!(calls_left, "SIP stopped with calls still closing");
         }
         drop(core);
+        durable_task.abort();
         let _ = cdr_task.await;
+    }
+}
+
+/// What asynchronous work hands back to the SIP task.
+enum Resume {
+    /// The oldest progress event of this call not yet durable now is.
+    Durable(Id),
+    /// The tenant's intercept callback decided about this INVITE.
+    Verdict(Id, Verdict),
+}
+
+/// Awaits progress-event writes in queue order (the store applies them in
+/// that order) and tells the SIP task each time one is durable.
+async fn await_durable(
+    mut acks: mpsc::UnboundedReceiver<(maskline_store::WriteAck, Id)>,
+    resume: mpsc::UnboundedSender<Resume>,
+) {
+    while let Some((ack, call)) = acks.recv().await {
+        if let Err(e) = ack.await {
+            // The relay it held goes on: a call is not failed for its
+            // event (the CDR is written separately).
+            metrics::counter!("maskline_event_write_failures_total").increment(1);
+            tracing::error!(error = %e, "a call event could not be written");
+        }
+        let _ = resume.send(Resume::Durable(call));
     }
 }
 
@@ -339,6 +382,27 @@ struct Call {
     acks: [Option<PendingAck>; 2],
     /// Client transactions that will still report to this call.
     holds: u32,
+    /// Progress events recorded, and how many of them are durable: the
+    /// caller hears of progress only once its event is (see `relay_held`).
+    events_issued: u32,
+    events_durable: u32,
+    held: VecDeque<Held>,
+}
+
+/// A response for the caller waiting for the call's events before it.
+struct Held {
+    wait_for: u32,
+    code: u16,
+    body: Option<Body>,
+}
+
+/// An INVITE the engine decided to connect, waiting for the tenant's
+/// intercept callback.
+struct Intercepting {
+    connect: Connect,
+    cdr: CallRecord,
+    max_forwards: u32,
+    started: Instant,
 }
 
 impl Call {
@@ -538,6 +602,12 @@ struct Core {
     /// Inbound INVITEs in progress by From tag, Call-ID and CSeq.
     invites: HashMap<String, Id>,
     cdrs: mpsc::UnboundedSender<maskline_store::WriteAck>,
+    /// Progress-event writes, awaited in order by `await_durable`.
+    durable: mpsc::UnboundedSender<(maskline_store::WriteAck, Id)>,
+    resume: mpsc::UnboundedSender<Resume>,
+    interceptor: Interceptor,
+    /// By the INVITE's server transaction.
+    intercepting: HashMap<Id, Intercepting>,
     draining: bool,
     hard_stop: Option<Instant>,
     /// When the message being handled arrived (setup delay starts here).
@@ -1231,7 +1301,22 @@ impl Core {
                 cdr.binding = Some(connect.binding);
                 cdr.direction = Some(connect.direction);
                 cdr.callee = Some(connect.to);
-                self.connect(sid, connect, cdr, max_forwards, started);
+                let intercept = self
+                    .engine
+                    .webhook(connect.tenant)
+                    .and_then(|w| Some((w.intercept.clone()?, w.secret.clone())));
+                match intercept {
+                    Some((intercept, secret)) if self.cfg.outbound.is_some() => {
+                        let pending = Intercepting {
+                            connect,
+                            cdr,
+                            max_forwards,
+                            started,
+                        };
+                        self.intercept(sid, pending, intercept, secret);
+                    }
+                    _ => self.connect(sid, connect, cdr, max_forwards, started, false),
+                }
             }
             Decision::CollectExtension { tenant } => {
                 cdr.tenant = Some(tenant);
@@ -1306,6 +1391,127 @@ impl Core {
         let _ = self.cdrs.send(ack);
     }
 
+    /// Asks the tenant's intercept callback about a call, without waiting:
+    /// the answer comes back as a [`Resume::Verdict`].
+    fn intercept(&mut self, sid: Id, pending: Intercepting, intercept: Intercept, secret: String) {
+        // The caller stops retransmitting while the tenant thinks.
+        self.respond(sid, 100, Resp::default());
+        let c = &pending.cdr;
+        let request = InterceptRequest {
+            call_id: c.id.to_string(),
+            binding_id: pending.connect.binding.to_string(),
+            direction: pending.connect.direction.as_str(),
+            x: pending.connect.caller_id.to_string(),
+            caller: c.caller.map(|n| n.to_string()).unwrap_or_default(),
+            callee: pending.connect.to.to_string(),
+            invited_at: rfc3339_millis(c.invited_at),
+        };
+        self.intercepting.insert(sid, pending);
+        let interceptor = self.interceptor.clone();
+        let resume = self.resume.clone();
+        tokio::spawn(async move {
+            let (verdict, _) = interceptor.ask(&intercept, &secret, &request).await;
+            let _ = resume.send(Resume::Verdict(sid, verdict));
+        });
+    }
+
+    fn on_resume(&mut self, resume: Resume) {
+        match resume {
+            Resume::Durable(call) => {
+                if let Some(c) = self.calls.get_mut(&call) {
+                    c.events_durable += 1;
+                }
+                self.flush_held(call, false);
+            }
+            Resume::Verdict(sid, verdict) => {
+                // Gone if the caller cancelled meanwhile.
+                let Some(p) = self.intercepting.remove(&sid) else {
+                    return;
+                };
+                match verdict {
+                    Verdict::Allow if !self.draining => {
+                        self.connect(sid, p.connect, p.cdr, p.max_forwards, p.started, true);
+                    }
+                    Verdict::Allow => {
+                        let mut cdr = p.cdr;
+                        cdr.release_reason = ReleaseReason::Shutdown;
+                        self.refuse(sid, 503, &[("Retry-After", "30")], cdr);
+                    }
+                    Verdict::Deny { reason } => {
+                        tracing::debug!(cdr = %p.cdr.id, reason = reason.as_deref().unwrap_or(""), "intercept denied the call");
+                        self.refuse_with(sid, Refusal::Intercepted, p.cdr);
+                    }
+                }
+            }
+        }
+    }
+
+    /// At the end of a drain: INVITEs still waiting for their intercept
+    /// verdict get 503.
+    fn refuse_intercepting(&mut self) {
+        let waiting: Vec<Id> = self.intercepting.keys().copied().collect();
+        for sid in waiting {
+            if let Some(p) = self.intercepting.remove(&sid) {
+                let mut cdr = p.cdr;
+                cdr.release_reason = ReleaseReason::Shutdown;
+                self.refuse(sid, 503, &[("Retry-After", "30")], cdr);
+            }
+        }
+    }
+
+    /// Records a progress event of `call`; responses relayed to the caller
+    /// from now on wait until it is durable.
+    fn record_progress(&mut self, call: Id, kind: EventType) {
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        if let Some(ack) = self.engine.record_call_progress(kind, &c.cdr) {
+            c.events_issued += 1;
+            let _ = self.durable.send((ack, call));
+        }
+    }
+
+    /// Relays a provisional or 2xx response to the caller once every
+    /// progress event recorded before it is durable: what the caller has
+    /// heard of, the platform will hear of, even across a crash.
+    fn relay_held(&mut self, id: Id, code: u16, body: Option<Body>) {
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        if call.held.is_empty() && call.events_durable >= call.events_issued {
+            let parts = a_response_parts(call);
+            self.relay_to_caller(parts, code, body.as_ref());
+        } else {
+            call.held.push_back(Held {
+                wait_for: call.events_issued,
+                code,
+                body,
+            });
+        }
+    }
+
+    /// Sends held responses whose events are durable (`all`: every one, as
+    /// the call ends and its final word must follow them).
+    fn flush_held(&mut self, id: Id, all: bool) {
+        loop {
+            let Some(call) = self.calls.get_mut(&id) else {
+                return;
+            };
+            let ready = call
+                .held
+                .front()
+                .is_some_and(|h| all || h.wait_for <= call.events_durable);
+            if !ready {
+                return;
+            }
+            let Some(h) = call.held.pop_front() else {
+                return;
+            };
+            let parts = a_response_parts(call);
+            self.relay_to_caller(parts, h.code, h.body.as_ref());
+        }
+    }
+
     fn connect(
         &mut self,
         sid: Id,
@@ -1313,6 +1519,7 @@ impl Core {
         cdr: CallRecord,
         max_forwards: u32,
         started: Instant,
+        trying_sent: bool,
     ) {
         let Some(out) = self.cfg.outbound else {
             self.refuse_with(sid, Refusal::NoGateway, cdr);
@@ -1429,8 +1636,14 @@ impl Core {
                 numbers,
                 acks: [None, None],
                 holds: 0,
+                events_issued: 0,
+                events_durable: 0,
+                held: VecDeque::new(),
             },
         );
+        // Not awaited before the outbound INVITE (setup is not delayed);
+        // the first progress relayed to the caller waits for it.
+        self.record_progress(call, EventType::CallStarted);
         metrics::gauge!("maskline_calls_active").set(self.calls.len() as f64);
         let cid = self.new_client(
             &Method::Invite,
@@ -1445,7 +1658,9 @@ impl Core {
         // §17.2.1: 100 Trying at once, so the caller stops retransmitting;
         // just after the outbound INVITE, which it would otherwise delay.
         // Refusals skip it: their final response goes out as fast.
-        self.respond(sid, 100, Resp::default());
+        if !trying_sent {
+            self.respond(sid, 100, Resp::default());
+        }
         if let Some(c) = self.calls.get_mut(&call) {
             c.b_invite = cid;
         }
@@ -1545,12 +1760,15 @@ impl Core {
         match (call.phase, code) {
             (_, 100) => {}
             (Phase::Early, 101..=199) => {
-                if matches!(code, 180 | 183) && call.cdr.ringing_at.is_none() {
+                let ringing = matches!(code, 180 | 183) && call.cdr.ringing_at.is_none();
+                if ringing {
                     call.cdr.ringing_at = Some(unix_ms());
                 }
                 let body = crossing_body(resp, &call.scrub());
-                let parts = a_response_parts(call);
-                self.relay_to_caller(parts, code, body.as_ref());
+                if ringing {
+                    self.record_progress(id, EventType::CallRinging);
+                }
+                self.relay_held(id, code, body);
             }
             (Phase::Early, 200..=299) => {
                 call.phase = Phase::Answered;
@@ -1576,8 +1794,8 @@ impl Core {
                     );
                 }
                 let body = crossing_body(resp, &call.scrub());
-                let parts = a_response_parts(call);
-                self.relay_to_caller(parts, 200, body.as_ref());
+                self.record_progress(id, EventType::CallAnswered);
+                self.relay_held(id, 200, body);
             }
             (Phase::Ended, 200..=299) => {
                 // Answered after the caller left (CANCEL crossed the 200):
@@ -1818,7 +2036,17 @@ impl Core {
                     self.send_cancel(relay, call);
                 }
             }
-            _ => self.respond(invite, 487, Resp::default()),
+            _ => {
+                self.respond(invite, 487, Resp::default());
+                if let Some(p) = self.intercepting.remove(&invite) {
+                    let mut cdr = p.cdr;
+                    cdr.released_by = ReleasedBy::Caller;
+                    cdr.release_reason = ReleaseReason::Cancelled;
+                    cdr.final_status = 487;
+                    cdr.ended_at = unix_ms();
+                    self.write_cdr(cdr);
+                }
+            }
         }
     }
 
@@ -2019,6 +2247,11 @@ impl Core {
         if was == Phase::Ended {
             return;
         }
+        // What the caller has not heard yet goes before the end.
+        self.flush_held(id, true);
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
         call.phase = Phase::Ended;
         call.cdr.released_by = by;
         call.cdr.release_reason = reason;

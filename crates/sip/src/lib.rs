@@ -35,6 +35,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Error {
     #[error("malformed SIP message: {0}")]
     Malformed(&'static str),
+    #[error("cannot build the intercept client: {0}")]
+    Http(#[from] maskline_engine::events_crate::Error),
     #[error("missing or empty {0} header")]
     Missing(&'static str),
     #[error("cannot bind SIP {transport} on {addr}: {source}")]
