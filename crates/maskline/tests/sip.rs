@@ -1581,3 +1581,352 @@ async fn required_extensions_get_420_and_a_merged_invite_gets_482() {
     let cdrs = rig.cdrs(&binding, 1).await;
     assert_cdr(&cdrs[0], Some("a_to_b"), 487, "caller", "cancelled");
 }
+
+// === events and the intercept callback ===
+
+use common::receiver::{Answer, Receiver, signature_valid};
+
+async fn put_webhook(rig: &Rig, body: Value) -> Value {
+    let (st, v) = rig
+        .server
+        .call("PUT", "/v1/webhook", Some(&rig.key), Some(body))
+        .await;
+    assert_eq!(st, 200, "{v}");
+    v
+}
+
+/// The `data` of each delivered event of `kind`.
+fn delivered(rx: &Receiver, kind: &str) -> Vec<Value> {
+    rx.of_type(kind)
+        .into_iter()
+        .map(|r| r.json["data"].clone())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn call_events_reach_the_webhook_in_order_and_end_with_the_cdr() {
+    let mut uas = Sipp::uas("uas_answer.xml", Transport::Udp, &["-s", &b()]);
+    let rig = Rig::start(&uas, &[]).await;
+    let rx = Receiver::start().await;
+    let hook = put_webhook(&rig, json!({ "url": rx.url })).await;
+    let secret = hook["secret"].as_str().unwrap().to_owned();
+    let binding = rig.bind(axb()).await;
+    let x = binding["x"].as_str().unwrap().to_owned();
+    let mut uac = rig.uac("uac_call.xml", &a(), &x, Transport::Udp, &["-d", "300"]);
+    both_succeed(&mut uac, &mut uas).await;
+    // A stranger's call to the same X is refused, and told as such.
+    let mut refused = rig.uac("uac_expect_fail.xml", &stranger(), &x, Transport::Udp, &[]);
+    refused.succeeds(PEER_SECS).await;
+
+    let got = eventually(15, "the call's events", || async {
+        let r = rx.requests();
+        (r.iter().any(|e| e.json["type"] == "call.ended")
+            && r.iter().any(|e| e.json["type"] == "call.refused"))
+        .then_some(r)
+    })
+    .await;
+    for r in &got {
+        assert!(signature_valid(
+            &secret,
+            r.signature.as_deref().unwrap(),
+            &r.body
+        ));
+    }
+    let of_binding: Vec<&str> = got
+        .iter()
+        .filter(|r| r.json["type"] != "call.refused")
+        .map(|r| r.json["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        of_binding,
+        [
+            "binding.created",
+            "call.started",
+            "call.ringing",
+            "call.answered",
+            "call.ended"
+        ]
+    );
+    let cdr = &rig.cdrs(&binding, 1).await[0];
+    let started = &delivered(&rx, "call.started")[0];
+    assert_eq!(started["id"], cdr["id"]);
+    assert_eq!(started["binding_id"], binding["id"]);
+    assert_eq!(started["direction"], "a_to_b");
+    assert_eq!(
+        (&started["x"], &started["caller"], &started["callee"]),
+        (&json!(x), &json!(a()), &json!(b()))
+    );
+    assert_eq!(started["ringing_at"], Value::Null);
+    let ringing = &delivered(&rx, "call.ringing")[0];
+    assert_eq!(ringing["ringing_at"], cdr["ringing_at"]);
+    let answered = &delivered(&rx, "call.answered")[0];
+    assert_eq!(answered["answered_at"], cdr["answered_at"]);
+    // call.ended is the CDR exactly as GET /v1/calls shows it.
+    assert_eq!(&delivered(&rx, "call.ended")[0], cdr);
+    let refusal = &delivered(&rx, "call.refused")[0];
+    assert_eq!(refusal["refusal"], "no_binding");
+    assert_eq!(refusal["caller"], json!(stranger()));
+    assert_eq!(refusal["final_status"], 404);
+}
+
+/// A tenant's webhook that accepts connections and never answers: calls go
+/// on as before, its events wait, and another tenant's still flow.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_webhook_that_never_answers_delays_no_call() {
+    let mut uas = Sipp::uas("uas_answer.xml", Transport::Udp, &["-s", &b(), "-m", "2"]);
+    let rig = Rig::start(&uas, &[]).await;
+    let binding = rig.bind(axb()).await;
+    let x = binding["x"].as_str().unwrap().to_owned();
+
+    // Setup time of a call with no webhook at all, for comparison.
+    let setup = |uac: &Sipp| {
+        // From the INVITE sent to the 180 received, as the caller saw it.
+        let e = uac.entries();
+        let sent = e
+            .iter()
+            .find(|m| m.sent && sipp::method(&m.text) == Some("INVITE"));
+        let ringing = e
+            .iter()
+            .find(|m| !m.sent && sipp::status(&m.text) == Some(180));
+        match (sent, ringing) {
+            (Some(s), Some(r)) => Duration::from_secs_f64((r.at - s.at).max(0.0)),
+            _ => panic!("no INVITE/180 in\n{}", uac.report()),
+        }
+    };
+    let mut uac = rig.uac("uac_call.xml", &a(), &x, Transport::Udp, &["-d", "100"]);
+    uac.succeeds(PEER_SECS).await;
+    let without = setup(&uac);
+
+    let dead = Receiver::scripted(Vec::new(), Answer::Hang).await;
+    put_webhook(&rig, json!({ "url": dead.url })).await;
+    let (_, other_key) = rig.server.create_tenant("other").await;
+    rig.server.import(&other_key, &[&common::x(7)]).await;
+    let live = Receiver::start().await;
+    let (st, _) = rig
+        .server
+        .call(
+            "PUT",
+            "/v1/webhook",
+            Some(&other_key),
+            Some(json!({ "url": live.url })),
+        )
+        .await;
+    assert_eq!(st, 200);
+
+    let held = rig
+        .bind(json!({"mode": "axb", "a": a(), "b": party(3), "expires_in": 600}))
+        .await;
+    eventually(10, "the dead endpoint is being tried", || async {
+        (!dead.requests().is_empty()).then_some(())
+    })
+    .await;
+    let mut uac = rig.uac("uac_call.xml", &a(), &x, Transport::Udp, &["-d", "100"]);
+    uac.succeeds(PEER_SECS).await;
+    let with = setup(&uac);
+    uas.succeeds(PEER_SECS).await;
+    println!(
+        "setup (INVITE to 180) without a webhook: {without:?}; with one that never answers: {with:?}"
+    );
+
+    // The call completed while its events (and the first binding's) wait.
+    let (_, events) = rig
+        .server
+        .call("GET", "/v1/events?type=call.*", Some(&rig.key), None)
+        .await;
+    let states: Vec<&str> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["delivery"]["state"].as_str().unwrap())
+        .collect();
+    assert!(
+        !states.is_empty() && states.iter().all(|s| *s == "none" || *s == "pending"),
+        "{events:#}"
+    );
+    assert!(states.contains(&"pending"), "{events:#}");
+    assert!(
+        delivered(&dead, "binding.created")
+            .iter()
+            .any(|d| d["id"] == held["id"])
+    );
+    // The other tenant is not held up by the dead endpoint.
+    let (st, theirs) = rig
+        .server
+        .bind(&other_key, json!({"mode": "axb", "a": a(), "b": b()}))
+        .await;
+    assert_eq!(st, 201);
+    eventually(10, "the other tenant's event", || async {
+        delivered(&live, "binding.created")
+            .into_iter()
+            .find(|d| d["id"] == theirs["id"])
+    })
+    .await;
+}
+
+/// Rig, binding and intercept receiver for one intercepted call.
+async fn intercepted(
+    uas_scenario: &str,
+    answers: Answer,
+    fallback: &str,
+    timeout_ms: u32,
+) -> (Rig, Value, Receiver, Sipp, String) {
+    let uas = Sipp::uas(uas_scenario, Transport::Udp, &["-s", &b()]);
+    let rig = Rig::start(&uas, &[]).await;
+    let ask = Receiver::scripted(Vec::new(), answers).await;
+    let hook = put_webhook(
+        &rig,
+        json!({
+            "url": "http://127.0.0.1:9/unused",
+            "events": ["binding.ended"],
+            "intercept": {"url": ask.url, "fallback": fallback, "timeout_ms": timeout_ms},
+        }),
+    )
+    .await;
+    let binding = rig.bind(axb()).await;
+    (
+        rig,
+        binding,
+        ask,
+        uas,
+        hook["secret"].as_str().unwrap().to_owned(),
+    )
+}
+
+fn allow() -> Answer {
+    Answer::Status(200, r#"{"action": "allow"}"#.to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn intercept_allow_connects_the_call_and_is_asked_with_a_signed_context() {
+    let (rig, binding, ask, mut uas, secret) =
+        intercepted("uas_answer.xml", allow(), "deny", 5000).await;
+    let x = binding["x"].as_str().unwrap().to_owned();
+    let mut uac = rig.uac("uac_call.xml", &a(), &x, Transport::Udp, &["-d", "100"]);
+    both_succeed(&mut uac, &mut uas).await;
+    assert_masked(&uac, &uas, &a(), &x, &b());
+    let asked = ask.requests();
+    assert_eq!(asked.len(), 1);
+    let q = &asked[0];
+    assert!(signature_valid(
+        &secret,
+        q.signature.as_deref().unwrap(),
+        &q.body
+    ));
+    let cdr = &rig.cdrs(&binding, 1).await[0];
+    assert_eq!(q.json["call_id"], cdr["id"]);
+    assert_eq!(q.json["binding_id"], binding["id"]);
+    assert_eq!(
+        (
+            &q.json["caller"],
+            &q.json["callee"],
+            &q.json["x"],
+            &q.json["direction"]
+        ),
+        (&json!(a()), &json!(b()), &json!(x), &json!("a_to_b"))
+    );
+    assert_cdr(cdr, Some("a_to_b"), 200, "caller", "normal");
+}
+
+async fn assert_denied(rig: &Rig, binding: &Value, uas: &mut Sipp) {
+    let x = binding["x"].as_str().unwrap().to_owned();
+    let mut uac = rig.uac("uac_expect_fail.xml", &a(), &x, Transport::Udp, &[]);
+    uac.succeeds(PEER_SECS).await;
+    assert_eq!(uac.invite_final_status(), Some(403), "{}", uac.report());
+    assert_reason(&final_response(&uac, "INVITE"));
+    assert_nothing_went_out(uas);
+    assert_never_saw(&uac, "caller", &b());
+    let cdr = &rig.cdrs(binding, 1).await[0];
+    assert_cdr(cdr, None, 403, "system", "refused");
+    assert_eq!(cdr["refusal"], "intercepted", "{cdr:#}");
+    let (_, events) = rig
+        .server
+        .call("GET", "/v1/events?type=call.*", Some(&rig.key), None)
+        .await;
+    let types: Vec<&str> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, ["call.refused"], "no call.started for a denied call");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn intercept_deny_refuses_the_call_and_nothing_goes_out() {
+    let deny = Answer::Status(
+        200,
+        r#"{"action": "deny", "reason": "order closed"}"#.to_owned(),
+    );
+    let (rig, binding, ask, mut uas, _) = intercepted("uas_answer.xml", deny, "allow", 5000).await;
+    assert_denied(&rig, &binding, &mut uas).await;
+    assert_eq!(ask.requests().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn intercept_timeout_applies_the_allow_fallback() {
+    let (rig, binding, ask, mut uas, _) =
+        intercepted("uas_answer.xml", Answer::Hang, "allow", 300).await;
+    let x = binding["x"].as_str().unwrap().to_owned();
+    let mut uac = rig.uac("uac_call.xml", &a(), &x, Transport::Udp, &["-d", "100"]);
+    both_succeed(&mut uac, &mut uas).await;
+    assert_eq!(ask.requests().len(), 1);
+    assert_cdr(
+        &rig.cdrs(&binding, 1).await[0],
+        Some("a_to_b"),
+        200,
+        "caller",
+        "normal",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn intercept_timeout_applies_the_deny_fallback() {
+    let (rig, binding, _ask, mut uas, _) =
+        intercepted("uas_answer.xml", Answer::Hang, "deny", 300).await;
+    assert_denied(&rig, &binding, &mut uas).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn intercept_error_or_garbage_applies_the_fallback() {
+    for (answer, fallback) in [
+        (Answer::Status(500, String::new()), "deny"),
+        (
+            Answer::Status(200, r#"{"action": "maybe"}"#.to_owned()),
+            "deny",
+        ),
+        (Answer::Status(302, String::new()), "deny"),
+    ] {
+        let (rig, binding, ask, mut uas, _) =
+            intercepted("uas_answer.xml", answer.clone(), fallback, 5000).await;
+        assert_denied(&rig, &binding, &mut uas).await;
+        assert_eq!(ask.requests().len(), 1, "{answer:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn caller_cancelling_during_the_intercept_ends_the_attempt() {
+    let (rig, binding, ask, mut uas, _) = intercepted(
+        "uas_answer.xml",
+        Answer::Delay(
+            Duration::from_millis(1500),
+            200,
+            r#"{"action":"allow"}"#.to_owned(),
+        ),
+        "allow",
+        5000,
+    )
+    .await;
+    let x = binding["x"].as_str().unwrap().to_owned();
+    let mut uac = rig.uac("uac_cancel_early.xml", &a(), &x, Transport::Udp, &[]);
+    uac.succeeds(PEER_SECS).await;
+    assert_eq!(uac.invite_final_status(), Some(487), "{}", uac.report());
+    let cdr = &rig.cdrs(&binding, 1).await[0];
+    assert_cdr(cdr, None, 487, "caller", "cancelled");
+    // The late "allow" places nothing.
+    eventually(5, "the intercept answered", || async {
+        (ask.requests().len() == 1).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1700)).await;
+    assert_nothing_went_out(&mut uas);
+}

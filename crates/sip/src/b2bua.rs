@@ -702,6 +702,14 @@ fn sip_number(user: &str, region: maskline_core::Region) -> Option<Number> {
         .ok()
 }
 
+/// A CDR of a call whose outbound leg was never placed: no direction and
+/// no callee (as for every refusal).
+fn unplaced(mut cdr: CallRecord) -> CallRecord {
+    cdr.direction = None;
+    cdr.callee = None;
+    cdr
+}
+
 /// A failure from the outbound leg, as told to the caller.
 fn map_failure(code: u16) -> (u16, ReleaseReason) {
     match code {
@@ -1425,9 +1433,12 @@ impl Core {
             }
             Resume::Verdict(sid, verdict) => {
                 // Gone if the caller cancelled meanwhile.
-                let Some(p) = self.intercepting.remove(&sid) else {
+                let Some(mut p) = self.intercepting.remove(&sid) else {
                     return;
                 };
+                if !matches!(verdict, Verdict::Allow) || self.draining {
+                    p.cdr = unplaced(p.cdr);
+                }
                 match verdict {
                     Verdict::Allow if !self.draining => {
                         self.connect(sid, p.connect, p.cdr, p.max_forwards, p.started, true);
@@ -1452,7 +1463,7 @@ impl Core {
         let waiting: Vec<Id> = self.intercepting.keys().copied().collect();
         for sid in waiting {
             if let Some(p) = self.intercepting.remove(&sid) {
-                let mut cdr = p.cdr;
+                let mut cdr = unplaced(p.cdr);
                 cdr.release_reason = ReleaseReason::Shutdown;
                 self.refuse(sid, 503, &[("Retry-After", "30")], cdr);
             }
@@ -2039,7 +2050,7 @@ impl Core {
             _ => {
                 self.respond(invite, 487, Resp::default());
                 if let Some(p) = self.intercepting.remove(&invite) {
-                    let mut cdr = p.cdr;
+                    let mut cdr = unplaced(p.cdr);
                     cdr.released_by = ReleasedBy::Caller;
                     cdr.release_reason = ReleaseReason::Cancelled;
                     cdr.final_status = 487;

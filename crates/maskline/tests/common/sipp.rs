@@ -114,6 +114,8 @@ pub struct Entry {
     pub transport: String,
     /// The SIP message as it went on the wire (CRLF line endings).
     pub text: String,
+    /// When sipp logged it: seconds since midnight (the log's clock).
+    pub at: f64,
 }
 
 /// Parses a `-trace_msg` log (format in the module comment).
@@ -136,6 +138,18 @@ pub fn parse_trace(log: &str) -> Vec<Entry> {
         }
     }
 
+    // "...------- 2026-11-23 02:27:28.835249": the time of day, in seconds.
+    fn time_of(line: &str) -> f64 {
+        let clock = line.trim_end_matches('\r').rsplit(' ').next().unwrap_or("");
+        let mut parts = clock.split(':').map(|p| p.parse::<f64>().unwrap_or(0.0));
+        let (h, m, s) = (
+            parts.next().unwrap_or(0.0),
+            parts.next().unwrap_or(0.0),
+            parts.next().unwrap_or(0.0),
+        );
+        h * 3600.0 + m * 60.0 + s
+    }
+
     let lines: Vec<&str> = log.split('\n').collect();
     let mut out = Vec::new();
     let mut i = 0;
@@ -153,6 +167,7 @@ pub fn parse_trace(log: &str) -> Vec<Entry> {
                     sent,
                     transport: transport.clone(),
                     text,
+                    at: time_of(lines[i]),
                 });
             }
             i = j;
