@@ -1930,3 +1930,266 @@ async fn caller_cancelling_during_the_intercept_ends_the_attempt() {
     tokio::time::sleep(Duration::from_millis(1700)).await;
     assert_nothing_went_out(&mut uas);
 }
+
+/// `kill -9` in the middle of a burst of binds and calls: after a restart
+/// every acknowledged change has its event delivered, no refused change has
+/// one, and every delivered event stands for something that happened.
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_during_a_burst_loses_no_event_and_invents_none() {
+    use std::collections::{HashMap, HashSet};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    const BINDS: usize = 1000;
+    const FIRST: usize = 300;
+    const CALLS: usize = 250;
+
+    let mut uas = Sipp::uas(
+        "uas_answer.xml",
+        Transport::Udp,
+        &["-s", &b(), "-m", "100000"],
+    );
+    let mut rig = Rig::start(&uas, &[("MASKLINE_WEBHOOK_FIRST_RETRY_MS", "100")]).await;
+    let rx = Receiver::start().await;
+    put_webhook(&rig, json!({ "url": rx.url })).await;
+    // A second tenant with three numbers asks for more axn bindings than
+    // they can hold: the rest are refused.
+    let (_, small) = rig.server.create_tenant("small").await;
+    rig.server.import(&small, &[&x(50), &x(51), &x(52)]).await;
+    let (st, _) = rig
+        .server
+        .call(
+            "PUT",
+            "/v1/webhook",
+            Some(&small),
+            Some(json!({ "url": rx.url })),
+        )
+        .await;
+    assert_eq!(st, 200);
+
+    let body = |i: usize| json!({"mode": "axb", "a": party(10_000 + i as u32), "b": party(20_000 + i as u32), "expires_in": 3600});
+    // Bindings for the calls, acknowledged before the burst.
+    let mut acked: Vec<String> = Vec::new();
+    let mut xs = Vec::new();
+    for i in 0..FIRST {
+        let v = rig.bind(body(i)).await;
+        acked.push(v["id"].as_str().unwrap().to_owned());
+        xs.push(v["x"].as_str().unwrap().to_owned());
+    }
+    let calls_csv = rig._dir.path().join("calls.csv");
+    let mut csv = String::from("SEQUENTIAL\n");
+    for (i, x) in xs.iter().enumerate().take(CALLS) {
+        csv.push_str(&format!("{};{x}\n", party(10_000 + i as u32)));
+    }
+    std::fs::write(&calls_csv, csv).unwrap();
+
+    // The burst: calls at 100/s, the other binds 16 at a time, and the
+    // refused ones, until the kill.
+    let csv_path = calls_csv.display().to_string();
+    let mut uac = Sipp::uac(
+        "uac_burst.xml",
+        &rig.sip,
+        Transport::Udp,
+        "0",
+        &[],
+        &[
+            "-inf",
+            &csv_path,
+            "-r",
+            "100",
+            "-m",
+            &CALLS.to_string(),
+            "-l",
+            "400",
+            "-d",
+            "300",
+        ],
+    );
+    let base = rig.server.base.clone();
+    let client = common::http();
+    let next = Arc::new(AtomicUsize::new(FIRST));
+    let done = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for w in 0..16 {
+        let (base, client, next, done, key, small) = (
+            base.clone(),
+            client.clone(),
+            next.clone(),
+            done.clone(),
+            rig.key.clone(),
+            small.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            // (id of a 201, or None for a refusal) with the party asked for.
+            let mut out: Vec<(String, Option<String>, u16)> = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                if i >= BINDS {
+                    return out;
+                }
+                // Every 10th request goes to the small tenant as axn.
+                let (key, b) = if i % 10 == w % 10 {
+                    let a = party(30_000 + i as u32);
+                    (small.clone(), json!({"mode": "axn", "a": a}))
+                } else {
+                    (key.clone(), body(i))
+                };
+                let a = b["a"].as_str().unwrap().to_owned();
+                let res = client
+                    .post(format!("{base}/v1/bindings"))
+                    .bearer_auth(&key)
+                    .json(&b)
+                    .send()
+                    .await;
+                let Ok(res) = res else { return out };
+                let status = res.status().as_u16();
+                let Ok(v) = res.json::<Value>().await else {
+                    return out;
+                };
+                out.push((a, v["id"].as_str().map(str::to_owned), status));
+                done.fetch_add(1, Ordering::SeqCst);
+            }
+        }));
+    }
+    eventually(60, "half the burst acknowledged", || async {
+        (done.load(Ordering::SeqCst) >= (BINDS - FIRST) / 2).then_some(())
+    })
+    .await;
+    rig.server.kill9();
+    let mut answers = Vec::new();
+    for t in tasks {
+        answers.extend(t.await.unwrap());
+    }
+    // Let the calls in flight fail on their own, then read what sipp saw.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    uac.kill();
+    uas.kill();
+    let refused: HashSet<String> = answers
+        .iter()
+        .filter(|(_, id, st)| id.is_none() && *st == 409)
+        .map(|(a, ..)| a.clone())
+        .collect();
+    assert!(
+        !refused.is_empty(),
+        "some axn binds were refused: {answers:?}"
+    );
+    acked.extend(
+        answers
+            .iter()
+            .filter_map(|(_, id, st)| (*st == 201).then(|| id.clone()).flatten()),
+    );
+
+    // Callers that heard 180 / 200 before the kill.
+    let entries = uac.entries();
+    let mut caller_of: HashMap<String, String> = HashMap::new();
+    let (mut rang, mut answered) = (HashSet::new(), HashSet::new());
+    for e in &entries {
+        let call_id = sipp::header(&e.text, "Call-ID").unwrap_or("").to_owned();
+        if e.sent && sipp::method(&e.text) == Some("INVITE") {
+            let from = sipp::header(&e.text, "From")
+                .and_then(sipp::uri_user)
+                .unwrap_or("");
+            caller_of.insert(call_id, from.to_owned());
+        } else if !e.sent && sipp::cseq_method(&e.text) == Some("INVITE") {
+            let caller = caller_of.get(&call_id).cloned().unwrap_or_default();
+            match sipp::status(&e.text) {
+                Some(180) => {
+                    rang.insert(caller);
+                }
+                Some(200) => {
+                    answered.insert(caller);
+                }
+                _ => {}
+            }
+        }
+    }
+    assert!(
+        !answered.is_empty(),
+        "calls were answered before the kill\n{}",
+        uac.report()
+    );
+
+    rig.server.restart_after_kill9().await;
+    // Everything recorded goes out.
+    let server = &rig.server;
+    let key = rig.key.clone();
+    eventually(60, "no event left pending", || {
+        let (server, key, small) = (server, key.clone(), small.clone());
+        async move {
+            for k in [&key, &small] {
+                let all = server.list_all("/v1/events", k, 1000).await;
+                if all.iter().any(|e| e["delivery"]["state"] != "delivered") {
+                    return None;
+                }
+            }
+            Some(())
+        }
+    })
+    .await;
+
+    let got = rx.requests();
+    let of = |kind: &str, field: &str| -> HashSet<String> {
+        got.iter()
+            .filter(|r| r.json["type"] == kind)
+            .filter_map(|r| r.json["data"][field].as_str().map(str::to_owned))
+            .collect()
+    };
+    let created = of("binding.created", "id");
+    for id in &acked {
+        assert!(
+            created.contains(id),
+            "binding {id} was acknowledged; its event was lost"
+        );
+    }
+    for (a, _, _) in answers.iter().filter(|(_, id, _)| id.is_none()) {
+        assert!(
+            !of("binding.created", "a").contains(a),
+            "a refused bind for {a} has an event"
+        );
+    }
+    // Nothing invented: each delivered binding exists, for its tenant.
+    for id in &created {
+        let (st_main, _) = server
+            .call("GET", &format!("/v1/bindings/{id}"), Some(&key), None)
+            .await;
+        let (st_small, _) = server
+            .call("GET", &format!("/v1/bindings/{id}"), Some(&small), None)
+            .await;
+        assert!(
+            st_main == 200 || st_small == 200,
+            "event for binding {id}, which does not exist"
+        );
+    }
+    let started = of("call.started", "caller");
+    let ringing = of("call.ringing", "caller");
+    let answered_events = of("call.answered", "caller");
+    for caller in &rang {
+        assert!(
+            started.contains(caller) && ringing.contains(caller),
+            "{caller} heard ringing; its events were lost"
+        );
+    }
+    for caller in &answered {
+        assert!(
+            answered_events.contains(caller),
+            "{caller} was answered; call.answered was lost"
+        );
+    }
+    // Each call event is about a call that has its CDR or was cut by the
+    // kill, and ids are never reused for different events.
+    let mut bodies: HashMap<String, String> = HashMap::new();
+    for r in &got {
+        let id = r.event_id.clone().unwrap();
+        if let Some(prev) = bodies.insert(id.clone(), r.body.clone()) {
+            assert_eq!(prev, r.body, "event {id} redelivered with other content");
+        }
+    }
+    println!(
+        "acknowledged binds {}, refused {}, callers rang {}, answered {}, deliveries {}",
+        acked.len(),
+        refused.len(),
+        rang.len(),
+        answered.len(),
+        got.len()
+    );
+}
