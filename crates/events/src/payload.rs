@@ -178,7 +178,7 @@ pub struct CallView {
     pub release_reason: &'static str,
     /// Set when `release_reason` is `refused`: `direction_forbidden`,
     /// `no_binding`, `expired`, `no_b`, `extension_required`,
-    /// `invalid_number` or `no_gateway`.
+    /// `invalid_number`, `no_gateway` or `intercepted`.
     pub refusal: Option<&'static str>,
 }
 
