@@ -12,7 +12,13 @@ impl Engine {
     /// may await the ack or drop it (the write still happens) and should
     /// log a failure.
     pub fn record_call(&self, record: CallRecord) -> WriteAck {
-        let kind = if record.release_reason == ReleaseReason::Refused {
+        // One terminal event per attempt: `call.ended` once an outbound
+        // leg was placed (`call.started` came before), `call.refused` for
+        // an attempt that never got that far (refused, or cut short by
+        // shutdown, a bad request or the caller cancelling during an
+        // intercept).
+        let kind = if record.release_reason == ReleaseReason::Refused || record.direction.is_none()
+        {
             EventType::CallRefused
         } else {
             EventType::CallEnded

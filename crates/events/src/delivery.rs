@@ -61,7 +61,22 @@ pub struct Dispatcher {
     client: reqwest::Client,
     config: DeliveryConfig,
     wake: Arc<Notify>,
-    inflight: Arc<Mutex<HashMap<TenantId, HashSet<EventId>>>>,
+    inflight: Arc<Mutex<Inflight>>,
+}
+
+/// Events being sent, and events whose outcome became durable lately.
+///
+/// A read of the outbox that was already running when an outcome was
+/// recorded still shows that event pending; `done` remembers it until a
+/// read that began after it, so it is not sent a second time (which would
+/// also break its binding's order).
+#[derive(Default)]
+struct Inflight {
+    by_tenant: HashMap<TenantId, HashSet<EventId>>,
+    /// Outcomes recorded so far, as a clock.
+    completed: u64,
+    /// Event -> the value of `completed` when its outcome was recorded.
+    done: HashMap<EventId, u64>,
 }
 
 impl Dispatcher {
@@ -110,13 +125,24 @@ impl Dispatcher {
     }
 
     fn in_flight(&self) -> usize {
-        self.inflight.lock().values().map(HashSet::len).sum()
+        self.inflight
+            .lock()
+            .by_tenant
+            .values()
+            .map(HashSet::len)
+            .sum()
     }
 
     /// Starts requests for `webhook`'s tenant up to its concurrency.
     async fn fill(&self, webhook: &Arc<Webhook>) {
         let tenant = webhook.tenant;
-        let busy = self.inflight.lock().get(&tenant).map_or(0, HashSet::len);
+        let (busy, read_from) = {
+            let f = self.inflight.lock();
+            (
+                f.by_tenant.get(&tenant).map_or(0, HashSet::len),
+                f.completed,
+            )
+        };
         let free = self.config.concurrency.saturating_sub(busy);
         if free == 0 {
             return;
@@ -132,16 +158,15 @@ impl Dispatcher {
             }
         };
         let mut started = 0;
+        let mut flight = self.inflight.lock();
+        // Outcomes recorded before this read began are in its results.
+        flight.done.retain(|_, at| *at > read_from);
         for event in due {
             if started == free {
                 break;
             }
-            if !self
-                .inflight
-                .lock()
-                .entry(tenant)
-                .or_default()
-                .insert(event.id)
+            if flight.done.contains_key(&event.id)
+                || !flight.by_tenant.entry(tenant).or_default().insert(event.id)
             {
                 continue;
             }
@@ -166,7 +191,7 @@ struct Attempt {
     webhook: Arc<Webhook>,
     config: DeliveryConfig,
     wake: Arc<Notify>,
-    inflight: Arc<Mutex<HashMap<TenantId, HashSet<EventId>>>>,
+    inflight: Arc<Mutex<Inflight>>,
 }
 
 impl Attempt {
@@ -215,8 +240,14 @@ impl Attempt {
             // receiver tells apart by its id.
             tracing::warn!(error = %e, "recording a delivery outcome failed");
         }
-        if let Some(set) = self.inflight.lock().get_mut(&self.webhook.tenant) {
-            set.remove(&event.id);
+        {
+            let mut f = self.inflight.lock();
+            if let Some(set) = f.by_tenant.get_mut(&self.webhook.tenant) {
+                set.remove(&event.id);
+            }
+            f.completed += 1;
+            let at = f.completed;
+            f.done.insert(event.id, at);
         }
         self.wake.notify_one();
     }

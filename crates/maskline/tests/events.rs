@@ -178,6 +178,37 @@ async fn failed_deliveries_are_retried_with_the_same_id_and_in_order() {
     assert_eq!(e["delivery"]["attempts"], 3);
     assert_eq!(e["delivery"]["last_status"], 200);
     assert_eq!(e["data"], got[0].json["data"]);
+
+    // The outcomes are counted.
+    let metrics = s
+        .client
+        .get(format!("{}/metrics", s.base))
+        .send()
+        .await
+        .unwrap();
+    let text = metrics.text().await.unwrap();
+    let value = |series: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{series} in\n{text}"))
+    };
+    assert_eq!(
+        value(r#"maskline_webhook_deliveries_total{outcome="retry"}"#),
+        2.0
+    );
+    assert_eq!(
+        value(r#"maskline_webhook_deliveries_total{outcome="delivered"}"#),
+        3.0
+    );
+    assert!(
+        text.contains("maskline_webhook_delivery_seconds_count"),
+        "{text}"
+    );
+    assert!(
+        text.contains("maskline_event_delivery_lag_seconds_count"),
+        "{text}"
+    );
+    assert!(text.contains("maskline_webhook_backlog"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -415,4 +446,90 @@ async fn an_expired_binding_sends_binding_ended() {
     // Exactly one, even as the sweeper keeps running.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(rx.of_type("binding.ended").len(), 1);
+}
+
+/// Under load, with a receiver that always answers 200, each event arrives
+/// exactly once and each binding's events in order (a read of the outbox
+/// racing a recorded outcome once sent events twice).
+#[tokio::test(flavor = "multi_thread")]
+async fn each_event_is_sent_once_and_in_order_when_nothing_fails() {
+    use std::collections::{HashMap, HashSet};
+
+    const BINDS: usize = 1500;
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_with(dir.path(), &FAST_RETRY).await;
+    let key = tenant_with_numbers(&s, "acme", 1).await;
+    let rx = Receiver::start().await;
+    put_webhook(&s, &key, json!({ "url": rx.url })).await;
+    let mut tasks = Vec::new();
+    for w in 0..16 {
+        let (client, base, key) = (s.client.clone(), s.base.clone(), key.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for i in (w..BINDS).step_by(16) {
+                let body = json!({"mode": "axb", "a": party(10_000 + i as u32), "b": party(20_000 + i as u32)});
+                let v: Value = client
+                    .post(format!("{base}/v1/bindings"))
+                    .bearer_auth(&key)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                let id = v["id"].as_str().unwrap().to_owned();
+                // Every third binding also ends: two events in order.
+                if i % 3 == 0 {
+                    let st = client
+                        .delete(format!("{base}/v1/bindings/{id}"))
+                        .bearer_auth(&key)
+                        .send()
+                        .await
+                        .unwrap()
+                        .status();
+                    assert_eq!(st, 200);
+                }
+                ids.push(id);
+            }
+            ids
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let expected = BINDS + BINDS.div_ceil(3);
+    let got = eventually(60, "every event delivered", || async {
+        let r = rx.requests();
+        (r.len() >= expected).then_some(r)
+    })
+    .await;
+    // Anything late would show up now.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let got = if rx.requests().len() > got.len() {
+        rx.requests()
+    } else {
+        got
+    };
+    let ids: HashSet<&str> = got.iter().filter_map(|r| r.event_id.as_deref()).collect();
+    assert_eq!(ids.len(), expected, "distinct events");
+    assert_eq!(
+        got.len(),
+        expected,
+        "{} events were sent twice",
+        got.len() - ids.len()
+    );
+    let mut seen: HashMap<String, Vec<&str>> = HashMap::new();
+    for r in &got {
+        let binding = r.json["data"]["id"].as_str().unwrap().to_owned();
+        seen.entry(binding)
+            .or_default()
+            .push(r.json["type"].as_str().unwrap());
+    }
+    for (binding, types) in seen {
+        assert!(
+            types == ["binding.created"] || types == ["binding.created", "binding.ended"],
+            "{binding}: {types:?}"
+        );
+    }
 }
