@@ -1,9 +1,10 @@
 -- wrk script for bench/sip_calls.sh: creates exactly TOTAL axb bindings with
 -- parties no other binding uses, then stops.
 --
--- wrk -t T -c C -d <upper bound> -s bench/sip_binds.lua URL -- <api key> <total> <T> <done prefix>
+-- wrk -t T -c C -d <upper bound> -s bench/sip_binds.lua URL -- <api key> <total> <T> <done prefix> [<offset>]
 --   Thread t (1-based) creates bindings t, t + T, t + 2T, ... up to TOTAL:
---   binding i has A = +86138<i as 8 digits> and B = +86139<i as 8 digits>.
+--   binding i has A = +86138<i + OFFSET as 8 digits> and B = +86139<same>
+--   (OFFSET, default 0, lets a second run use parties of its own).
 --   Once its last binding is answered a thread creates the file
 --   <done prefix><t> and stops (any request still to go out is a GET
 --   /healthz). wrk itself runs until -d, or until SIGINT: send that once all
@@ -38,6 +39,7 @@ function init(args)
   -- request parses, and never sends that one: give it a health check.
   verifying = tid == 1
   done_file = args[4] .. tid
+  offset = tonumber(args[5] or "0")
   if quota == 0 then
     finish()
   end
@@ -51,7 +53,7 @@ function request()
   if nxt > total then
     return health
   end
-  local digits = string.format("%08d", nxt)
+  local digits = string.format("%08d", nxt + offset)
   nxt = nxt + nthreads
   local body = '{"mode":"axb","a":"+86138' .. digits .. '","b":"+86139' .. digits .. '"}'
   return wrk.format("POST", "/v1/bindings", nil, body)
