@@ -17,6 +17,7 @@ use maskline_store::{DeliveryOutcome, NextStep, Store, StoredEvent, Webhook, Wri
 use parking_lot::Mutex;
 use rand::RngExt;
 use tokio::sync::Notify;
+use tracing::Instrument;
 
 use crate::{Error, Webhooks, signature, unix_ms};
 
@@ -179,7 +180,11 @@ impl Dispatcher {
                 wake: self.wake.clone(),
                 inflight: self.inflight.clone(),
             };
-            tokio::spawn(job.run(event));
+            // Instrumented, not entered: an entered span held across an
+            // await moves threads with the task and corrupts the span stack.
+            let span =
+                tracing::debug_span!("webhook", event = %event.id, kind = event.kind.as_str());
+            tokio::spawn(job.run(event).instrument(span));
         }
     }
 }
@@ -196,8 +201,6 @@ struct Attempt {
 
 impl Attempt {
     async fn run(self, event: StoredEvent) {
-        let span = tracing::debug_span!("webhook", event = %event.id, kind = event.kind.as_str());
-        let _enter = span.enter();
         let started = Instant::now();
         let (status, error) = self.post(&event).await;
         let secs = started.elapsed().as_secs_f64();

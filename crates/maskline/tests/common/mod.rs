@@ -230,7 +230,13 @@ impl Server {
         if let Some(b) = body {
             req = req.json(&b);
         }
-        let res = req.send().await.expect("request reaches the server");
+        let res = match req.send().await {
+            Ok(res) => res,
+            Err(e) => panic!(
+                "{method} {path} did not reach the server: {e:?}\n{}",
+                self.logs()
+            ),
+        };
         let status = res.status().as_u16();
         let text = res.text().await.unwrap_or_default();
         (
