@@ -64,6 +64,7 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+. bench/lib.sh
 BINDS=${BINDS:-50000}
 NUMBERS=${NUMBERS:-1000}
 CONNS=${CONNS:-32}
@@ -83,21 +84,6 @@ done
 echo "== building (cargo build --release -p maskline)"
 cargo build --release -p maskline 2>&1 | tail -1
 
-# A port free for both TCP and UDP on 127.0.0.1, not one handed out earlier.
-USED_PORTS=" "
-free_port() {
-  local p
-  while :; do
-    p=$(python3 -c '
-import socket
-t = socket.socket(); t.bind(("127.0.0.1", 0)); p = t.getsockname()[1]
-u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("127.0.0.1", p))
-print(p)' 2>/dev/null) || continue
-    [[ "$USED_PORTS" == *" $p "* ]] || break
-  done
-  USED_PORTS+="$p "
-  echo "$p"
-}
 HTTP_PORT=$(free_port)
 SIP_PORT=$(free_port)
 UAS_PORT=$(free_port)
@@ -119,17 +105,6 @@ RECV_PID=""
 ICPT_PID=""
 SAMPLER_PID=""
 
-stop() { # pid: SIGTERM, up to 10 s, then SIGKILL
-  local pid=$1
-  [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null || return 0
-  kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 1 100); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-}
 cleanup() {
   if [[ "${KEEP:-0}" == 1 && -n "$RECV_PID" ]]; then
     curl -fsS "$RECV/arrivals" >"$DATA/arrivals" 2>/dev/null || true
@@ -159,12 +134,9 @@ since() {
   [[ "$1" == - || "$2" == - ]] && { echo -; return; }
   calc "f'{$1 - $2:.${3:-2}f}'"
 }
-TICK=$(getconf CLK_TCK)
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 pct() { # ticks0 ticks1 wall: percent of one core
   calc "f'{($2 - $1) / $TICK / $3 * 100:.0f}'"
 }
-scrape() { curl -fsS "$BASE/metrics" >"$1"; }
 metric() { python3 bench/events.py metric "$@"; }
 wait_http() { # url pid name
   for _ in $(seq 1 300); do
@@ -176,10 +148,6 @@ wait_http() { # url pid name
   return 1
 }
 
-call_limit() {
-  local want=$(( $1 * (HOLD_MS + 1000) / 1000 * 2 + 100 )) cap=$(( $(ulimit -n) - 1000 ))
-  echo $(( want < cap ? want : cap ))
-}
 MAX_RATE=$(( RATE > IC_RATE ? RATE : IC_RATE ))
 
 # The receivers: webhook deliveries, and the intercept callback.
@@ -349,14 +317,6 @@ echo "   ${BINDS} events delivered in ${A2_SECS} s = ${A2_RATE} events/s (gauge 
 TOTAL_BINDS=$(( 2 * BINDS ))
 SPREAD=$(python3 bench/sip_calls.py csv "$BASE" "$API_KEY" "$TOTAL_BINDS" "$DATA/calls.csv")
 echo "== ${SPREAD}"
-
-children_cpu() {
-  times >"$DATA/times"
-  CHILD_CPU=$(awk 'NR == 2 {
-    n = split($0, f, " "); s = 0
-    for (i = 1; i <= n; i++) { split(f[i], p, "m"); s += p[1] * 60 + p[2] }
-    print s }' "$DATA/times")
-}
 
 # run_uac NAME RATE CALLS HOLD_MS: as in bench/sip_calls.sh; sets UAC_RC,
 # UAC_WALL, UAC_OK, UAC_FAILED, UAC_RETRANS, and adds 4 events per

@@ -19,6 +19,7 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 CONNS=${CONNS:-64}
 THREADS=${THREADS:-2}
 DURATION=${DURATION:-20s}
@@ -32,9 +33,6 @@ done
 echo "== building (cargo build --release -p maskline)"
 cargo build --release -p maskline 2>&1 | tail -1
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
 HTTP_PORT=$(free_port)
 SIP_PORT=$(free_port)
 BASE="http://127.0.0.1:${HTTP_PORT}"
@@ -99,7 +97,6 @@ code=$(curl -sS -o "$DATA/one.json" -w '%{http_code}' -X POST "$BASE/v1/bindings
   -d '{"mode":"axb","a":"+8613799999999","b":"+8613699999999","expires_in":3600}')
 [[ "$code" == 201 ]] || { echo "sample binding failed ($code):" >&2; cat "$DATA/one.json" >&2; exit 1; }
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 # "<tid> <comm> <utime+stime>" for each thread of the server.
 thread_ticks() {
   for t in /proc/"$1"/task/*; do
@@ -123,7 +120,6 @@ for cores, name in sorted(rows, reverse=True):
     print("   %s: %.2f" % (name, cores))
 ' "$@"
 }
-TICK=$(getconf CLK_TCK)
 
 echo "== warm-up: wrk -c ${CONNS} -t ${THREADS} -d ${WARMUP}"
 wrk -c "$CONNS" -t "$THREADS" -d "$WARMUP" -s bench/binds.lua "$BASE" -- "$API_KEY" 0 \

@@ -32,6 +32,7 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+. bench/lib.sh
 RATES=${RATES:-1000 2000 3000 4000 5000}
 SECS=${SECS:-20}
 HOLD_MS=${HOLD_MS:-1000}
@@ -47,22 +48,6 @@ done
 echo "== building (cargo build --release -p maskline)"
 cargo build --release -p maskline 2>&1 | tail -1
 
-# A port free for both TCP and UDP on 127.0.0.1 (Maskline's SIP address
-# takes both), not one handed out earlier in this run.
-USED_PORTS=" "
-free_port() {
-  local p
-  while :; do
-    p=$(python3 -c '
-import socket
-t = socket.socket(); t.bind(("127.0.0.1", 0)); p = t.getsockname()[1]
-u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("127.0.0.1", p))
-print(p)' 2>/dev/null) || continue
-    [[ "$USED_PORTS" == *" $p "* ]] || break
-  done
-  USED_PORTS+="$p "
-  echo "$p"
-}
 HTTP_PORT=$(free_port)
 SIP_PORT=$(free_port)
 UAS_PORT=$(free_port)
@@ -77,17 +62,6 @@ UAS_PID=""
 UAC_PID=""
 WRK_PID=""
 
-stop() { # pid: SIGTERM, up to 10 s, then SIGKILL
-  local pid=$1
-  [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null || return 0
-  kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 1 100); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-}
 cleanup() {
   stop "$WRK_PID"
   stop "$UAC_PID"
@@ -104,13 +78,8 @@ trap 'exit 130' INT TERM
 
 echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //'), $(sipp -v 2>/dev/null | grep -o 'SIPp v[^ ]*' | head -1)"
 
-# Calls a sipp may hold at once (-l): twice what RATE keeps up, but below
-# the open-file limit (sipp warns past it: it keeps room for a socket a call).
+# The largest rate, which sets both sipps' call limit (-l).
 MAX_RATE=$(printf '%s\n' $RATES | sort -n | tail -1)
-call_limit() {
-  local want=$(( $1 * (HOLD_MS + 1000) / 1000 * 2 + 100 )) cap=$(( $(ulimit -n) - 1000 ))
-  echo $(( want < cap ? want : cap ))
-}
 
 # The UAS: the outbound gateway, answering every call.
 mkdir -p "$DATA/uas"
@@ -159,20 +128,6 @@ grep -q "^RESULT created=${BINDINGS} non201=0 " "$DATA/binds.out" \
   || { echo "binding creation failed:" >&2; cat "$DATA/binds.err" >&2; exit 1; }
 SPREAD=$(python3 bench/sip_calls.py csv "$BASE" "$API_KEY" "$BINDINGS" "$DATA/calls.csv")
 echo "$SPREAD"
-
-TICK=$(getconf CLK_TCK)
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
-scrape() { curl -fsS "$BASE/metrics" >"$1"; }
-
-# Sets CHILD_CPU: CPU seconds (user + system) of this shell's children that
-# have exited. `times` must run in this shell (not in a pipe or $(...)).
-children_cpu() {
-  times >"$DATA/times"
-  CHILD_CPU=$(awk 'NR == 2 {
-    n = split($0, f, " "); s = 0
-    for (i = 1; i <= n; i++) { split(f[i], p, "m"); s += p[1] * 60 + p[2] }
-    print s }' "$DATA/times")
-}
 
 # run_uac NAME RATE CALLS HOLD_MS: one sipp UAC run in $DATA/NAME; sets
 # UAC_RC, UAC_CPU (its CPU seconds) and UAC_WALL. The UAC's call limit (-l)

@@ -89,21 +89,28 @@ fn decode_cursor<T>(
         .ok_or_else(|| Problem::bad_request("invalid_parameter", "cursor", "unknown cursor"))
 }
 
-/// Cuts the extra item fetched to detect a next page.
+/// Cuts the extra item fetched to detect a next page; the cursor is the
+/// last item's `key`, encoded.
 fn page_of<T, V>(
-    mut rows: Vec<T>,
+    rows: Vec<T>,
     limit: u32,
     key: impl Fn(&T) -> String,
+    view: impl Fn(&T) -> V,
+) -> ListPage<V> {
+    page_with(rows, limit, |r| encode_cursor(&key(r)), view)
+}
+
+/// [`page_of`] with the cursor as `cursor` writes it.
+fn page_with<T, V>(
+    mut rows: Vec<T>,
+    limit: u32,
+    cursor: impl Fn(&T) -> String,
     view: impl Fn(&T) -> V,
 ) -> ListPage<V> {
     let more = rows.len() > limit as usize;
     rows.truncate(limit as usize);
     ListPage {
-        next_cursor: if more {
-            rows.last().map(|r| encode_cursor(&key(r)))
-        } else {
-            None
-        },
+        next_cursor: if more { rows.last().map(cursor) } else { None },
         items: rows.iter().map(view).collect(),
     }
 }
@@ -906,16 +913,13 @@ pub async fn list_events(
             },
         )
         .await?;
-    let more = rows.len() > limit as usize;
-    let rows = &rows[..rows.len().min(limit as usize)];
-    Ok(Json(ListPage {
-        next_cursor: if more {
-            rows.last().map(|e| e.id.to_string())
-        } else {
-            None
-        },
-        items: rows.iter().map(EventView::new).collect(),
-    }))
+    // The cursor is an event id, as `after` takes it.
+    Ok(Json(page_with(
+        rows,
+        limit,
+        |e| e.id.to_string(),
+        EventView::new,
+    )))
 }
 
 #[utoipa::path(get, path = "/v1/events/{id}", tag = "events",

@@ -4,9 +4,9 @@
 use std::sync::Arc;
 
 use maskline_core::{
-    Binding, BindingStatus, CallRecord, EventId, EventPattern, EventType, TenantId, UnixMillis,
+    Binding, BindingStatus, CallRecord, EventId, EventPattern, EventType, TenantId,
 };
-use maskline_events::payload;
+use maskline_events::{payload, unix_ms};
 use maskline_store::{Intercept, NewEvent, Page, StoredEvent, Webhook, Write, WriteAck};
 
 use crate::{Engine, Error, Result, now, settle};
@@ -18,10 +18,6 @@ pub struct WebhookSpec {
     /// Empty: every type.
     pub events: Vec<EventPattern>,
     pub intercept: Option<Intercept>,
-}
-
-pub(crate) fn unix_ms() -> UnixMillis {
-    maskline_events::unix_ms()
 }
 
 fn new_id() -> EventId {

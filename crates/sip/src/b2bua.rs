@@ -18,16 +18,16 @@ use std::collections::{BinaryHeap, VecDeque};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use hashbrown::HashMap;
 use maskline_core::{
     CallId, CallRecord, Channel, Connect, Decision, EventType, Inbound, Number, Prompt, Refusal,
-    RejectReason, ReleaseReason, ReleasedBy, UnixMillis,
+    RejectReason, ReleaseReason, ReleasedBy,
 };
 use maskline_engine::Engine;
 use maskline_engine::events_crate::payload::rfc3339_millis;
-use maskline_engine::events_crate::{InterceptRequest, Interceptor, Verdict};
+use maskline_engine::events_crate::{InterceptRequest, Interceptor, Verdict, unix_ms};
 use maskline_engine::store::Intercept;
 use rand::Rng;
 use tokio::net::UdpSocket;
@@ -622,12 +622,6 @@ struct Resp<'a> {
     record_route: bool,
     headers: &'a [(&'a str, &'a str)],
     body: Option<&'a Body>,
-}
-
-fn unix_ms() -> UnixMillis {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 fn hex(mut v: u64, out: &mut String) {
@@ -1276,8 +1270,7 @@ impl Core {
             refusal: None,
         };
         if self.draining {
-            cdr.release_reason = ReleaseReason::Shutdown;
-            self.refuse(sid, 503, &[("Retry-After", "30")], cdr);
+            self.refuse_shutdown(sid, cdr);
             return;
         }
         let max_forwards = match max_forwards {
@@ -1361,6 +1354,12 @@ impl Core {
         }
     }
 
+    /// A new call while draining: 503, try again later (elsewhere).
+    fn refuse_shutdown(&mut self, sid: Id, mut cdr: CallRecord) {
+        cdr.release_reason = ReleaseReason::Shutdown;
+        self.refuse(sid, 503, &[("Retry-After", "30")], cdr);
+    }
+
     fn refuse_with(&mut self, sid: Id, refusal: Refusal, mut cdr: CallRecord) {
         let (code, reason) = treatment(refusal);
         cdr.refusal = Some(refusal);
@@ -1433,24 +1432,17 @@ impl Core {
             }
             Resume::Verdict(sid, verdict) => {
                 // Gone if the caller cancelled meanwhile.
-                let Some(mut p) = self.intercepting.remove(&sid) else {
+                let Some(p) = self.intercepting.remove(&sid) else {
                     return;
                 };
-                if !matches!(verdict, Verdict::Allow) || self.draining {
-                    p.cdr = unplaced(p.cdr);
-                }
                 match verdict {
                     Verdict::Allow if !self.draining => {
                         self.connect(sid, p.connect, p.cdr, p.max_forwards, p.started, true);
                     }
-                    Verdict::Allow => {
-                        let mut cdr = p.cdr;
-                        cdr.release_reason = ReleaseReason::Shutdown;
-                        self.refuse(sid, 503, &[("Retry-After", "30")], cdr);
-                    }
+                    Verdict::Allow => self.refuse_shutdown(sid, unplaced(p.cdr)),
                     Verdict::Deny { reason } => {
                         tracing::debug!(cdr = %p.cdr.id, reason = reason.as_deref().unwrap_or(""), "intercept denied the call");
-                        self.refuse_with(sid, Refusal::Intercepted, p.cdr);
+                        self.refuse_with(sid, Refusal::Intercepted, unplaced(p.cdr));
                     }
                 }
             }
@@ -1460,13 +1452,8 @@ impl Core {
     /// At the end of a drain: INVITEs still waiting for their intercept
     /// verdict get 503.
     fn refuse_intercepting(&mut self) {
-        let waiting: Vec<Id> = self.intercepting.keys().copied().collect();
-        for sid in waiting {
-            if let Some(p) = self.intercepting.remove(&sid) {
-                let mut cdr = unplaced(p.cdr);
-                cdr.release_reason = ReleaseReason::Shutdown;
-                self.refuse(sid, 503, &[("Retry-After", "30")], cdr);
-            }
+        for (sid, p) in std::mem::take(&mut self.intercepting) {
+            self.refuse_shutdown(sid, unplaced(p.cdr));
         }
     }
 
