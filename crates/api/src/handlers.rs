@@ -1035,8 +1035,19 @@ pub async fn route(
 
 #[utoipa::path(get, path = "/healthz", tag = "operations",
     responses((status = 200, body = Health)))]
-pub async fn healthz() -> Json<Health> {
-    Json(Health { status: "ok" })
+pub async fn healthz(State(state): State<AppState>) -> Json<Health> {
+    // Always 200: a degraded node still routes from memory, and a liveness
+    // probe that restarted it would take that away too.
+    Json(match state.engine.degraded() {
+        None => Health {
+            status: "ok",
+            reason: None,
+        },
+        Some(reason) => Health {
+            status: "degraded",
+            reason: Some(reason),
+        },
+    })
 }
 
 #[utoipa::path(get, path = "/metrics", tag = "operations",

@@ -305,7 +305,12 @@ pub struct DeliveryView {
 
 #[derive(Serialize, ToSchema)]
 pub struct Health {
+    /// `ok`, or `degraded` when the database is unreachable: the node still
+    /// routes calls from memory, but changes cannot be made durable.
     pub status: &'static str,
+    /// Why the node is degraded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 // === conversions ===

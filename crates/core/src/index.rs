@@ -1310,9 +1310,15 @@ impl Index {
     }
 
     /// The write of a reserved binding is durable: it may route now.
-    pub fn confirm(&mut self, id: BindingId) {
-        if let Some(r) = self.find_id(id) {
-            self.rec_mut(r).flags &= !F_PENDING;
+    /// `false` when the reservation is no longer here ([`Index::apply`]
+    /// dropped it for another node's binding).
+    pub fn confirm(&mut self, id: BindingId) -> bool {
+        match self.find_id(id) {
+            Some(r) => {
+                self.rec_mut(r).flags &= !F_PENDING;
+                true
+            }
+            None => false,
         }
     }
 
@@ -1415,6 +1421,76 @@ impl Index {
         }
         self.sticky_set_live(r);
         Ok(())
+    }
+
+    /// Makes the index hold a binding as the store has it, when another
+    /// node stored it (a shared database already enforced every
+    /// invariant): inserts it, or brings the record it has up to date (B,
+    /// end, controls). Local records in its way are dropped: reservations
+    /// the store is bound to refuse, or records whose end this node has not
+    /// heard of yet. Returns the ids of the records dropped.
+    pub fn apply(&mut self, nb: &NewBinding, now: UnixTime) -> Result<Vec<BindingId>, Error> {
+        self.tick(now);
+        let mut dropped = Vec::new();
+        if let Some(r) = self.find_id(nb.id) {
+            let rec = *self.rec(r);
+            if rec.b != nb.b {
+                if rec.mode != Mode::Axn
+                    && let Some(new_b) = nb.b
+                    && let Some(o) = self.slot(rec.x, new_b)
+                    && o != r
+                {
+                    dropped.push(self.rec(o).id);
+                    self.remove_record(o);
+                }
+                self.set_b(nb.id, nb.b, now)?;
+            }
+            let rec = self.rec_mut(r);
+            rec.ends_at = nb.ends_at;
+            if nb.ended {
+                rec.flags |= F_ENDED;
+            }
+            self.set_controls(nb.id, &nb.controls);
+            return Ok(dropped);
+        }
+        if now >= nb.ends_at.saturating_add(self.cooldown) {
+            return Ok(dropped);
+        }
+        let n = self
+            .own_number(nb.tenant, nb.x)
+            .ok_or(Error::NumberNotFound)?;
+        let slot = &self.numbers[n as usize];
+        let mut in_way: Vec<u32> = Vec::new();
+        if nb.mode == Mode::Axn || slot.mode.is_some_and(|m| m != nb.mode) {
+            in_way.extend(&slot.records);
+        } else {
+            for p in [Some(nb.a), nb.b].into_iter().flatten() {
+                in_way.extend(self.slot(n, p));
+            }
+            if let Some(ext) = nb.extension {
+                in_way.extend(self.ext_slot(n, ext.packed()));
+            }
+            if slot.holder != NONE {
+                in_way.push(slot.holder);
+            }
+        }
+        for r in in_way {
+            if self.rec(r).flags & F_VACANT == 0 {
+                dropped.push(self.rec(r).id);
+                self.remove_record(r);
+            }
+        }
+        self.insert(nb, now)?;
+        Ok(dropped)
+    }
+
+    /// Every tenant's pool: (tenant, number) pairs, retired numbers left out.
+    pub fn pool_numbers(&self) -> Vec<(TenantId, Number)> {
+        self.numbers
+            .iter()
+            .filter(|slot| !slot.retired)
+            .map(|slot| (self.tenants[slot.tenant as usize], slot.number))
+            .collect()
     }
 
     /// Whether the store already knows this binding ended.

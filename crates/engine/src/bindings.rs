@@ -66,6 +66,10 @@ pub struct ControlsPatch {
     pub sms: Option<bool>,
 }
 
+/// Allocations tried for one create when other nodes keep taking what
+/// memory offers; then the request is refused as a conflict.
+const MAX_ALLOCATION_ATTEMPTS: u32 = 4;
+
 /// Removes an idempotency key from the in-flight set however the request
 /// ends.
 struct InflightGuard {
@@ -78,6 +82,16 @@ impl Drop for InflightGuard {
         if let Some(k) = self.key.take() {
             self.inflight.lock().remove(&k);
         }
+    }
+}
+
+/// Makes sure memory holds a stored binding before it is changed: one
+/// another node created may not have reached this node yet.
+fn know(index: &mut maskline_core::Index, stored: &Binding, now: UnixTime) {
+    if index.is_ended(stored.id).is_none()
+        && let Err(e) = index.apply(&index_entry(stored, false), now)
+    {
+        tracing::warn!(binding = %stored.id, error = %e, "stored binding does not fit the index");
     }
 }
 
@@ -157,7 +171,48 @@ impl Engine {
             }
         }
         let expires_at = self.expiry_to_time(spec.expiry, now)?;
+        // Shared with each attempt's settling task: the key stays in flight
+        // until our caller is done and the last write has settled.
+        let guard = Arc::new(guard);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let tried = self
+                .try_create(tenant, &spec, expires_at, now, &idempotency, render, &guard)
+                .await;
+            match tried {
+                Ok((binding, body)) => {
+                    tracing::debug!(binding = %binding.id, x = %binding.x.masked(), a = %binding.a.masked(), "binding created");
+                    return Ok(Created::Fresh(Box::new(binding), body));
+                }
+                // Another node took what memory allocated (this node had not
+                // heard of that node's binding yet). Nothing was stored:
+                // learn what is on that X and allocate again.
+                Err((Error::Store(maskline_store::Error::Taken(what)), Some(x))) => {
+                    metrics::counter!("maskline_allocation_retries_total").increment(1);
+                    tracing::debug!(constraint = %what, attempt, "allocation taken by another node");
+                    if attempt == MAX_ALLOCATION_ATTEMPTS {
+                        return Err(maskline_core::Error::PartyConflict.into());
+                    }
+                    self.learn_number(x).await?;
+                }
+                Err((e, _)) => return Err(e),
+            }
+        }
+    }
 
+    /// One allocation and its write. On failure, also the X it tried.
+    #[allow(clippy::too_many_arguments)]
+    async fn try_create(
+        &self,
+        tenant: TenantId,
+        spec: &BindingSpec,
+        expires_at: UnixTime,
+        now: UnixTime,
+        idempotency: &Option<IdempotencyKey>,
+        render: &(dyn Fn(&Binding) -> String + Sync),
+        guard: &Arc<InflightGuard>,
+    ) -> std::result::Result<(Binding, String), (Error, Option<Number>)> {
         let id = BindingId(uuid::Uuid::now_v7().as_u128());
         let (binding, body, ack) = {
             let mut index = self.index.write();
@@ -170,7 +225,9 @@ impl Engine {
                 area_match: spec.area_match,
                 extension_len: self.config.extension_len,
             };
-            let allocation = index.allocate(&req, now, &mut rand::rng())?;
+            let allocation = index
+                .allocate(&req, now, &mut rand::rng())
+                .map_err(|e| (e.into(), None))?;
             let binding = Binding {
                 id,
                 tenant,
@@ -180,7 +237,7 @@ impl Engine {
                 a: spec.a,
                 b: spec.b,
                 area: allocation.area,
-                external_ref: spec.external_ref,
+                external_ref: spec.external_ref.clone(),
                 controls: spec.controls,
                 created_at: now,
                 updated_at: now,
@@ -188,11 +245,13 @@ impl Engine {
                 ended_at: None,
                 end_reason: None,
             };
-            index.insert(&index_entry(&binding, true), now)?;
+            index
+                .insert(&index_entry(&binding, true), now)
+                .map_err(|e| (e.into(), None))?;
             let body = render(&binding);
-            let record = idempotency.map(|idem| IdempotencyRecord {
+            let record = idempotency.as_ref().map(|idem| IdempotencyRecord {
                 tenant,
-                key: idem.key,
+                key: idem.key.clone(),
                 request_hash: idem.request_hash,
                 status: 201,
                 body: body.clone(),
@@ -211,21 +270,40 @@ impl Engine {
             });
             (binding, body, ack)
         };
-        // The key stays in flight, and the reservation pending, until the
-        // write settles, even if our caller has gone.
+        // The reservation stays pending until the write settles, even if
+        // our caller has gone.
         let index = self.index.clone();
-        settle(ack, move |outcome| {
+        let guard = guard.clone();
+        let store = self.store.clone();
+        let settled = settle(ack, move |outcome| {
             match outcome {
-                Ok(()) => index.write().confirm(id),
+                Ok(()) => {
+                    let confirmed = index.write().confirm(id);
+                    if !confirmed {
+                        // Dropped while pending for another node's binding
+                        // that the store must then have ended first: read
+                        // ours back so that it routes.
+                        tokio::spawn(async move {
+                            if let Ok(found) = store.bindings_by_id(&[id]).await {
+                                let mut index = index.write();
+                                for b in &found {
+                                    let _ = index.apply(&index_entry(b, false), crate::now());
+                                }
+                            }
+                        });
+                    }
+                }
                 Err(_) => {
                     index.write().remove(id);
                 }
             }
             drop(guard);
         })
-        .await?;
-        tracing::debug!(binding = %id, x = %binding.x.masked(), a = %binding.a.masked(), "binding created");
-        Ok(Created::Fresh(Box::new(binding), body))
+        .await;
+        match settled {
+            Ok(()) => Ok((binding, body)),
+            Err(e) => Err((e.into(), Some(binding.x))),
+        }
     }
 
     pub async fn binding(&self, tenant: TenantId, id: BindingId) -> Result<Binding> {
@@ -285,6 +363,7 @@ impl Engine {
 
         let ack = {
             let mut index = self.index.write();
+            know(&mut index, &current, now);
             if index.is_ended(id) != Some(false) {
                 return Err(Error::BindingNotActive);
             }
@@ -327,7 +406,7 @@ impl Engine {
         };
         let index = self.index.clone();
         let undo = current.clone();
-        settle(ack, move |outcome| {
+        let outcome = settle(ack, move |outcome| {
             if outcome.is_err() {
                 let mut index = index.write();
                 if let Err(e) = index.set_b(id, undo.b, now) {
@@ -338,7 +417,13 @@ impl Engine {
             }
             drop(serial);
         })
-        .await?;
+        .await;
+        if let Err(maskline_store::Error::Taken(_)) = outcome {
+            // Another node put the new B on this X first.
+            self.learn_number(current.x).await?;
+            return Err(maskline_core::Error::PartyConflict.into());
+        }
+        outcome?;
         tracing::debug!(binding = %id, "binding updated");
         Ok(next)
     }
@@ -360,6 +445,7 @@ impl Engine {
         next.updated_at = now;
         let (ack, before) = {
             let mut index = self.index.write();
+            know(&mut index, &current, now);
             let was_ended = index.is_ended(id).unwrap_or(true);
             let before = index.end(id, now);
             let status = next.status(now, self.config.cooldown_secs);

@@ -21,6 +21,7 @@ use parking_lot::{Mutex, RwLock};
 
 mod bindings;
 mod calls;
+mod cluster;
 mod events;
 mod numbers;
 mod sweeper;

@@ -55,6 +55,16 @@ impl Default for DeliveryConfig {
     }
 }
 
+impl DeliveryConfig {
+    /// How long a claimed event is this sender's: twice its attempt's
+    /// timeout plus room for recording the outcome (a later outcome only
+    /// risks one more delivery). A sender that dies leaves its events to
+    /// another node after this.
+    pub fn lease(&self) -> Duration {
+        self.timeout * 2 + Duration::from_secs(5)
+    }
+}
+
 /// See the module documentation.
 pub struct Dispatcher {
     store: Arc<dyn Store>,
@@ -148,10 +158,13 @@ impl Dispatcher {
         if free == 0 {
             return;
         }
-        // Events in flight are still pending and head their subjects, so
-        // they come back too: ask for them plus the free slots.
-        let limit = u32::try_from(busy + free).unwrap_or(u32::MAX);
-        let due = match self.store.due_events(tenant, unix_ms(), limit).await {
+        // A claim leases what it returns: events in flight do not come back
+        // (to this node or another) before their lease ends, and one whose
+        // sender died is due again when it does.
+        let limit = u32::try_from(free).unwrap_or(u32::MAX);
+        let now = unix_ms();
+        let lease = now + self.config.lease().as_millis() as i64;
+        let due = match self.store.claim_due_events(tenant, now, lease, limit).await {
             Ok(d) => d,
             Err(e) => {
                 tracing::warn!(error = %e, "reading due events failed");

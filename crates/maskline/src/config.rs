@@ -39,6 +39,8 @@ pub use maskline_sip::Cidr;
 pub struct Config {
     pub data_dir: PathBuf,
     pub database_url: Option<String>,
+    pub database_pool_size: u32,
+    pub database_statement_timeout_ms: u64,
     pub http_listen: SocketAddr,
     pub admin_key: Option<String>,
     pub switch_key: Option<String>,
@@ -76,6 +78,11 @@ impl fmt::Debug for Config {
         f.debug_struct("Config")
             .field("data_dir", &self.data_dir)
             .field("database_url", &self.database_url.as_ref().map(|_| "<set>"))
+            .field("database_pool_size", &self.database_pool_size)
+            .field(
+                "database_statement_timeout_ms",
+                &self.database_statement_timeout_ms,
+            )
             .field("http_listen", &self.http_listen)
             .field("admin_key", &self.admin_key.as_ref().map(|_| "<set>"))
             .field("switch_key", &self.switch_key.as_ref().map(|_| "<set>"))
@@ -108,6 +115,8 @@ impl fmt::Debug for Config {
 struct File {
     data_dir: Option<String>,
     database_url: Option<String>,
+    database_pool_size: Option<i64>,
+    database_statement_timeout_ms: Option<i64>,
     http_listen: Option<String>,
     admin_key: Option<String>,
     switch_key: Option<String>,
@@ -143,6 +152,8 @@ enum Trusted {
 const KEYS: &[&str] = &[
     "data_dir",
     "database_url",
+    "database_pool_size",
+    "database_statement_timeout_ms",
     "http_listen",
     "admin_key",
     "switch_key",
@@ -246,6 +257,11 @@ impl Config {
             file_src("sip_advertise"),
         );
         for (key, v) in [
+            ("database_pool_size", parsed.database_pool_size),
+            (
+                "database_statement_timeout_ms",
+                parsed.database_statement_timeout_ms,
+            ),
             ("sip_ring_timeout_secs", parsed.sip_ring_timeout_secs),
             ("sip_t1_ms", parsed.sip_t1_ms),
             ("sip_t2_ms", parsed.sip_t2_ms),
@@ -303,10 +319,10 @@ impl Config {
             if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
                 return Err(err(src, "must be a postgres:// URL"));
             }
-            return Err(err(
-                src,
-                "the PostgreSQL back end is not available in this version; unset it to use the embedded store",
-            ));
+            // The URL itself is not quoted back: it may hold a password.
+            if let Err(e) = maskline_store::PgOptions::from_url(url, 0) {
+                return Err(err(src, format!("is not a valid PostgreSQL URL ({e})")));
+            }
         }
         let default_region = match get("default_region") {
             None => Region::default(),
@@ -383,6 +399,9 @@ impl Config {
                 text("data_dir").unwrap_or_else(|| "./maskline-data".to_owned()),
             ),
             database_url,
+            database_pool_size: int("database_pool_size", 8, 1, 256)? as u32,
+            database_statement_timeout_ms: int("database_statement_timeout_ms", 10000, 0, 3600000)?
+                as u64,
             http_listen: addr("http_listen", "127.0.0.1:8080")?,
             admin_key: text("admin_key"),
             switch_key: text("switch_key"),
@@ -424,6 +443,16 @@ impl Config {
             concurrency: self.webhook_concurrency as usize,
             ..maskline_events::DeliveryConfig::default()
         }
+    }
+
+    /// The PostgreSQL back end's settings, when `database_url` is set.
+    pub fn postgres(&self) -> Option<maskline_store::PgOptions> {
+        let url = self.database_url.as_deref()?;
+        let mut options = maskline_store::PgOptions::from_url(url, self.cooldown_secs).ok()?;
+        options.pool_size = self.database_pool_size;
+        options.statement_timeout =
+            std::time::Duration::from_millis(self.database_statement_timeout_ms);
+        Some(options)
     }
 
     pub fn engine(&self) -> maskline_engine::Config {

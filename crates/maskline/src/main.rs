@@ -32,6 +32,8 @@ struct Args {
 enum Command {
     /// Run the server (HTTP API; embedded store unless configured otherwise).
     Serve,
+    /// Apply the PostgreSQL schema's migrations (MASKLINE_DATABASE_URL) and exit.
+    Migrate,
     /// Manage tenants (talks to the running server with the admin key).
     Tenant {
         #[command(subcommand)]
@@ -109,6 +111,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match args.command {
             Command::Serve => serve::run(config).await,
+            Command::Migrate => serve::migrate(config).await,
             Command::Tenant {
                 command: TenantCommand::Create { name },
                 server,

@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use maskline_api::AppState;
 use maskline_engine::{Engine, Sweeper};
-use maskline_store::SqliteStore;
+use maskline_store::{PgStore, SqliteStore};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use tokio::sync::watch;
 
@@ -52,22 +52,52 @@ const FINE_BUCKETS: &[f64] = &[
     0.000_75, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.01, 0.025, 0.1, 0.25, 0.5, 1.0,
 ];
 
+/// PostgreSQL when `database_url` is set, else the embedded store.
+async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn maskline_store::Store>> {
+    if let Some(options) = config.postgres() {
+        let store = PgStore::open(options)
+            .await
+            .context("cannot open the PostgreSQL store (MASKLINE_DATABASE_URL)")?;
+        return Ok(Arc::new(store));
+    }
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+    let store = SqliteStore::open(&config.data_dir)
+        .await
+        .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
+    Ok(Arc::new(store))
+}
+
+/// `maskline migrate`: applies the PostgreSQL schema's migrations and exits
+/// (`serve` applies them too; this is for deployments that migrate first).
+pub async fn migrate(config: Config) -> anyhow::Result<()> {
+    init_logging(config.log_format);
+    let options = config
+        .postgres()
+        .context("migrate needs MASKLINE_DATABASE_URL (the embedded store migrates itself)")?;
+    maskline_store::migrate_postgres(&options)
+        .await
+        .context("migration failed")?;
+    println!("migrations applied");
+    Ok(())
+}
+
 pub async fn run(config: Config) -> anyhow::Result<()> {
     init_logging(config.log_format);
     tracing::info!(?config, "starting");
 
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
-    let store: Arc<dyn maskline_store::Store> = Arc::new(
-        SqliteStore::open(&config.data_dir)
-            .await
-            .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?,
-    );
+    let store = open_store(&config).await?;
+    // Taken before the index loads: changes committed meanwhile queue up and
+    // are applied (again, harmlessly) once it has.
+    let changes = store.changes();
     let engine = Arc::new(
         Engine::open(store.clone(), config.engine())
             .await
             .context("cannot load the route index")?,
     );
+    if let Some(changes) = changes {
+        tokio::spawn(engine.clone().follow(changes));
+    }
     if let Some(key) = engine
         .ensure_admin_key(config.admin_key.as_deref())
         .await
@@ -137,7 +167,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!(
         http = %config.http_listen,
         sip = %sip_addr,
-        data_dir = %config.data_dir.display(),
+        store = %if config.database_url.is_some() {
+            "postgresql".to_owned()
+        } else {
+            config.data_dir.display().to_string()
+        },
         "maskline ready"
     );
 

@@ -19,8 +19,11 @@ use maskline_core::{
 };
 use tokio::sync::oneshot;
 
+mod postgres;
 mod sqlite;
+pub mod testing;
 
+pub use postgres::{PgOptions, PgStore, migrate as migrate_postgres};
 pub use sqlite::SqliteStore;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -33,6 +36,12 @@ pub enum Error {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("write conflicts with stored data ({0})")]
     Conflict(String),
+    /// Another node took what this write allocates (an exclusion constraint
+    /// of a shared database): memory was behind, the write changed nothing.
+    #[error("allocation taken by a concurrent write ({0})")]
+    Taken(String),
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
     #[error("stored row is not valid: {0}")]
     Corrupt(&'static str),
     #[error("the store's writer has stopped")]
@@ -118,6 +127,12 @@ pub enum Write {
     },
     /// Results of delivery attempts.
     DeliveryOutcomes(Vec<DeliveryOutcome>),
+    /// Claims events for delivery until `until` (see
+    /// [`Store::claim_due_events`]).
+    LeaseEvents {
+        events: Vec<EventId>,
+        until: UnixMillis,
+    },
     /// Puts an event back in the delivery queue, with a fresh retry window.
     Redeliver {
         tenant: TenantId,
@@ -288,6 +303,24 @@ impl DeliveryState {
     }
 }
 
+/// What another node changed, as its commits arrive (back ends shared by
+/// several nodes).
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum Change {
+    /// These bindings were created or changed: read them again.
+    Bindings(Vec<BindingId>),
+    Tenants,
+    Numbers,
+    Webhooks,
+    /// The feed broke off; changes may be missed until [`Change::Resync`].
+    Interrupted,
+    /// The feed is back: anything may have changed since `since` (Unix
+    /// seconds); what commits from now on arrives as changes again.
+    Resync {
+        since: UnixTime,
+    },
+}
+
 /// Filters of `GET /v1/bindings`.
 #[derive(Clone, Debug, Default)]
 pub struct BindingFilter {
@@ -339,6 +372,17 @@ pub trait Store: Send + Sync + 'static {
     /// sender need not poll for them.
     fn events_signal(&self) -> std::sync::Arc<tokio::sync::Notify>;
 
+    /// Changes committed by other nodes, for a back end shared by several;
+    /// `None` for one that only this process uses, or once taken.
+    fn changes(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Change>> {
+        None
+    }
+
+    /// Why the store is not fully working right now (for `/healthz`).
+    fn degraded(&self) -> Option<String> {
+        None
+    }
+
     async fn get_meta(&self, key: &str) -> Result<Option<String>>;
 
     async fn tenants(&self) -> Result<Vec<Tenant>>;
@@ -353,6 +397,15 @@ pub trait Store: Send + Sync + 'static {
         min_ends_at: UnixTime,
         each: &mut (dyn FnMut(Binding) + Send),
     ) -> Result<u64>;
+
+    /// Bindings created or changed at or after `since` (catch-up after an
+    /// interrupted change feed), oldest change first.
+    async fn changed_bindings(&self, since: UnixTime) -> Result<Vec<Binding>>;
+
+    /// Bindings on `x` that end after `ends_after` (the caller passes now
+    /// minus the cool-down: those that may still hold slots on `x`), for
+    /// learning what a refused allocation ran into.
+    async fn bindings_on(&self, x: Number, ends_after: UnixTime) -> Result<Vec<Binding>>;
 
     async fn numbers(&self, tenant: TenantId, page: Page<Number>) -> Result<Vec<PoolNumber>>;
 
@@ -394,12 +447,16 @@ pub trait Store: Send + Sync + 'static {
         page: Page<i64>,
     ) -> Result<Vec<StoredEvent>>;
 
-    /// Pending events of `tenant` due at `now` that no earlier pending event
-    /// of the same subject holds back, soonest first.
-    async fn due_events(
+    /// Claims up to `limit` pending events of `tenant` due at `now` that no
+    /// earlier pending event of the same subject holds back, soonest due
+    /// first. Each is leased until `lease_until`: not offered again before
+    /// then (to any node), so that a sender that dies mid-attempt only
+    /// delays it. The outcome of the attempt replaces the lease.
+    async fn claim_due_events(
         &self,
         tenant: TenantId,
         now: UnixMillis,
+        lease_until: UnixMillis,
         limit: u32,
     ) -> Result<Vec<StoredEvent>>;
 

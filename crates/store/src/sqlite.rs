@@ -528,6 +528,18 @@ async fn apply(conn: &mut SqliteConnection, write: &Write) -> Result<()> {
                 .await?;
             }
         }
+        Write::LeaseEvents { events, until } => {
+            for id in events {
+                sqlx::query(
+                    "UPDATE events SET next_attempt_at = MAX(next_attempt_at, ?) \
+                     WHERE id = ? AND state = 'pending'",
+                )
+                .bind(until)
+                .bind(uuid_bytes(id.0))
+                .execute(&mut *conn)
+                .await?;
+            }
+        }
         Write::Redeliver { tenant, event, at } => {
             let done = sqlx::query(
                 "UPDATE events SET state = 'pending', next_attempt_at = ?, retry_from = ? \
@@ -621,6 +633,29 @@ impl Store for SqliteStore {
             n += 1;
         }
         Ok(n)
+    }
+
+    async fn changed_bindings(&self, since: UnixTime) -> Result<Vec<Binding>> {
+        // Only one process uses an embedded store, so nothing calls this in
+        // service; it reads the whole table (no index on updated_at).
+        let sql = format!(
+            "SELECT {BINDING_COLUMNS} FROM bindings WHERE updated_at >= ? ORDER BY updated_at, id"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(since)
+            .fetch_all(&self.reads)
+            .await?;
+        rows.iter().map(binding).collect()
+    }
+
+    async fn bindings_on(&self, x: Number, ends_after: UnixTime) -> Result<Vec<Binding>> {
+        let sql = format!("SELECT {BINDING_COLUMNS} FROM bindings WHERE x = ? AND ends_at > ?");
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(x.to_string())
+            .bind(ends_after)
+            .fetch_all(&self.reads)
+            .await?;
+        rows.iter().map(binding).collect()
     }
 
     async fn numbers(&self, tenant: TenantId, page: Page<Number>) -> Result<Vec<PoolNumber>> {
@@ -826,12 +861,15 @@ impl Store for SqliteStore {
         rows.iter().map(stored_event).collect()
     }
 
-    async fn due_events(
+    async fn claim_due_events(
         &self,
         tenant: TenantId,
         now: UnixMillis,
+        lease_until: UnixMillis,
         limit: u32,
     ) -> Result<Vec<StoredEvent>> {
+        // One process, one sender: a read and then the lease, queued like
+        // any write, is a claim.
         // `state = 'pending'` is spelled out (not bound) so that SQLite can
         // use the partial indexes.
         let sql = format!(
@@ -847,7 +885,15 @@ impl Store for SqliteStore {
             .bind(i64::from(limit))
             .fetch_all(&self.reads)
             .await?;
-        rows.iter().map(stored_event).collect()
+        let events = rows.iter().map(stored_event).collect::<Result<Vec<_>>>()?;
+        if !events.is_empty() {
+            self.enqueue(Write::LeaseEvents {
+                events: events.iter().map(|e| e.id).collect(),
+                until: lease_until,
+            })
+            .await?;
+        }
+        Ok(events)
     }
 
     async fn pending_events(&self) -> Result<u64> {

@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+use maskline_store::testing as pg;
+
 use maskline_core::{
     Area, Binding, BindingId, BindingStatus, CallId, CallRecord, Controls, Direction, EndReason,
     Extension, Mode, Number, Refusal, ReleaseReason, ReleasedBy, TenantId,
@@ -46,7 +48,8 @@ fn binding(id: u128, t: u128, a: u64, b: u64, expires_at: i64) -> Binding {
         id: BindingId(id),
         tenant: TenantId(t),
         mode: Mode::Axb,
-        x: num(1),
+        // Each tenant's own X.
+        x: num(if t == 1 { 1 } else { 10 * t as u64 + 1 }),
         extension: None,
         a: party(a),
         b: Some(party(b)),
@@ -144,8 +147,10 @@ async fn ids(s: &dyn Store, t: u128, types: &[EventType]) -> Vec<u128> {
         .collect()
 }
 
+/// Claims what is due at `now` without a lease (so a later call at the same
+/// `now` sees the same events).
 async fn due(s: &dyn Store, t: u128, now: i64) -> Vec<u128> {
-    s.due_events(TenantId(t), now, 100)
+    s.claim_due_events(TenantId(t), now, now, 100)
         .await
         .unwrap()
         .iter()
@@ -310,9 +315,9 @@ async fn due_events_keep_each_subject_in_order(s: Arc<dyn Store>) {
     .await
     .unwrap();
     let now = 2_000_000;
-    assert_eq!(due(&*s, 1, now).await, vec![1, 3, 5]);
-    // Not yet due at their creation time minus one.
+    // Not yet due before their creation time.
     assert_eq!(due(&*s, 1, 1_000_002).await, vec![1]);
+    assert_eq!(due(&*s, 1, now).await, vec![1, 3, 5]);
     assert_eq!(due(&*s, 2, now).await, vec![6]);
 
     // 1 fails and waits: 2 stays behind it.
@@ -347,7 +352,7 @@ async fn due_events_keep_each_subject_in_order(s: Arc<dyn Store>) {
     )]))
     .await
     .unwrap();
-    assert_eq!(due(&*s, 1, now).await, vec![2, 5]);
+    assert_eq!(due(&*s, 1, now + 5_000).await, vec![2, 5]);
     assert_eq!(
         s.event(TenantId(1), EventId(1))
             .await
@@ -357,6 +362,73 @@ async fn due_events_keep_each_subject_in_order(s: Arc<dyn Store>) {
         DeliveryState::Failed
     );
     assert_eq!(s.pending_events().await.unwrap(), 3);
+}
+
+async fn claimed_events_wait_for_their_lease(s: Arc<dyn Store>) {
+    setup(&*s).await;
+    s.enqueue(Write::RecordEvents(vec![
+        event(1, 1, EventType::BindingCreated, 1, true),
+        event(2, 1, EventType::BindingCreated, 2, true),
+    ]))
+    .await
+    .unwrap();
+    let now = 2_000_000;
+    let claim = |now: i64, lease: i64, limit: u32| {
+        let s = s.clone();
+        async move {
+            s.claim_due_events(TenantId(1), now, lease, limit)
+                .await
+                .unwrap()
+                .iter()
+                .map(|e| e.id.0)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(claim(now, now + 30_000, 1).await, vec![1]);
+    // Claimed: not offered again until the lease ends.
+    assert_eq!(claim(now, now + 30_000, 10).await, vec![2]);
+    assert_eq!(claim(now + 1, now + 30_000, 10).await, Vec::<u128>::new());
+    // An outcome replaces the lease; a claimer that died leaves the event
+    // due again when its lease ends.
+    s.enqueue(Write::DeliveryOutcomes(vec![outcome(
+        1,
+        now + 10,
+        NextStep::RetryAt(now + 20),
+    )]))
+    .await
+    .unwrap();
+    assert_eq!(claim(now + 20, now + 40_000, 10).await, vec![1]);
+    assert_eq!(claim(now + 30_000, now + 60_000, 10).await, vec![2]);
+}
+
+async fn bindings_changed_since_and_on_a_number(s: Arc<dyn Store>) {
+    setup(&*s).await;
+    for (id, a, b, exp) in [(1u128, 1, 2, 5_000), (2, 3, 4, 1_500), (3, 5, 6, 5_000)] {
+        s.enqueue(Write::CreateBinding {
+            binding: binding(id, 1, a, b, exp),
+            idempotency: None,
+            events: Vec::new(),
+        })
+        .await
+        .unwrap();
+    }
+    let mut third = binding(3, 1, 5, 6, 5_000);
+    third.ended_at = Some(2_000);
+    third.end_reason = Some(EndReason::Unbound);
+    third.updated_at = 2_000;
+    s.enqueue(Write::UpdateBinding {
+        binding: third,
+        events: Vec::new(),
+    })
+    .await
+    .unwrap();
+    let ids = |v: Vec<Binding>| v.into_iter().map(|b| b.id.0).collect::<Vec<_>>();
+    assert_eq!(ids(s.changed_bindings(1_000).await.unwrap()), vec![1, 2, 3]);
+    assert_eq!(ids(s.changed_bindings(1_001).await.unwrap()), vec![3]);
+    let mut on = ids(s.bindings_on(num(1), 1_900).await.unwrap());
+    on.sort();
+    assert_eq!(on, vec![1, 3]);
+    assert!(s.bindings_on(num(2), 0).await.unwrap().is_empty());
 }
 
 async fn redelivery_requeues_with_a_fresh_window(s: Arc<dyn Store>) {
@@ -1108,32 +1180,49 @@ async fn open_sqlite() -> (tempfile::TempDir, Arc<dyn Store>) {
     (dir, Arc::new(store))
 }
 
-conformance!(
-    sqlite,
-    open_sqlite(),
-    [
-        tenants_and_meta_round_trip,
-        number_import_is_all_or_nothing,
-        bindings_round_trip_and_stay_in_their_tenant,
-        binding_filters_and_pages,
-        expiry_is_recorded_once,
-        scan_streams_bindings_ending_after_the_horizon,
-        idempotency_record_is_atomic_with_its_binding,
-        concurrent_writes_group_commit_and_fail_alone,
-        writes_apply_in_queue_order,
-        calls_round_trip_every_field,
-        calls_stay_in_their_tenant,
-        call_filters_and_pages,
-        calls_group_commit_and_fail_alone,
-        events_are_recorded_with_their_change,
-        event_lists_filter_by_type_and_page_in_order,
-        expiry_event_only_for_the_write_that_ends_it,
-        due_events_keep_each_subject_in_order,
-        redelivery_requeues_with_a_fresh_window,
-        webhooks_round_trip,
-        bindings_by_id_reads_any_tenant,
-    ]
-);
+/// Every case, for one back end.
+macro_rules! every_case {
+    ($backend:ident, $open:expr) => {
+        conformance!(
+            $backend,
+            $open,
+            [
+                tenants_and_meta_round_trip,
+                number_import_is_all_or_nothing,
+                bindings_round_trip_and_stay_in_their_tenant,
+                binding_filters_and_pages,
+                expiry_is_recorded_once,
+                scan_streams_bindings_ending_after_the_horizon,
+                idempotency_record_is_atomic_with_its_binding,
+                concurrent_writes_group_commit_and_fail_alone,
+                writes_apply_in_queue_order,
+                calls_round_trip_every_field,
+                calls_stay_in_their_tenant,
+                call_filters_and_pages,
+                calls_group_commit_and_fail_alone,
+                events_are_recorded_with_their_change,
+                event_lists_filter_by_type_and_page_in_order,
+                expiry_event_only_for_the_write_that_ends_it,
+                due_events_keep_each_subject_in_order,
+                redelivery_requeues_with_a_fresh_window,
+                claimed_events_wait_for_their_lease,
+                bindings_changed_since_and_on_a_number,
+                webhooks_round_trip,
+                bindings_by_id_reads_any_tenant,
+            ]
+        );
+    };
+}
+
+every_case!(sqlite, open_sqlite());
+every_case!(postgres, open_postgres());
+
+/// A store in a fresh schema, with the cool-down the cases assume (100 s).
+async fn open_postgres() -> (pg::Schema, Arc<dyn Store>) {
+    let schema = pg::Schema::create().await;
+    let store = schema.open(100).await;
+    (schema, store)
+}
 
 /// The embedded store keeps what it acknowledged across a reopen.
 #[tokio::test(flavor = "multi_thread")]

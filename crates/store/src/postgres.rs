@@ -1,0 +1,1634 @@
+//! The PostgreSQL back end, for several nodes over one database.
+//!
+//! Like the embedded store, each node has one writer that group-commits its
+//! queued writes (on a connection of its own, on a thread of its own) and a
+//! pool for reads. What several nodes add:
+//!
+//! - the database enforces the allocation invariants (exclusion constraints,
+//!   `migrations/postgres/0001_init.sql`), so two nodes' memories that have
+//!   not heard of each other yet cannot both commit a conflicting binding;
+//! - every commit that changes bindings, tenants, numbers or webhooks sends
+//!   a `NOTIFY`, which the other nodes turn into [`Change`]s (a listener per
+//!   node, reconnecting with a catch-up after an interruption);
+//! - events take their `seq` under an advisory lock held to commit, so `seq`
+//!   is commit order for pollers;
+//! - webhook senders claim due events with `FOR UPDATE SKIP LOCKED` and a
+//!   lease.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::time::Duration;
+
+use futures_util::TryStreamExt;
+use maskline_core::{
+    Area, Binding, BindingId, CallId, CallRecord, Controls, Direction, EndReason, EventId,
+    EventType, Extension, Mode, Number, Refusal, ReleaseReason, ReleasedBy, TenantId, UnixMillis,
+    UnixTime,
+};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions, PgRow};
+use sqlx::{AssertSqlSafe, Connection, Row};
+use tokio::sync::{Notify, mpsc, oneshot};
+use uuid::Uuid;
+
+use crate::{
+    BindingFilter, CallFilter, Change, DeliveryState, Error, Fallback, IdempotencyRecord,
+    Intercept, NewEvent, NextStep, Page, PoolNumber, Result, Store, StoredEvent, Tenant, Webhook,
+    Write, WriteAck,
+};
+
+/// Most writes committed in one transaction (as in the embedded store).
+const MAX_BATCH: usize = 256;
+
+/// The channel every node of one schema listens on (notifications are
+/// per database, and several deployments may share one in their schemas).
+fn channel(schema: &str) -> String {
+    let mut c = format!("maskline_{schema}");
+    // Channel names are identifiers: at most 63 bytes.
+    while c.len() > 63 {
+        c.pop();
+    }
+    c
+}
+
+/// Key of the advisory lock that orders event inserts by commit.
+const EVENTS_LOCK: i64 = 0x6d61_736b_6c69_6e65; // "maskline"
+
+/// NOTIFY payloads are limited to 8,000 bytes: binding ids go in chunks.
+const IDS_PER_NOTIFY: usize = 200;
+
+/// How far before an interruption the catch-up reads: covers transactions
+/// that were in flight when it began and clocks that differ a little
+/// between nodes (the nodes' clocks must be kept in step: NTP).
+const CATCH_UP_MARGIN_SECS: i64 = 30;
+
+const BINDING_COLUMNS: &str = "id, tenant_id, mode, x, extension, a, b, area, external_ref, \
+     a_to_b, b_to_a, max_call_seconds, record, sms, created_at, updated_at, expires_at, \
+     ended_at, end_reason";
+
+const CALL_COLUMNS: &str = "id, tenant_id, binding_id, direction, x, caller, callee, invited_at, \
+     ringing_at, answered_at, ended_at, final_status, released_by, release_reason, refusal";
+
+const EVENT_COLUMNS: &str = "seq, id, tenant_id, type, subject, created_at, body, state, \
+     attempts, next_attempt_at, retry_from, last_status, last_error, delivered_at";
+
+/// [`EVENT_COLUMNS`] of the `events` table in an `UPDATE ... FROM`.
+const LEASED_COLUMNS: &str = "events.seq, events.id, events.tenant_id, events.type, \
+     events.subject, events.created_at, events.body, events.state, events.attempts, \
+     events.next_attempt_at, events.retry_from, events.last_status, events.last_error, \
+     events.delivered_at";
+
+/// Settings of the PostgreSQL back end.
+#[derive(Clone, Debug)]
+pub struct PgOptions {
+    pub connect: PgConnectOptions,
+    /// Read connections per node (the writer and the listener have one each).
+    pub pool_size: u32,
+    /// Longest any one statement may run (0 = no limit).
+    pub statement_timeout: Duration,
+    /// The cool-down after a binding ends: bindings hold their slots in the
+    /// database until it is over, as in memory. Every node must use the same.
+    pub cooldown_secs: i64,
+}
+
+impl PgOptions {
+    pub fn from_url(url: &str, cooldown_secs: i64) -> Result<PgOptions> {
+        Ok(PgOptions {
+            connect: PgConnectOptions::from_str(url)?,
+            pool_size: 8,
+            statement_timeout: Duration::from_secs(10),
+            cooldown_secs,
+        })
+    }
+
+    fn session(&self) -> PgConnectOptions {
+        let ms = self.statement_timeout.as_millis().to_string();
+        self.connect
+            .clone()
+            .application_name("maskline")
+            .options([("statement_timeout", ms.as_str())])
+    }
+}
+
+pub struct PgStore {
+    writes: mpsc::UnboundedSender<(Write, oneshot::Sender<Result<()>>)>,
+    pool: PgPool,
+    events_signal: Arc<Notify>,
+    changes: parking_lot::Mutex<Option<mpsc::UnboundedReceiver<Change>>>,
+    health: Arc<Health>,
+}
+
+/// What `/healthz` reports about the database.
+struct Health {
+    listener_up: AtomicBool,
+    writer_up: AtomicBool,
+    /// When the listener last lost its connection (Unix seconds), for the
+    /// catch-up.
+    lost_at: AtomicI64,
+}
+
+struct Op {
+    write: Write,
+    ack: oneshot::Sender<Result<()>>,
+}
+
+/// Applies the migrations in `migrations/postgres` (under PostgreSQL's
+/// migration lock, so nodes starting together apply them once).
+pub async fn migrate(options: &PgOptions) -> Result<()> {
+    // No statement timeout: a migration of a large table may take long.
+    let mut conn = PgConnection::connect_with(&options.connect.clone()).await?;
+    sqlx::migrate!("./migrations/postgres")
+        .run(&mut conn)
+        .await?;
+    conn.close().await?;
+    Ok(())
+}
+
+impl PgStore {
+    /// Connects, applies migrations, and starts the writer and the listener.
+    pub async fn open(options: PgOptions) -> Result<PgStore> {
+        migrate(&options).await?;
+        let session = options.session();
+        let pool = PgPoolOptions::new()
+            .max_connections(options.pool_size.max(1))
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(session.clone())
+            .await?;
+        // The random low bits of a UUID v7: tells our notifications from others'.
+        let node = Uuid::now_v7().as_u128() as u64;
+        let health = Arc::new(Health {
+            listener_up: AtomicBool::new(false),
+            writer_up: AtomicBool::new(true),
+            lost_at: AtomicI64::new(0),
+        });
+        let schema: String = sqlx::query_scalar("SELECT current_schema()::text")
+            .fetch_one(&pool)
+            .await?;
+        let channel = Arc::new(channel(&schema));
+        let (changes_tx, changes_rx) = mpsc::unbounded_channel();
+        // Listening starts before anything is read, so that nothing
+        // committed after start-up's reads can be missed.
+        let listener = listen(&session, &channel).await?;
+        health.listener_up.store(true, Ordering::Relaxed);
+        tokio::spawn(listen_loop(
+            listener,
+            session.clone(),
+            channel.clone(),
+            node,
+            changes_tx,
+            health.clone(),
+        ));
+
+        let writer = PgConnection::connect_with(&session).await?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let events_signal = Arc::new(Notify::new());
+        let writer_state = Writer {
+            conn: Some(writer),
+            session,
+            cooldown: options.cooldown_secs,
+            node,
+            channel,
+            events_signal: events_signal.clone(),
+            health: health.clone(),
+        };
+        // A thread and runtime of its own, as in the embedded store: the
+        // writer's round trips must not queue behind request handling.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Database(sqlx::Error::Io(e)))?;
+        std::thread::Builder::new()
+            .name("maskline-store-writer".into())
+            .spawn(move || runtime.block_on(writer_state.run(rx)))
+            .map_err(|e| Error::Database(sqlx::Error::Io(e)))?;
+        Ok(PgStore {
+            writes: tx,
+            pool,
+            events_signal,
+            changes: parking_lot::Mutex::new(Some(changes_rx)),
+            health,
+        })
+    }
+}
+
+// === the writer ===
+
+struct Writer {
+    /// `None` while the database is unreachable.
+    conn: Option<PgConnection>,
+    session: PgConnectOptions,
+    cooldown: i64,
+    node: u64,
+    channel: Arc<String>,
+    events_signal: Arc<Notify>,
+    health: Arc<Health>,
+}
+
+/// What a batch changed, for the other nodes.
+#[derive(Default)]
+struct Touched {
+    bindings: Vec<Uuid>,
+    tenants: bool,
+    numbers: bool,
+    webhooks: bool,
+}
+
+impl Writer {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<(Write, oneshot::Sender<Result<()>>)>) {
+        let mut queued = Vec::with_capacity(MAX_BATCH);
+        while rx.recv_many(&mut queued, MAX_BATCH).await > 0 {
+            let batch: Vec<Op> = queued
+                .drain(..)
+                .map(|(write, ack)| Op { write, ack })
+                .collect();
+            let wakes = batch.iter().any(|op| op.write.wakes_sender());
+            match self.commit(&batch).await {
+                Ok(()) => {
+                    if wakes {
+                        self.events_signal.notify_one();
+                    }
+                    for op in batch {
+                        let _ = op.ack.send(Ok(()));
+                    }
+                }
+                Err(e) if is_refusal(&e) => {
+                    // One write in the batch was refused (a constraint,
+                    // usually): give each its own transaction and answer.
+                    tracing::debug!(error = %e, "group commit refused, retrying writes one by one");
+                    for op in batch {
+                        let result = self.commit(std::slice::from_ref(&op)).await;
+                        match &result {
+                            Ok(()) if op.write.wakes_sender() => self.events_signal.notify_one(),
+                            Ok(()) => {}
+                            Err(e) => tracing::warn!(error = %e, "write refused by the store"),
+                        }
+                        let _ = op.ack.send(result);
+                    }
+                }
+                Err(e) => {
+                    // The database is unreachable or failing: nothing in the
+                    // batch is durable, and each caller hears so.
+                    tracing::warn!(error = %e, writes = batch.len(), "group commit failed");
+                    let message = e.to_string();
+                    for op in batch {
+                        let _ = op.ack.send(Err(Error::Unavailable(message.clone())));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Commits `ops` in one transaction, retrying a deadlock or a lost
+    /// connection a few times.
+    async fn commit(&mut self, ops: &[Op]) -> Result<()> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let conn = match self.conn.as_mut() {
+                Some(c) => c,
+                None => match PgConnection::connect_with(&self.session).await {
+                    Ok(c) => {
+                        self.health.writer_up.store(true, Ordering::Relaxed);
+                        tracing::info!("store writer reconnected");
+                        self.conn.insert(c)
+                    }
+                    Err(e) => {
+                        self.health.writer_up.store(false, Ordering::Relaxed);
+                        return Err(e.into());
+                    }
+                },
+            };
+            match apply_batch(conn, ops, self.cooldown, self.node, &self.channel).await {
+                Ok(()) => return Ok(()),
+                Err(e) if is_retryable(&e) && attempt < 3 => {
+                    tracing::debug!(error = %e, attempt, "transaction retried");
+                }
+                Err(e) if is_connection_lost(&e) => {
+                    self.conn = None;
+                    self.health.writer_up.store(false, Ordering::Relaxed);
+                    if attempt >= 2 {
+                        return Err(e);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// A write the database refused on its merits (a constraint, a conflict),
+/// as opposed to a failure of the database or the connection.
+fn is_refusal(e: &Error) -> bool {
+    match e {
+        Error::Conflict(_) | Error::Taken(_) => true,
+        Error::Database(sqlx::Error::Database(db)) => db
+            .code()
+            .is_some_and(|c| c.starts_with("23") || c.starts_with("22")),
+        _ => false,
+    }
+}
+
+/// Deadlock or serialisation failure: the same transaction may succeed now.
+fn is_retryable(e: &Error) -> bool {
+    matches!(e, Error::Database(sqlx::Error::Database(db))
+        if matches!(db.code().as_deref(), Some("40P01" | "40001")))
+}
+
+fn is_connection_lost(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Database(
+            sqlx::Error::Io(_)
+                | sqlx::Error::Protocol(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::Tls(_)
+        )
+    ) || matches!(e, Error::Database(sqlx::Error::Database(db))
+        // admin_shutdown, crash_shutdown, cannot_connect_now
+        if matches!(db.code().as_deref(), Some("57P01" | "57P02" | "57P03")))
+}
+
+async fn apply_batch(
+    conn: &mut PgConnection,
+    ops: &[Op],
+    cooldown: i64,
+    node: u64,
+    channel: &str,
+) -> Result<()> {
+    let mut tx = conn.begin().await?;
+    let mut events: Vec<&NewEvent> = Vec::new();
+    let mut touched = Touched::default();
+    let mut rest = ops;
+    while let Some(first) = rest.first() {
+        let n = match &first.write {
+            Write::CreateBinding { .. } => {
+                let n = rest
+                    .iter()
+                    .take_while(|op| matches!(op.write, Write::CreateBinding { .. }))
+                    .count();
+                let writes: Vec<&Write> = rest[..n].iter().map(|op| &op.write).collect();
+                insert_bindings(&mut tx, &writes, cooldown, &mut events, &mut touched).await?;
+                n
+            }
+            Write::RecordCall { .. } => {
+                let n = rest
+                    .iter()
+                    .take_while(|op| matches!(op.write, Write::RecordCall { .. }))
+                    .count();
+                let mut calls = Vec::with_capacity(n);
+                for op in &rest[..n] {
+                    if let Write::RecordCall { record, events: e } = &op.write {
+                        calls.push(record);
+                        events.extend(e);
+                    }
+                }
+                insert_calls(&mut tx, &calls).await?;
+                n
+            }
+            other => {
+                apply(&mut tx, other, cooldown, &mut events, &mut touched).await?;
+                1
+            }
+        };
+        rest = &rest[n..];
+    }
+    if !events.is_empty() {
+        // Held to commit: event inserts of all nodes commit in seq order.
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(EVENTS_LOCK)
+            .execute(&mut *tx)
+            .await?;
+        insert_events(&mut tx, &events).await?;
+    }
+    notify(&mut tx, node, channel, &touched).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Tells the other nodes what this transaction changed (delivered at
+/// commit, in commit order).
+async fn notify(
+    conn: &mut PgConnection,
+    node: u64,
+    channel: &str,
+    touched: &Touched,
+) -> Result<()> {
+    let mut payloads = Vec::new();
+    for (on, kind) in [
+        (touched.tenants, 't'),
+        (touched.numbers, 'n'),
+        (touched.webhooks, 'w'),
+    ] {
+        if on {
+            payloads.push(format!("{node:016x} {kind}"));
+        }
+    }
+    for chunk in touched.bindings.chunks(IDS_PER_NOTIFY) {
+        let mut p = format!("{node:016x} b");
+        for id in chunk {
+            p.push(' ');
+            p.push_str(&id.simple().to_string());
+        }
+        payloads.push(p);
+    }
+    if payloads.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "SELECT pg_notify($1, p) FROM UNNEST($2::text[]) WITH ORDINALITY AS u(p, i) ORDER BY i",
+    )
+    .bind(channel)
+    .bind(payloads)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+fn live_until(b: &Binding, cooldown: i64) -> i64 {
+    b.ends_at().saturating_add(cooldown).max(b.created_at)
+}
+
+fn uuid(id: u128) -> Uuid {
+    Uuid::from_u128(id)
+}
+
+async fn insert_bindings<'a>(
+    conn: &mut PgConnection,
+    writes: &[&'a Write],
+    cooldown: i64,
+    events: &mut Vec<&'a NewEvent>,
+    touched: &mut Touched,
+) -> Result<()> {
+    let n = writes.len();
+    let mut c = BindingArrays::with_capacity(n);
+    let (mut k_tenant, mut k_key, mut k_hash, mut k_status, mut k_body, mut k_at) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
+    for write in writes {
+        if let Write::CreateBinding {
+            binding: b,
+            idempotency,
+            events: e,
+        } = write
+        {
+            c.push(b, cooldown);
+            touched.bindings.push(uuid(b.id.0));
+            if let Some(r) = idempotency {
+                k_tenant.push(uuid(r.tenant.0));
+                k_key.push(r.key.clone());
+                k_hash.push(r.request_hash.to_vec());
+                k_status.push(i32::from(r.status));
+                k_body.push(r.body.clone());
+                k_at.push(r.created_at);
+            }
+            events.extend(e);
+        }
+    }
+    sqlx::query(
+        "INSERT INTO bindings (id, tenant_id, mode, x, extension, a, b, area, external_ref, \
+         a_to_b, b_to_a, max_call_seconds, record, sms, created_at, updated_at, expires_at, \
+         ended_at, end_reason, ends_at, live_until) \
+         SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], \
+         $6::text[], $7::text[], $8::text[], $9::text[], $10::bool[], $11::bool[], $12::int8[], \
+         $13::bool[], $14::bool[], $15::int8[], $16::int8[], $17::int8[], $18::int8[], \
+         $19::text[], $20::int8[], $21::int8[])",
+    )
+    .bind(c.id)
+    .bind(c.tenant)
+    .bind(c.mode)
+    .bind(c.x)
+    .bind(c.extension)
+    .bind(c.a)
+    .bind(c.b)
+    .bind(c.area)
+    .bind(c.external_ref)
+    .bind(c.a_to_b)
+    .bind(c.b_to_a)
+    .bind(c.max_call)
+    .bind(c.record)
+    .bind(c.sms)
+    .bind(c.created_at)
+    .bind(c.updated_at)
+    .bind(c.expires_at)
+    .bind(c.ended_at)
+    .bind(c.end_reason)
+    .bind(c.ends_at)
+    .bind(c.live_until)
+    .execute(&mut *conn)
+    .await
+    .map_err(conflict)?;
+    if !k_key.is_empty() {
+        sqlx::query(
+            "INSERT INTO idempotency (tenant_id, key, request_hash, status, body, created_at) \
+             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::bytea[], $4::int4[], $5::text[], \
+             $6::int8[])",
+        )
+        .bind(k_tenant)
+        .bind(k_key)
+        .bind(k_hash)
+        .bind(k_status)
+        .bind(k_body)
+        .bind(k_at)
+        .execute(&mut *conn)
+        .await
+        .map_err(conflict)?;
+    }
+    Ok(())
+}
+
+/// Column arrays of a multi-row binding insert.
+struct BindingArrays {
+    id: Vec<Uuid>,
+    tenant: Vec<Uuid>,
+    mode: Vec<&'static str>,
+    x: Vec<String>,
+    extension: Vec<Option<String>>,
+    a: Vec<String>,
+    b: Vec<Option<String>>,
+    area: Vec<Option<String>>,
+    external_ref: Vec<Option<String>>,
+    a_to_b: Vec<bool>,
+    b_to_a: Vec<bool>,
+    max_call: Vec<Option<i64>>,
+    record: Vec<bool>,
+    sms: Vec<bool>,
+    created_at: Vec<i64>,
+    updated_at: Vec<i64>,
+    expires_at: Vec<i64>,
+    ended_at: Vec<Option<i64>>,
+    end_reason: Vec<Option<&'static str>>,
+    ends_at: Vec<i64>,
+    live_until: Vec<i64>,
+}
+
+impl BindingArrays {
+    fn with_capacity(n: usize) -> BindingArrays {
+        BindingArrays {
+            id: Vec::with_capacity(n),
+            tenant: Vec::with_capacity(n),
+            mode: Vec::with_capacity(n),
+            x: Vec::with_capacity(n),
+            extension: Vec::with_capacity(n),
+            a: Vec::with_capacity(n),
+            b: Vec::with_capacity(n),
+            area: Vec::with_capacity(n),
+            external_ref: Vec::with_capacity(n),
+            a_to_b: Vec::with_capacity(n),
+            b_to_a: Vec::with_capacity(n),
+            max_call: Vec::with_capacity(n),
+            record: Vec::with_capacity(n),
+            sms: Vec::with_capacity(n),
+            created_at: Vec::with_capacity(n),
+            updated_at: Vec::with_capacity(n),
+            expires_at: Vec::with_capacity(n),
+            ended_at: Vec::with_capacity(n),
+            end_reason: Vec::with_capacity(n),
+            ends_at: Vec::with_capacity(n),
+            live_until: Vec::with_capacity(n),
+        }
+    }
+
+    fn push(&mut self, b: &Binding, cooldown: i64) {
+        self.id.push(uuid(b.id.0));
+        self.tenant.push(uuid(b.tenant.0));
+        self.mode.push(b.mode.as_str());
+        self.x.push(b.x.to_string());
+        self.extension.push(b.extension.map(|e| e.to_string()));
+        self.a.push(b.a.to_string());
+        self.b.push(b.b.map(|n| n.to_string()));
+        self.area
+            .push(b.area.as_ref().map(|a| a.as_str().to_owned()));
+        self.external_ref.push(b.external_ref.clone());
+        self.a_to_b.push(b.controls.a_to_b);
+        self.b_to_a.push(b.controls.b_to_a);
+        self.max_call
+            .push(b.controls.max_call_seconds.map(i64::from));
+        self.record.push(b.controls.record);
+        self.sms.push(b.controls.sms);
+        self.created_at.push(b.created_at);
+        self.updated_at.push(b.updated_at);
+        self.expires_at.push(b.expires_at);
+        self.ended_at.push(b.ended_at);
+        self.end_reason.push(b.end_reason.map(EndReason::as_str));
+        self.ends_at.push(b.ends_at());
+        self.live_until.push(live_until(b, cooldown));
+    }
+}
+
+async fn insert_calls(conn: &mut PgConnection, calls: &[&CallRecord]) -> Result<()> {
+    let n = calls.len();
+    let mut id = Vec::with_capacity(n);
+    let mut tenant = Vec::with_capacity(n);
+    let mut binding = Vec::with_capacity(n);
+    let mut direction = Vec::with_capacity(n);
+    let mut x = Vec::with_capacity(n);
+    let mut caller = Vec::with_capacity(n);
+    let mut callee = Vec::with_capacity(n);
+    let mut invited = Vec::with_capacity(n);
+    let mut ringing = Vec::with_capacity(n);
+    let mut answered = Vec::with_capacity(n);
+    let mut ended = Vec::with_capacity(n);
+    let mut status = Vec::with_capacity(n);
+    let mut released_by = Vec::with_capacity(n);
+    let mut reason = Vec::with_capacity(n);
+    let mut refusal = Vec::with_capacity(n);
+    for c in calls {
+        id.push(uuid(c.id.0));
+        tenant.push(c.tenant.map(|t| uuid(t.0)));
+        binding.push(c.binding.map(|b| uuid(b.0)));
+        direction.push(c.direction.map(Direction::as_str));
+        x.push(c.x.map(|n| n.to_string()));
+        caller.push(c.caller.map(|n| n.to_string()));
+        callee.push(c.callee.map(|n| n.to_string()));
+        invited.push(c.invited_at);
+        ringing.push(c.ringing_at);
+        answered.push(c.answered_at);
+        ended.push(c.ended_at);
+        status.push(i32::from(c.final_status));
+        released_by.push(c.released_by.as_str());
+        reason.push(c.release_reason.as_str());
+        refusal.push(c.refusal.map(Refusal::as_str));
+    }
+    let sql = format!(
+        "INSERT INTO calls ({CALL_COLUMNS}) SELECT * FROM UNNEST($1::uuid[], $2::uuid[], \
+         $3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[], $8::int8[], $9::int8[], \
+         $10::int8[], $11::int8[], $12::int4[], $13::text[], $14::text[], $15::text[])"
+    );
+    sqlx::query(AssertSqlSafe(sql))
+        .bind(id)
+        .bind(tenant)
+        .bind(binding)
+        .bind(direction)
+        .bind(x)
+        .bind(caller)
+        .bind(callee)
+        .bind(invited)
+        .bind(ringing)
+        .bind(answered)
+        .bind(ended)
+        .bind(status)
+        .bind(released_by)
+        .bind(reason)
+        .bind(refusal)
+        .execute(&mut *conn)
+        .await
+        .map_err(conflict)?;
+    Ok(())
+}
+
+async fn insert_events(conn: &mut PgConnection, events: &[&NewEvent]) -> Result<()> {
+    let n = events.len();
+    let mut id = Vec::with_capacity(n);
+    let mut tenant = Vec::with_capacity(n);
+    let mut kind = Vec::with_capacity(n);
+    let mut subject = Vec::with_capacity(n);
+    let mut created = Vec::with_capacity(n);
+    let mut body = Vec::with_capacity(n);
+    let mut state = Vec::with_capacity(n);
+    let mut next = Vec::with_capacity(n);
+    for e in events {
+        id.push(uuid(e.id.0));
+        tenant.push(uuid(e.tenant.0));
+        kind.push(e.kind.as_str());
+        subject.push(uuid(e.subject));
+        created.push(e.created_at);
+        body.push(e.body.as_str());
+        let s = if e.deliver {
+            DeliveryState::Pending
+        } else {
+            DeliveryState::None
+        };
+        state.push(s.as_str());
+        next.push(e.deliver.then_some(e.created_at));
+    }
+    // WITH ORDINALITY ... ORDER BY: seq follows the order given.
+    sqlx::query(
+        "INSERT INTO events (id, tenant_id, type, subject, created_at, body, state, \
+         next_attempt_at, retry_from) \
+         SELECT id, t, k, s, c, body, st, nx, c FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], \
+         $4::uuid[], $5::int8[], $6::text[], $7::text[], $8::int8[]) WITH ORDINALITY \
+         AS u(id, t, k, s, c, body, st, nx, i) ORDER BY i",
+    )
+    .bind(id)
+    .bind(tenant)
+    .bind(kind)
+    .bind(subject)
+    .bind(created)
+    .bind(body)
+    .bind(state)
+    .bind(next)
+    .execute(&mut *conn)
+    .await
+    .map_err(conflict)?;
+    Ok(())
+}
+
+async fn apply<'a>(
+    conn: &mut PgConnection,
+    write: &'a Write,
+    cooldown: i64,
+    events: &mut Vec<&'a NewEvent>,
+    touched: &mut Touched,
+) -> Result<()> {
+    match write {
+        Write::PutMeta { key, value } => {
+            sqlx::query(
+                "INSERT INTO meta (key, value) VALUES ($1, $2) \
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            )
+            .bind(key)
+            .bind(value)
+            .execute(&mut *conn)
+            .await
+            .map_err(conflict)?;
+        }
+        Write::CreateTenant(t) => {
+            sqlx::query(
+                "INSERT INTO tenants (id, name, api_key_hash, created_at) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(uuid(t.id.0))
+            .bind(&t.name)
+            .bind(&t.api_key_hash[..])
+            .bind(t.created_at)
+            .execute(&mut *conn)
+            .await
+            .map_err(conflict)?;
+            touched.tenants = true;
+        }
+        Write::ImportNumbers(numbers) => {
+            // Pool order is the order given.
+            let tenants: Vec<Uuid> = numbers.iter().map(|n| uuid(n.tenant.0)).collect();
+            let digits: Vec<String> = numbers.iter().map(|n| n.number.to_string()).collect();
+            let areas: Vec<Option<&str>> = numbers
+                .iter()
+                .map(|n| n.area.as_ref().map(Area::as_str))
+                .collect();
+            let created: Vec<i64> = numbers.iter().map(|n| n.created_at).collect();
+            sqlx::query(
+                "INSERT INTO numbers (number, tenant_id, area, created_at) \
+                 SELECT n, t, a, c FROM UNNEST($1::text[], $2::uuid[], $3::text[], $4::int8[]) \
+                 WITH ORDINALITY AS u(n, t, a, c, i) ORDER BY i \
+                 ON CONFLICT (number) DO NOTHING",
+            )
+            .bind(&digits)
+            .bind(&tenants)
+            .bind(areas)
+            .bind(created)
+            .execute(&mut *conn)
+            .await
+            .map_err(conflict)?;
+            // Already there is fine if it is this tenant's; someone else's
+            // number rolls the whole import back.
+            let foreign: Option<String> = sqlx::query_scalar(
+                "SELECT u.n FROM UNNEST($1::text[], $2::uuid[]) AS u(n, t) \
+                 JOIN numbers ON numbers.number = u.n WHERE numbers.tenant_id <> u.t LIMIT 1",
+            )
+            .bind(&digits)
+            .bind(&tenants)
+            .fetch_optional(&mut *conn)
+            .await?;
+            if let Some(n) = foreign {
+                let masked = Number::from_e164(&n)
+                    .map_or_else(|_| "?".to_owned(), |n| n.masked().to_string());
+                return Err(Error::Conflict(format!(
+                    "number {masked} belongs to another pool"
+                )));
+            }
+            touched.numbers = true;
+        }
+        Write::RetireNumber { tenant, number } => {
+            sqlx::query("DELETE FROM numbers WHERE number = $1 AND tenant_id = $2")
+                .bind(number.to_string())
+                .bind(uuid(tenant.0))
+                .execute(&mut *conn)
+                .await?;
+            touched.numbers = true;
+        }
+        Write::CreateBinding { .. } => {
+            insert_bindings(conn, &[write], cooldown, events, touched).await?;
+        }
+        Write::UpdateBinding {
+            binding: b,
+            events: e,
+        } => {
+            let done = sqlx::query(
+                "UPDATE bindings SET b = $1, a_to_b = $2, b_to_a = $3, max_call_seconds = $4, \
+                 record = $5, sms = $6, updated_at = $7, expires_at = $8, ended_at = $9, \
+                 end_reason = $10, ends_at = $11, live_until = $12 \
+                 WHERE id = $13 AND tenant_id = $14",
+            )
+            .bind(b.b.map(|n| n.to_string()))
+            .bind(b.controls.a_to_b)
+            .bind(b.controls.b_to_a)
+            .bind(b.controls.max_call_seconds.map(i64::from))
+            .bind(b.controls.record)
+            .bind(b.controls.sms)
+            .bind(b.updated_at)
+            .bind(b.expires_at)
+            .bind(b.ended_at)
+            .bind(b.end_reason.map(EndReason::as_str))
+            .bind(b.ends_at())
+            .bind(live_until(b, cooldown))
+            .bind(uuid(b.id.0))
+            .bind(uuid(b.tenant.0))
+            .execute(&mut *conn)
+            .await
+            .map_err(conflict)?;
+            if done.rows_affected() != 1 {
+                return Err(Error::Conflict(format!("binding {} does not exist", b.id)));
+            }
+            touched.bindings.push(uuid(b.id.0));
+            events.extend(e);
+        }
+        Write::ExpireBindings { ended, at } => {
+            let ids: Vec<Uuid> = ended.iter().map(|e| uuid(e.id.0)).collect();
+            let times: Vec<i64> = ended.iter().map(|e| e.ended_at).collect();
+            // Only a binding this write ends gets its event: another node
+            // sweeping the same binding waits for our row lock, then finds
+            // it ended and changes nothing.
+            let done: Vec<Uuid> = sqlx::query_scalar(
+                "UPDATE bindings SET ended_at = u.t, end_reason = 'expired', updated_at = $3, \
+                 ends_at = LEAST(ends_at, u.t), \
+                 live_until = GREATEST(created_at, LEAST(ends_at, u.t) + $4) \
+                 FROM UNNEST($1::uuid[], $2::int8[]) AS u(id, t) \
+                 WHERE bindings.id = u.id AND bindings.ended_at IS NULL RETURNING bindings.id",
+            )
+            .bind(&ids)
+            .bind(times)
+            .bind(at)
+            .bind(cooldown)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(conflict)?;
+            let done: std::collections::HashSet<Uuid> = done.into_iter().collect();
+            for e in ended {
+                if done.contains(&uuid(e.id.0)) {
+                    touched.bindings.push(uuid(e.id.0));
+                    events.extend(e.event.as_ref());
+                }
+            }
+        }
+        Write::PurgeIdempotency { before } => {
+            sqlx::query("DELETE FROM idempotency WHERE created_at < $1")
+                .bind(before)
+                .execute(&mut *conn)
+                .await?;
+        }
+        Write::RecordCall { record, events: e } => {
+            insert_calls(conn, &[record]).await?;
+            events.extend(e);
+        }
+        Write::RecordEvents(e) => events.extend(e),
+        Write::PutWebhook(w) => {
+            let patterns: Vec<&str> = w.events.iter().map(|p| p.as_str()).collect();
+            sqlx::query(
+                "INSERT INTO webhooks (tenant_id, url, events, secret, intercept_url, \
+                 intercept_fallback, intercept_timeout_ms, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (tenant_id) DO UPDATE SET \
+                 url = excluded.url, events = excluded.events, secret = excluded.secret, \
+                 intercept_url = excluded.intercept_url, \
+                 intercept_fallback = excluded.intercept_fallback, \
+                 intercept_timeout_ms = excluded.intercept_timeout_ms, \
+                 updated_at = excluded.updated_at",
+            )
+            .bind(uuid(w.tenant.0))
+            .bind(&w.url)
+            .bind(patterns.join(" "))
+            .bind(&w.secret)
+            .bind(w.intercept.as_ref().map(|i| i.url.clone()))
+            .bind(w.intercept.as_ref().map(|i| i.fallback.as_str()))
+            .bind(
+                w.intercept
+                    .as_ref()
+                    .map(|i| i32::try_from(i.timeout_ms).unwrap_or(i32::MAX)),
+            )
+            .bind(w.updated_at)
+            .execute(&mut *conn)
+            .await
+            .map_err(conflict)?;
+            touched.webhooks = true;
+        }
+        Write::DeleteWebhook { tenant } => {
+            sqlx::query("DELETE FROM webhooks WHERE tenant_id = $1")
+                .bind(uuid(tenant.0))
+                .execute(&mut *conn)
+                .await?;
+            touched.webhooks = true;
+        }
+        Write::DeliveryOutcomes(outcomes) => {
+            let mut id = Vec::with_capacity(outcomes.len());
+            let mut state = Vec::with_capacity(outcomes.len());
+            let mut next = Vec::with_capacity(outcomes.len());
+            let mut status = Vec::with_capacity(outcomes.len());
+            let mut error = Vec::with_capacity(outcomes.len());
+            let mut delivered = Vec::with_capacity(outcomes.len());
+            for o in outcomes {
+                let (s, n, d) = match o.next {
+                    NextStep::Delivered => (DeliveryState::Delivered, None, Some(o.at)),
+                    NextStep::RetryAt(t) => (DeliveryState::Pending, Some(t), None),
+                    NextStep::Failed => (DeliveryState::Failed, None, None),
+                };
+                id.push(uuid(o.event.0));
+                state.push(s.as_str());
+                next.push(n);
+                status.push(o.status.map(i32::from));
+                error.push(o.error.as_deref());
+                delivered.push(d);
+            }
+            // Only a pending event moves: a redelivery queued since the
+            // attempt started is not undone by its outcome.
+            sqlx::query(
+                "UPDATE events SET state = u.s, attempts = attempts + 1, next_attempt_at = u.n, \
+                 last_status = u.st, last_error = u.err, \
+                 delivered_at = COALESCE(u.d, delivered_at) \
+                 FROM UNNEST($1::uuid[], $2::text[], $3::int8[], $4::int4[], $5::text[], \
+                 $6::int8[]) AS u(id, s, n, st, err, d) \
+                 WHERE events.id = u.id AND events.state = 'pending'",
+            )
+            .bind(id)
+            .bind(state)
+            .bind(next)
+            .bind(status)
+            .bind(error)
+            .bind(delivered)
+            .execute(&mut *conn)
+            .await?;
+        }
+        Write::LeaseEvents { events: ids, until } => {
+            let ids: Vec<Uuid> = ids.iter().map(|e| uuid(e.0)).collect();
+            sqlx::query(
+                "UPDATE events SET next_attempt_at = GREATEST(next_attempt_at, $2) \
+                 WHERE id = ANY($1) AND state = 'pending'",
+            )
+            .bind(ids)
+            .bind(until)
+            .execute(&mut *conn)
+            .await?;
+        }
+        Write::Redeliver { tenant, event, at } => {
+            let done = sqlx::query(
+                "UPDATE events SET state = 'pending', next_attempt_at = $1, retry_from = $1 \
+                 WHERE id = $2 AND tenant_id = $3",
+            )
+            .bind(at)
+            .bind(uuid(event.0))
+            .bind(uuid(tenant.0))
+            .execute(&mut *conn)
+            .await?;
+            if done.rows_affected() != 1 {
+                return Err(Error::Conflict(format!("event {event} does not exist")));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn conflict(e: sqlx::Error) -> Error {
+    use sqlx::error::ErrorKind;
+    match &e {
+        sqlx::Error::Database(db)
+            if matches!(
+                db.kind(),
+                ErrorKind::UniqueViolation
+                    | ErrorKind::ForeignKeyViolation
+                    | ErrorKind::ExclusionViolation
+                    | ErrorKind::CheckViolation
+            ) =>
+        {
+            // The constraint's name says which invariant; the message may
+            // quote key values (numbers), so it is not passed on.
+            let what = db.constraint().unwrap_or("constraint").to_owned();
+            if db.kind() == ErrorKind::ExclusionViolation {
+                Error::Taken(what)
+            } else {
+                Error::Conflict(what)
+            }
+        }
+        _ => Error::Database(e),
+    }
+}
+
+// === the listener ===
+
+async fn listen(session: &PgConnectOptions, channel: &str) -> Result<PgListener> {
+    // A pool of one, only to hand the listener its connection.
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_with(session.clone())
+        .await?;
+    let mut listener = PgListener::connect_with(&pool).await?;
+    listener.eager_reconnect(false);
+    listener.listen(channel).await?;
+    Ok(listener)
+}
+
+async fn listen_loop(
+    mut listener: PgListener,
+    session: PgConnectOptions,
+    channel: Arc<String>,
+    node: u64,
+    changes: mpsc::UnboundedSender<Change>,
+    health: Arc<Health>,
+) {
+    let own = format!("{node:016x}");
+    loop {
+        match listener.try_recv().await {
+            Ok(Some(n)) => {
+                if let Some(change) = parse_notification(n.payload(), &own)
+                    && changes.send(change).is_err()
+                {
+                    return;
+                }
+                continue;
+            }
+            Ok(None) => tracing::warn!("lost the database notification connection"),
+            Err(e) => tracing::warn!(error = %e, "database notifications failed"),
+        }
+        let lost_at = unix_now();
+        health.listener_up.store(false, Ordering::Relaxed);
+        health.lost_at.store(lost_at, Ordering::Relaxed);
+        if changes.send(Change::Interrupted).is_err() {
+            return;
+        }
+        let mut delay = Duration::from_millis(100);
+        listener = loop {
+            tokio::time::sleep(delay).await;
+            match listen(&session, &channel).await {
+                Ok(l) => break l,
+                Err(e) => {
+                    tracing::debug!(error = %e, "reconnecting to the database");
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+            }
+            if changes.is_closed() {
+                return;
+            }
+        };
+        health.listener_up.store(true, Ordering::Relaxed);
+        tracing::info!("database notifications resumed; catching up");
+        // Listening again before the catch-up reads: whatever commits from
+        // now on arrives as a notification, the rest the catch-up finds.
+        if changes
+            .send(Change::Resync {
+                since: lost_at - CATCH_UP_MARGIN_SECS,
+            })
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// `<node> <kind> [ids...]`; our own notifications are skipped (memory
+/// already has what we wrote).
+fn parse_notification(payload: &str, own: &str) -> Option<Change> {
+    let mut parts = payload.split(' ');
+    let node = parts.next()?;
+    if node == own {
+        return None;
+    }
+    match parts.next()? {
+        "t" => Some(Change::Tenants),
+        "n" => Some(Change::Numbers),
+        "w" => Some(Change::Webhooks),
+        "b" => Some(Change::Bindings(
+            parts
+                .filter_map(|id| Uuid::try_parse(id).ok())
+                .map(|u| BindingId(u.as_u128()))
+                .collect(),
+        )),
+        _ => None,
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+// === reads ===
+
+/// Numbered placeholders for SQL built from fixed fragments.
+struct Params(usize);
+
+impl Params {
+    fn next(&mut self) -> String {
+        self.0 += 1;
+        format!("${}", self.0)
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for PgStore {
+    fn enqueue(&self, write: Write) -> WriteAck {
+        let (tx, rx) = oneshot::channel();
+        let _ = self.writes.send((write, tx));
+        WriteAck(rx)
+    }
+
+    fn events_signal(&self) -> Arc<Notify> {
+        self.events_signal.clone()
+    }
+
+    fn changes(&self) -> Option<mpsc::UnboundedReceiver<Change>> {
+        self.changes.lock().take()
+    }
+
+    fn degraded(&self) -> Option<String> {
+        let listener = self.health.listener_up.load(Ordering::Relaxed);
+        let writer = self.health.writer_up.load(Ordering::Relaxed);
+        match (listener, writer) {
+            (true, true) => None,
+            (false, _) => Some("database unreachable: routing from memory".to_owned()),
+            (true, false) => Some("database writes failing".to_owned()),
+        }
+    }
+
+    async fn get_meta(&self, key: &str) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    async fn tenants(&self) -> Result<Vec<Tenant>> {
+        let rows =
+            sqlx::query("SELECT id, name, api_key_hash, created_at FROM tenants ORDER BY id")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Tenant {
+                    id: TenantId(r.try_get::<Uuid, _>("id")?.as_u128()),
+                    name: r.try_get("name")?,
+                    api_key_hash: r
+                        .try_get::<Vec<u8>, _>("api_key_hash")?
+                        .try_into()
+                        .map_err(|_| Error::Corrupt("api_key_hash"))?,
+                    created_at: r.try_get("created_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn all_numbers(&self) -> Result<Vec<PoolNumber>> {
+        let rows =
+            sqlx::query("SELECT number, tenant_id, area, created_at FROM numbers ORDER BY seq")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(pool_number).collect()
+    }
+
+    async fn scan_bindings(
+        &self,
+        min_ends_at: UnixTime,
+        each: &mut (dyn FnMut(Binding) + Send),
+    ) -> Result<u64> {
+        let sql = format!("SELECT {BINDING_COLUMNS} FROM bindings WHERE ends_at >= $1 ORDER BY id");
+        let mut rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(min_ends_at)
+            .fetch(&self.pool);
+        let mut n = 0;
+        while let Some(row) = rows.try_next().await? {
+            each(binding(&row)?);
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    async fn changed_bindings(&self, since: UnixTime) -> Result<Vec<Binding>> {
+        let sql = format!(
+            "SELECT {BINDING_COLUMNS} FROM bindings WHERE updated_at >= $1 ORDER BY updated_at, id"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(since)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(binding).collect()
+    }
+
+    async fn numbers(&self, tenant: TenantId, page: Page<Number>) -> Result<Vec<PoolNumber>> {
+        let rows = sqlx::query(
+            "SELECT number, tenant_id, area, created_at FROM numbers \
+             WHERE tenant_id = $1 AND number > $2 ORDER BY number LIMIT $3",
+        )
+        .bind(uuid(tenant.0))
+        .bind(page.after.map(|n| n.to_string()).unwrap_or_default())
+        .bind(i64::from(page.limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(pool_number).collect()
+    }
+
+    async fn binding(&self, tenant: TenantId, id: BindingId) -> Result<Option<Binding>> {
+        let sql =
+            format!("SELECT {BINDING_COLUMNS} FROM bindings WHERE id = $1 AND tenant_id = $2");
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(uuid(id.0))
+            .bind(uuid(tenant.0))
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(binding).transpose()
+    }
+
+    async fn bindings_by_id(&self, ids: &[BindingId]) -> Result<Vec<Binding>> {
+        let ids: Vec<Uuid> = ids.iter().map(|i| uuid(i.0)).collect();
+        let sql = format!("SELECT {BINDING_COLUMNS} FROM bindings WHERE id = ANY($1)");
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(ids)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(binding).collect()
+    }
+
+    async fn bindings_on(&self, x: Number, ends_after: UnixTime) -> Result<Vec<Binding>> {
+        let sql = format!("SELECT {BINDING_COLUMNS} FROM bindings WHERE x = $1 AND ends_at > $2");
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(x.to_string())
+            .bind(ends_after)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(binding).collect()
+    }
+
+    async fn bindings(
+        &self,
+        tenant: TenantId,
+        filter: &BindingFilter,
+        page: Page<BindingId>,
+    ) -> Result<Vec<Binding>> {
+        use maskline_core::BindingStatus;
+        // Built from fixed fragments only; every value is a bound parameter.
+        let mut p = Params(2);
+        let mut sql =
+            format!("SELECT {BINDING_COLUMNS} FROM bindings WHERE tenant_id = $1 AND id > $2");
+        if filter.external_ref.is_some() {
+            sql.push_str(&format!(" AND external_ref = {}", p.next()));
+        }
+        if filter.party.is_some() {
+            let (one, two) = (p.next(), p.next());
+            sql.push_str(&format!(" AND (a = {one} OR b = {two})"));
+        }
+        let status = filter.status.map(|(status, now, cooldown)| {
+            let cooled = now.saturating_sub(cooldown);
+            match status {
+                BindingStatus::Active => (now, None),
+                BindingStatus::Cooling => (now, Some(cooled)),
+                BindingStatus::Ended => (cooled, None),
+            }
+        });
+        if let Some((status, _, _)) = filter.status {
+            let first = p.next();
+            match status {
+                BindingStatus::Active => sql.push_str(&format!(" AND ends_at > {first}")),
+                BindingStatus::Cooling => {
+                    let second = p.next();
+                    sql.push_str(&format!(" AND ends_at <= {first} AND ends_at > {second}"));
+                }
+                BindingStatus::Ended => sql.push_str(&format!(" AND ends_at <= {first}")),
+            }
+        }
+        sql.push_str(&format!(" ORDER BY id LIMIT {}", p.next()));
+        let mut q = sqlx::query(AssertSqlSafe(sql))
+            .bind(uuid(tenant.0))
+            .bind(uuid(page.after.map_or(0, |id| id.0)));
+        if let Some(r) = &filter.external_ref {
+            q = q.bind(r.clone());
+        }
+        if let Some(party) = filter.party {
+            q = q.bind(party.to_string()).bind(party.to_string());
+        }
+        if let Some((first, second)) = status {
+            q = q.bind(first);
+            if let Some(s) = second {
+                q = q.bind(s);
+            }
+        }
+        let rows = q.bind(i64::from(page.limit)).fetch_all(&self.pool).await?;
+        rows.iter().map(binding).collect()
+    }
+
+    async fn idempotency(&self, tenant: TenantId, key: &str) -> Result<Option<IdempotencyRecord>> {
+        let row = sqlx::query(
+            "SELECT request_hash, status, body, created_at FROM idempotency \
+             WHERE tenant_id = $1 AND key = $2",
+        )
+        .bind(uuid(tenant.0))
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(IdempotencyRecord {
+                tenant,
+                key: key.to_owned(),
+                request_hash: r
+                    .try_get::<Vec<u8>, _>("request_hash")?
+                    .try_into()
+                    .map_err(|_| Error::Corrupt("request_hash"))?,
+                status: u16::try_from(r.try_get::<i32, _>("status")?)
+                    .map_err(|_| Error::Corrupt("status"))?,
+                body: r.try_get("body")?,
+                created_at: r.try_get("created_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn calls(
+        &self,
+        tenant: TenantId,
+        filter: &CallFilter,
+        page: Page<CallId>,
+    ) -> Result<Vec<CallRecord>> {
+        let mut p = Params(2);
+        let mut sql = format!("SELECT {CALL_COLUMNS} FROM calls WHERE tenant_id = $1 AND id > $2");
+        if filter.binding.is_some() {
+            sql.push_str(&format!(" AND binding_id = {}", p.next()));
+        }
+        if filter.since.is_some() {
+            sql.push_str(&format!(" AND invited_at >= {}", p.next()));
+        }
+        if filter.until.is_some() {
+            sql.push_str(&format!(" AND invited_at < {}", p.next()));
+        }
+        sql.push_str(&format!(" ORDER BY id LIMIT {}", p.next()));
+        let mut q = sqlx::query(AssertSqlSafe(sql))
+            .bind(uuid(tenant.0))
+            .bind(uuid(page.after.map_or(0, |id| id.0)));
+        if let Some(b) = filter.binding {
+            q = q.bind(uuid(b.0));
+        }
+        if let Some(since) = filter.since {
+            q = q.bind(since);
+        }
+        if let Some(until) = filter.until {
+            q = q.bind(until);
+        }
+        let rows = q.bind(i64::from(page.limit)).fetch_all(&self.pool).await?;
+        rows.iter().map(call_record).collect()
+    }
+
+    async fn webhooks(&self) -> Result<Vec<Webhook>> {
+        let rows = sqlx::query(
+            "SELECT tenant_id, url, events, secret, intercept_url, intercept_fallback, \
+             intercept_timeout_ms, updated_at FROM webhooks ORDER BY tenant_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(webhook).collect()
+    }
+
+    async fn event(&self, tenant: TenantId, id: EventId) -> Result<Option<StoredEvent>> {
+        let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = $1 AND tenant_id = $2");
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(uuid(id.0))
+            .bind(uuid(tenant.0))
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(stored_event).transpose()
+    }
+
+    async fn events(
+        &self,
+        tenant: TenantId,
+        types: &[EventType],
+        page: Page<i64>,
+    ) -> Result<Vec<StoredEvent>> {
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE tenant_id = $1 AND seq > $2 \
+             AND (cardinality($3::text[]) = 0 OR type = ANY($3)) ORDER BY seq LIMIT $4"
+        );
+        let types: Vec<&str> = types.iter().map(|t| t.as_str()).collect();
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(uuid(tenant.0))
+            .bind(page.after.unwrap_or(0))
+            .bind(types)
+            .bind(i64::from(page.limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(stored_event).collect()
+    }
+
+    async fn claim_due_events(
+        &self,
+        tenant: TenantId,
+        now: UnixMillis,
+        lease_until: UnixMillis,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>> {
+        // SKIP LOCKED: two nodes claiming at once take different events;
+        // the lease (next_attempt_at) keeps a claimed event from being
+        // offered again while its attempt runs, and brings it back if the
+        // claiming node dies.
+        let sql = format!(
+            "WITH claimed AS (SELECT e.seq, e.next_attempt_at AS due FROM events AS e \
+                 WHERE e.tenant_id = $1 AND e.state = 'pending' AND e.next_attempt_at <= $2 \
+                 AND NOT EXISTS (SELECT 1 FROM events AS p \
+                     WHERE p.subject = e.subject AND p.state = 'pending' AND p.seq < e.seq) \
+                 ORDER BY e.next_attempt_at, e.seq LIMIT $4 FOR UPDATE SKIP LOCKED), \
+             leased AS (UPDATE events SET next_attempt_at = GREATEST(next_attempt_at, $3) \
+                 FROM claimed WHERE events.seq = claimed.seq \
+                 RETURNING claimed.due, {LEASED_COLUMNS}) \
+             SELECT * FROM leased ORDER BY due, seq"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(uuid(tenant.0))
+            .bind(now)
+            .bind(lease_until)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(stored_event).collect()
+    }
+
+    async fn pending_events(&self) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE state = 'pending'")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+}
+
+// === row decoding ===
+
+fn number(s: &str, column: &'static str) -> Result<Number> {
+    Number::from_e164(s).map_err(|_| Error::Corrupt(column))
+}
+
+fn id_of(r: &PgRow, col: &'static str) -> Result<u128> {
+    Ok(r.try_get::<Uuid, _>(col)?.as_u128())
+}
+
+fn pool_number(r: &PgRow) -> Result<PoolNumber> {
+    Ok(PoolNumber {
+        tenant: TenantId(id_of(r, "tenant_id")?),
+        number: number(r.try_get("number")?, "number")?,
+        area: r
+            .try_get::<Option<String>, _>("area")?
+            .map(|a| Area::new(&a).map_err(|_| Error::Corrupt("area")))
+            .transpose()?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+fn binding(r: &PgRow) -> Result<Binding> {
+    let opt_number = |col: &'static str| -> Result<Option<Number>> {
+        r.try_get::<Option<&str>, _>(col)?
+            .map(|s| number(s, col))
+            .transpose()
+    };
+    Ok(Binding {
+        id: BindingId(id_of(r, "id")?),
+        tenant: TenantId(id_of(r, "tenant_id")?),
+        mode: Mode::from_str(r.try_get("mode")?).map_err(|_| Error::Corrupt("mode"))?,
+        x: number(r.try_get("x")?, "x")?,
+        extension: r
+            .try_get::<Option<&str>, _>("extension")?
+            .map(|e| Extension::from_str(e).map_err(|_| Error::Corrupt("extension")))
+            .transpose()?,
+        a: number(r.try_get("a")?, "a")?,
+        b: opt_number("b")?,
+        area: r
+            .try_get::<Option<&str>, _>("area")?
+            .map(|a| Area::new(a).map_err(|_| Error::Corrupt("area")))
+            .transpose()?,
+        external_ref: r.try_get("external_ref")?,
+        controls: Controls {
+            a_to_b: r.try_get("a_to_b")?,
+            b_to_a: r.try_get("b_to_a")?,
+            max_call_seconds: r
+                .try_get::<Option<i64>, _>("max_call_seconds")?
+                .map(|s| u32::try_from(s).map_err(|_| Error::Corrupt("max_call_seconds")))
+                .transpose()?,
+            record: r.try_get("record")?,
+            sms: r.try_get("sms")?,
+        },
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+        expires_at: r.try_get("expires_at")?,
+        ended_at: r.try_get("ended_at")?,
+        end_reason: r
+            .try_get::<Option<&str>, _>("end_reason")?
+            .map(|e| EndReason::from_str(e).map_err(|_| Error::Corrupt("end_reason")))
+            .transpose()?,
+    })
+}
+
+fn call_record(r: &PgRow) -> Result<CallRecord> {
+    let opt_number = |col: &'static str| -> Result<Option<Number>> {
+        r.try_get::<Option<&str>, _>(col)?
+            .map(|s| number(s, col))
+            .transpose()
+    };
+    let opt_id = |col: &'static str| -> Result<Option<u128>> {
+        Ok(r.try_get::<Option<Uuid>, _>(col)?.map(|u| u.as_u128()))
+    };
+    fn name<T>(s: &str, parse: fn(&str) -> Option<T>, col: &'static str) -> Result<T> {
+        parse(s).ok_or(Error::Corrupt(col))
+    }
+    Ok(CallRecord {
+        id: CallId(id_of(r, "id")?),
+        tenant: opt_id("tenant_id")?.map(TenantId),
+        binding: opt_id("binding_id")?.map(BindingId),
+        direction: r
+            .try_get::<Option<&str>, _>("direction")?
+            .map(|d| name(d, Direction::parse, "direction"))
+            .transpose()?,
+        x: opt_number("x")?,
+        caller: opt_number("caller")?,
+        callee: opt_number("callee")?,
+        invited_at: r.try_get("invited_at")?,
+        ringing_at: r.try_get("ringing_at")?,
+        answered_at: r.try_get("answered_at")?,
+        ended_at: r.try_get("ended_at")?,
+        final_status: u16::try_from(r.try_get::<i32, _>("final_status")?)
+            .map_err(|_| Error::Corrupt("final_status"))?,
+        released_by: name(r.try_get("released_by")?, ReleasedBy::parse, "released_by")?,
+        release_reason: name(
+            r.try_get("release_reason")?,
+            ReleaseReason::parse,
+            "release_reason",
+        )?,
+        refusal: r
+            .try_get::<Option<&str>, _>("refusal")?
+            .map(|f| name(f, Refusal::parse, "refusal"))
+            .transpose()?,
+    })
+}
+
+fn webhook(r: &PgRow) -> Result<Webhook> {
+    let events: &str = r.try_get("events")?;
+    let intercept = match r.try_get::<Option<String>, _>("intercept_url")? {
+        None => None,
+        Some(url) => Some(Intercept {
+            url,
+            fallback: match r.try_get::<Option<&str>, _>("intercept_fallback")? {
+                Some("deny") => Fallback::Deny,
+                Some("allow") => Fallback::Allow,
+                _ => return Err(Error::Corrupt("intercept_fallback")),
+            },
+            timeout_ms: r
+                .try_get::<Option<i32>, _>("intercept_timeout_ms")?
+                .and_then(|t| u32::try_from(t).ok())
+                .ok_or(Error::Corrupt("intercept_timeout_ms"))?,
+        }),
+    };
+    Ok(Webhook {
+        tenant: TenantId(id_of(r, "tenant_id")?),
+        url: r.try_get("url")?,
+        events: events
+            .split_whitespace()
+            .map(|p| p.parse().map_err(|_| Error::Corrupt("events")))
+            .collect::<Result<_>>()?,
+        secret: r.try_get("secret")?,
+        intercept,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
+fn stored_event(r: &PgRow) -> Result<StoredEvent> {
+    Ok(StoredEvent {
+        seq: r.try_get("seq")?,
+        id: EventId(id_of(r, "id")?),
+        tenant: TenantId(id_of(r, "tenant_id")?),
+        kind: EventType::parse(r.try_get("type")?).ok_or(Error::Corrupt("type"))?,
+        subject: id_of(r, "subject")?,
+        created_at: r.try_get("created_at")?,
+        body: r.try_get("body")?,
+        state: DeliveryState::parse(r.try_get("state")?).ok_or(Error::Corrupt("state"))?,
+        attempts: u32::try_from(r.try_get::<i32, _>("attempts")?)
+            .map_err(|_| Error::Corrupt("attempts"))?,
+        next_attempt_at: r.try_get("next_attempt_at")?,
+        retry_from: r.try_get("retry_from")?,
+        last_status: r
+            .try_get::<Option<i32>, _>("last_status")?
+            .map(|s| u16::try_from(s).map_err(|_| Error::Corrupt("last_status")))
+            .transpose()?,
+        last_error: r.try_get("last_error")?,
+        delivered_at: r.try_get("delivered_at")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notifications_skip_our_own_and_parse_ids() {
+        let own = format!("{:016x}", 7u64);
+        assert_eq!(parse_notification(&format!("{own} t"), &own), None);
+        let other = format!("{:016x}", 8u64);
+        assert_eq!(
+            parse_notification(&format!("{other} n"), &own),
+            Some(Change::Numbers)
+        );
+        let id = Uuid::from_u128(42);
+        assert_eq!(
+            parse_notification(&format!("{other} b {}", id.simple()), &own),
+            Some(Change::Bindings(vec![BindingId(42)]))
+        );
+        assert_eq!(parse_notification("garbage", &own), None);
+    }
+}

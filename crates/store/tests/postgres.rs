@@ -1,0 +1,437 @@
+//! What only a store shared by several nodes has: allocation invariants the
+//! database enforces, change notifications between nodes, claims of due
+//! events, and event sequence numbers in commit order. Several `PgStore`s
+//! on one schema stand for several nodes.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use maskline_core::{
+    Area, Binding, BindingId, Controls, EndReason, EventId, EventType, Extension, Mode, Number,
+    TenantId,
+};
+use maskline_store::{Change, Error, NewEvent, PoolNumber, Store, Tenant, Write};
+
+use maskline_store::testing as pg;
+
+fn x(n: u64) -> Number {
+    Number::from_digits(8_657_100_000_000 + n).unwrap()
+}
+
+fn party(n: u64) -> Number {
+    Number::from_digits(8_613_800_000_000 + n).unwrap()
+}
+
+fn binding(id: u128, mode: Mode, on: u64, a: u64, b: Option<u64>, created: i64) -> Binding {
+    Binding {
+        id: BindingId(id),
+        tenant: TenantId(1),
+        mode,
+        x: x(on),
+        extension: (mode == Mode::Axe).then(|| "1234".parse::<Extension>().unwrap()),
+        a: party(a),
+        b: b.map(party),
+        area: None,
+        external_ref: None,
+        controls: Controls::default(),
+        created_at: created,
+        updated_at: created,
+        expires_at: created + 1_000,
+        ended_at: None,
+        end_reason: None,
+    }
+}
+
+async fn setup(s: &dyn Store) {
+    s.enqueue(Write::CreateTenant(Tenant {
+        id: TenantId(1),
+        name: "t".into(),
+        api_key_hash: [1; 32],
+        created_at: 0,
+    }))
+    .await
+    .unwrap();
+    s.enqueue(Write::ImportNumbers(
+        (1..=3)
+            .map(|n| PoolNumber {
+                tenant: TenantId(1),
+                number: x(n),
+                area: Some(Area::new("0571").unwrap()),
+                created_at: 0,
+            })
+            .collect(),
+    ))
+    .await
+    .unwrap();
+}
+
+async fn create(s: &dyn Store, b: Binding) -> Result<(), Error> {
+    s.enqueue(Write::CreateBinding {
+        binding: b,
+        idempotency: None,
+        events: Vec::new(),
+    })
+    .await
+}
+
+fn taken(r: Result<(), Error>, constraint: &str) {
+    match r {
+        Err(Error::Taken(c)) if c == constraint => {}
+        other => panic!("expected {constraint}, got {other:?}"),
+    }
+}
+
+/// Every allocation invariant, as the database enforces it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_database_refuses_what_breaks_an_allocation_invariant() {
+    let schema = pg::Schema::create().await;
+    let s = schema.open(100).await;
+    setup(&*s).await;
+    create(&*s, binding(1, Mode::Axb, 1, 1, Some(2), 1_000))
+        .await
+        .unwrap();
+    // A party in a second live binding on the same X, as A or as B.
+    taken(
+        create(&*s, binding(2, Mode::Axb, 1, 2, Some(3), 1_010)).await,
+        "one_binding_per_party_per_number",
+    );
+    taken(
+        create(&*s, binding(2, Mode::Axb, 1, 3, Some(1), 1_010)).await,
+        "one_binding_per_party_per_number",
+    );
+    // Another mode on the same X; an axn binding on a used X.
+    taken(
+        create(&*s, binding(2, Mode::Axe, 1, 5, None, 1_010)).await,
+        "one_mode_per_number",
+    );
+    taken(
+        create(&*s, binding(2, Mode::Axn, 1, 5, None, 1_010)).await,
+        "one_mode_per_number",
+    );
+    // Other parties on X, and the same parties on another X, are fine.
+    create(&*s, binding(3, Mode::Axb, 1, 3, Some(4), 1_010))
+        .await
+        .unwrap();
+    create(&*s, binding(4, Mode::Axb, 2, 1, Some(2), 1_010))
+        .await
+        .unwrap();
+    // axn holds its X alone.
+    create(&*s, binding(5, Mode::Axn, 3, 1, None, 1_000))
+        .await
+        .unwrap();
+    taken(
+        create(&*s, binding(6, Mode::Axn, 3, 7, None, 1_010)).await,
+        "axn_holds_number_alone",
+    );
+    // PATCH of B onto a party already on X.
+    let mut first = binding(1, Mode::Axb, 1, 1, Some(2), 1_000);
+    first.b = Some(party(3));
+    first.updated_at = 1_020;
+    taken(
+        s.enqueue(Write::UpdateBinding {
+            binding: first.clone(),
+            events: Vec::new(),
+        })
+        .await,
+        "one_binding_per_party_per_number",
+    );
+    // Unbound at 1,030: its slots stay taken through the cool-down
+    // (100 s), then they are free.
+    first.b = Some(party(2));
+    first.ended_at = Some(1_030);
+    first.end_reason = Some(EndReason::Unbound);
+    first.updated_at = 1_030;
+    s.enqueue(Write::UpdateBinding {
+        binding: first,
+        events: Vec::new(),
+    })
+    .await
+    .unwrap();
+    taken(
+        create(&*s, binding(7, Mode::Axb, 1, 1, Some(9), 1_129)).await,
+        "one_binding_per_party_per_number",
+    );
+    create(&*s, binding(7, Mode::Axb, 1, 1, Some(9), 1_130))
+        .await
+        .unwrap();
+    // axe: an extension is one binding's at a time.
+    let ext = |id, a, created| binding(id, Mode::Axe, 2, a, None, created);
+    taken(create(&*s, ext(8, 20, 2_000)).await, "one_mode_per_number");
+    // X 3's axn binding (created 1,000, expired 2,000) cools down until
+    // 2,100: no other mode before then.
+    let on_three = |created| {
+        let mut b = ext(8, 20, created);
+        b.x = x(3);
+        b
+    };
+    taken(create(&*s, on_three(2_099)).await, "one_mode_per_number");
+    create(&*s, on_three(2_100)).await.unwrap();
+
+    // And in SQL, nothing that broke one got in.
+    let mut conn = schema.connect().await;
+    let bindings: i64 = sqlx::query_scalar("SELECT count(*) FROM bindings")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(bindings, 6);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn extensions_are_unique_per_number_while_live() {
+    let schema = pg::Schema::create().await;
+    let s = schema.open(100).await;
+    setup(&*s).await;
+    let ext = |id, a, created| binding(id, Mode::Axe, 1, a, None, created);
+    create(&*s, ext(1, 1, 1_000)).await.unwrap();
+    taken(
+        create(&*s, ext(2, 2, 1_010)).await,
+        "one_binding_per_extension",
+    );
+    let mut other = ext(2, 2, 1_010);
+    other.extension = Some("4321".parse().unwrap());
+    create(&*s, other).await.unwrap();
+}
+
+/// Two nodes binding at the same instant from memories that know nothing
+/// of each other: for every contested slot exactly one write commits.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_nodes_cannot_both_take_a_slot() {
+    let schema = pg::Schema::create().await;
+    let one = schema.open(100).await;
+    let two = schema.open(100).await;
+    setup(&*one).await;
+    let mut tasks = Vec::new();
+    for i in 0..200u64 {
+        for (node, s) in [(0u128, one.clone()), (1, two.clone())] {
+            // Both nodes try to bind party i on X 1 (with different Bs).
+            let b = binding(
+                1 + u128::from(i) * 2 + node,
+                Mode::Axb,
+                1,
+                i,
+                Some(10_000 + i * 2 + node as u64),
+                1_000,
+            );
+            tasks.push(tokio::spawn(async move { create(&*s, b).await }));
+        }
+    }
+    let mut won = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(()) => won += 1,
+            Err(Error::Taken(_)) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(won, 200);
+    let mut conn = schema.connect().await;
+    let doubled: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT a FROM bindings GROUP BY x, a HAVING count(*) > 1) d",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(doubled, 0);
+}
+
+async fn next_change(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Change>) -> Change {
+    tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("no change notified within 10 s")
+        .expect("change feed closed")
+}
+
+/// What one node commits reaches the others, in commit order; a node is
+/// not told of its own writes.
+#[tokio::test(flavor = "multi_thread")]
+async fn other_nodes_hear_of_each_commit() {
+    let schema = pg::Schema::create().await;
+    let one = schema.open(100).await;
+    let two = schema.open(100).await;
+    let mut one_rx = one.changes().unwrap();
+    let mut two_rx = two.changes().unwrap();
+    assert!(two.changes().is_none(), "the feed is handed out once");
+    setup(&*one).await;
+    assert_eq!(next_change(&mut two_rx).await, Change::Tenants);
+    assert_eq!(next_change(&mut two_rx).await, Change::Numbers);
+    create(&*one, binding(1, Mode::Axb, 1, 1, Some(2), 1_000))
+        .await
+        .unwrap();
+    assert_eq!(
+        next_change(&mut two_rx).await,
+        Change::Bindings(vec![BindingId(1)])
+    );
+    // A batch of many bindings arrives whole, in chunks.
+    let acks: Vec<_> = (0..500u64)
+        .map(|i| {
+            one.enqueue(Write::CreateBinding {
+                binding: binding(100 + u128::from(i), Mode::Axb, 2, i, Some(1_000 + i), 1_000),
+                idempotency: None,
+                events: Vec::new(),
+            })
+        })
+        .collect();
+    for a in acks {
+        a.await.unwrap();
+    }
+    let mut heard = HashSet::new();
+    while heard.len() < 500 {
+        match next_change(&mut two_rx).await {
+            Change::Bindings(ids) => heard.extend(ids),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(heard.len(), 500);
+    // Two's own write: one hears it, two does not.
+    create(&*two, binding(2, Mode::Axb, 1, 3, Some(4), 1_000))
+        .await
+        .unwrap();
+    let mut seen_by_one = Vec::new();
+    loop {
+        match next_change(&mut one_rx).await {
+            Change::Bindings(ids) if ids == vec![BindingId(2)] => break,
+            other => seen_by_one.push(other),
+        }
+    }
+    assert!(
+        seen_by_one
+            .iter()
+            .all(|c| !matches!(c, Change::Bindings(ids) if ids.contains(&BindingId(1)))),
+        "a node heard of its own write"
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), two_rx.recv())
+            .await
+            .is_err(),
+        "a node heard of its own write"
+    );
+}
+
+fn event(id: u128, subject: u128) -> NewEvent {
+    NewEvent {
+        id: EventId(id),
+        tenant: TenantId(1),
+        kind: EventType::BindingCreated,
+        subject,
+        created_at: 1_000,
+        body: "{}".into(),
+        deliver: true,
+    }
+}
+
+/// Two senders claiming at once never get the same event.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_claims_are_disjoint() {
+    let schema = pg::Schema::create().await;
+    let one = schema.open(100).await;
+    let two = schema.open(100).await;
+    setup(&*one).await;
+    one.enqueue(Write::RecordEvents(
+        (1..=2_000u128).map(|i| event(i, i)).collect(),
+    ))
+    .await
+    .unwrap();
+    let claim = |s: Arc<dyn Store>| async move {
+        let mut got = Vec::new();
+        loop {
+            let batch = s
+                .claim_due_events(TenantId(1), 2_000, 100_000, 37)
+                .await
+                .unwrap();
+            if batch.is_empty() {
+                return got;
+            }
+            got.extend(batch.into_iter().map(|e| e.id.0));
+        }
+    };
+    let (a, b) = tokio::join!(
+        tokio::spawn(claim(one.clone())),
+        tokio::spawn(claim(two.clone()))
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let all: HashSet<u128> = a.iter().chain(&b).copied().collect();
+    assert_eq!(a.len() + b.len(), 2_000, "an event was claimed twice");
+    assert_eq!(all.len(), 2_000);
+    assert!(
+        !a.is_empty() && !b.is_empty(),
+        "one claimer took everything"
+    );
+}
+
+/// `seq` is commit order: a poller paging with `after` while two nodes
+/// insert events never skips one that commits late.
+#[tokio::test(flavor = "multi_thread")]
+async fn pollers_never_miss_an_event_committed_late() {
+    let schema = pg::Schema::create().await;
+    let one = schema.open(100).await;
+    let two = schema.open(100).await;
+    setup(&*one).await;
+    let writer = |s: Arc<dyn Store>, base: u128| async move {
+        for i in 0..300u128 {
+            let id = base + i;
+            s.enqueue(Write::RecordEvents(vec![event(id, id)]))
+                .await
+                .unwrap();
+        }
+    };
+    let w1 = tokio::spawn(writer(one.clone(), 1));
+    let w2 = tokio::spawn(writer(two.clone(), 10_001));
+    let reader = one.clone();
+    let poller = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        let mut after = None;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while seen.len() < 600 && tokio::time::Instant::now() < deadline {
+            let page = reader
+                .events(TenantId(1), &[], maskline_store::Page { after, limit: 50 })
+                .await
+                .unwrap();
+            if let Some(last) = page.last() {
+                after = Some(last.seq);
+            }
+            seen.extend(page.into_iter().map(|e| e.id.0));
+        }
+        seen
+    });
+    w1.await.unwrap();
+    w2.await.unwrap();
+    let seen = poller.await.unwrap();
+    let unique: HashSet<u128> = seen.iter().copied().collect();
+    assert_eq!(unique.len(), seen.len(), "an event was listed twice");
+    assert_eq!(seen.len(), 600, "the poller missed events");
+}
+
+/// Nodes starting together apply the migrations once.
+#[tokio::test(flavor = "multi_thread")]
+async fn nodes_starting_together_migrate_once() {
+    let schema = pg::Schema::create().await;
+    let opts = schema.options(100);
+    let (a, b, c) = tokio::join!(
+        maskline_store::PgStore::open(opts.clone()),
+        maskline_store::PgStore::open(opts.clone()),
+        maskline_store::migrate_postgres(&opts),
+    );
+    a.unwrap();
+    b.unwrap();
+    c.unwrap();
+    let mut conn = schema.connect().await;
+    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(applied, 1);
+}
+
+/// An unreachable database is an error at open, naming the cause.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_database_fails_open() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("postgres://postgres@127.0.0.1:{port}/test");
+    let opts = maskline_store::PgOptions::from_url(&url, 100).unwrap();
+    assert!(maskline_store::PgStore::open(opts).await.is_err());
+}
