@@ -1066,6 +1066,9 @@ async fn listen_loop(
             }
         };
         health.listener_up.store(true, Ordering::Relaxed);
+        // The database is reachable again: the writer reconnects on its
+        // next write (and reports if it cannot).
+        health.writer_up.store(true, Ordering::Relaxed);
         tracing::info!("database notifications resumed; catching up");
         // Listening again before the catch-up reads: whatever commits from
         // now on arrives as a notification, the rest the catch-up finds.

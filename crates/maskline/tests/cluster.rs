@@ -1,0 +1,627 @@
+//! Several nodes over one PostgreSQL: the real binary, twice, on a schema
+//! of the test's own. What one node commits routes on the other; the
+//! database keeps every allocation invariant when both bind at once; a node
+//! that loses the database keeps routing from memory and catches up; the
+//! sweeper and the webhook outbox act once per item even when a node dies.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::receiver::Receiver;
+use common::{ADMIN_KEY, SWITCH_KEY, Server, eventually, party, x};
+use maskline_store::testing::Schema;
+use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+
+/// A node of a cluster on `db` (a PostgreSQL URL).
+async fn node(dir: &std::path::Path, db: &str, extra: &[(&str, &str)]) -> Server {
+    let mut env = vec![
+        ("MASKLINE_ADMIN_KEY", ADMIN_KEY),
+        ("MASKLINE_SWITCH_KEY", SWITCH_KEY),
+        ("MASKLINE_DATABASE_URL", db),
+        ("MASKLINE_DATABASE_POOL_SIZE", "4"),
+    ];
+    env.extend_from_slice(extra);
+    Server::start_with(dir, &env).await
+}
+
+async fn cluster(schema: &Schema, extra: &[(&str, &str)]) -> (tempfile::TempDir, Server, Server) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("1")).unwrap();
+    std::fs::create_dir_all(dir.path().join("2")).unwrap();
+    let url = schema.url();
+    let (d1, d2) = (dir.path().join("1"), dir.path().join("2"));
+    let (one, two) = tokio::join!(node(&d1, &url, extra), node(&d2, &url, extra));
+    (dir, one, two)
+}
+
+/// The warnings and errors a node logged, for failure messages.
+fn warnings(node: &Server) -> String {
+    node.logs()
+        .lines()
+        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+        .take(40)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A tenant created on `one`, usable on `two` once it has heard of it.
+async fn tenant_on_both(one: &Server, two: &Server, name: &str) -> (String, String) {
+    let (id, key) = one.create_tenant(name).await;
+    eventually(10, "the tenant's key to work on node 2", || async {
+        let (st, _) = two.call("GET", "/v1/numbers", Some(&key), None).await;
+        (st == 200).then_some(())
+    })
+    .await;
+    (id, key)
+}
+
+/// Every pair of live bindings on one X that breaks an allocation rule, as
+/// the database sees it (live over [created_at, live_until)).
+async fn violations(schema: &Schema) -> i64 {
+    let mut conn = schema.connect().await;
+    let overlapping =
+        "int8range(p.created_at, p.live_until) && int8range(q.created_at, q.live_until)";
+    let checks = [
+        // A party in two live bindings on one X (as A or B, either side).
+        format!(
+            "SELECT count(*) FROM bindings p JOIN bindings q ON p.x = q.x AND p.id < q.id \
+             AND {overlapping} AND p.mode <> 'axn' AND q.mode <> 'axn' \
+             AND (p.a IN (q.a, q.b) OR p.b IN (q.a, q.b))"
+        ),
+        // Two modes on one X at once.
+        format!(
+            "SELECT count(*) FROM bindings p JOIN bindings q ON p.x = q.x AND p.id < q.id \
+             AND {overlapping} AND p.mode <> q.mode"
+        ),
+        // An axn binding sharing its X.
+        format!(
+            "SELECT count(*) FROM bindings p JOIN bindings q ON p.x = q.x AND p.id < q.id \
+             AND {overlapping} AND (p.mode = 'axn' OR q.mode = 'axn')"
+        ),
+        // An X outside the binding's tenant's pool.
+        "SELECT count(*) FROM bindings b LEFT JOIN numbers n \
+         ON n.number = b.x AND n.tenant_id = b.tenant_id WHERE n.number IS NULL"
+            .to_owned(),
+    ];
+    let mut total = 0;
+    for sql in checks {
+        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.clone()))
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(n, 0, "{sql}");
+        total += n;
+    }
+    total
+}
+
+/// The issue's proof: two `maskline serve` on one PostgreSQL, 2,000
+/// concurrent binds split across them against a small pool, then every
+/// invariant checked in SQL.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_nodes_binding_at_once_never_break_an_invariant() {
+    let schema = Schema::create().await;
+    let (_dir, one, two) = cluster(&schema, &[]).await;
+    let (_, key) = tenant_on_both(&one, &two, "acme").await;
+    // 12 numbers; 2,000 binds of 40 As and 40 Bs (axb) and some axn: the
+    // pool runs out and the same parties contend for the same Xs.
+    let pool: Vec<String> = (1..=12).map(x).collect();
+    one.import(&key, &pool.iter().map(String::as_str).collect::<Vec<_>>())
+        .await;
+    eventually(10, "the pool on node 2", || async {
+        let (_, v) = two.call("GET", "/v1/numbers", Some(&key), None).await;
+        (v["items"].as_array().map_or(0, Vec::len) == 12).then_some(())
+    })
+    .await;
+
+    let nodes = Arc::new([one, two]);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..2_000u32 {
+        let nodes = nodes.clone();
+        let key = key.clone();
+        tasks.push(tokio::spawn(async move {
+            let body = if i % 10 == 9 {
+                json!({ "mode": "axn", "a": party(500 + i % 7) })
+            } else {
+                json!({ "mode": "axb", "a": party(i % 40), "b": party(100 + (i / 40) % 40) })
+            };
+            let (st, v) = nodes[(i % 2) as usize].bind(&key, body).await;
+            (i % 2, st, v)
+        }));
+    }
+    let mut created: Vec<(u32, Value)> = Vec::new();
+    let mut refusals: HashMap<String, u32> = HashMap::new();
+    for t in tasks {
+        let (node, st, v) = t.await.unwrap();
+        match st {
+            201 => created.push((node, v)),
+            409 | 422 => {
+                *refusals
+                    .entry(v["code"].as_str().unwrap_or("?").to_owned())
+                    .or_default() += 1
+            }
+            _ => panic!("bind answered {st}: {v}"),
+        }
+    }
+    let elapsed = started.elapsed();
+    println!(
+        "2,000 binds over two nodes in {elapsed:?}: {} created, refused {refusals:?}",
+        created.len()
+    );
+    assert!(!created.is_empty());
+    assert!(
+        created.iter().any(|(n, _)| *n == 0) && created.iter().any(|(n, _)| *n == 1),
+        "both nodes created bindings"
+    );
+
+    // Every invariant, in SQL, over everything the database holds.
+    assert_eq!(violations(&schema).await, 0);
+    // Every 201 is in the database, and nothing else is.
+    let mut conn = schema.connect().await;
+    let stored: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT id FROM bindings")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    let stored: HashSet<String> = stored.iter().map(|u| u.to_string()).collect();
+    let acked: HashSet<String> = created
+        .iter()
+        .map(|(_, v)| v["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        stored, acked,
+        "stored bindings are exactly the acknowledged ones"
+    );
+
+    // And each node routes every binding, wherever it was created.
+    for (_, b) in created.iter().filter(|(_, b)| b["mode"] == "axb").take(300) {
+        let (a, bb, xx) = (
+            b["a"].as_str().unwrap(),
+            b["b"].as_str().unwrap(),
+            b["x"].as_str().unwrap(),
+        );
+        for n in nodes.iter() {
+            eventually(10, "the binding to route on both nodes", || async {
+                let r = n.route(a, xx, None).await;
+                (r["action"] == "connect" && r["to"] == bb).then_some(())
+            })
+            .await;
+        }
+    }
+    for n in nodes.iter() {
+        let (_, h) = n.call("GET", "/healthz", None, None).await;
+        assert_eq!(h["status"], "ok", "{h}");
+    }
+}
+
+/// Milliseconds until `check` holds on `node`, polling fast.
+async fn until(
+    node: &Server,
+    what: &str,
+    check: impl Fn(&Value) -> bool,
+    route: (&str, &str),
+) -> u128 {
+    let started = Instant::now();
+    loop {
+        let r = node.route(route.0, route.1, None).await;
+        if check(&r) {
+            return started.elapsed().as_millis();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{what}: not seen on the other node within 10 s (last decision {r})"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_change_on_one_node_routes_on_the_other() {
+    let schema = Schema::create().await;
+    let (_dir, one, two) = cluster(&schema, &[]).await;
+    let (_, key) = tenant_on_both(&one, &two, "acme").await;
+    one.import(&key, &[&x(1)]).await;
+    eventually(10, "the number on node 2", || async {
+        let (_, v) = two.call("GET", "/v1/numbers", Some(&key), None).await;
+        (v["items"].as_array().map_or(0, Vec::len) == 1).then_some(())
+    })
+    .await;
+
+    // Created on one: connects on two.
+    let (st, b) = one
+        .bind(&key, json!({ "mode": "axb", "a": party(1), "b": party(2) }))
+        .await;
+    assert_eq!(st, 201, "{b}");
+    let id = b["id"].as_str().unwrap().to_owned();
+    let created = until(
+        &two,
+        "a new binding",
+        |r| r["action"] == "connect" && r["to"] == party(2),
+        (&party(1), &x(1)),
+    )
+    .await;
+
+    // B changed on two (which has heard of it): routes to the new B on one.
+    let (st, v) = two
+        .call(
+            "PATCH",
+            &format!("/v1/bindings/{id}"),
+            Some(&key),
+            Some(json!({ "b": party(3) })),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let changed = until(
+        &one,
+        "a changed B",
+        |r| r["action"] == "connect" && r["to"] == party(3),
+        (&party(1), &x(1)),
+    )
+    .await;
+
+    // Unbound on one: refused on two.
+    let (st, v) = one
+        .call("DELETE", &format!("/v1/bindings/{id}"), Some(&key), None)
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let ended = until(
+        &two,
+        "an unbind",
+        |r| r["action"] != "connect",
+        (&party(1), &x(1)),
+    )
+    .await;
+    println!(
+        "seen on the other node after: created {created} ms, changed {changed} ms, ended {ended} ms"
+    );
+
+    // A binding created on two and changed at once on one (which may not
+    // have heard of it yet) is changed, not refused.
+    let (st, b) = two
+        .bind(
+            &key,
+            json!({ "mode": "axb", "a": party(10), "b": party(11) }),
+        )
+        .await;
+    assert_eq!(st, 201, "{b}");
+    let (st, v) = one
+        .call(
+            "PATCH",
+            &format!("/v1/bindings/{}", b["id"].as_str().unwrap()),
+            Some(&key),
+            Some(json!({ "b": party(12) })),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    until(
+        &two,
+        "a change of a binding made before the node heard of it",
+        |r| r["to"] == party(12),
+        (&party(10), &x(1)),
+    )
+    .await;
+
+    // Webhook settings made on one are used by two's sender.
+    let rx = Receiver::start().await;
+    let (st, v) = one
+        .call(
+            "PUT",
+            "/v1/webhook",
+            Some(&key),
+            Some(json!({ "url": rx.url })),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    eventually(10, "two's binding.created to be delivered", || async {
+        let (st, b) = two
+            .bind(
+                &key,
+                json!({ "mode": "axb", "a": party(20), "b": party(21) }),
+            )
+            .await;
+        assert_eq!(st, 201, "{b}");
+        let id = b["id"].as_str().unwrap().to_owned();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        rx.of_type("binding.created")
+            .iter()
+            .any(|r| r.json["data"]["id"] == id.as_str())
+            .then_some(())
+    })
+    .await;
+}
+
+/// A TCP relay to PostgreSQL that the test can cut and restore.
+struct Relay {
+    port: u16,
+    up: Arc<std::sync::atomic::AtomicBool>,
+    conns: Arc<parking_lot::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Relay {
+    async fn start(target: &str) -> Relay {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let conns: Arc<parking_lot::Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
+        let (target, up2, conns2) = (target.to_owned(), up.clone(), conns.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    return;
+                };
+                if !up2.load(std::sync::atomic::Ordering::SeqCst) {
+                    let _ = client.shutdown().await;
+                    continue;
+                }
+                let target = target.clone();
+                conns2.lock().push(tokio::spawn(async move {
+                    if let Ok(mut server) = TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                }));
+            }
+        });
+        Relay { port, up, conns }
+    }
+
+    /// Closes every relayed connection and refuses new ones.
+    fn cut(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        for c in self.conns.lock().drain(..) {
+            c.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_that_loses_the_database_routes_from_memory_and_catches_up() {
+    let schema = Schema::create().await;
+    let relay = Relay::start("127.0.0.1:5432").await;
+    let direct = schema.url();
+    // Node 2 reaches PostgreSQL only through the relay.
+    let relayed = {
+        let base = maskline_store::testing::server_url();
+        let rest = base
+            .split_once("@127.0.0.1:5432")
+            .map(|(a, b)| (a.to_owned(), b.to_owned()));
+        let (user, db) = rest.expect("the test server URL is on 127.0.0.1:5432");
+        direct.replacen(
+            &format!("{user}@127.0.0.1:5432{db}"),
+            &format!("{user}@127.0.0.1:{}{db}", relay.port),
+            1,
+        )
+    };
+    assert_ne!(relayed, direct);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("1")).unwrap();
+    std::fs::create_dir_all(dir.path().join("2")).unwrap();
+    let one = node(&dir.path().join("1"), &direct, &[]).await;
+    let two = node(&dir.path().join("2"), &relayed, &[]).await;
+    let (_, key) = tenant_on_both(&one, &two, "acme").await;
+    one.import(&key, &[&x(1), &x(2)]).await;
+    let (st, b) = one
+        .bind(&key, json!({ "mode": "axb", "a": party(1), "b": party(2) }))
+        .await;
+    assert_eq!(st, 201, "{b}");
+    let xx = b["x"].as_str().unwrap().to_owned();
+    until(&two, "a binding", |r| r["to"] == party(2), (&party(1), &xx)).await;
+
+    relay.cut();
+    eventually(20, "node 2 to report itself degraded", || async {
+        let (st, h) = two.call("GET", "/healthz", None, None).await;
+        assert_eq!(st, 200);
+        (h["status"] == "degraded").then_some(())
+    })
+    .await;
+    // Still routing from memory; changes cannot be made durable.
+    let r = two.route(&party(1), &xx, None).await;
+    assert_eq!(
+        (r["action"].as_str(), r["to"].as_str()),
+        (Some("connect"), Some(party(2).as_str()))
+    );
+    let (st, v) = two
+        .bind(&key, json!({ "mode": "axb", "a": party(5), "b": party(6) }))
+        .await;
+    assert_eq!(st, 503, "{v}");
+    assert_eq!(v["code"], "storage_unavailable");
+    // Meanwhile node 1 creates and ends bindings.
+    let (st, fresh) = one
+        .bind(&key, json!({ "mode": "axb", "a": party(3), "b": party(4) }))
+        .await;
+    assert_eq!(st, 201, "{fresh}");
+    let (st, _) = one
+        .call(
+            "DELETE",
+            &format!("/v1/bindings/{}", b["id"].as_str().unwrap()),
+            Some(&key),
+            None,
+        )
+        .await;
+    assert_eq!(st, 200);
+    let r = two
+        .route(&party(3), fresh["x"].as_str().unwrap(), None)
+        .await;
+    assert_ne!(r["action"], "connect", "node 2 cannot know of it yet");
+
+    relay.restore();
+    eventually(30, "node 2 to be healthy again", || async {
+        let (_, h) = two.call("GET", "/healthz", None, None).await;
+        (h["status"] == "ok").then_some(())
+    })
+    .await;
+    // Caught up: what changed during the outage routes correctly.
+    until(
+        &two,
+        "a binding created during the outage",
+        |r| r["to"] == party(4),
+        (&party(3), fresh["x"].as_str().unwrap()),
+    )
+    .await;
+    until(
+        &two,
+        "a binding ended during the outage",
+        |r| r["action"] != "connect",
+        (&party(1), &xx),
+    )
+    .await;
+    let (st, v) = two
+        .bind(&key, json!({ "mode": "axb", "a": party(5), "b": party(6) }))
+        .await;
+    assert_eq!(st, 201, "{v}");
+}
+
+/// Expiry and the webhook outbox with two nodes: each binding ends once and
+/// each event is delivered, even when the node that created the bindings
+/// (and claimed some deliveries) is killed mid-delivery.
+#[tokio::test(flavor = "multi_thread")]
+async fn background_work_acts_once_per_item_and_survives_a_node_dying() {
+    let schema = Schema::create().await;
+    // A claimed delivery's lease is 2 × the timeout + 5 s: 9 s here.
+    let extra = [
+        ("MASKLINE_WEBHOOK_TIMEOUT_MS", "2000"),
+        ("MASKLINE_WEBHOOK_FIRST_RETRY_MS", "100"),
+        ("MASKLINE_COOLDOWN_SECS", "0"),
+    ];
+    let (_dir, mut one, two) = cluster(&schema, &extra).await;
+    let (_, key) = tenant_on_both(&one, &two, "acme").await;
+    let pool: Vec<String> = (1..=5).map(x).collect();
+    one.import(&key, &pool.iter().map(String::as_str).collect::<Vec<_>>())
+        .await;
+    // The receiver holds each request 1 s before answering 200: node 1 is
+    // killed while holding claims.
+    let rx = Receiver::scripted(
+        Vec::new(),
+        common::receiver::Answer::Delay(Duration::from_secs(1), 200, String::new()),
+    )
+    .await;
+    let (st, v) = one
+        .call(
+            "PUT",
+            "/v1/webhook",
+            Some(&key),
+            Some(json!({ "url": rx.url })),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let mut ids = Vec::new();
+    for i in 0..100u32 {
+        let n = if i % 2 == 0 { &one } else { &two };
+        let (st, b) = n
+            .bind(
+                &key,
+                json!({ "mode": "axb", "a": party(i), "b": party(1_000 + i), "expires_in": 2 }),
+            )
+            .await;
+        assert_eq!(st, 201, "{b}");
+        ids.push(b["id"].as_str().unwrap().to_owned());
+    }
+    // Node 1 is mid-delivery (requests held by the receiver): kill it.
+    eventually(10, "deliveries to be in flight", || async {
+        (!rx.requests().is_empty()).then_some(())
+    })
+    .await;
+    one.kill9();
+
+    // Node 2 expires all of them (node 1's too) and delivers every event,
+    // node 1's claimed ones once their lease ends.
+    let mut conn = schema.connect().await;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let undelivered: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM events WHERE state <> 'delivered'")
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+        let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        if undelivered == 0 && events == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{undelivered} of {events} events undelivered after 90 s; node 2's warnings:\n{}",
+            warnings(&two)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let per_binding: Vec<(String, i64)> =
+        sqlx::query_as("SELECT type, count(*) FROM events GROUP BY type ORDER BY type")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(
+        per_binding,
+        vec![
+            ("binding.created".to_owned(), 100),
+            ("binding.ended".to_owned(), 100)
+        ],
+        "one binding.ended per binding, recorded once"
+    );
+    let ended: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM bindings WHERE end_reason = 'expired'")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(ended, 100);
+    // The receiver got every event (node 1's in-flight ones at least once).
+    let got: HashSet<(String, String)> = rx
+        .requests()
+        .iter()
+        .map(|r| {
+            (
+                r.json["type"].as_str().unwrap().to_owned(),
+                r.json["data"]["id"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    for id in &ids {
+        assert!(got.contains(&("binding.created".to_owned(), id.clone())));
+        assert!(got.contains(&("binding.ended".to_owned(), id.clone())));
+    }
+    let total = rx.requests().len();
+    println!("{total} requests for 200 events (node 1 killed with claims held)");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn migrate_applies_the_schema_and_serve_then_starts_on_it() {
+    let schema = Schema::create().await;
+    let out = std::process::Command::new(common::bin())
+        .arg("migrate")
+        .env_clear()
+        .env("MASKLINE_DATABASE_URL", schema.url())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("migrations applied"));
+    let mut conn = schema.connect().await;
+    let tables: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema()",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert!(tables >= 9, "{tables} tables");
+    // Without a database URL, migrate says what it needs.
+    let out = std::process::Command::new(common::bin())
+        .arg("migrate")
+        .env_clear()
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("MASKLINE_DATABASE_URL"));
+}
