@@ -25,12 +25,22 @@ impl Engine {
     pub async fn follow(self: Arc<Self>, mut changes: UnboundedReceiver<Change>) {
         while let Some(change) = changes.recv().await {
             match change {
-                Change::Bindings(mut ids) => {
+                Change::Bindings {
+                    mut ids,
+                    committed_at,
+                } => {
                     // Coalesce what queued meanwhile into one read.
+                    let mut stamps = vec![committed_at];
                     let mut later = Vec::new();
                     while ids.len() < MAX_READ {
                         match changes.try_recv() {
-                            Ok(Change::Bindings(more)) => ids.extend(more),
+                            Ok(Change::Bindings {
+                                ids: more,
+                                committed_at,
+                            }) => {
+                                ids.extend(more);
+                                stamps.push(committed_at);
+                            }
                             Ok(other) => {
                                 later.push(other);
                                 break;
@@ -39,6 +49,13 @@ impl Engine {
                         }
                     }
                     self.refresh_bindings(&ids).await;
+                    let now = maskline_events::unix_ms();
+                    for at in stamps {
+                        // Commit on another node to routable here (the two
+                        // clocks' difference included).
+                        metrics::histogram!("maskline_cluster_propagation_seconds")
+                            .record((now - at).max(0) as f64 / 1000.0);
+                    }
                     for other in later {
                         self.apply_change(other).await;
                     }
@@ -50,7 +67,7 @@ impl Engine {
 
     async fn apply_change(&self, change: Change) {
         let outcome = match change {
-            Change::Bindings(ids) => {
+            Change::Bindings { ids, .. } => {
                 self.refresh_bindings(&ids).await;
                 Ok(())
             }

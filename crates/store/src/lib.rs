@@ -308,7 +308,12 @@ impl DeliveryState {
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub enum Change {
     /// These bindings were created or changed: read them again.
-    Bindings(Vec<BindingId>),
+    Bindings {
+        ids: Vec<BindingId>,
+        /// When the writing node committed them (its clock, Unix ms): for
+        /// measuring how long changes take to reach this node.
+        committed_at: UnixMillis,
+    },
     Tenants,
     Numbers,
     Webhooks,

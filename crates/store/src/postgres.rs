@@ -424,8 +424,9 @@ async fn notify(
             payloads.push(format!("{node:016x} {kind}"));
         }
     }
+    let at = unix_ms();
     for chunk in touched.bindings.chunks(IDS_PER_NOTIFY) {
-        let mut p = format!("{node:016x} b");
+        let mut p = format!("{node:016x} b {at}");
         for id in chunk {
             p.push(' ');
             p.push_str(&id.simple().to_string());
@@ -1095,20 +1096,25 @@ fn parse_notification(payload: &str, own: &str) -> Option<Change> {
         "t" => Some(Change::Tenants),
         "n" => Some(Change::Numbers),
         "w" => Some(Change::Webhooks),
-        "b" => Some(Change::Bindings(
-            parts
+        "b" => Some(Change::Bindings {
+            committed_at: parts.next()?.parse().ok()?,
+            ids: parts
                 .filter_map(|id| Uuid::try_parse(id).ok())
                 .map(|u| BindingId(u.as_u128()))
                 .collect(),
-        )),
+        }),
         _ => None,
     }
 }
 
 fn unix_now() -> i64 {
+    unix_ms() / 1000
+}
+
+fn unix_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 // === reads ===
@@ -1629,8 +1635,11 @@ mod tests {
         );
         let id = Uuid::from_u128(42);
         assert_eq!(
-            parse_notification(&format!("{other} b {}", id.simple()), &own),
-            Some(Change::Bindings(vec![BindingId(42)]))
+            parse_notification(&format!("{other} b 17 {}", id.simple()), &own),
+            Some(Change::Bindings {
+                ids: vec![BindingId(42)],
+                committed_at: 17
+            })
         );
         assert_eq!(parse_notification("garbage", &own), None);
     }
