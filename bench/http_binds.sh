@@ -15,7 +15,21 @@
 #                                             # perf (flat profile, top symbols)
 #   PERF=dwarf bench/http_binds.sh            # same with call graphs (callers)
 #
-# Needs wrk (apt-get install -y wrk), curl and python3. Only 127.0.0.1.
+#   PG=1 bench/http_binds.sh                  # the server on PostgreSQL instead
+#                                             # of the embedded SQLite store
+#   SERIES=1 bench/http_binds.sh              # also binds/s second by second
+#                                             # (the server's counter, scraped)
+#
+# PG=1: a schema of its own (bench_binds_<pid>_<random>) in the database that
+# PGHOST/PGPORT/PGUSER/PGDATABASE name (127.0.0.1, 5432, postgres, test),
+# passed to the server as MASKLINE_DATABASE_URL with search_path; dropped at
+# the end. It also prints the CPU of all postgres processes over the
+# measurement (the whole cluster: other clients' work counts too) and the
+# settings durability depends on. MASKLINE_DATABASE_POOL_SIZE and
+# MASKLINE_DATABASE_STATEMENT_TIMEOUT_MS pass through to the server.
+#
+# Needs wrk (apt-get install -y wrk), curl and python3 (PG=1: psql). Only
+# 127.0.0.1.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -25,8 +39,11 @@ THREADS=${THREADS:-2}
 DURATION=${DURATION:-20s}
 WARMUP=${WARMUP:-3s}
 NUMBERS=${NUMBERS:-1000}
+PG=${PG:-0}
+SERIES=${SERIES:-0}
 
-for tool in wrk curl python3; do
+[[ "$PG" == 1 ]] && . bench/pg_lib.sh
+for tool in wrk curl python3 $([[ "$PG" == 1 ]] && echo psql); do
   command -v "$tool" >/dev/null || { echo "needs $tool (wrk: apt-get install -y wrk)" >&2; exit 1; }
 done
 
@@ -39,8 +56,11 @@ BASE="http://127.0.0.1:${HTTP_PORT}"
 DATA=$(mktemp -d /tmp/maskline-bench.XXXXXX)
 ADMIN="bench-admin-$(python3 -c 'import secrets; print(secrets.token_hex(16))')"
 SERVER_PID=""
+SCHEMA=""
+SERIES_PID=""
 
 cleanup() {
+  [[ -n "$SERIES_PID" ]] && kill "$SERIES_PID" 2>/dev/null || true
   if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
     kill -TERM "$SERVER_PID" 2>/dev/null || true
     for _ in $(seq 1 100); do
@@ -50,11 +70,22 @@ cleanup() {
     kill -KILL "$SERVER_PID" 2>/dev/null || true
     wait "$SERVER_PID" 2>/dev/null || true
   fi
+  [[ -n "$SCHEMA" ]] && pg_drop_schema "$SCHEMA"
   rm -rf "$DATA"
 }
 trap cleanup EXIT
 
-echo "== starting maskline serve on 127.0.0.1:${HTTP_PORT} (data ${DATA})"
+DB_URL=""
+if [[ "$PG" == 1 ]]; then
+  SCHEMA=$(pg_schema_name binds)
+  pg_create_schema "$SCHEMA"
+  DB_URL=$(pg_url "$SCHEMA")
+  echo "== PostgreSQL: schema ${SCHEMA}; $(pg_settings)"
+  echo "== other client sessions on the cluster now: $(pg_other_sessions)"
+fi
+
+echo "== starting maskline serve on 127.0.0.1:${HTTP_PORT} (data ${DATA}${SCHEMA:+, PostgreSQL schema $SCHEMA})"
+if [[ -n "$DB_URL" ]]; then export MASKLINE_DATABASE_URL="$DB_URL"; fi
 MASKLINE_DATA_DIR="$DATA/db" \
 MASKLINE_HTTP_LISTEN="127.0.0.1:${HTTP_PORT}" \
 MASKLINE_SIP_LISTEN="127.0.0.1:${SIP_PORT}" \
@@ -135,6 +166,17 @@ case "${PERF:-0}" in
        -- sleep "${DURATION%s}" >"$DATA/perf.log" 2>&1 &
      PERF_PID=$! ;;
 esac
+if [[ "$SERIES" == 1 ]]; then
+  # Every second, for as long as wrk runs (bounded): the server's counter.
+  ( for _ in $(seq 1 $(( ${DURATION%s} + 5 ))); do
+      printf '%s %s\n' "$(date +%s.%N)" \
+        "$(curl -fsS "$BASE/metrics" | awk '/^maskline_bindings_created_total/ {s += $2} END {print s + 0}')"
+      sleep 1
+    done ) >"$DATA/series" 2>/dev/null &
+  SERIES_PID=$!
+fi
+pg_before=0
+[[ "$PG" == 1 ]] && pg_before=$(pg_cpu_ticks)
 before=$(cpu_ticks "$SERVER_PID")
 thread_ticks "$SERVER_PID" >"$DATA/threads.before"
 t0=$(date +%s.%N)
@@ -144,6 +186,13 @@ t0=$(date +%s.%N)
 t1=$(date +%s.%N)
 after=$(cpu_ticks "$SERVER_PID")
 thread_ticks "$SERVER_PID" >"$DATA/threads.after"
+pg_after=0
+[[ "$PG" == 1 ]] && pg_after=$(pg_cpu_ticks)
+if [[ -n "$SERIES_PID" ]]; then
+  kill "$SERIES_PID" 2>/dev/null || true
+  wait "$SERIES_PID" 2>/dev/null || true
+  SERIES_PID=""
+fi
 
 if [[ -n "$PERF_PID" ]]; then
   wait "$PERF_PID" || true
@@ -169,6 +218,14 @@ echo "== server CPU: ${server_cpu} s over ${wall} s wall = $(python3 -c "print(f
 echo "== server threads using >= 0.02 cores:"
 thread_cores "$DATA/threads.before" "$DATA/threads.after" "$TICK" "$wall"
 echo "== $(cat "$DATA/wrk.time") (wrk shares the machine's $(nproc) cores with the server)"
+if [[ "$PG" == 1 ]]; then
+  echo "== PostgreSQL CPU (all postgres processes): $(python3 -c "print(f'{($pg_after - $pg_before) / $TICK:.1f} s = {($pg_after - $pg_before) / $TICK / ($t1 - $t0):.2f} cores')")"
+  echo "== PostgreSQL rows: $(PG_SCHEMA=$SCHEMA pg -c "SELECT 'bindings=' || (SELECT count(*) FROM bindings) || ' binding_parties=' || (SELECT count(*) FROM binding_parties) || ' events=' || (SELECT count(*) FROM events)")"
+fi
+if [[ "$SERIES" == 1 && -s "$DATA/series" ]]; then
+  echo "== binds/s, second by second (server counter; warm-up included in the first value's base):"
+  awk 'NR > 1 && $1 > pt { printf "%.0f ", ($2 - pv) / ($1 - pt) } { pt = $1; pv = $2 } END { print "" }' "$DATA/series"
+fi
 echo "== server RSS: $(awk '/VmRSS/ {print $2, $3}' "/proc/$SERVER_PID/status")"
 echo "== server metrics (bindings created, pool exhausted):"
 curl -fsS "$BASE/metrics" | grep -E '^maskline_(bindings_created_total|pool_exhausted_total)' || true

@@ -3,20 +3,23 @@
 # the trunk and for two Maskline nodes:
 #   1. 200 calls are all set up and torn down, and spread over both nodes
 #      (ACK and BYE reach the node through the proxy: Record-Route/Route);
-#   2. node 1 is killed: 100 more calls all succeed (failover), and the
-#      probes mark node 1 down;
+#   2. node 1 is killed: 100 more calls all succeed (failover), node 1 is
+#      marked down, and later calls skip it;
 #   3. node 1 comes back refusing calls with 503 (as a draining node would
 #      refuse INVITEs): the probes take it in again, and 50 calls all succeed
 #      (5xx failover to node 2);
 #   4. node 1 rings then fails with 500: those calls fail and are not tried
 #      again on node 2 (no second dialling after the callee was alerted);
-#   5. both nodes are gone: the proxy answers OPTIONS with 503.
+#   5. the trunk cancels calls while they ring: the CANCEL reaches the node,
+#      the 487 comes back, and no other node is tried;
+#   6. both nodes die: a call tries both and gets 503; once both are marked
+#      down, calls and OPTIONS get 503 at once.
 # Also checks that the proxy answers OPTIONS itself (200).
 #
 # Needs kamailio (with kamcmd) and sipp on PATH; installs nothing. Binds only
 # 127.0.0.1, picks free ports, stops everything it started, and takes about
-# 30 s (hard limit 85 s). Exit status 0 = all checks passed.
-# KEEP=1 keeps the work directory (logs, sipp message traces).
+# 20 s (hard limit CHECK_TIME_LIMIT, 85 s). Exit status 0 = all checks
+# passed. KEEP=1 keeps the work directory (logs, sipp message traces).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -54,7 +57,15 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'echo "check.sh: over the time limit" >&2; exit 124' TERM
 # The whole run is bounded: every wait below has its own timeout too.
-( sleep 85; kill -TERM $$ 2>/dev/null ) &
+# The watchdog stops this script's children (by parent pid) so that a hung
+# foreground command cannot delay the cleanup.
+(
+    trap 'kill "$s" 2>/dev/null; exit 0' TERM
+    sleep "${CHECK_TIME_LIMIT:-85}" & s=$!
+    wait "$s"
+    kill -TERM $$ 2>/dev/null
+    pkill -TERM -P $$ 2>/dev/null
+) &
 WATCHDOG=$!
 
 START=$SECONDS
@@ -252,6 +263,133 @@ cat > "$WORK/trunk.xml" <<'EOF'
 </scenario>
 EOF
 
+# A node that rings until the call is cancelled, and a trunk that cancels
+# after the 180 ([branch-N]: the INVITE's branch, as CANCEL and the ACK of
+# the 487 need).
+cat > "$WORK/node-ring.xml" <<'EOF'
+<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="ringing-node">
+  <recv request="INVITE"/>
+  <send>
+    <![CDATA[
+      SIP/2.0 180 Ringing
+      [last_Via:]
+      [last_Record-Route:]
+      [last_From:]
+      [last_To:];tag=[pid]SIPpTag01[call_number]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Contact: <sip:[local_ip]:[local_port];transport=[transport]>
+      Content-Length: 0
+    ]]>
+  </send>
+  <recv request="CANCEL"/>
+  <send>
+    <![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+    ]]>
+  </send>
+  <send retrans="500">
+    <![CDATA[
+      SIP/2.0 487 Request Terminated
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]SIPpTag01[call_number]
+      [last_Call-ID:]
+      CSeq: 1 INVITE
+      Content-Length: 0
+    ]]>
+  </send>
+  <recv request="ACK"/>
+</scenario>
+EOF
+cat > "$WORK/trunk-cancel.xml" <<'EOF'
+<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="trunk-cancel">
+  <send retrans="500">
+    <![CDATA[
+      INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: <sip:trunk@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>
+      Call-ID: [call_id]
+      CSeq: 1 INVITE
+      Contact: <sip:trunk@[local_ip]:[local_port]>
+      Max-Forwards: 70
+      Content-Length: 0
+    ]]>
+  </send>
+  <recv response="100" optional="true"/>
+  <recv response="180"/>
+  <send retrans="500">
+    <![CDATA[
+      CANCEL sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch-3]
+      From: <sip:trunk@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>
+      Call-ID: [call_id]
+      CSeq: 1 CANCEL
+      Max-Forwards: 70
+      Content-Length: 0
+    ]]>
+  </send>
+  <recv response="200"/>
+  <recv response="487"/>
+  <send>
+    <![CDATA[
+      ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch-6]
+      From: <sip:trunk@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 1 ACK
+      Max-Forwards: 70
+      Content-Length: 0
+    ]]>
+  </send>
+</scenario>
+EOF
+
+# A trunk's call that must be refused with 503 (no node left).
+cat > "$WORK/trunk-503.xml" <<'EOF'
+<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="trunk-503">
+  <send retrans="500">
+    <![CDATA[
+      INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: <sip:trunk@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>
+      Call-ID: [call_id]
+      CSeq: 1 INVITE
+      Contact: <sip:trunk@[local_ip]:[local_port]>
+      Max-Forwards: 70
+      Content-Length: 0
+    ]]>
+  </send>
+  <recv response="100" optional="true"/>
+  <recv response="503"/>
+  <send>
+    <![CDATA[
+      ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch-3]
+      From: <sip:trunk@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 1 ACK
+      Max-Forwards: 70
+      Content-Length: 0
+    ]]>
+  </send>
+</scenario>
+EOF
+
 # A trunk's keepalive to the proxy, expecting status $2.
 options() { # $1 = file, $2 = expected status
     cat > "$1" <<EOF
@@ -280,7 +418,7 @@ options "$WORK/options503.xml" 503
 # start_node VAR PORT SCENARIO LOG: a node answering OPTIONS probes with 200
 # (-aa), as Maskline does; its pid goes into VAR.
 start_node() {
-    sipp -sf "$3" -i "$IP" -p "$2" -aa -nostdin -trace_msg -message_file "$4" \
+    sipp -sf "$3" -i "$IP" -ci "$IP" -p "$2" -aa -nostdin -trace_msg -message_file "$4" \
         >"$4.out" 2>&1 &
     PIDS+=($!)
     printf -v "$1" '%s' "$!"
@@ -300,10 +438,11 @@ requests() {
     ' "$2" | sort -u | wc -l
 }
 
-# trunk_calls TAG COUNT RATE: runs COUNT calls; sets OK_CALLS and FAILED_CALLS.
+# trunk_calls TAG COUNT RATE [SCENARIO]: runs COUNT calls; sets OK_CALLS and
+# FAILED_CALLS.
 trunk_calls() {
     local stf=$WORK/trunk-$1.csv
-    timeout 40 sipp "$IP:$KPORT" -sf "$WORK/trunk.xml" -i "$IP" -p "$UACPORT" \
+    timeout 40 sipp "$IP:$KPORT" -sf "$WORK/${4:-trunk}.xml" -i "$IP" -ci "$IP" -p "$UACPORT" \
         -m "$2" -r "$3" -nostdin -timeout 30s -timeout_error \
         -trace_stat -stf "$stf" -trace_err -error_file "$WORK/trunk-$1.err" \
         >"$WORK/trunk-$1.out" 2>&1 || true
@@ -315,7 +454,7 @@ trunk_calls() {
 
 # options_check EXPECTED: one OPTIONS to the proxy, must get EXPECTED.
 options_check() {
-    timeout 10 sipp "$IP:$KPORT" -sf "$WORK/options$1.xml" -i "$IP" -p "$UACPORT" \
+    timeout 10 sipp "$IP:$KPORT" -sf "$WORK/options$1.xml" -i "$IP" -ci "$IP" -p "$UACPORT" \
         -m 1 -nostdin -timeout 5s -timeout_error >"$WORK/options$1.out" 2>&1
 }
 
@@ -334,6 +473,7 @@ wait_flags() { # URI REGEX SECONDS
     return 1
 }
 failovers() { grep -c 'failover of' "$WORK/kamailio.log" || true; }
+timeouts() { grep -c 'did not answer' "$WORK/kamailio.log" || true; }
 
 # --- start ----------------------------------------------------------------
 printf '1 %s\n1 %s\n' "$N1" "$N2" > "$WORK/dispatcher.list"
@@ -384,6 +524,12 @@ b1=$(requests INVITE "$WORK/node2.log")
 ok "node 1 killed: 100/100 calls via node 2 ($(( $(failovers) - f0 )) after a timeout on node 1)"
 wait_flags "$N1" '^I' 10 || fail "node 1 not marked inactive (flags: $(ds_flags "$N1"))"
 ok "node 1 marked inactive ($(ds_flags "$N1"))"
+b0=$(requests INVITE "$WORK/node2.log"); f0=$(failovers)
+trunk_calls skipped 20 50
+b1=$(requests INVITE "$WORK/node2.log")
+[ "$OK_CALLS" = 20 ] && [ $((b1 - b0)) = 20 ] && [ "$(failovers)" = "$f0" ] ||
+    fail "node 1 down: $OK_CALLS of 20 calls succeeded, node 2 got $((b1 - b0)), $(( $(failovers) - f0 )) failovers"
+ok "node 1 down: skipped, 20/20 calls straight to node 2 (no failover)"
 
 # --- 3: it comes back, refusing calls with 503 ------------------------------
 start_node NODE1 "$N1PORT" "$WORK/node503.xml" "$WORK/node1-503.log"
@@ -412,13 +558,35 @@ r=$(requests INVITE "$WORK/node1-500.log"); b1=$(requests INVITE "$WORK/node2.lo
     fail "ring then 500: node 2 got $((b1 - b0)) calls, expected $((10 - r)) (a call was dialled twice)"
 ok "node 1 ringing then 500: its $r calls failed to the trunk, none tried again on node 2"
 
-# --- 5: no node left ----------------------------------------------------------
+# --- 5: the trunk cancels while ringing: no failover --------------------------
 stop_pid "$NODE1"
 stop_pid "$NODE2"
+start_node NODE1 "$N1PORT" "$WORK/node-ring.xml" "$WORK/node1-ring.log"
+start_node NODE2 "$N2PORT" "$WORK/node-ring.xml" "$WORK/node2-ring.log"
+wait_flags "$N1" '^A' 10 && wait_flags "$N2" '^A' 10 || fail "nodes not active"
+f0=$(failovers)
+trunk_calls cancel 10 10 trunk-cancel
+i=$(( $(requests INVITE "$WORK/node1-ring.log") + $(requests INVITE "$WORK/node2-ring.log") ))
+c=$(( $(requests CANCEL "$WORK/node1-ring.log") + $(requests CANCEL "$WORK/node2-ring.log") ))
+[ "$OK_CALLS" = 10 ] && [ "$i" = 10 ] && [ "$c" = 10 ] && [ "$(failovers)" = "$f0" ] ||
+    fail "cancel: $OK_CALLS of 10 calls cancelled cleanly, nodes got $i INVITEs and $c CANCELs"
+ok "10/10 calls cancelled while ringing: CANCEL reached the ringing node, 487 back, no failover"
+
+# --- 6: no node left ----------------------------------------------------------
+stop_pid "$NODE1"
+stop_pid "$NODE2"
+# At once, while both still count as up: both time out, then 503.
+t0=$(timeouts)
+trunk_calls gone 1 1 trunk-503
+[ "$OK_CALLS" = 1 ] && [ $(( $(timeouts) - t0 )) = 2 ] ||
+    fail "both nodes dead: the call did not get 503 after trying both ($(( $(timeouts) - t0 )) timeouts)"
+ok "both nodes dead: a new call times out on each, then gets 503 (not 408)"
 wait_flags "$N1" '^I' 15 && wait_flags "$N2" '^I' 15 ||
     fail "nodes not marked inactive ($(ds_flags "$N1") $(ds_flags "$N2"))"
+trunk_calls none 1 1 trunk-503
+[ "$OK_CALLS" = 1 ] || fail "no node up: the call did not get 503"
 options_check 503 || fail "OPTIONS to the proxy with no node up did not get 503"
-ok "no node up: both marked inactive, the proxy answers OPTIONS with 503"
+ok "no node up: both marked inactive, calls and OPTIONS get 503 at once"
 
 kill -0 "$KAMAILIO" 2>/dev/null || fail "kamailio died"
 errors=$(grep -c -E '(ERROR|CRITICAL|ALERT|BUG):' "$WORK/kamailio.log" || true)

@@ -37,6 +37,9 @@ pub async fn track(req: Request, next: Next) -> Response {
 }
 
 pub fn refresh_gauges(state: &AppState) {
+    // 1 while the database is unreachable (the node routes from memory).
+    metrics::gauge!("maskline_degraded")
+        .set(f64::from(u8::from(state.engine.degraded().is_some())));
     if let Some(census) = state.engine.census() {
         for mode in maskline_core::Mode::ALL {
             for (s, status) in ["active", "cooling"].into_iter().enumerate() {

@@ -1914,6 +1914,122 @@ mod tests {
         assert_eq!(index.insert(&nb, 0), Ok(true));
     }
 
+    fn remote(
+        id: u128,
+        mode: Mode,
+        x: Number,
+        a: u64,
+        b: Option<u64>,
+        ends_at: UnixTime,
+    ) -> NewBinding {
+        NewBinding {
+            id: BindingId(id),
+            tenant: T,
+            mode,
+            x,
+            extension: None,
+            a: num(a),
+            b: b.map(num),
+            ends_at,
+            ended: false,
+            controls: Controls::default(),
+            pending: false,
+        }
+    }
+
+    fn inbound(caller: u64, called: Number) -> Inbound {
+        Inbound {
+            caller: num(caller),
+            called,
+            extension: None,
+            channel: Channel::Voice,
+        }
+    }
+
+    #[test]
+    fn apply_inserts_a_new_binding_and_updates_a_known_one() {
+        let (mut index, x1, _) = setup();
+        let mut b = remote(1, Mode::Axb, x1, 8613800000001, Some(8613800000002), 100);
+        assert_eq!(index.apply(&b, 0), Ok(vec![]));
+        assert!(matches!(
+            index.decide(&inbound(8613800000001, x1), 0),
+            Decision::Connect(c) if c.to == num(8613800000002)
+        ));
+        // Another node changed B and then ended it.
+        b.b = Some(num(8613800000003));
+        assert_eq!(index.apply(&b, 1), Ok(vec![]));
+        assert!(matches!(
+            index.decide(&inbound(8613800000001, x1), 1),
+            Decision::Connect(c) if c.to == num(8613800000003)
+        ));
+        // The old B is free on X again.
+        assert_eq!(
+            index.slot(index.own_number(T, x1).expect("x1"), num(8613800000002)),
+            None
+        );
+        b.ends_at = 5;
+        b.ended = true;
+        assert_eq!(index.apply(&b, 6), Ok(vec![]));
+        assert!(!matches!(
+            index.decide(&inbound(8613800000001, x1), 6),
+            Decision::Connect(_)
+        ));
+        assert_eq!(index.is_ended(BindingId(1)), Some(true));
+        index.check_invariants(6).expect("invariants");
+        // Past its cool-down an unknown binding is not inserted at all.
+        let old = remote(2, Mode::Axb, x1, 8613800000005, Some(8613800000006), 5);
+        assert_eq!(index.apply(&old, 100), Ok(vec![]));
+        assert_eq!(index.is_ended(BindingId(2)), None);
+    }
+
+    #[test]
+    fn apply_drops_local_records_in_the_way() {
+        let (mut index, x1, _) = setup();
+        // A local reservation of party 1 on X1, and a local axb on X1.
+        let mut pending = remote(1, Mode::Axb, x1, 8613800000001, Some(8613800000002), 100);
+        pending.pending = true;
+        assert_eq!(index.insert(&pending, 0), Ok(true));
+        bind(&mut index, 2, x1, 8613800000003, 8613800000004, 100);
+        // Another node committed party 1 on X1 first: the reservation goes,
+        // the unrelated binding stays.
+        let theirs = remote(3, Mode::Axb, x1, 8613800000009, Some(8613800000001), 100);
+        assert_eq!(index.apply(&theirs, 1), Ok(vec![BindingId(1)]));
+        assert!(!index.confirm(BindingId(1)));
+        assert_eq!(index.is_ended(BindingId(2)), Some(false));
+        index.check_invariants(1).expect("invariants");
+        // An axn binding committed elsewhere on X1 takes the whole number.
+        let axn = remote(4, Mode::Axn, x1, 8613800000020, None, 100);
+        let mut dropped = index.apply(&axn, 2).expect("applied");
+        dropped.sort();
+        assert_eq!(dropped, vec![BindingId(2), BindingId(3)]);
+        assert!(matches!(
+            index.decide(&inbound(8613800000077, x1), 2),
+            Decision::Connect(c) if c.to == num(8613800000020)
+        ));
+        index.check_invariants(2).expect("invariants");
+        // A number this node does not have is an error, and changes nothing.
+        let elsewhere = remote(
+            5,
+            Mode::Axb,
+            num(8657100000099),
+            8613800000001,
+            Some(8613800000002),
+            100,
+        );
+        assert_eq!(index.apply(&elsewhere, 2), Err(Error::NumberNotFound));
+        assert_eq!(index.len(), 1);
+    }
+
+    #[test]
+    fn pool_numbers_lists_each_tenants_numbers_but_not_retired_ones() {
+        let (mut index, x1, x2) = setup();
+        let mut all = index.pool_numbers();
+        all.sort();
+        assert_eq!(all, vec![(T, x1), (T, x2)]);
+        index.retire_number(T, x1, 0).expect("retire");
+        assert_eq!(index.pool_numbers(), vec![(T, x2)]);
+    }
+
     #[test]
     fn ended_pairs_are_forgotten_after_the_sticky_window() {
         let (mut index, x1, x2) = setup();

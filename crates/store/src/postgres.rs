@@ -170,6 +170,7 @@ impl PgStore {
         // committed after start-up's reads can be missed.
         let listener = listen(&session, &channel).await?;
         health.listener_up.store(true, Ordering::Relaxed);
+        let writer_changes = changes_tx.clone();
         tokio::spawn(listen_loop(
             listener,
             session.clone(),
@@ -190,6 +191,8 @@ impl PgStore {
             channel,
             events_signal: events_signal.clone(),
             health: health.clone(),
+            changes: writer_changes,
+            lost_at: None,
         };
         // A thread and runtime of its own, as in the embedded store: the
         // writer's round trips must not queue behind request handling.
@@ -222,6 +225,11 @@ struct Writer {
     channel: Arc<String>,
     events_signal: Arc<Notify>,
     health: Arc<Health>,
+    /// To ask this node for a catch-up after a lost connection (see
+    /// `commit`).
+    changes: mpsc::UnboundedSender<Change>,
+    /// When the connection was lost, until it is back.
+    lost_at: Option<i64>,
 }
 
 /// What a batch changed, for the other nodes.
@@ -278,8 +286,7 @@ impl Writer {
         }
     }
 
-    /// Commits `ops` in one transaction, retrying a deadlock or a lost
-    /// connection a few times.
+    /// Commits `ops` in one transaction, retrying a deadlock a few times.
     async fn commit(&mut self, ops: &[Op]) -> Result<()> {
         let mut attempt = 0;
         loop {
@@ -290,6 +297,15 @@ impl Writer {
                     Ok(c) => {
                         self.health.writer_up.store(true, Ordering::Relaxed);
                         tracing::info!("store writer reconnected");
+                        // A commit whose answer the lost connection swallowed
+                        // may have gone through although its writer was told
+                        // it failed (and memory undid it): catching up
+                        // reads our own recent bindings back too.
+                        if let Some(lost) = self.lost_at.take() {
+                            let _ = self.changes.send(Change::Resync {
+                                since: lost - CATCH_UP_MARGIN_SECS,
+                            });
+                        }
                         self.conn.insert(c)
                     }
                     Err(e) => {
@@ -304,11 +320,14 @@ impl Writer {
                     tracing::debug!(error = %e, attempt, "transaction retried");
                 }
                 Err(e) if is_connection_lost(&e) => {
+                    // Not retried: the commit may have reached the database
+                    // before the connection broke, and a retry would then
+                    // be refused as a duplicate. The writers hear of the
+                    // failure; the next batch reconnects.
                     self.conn = None;
+                    self.lost_at.get_or_insert_with(unix_now);
                     self.health.writer_up.store(false, Ordering::Relaxed);
-                    if attempt >= 2 {
-                        return Err(e);
-                    }
+                    return Err(e);
                 }
                 Err(e) => return Err(e),
             }
