@@ -488,6 +488,8 @@ KAMAILIO_CMD=(kamailio -f "$CFG" -DD -E -Y "$WORK" -m 64 -M 8
     -A "CTL_SOCKET=\"unix:$WORK/kamailio.ctl\""
     -A "PING_INTERVAL=1")
 echo "kamailio: ${KAMAILIO_CMD[*]}"
+timeout 10 "${KAMAILIO_CMD[@]}" -c >"$WORK/kamailio-c.log" 2>&1 ||
+    fail "kamailio -c: bad configuration (see $WORK/kamailio-c.log)"
 "${KAMAILIO_CMD[@]}" >"$WORK/kamailio.log" 2>&1 &
 KAMAILIO=$!
 PIDS+=("$KAMAILIO")

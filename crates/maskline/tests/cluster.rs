@@ -625,3 +625,159 @@ async fn migrate_applies_the_schema_and_serve_then_starts_on_it() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("MASKLINE_DATABASE_URL"));
 }
+
+/// The README's cluster example, as shipped in `examples/cluster/`: Kamailio's
+/// dispatcher in front of two nodes on one PostgreSQL spreads a trunk's
+/// calls over both, and each call connects through whichever node took it.
+#[tokio::test(flavor = "multi_thread")]
+async fn kamailio_dispatcher_spreads_calls_over_two_nodes() {
+    use common::sipp::{self, Sipp, Transport};
+
+    let schema = Schema::create().await;
+    let gateway = Sipp::uas("uas_answer.xml", Transport::Udp, &["-m", "40"]);
+    let (p1, p2) = (sipp::free_sip_port(), sipp::free_sip_port());
+    let base = [
+        (
+            "MASKLINE_SIP_OUTBOUND".to_owned(),
+            format!("127.0.0.1:{}", gateway.port),
+        ),
+        ("MASKLINE_SIP_TRUSTED".to_owned(), "127.0.0.1/32".to_owned()),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = Vec::new();
+    for (i, port) in [(1, p1), (2, p2)] {
+        let d = dir.path().join(i.to_string());
+        std::fs::create_dir_all(&d).unwrap();
+        let listen = format!("127.0.0.1:{port}");
+        let mut env: Vec<(&str, &str)> =
+            base.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        env.push(("MASKLINE_SIP_LISTEN", &listen));
+        nodes.push(node(&d, &schema.url(), &env).await);
+        eventually(10, "the node's SIP port", || async move {
+            sipp::port_bound(Transport::Udp, port).then_some(())
+        })
+        .await;
+    }
+    let (_, key) = tenant_on_both(&nodes[0], &nodes[1], "ride").await;
+    nodes[0].import(&key, &[&x(1)]).await;
+    let (st, b) = nodes[0]
+        .bind(&key, json!({ "mode": "axb", "a": party(1), "b": party(2) }))
+        .await;
+    assert_eq!(st, 201, "{b}");
+    for n in &nodes {
+        until(
+            n,
+            "the binding",
+            |r| r["action"] == "connect",
+            (&party(1), &x(1)),
+        )
+        .await;
+    }
+
+    // Kamailio with the example's configuration, its nodes and port set by
+    // its defines.
+    let kdir = tempfile::tempdir().unwrap();
+    let list = kdir.path().join("dispatcher.list");
+    std::fs::write(
+        &list,
+        format!("1 sip:127.0.0.1:{p1} 0 0\n1 sip:127.0.0.1:{p2} 0 0\n"),
+    )
+    .unwrap();
+    let kport = sipp::free_sip_port();
+    let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/cluster/kamailio.cfg");
+    let log = std::fs::File::create(kdir.path().join("kamailio.log")).unwrap();
+    let mut kamailio = KillOnDrop(
+        std::process::Command::new("kamailio")
+            .arg("-f")
+            .arg(&config)
+            .args(["-DD", "-E", "-m", "64", "-M", "8", "-Y"])
+            .arg(kdir.path())
+            .arg("-A")
+            .arg(format!("LISTEN=udp:127.0.0.1:{kport}"))
+            .arg("-A")
+            .arg(format!("DS_LIST=\"{}\"", list.display()))
+            .arg("-A")
+            .arg(format!(
+                "CTL_SOCKET=\"unix:{}\"",
+                kdir.path().join("kamailio.ctl").display()
+            ))
+            .args(["-A", "PING_INTERVAL=1"])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("kamailio (apt-get install -y kamailio)"),
+    );
+    let klog = || std::fs::read_to_string(kdir.path().join("kamailio.log")).unwrap_or_default();
+    let started = Instant::now();
+    while !sipp::port_bound(Transport::Udp, kport) {
+        if let Ok(Some(status)) = kamailio.0.try_wait() {
+            panic!("kamailio exited ({status}):\n{}", klog());
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "Kamailio did not bind:\n{}",
+            klog()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // 20 calls from a trunk to Kamailio, A calling X.
+    let mut trunk = Sipp::uac(
+        "uac_call.xml",
+        &format!("127.0.0.1:{kport}"),
+        Transport::Udp,
+        &x(1),
+        &[("caller", &party(1))],
+        &["-m", "20", "-r", "10", "-d", "100"],
+    );
+    let status = trunk.wait(Duration::from_secs(60)).await;
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "the trunk's calls failed:\n{}",
+        klog()
+    );
+
+    // Both nodes took calls, and every call left one CDR.
+    let mut per_node = Vec::new();
+    for n in &nodes {
+        let (_, text) = n.call("GET", "/metrics", None, None).await;
+        let text = text.as_str().unwrap_or_default().to_owned();
+        let calls: f64 = text
+            .lines()
+            .filter(|l| l.starts_with("maskline_calls_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        per_node.push(calls);
+    }
+    println!("calls per node through Kamailio: {per_node:?}");
+    assert!(
+        per_node.iter().all(|&c| c > 0.0),
+        "{per_node:?}\n{}",
+        klog()
+    );
+    let cdrs = nodes[1].list_all("/v1/calls", &key, 100).await;
+    assert_eq!(cdrs.len(), 20);
+    assert!(cdrs.iter().all(|c| c["final_status"] == 200), "{cdrs:?}");
+}
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        // SIGTERM: Kamailio's main process then stops its workers too.
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
