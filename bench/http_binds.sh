@@ -152,6 +152,7 @@ for cores, name in sorted(rows, reverse=True):
 ' "$@"
 }
 
+[[ "$PG" == 1 ]] && echo "== machine busy before the run (anything): $(machine_busy 1) of $(nproc) cores"
 echo "== warm-up: wrk -c ${CONNS} -t ${THREADS} -d ${WARMUP}"
 wrk -c "$CONNS" -t "$THREADS" -d "$WARMUP" -s bench/binds.lua "$BASE" -- "$API_KEY" 0 \
   | grep '^RESULT' || true
@@ -176,7 +177,7 @@ if [[ "$SERIES" == 1 ]]; then
   SERIES_PID=$!
 fi
 pg_before=0
-[[ "$PG" == 1 ]] && pg_before=$(pg_cpu_ticks)
+if [[ "$PG" == 1 ]]; then pg_before=$(pg_cpu_ticks); pg_proc_ticks >"$DATA/pg.before"; m_before=$(machine_ticks); fi
 before=$(cpu_ticks "$SERVER_PID")
 thread_ticks "$SERVER_PID" >"$DATA/threads.before"
 t0=$(date +%s.%N)
@@ -187,7 +188,7 @@ t1=$(date +%s.%N)
 after=$(cpu_ticks "$SERVER_PID")
 thread_ticks "$SERVER_PID" >"$DATA/threads.after"
 pg_after=0
-[[ "$PG" == 1 ]] && pg_after=$(pg_cpu_ticks)
+if [[ "$PG" == 1 ]]; then pg_after=$(pg_cpu_ticks); pg_proc_ticks >"$DATA/pg.after"; m_after=$(machine_ticks); fi
 if [[ -n "$SERIES_PID" ]]; then
   kill "$SERIES_PID" 2>/dev/null || true
   wait "$SERIES_PID" 2>/dev/null || true
@@ -220,6 +221,10 @@ thread_cores "$DATA/threads.before" "$DATA/threads.after" "$TICK" "$wall"
 echo "== $(cat "$DATA/wrk.time") (wrk shares the machine's $(nproc) cores with the server)"
 if [[ "$PG" == 1 ]]; then
   echo "== PostgreSQL CPU (all postgres processes): $(python3 -c "print(f'{($pg_after - $pg_before) / $TICK:.1f} s = {($pg_after - $pg_before) / $TICK / ($t1 - $t0):.2f} cores')")"
+  wrk_cpu=$(awk '{split($2, u, "="); split($3, s, "="); print u[2] + s[2]}' "$DATA/wrk.time")
+  echo "== machine: $(python3 -c "print(f'{($m_after - $m_before) / $TICK / ($t1 - $t0):.2f}')") cores busy, of which not the server, postgres or wrk: $(python3 -c "print(f'{(($m_after - $m_before) - ($after - $before) - ($pg_after - $pg_before)) / $TICK / ($t1 - $t0) - $wrk_cpu / ($t1 - $t0):.2f}')") (kernel work for loopback counts there too)"
+  echo "== postgres processes using >= 0.02 cores:"
+  pg_proc_cores "$DATA/pg.before" "$DATA/pg.after" "$wall"
   echo "== PostgreSQL rows: $(PG_SCHEMA=$SCHEMA pg -c "SELECT 'bindings=' || (SELECT count(*) FROM bindings) || ' binding_parties=' || (SELECT count(*) FROM binding_parties) || ' events=' || (SELECT count(*) FROM events)")"
 fi
 if [[ "$SERIES" == 1 && -s "$DATA/series" ]]; then

@@ -64,7 +64,8 @@ pg_settings() {
              WHERE name IN ('server_version', 'shared_buffers', 'synchronous_commit', 'fsync',
                             'wal_level', 'max_connections', 'work_mem', 'max_wal_size',
                             'checkpoint_timeout', 'full_page_writes', 'wal_buffers',
-                            'commit_delay', 'wal_sync_method', 'effective_io_concurrency')
+                            'commit_delay', 'wal_sync_method', 'effective_io_concurrency',
+                            'autovacuum', 'random_page_cost', 'huge_pages')
              ORDER BY name" | tr '\n' ' '
   echo
 }
@@ -134,4 +135,52 @@ for start in range(1, n + 1, 500):
                                   for i in range(start, min(start + 500, n + 1))]}))
 PY
 )
+}
+
+# "<pid> <ticks>" for every postgres process (user + system, own only).
+pg_proc_ticks() {
+  local p comm
+  for p in /proc/[0-9]*; do
+    comm=$(cat "$p/comm" 2>/dev/null) || continue
+    [[ "$comm" == postgres ]] || continue
+    printf '%s %s\n' "${p##*/}" "$(sed 's/.*) //' "$p/stat" 2>/dev/null | awk '{print $12 + $13}')"
+  done
+}
+
+# The postgres processes that used at least 0.02 cores between two
+# pg_proc_ticks snapshots (files), with what pg_stat_activity says of them
+# (backend type, application, last query's first words).
+pg_proc_cores() { # before after wall_seconds
+  local rows
+  rows=$(python3 -c '
+import sys
+before = {l.split()[0]: int(l.split()[1]) for l in open(sys.argv[1]) if l.strip()}
+tick, wall = int(sys.argv[3]), float(sys.argv[4])
+for l in open(sys.argv[2]):
+    pid, ticks = l.split()
+    cores = (int(ticks) - before.get(pid, 0)) / tick / wall
+    if cores >= 0.02:
+        print("%s %.2f" % (pid, cores))
+' "$1" "$2" "$TICK" "$3" | sort -k2 -rn)
+  local pid cores what
+  while read -r pid cores; do
+    [[ -n "$pid" ]] || continue
+    what=$(pg -c "SELECT backend_type || ' ' || COALESCE(NULLIF(application_name, ''), '-') || ' ' || left(regexp_replace(query, '\s+', ' ', 'g'), 40)
+                  FROM pg_stat_activity WHERE pid = $pid" 2>/dev/null)
+    echo "   postgres[$pid]: $cores ${what:-(ended, or the postmaster)}"
+  done <<<"$rows"
+}
+
+# Non-idle CPU ticks of the whole machine (/proc/stat: all but idle and
+# iowait). Over a measurement, minus what the bench's own processes used,
+# it shows whether something else was running.
+machine_ticks() { awk 'NR == 1 {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
+
+# Cores busy over the next $1 seconds (1), whoever used them.
+machine_busy() {
+  local a b
+  a=$(machine_ticks)
+  sleep "${1:-1}"
+  b=$(machine_ticks)
+  python3 -c "print(f'{($b - $a) / $TICK / ${1:-1}:.2f}')"
 }

@@ -1215,14 +1215,24 @@ impl Store for PgStore {
         each: &mut (dyn FnMut(Binding) + Send),
     ) -> Result<u64> {
         let sql = format!("SELECT {BINDING_COLUMNS} FROM bindings WHERE ends_at >= $1 ORDER BY id");
-        let mut rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(min_ends_at)
-            .fetch(&self.pool);
+        // One statement reads every live binding at start-up (10M: about
+        // 20 s): it runs without the statement timeout, which is for the
+        // service's own queries.
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET LOCAL statement_timeout = 0")
+            .execute(&mut *tx)
+            .await?;
         let mut n = 0;
-        while let Some(row) = rows.try_next().await? {
-            each(binding(&row)?);
-            n += 1;
+        {
+            let mut rows = sqlx::query(AssertSqlSafe(sql))
+                .bind(min_ends_at)
+                .fetch(&mut *tx);
+            while let Some(row) = rows.try_next().await? {
+                each(binding(&row)?);
+                n += 1;
+            }
         }
+        tx.commit().await?;
         Ok(n)
     }
 
