@@ -74,22 +74,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-SCHEMA=$(pg_schema_name cluster)
-pg_create_schema "$SCHEMA"
-URL=$(pg_url "$SCHEMA")
-echo "== PostgreSQL: schema ${SCHEMA}; $(pg_settings)"
-echo "== other client sessions on the cluster now: $(pg_other_sessions)"
-
-start_node node1 "$URL"
-PID1=$NODE_PID
-B1=$NODE_BASE
-start_node node2 "$URL"
-PID2=$NODE_PID
-B2=$NODE_BASE
-echo "== node1 ${B1} (pid ${PID1}), node2 ${B2} (pid ${PID2}), one schema"
-
-tenant_with_numbers "$B1" "$NUMBERS"
-echo "== tenant created and ${NUMBERS} numbers imported through node1"
+start_two_nodes cluster
 
 # Node 2 learns the tenant and its numbers from node 1's notifications:
 # wait (10 s at most) until a bind there succeeds.

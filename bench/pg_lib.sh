@@ -184,3 +184,23 @@ machine_busy() {
   b=$(machine_ticks)
   python3 -c "print(f'{($b - $a) / $TICK / ${1:-1}:.2f}')"
 }
+
+# Two nodes on one fresh schema, and a tenant with NUMBERS numbers imported
+# through node 1. Sets SCHEMA, URL, PID1/B1 and PID2/B2 (the caller's
+# cleanup trap stops the nodes and drops the schema).
+start_two_nodes() { # schema name prefix
+  SCHEMA=$(pg_schema_name "$1")
+  pg_create_schema "$SCHEMA"
+  URL=$(pg_url "$SCHEMA")
+  echo "== PostgreSQL: schema ${SCHEMA}; $(pg_settings)"
+  echo "== other client sessions on the cluster now: $(pg_other_sessions)"
+  start_node node1 "$URL"
+  PID1=$NODE_PID
+  B1=$NODE_BASE
+  start_node node2 "$URL"
+  PID2=$NODE_PID
+  B2=$NODE_BASE
+  echo "== node1 ${B1} (pid ${PID1}), node2 ${B2} (pid ${PID2}), one schema"
+  tenant_with_numbers "$B1" "$NUMBERS"
+  echo "== tenant created and ${NUMBERS} numbers imported through node1"
+}

@@ -23,52 +23,50 @@ impl Engine {
     /// Run it as a task when [`Store::changes`](maskline_store::Store::changes)
     /// hands out a feed.
     pub async fn follow(self: Arc<Self>, mut changes: UnboundedReceiver<Change>) {
-        while let Some(change) = changes.recv().await {
-            match change {
-                Change::Bindings {
-                    mut ids,
-                    committed_at,
-                } => {
-                    // Coalesce what queued meanwhile into one read.
-                    let mut stamps = vec![committed_at];
-                    let mut later = Vec::new();
-                    while ids.len() < MAX_READ {
-                        match changes.try_recv() {
-                            Ok(Change::Bindings {
-                                ids: more,
-                                committed_at,
-                            }) => {
-                                ids.extend(more);
-                                stamps.push(committed_at);
-                            }
-                            Ok(other) => {
-                                later.push(other);
-                                break;
-                            }
-                            Err(_) => break,
-                        }
+        // A change read while coalescing, to apply next.
+        let mut carried = None;
+        loop {
+            let change = match carried.take() {
+                Some(c) => c,
+                None => match changes.recv().await {
+                    Some(c) => c,
+                    None => return,
+                },
+            };
+            let Change::Bindings {
+                mut ids,
+                committed_at,
+            } = change
+            else {
+                self.apply_change(change).await;
+                continue;
+            };
+            // Coalesce what queued meanwhile into one read.
+            let mut stamps = vec![committed_at];
+            while ids.len() < MAX_READ {
+                match changes.try_recv() {
+                    Ok(Change::Bindings {
+                        ids: more,
+                        committed_at,
+                    }) => {
+                        ids.extend(more);
+                        stamps.push(committed_at);
                     }
-                    self.refresh_bindings(&ids).await;
-                    let now = maskline_events::unix_ms();
-                    for at in stamps {
-                        // Commit on another node to routable here (the two
-                        // clocks' difference included).
-                        metrics::histogram!("maskline_cluster_propagation_seconds")
-                            .record((now - at).max(0) as f64 / 1000.0);
+                    Ok(other) => {
+                        carried = Some(other);
+                        break;
                     }
-                    for other in later {
-                        self.apply_change(other).await;
-                    }
+                    Err(_) => break,
                 }
-                other => self.apply_change(other).await,
             }
+            self.apply_remote_bindings(&ids, &stamps).await;
         }
     }
 
     async fn apply_change(&self, change: Change) {
         let outcome = match change {
-            Change::Bindings { ids, .. } => {
-                self.refresh_bindings(&ids).await;
+            Change::Bindings { ids, committed_at } => {
+                self.apply_remote_bindings(&ids, &[committed_at]).await;
                 Ok(())
             }
             Change::Tenants => self.reload_tenants().await,
@@ -82,6 +80,18 @@ impl Engine {
         };
         if let Err(e) = outcome {
             tracing::warn!(error = %e, "applying another node's change failed");
+        }
+    }
+
+    /// Applies bindings other nodes committed at `stamps` (their clocks,
+    /// Unix ms) and records how long each commit took to become routable
+    /// here (the clocks' difference included).
+    async fn apply_remote_bindings(&self, ids: &[BindingId], stamps: &[i64]) {
+        self.refresh_bindings(ids).await;
+        let now = maskline_events::unix_ms();
+        for at in stamps {
+            metrics::histogram!("maskline_cluster_propagation_seconds")
+                .record((now - at).max(0) as f64 / 1000.0);
         }
     }
 

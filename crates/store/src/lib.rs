@@ -20,6 +20,7 @@ use maskline_core::{
 use tokio::sync::oneshot;
 
 mod postgres;
+mod rows;
 mod sqlite;
 pub mod testing;
 

@@ -22,19 +22,18 @@ use std::time::Duration;
 
 use futures_util::TryStreamExt;
 use maskline_core::{
-    Area, Binding, BindingId, CallId, CallRecord, Controls, Direction, EndReason, EventId,
-    EventType, Extension, Mode, Number, Refusal, ReleaseReason, ReleasedBy, TenantId, UnixMillis,
-    UnixTime,
+    Area, Binding, BindingId, CallId, CallRecord, Direction, EndReason, EventId, EventType, Number,
+    Refusal, TenantId, UnixMillis, UnixTime,
 };
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions, PgRow};
-use sqlx::{AssertSqlSafe, Connection, Row};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
+use sqlx::{AssertSqlSafe, Connection};
 use tokio::sync::{Notify, mpsc, oneshot};
 use uuid::Uuid;
 
+use crate::rows::{self, binding, call_record, pool_number, stored_event, webhook};
 use crate::{
-    BindingFilter, CallFilter, Change, DeliveryState, Error, Fallback, IdempotencyRecord,
-    Intercept, NewEvent, NextStep, Page, PoolNumber, Result, Store, StoredEvent, Tenant, Webhook,
-    Write, WriteAck,
+    BindingFilter, CallFilter, Change, DeliveryState, Error, IdempotencyRecord, NewEvent, NextStep,
+    Page, PoolNumber, Result, Store, StoredEvent, Tenant, Webhook, Write, WriteAck,
 };
 
 /// Most writes committed in one transaction (as in the embedded store).
@@ -1186,19 +1185,7 @@ impl Store for PgStore {
             sqlx::query("SELECT id, name, api_key_hash, created_at FROM tenants ORDER BY id")
                 .fetch_all(&self.pool)
                 .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Tenant {
-                    id: TenantId(r.try_get::<Uuid, _>("id")?.as_u128()),
-                    name: r.try_get("name")?,
-                    api_key_hash: r
-                        .try_get::<Vec<u8>, _>("api_key_hash")?
-                        .try_into()
-                        .map_err(|_| Error::Corrupt("api_key_hash"))?,
-                    created_at: r.try_get("created_at")?,
-                })
-            })
-            .collect()
+        rows.iter().map(rows::tenant).collect()
     }
 
     async fn all_numbers(&self) -> Result<Vec<PoolNumber>> {
@@ -1306,26 +1293,24 @@ impl Store for PgStore {
             sql.push_str(&format!(" AND external_ref = {}", p.next()));
         }
         if filter.party.is_some() {
-            let (one, two) = (p.next(), p.next());
-            sql.push_str(&format!(" AND (a = {one} OR b = {two})"));
+            let party = p.next();
+            sql.push_str(&format!(" AND (a = {party} OR b = {party})"));
         }
-        let status = filter.status.map(|(status, now, cooldown)| {
+        // `ends_at` bounds: (exclusive lower, inclusive upper).
+        let bounds = filter.status.map(|(status, now, cooldown)| {
             let cooled = now.saturating_sub(cooldown);
             match status {
-                BindingStatus::Active => (now, None),
-                BindingStatus::Cooling => (now, Some(cooled)),
-                BindingStatus::Ended => (cooled, None),
+                BindingStatus::Active => (Some(now), None),
+                BindingStatus::Cooling => (Some(cooled), Some(now)),
+                BindingStatus::Ended => (None, Some(cooled)),
             }
         });
-        if let Some((status, _, _)) = filter.status {
-            let first = p.next();
-            match status {
-                BindingStatus::Active => sql.push_str(&format!(" AND ends_at > {first}")),
-                BindingStatus::Cooling => {
-                    let second = p.next();
-                    sql.push_str(&format!(" AND ends_at <= {first} AND ends_at > {second}"));
-                }
-                BindingStatus::Ended => sql.push_str(&format!(" AND ends_at <= {first}")),
+        if let Some((lower, upper)) = bounds {
+            if lower.is_some() {
+                sql.push_str(&format!(" AND ends_at > {}", p.next()));
+            }
+            if upper.is_some() {
+                sql.push_str(&format!(" AND ends_at <= {}", p.next()));
             }
         }
         sql.push_str(&format!(" ORDER BY id LIMIT {}", p.next()));
@@ -1336,12 +1321,11 @@ impl Store for PgStore {
             q = q.bind(r.clone());
         }
         if let Some(party) = filter.party {
-            q = q.bind(party.to_string()).bind(party.to_string());
+            q = q.bind(party.to_string());
         }
-        if let Some((first, second)) = status {
-            q = q.bind(first);
-            if let Some(s) = second {
-                q = q.bind(s);
+        if let Some((lower, upper)) = bounds {
+            for bound in [lower, upper].into_iter().flatten() {
+                q = q.bind(bound);
             }
         }
         let rows = q.bind(i64::from(page.limit)).fetch_all(&self.pool).await?;
@@ -1357,21 +1341,7 @@ impl Store for PgStore {
         .bind(key)
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|r| {
-            Ok(IdempotencyRecord {
-                tenant,
-                key: key.to_owned(),
-                request_hash: r
-                    .try_get::<Vec<u8>, _>("request_hash")?
-                    .try_into()
-                    .map_err(|_| Error::Corrupt("request_hash"))?,
-                status: u16::try_from(r.try_get::<i32, _>("status")?)
-                    .map_err(|_| Error::Corrupt("status"))?,
-                body: r.try_get("body")?,
-                created_at: r.try_get("created_at")?,
-            })
-        })
-        .transpose()
+        row.map(|r| rows::idempotency(&r, tenant, key)).transpose()
     }
 
     async fn calls(
@@ -1487,166 +1457,6 @@ impl Store for PgStore {
             .await?;
         Ok(u64::try_from(n).unwrap_or(0))
     }
-}
-
-// === row decoding ===
-
-fn number(s: &str, column: &'static str) -> Result<Number> {
-    Number::from_e164(s).map_err(|_| Error::Corrupt(column))
-}
-
-fn id_of(r: &PgRow, col: &'static str) -> Result<u128> {
-    Ok(r.try_get::<Uuid, _>(col)?.as_u128())
-}
-
-fn pool_number(r: &PgRow) -> Result<PoolNumber> {
-    Ok(PoolNumber {
-        tenant: TenantId(id_of(r, "tenant_id")?),
-        number: number(r.try_get("number")?, "number")?,
-        area: r
-            .try_get::<Option<String>, _>("area")?
-            .map(|a| Area::new(&a).map_err(|_| Error::Corrupt("area")))
-            .transpose()?,
-        created_at: r.try_get("created_at")?,
-    })
-}
-
-fn binding(r: &PgRow) -> Result<Binding> {
-    let opt_number = |col: &'static str| -> Result<Option<Number>> {
-        r.try_get::<Option<&str>, _>(col)?
-            .map(|s| number(s, col))
-            .transpose()
-    };
-    Ok(Binding {
-        id: BindingId(id_of(r, "id")?),
-        tenant: TenantId(id_of(r, "tenant_id")?),
-        mode: Mode::from_str(r.try_get("mode")?).map_err(|_| Error::Corrupt("mode"))?,
-        x: number(r.try_get("x")?, "x")?,
-        extension: r
-            .try_get::<Option<&str>, _>("extension")?
-            .map(|e| Extension::from_str(e).map_err(|_| Error::Corrupt("extension")))
-            .transpose()?,
-        a: number(r.try_get("a")?, "a")?,
-        b: opt_number("b")?,
-        area: r
-            .try_get::<Option<&str>, _>("area")?
-            .map(|a| Area::new(a).map_err(|_| Error::Corrupt("area")))
-            .transpose()?,
-        external_ref: r.try_get("external_ref")?,
-        controls: Controls {
-            a_to_b: r.try_get("a_to_b")?,
-            b_to_a: r.try_get("b_to_a")?,
-            max_call_seconds: r
-                .try_get::<Option<i64>, _>("max_call_seconds")?
-                .map(|s| u32::try_from(s).map_err(|_| Error::Corrupt("max_call_seconds")))
-                .transpose()?,
-            record: r.try_get("record")?,
-            sms: r.try_get("sms")?,
-        },
-        created_at: r.try_get("created_at")?,
-        updated_at: r.try_get("updated_at")?,
-        expires_at: r.try_get("expires_at")?,
-        ended_at: r.try_get("ended_at")?,
-        end_reason: r
-            .try_get::<Option<&str>, _>("end_reason")?
-            .map(|e| EndReason::from_str(e).map_err(|_| Error::Corrupt("end_reason")))
-            .transpose()?,
-    })
-}
-
-fn call_record(r: &PgRow) -> Result<CallRecord> {
-    let opt_number = |col: &'static str| -> Result<Option<Number>> {
-        r.try_get::<Option<&str>, _>(col)?
-            .map(|s| number(s, col))
-            .transpose()
-    };
-    let opt_id = |col: &'static str| -> Result<Option<u128>> {
-        Ok(r.try_get::<Option<Uuid>, _>(col)?.map(|u| u.as_u128()))
-    };
-    fn name<T>(s: &str, parse: fn(&str) -> Option<T>, col: &'static str) -> Result<T> {
-        parse(s).ok_or(Error::Corrupt(col))
-    }
-    Ok(CallRecord {
-        id: CallId(id_of(r, "id")?),
-        tenant: opt_id("tenant_id")?.map(TenantId),
-        binding: opt_id("binding_id")?.map(BindingId),
-        direction: r
-            .try_get::<Option<&str>, _>("direction")?
-            .map(|d| name(d, Direction::parse, "direction"))
-            .transpose()?,
-        x: opt_number("x")?,
-        caller: opt_number("caller")?,
-        callee: opt_number("callee")?,
-        invited_at: r.try_get("invited_at")?,
-        ringing_at: r.try_get("ringing_at")?,
-        answered_at: r.try_get("answered_at")?,
-        ended_at: r.try_get("ended_at")?,
-        final_status: u16::try_from(r.try_get::<i32, _>("final_status")?)
-            .map_err(|_| Error::Corrupt("final_status"))?,
-        released_by: name(r.try_get("released_by")?, ReleasedBy::parse, "released_by")?,
-        release_reason: name(
-            r.try_get("release_reason")?,
-            ReleaseReason::parse,
-            "release_reason",
-        )?,
-        refusal: r
-            .try_get::<Option<&str>, _>("refusal")?
-            .map(|f| name(f, Refusal::parse, "refusal"))
-            .transpose()?,
-    })
-}
-
-fn webhook(r: &PgRow) -> Result<Webhook> {
-    let events: &str = r.try_get("events")?;
-    let intercept = match r.try_get::<Option<String>, _>("intercept_url")? {
-        None => None,
-        Some(url) => Some(Intercept {
-            url,
-            fallback: match r.try_get::<Option<&str>, _>("intercept_fallback")? {
-                Some("deny") => Fallback::Deny,
-                Some("allow") => Fallback::Allow,
-                _ => return Err(Error::Corrupt("intercept_fallback")),
-            },
-            timeout_ms: r
-                .try_get::<Option<i32>, _>("intercept_timeout_ms")?
-                .and_then(|t| u32::try_from(t).ok())
-                .ok_or(Error::Corrupt("intercept_timeout_ms"))?,
-        }),
-    };
-    Ok(Webhook {
-        tenant: TenantId(id_of(r, "tenant_id")?),
-        url: r.try_get("url")?,
-        events: events
-            .split_whitespace()
-            .map(|p| p.parse().map_err(|_| Error::Corrupt("events")))
-            .collect::<Result<_>>()?,
-        secret: r.try_get("secret")?,
-        intercept,
-        updated_at: r.try_get("updated_at")?,
-    })
-}
-
-fn stored_event(r: &PgRow) -> Result<StoredEvent> {
-    Ok(StoredEvent {
-        seq: r.try_get("seq")?,
-        id: EventId(id_of(r, "id")?),
-        tenant: TenantId(id_of(r, "tenant_id")?),
-        kind: EventType::parse(r.try_get("type")?).ok_or(Error::Corrupt("type"))?,
-        subject: id_of(r, "subject")?,
-        created_at: r.try_get("created_at")?,
-        body: r.try_get("body")?,
-        state: DeliveryState::parse(r.try_get("state")?).ok_or(Error::Corrupt("state"))?,
-        attempts: u32::try_from(r.try_get::<i32, _>("attempts")?)
-            .map_err(|_| Error::Corrupt("attempts"))?,
-        next_attempt_at: r.try_get("next_attempt_at")?,
-        retry_from: r.try_get("retry_from")?,
-        last_status: r
-            .try_get::<Option<i32>, _>("last_status")?
-            .map(|s| u16::try_from(s).map_err(|_| Error::Corrupt("last_status")))
-            .transpose()?,
-        last_error: r.try_get("last_error")?,
-        delivered_at: r.try_get("delivered_at")?,
-    })
 }
 
 #[cfg(test)]

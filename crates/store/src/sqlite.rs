@@ -3,27 +3,25 @@
 //! read connections.
 
 use std::path::Path;
-use std::str::FromStr;
 use std::time::Duration;
 
 use futures_util::TryStreamExt;
 use maskline_core::{
-    Area, Binding, BindingId, BindingStatus, CallId, CallRecord, Controls, Direction, EndReason,
-    EventId, EventType, Extension, Mode, Number, Refusal, ReleaseReason, ReleasedBy, TenantId,
-    UnixMillis, UnixTime,
+    Area, Binding, BindingId, BindingStatus, CallId, CallRecord, Direction, EndReason, EventId,
+    EventType, Number, Refusal, TenantId, UnixMillis, UnixTime,
 };
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteRow, SqliteSynchronous,
+    SqliteSynchronous,
 };
-use sqlx::{AssertSqlSafe, Connection, Row};
+use sqlx::{AssertSqlSafe, Connection};
 use std::sync::Arc;
 use tokio::sync::{Notify, mpsc, oneshot};
 
+use crate::rows::{self, binding, call_record, pool_number, stored_event, webhook};
 use crate::{
-    BindingFilter, CallFilter, DeliveryState, Error, Fallback, IdempotencyRecord, Intercept,
-    NewEvent, NextStep, Page, PoolNumber, Result, Store, StoredEvent, Tenant, Webhook, Write,
-    WriteAck,
+    BindingFilter, CallFilter, DeliveryState, Error, IdempotencyRecord, NewEvent, NextStep, Page,
+    PoolNumber, Result, Store, StoredEvent, Tenant, Webhook, Write, WriteAck,
 };
 
 /// Most writes committed in one transaction. Large enough to amortise the
@@ -595,19 +593,7 @@ impl Store for SqliteStore {
             sqlx::query("SELECT id, name, api_key_hash, created_at FROM tenants ORDER BY id")
                 .fetch_all(&self.reads)
                 .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Tenant {
-                    id: TenantId(uuid_from(r.try_get("id")?)?),
-                    name: r.try_get("name")?,
-                    api_key_hash: r
-                        .try_get::<Vec<u8>, _>("api_key_hash")?
-                        .try_into()
-                        .map_err(|_| Error::Corrupt("api_key_hash"))?,
-                    created_at: r.try_get("created_at")?,
-                })
-            })
-            .collect()
+        rows.iter().map(rows::tenant).collect()
     }
 
     async fn all_numbers(&self) -> Result<Vec<PoolNumber>> {
@@ -754,21 +740,7 @@ impl Store for SqliteStore {
         .bind(key)
         .fetch_optional(&self.reads)
         .await?;
-        row.map(|r| {
-            Ok(IdempotencyRecord {
-                tenant,
-                key: key.to_owned(),
-                request_hash: r
-                    .try_get::<Vec<u8>, _>("request_hash")?
-                    .try_into()
-                    .map_err(|_| Error::Corrupt("request_hash"))?,
-                status: u16::try_from(r.try_get::<i64, _>("status")?)
-                    .map_err(|_| Error::Corrupt("status"))?,
-                body: r.try_get("body")?,
-                created_at: r.try_get("created_at")?,
-            })
-        })
-        .transpose()
+        row.map(|r| rows::idempotency(&r, tenant, key)).transpose()
     }
 
     async fn calls(
@@ -908,166 +880,4 @@ impl Store for SqliteStore {
 
 fn uuid_bytes(id: u128) -> Vec<u8> {
     id.to_be_bytes().to_vec()
-}
-
-fn uuid_from(bytes: Vec<u8>) -> Result<u128> {
-    let arr: [u8; 16] = bytes.try_into().map_err(|_| Error::Corrupt("id"))?;
-    Ok(u128::from_be_bytes(arr))
-}
-
-fn number(s: &str, column: &'static str) -> Result<Number> {
-    Number::from_e164(s).map_err(|_| Error::Corrupt(column))
-}
-
-fn pool_number(r: &SqliteRow) -> Result<PoolNumber> {
-    Ok(PoolNumber {
-        tenant: TenantId(uuid_from(r.try_get("tenant_id")?)?),
-        number: number(r.try_get("number")?, "number")?,
-        area: r
-            .try_get::<Option<String>, _>("area")?
-            .map(|a| Area::new(&a).map_err(|_| Error::Corrupt("area")))
-            .transpose()?,
-        created_at: r.try_get("created_at")?,
-    })
-}
-
-fn binding(r: &SqliteRow) -> Result<Binding> {
-    let opt_number = |col: &'static str| -> Result<Option<Number>> {
-        r.try_get::<Option<&str>, _>(col)?
-            .map(|s| number(s, col))
-            .transpose()
-    };
-    Ok(Binding {
-        id: BindingId(uuid_from(r.try_get("id")?)?),
-        tenant: TenantId(uuid_from(r.try_get("tenant_id")?)?),
-        mode: Mode::from_str(r.try_get("mode")?).map_err(|_| Error::Corrupt("mode"))?,
-        x: number(r.try_get("x")?, "x")?,
-        extension: r
-            .try_get::<Option<&str>, _>("extension")?
-            .map(|e| Extension::from_str(e).map_err(|_| Error::Corrupt("extension")))
-            .transpose()?,
-        a: number(r.try_get("a")?, "a")?,
-        b: opt_number("b")?,
-        area: r
-            .try_get::<Option<&str>, _>("area")?
-            .map(|a| Area::new(a).map_err(|_| Error::Corrupt("area")))
-            .transpose()?,
-        external_ref: r.try_get("external_ref")?,
-        controls: Controls {
-            a_to_b: r.try_get("a_to_b")?,
-            b_to_a: r.try_get("b_to_a")?,
-            max_call_seconds: r
-                .try_get::<Option<i64>, _>("max_call_seconds")?
-                .map(|s| u32::try_from(s).map_err(|_| Error::Corrupt("max_call_seconds")))
-                .transpose()?,
-            record: r.try_get("record")?,
-            sms: r.try_get("sms")?,
-        },
-        created_at: r.try_get("created_at")?,
-        updated_at: r.try_get("updated_at")?,
-        expires_at: r.try_get("expires_at")?,
-        ended_at: r.try_get("ended_at")?,
-        end_reason: r
-            .try_get::<Option<&str>, _>("end_reason")?
-            .map(|e| EndReason::from_str(e).map_err(|_| Error::Corrupt("end_reason")))
-            .transpose()?,
-    })
-}
-
-fn call_record(r: &SqliteRow) -> Result<CallRecord> {
-    let opt_number = |col: &'static str| -> Result<Option<Number>> {
-        r.try_get::<Option<&str>, _>(col)?
-            .map(|s| number(s, col))
-            .transpose()
-    };
-    let opt_id = |col: &'static str| -> Result<Option<u128>> {
-        r.try_get::<Option<Vec<u8>>, _>(col)?
-            .map(uuid_from)
-            .transpose()
-    };
-    // An unknown name is a row this build cannot read, not a default.
-    fn name<T>(s: &str, parse: fn(&str) -> Option<T>, col: &'static str) -> Result<T> {
-        parse(s).ok_or(Error::Corrupt(col))
-    }
-    Ok(CallRecord {
-        id: CallId(uuid_from(r.try_get("id")?)?),
-        tenant: opt_id("tenant_id")?.map(TenantId),
-        binding: opt_id("binding_id")?.map(BindingId),
-        direction: r
-            .try_get::<Option<&str>, _>("direction")?
-            .map(|d| name(d, Direction::parse, "direction"))
-            .transpose()?,
-        x: opt_number("x")?,
-        caller: opt_number("caller")?,
-        callee: opt_number("callee")?,
-        invited_at: r.try_get("invited_at")?,
-        ringing_at: r.try_get("ringing_at")?,
-        answered_at: r.try_get("answered_at")?,
-        ended_at: r.try_get("ended_at")?,
-        final_status: u16::try_from(r.try_get::<i64, _>("final_status")?)
-            .map_err(|_| Error::Corrupt("final_status"))?,
-        released_by: name(r.try_get("released_by")?, ReleasedBy::parse, "released_by")?,
-        release_reason: name(
-            r.try_get("release_reason")?,
-            ReleaseReason::parse,
-            "release_reason",
-        )?,
-        refusal: r
-            .try_get::<Option<&str>, _>("refusal")?
-            .map(|f| name(f, Refusal::parse, "refusal"))
-            .transpose()?,
-    })
-}
-
-fn webhook(r: &SqliteRow) -> Result<Webhook> {
-    let events: &str = r.try_get("events")?;
-    let intercept = match r.try_get::<Option<String>, _>("intercept_url")? {
-        None => None,
-        Some(url) => Some(Intercept {
-            url,
-            fallback: match r.try_get::<Option<&str>, _>("intercept_fallback")? {
-                Some("deny") => Fallback::Deny,
-                Some("allow") => Fallback::Allow,
-                _ => return Err(Error::Corrupt("intercept_fallback")),
-            },
-            timeout_ms: r
-                .try_get::<Option<i64>, _>("intercept_timeout_ms")?
-                .and_then(|t| u32::try_from(t).ok())
-                .ok_or(Error::Corrupt("intercept_timeout_ms"))?,
-        }),
-    };
-    Ok(Webhook {
-        tenant: TenantId(uuid_from(r.try_get("tenant_id")?)?),
-        url: r.try_get("url")?,
-        events: events
-            .split_whitespace()
-            .map(|p| p.parse().map_err(|_| Error::Corrupt("events")))
-            .collect::<Result<_>>()?,
-        secret: r.try_get("secret")?,
-        intercept,
-        updated_at: r.try_get("updated_at")?,
-    })
-}
-
-fn stored_event(r: &SqliteRow) -> Result<StoredEvent> {
-    Ok(StoredEvent {
-        seq: r.try_get("seq")?,
-        id: EventId(uuid_from(r.try_get("id")?)?),
-        tenant: TenantId(uuid_from(r.try_get("tenant_id")?)?),
-        kind: EventType::parse(r.try_get("type")?).ok_or(Error::Corrupt("type"))?,
-        subject: uuid_from(r.try_get("subject")?)?,
-        created_at: r.try_get("created_at")?,
-        body: r.try_get("body")?,
-        state: DeliveryState::parse(r.try_get("state")?).ok_or(Error::Corrupt("state"))?,
-        attempts: u32::try_from(r.try_get::<i64, _>("attempts")?)
-            .map_err(|_| Error::Corrupt("attempts"))?,
-        next_attempt_at: r.try_get("next_attempt_at")?,
-        retry_from: r.try_get("retry_from")?,
-        last_status: r
-            .try_get::<Option<i64>, _>("last_status")?
-            .map(|s| u16::try_from(s).map_err(|_| Error::Corrupt("last_status")))
-            .transpose()?,
-        last_error: r.try_get("last_error")?,
-        delivered_at: r.try_get("delivered_at")?,
-    })
 }

@@ -1,0 +1,270 @@
+//! Rows into domain values, once for every back end. A back end only says
+//! how it stores ids, integers, text and flags ([`Cells`]); what a row
+//! means, and what makes one corrupt, is decided here.
+
+use std::str::FromStr;
+
+use maskline_core::{
+    Area, Binding, BindingId, CallId, CallRecord, Controls, Direction, EndReason, EventId,
+    EventType, Extension, Mode, Number, Refusal, ReleaseReason, ReleasedBy, TenantId,
+};
+use sqlx::Row;
+
+use crate::{
+    DeliveryState, Error, Fallback, IdempotencyRecord, Intercept, PoolNumber, Result, StoredEvent,
+    Tenant, Webhook,
+};
+
+/// One column of a row, as the back end stores it; `None` is SQL NULL.
+pub(crate) trait Cells {
+    fn id(&self, col: &'static str) -> Result<Option<u128>>;
+    fn int(&self, col: &'static str) -> Result<Option<i64>>;
+    fn text(&self, col: &'static str) -> Result<Option<&str>>;
+    fn flag(&self, col: &'static str) -> Result<bool>;
+    fn bytes(&self, col: &'static str) -> Result<Vec<u8>>;
+}
+
+impl Cells for sqlx::sqlite::SqliteRow {
+    fn id(&self, col: &'static str) -> Result<Option<u128>> {
+        // 16-byte big-endian BLOBs, so that BLOB order is id order.
+        self.try_get::<Option<Vec<u8>>, _>(col)?
+            .map(|b| {
+                <[u8; 16]>::try_from(b)
+                    .map(u128::from_be_bytes)
+                    .map_err(|_| Error::Corrupt("id"))
+            })
+            .transpose()
+    }
+
+    fn int(&self, col: &'static str) -> Result<Option<i64>> {
+        Ok(self.try_get(col)?)
+    }
+
+    fn text(&self, col: &'static str) -> Result<Option<&str>> {
+        Ok(self.try_get(col)?)
+    }
+
+    fn flag(&self, col: &'static str) -> Result<bool> {
+        Ok(self.try_get(col)?)
+    }
+
+    fn bytes(&self, col: &'static str) -> Result<Vec<u8>> {
+        Ok(self.try_get(col)?)
+    }
+}
+
+impl Cells for sqlx::postgres::PgRow {
+    fn id(&self, col: &'static str) -> Result<Option<u128>> {
+        Ok(self
+            .try_get::<Option<uuid::Uuid>, _>(col)?
+            .map(|u| u.as_u128()))
+    }
+
+    fn int(&self, col: &'static str) -> Result<Option<i64>> {
+        // BIGINT for times and ids, INTEGER for statuses and counts.
+        match self.try_get::<Option<i64>, _>(col) {
+            Ok(v) => Ok(v),
+            Err(_) => Ok(self.try_get::<Option<i32>, _>(col)?.map(i64::from)),
+        }
+    }
+
+    fn text(&self, col: &'static str) -> Result<Option<&str>> {
+        Ok(self.try_get(col)?)
+    }
+
+    fn flag(&self, col: &'static str) -> Result<bool> {
+        Ok(self.try_get(col)?)
+    }
+
+    fn bytes(&self, col: &'static str) -> Result<Vec<u8>> {
+        Ok(self.try_get(col)?)
+    }
+}
+
+// Required columns: NULL where the schema forbids it is a corrupt row.
+
+fn id(r: &impl Cells, col: &'static str) -> Result<u128> {
+    r.id(col)?.ok_or(Error::Corrupt(col))
+}
+
+fn int(r: &impl Cells, col: &'static str) -> Result<i64> {
+    r.int(col)?.ok_or(Error::Corrupt(col))
+}
+
+fn text<'r>(r: &'r impl Cells, col: &'static str) -> Result<&'r str> {
+    r.text(col)?.ok_or(Error::Corrupt(col))
+}
+
+/// A column that must fit a narrower integer type.
+fn narrow<T: TryFrom<i64>>(v: i64, col: &'static str) -> Result<T> {
+    T::try_from(v).map_err(|_| Error::Corrupt(col))
+}
+
+fn hash(r: &impl Cells, col: &'static str) -> Result<[u8; 32]> {
+    r.bytes(col)?.try_into().map_err(|_| Error::Corrupt(col))
+}
+
+fn number(s: &str, col: &'static str) -> Result<Number> {
+    Number::from_e164(s).map_err(|_| Error::Corrupt(col))
+}
+
+fn opt_number(r: &impl Cells, col: &'static str) -> Result<Option<Number>> {
+    r.text(col)?.map(|s| number(s, col)).transpose()
+}
+
+fn area(r: &impl Cells) -> Result<Option<Area>> {
+    r.text("area")?
+        .map(|a| Area::new(a).map_err(|_| Error::Corrupt("area")))
+        .transpose()
+}
+
+/// An unknown name is a row this build cannot read, not a default.
+fn name<T>(s: &str, parse: fn(&str) -> Option<T>, col: &'static str) -> Result<T> {
+    parse(s).ok_or(Error::Corrupt(col))
+}
+
+pub(crate) fn tenant(r: &impl Cells) -> Result<Tenant> {
+    Ok(Tenant {
+        id: TenantId(id(r, "id")?),
+        name: text(r, "name")?.to_owned(),
+        api_key_hash: hash(r, "api_key_hash")?,
+        created_at: int(r, "created_at")?,
+    })
+}
+
+pub(crate) fn pool_number(r: &impl Cells) -> Result<PoolNumber> {
+    Ok(PoolNumber {
+        tenant: TenantId(id(r, "tenant_id")?),
+        number: number(text(r, "number")?, "number")?,
+        area: area(r)?,
+        created_at: int(r, "created_at")?,
+    })
+}
+
+pub(crate) fn idempotency(
+    r: &impl Cells,
+    tenant: TenantId,
+    key: &str,
+) -> Result<IdempotencyRecord> {
+    Ok(IdempotencyRecord {
+        tenant,
+        key: key.to_owned(),
+        request_hash: hash(r, "request_hash")?,
+        status: narrow(int(r, "status")?, "status")?,
+        body: text(r, "body")?.to_owned(),
+        created_at: int(r, "created_at")?,
+    })
+}
+
+pub(crate) fn binding(r: &impl Cells) -> Result<Binding> {
+    Ok(Binding {
+        id: BindingId(id(r, "id")?),
+        tenant: TenantId(id(r, "tenant_id")?),
+        mode: Mode::from_str(text(r, "mode")?).map_err(|_| Error::Corrupt("mode"))?,
+        x: number(text(r, "x")?, "x")?,
+        extension: r
+            .text("extension")?
+            .map(|e| Extension::from_str(e).map_err(|_| Error::Corrupt("extension")))
+            .transpose()?,
+        a: number(text(r, "a")?, "a")?,
+        b: opt_number(r, "b")?,
+        area: area(r)?,
+        external_ref: r.text("external_ref")?.map(str::to_owned),
+        controls: Controls {
+            a_to_b: r.flag("a_to_b")?,
+            b_to_a: r.flag("b_to_a")?,
+            max_call_seconds: r
+                .int("max_call_seconds")?
+                .map(|s| narrow(s, "max_call_seconds"))
+                .transpose()?,
+            record: r.flag("record")?,
+            sms: r.flag("sms")?,
+        },
+        created_at: int(r, "created_at")?,
+        updated_at: int(r, "updated_at")?,
+        expires_at: int(r, "expires_at")?,
+        ended_at: r.int("ended_at")?,
+        end_reason: r
+            .text("end_reason")?
+            .map(|e| EndReason::from_str(e).map_err(|_| Error::Corrupt("end_reason")))
+            .transpose()?,
+    })
+}
+
+pub(crate) fn call_record(r: &impl Cells) -> Result<CallRecord> {
+    Ok(CallRecord {
+        id: CallId(id(r, "id")?),
+        tenant: r.id("tenant_id")?.map(TenantId),
+        binding: r.id("binding_id")?.map(BindingId),
+        direction: r
+            .text("direction")?
+            .map(|d| name(d, Direction::parse, "direction"))
+            .transpose()?,
+        x: opt_number(r, "x")?,
+        caller: opt_number(r, "caller")?,
+        callee: opt_number(r, "callee")?,
+        invited_at: int(r, "invited_at")?,
+        ringing_at: r.int("ringing_at")?,
+        answered_at: r.int("answered_at")?,
+        ended_at: int(r, "ended_at")?,
+        final_status: narrow(int(r, "final_status")?, "final_status")?,
+        released_by: name(text(r, "released_by")?, ReleasedBy::parse, "released_by")?,
+        release_reason: name(
+            text(r, "release_reason")?,
+            ReleaseReason::parse,
+            "release_reason",
+        )?,
+        refusal: r
+            .text("refusal")?
+            .map(|f| name(f, Refusal::parse, "refusal"))
+            .transpose()?,
+    })
+}
+
+pub(crate) fn webhook(r: &impl Cells) -> Result<Webhook> {
+    let intercept = match r.text("intercept_url")? {
+        None => None,
+        Some(url) => Some(Intercept {
+            url: url.to_owned(),
+            fallback: match r.text("intercept_fallback")? {
+                Some("deny") => Fallback::Deny,
+                Some("allow") => Fallback::Allow,
+                _ => return Err(Error::Corrupt("intercept_fallback")),
+            },
+            timeout_ms: narrow(int(r, "intercept_timeout_ms")?, "intercept_timeout_ms")?,
+        }),
+    };
+    Ok(Webhook {
+        tenant: TenantId(id(r, "tenant_id")?),
+        url: text(r, "url")?.to_owned(),
+        events: text(r, "events")?
+            .split_whitespace()
+            .map(|p| p.parse().map_err(|_| Error::Corrupt("events")))
+            .collect::<Result<_>>()?,
+        secret: text(r, "secret")?.to_owned(),
+        intercept,
+        updated_at: int(r, "updated_at")?,
+    })
+}
+
+pub(crate) fn stored_event(r: &impl Cells) -> Result<StoredEvent> {
+    Ok(StoredEvent {
+        seq: int(r, "seq")?,
+        id: EventId(id(r, "id")?),
+        tenant: TenantId(id(r, "tenant_id")?),
+        kind: EventType::parse(text(r, "type")?).ok_or(Error::Corrupt("type"))?,
+        subject: id(r, "subject")?,
+        created_at: int(r, "created_at")?,
+        body: text(r, "body")?.to_owned(),
+        state: DeliveryState::parse(text(r, "state")?).ok_or(Error::Corrupt("state"))?,
+        attempts: narrow(int(r, "attempts")?, "attempts")?,
+        next_attempt_at: r.int("next_attempt_at")?,
+        retry_from: int(r, "retry_from")?,
+        last_status: r
+            .int("last_status")?
+            .map(|s| narrow(s, "last_status"))
+            .transpose()?,
+        last_error: r.text("last_error")?.map(str::to_owned),
+        delivered_at: r.int("delivered_at")?,
+    })
+}
