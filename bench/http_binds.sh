@@ -225,7 +225,7 @@ if [[ "$PG" == 1 ]]; then
   echo "== machine: $(python3 -c "print(f'{($m_after - $m_before) / $TICK / ($t1 - $t0):.2f}')") cores busy, of which not the server, postgres or wrk: $(python3 -c "print(f'{(($m_after - $m_before) - ($after - $before) - ($pg_after - $pg_before)) / $TICK / ($t1 - $t0) - $wrk_cpu / ($t1 - $t0):.2f}')") (kernel work for loopback counts there too)"
   echo "== postgres processes using >= 0.02 cores:"
   pg_proc_cores "$DATA/pg.before" "$DATA/pg.after" "$wall"
-  echo "== PostgreSQL rows: $(PG_SCHEMA=$SCHEMA pg -c "SELECT 'bindings=' || (SELECT count(*) FROM bindings) || ' binding_parties=' || (SELECT count(*) FROM binding_parties) || ' events=' || (SELECT count(*) FROM events)")"
+  echo "== PostgreSQL rows: $(PG_SCHEMA=$SCHEMA pg -c "SELECT 'bindings=' || (SELECT count(*) FROM bindings) || ' slots=' || (SELECT count(*) FROM slots) || ' events=' || (SELECT count(*) FROM events)")"
 fi
 if [[ "$SERIES" == 1 && -s "$DATA/series" ]]; then
   echo "== binds/s, second by second (server counter; warm-up included in the first value's base):"

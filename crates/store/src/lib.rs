@@ -37,8 +37,8 @@ pub enum Error {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("write conflicts with stored data ({0})")]
     Conflict(String),
-    /// Another node took what this write allocates (an exclusion constraint
-    /// of a shared database): memory was behind, the write changed nothing.
+    /// Another node took what this write allocates (an allocation rule of a
+    /// shared database): memory was behind, the write changed nothing.
     #[error("allocation taken by a concurrent write ({0})")]
     Taken(String),
     #[error("database unavailable: {0}")]

@@ -4,8 +4,8 @@
 //! queued writes (on a connection of its own, on a thread of its own) and a
 //! pool for reads. What several nodes add:
 //!
-//! - the database enforces the allocation invariants (exclusion constraints,
-//!   `migrations/postgres/0001_init.sql`), so two nodes' memories that have
+//! - the database enforces the allocation invariants (slot rows under unique
+//!   keys, taken by triggers: `migrations/postgres/0002_slots.sql`), so two nodes' memories that have
 //!   not heard of each other yet cannot both commit a conflicting binding;
 //! - every commit that changes bindings, tenants, numbers or webhooks sends
 //!   a `NOTIFY`, which the other nodes turn into [`Change`]s (a listener per
@@ -1269,7 +1269,9 @@ impl Store for PgStore {
     }
 
     async fn bindings_on(&self, x: Number, ends_after: UnixTime) -> Result<Vec<Binding>> {
-        let sql = format!("SELECT {BINDING_COLUMNS} FROM bindings WHERE x = $1 AND ends_at > $2");
+        let sql = format!(
+            "SELECT {BINDING_COLUMNS} FROM bindings WHERE x = $1 AND live_until > $2 AND ends_at > $2"
+        );
         let rows = sqlx::query(AssertSqlSafe(sql))
             .bind(x.to_string())
             .bind(ends_after)

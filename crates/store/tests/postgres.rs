@@ -235,6 +235,145 @@ async fn concurrent_nodes_cannot_both_take_a_slot() {
     assert_eq!(doubled, 0);
 }
 
+async fn update(s: &dyn Store, b: &Binding) -> Result<(), Error> {
+    s.enqueue(Write::UpdateBinding {
+        binding: b.clone(),
+        events: Vec::new(),
+    })
+    .await
+}
+
+fn unbound(mut b: Binding, at: i64) -> Binding {
+    b.ended_at = Some(at);
+    b.end_reason = Some(EndReason::Unbound);
+    b.updated_at = at;
+    b
+}
+
+/// A number's hold outlives bindings that end early (it is an upper bound,
+/// raised with slack): what decides is what really holds the number.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_number_is_free_when_its_bindings_are_not_when_its_hold_says() {
+    let schema = pg::Schema::create().await;
+    let s = schema.open(100).await;
+    setup(&*s).await;
+    let first = binding(1, Mode::Axb, 1, 1, Some(2), 1_000);
+    create(&*s, first.clone()).await.unwrap();
+    // Unbound at 1,010: cools down until 1,110, not 2,100.
+    update(&*s, &unbound(first, 1_010)).await.unwrap();
+    taken(
+        create(&*s, binding(2, Mode::Axn, 1, 5, None, 1_109)).await,
+        "one_mode_per_number",
+    );
+    create(&*s, binding(2, Mode::Axn, 1, 5, None, 1_110))
+        .await
+        .unwrap();
+    // Now the axn binding holds the number, whatever the mode before.
+    taken(
+        create(&*s, binding(3, Mode::Axb, 1, 6, Some(7), 1_200)).await,
+        "one_mode_per_number",
+    );
+    taken(
+        create(&*s, binding(3, Mode::Axn, 1, 6, None, 1_200)).await,
+        "axn_holds_number_alone",
+    );
+    // Its own PATCH (a later expiry) extends its hold.
+    let mut axn = binding(2, Mode::Axn, 1, 5, None, 1_110);
+    axn.expires_at = 9_000;
+    axn.updated_at = 1_300;
+    update(&*s, &axn).await.unwrap();
+    taken(
+        create(&*s, binding(3, Mode::Axb, 1, 6, Some(7), 2_500)).await,
+        "one_mode_per_number",
+    );
+    update(&*s, &unbound(axn, 2_600)).await.unwrap();
+    create(&*s, binding(3, Mode::Axb, 1, 6, Some(7), 2_700))
+        .await
+        .unwrap();
+}
+
+/// A PATCH of B frees the old B at once and holds the new one from then on;
+/// a binding that ended cannot come back over a slot another took since.
+#[tokio::test(flavor = "multi_thread")]
+async fn slots_follow_patches_of_b_and_of_the_end() {
+    let schema = pg::Schema::create().await;
+    let s = schema.open(100).await;
+    setup(&*s).await;
+    let mut first = binding(1, Mode::Axb, 1, 1, Some(2), 1_000);
+    create(&*s, first.clone()).await.unwrap();
+    first.b = Some(party(3));
+    first.updated_at = 1_020;
+    update(&*s, &first).await.unwrap();
+    create(&*s, binding(2, Mode::Axb, 1, 2, Some(4), 1_020))
+        .await
+        .unwrap();
+    taken(
+        create(&*s, binding(3, Mode::Axb, 1, 5, Some(3), 1_020)).await,
+        "one_binding_per_party_per_number",
+    );
+    // Ended at 1,030, cooled down at 1,130; party 1 is then bound again.
+    update(&*s, &unbound(first.clone(), 1_030)).await.unwrap();
+    create(&*s, binding(3, Mode::Axb, 1, 1, Some(6), 1_130))
+        .await
+        .unwrap();
+    // The first binding cannot live again over party 1 (party 3 is free).
+    first.expires_at = 5_000;
+    first.updated_at = 1_200;
+    taken(
+        update(&*s, &first).await,
+        "one_binding_per_party_per_number",
+    );
+    // An extension moves its slots with it: party 6 stays taken until
+    // binding 3's new end.
+    let mut third = binding(3, Mode::Axb, 1, 1, Some(6), 1_130);
+    third.expires_at = 8_000;
+    third.updated_at = 1_200;
+    update(&*s, &third).await.unwrap();
+    taken(
+        create(&*s, binding(4, Mode::Axb, 1, 6, Some(7), 3_000)).await,
+        "one_binding_per_party_per_number",
+    );
+    create(&*s, binding(4, Mode::Axb, 1, 6, Some(7), 8_100))
+        .await
+        .unwrap();
+}
+
+/// Two nodes taking one number in different modes at the same instant
+/// (axb on one, axn on the other): exactly one commits.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_nodes_cannot_both_take_a_number_in_two_modes() {
+    let schema = pg::Schema::create().await;
+    let one = schema.open(100).await;
+    let two = schema.open(100).await;
+    setup(&*one).await;
+    let mut tasks = Vec::new();
+    for i in 0..200u64 {
+        let on = 100 + i;
+        let axb = binding(1 + u128::from(i) * 2, Mode::Axb, on, 1, Some(2), 1_000);
+        let axn = binding(2 + u128::from(i) * 2, Mode::Axn, on, 3, None, 1_000);
+        let (s1, s2) = (one.clone(), two.clone());
+        tasks.push(tokio::spawn(async move { create(&*s1, axb).await }));
+        tasks.push(tokio::spawn(async move { create(&*s2, axn).await }));
+    }
+    let mut won = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(()) => won += 1,
+            Err(Error::Taken(_)) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(won, 200);
+    let mut conn = schema.connect().await;
+    let mixed: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT x FROM bindings GROUP BY x HAVING count(*) > 1) d",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(mixed, 0);
+}
+
 async fn next_change(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Change>) -> Change {
     tokio::time::timeout(Duration::from_secs(10), rx.recv())
         .await
@@ -420,7 +559,13 @@ async fn nodes_starting_together_migrate_once() {
         .fetch_one(&mut conn)
         .await
         .unwrap();
-    assert_eq!(applied, 1);
+    let migrations = std::fs::read_dir(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/migrations/postgres"
+    ))
+    .unwrap()
+    .count();
+    assert_eq!(applied as usize, migrations, "each migration applied once");
 }
 
 /// An unreachable database is an error at open, naming the cause.
