@@ -10,13 +10,13 @@
 # EXPLAIN ANALYZE (its "Execution Time", which includes triggers and
 # constraint checks, not parsing or the round trip). Steps, each on top of
 # the previous one:
-#   1. the schema as migrated;
-#   2. without the trigger that fills binding_parties (disabled);
-#   3. also without the three exclusion constraints of bindings;
-#   4. the trigger back on, but binding_parties without its exclusion
-#      constraint (and bindings still without theirs);
-#   5. no trigger, and bindings without its secondary indexes (only the
-#      primary key and the partial external_ref index remain).
+#   1. the schema as migrated (the trigger takes the number's hold and the
+#      parties' slots, 0002_slots.sql);
+#   2. without that trigger (disabled);
+#   3. also without the secondary indexes of bindings (only the primary key
+#      and the partial external_ref index remain).
+# Then the same for one INSERT of BATCH events (600-byte bodies, as a
+# binding.created event), the other row every bind writes.
 # Prints the median and the range per step, in ms per BATCH rows and µs per
 # binding. The schema is dropped at the end.
 #
@@ -60,7 +60,7 @@ SELECT gen_random_uuid(), '$T', 'axb', '+86571' || lpad((i % 1000 + 1)::text, 8,
 FROM generate_series(0, $(( ROWS - 1 ))) i;
 ANALYZE;
 EOF
-echo "== filled: $(pg -c "SELECT count(*) FROM bindings") bindings, $(pg -c "SELECT count(*) FROM binding_parties") binding_parties rows"
+echo "== filled: $(pg -c "SELECT count(*) FROM bindings") bindings, $(pg -c "SELECT count(*) FROM slots") slots"
 
 cat >"/tmp/maskline-inscost-$$.sql" <<EOF
 BEGIN;
@@ -88,14 +88,17 @@ PY
 }
 
 echo "== one INSERT of ${BATCH} bindings, ${RUNS} runs per step, EXPLAIN ANALYZE execution time:"
-step "1. as migrated (3 exclusion constraints, trigger, binding_parties' own)"
-pg -c "ALTER TABLE bindings DISABLE TRIGGER bindings_parties_on_insert"
-step "2. without the binding_parties trigger"
-pg -c "ALTER TABLE bindings DROP CONSTRAINT one_mode_per_number, DROP CONSTRAINT axn_holds_number_alone, DROP CONSTRAINT one_binding_per_extension"
-step "3. also without bindings' exclusion constraints"
-pg -c "ALTER TABLE bindings ENABLE TRIGGER bindings_parties_on_insert"
-pg -c "ALTER TABLE binding_parties DROP CONSTRAINT one_binding_per_party_per_number"
-step "4. trigger on, binding_parties without its exclusion constraint"
-pg -c "ALTER TABLE bindings DISABLE TRIGGER bindings_parties_on_insert"
-pg -c "DROP INDEX bindings_by_a, bindings_by_b, bindings_by_update, bindings_by_end, bindings_by_tenant"
-step "5. no trigger, no exclusion constraints, no secondary indexes"
+step "1. as migrated (trigger: number hold, slots)"
+pg -c "ALTER TABLE bindings DISABLE TRIGGER bindings_hold_on_insert"
+step "2. without the trigger"
+pg -c "DROP INDEX bindings_by_a, bindings_by_b, bindings_by_update, bindings_by_end, bindings_by_tenant, bindings_by_x"
+step "3. no trigger, no secondary indexes"
+
+cat >"/tmp/maskline-inscost-$$.sql" <<EOF
+BEGIN;
+EXPLAIN (ANALYZE) INSERT INTO events (id, tenant_id, type, subject, created_at, body, state, next_attempt_at, retry_from)
+SELECT gen_random_uuid(), '$T', 'binding.created', gen_random_uuid(), $NOW, repeat('x', 600), 'pending', $NOW, $NOW
+FROM generate_series(1, $BATCH) i;
+ROLLBACK;
+EOF
+step "events: one INSERT of ${BATCH} (5 indexes)"

@@ -374,6 +374,12 @@ async fn apply_batch(
     node: u64,
     channel: &str,
 ) -> Result<()> {
+    if ops
+        .iter()
+        .all(|op| matches!(op.write, Write::CreateBinding { .. }))
+    {
+        return create_batch(conn, ops, cooldown, node, channel).await;
+    }
     let mut tx = conn.begin().await?;
     let mut events: Vec<&NewEvent> = Vec::new();
     let mut touched = Touched::default();
@@ -432,6 +438,22 @@ async fn notify(
     channel: &str,
     touched: &Touched,
 ) -> Result<()> {
+    let payloads = notifications(node, touched);
+    if payloads.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "SELECT pg_notify($1, p) FROM UNNEST($2::text[]) WITH ORDINALITY AS u(p, i) ORDER BY i",
+    )
+    .bind(channel)
+    .bind(payloads)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// The payloads that say what a transaction changed.
+fn notifications(node: u64, touched: &Touched) -> Vec<String> {
     let mut payloads = Vec::new();
     for (on, kind) in [
         (touched.tenants, 't'),
@@ -451,17 +473,7 @@ async fn notify(
         }
         payloads.push(p);
     }
-    if payloads.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(
-        "SELECT pg_notify($1, p) FROM UNNEST($2::text[]) WITH ORDINALITY AS u(p, i) ORDER BY i",
-    )
-    .bind(channel)
-    .bind(payloads)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+    payloads
 }
 
 fn live_until(b: &Binding, cooldown: i64) -> i64 {
@@ -472,17 +484,16 @@ fn uuid(id: u128) -> Uuid {
     Uuid::from_u128(id)
 }
 
-async fn insert_bindings<'a>(
-    conn: &mut PgConnection,
+/// The rows of a run of `CreateBinding` writes, as column arrays; their
+/// events join `events`.
+fn new_bindings<'a>(
     writes: &[&'a Write],
     cooldown: i64,
     events: &mut Vec<&'a NewEvent>,
     touched: &mut Touched,
-) -> Result<()> {
-    let n = writes.len();
-    let mut c = BindingArrays::with_capacity(n);
-    let (mut k_tenant, mut k_key, mut k_hash, mut k_status, mut k_body, mut k_at) =
-        (vec![], vec![], vec![], vec![], vec![], vec![]);
+) -> (BindingArrays, IdempotencyArrays) {
+    let mut c = BindingArrays::with_capacity(writes.len());
+    let mut k = IdempotencyArrays::default();
     for write in writes {
         if let Write::CreateBinding {
             binding: b,
@@ -493,16 +504,27 @@ async fn insert_bindings<'a>(
             c.push(b, cooldown);
             touched.bindings.push(uuid(b.id.0));
             if let Some(r) = idempotency {
-                k_tenant.push(uuid(r.tenant.0));
-                k_key.push(r.key.clone());
-                k_hash.push(r.request_hash.to_vec());
-                k_status.push(i32::from(r.status));
-                k_body.push(r.body.clone());
-                k_at.push(r.created_at);
+                k.tenant.push(uuid(r.tenant.0));
+                k.key.push(r.key.clone());
+                k.hash.push(r.request_hash.to_vec());
+                k.status.push(i32::from(r.status));
+                k.body.push(r.body.clone());
+                k.created_at.push(r.created_at);
             }
             events.extend(e);
         }
     }
+    (c, k)
+}
+
+async fn insert_bindings<'a>(
+    conn: &mut PgConnection,
+    writes: &[&'a Write],
+    cooldown: i64,
+    events: &mut Vec<&'a NewEvent>,
+    touched: &mut Touched,
+) -> Result<()> {
+    let (c, k) = new_bindings(writes, cooldown, events, touched);
     sqlx::query(
         "INSERT INTO bindings (id, tenant_id, mode, x, extension, a, b, area, external_ref, \
          a_to_b, b_to_a, max_call_seconds, record, sms, created_at, updated_at, expires_at, \
@@ -536,23 +558,98 @@ async fn insert_bindings<'a>(
     .execute(&mut *conn)
     .await
     .map_err(conflict)?;
-    if !k_key.is_empty() {
+    if !k.key.is_empty() {
         sqlx::query(
             "INSERT INTO idempotency (tenant_id, key, request_hash, status, body, created_at) \
              SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::bytea[], $4::int4[], $5::text[], \
              $6::int8[])",
         )
-        .bind(k_tenant)
-        .bind(k_key)
-        .bind(k_hash)
-        .bind(k_status)
-        .bind(k_body)
-        .bind(k_at)
+        .bind(k.tenant)
+        .bind(k.key)
+        .bind(k.hash)
+        .bind(k.status)
+        .bind(k.body)
+        .bind(k.created_at)
         .execute(&mut *conn)
         .await
         .map_err(conflict)?;
     }
     Ok(())
+}
+
+/// A batch of nothing but new bindings, in one statement and so one round
+/// trip (`create_bindings`, `0003_create_batch.sql`): it runs in an implicit
+/// transaction that commits before the answer comes back.
+async fn create_batch(
+    conn: &mut PgConnection,
+    ops: &[Op],
+    cooldown: i64,
+    node: u64,
+    channel: &str,
+) -> Result<()> {
+    let writes: Vec<&Write> = ops.iter().map(|op| &op.write).collect();
+    let mut events = Vec::new();
+    let mut touched = Touched::default();
+    let (c, k) = new_bindings(&writes, cooldown, &mut events, &mut touched);
+    let e = EventArrays::new(&events);
+    sqlx::query(
+        "SELECT create_bindings($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
+         $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, \
+         $32, $33, $34, $35, $36, $37, $38)",
+    )
+    .bind(c.id)
+    .bind(c.tenant)
+    .bind(c.mode)
+    .bind(c.x)
+    .bind(c.extension)
+    .bind(c.a)
+    .bind(c.b)
+    .bind(c.area)
+    .bind(c.external_ref)
+    .bind(c.a_to_b)
+    .bind(c.b_to_a)
+    .bind(c.max_call)
+    .bind(c.record)
+    .bind(c.sms)
+    .bind(c.created_at)
+    .bind(c.updated_at)
+    .bind(c.expires_at)
+    .bind(c.ended_at)
+    .bind(c.end_reason)
+    .bind(c.ends_at)
+    .bind(c.live_until)
+    .bind(k.tenant)
+    .bind(k.key)
+    .bind(k.hash)
+    .bind(k.status)
+    .bind(k.body)
+    .bind(k.created_at)
+    .bind(e.id)
+    .bind(e.tenant)
+    .bind(e.kind)
+    .bind(e.subject)
+    .bind(e.created)
+    .bind(e.body)
+    .bind(e.state)
+    .bind(e.next)
+    .bind(EVENTS_LOCK)
+    .bind(channel)
+    .bind(notifications(node, &touched))
+    .execute(&mut *conn)
+    .await
+    .map_err(conflict)?;
+    Ok(())
+}
+
+/// Column arrays of a multi-row idempotency insert.
+#[derive(Default)]
+struct IdempotencyArrays {
+    tenant: Vec<Uuid>,
+    key: Vec<String>,
+    hash: Vec<Vec<u8>>,
+    status: Vec<i32>,
+    body: Vec<String>,
+    created_at: Vec<i64>,
 }
 
 /// Column arrays of a multi-row binding insert.
@@ -695,31 +792,52 @@ async fn insert_calls(conn: &mut PgConnection, calls: &[&CallRecord]) -> Result<
     Ok(())
 }
 
-async fn insert_events(conn: &mut PgConnection, events: &[&NewEvent]) -> Result<()> {
-    let n = events.len();
-    let mut id = Vec::with_capacity(n);
-    let mut tenant = Vec::with_capacity(n);
-    let mut kind = Vec::with_capacity(n);
-    let mut subject = Vec::with_capacity(n);
-    let mut created = Vec::with_capacity(n);
-    let mut body = Vec::with_capacity(n);
-    let mut state = Vec::with_capacity(n);
-    let mut next = Vec::with_capacity(n);
-    for e in events {
-        id.push(uuid(e.id.0));
-        tenant.push(uuid(e.tenant.0));
-        kind.push(e.kind.as_str());
-        subject.push(uuid(e.subject));
-        created.push(e.created_at);
-        body.push(e.body.as_str());
-        let s = if e.deliver {
-            DeliveryState::Pending
-        } else {
-            DeliveryState::None
+/// Column arrays of a multi-row event insert.
+struct EventArrays<'a> {
+    id: Vec<Uuid>,
+    tenant: Vec<Uuid>,
+    kind: Vec<&'static str>,
+    subject: Vec<Uuid>,
+    created: Vec<i64>,
+    body: Vec<&'a str>,
+    state: Vec<&'static str>,
+    next: Vec<Option<i64>>,
+}
+
+impl<'a> EventArrays<'a> {
+    fn new(events: &[&'a NewEvent]) -> EventArrays<'a> {
+        let n = events.len();
+        let mut a = EventArrays {
+            id: Vec::with_capacity(n),
+            tenant: Vec::with_capacity(n),
+            kind: Vec::with_capacity(n),
+            subject: Vec::with_capacity(n),
+            created: Vec::with_capacity(n),
+            body: Vec::with_capacity(n),
+            state: Vec::with_capacity(n),
+            next: Vec::with_capacity(n),
         };
-        state.push(s.as_str());
-        next.push(e.deliver.then_some(e.created_at));
+        for e in events {
+            a.id.push(uuid(e.id.0));
+            a.tenant.push(uuid(e.tenant.0));
+            a.kind.push(e.kind.as_str());
+            a.subject.push(uuid(e.subject));
+            a.created.push(e.created_at);
+            a.body.push(e.body.as_str());
+            let s = if e.deliver {
+                DeliveryState::Pending
+            } else {
+                DeliveryState::None
+            };
+            a.state.push(s.as_str());
+            a.next.push(e.deliver.then_some(e.created_at));
+        }
+        a
     }
+}
+
+async fn insert_events(conn: &mut PgConnection, events: &[&NewEvent]) -> Result<()> {
+    let e = EventArrays::new(events);
     // WITH ORDINALITY ... ORDER BY: seq follows the order given.
     sqlx::query(
         "INSERT INTO events (id, tenant_id, type, subject, created_at, body, state, \
@@ -728,14 +846,14 @@ async fn insert_events(conn: &mut PgConnection, events: &[&NewEvent]) -> Result<
          $4::uuid[], $5::int8[], $6::text[], $7::text[], $8::int8[]) WITH ORDINALITY \
          AS u(id, t, k, s, c, body, st, nx, i) ORDER BY i",
     )
-    .bind(id)
-    .bind(tenant)
-    .bind(kind)
-    .bind(subject)
-    .bind(created)
-    .bind(body)
-    .bind(state)
-    .bind(next)
+    .bind(e.id)
+    .bind(e.tenant)
+    .bind(e.kind)
+    .bind(e.subject)
+    .bind(e.created)
+    .bind(e.body)
+    .bind(e.state)
+    .bind(e.next)
     .execute(&mut *conn)
     .await
     .map_err(conflict)?;

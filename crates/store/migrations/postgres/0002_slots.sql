@@ -71,26 +71,40 @@ FROM bindings
 GROUP BY x, mode
 ORDER BY x, max(live_until) DESC;
 
--- The bindings in `claims` take their X's hold: those of one mode share it,
--- an axn binding needs it alone. Conservative per batch (one range from the
--- earliest start to the latest end per X, any two modes or two axn
--- bindings on one X refused): the writer retries a refused batch one
--- binding at a time, where the check is exact.
-CREATE FUNCTION hold_numbers(claims bindings[]) RETURNS void LANGUAGE plpgsql AS $$
+-- The bindings (xs, modes, ids, froms, untils) take their numbers' holds:
+-- those of one mode share one, an axn binding needs it alone. Conservative
+-- per batch (one range from the earliest start to the latest end per X;
+-- two modes or two axn bindings on one X are refused): the writer retries a
+-- refused batch one binding at a time, where the check is exact.
+CREATE FUNCTION hold_numbers(xs text[], modes text[], ids uuid[], froms bigint[], untils bigint[])
+RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
+    shared text[];
     c record;
     h record;
     other text;
 BEGIN
+    -- Shared, in one statement: holds that already name the mode and last
+    -- long enough. (A hold changed meanwhile is re-checked after the lock
+    -- wait and, if no longer right, left to the loop below.)
+    SELECT coalesce(array_agg(s.x), '{}') INTO shared FROM (
+        SELECT n.x FROM number_holds n
+        JOIN (SELECT w.x, min(w.m) AS m1, max(w.m) AS m2, max(w.u) AS u
+              FROM unnest(xs, modes, untils) AS w(x, m, u) GROUP BY w.x) want ON want.x = n.x
+        WHERE want.m1 = want.m2 AND want.m1 <> 'axn'
+          AND n.mode = want.m1 AND n.live_until >= want.u
+        ORDER BY n.x
+        FOR SHARE OF n
+    ) s;
+    -- Exclusive, number by number in order: take, extend or switch.
     FOR c IN
-        SELECT b.x, min(b.mode) AS mode, count(DISTINCT b.mode) AS modes,
-               count(*) FILTER (WHERE b.mode = 'axn') AS axn,
-               min(b.created_at) AS live_from, max(b.live_until) AS live_until,
-               array_agg(b.id) AS ids
-        FROM unnest(claims) b
-        WHERE b.live_until > b.created_at
-        GROUP BY b.x
-        ORDER BY b.x
+        SELECT w.x, min(w.m) AS mode, count(DISTINCT w.m) AS modes,
+               count(*) FILTER (WHERE w.m = 'axn') AS axn,
+               min(w.f) AS live_from, max(w.u) AS live_until, array_agg(w.id) AS ids
+        FROM unnest(xs, modes, ids, froms, untils) AS w(x, m, id, f, u)
+        WHERE w.x <> ALL (shared)
+        GROUP BY w.x
+        ORDER BY w.x
     LOOP
         IF c.modes > 1 THEN
             RAISE EXCEPTION 'two modes on one number in one batch'
@@ -100,13 +114,6 @@ BEGIN
             RAISE EXCEPTION 'two axn bindings on one number in one batch'
                 USING ERRCODE = 'exclusion_violation', CONSTRAINT = 'axn_holds_number_alone';
         END IF;
-        -- Shared: the hold already names this mode and lasts long enough.
-        SELECT n.mode, n.live_until INTO h FROM number_holds n WHERE n.x = c.x;
-        IF FOUND AND c.mode <> 'axn' AND h.mode = c.mode AND h.live_until >= c.live_until THEN
-            SELECT n.mode, n.live_until INTO h FROM number_holds n WHERE n.x = c.x FOR SHARE;
-            CONTINUE WHEN h.mode = c.mode AND h.live_until >= c.live_until;
-        END IF;
-        -- Exclusive: take, extend or switch the hold.
         INSERT INTO number_holds (x, mode, live_until) VALUES (c.x, c.mode, 0)
             ON CONFLICT (x) DO NOTHING;
         SELECT n.mode, n.live_until INTO h FROM number_holds n WHERE n.x = c.x FOR UPDATE;
@@ -147,9 +154,6 @@ DECLARE
     taken bigint;
     refused text;
 BEGIN
-    IF wanted = 0 THEN
-        RETURN;
-    END IF;
     -- One statement cannot take a key twice; the writer's retry one by one
     -- decides between two claims in one batch.
     SELECT w.k INTO refused FROM unnest(xs, keys) AS w(x, k)
@@ -186,12 +190,21 @@ END $$;
 CREATE FUNCTION bindings_hold_on_insert() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     xs text[];
+    modes text[];
     keys text[];
     ids uuid[];
     froms bigint[];
     untils bigint[];
 BEGIN
-    PERFORM hold_numbers(ARRAY(SELECT n::bindings FROM new_bindings n));
+    -- A binding whose range is empty (ended as it began) holds nothing.
+    SELECT array_agg(x), array_agg(mode), array_agg(id), array_agg(created_at),
+           array_agg(live_until)
+    INTO xs, modes, ids, froms, untils
+    FROM new_bindings WHERE live_until > created_at;
+    IF xs IS NULL THEN
+        RETURN NULL;
+    END IF;
+    PERFORM hold_numbers(xs, modes, ids, froms, untils);
     SELECT array_agg(w.x), array_agg(w.k), array_agg(w.id), array_agg(w.f), array_agg(w.u)
     INTO xs, keys, ids, froms, untils
     FROM (
@@ -203,8 +216,9 @@ BEGIN
             WHERE extension IS NOT NULL
     ) w
     WHERE w.u > w.f;
-    PERFORM take_slots(coalesce(xs, '{}'), coalesce(keys, '{}'), coalesce(ids, '{}'),
-                       coalesce(froms, '{}'), coalesce(untils, '{}'));
+    IF xs IS NOT NULL THEN
+        PERFORM take_slots(xs, keys, ids, froms, untils);
+    END IF;
     RETURN NULL;
 END $$;
 
@@ -220,8 +234,9 @@ DECLARE
     changed bigint := GREATEST(NEW.created_at, NEW.updated_at);
     keys text[];
 BEGIN
-    IF NEW.live_until > OLD.live_until THEN
-        PERFORM hold_numbers(ARRAY[NEW]);
+    IF NEW.live_until > OLD.live_until AND NEW.live_until > NEW.created_at THEN
+        PERFORM hold_numbers(ARRAY[NEW.x::text], ARRAY[NEW.mode::text], ARRAY[NEW.id],
+                             ARRAY[NEW.created_at], ARRAY[NEW.live_until]);
     END IF;
     IF NEW.mode = 'axn' THEN
         RETURN NULL;
