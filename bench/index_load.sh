@@ -11,10 +11,9 @@
 #
 # PostgreSQL: a schema of its own (bench_load_<pid>_<random>), created by
 # `maskline migrate`. To make the fill take minutes rather than hours, the
-# three exclusion constraints of `bindings`, the exclusion constraint of
-# `binding_parties` and the trigger that fills `binding_parties` are dropped
-# in that schema before the insert (a node does not read them at start-up;
-# `binding_parties` stays empty). Then VACUUM ANALYZE, as on a database
+# trigger that takes numbers' holds and parties' slots is dropped in that
+# schema before the insert (a node does not read them at start-up; `slots`
+# and `number_holds` stay empty). Then VACUUM ANALYZE, as on a database
 # autovacuum has been through. The schema is dropped at the end.
 #
 # SQLite: a temporary data directory; the server creates the schema on a
@@ -229,15 +228,11 @@ run_pg() {
   NODE_PID=""
   echo "== baseline: empty schema, ready after ${READY_WALL} s, VmRSS $(( base / 1024 )) MiB"
 
-  echo "== filling: 1 tenant, ${NUMBERS} numbers, ${N} bindings (constraints and trigger dropped in ${SCHEMA})"
+  echo "== filling: 1 tenant, ${NUMBERS} numbers, ${N} bindings (slot trigger dropped in ${SCHEMA})"
   local t0
   t0=$(date +%s.%N)
   PG_SCHEMA=$SCHEMA pg <<EOF
-ALTER TABLE bindings DROP CONSTRAINT one_mode_per_number,
-                     DROP CONSTRAINT axn_holds_number_alone,
-                     DROP CONSTRAINT one_binding_per_extension;
-ALTER TABLE binding_parties DROP CONSTRAINT one_binding_per_party_per_number;
-DROP TRIGGER bindings_parties_on_insert ON bindings;
+DROP TRIGGER bindings_hold_on_insert ON bindings;
 INSERT INTO tenants (id, name, api_key_hash, created_at)
   VALUES ('$TENANT_ID', 'bench', decode('$KEY_HASH', 'hex'), $NOW);
 INSERT INTO numbers (number, tenant_id, area, created_at)
