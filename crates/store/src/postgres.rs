@@ -100,12 +100,25 @@ impl PgOptions {
         })
     }
 
+    /// The writer's sessions: a statement timeout.
     fn session(&self) -> PgConnectOptions {
         let ms = self.statement_timeout.as_millis().to_string();
         self.connect
             .clone()
             .application_name("maskline")
             .options([("statement_timeout", ms.as_str())])
+    }
+
+    /// Readers' sessions also plan every statement for its own arguments. A
+    /// cached generic plan is chosen once, from the table's size then, and
+    /// kept until the table is next analysed: one made while `bindings` was
+    /// small scans it whole (48 ms per read-back of a batch at 200,000 rows
+    /// without autovacuum). The writer keeps PostgreSQL's default: planning
+    /// the statements of its batch function and triggers on every batch
+    /// cost it a tenth to a sixth of its binds/s (BENCHMARKS.md §6.0).
+    fn read_session(&self) -> PgConnectOptions {
+        self.session()
+            .options([("plan_cache_mode", "force_custom_plan")])
     }
 }
 
@@ -148,10 +161,11 @@ impl PgStore {
     pub async fn open(options: PgOptions) -> Result<PgStore> {
         migrate(&options).await?;
         let session = options.session();
+        let read_session = options.read_session();
         let pool = PgPoolOptions::new()
             .max_connections(options.pool_size.max(1))
             .acquire_timeout(Duration::from_secs(5))
-            .connect_with(session.clone())
+            .connect_with(read_session)
             .await?;
         // The random low bits of a UUID v7: tells our notifications from others'.
         let node = Uuid::now_v7().as_u128() as u64;
@@ -1601,5 +1615,29 @@ mod tests {
             })
         );
         assert_eq!(parse_notification("garbage", &own), None);
+    }
+
+    /// What a node's read sessions run with, as the server sees it.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn read_sessions_have_a_statement_timeout_and_plan_for_their_arguments() {
+        let schema = crate::testing::Schema::create().await;
+        let mut conn = PgConnection::connect_with(&schema.options(100).read_session())
+            .await
+            .unwrap();
+        let setting = |name: &'static str| {
+            sqlx::query_scalar::<_, String>("SELECT current_setting($1)").bind(name)
+        };
+        let plans = setting("plan_cache_mode")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(plans, "force_custom_plan");
+        let timeout = setting("statement_timeout")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(timeout, "10s");
+        let path = setting("search_path").fetch_one(&mut conn).await.unwrap();
+        assert!(path.starts_with(&schema.name), "{path}");
     }
 }
