@@ -5,9 +5,10 @@
 //! The published crate keeps compiled patterns in one LRU (100 entries, for
 //! every pattern of libphonenumber's metadata) behind a global mutex: every
 //! match locks it, hashes the pattern's text with SipHash and searches while
-//! holding the lock. Validating the two parties of a binding made that about
-//! a quarter of the server's CPU on the bind path, and serialised request
-//! threads on the lock (BENCHMARKS.md §6.0). Matching is the `regex` crate's
+//! holding the lock. Validating the two parties of a binding was about a
+//! quarter of the server's CPU on the bind path, a third of that the lock,
+//! the hash and the LRU, and it serialised request threads on the lock
+//! (BENCHMARKS.md §6.0). Matching is the `regex` crate's
 //! either way, with the same pattern and options, so answers do not change;
 //! `crates/core`'s tests check numbers against libphonenumber's examples.
 
