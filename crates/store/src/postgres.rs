@@ -539,7 +539,7 @@ async fn insert_bindings<'a>(
     touched: &mut Touched,
 ) -> Result<()> {
     let (c, k) = new_bindings(writes, cooldown, events, touched);
-    sqlx::query(
+    let insert = sqlx::query(
         "INSERT INTO bindings (id, tenant_id, mode, x, extension, a, b, area, external_ref, \
          a_to_b, b_to_a, max_call_seconds, record, sms, created_at, updated_at, expires_at, \
          ended_at, end_reason, ends_at, live_until) \
@@ -547,46 +547,21 @@ async fn insert_bindings<'a>(
          $6::text[], $7::text[], $8::text[], $9::text[], $10::bool[], $11::bool[], $12::int8[], \
          $13::bool[], $14::bool[], $15::int8[], $16::int8[], $17::int8[], $18::int8[], \
          $19::text[], $20::int8[], $21::int8[])",
-    )
-    .bind(c.id)
-    .bind(c.tenant)
-    .bind(c.mode)
-    .bind(c.x)
-    .bind(c.extension)
-    .bind(c.a)
-    .bind(c.b)
-    .bind(c.area)
-    .bind(c.external_ref)
-    .bind(c.a_to_b)
-    .bind(c.b_to_a)
-    .bind(c.max_call)
-    .bind(c.record)
-    .bind(c.sms)
-    .bind(c.created_at)
-    .bind(c.updated_at)
-    .bind(c.expires_at)
-    .bind(c.ended_at)
-    .bind(c.end_reason)
-    .bind(c.ends_at)
-    .bind(c.live_until)
-    .execute(&mut *conn)
-    .await
-    .map_err(conflict)?;
-    if !k.key.is_empty() {
-        sqlx::query(
-            "INSERT INTO idempotency (tenant_id, key, request_hash, status, body, created_at) \
-             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::bytea[], $4::int4[], $5::text[], \
-             $6::int8[])",
-        )
-        .bind(k.tenant)
-        .bind(k.key)
-        .bind(k.hash)
-        .bind(k.status)
-        .bind(k.body)
-        .bind(k.created_at)
+    );
+    c.bind_to(insert)
         .execute(&mut *conn)
         .await
         .map_err(conflict)?;
+    if !k.key.is_empty() {
+        let insert = sqlx::query(
+            "INSERT INTO idempotency (tenant_id, key, request_hash, status, body, created_at) \
+             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::bytea[], $4::int4[], $5::text[], \
+             $6::int8[])",
+        );
+        k.bind_to(insert)
+            .execute(&mut *conn)
+            .await
+            .map_err(conflict)?;
     }
     Ok(())
 }
@@ -606,52 +581,18 @@ async fn create_batch(
     let mut touched = Touched::default();
     let (c, k) = new_bindings(&writes, cooldown, &mut events, &mut touched);
     let e = EventArrays::new(&events);
-    sqlx::query(
+    let call = sqlx::query(
         "SELECT create_bindings($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
          $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, \
          $32, $33, $34, $35, $36, $37, $38)",
-    )
-    .bind(c.id)
-    .bind(c.tenant)
-    .bind(c.mode)
-    .bind(c.x)
-    .bind(c.extension)
-    .bind(c.a)
-    .bind(c.b)
-    .bind(c.area)
-    .bind(c.external_ref)
-    .bind(c.a_to_b)
-    .bind(c.b_to_a)
-    .bind(c.max_call)
-    .bind(c.record)
-    .bind(c.sms)
-    .bind(c.created_at)
-    .bind(c.updated_at)
-    .bind(c.expires_at)
-    .bind(c.ended_at)
-    .bind(c.end_reason)
-    .bind(c.ends_at)
-    .bind(c.live_until)
-    .bind(k.tenant)
-    .bind(k.key)
-    .bind(k.hash)
-    .bind(k.status)
-    .bind(k.body)
-    .bind(k.created_at)
-    .bind(e.id)
-    .bind(e.tenant)
-    .bind(e.kind)
-    .bind(e.subject)
-    .bind(e.created)
-    .bind(e.body)
-    .bind(e.state)
-    .bind(e.next)
-    .bind(EVENTS_LOCK)
-    .bind(channel)
-    .bind(notifications(node, &touched))
-    .execute(&mut *conn)
-    .await
-    .map_err(conflict)?;
+    );
+    e.bind_to(k.bind_to(c.bind_to(call)))
+        .bind(EVENTS_LOCK)
+        .bind(channel)
+        .bind(notifications(node, &touched))
+        .execute(&mut *conn)
+        .await
+        .map_err(conflict)?;
     Ok(())
 }
 
@@ -664,6 +605,21 @@ struct IdempotencyArrays {
     status: Vec<i32>,
     body: Vec<String>,
     created_at: Vec<i64>,
+}
+
+/// A statement being given its parameters in order.
+type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
+impl IdempotencyArrays {
+    /// Binds the columns as the next parameters, in table order.
+    fn bind_to(self, q: PgQuery<'_>) -> PgQuery<'_> {
+        q.bind(self.tenant)
+            .bind(self.key)
+            .bind(self.hash)
+            .bind(self.status)
+            .bind(self.body)
+            .bind(self.created_at)
+    }
 }
 
 /// Column arrays of a multi-row binding insert.
@@ -692,6 +648,31 @@ struct BindingArrays {
 }
 
 impl BindingArrays {
+    /// Binds the columns as the next parameters, in table order.
+    fn bind_to(self, q: PgQuery<'_>) -> PgQuery<'_> {
+        q.bind(self.id)
+            .bind(self.tenant)
+            .bind(self.mode)
+            .bind(self.x)
+            .bind(self.extension)
+            .bind(self.a)
+            .bind(self.b)
+            .bind(self.area)
+            .bind(self.external_ref)
+            .bind(self.a_to_b)
+            .bind(self.b_to_a)
+            .bind(self.max_call)
+            .bind(self.record)
+            .bind(self.sms)
+            .bind(self.created_at)
+            .bind(self.updated_at)
+            .bind(self.expires_at)
+            .bind(self.ended_at)
+            .bind(self.end_reason)
+            .bind(self.ends_at)
+            .bind(self.live_until)
+    }
+
     fn with_capacity(n: usize) -> BindingArrays {
         BindingArrays {
             id: Vec::with_capacity(n),
@@ -819,6 +800,21 @@ struct EventArrays<'a> {
 }
 
 impl<'a> EventArrays<'a> {
+    /// Binds the columns as the next parameters, in the order above.
+    fn bind_to<'q>(self, q: PgQuery<'q>) -> PgQuery<'q>
+    where
+        'a: 'q,
+    {
+        q.bind(self.id)
+            .bind(self.tenant)
+            .bind(self.kind)
+            .bind(self.subject)
+            .bind(self.created)
+            .bind(self.body)
+            .bind(self.state)
+            .bind(self.next)
+    }
+
     fn new(events: &[&'a NewEvent]) -> EventArrays<'a> {
         let n = events.len();
         let mut a = EventArrays {
@@ -853,24 +849,17 @@ impl<'a> EventArrays<'a> {
 async fn insert_events(conn: &mut PgConnection, events: &[&NewEvent]) -> Result<()> {
     let e = EventArrays::new(events);
     // WITH ORDINALITY ... ORDER BY: seq follows the order given.
-    sqlx::query(
+    let insert = sqlx::query(
         "INSERT INTO events (id, tenant_id, type, subject, created_at, body, state, \
          next_attempt_at, retry_from) \
          SELECT id, t, k, s, c, body, st, nx, c FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], \
          $4::uuid[], $5::int8[], $6::text[], $7::text[], $8::int8[]) WITH ORDINALITY \
          AS u(id, t, k, s, c, body, st, nx, i) ORDER BY i",
-    )
-    .bind(e.id)
-    .bind(e.tenant)
-    .bind(e.kind)
-    .bind(e.subject)
-    .bind(e.created)
-    .bind(e.body)
-    .bind(e.state)
-    .bind(e.next)
-    .execute(&mut *conn)
-    .await
-    .map_err(conflict)?;
+    );
+    e.bind_to(insert)
+        .execute(&mut *conn)
+        .await
+        .map_err(conflict)?;
     Ok(())
 }
 

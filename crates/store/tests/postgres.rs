@@ -216,6 +216,18 @@ async fn concurrent_nodes_cannot_both_take_a_slot() {
             tasks.push(tokio::spawn(async move { create(&*s, b).await }));
         }
     }
+    assert_eq!(wins(tasks).await, 200);
+    let doubled = count(
+        &schema,
+        "SELECT count(*) FROM (SELECT a FROM bindings GROUP BY x, a HAVING count(*) > 1) d",
+    )
+    .await;
+    assert_eq!(doubled, 0);
+}
+
+/// How many of the racing writes committed; any failure but `Taken` fails
+/// the test.
+async fn wins(tasks: Vec<tokio::task::JoinHandle<Result<(), Error>>>) -> usize {
     let mut won = 0;
     for t in tasks {
         match t.await.unwrap() {
@@ -224,15 +236,12 @@ async fn concurrent_nodes_cannot_both_take_a_slot() {
             Err(e) => panic!("{e}"),
         }
     }
-    assert_eq!(won, 200);
+    won
+}
+
+async fn count(schema: &pg::Schema, sql: &'static str) -> i64 {
     let mut conn = schema.connect().await;
-    let doubled: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM (SELECT a FROM bindings GROUP BY x, a HAVING count(*) > 1) d",
-    )
-    .fetch_one(&mut conn)
-    .await
-    .unwrap();
-    assert_eq!(doubled, 0);
+    sqlx::query_scalar(sql).fetch_one(&mut conn).await.unwrap()
 }
 
 async fn update(s: &dyn Store, b: &Binding) -> Result<(), Error> {
@@ -355,22 +364,12 @@ async fn concurrent_nodes_cannot_both_take_a_number_in_two_modes() {
         tasks.push(tokio::spawn(async move { create(&*s1, axb).await }));
         tasks.push(tokio::spawn(async move { create(&*s2, axn).await }));
     }
-    let mut won = 0;
-    for t in tasks {
-        match t.await.unwrap() {
-            Ok(()) => won += 1,
-            Err(Error::Taken(_)) => {}
-            Err(e) => panic!("{e}"),
-        }
-    }
-    assert_eq!(won, 200);
-    let mut conn = schema.connect().await;
-    let mixed: i64 = sqlx::query_scalar(
+    assert_eq!(wins(tasks).await, 200);
+    let mixed = count(
+        &schema,
         "SELECT count(*) FROM (SELECT x FROM bindings GROUP BY x HAVING count(*) > 1) d",
     )
-    .fetch_one(&mut conn)
-    .await
-    .unwrap();
+    .await;
     assert_eq!(mixed, 0);
 }
 
