@@ -8,7 +8,6 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use maskline_core::Region;
-use serde::Deserialize;
 
 /// A configuration problem, naming the key at fault.
 #[derive(Debug)]
@@ -108,76 +107,66 @@ impl fmt::Debug for Config {
     }
 }
 
-/// The TOML file's shape: the same keys as the variables, lower-case and
-/// without the `MASKLINE_` prefix.
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct File {
-    data_dir: Option<String>,
-    database_url: Option<String>,
-    database_pool_size: Option<i64>,
-    database_statement_timeout_ms: Option<i64>,
-    http_listen: Option<String>,
-    admin_key: Option<String>,
-    switch_key: Option<String>,
-    default_region: Option<String>,
-    sip_listen: Option<String>,
-    sip_outbound: Option<String>,
-    sip_outbound_transport: Option<String>,
-    sip_advertise: Option<String>,
-    sip_trusted: Option<Trusted>,
-    sip_ring_timeout_secs: Option<i64>,
-    sip_t1_ms: Option<i64>,
-    sip_t2_ms: Option<i64>,
-    cooldown_secs: Option<i64>,
-    default_ttl_secs: Option<i64>,
-    max_ttl_secs: Option<i64>,
-    extension_length: Option<i64>,
-    shutdown_grace_secs: Option<i64>,
-    log_format: Option<String>,
-    webhook_timeout_ms: Option<i64>,
-    webhook_retry_window_secs: Option<i64>,
-    webhook_first_retry_ms: Option<i64>,
-    webhook_max_backoff_secs: Option<i64>,
-    webhook_concurrency: Option<i64>,
+/// One configuration key: its name in the TOML file (the variable is
+/// `MASKLINE_` and the name in upper case) and its default as a variable
+/// would hold it (`None`: unset; lists comma-separated). These are the
+/// defaults `Config::from_sources` applies; the shipped configuration
+/// (`debian/maskline.toml`) lists every key with them.
+pub struct Key {
+    pub name: &'static str,
+    pub default: Option<&'static str>,
 }
 
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Trusted {
-    One(String),
-    Many(Vec<String>),
+const fn key(name: &'static str, default: Option<&'static str>) -> Key {
+    Key { name, default }
 }
 
-const KEYS: &[&str] = &[
-    "data_dir",
-    "database_url",
-    "database_pool_size",
-    "database_statement_timeout_ms",
-    "http_listen",
-    "admin_key",
-    "switch_key",
-    "default_region",
-    "sip_listen",
-    "sip_outbound",
-    "sip_outbound_transport",
-    "sip_advertise",
-    "sip_trusted",
-    "sip_ring_timeout_secs",
-    "sip_t1_ms",
-    "sip_t2_ms",
-    "cooldown_secs",
-    "default_ttl_secs",
-    "max_ttl_secs",
-    "extension_length",
-    "shutdown_grace_secs",
-    "log_format",
-    "webhook_timeout_ms",
-    "webhook_retry_window_secs",
-    "webhook_first_retry_ms",
-    "webhook_max_backoff_secs",
-    "webhook_concurrency",
+pub const KEYS: &[Key] = &[
+    key("data_dir", Some("./maskline-data")),
+    key("database_url", None),
+    key("database_pool_size", Some("8")),
+    key("database_statement_timeout_ms", Some("10000")),
+    key("http_listen", Some("127.0.0.1:8080")),
+    key("admin_key", None),
+    key("switch_key", None),
+    key("default_region", Some("CN")),
+    key("sip_listen", Some("127.0.0.1:5060")),
+    key("sip_advertise", None),
+    key("sip_outbound", None),
+    key("sip_outbound_transport", Some("udp")),
+    key("sip_trusted", Some("127.0.0.1/32")),
+    key("sip_ring_timeout_secs", Some("60")),
+    key("sip_t1_ms", Some("500")),
+    key("sip_t2_ms", Some("4000")),
+    key("cooldown_secs", Some("3600")),
+    key("default_ttl_secs", Some("86400")),
+    key("max_ttl_secs", Some("15552000")),
+    key("extension_length", Some("4")),
+    key("webhook_timeout_ms", Some("5000")),
+    key("webhook_retry_window_secs", Some("86400")),
+    key("webhook_first_retry_ms", Some("2000")),
+    key("webhook_max_backoff_secs", Some("3600")),
+    key("webhook_concurrency", Some("16")),
+    key("shutdown_grace_secs", Some("10")),
+    key("log_format", Some("text")),
 ];
+
+/// A TOML value as the text a variable would hold: strings as they are,
+/// arrays joined with commas.
+fn toml_text(value: &toml::Value) -> Option<String> {
+    match value {
+        toml::Value::String(s) => Some(s.clone()),
+        toml::Value::Integer(n) => Some(n.to_string()),
+        toml::Value::Float(f) => Some(f.to_string()),
+        toml::Value::Boolean(b) => Some(b.to_string()),
+        toml::Value::Array(items) => items
+            .iter()
+            .map(toml_text)
+            .collect::<Option<Vec<_>>>()
+            .map(|v| v.join(",")),
+        toml::Value::Datetime(_) | toml::Value::Table(_) => None,
+    }
+}
 
 impl Config {
     /// Reads `file` (if given) and then the environment.
@@ -192,100 +181,42 @@ impl Config {
         file: Option<&Path>,
         env: &BTreeMap<String, String>,
     ) -> Result<Config, ConfigError> {
-        let parsed: File = match file {
-            None => File::default(),
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| err("--config", format!("cannot read {}: {e}", path.display())))?;
-                toml::from_str(&text).map_err(|e| {
-                    // The message only, with the line number: toml's own
-                    // rendering quotes the line, which may hold a key.
-                    let line = e
-                        .span()
-                        .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
-                    let at = line.map_or_else(String::new, |l| format!(" (line {l})"));
-                    err(
-                        &path.display().to_string(),
-                        format!("{}{at}", e.message().trim()),
-                    )
-                })?
-            }
-        };
+        // key -> (value, where it came from, for messages)
         let mut values: BTreeMap<&str, (String, String)> = BTreeMap::new();
-        let mut put = |key: &'static str, value: Option<String>, source: String| {
-            if let Some(v) = value {
-                values.insert(key, (v, source));
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| err("--config", format!("cannot read {}: {e}", path.display())))?;
+            let table: toml::Table = toml::from_str(&text).map_err(|e| {
+                // The message only, with the line number: toml's own
+                // rendering quotes the line, which may hold a key.
+                let line = e
+                    .span()
+                    .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+                let at = line.map_or_else(String::new, |l| format!(" (line {l})"));
+                err(
+                    &path.display().to_string(),
+                    format!("{}{at}", e.message().trim()),
+                )
+            })?;
+            for (name, value) in &table {
+                let src = format!("{name} (config file)");
+                let Some(key) = KEYS.iter().find(|k| k.name == name) else {
+                    return Err(err(&src, "is not a configuration key"));
+                };
+                let text = toml_text(value)
+                    .ok_or_else(|| err(&src, "must be a string, a number or a list"))?;
+                values.insert(key.name, (text, src));
             }
-        };
-        let file_src = |k: &str| format!("{k} (config file)");
-        put("data_dir", parsed.data_dir, file_src("data_dir"));
-        put(
-            "database_url",
-            parsed.database_url,
-            file_src("database_url"),
-        );
-        put("http_listen", parsed.http_listen, file_src("http_listen"));
-        put("admin_key", parsed.admin_key, file_src("admin_key"));
-        put("switch_key", parsed.switch_key, file_src("switch_key"));
-        put(
-            "default_region",
-            parsed.default_region,
-            file_src("default_region"),
-        );
-        put("sip_listen", parsed.sip_listen, file_src("sip_listen"));
-        put(
-            "sip_outbound",
-            parsed.sip_outbound,
-            file_src("sip_outbound"),
-        );
-        put(
-            "sip_trusted",
-            parsed.sip_trusted.map(|t| match t {
-                Trusted::One(s) => s,
-                Trusted::Many(v) => v.join(","),
-            }),
-            file_src("sip_trusted"),
-        );
-        put(
-            "sip_outbound_transport",
-            parsed.sip_outbound_transport,
-            file_src("sip_outbound_transport"),
-        );
-        put(
-            "sip_advertise",
-            parsed.sip_advertise,
-            file_src("sip_advertise"),
-        );
-        for (key, v) in [
-            ("database_pool_size", parsed.database_pool_size),
-            (
-                "database_statement_timeout_ms",
-                parsed.database_statement_timeout_ms,
-            ),
-            ("sip_ring_timeout_secs", parsed.sip_ring_timeout_secs),
-            ("sip_t1_ms", parsed.sip_t1_ms),
-            ("sip_t2_ms", parsed.sip_t2_ms),
-            ("cooldown_secs", parsed.cooldown_secs),
-            ("default_ttl_secs", parsed.default_ttl_secs),
-            ("max_ttl_secs", parsed.max_ttl_secs),
-            ("extension_length", parsed.extension_length),
-            ("shutdown_grace_secs", parsed.shutdown_grace_secs),
-            ("webhook_timeout_ms", parsed.webhook_timeout_ms),
-            (
-                "webhook_retry_window_secs",
-                parsed.webhook_retry_window_secs,
-            ),
-            ("webhook_first_retry_ms", parsed.webhook_first_retry_ms),
-            ("webhook_max_backoff_secs", parsed.webhook_max_backoff_secs),
-            ("webhook_concurrency", parsed.webhook_concurrency),
-        ] {
-            put(key, v.map(|n| n.to_string()), file_src(key));
         }
-        put("log_format", parsed.log_format, file_src("log_format"));
         for key in KEYS {
-            let var = format!("MASKLINE_{}", key.to_ascii_uppercase());
+            let var = format!("MASKLINE_{}", key.name.to_ascii_uppercase());
             if let Some(v) = env.get(&var) {
-                values.insert(key, (v.clone(), var));
+                values.insert(key.name, (v.clone(), var));
+            }
+            if let Some(default) = key.default {
+                values
+                    .entry(key.name)
+                    .or_insert_with(|| (default.to_owned(), key.name.to_owned()));
             }
         }
 
@@ -295,21 +226,20 @@ impl Config {
                 .map(|(v, _)| v.to_owned())
                 .filter(|v| !v.is_empty())
         };
-        let addr = |key: &str, default: &str| -> Result<SocketAddr, ConfigError> {
-            let (v, src) = get(key).unwrap_or((default, key));
+        // Every key these two read has a default, so a value.
+        let addr = |key: &str| -> Result<SocketAddr, ConfigError> {
+            let (v, src) = get(key).unwrap_or(("", key));
             v.parse()
                 .map_err(|_| err(src, format!("{v:?} is not an address like 127.0.0.1:8080")))
         };
-        let int = |key: &str, default: i64, min: i64, max: i64| -> Result<i64, ConfigError> {
-            match get(key) {
-                None => Ok(default),
-                Some((v, src)) => match v.parse::<i64>() {
-                    Ok(n) if (min..=max).contains(&n) => Ok(n),
-                    _ => Err(err(
-                        src,
-                        format!("{v:?} must be an integer from {min} to {max}"),
-                    )),
-                },
+        let int = |key: &str, min: i64, max: i64| -> Result<i64, ConfigError> {
+            let (v, src) = get(key).unwrap_or(("", key));
+            match v.parse::<i64>() {
+                Ok(n) if (min..=max).contains(&n) => Ok(n),
+                _ => Err(err(
+                    src,
+                    format!("{v:?} must be an integer from {min} to {max}"),
+                )),
             }
         };
 
@@ -331,7 +261,7 @@ impl Config {
                 .map_err(|_| err(src, format!("{v:?} is not a region code like CN or US")))?,
         };
         let sip_trusted = {
-            let (v, src) = get("sip_trusted").unwrap_or(("127.0.0.1/32", "sip_trusted"));
+            let (v, src) = get("sip_trusted").unwrap_or(("", "sip_trusted"));
             v.split(',')
                 .map(str::trim)
                 .filter(|s| !s.is_empty())
@@ -351,9 +281,9 @@ impl Config {
                 return Err(err(src, format!("{o:?} is not host:port")));
             }
         }
-        let cooldown_secs = int("cooldown_secs", 3600, 0, 365 * 86_400)?;
-        let max_ttl_secs = int("max_ttl_secs", 180 * 86_400, 1, 10 * 365 * 86_400)?;
-        let default_ttl_secs = int("default_ttl_secs", 86_400, 1, 10 * 365 * 86_400)?;
+        let cooldown_secs = int("cooldown_secs", 0, 365 * 86_400)?;
+        let max_ttl_secs = int("max_ttl_secs", 1, 10 * 365 * 86_400)?;
+        let default_ttl_secs = int("default_ttl_secs", 1, 10 * 365 * 86_400)?;
         if default_ttl_secs > max_ttl_secs {
             let src = get("default_ttl_secs").map_or("default_ttl_secs", |(_, s)| s);
             return Err(err(src, "must not exceed max_ttl_secs"));
@@ -369,7 +299,7 @@ impl Config {
             Some(("tcp", _)) => maskline_sip::Transport::Tcp,
             Some((v, src)) => return Err(err(src, format!("{v:?} must be udp or tcp"))),
         };
-        let sip_listen = addr("sip_listen", "127.0.0.1:5060")?;
+        let sip_listen = addr("sip_listen")?;
         let sip_advertise = match text("sip_advertise") {
             Some(a) => a,
             None if sip_listen.ip().is_unspecified() => {
@@ -381,8 +311,8 @@ impl Config {
             }
             None => sip_listen.to_string(),
         };
-        let sip_t1_ms = int("sip_t1_ms", 500, 10, 10_000)? as u64;
-        let sip_t2_ms = int("sip_t2_ms", 4_000, 10, 60_000)? as u64;
+        let sip_t1_ms = int("sip_t1_ms", 10, 10_000)? as u64;
+        let sip_t2_ms = int("sip_t2_ms", 10, 60_000)? as u64;
         if sip_t2_ms < sip_t1_ms {
             let src = get("sip_t2_ms").map_or("sip_t2_ms", |(_, s)| s);
             return Err(err(src, "must not be less than sip_t1_ms"));
@@ -394,15 +324,16 @@ impl Config {
                 return Err(err(src, "must be at least 16 characters"));
             }
         }
+        let data_dir = text("data_dir").ok_or_else(|| {
+            let src = get("data_dir").map_or("data_dir", |(_, s)| s);
+            err(src, "must not be empty")
+        })?;
         Ok(Config {
-            data_dir: PathBuf::from(
-                text("data_dir").unwrap_or_else(|| "./maskline-data".to_owned()),
-            ),
+            data_dir: PathBuf::from(data_dir),
             database_url,
-            database_pool_size: int("database_pool_size", 8, 1, 256)? as u32,
-            database_statement_timeout_ms: int("database_statement_timeout_ms", 10000, 0, 3600000)?
-                as u64,
-            http_listen: addr("http_listen", "127.0.0.1:8080")?,
+            database_pool_size: int("database_pool_size", 1, 256)? as u32,
+            database_statement_timeout_ms: int("database_statement_timeout_ms", 0, 3600000)? as u64,
+            http_listen: addr("http_listen")?,
             admin_key: text("admin_key"),
             switch_key: text("switch_key"),
             default_region,
@@ -411,7 +342,7 @@ impl Config {
             sip_outbound_transport,
             sip_advertise,
             sip_trusted,
-            sip_ring_timeout_secs: int("sip_ring_timeout_secs", 60, 1, 3600)? as u64,
+            sip_ring_timeout_secs: int("sip_ring_timeout_secs", 1, 3600)? as u64,
             sip_t1_ms,
             sip_t2_ms,
             cooldown_secs,
@@ -419,17 +350,16 @@ impl Config {
             max_ttl_secs,
             extension_length: int(
                 "extension_length",
-                4,
                 1,
                 i64::from(maskline_core::MAX_EXTENSION_LEN),
             )? as u8,
-            shutdown_grace_secs: int("shutdown_grace_secs", 10, 0, 3600)? as u64,
+            shutdown_grace_secs: int("shutdown_grace_secs", 0, 3600)? as u64,
             log_format,
-            webhook_timeout_ms: int("webhook_timeout_ms", 5000, 100, 60000)? as u64,
-            webhook_retry_window_secs: int("webhook_retry_window_secs", 86400, 60, 2592000)? as u64,
-            webhook_first_retry_ms: int("webhook_first_retry_ms", 2000, 10, 600000)? as u64,
-            webhook_max_backoff_secs: int("webhook_max_backoff_secs", 3600, 1, 86400)? as u64,
-            webhook_concurrency: int("webhook_concurrency", 16, 1, 256)? as u64,
+            webhook_timeout_ms: int("webhook_timeout_ms", 100, 60000)? as u64,
+            webhook_retry_window_secs: int("webhook_retry_window_secs", 60, 2592000)? as u64,
+            webhook_first_retry_ms: int("webhook_first_retry_ms", 10, 600000)? as u64,
+            webhook_max_backoff_secs: int("webhook_max_backoff_secs", 1, 86400)? as u64,
+            webhook_concurrency: int("webhook_concurrency", 1, 256)? as u64,
         })
     }
 
@@ -552,5 +482,49 @@ mod tests {
         .unwrap();
         let dbg = format!("{c:?}");
         assert!(!dbg.contains("super-secret"));
+    }
+
+    /// The package's /etc/maskline/maskline.toml: valid, every key listed
+    /// once, commented with its default unless the package sets it.
+    #[test]
+    fn shipped_config_lists_every_key_with_its_default() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("debian/maskline.toml");
+        let c = Config::from_sources(Some(&path), &env(&[])).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/var/lib/maskline"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut seen = BTreeMap::new();
+        for line in text.lines() {
+            let (commented, rest) = match line.strip_prefix("# ") {
+                Some(rest) => (true, rest),
+                None => (false, line),
+            };
+            let Some((name, value)) = rest.split_once(" = ") else {
+                continue;
+            };
+            let Some(key) = KEYS.iter().find(|k| k.name == name) else {
+                continue;
+            };
+            assert!(
+                seen.insert(name, commented).is_none(),
+                "{name} listed twice"
+            );
+            let value: toml::Table = toml::from_str(&format!("v = {value}")).unwrap();
+            let value = toml_text(&value["v"]).unwrap();
+            match (commented, key.default) {
+                (true, Some(default)) => assert_eq!(value, default, "{name}: not its default"),
+                (true, None) => {}
+                (false, None) => panic!("{name} has no default and must stay commented"),
+                (false, Some(_)) => assert_eq!(name, "data_dir", "set by the package"),
+            }
+        }
+        let missing: Vec<_> = KEYS
+            .iter()
+            .filter(|k| !seen.contains_key(k.name))
+            .map(|k| k.name)
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "not in the shipped configuration: {missing:?}"
+        );
     }
 }

@@ -34,6 +34,9 @@ enum Command {
     Serve,
     /// Apply the PostgreSQL schema's migrations (MASKLINE_DATABASE_URL) and exit.
     Migrate,
+    /// Validate the configuration (file and MASKLINE_* environment) without
+    /// binding or opening anything: exit 0, or 64 naming the key at fault.
+    CheckConfig,
     /// Manage tenants (talks to the running server with the admin key).
     Tenant {
         #[command(subcommand)]
@@ -98,6 +101,14 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    if let Command::CheckConfig = args.command {
+        let from = args
+            .config
+            .as_deref()
+            .map_or_else(|| "defaults".to_owned(), |p| format!("{}", p.display()));
+        println!("maskline: configuration is valid ({from} and MASKLINE_* environment)");
+        return ExitCode::SUCCESS;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -112,6 +123,7 @@ fn main() -> ExitCode {
         match args.command {
             Command::Serve => serve::run(config).await,
             Command::Migrate => serve::migrate(config).await,
+            Command::CheckConfig => Ok(()),
             Command::Tenant {
                 command: TenantCommand::Create { name },
                 server,

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::receiver::Receiver;
 use common::{ADMIN_KEY, SWITCH_KEY, Server, eventually, party, x};
-use maskline_store::testing::Schema;
+use maskline_store::testing::{self, Schema};
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -385,21 +385,13 @@ impl Relay {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_node_that_loses_the_database_routes_from_memory_and_catches_up() {
     let schema = Schema::create().await;
-    let relay = Relay::start("127.0.0.1:5432").await;
+    let relay = Relay::start(&testing::server_addr().to_string()).await;
     let direct = schema.url();
     // Node 2 reaches PostgreSQL only through the relay.
-    let relayed = {
-        let base = maskline_store::testing::server_url();
-        let rest = base
-            .split_once("@127.0.0.1:5432")
-            .map(|(a, b)| (a.to_owned(), b.to_owned()));
-        let (user, db) = rest.expect("the test server URL is on 127.0.0.1:5432");
-        direct.replacen(
-            &format!("{user}@127.0.0.1:5432{db}"),
-            &format!("{user}@127.0.0.1:{}{db}", relay.port),
-            1,
-        )
-    };
+    let relayed = testing::url_via(
+        &direct,
+        format!("127.0.0.1:{}", relay.port).parse().unwrap(),
+    );
     assert_ne!(relayed, direct);
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("1")).unwrap();

@@ -22,6 +22,7 @@ use tokio::sync::oneshot;
 mod postgres;
 mod rows;
 mod sqlite;
+#[cfg(feature = "testing")]
 pub mod testing;
 
 pub use postgres::{PgOptions, PgStore, migrate as migrate_postgres};
