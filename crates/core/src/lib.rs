@@ -11,6 +11,8 @@
 //!   answers route decisions.
 //! - [`route`]: the [`Decision`] values.
 //! - [`call`], [`event`]: CDRs and the names of events.
+//! - [`sms`]: texts: statuses, extensions in texts, pick-up and verification
+//!   codes, the marketing filter.
 
 #![forbid(unsafe_code)]
 // Input must never reach a panic: no unwrap/expect outside tests.
@@ -22,6 +24,7 @@ pub mod event;
 pub mod index;
 pub mod number;
 pub mod route;
+pub mod sms;
 
 pub use binding::{
     Binding, BindingId, BindingStatus, Controls, EndReason, Extension, MAX_EXTENSION_LEN, Mode,
@@ -35,6 +38,7 @@ pub use index::{
 };
 pub use number::{Area, Masked, Number, Region};
 pub use route::{Channel, Connect, Decision, Direction, Inbound, Prompt, RejectReason};
+pub use sms::{MessageId, MessageReason, MessageStatus};
 
 /// Everything the core refuses. Each variant is one stable reason that the
 /// edges map to their protocol (HTTP problem codes, SIP statuses).
@@ -84,4 +88,6 @@ pub enum Error {
     DuplicateBinding,
     #[error("the index is full")]
     CapacityExceeded,
+    #[error("a rule is a regular expression of 1 to 512 characters")]
+    InvalidRule,
 }

@@ -1,0 +1,458 @@
+//! Pick-up codes in courier, locker and station texts, and verification
+//! codes (which always pass the marketing filter).
+//!
+//! The text is cut into code-like tokens (runs of letters, digits and
+//! dashes). Each token's shape says what it could be (a shelf code such as
+//! `12-3-4567` or `A12-3456`, a run of digits, something else) and the words
+//! around it say what it is: a code after 取件码 or "pickup code", a
+//! tracking number after 运单号, a phone number, a time, a date, a locker
+//! slot before 号柜. The best-scoring candidate in a text that speaks of
+//! collecting a parcel is its pick-up code.
+
+use super::text::{fold, is_token_char};
+
+/// The pick-up code in `text`, folded to ASCII (`１２－３` is `12-3`),
+/// letters upper-case; `None` when `text` is no pick-up notice or names no
+/// code.
+pub fn pickup_code(text: &str) -> Option<String> {
+    let folded: Vec<char> = fold(text).chars().collect();
+    let s: String = folded.iter().collect();
+    if !PICKUP_CONTEXT.iter().any(|w| s.contains(w)) {
+        return None;
+    }
+    let mut best: Option<(i32, Token)> = None;
+    for token in tokens(&folded) {
+        let Some(score) = score(&folded, &token) else {
+            continue;
+        };
+        if best.as_ref().is_none_or(|(b, _)| score > *b) {
+            best = Some((score, token));
+        }
+    }
+    let (score, token) = best?;
+    (score >= THRESHOLD).then(|| {
+        folded[token.start..token.end]
+            .iter()
+            .collect::<String>()
+            .to_ascii_uppercase()
+    })
+}
+
+/// Whether `text` carries a one-time verification (login, payment) code.
+pub fn is_verification(text: &str) -> bool {
+    let folded: Vec<char> = fold(text).chars().collect();
+    let s: String = folded.iter().collect();
+    if !VERIFICATION_WORDS.iter().any(|w| s.contains(w)) {
+        return false;
+    }
+    tokens(&folded).iter().any(|t| {
+        let body = &folded[t.start..t.end];
+        let digits = body.iter().filter(|c| c.is_ascii_digit()).count();
+        (4..=8).contains(&digits) && body.iter().all(|c| c.is_ascii_alphanumeric())
+    })
+}
+
+/// A candidate needs this score: a keyword, or a shelf code in a pick-up
+/// text.
+const THRESHOLD: i32 = 5;
+
+/// Words without which a text is no pick-up notice.
+const PICKUP_CONTEXT: &[&str] = &[
+    "取件",
+    "取货",
+    "提货",
+    "领取",
+    "取快递",
+    "驿站",
+    "快递柜",
+    "丰巢",
+    "包裹",
+    "快件",
+    "货架",
+    "自提",
+    "代收点",
+    "收件码",
+    "开箱",
+    "parcel",
+    "package",
+    "pickup",
+    "pick-up",
+    "pick up",
+    "collect",
+    "locker",
+    "shipment",
+];
+
+/// Words right before a code that name it a pick-up code (folded, lower
+/// case), strongest first.
+const CODE_WORDS: &[&str] = &[
+    "取件码",
+    "提货码",
+    "取货码",
+    "取件密码",
+    "取件号",
+    "开箱码",
+    "开柜码",
+    "提取码",
+    "收件码",
+    "自提码",
+    "凭码",
+    "pickup code",
+    "pick-up code",
+    "pick up code",
+    "collection code",
+    "collect code",
+    "locker code",
+    "open code",
+    "access code",
+    "release code",
+    "pin code",
+    "pin",
+    "code",
+    "码",
+];
+
+/// Words that make a number anything but a pick-up code when they come
+/// right before it.
+const NOT_CODE_BEFORE: &[&str] = &[
+    "单号",
+    "运单",
+    "快递单",
+    "订单",
+    "tracking",
+    "track",
+    "waybill",
+    "order",
+    "ref",
+    "电话",
+    "手机",
+    "联系",
+    "热线",
+    "致电",
+    "拨打",
+    "客服",
+    "tel",
+    "phone",
+    "call",
+    "mobile",
+    "柜号",
+    "格口",
+    "箱号",
+    "柜",
+    "locker",
+    "slot",
+    "box",
+    "compartment",
+    "door",
+    "门牌",
+    "房间",
+    "room",
+    "验证码",
+    "校验码",
+    "动态码",
+    "verification",
+    "¥",
+    "$",
+    "£",
+    "€",
+    "rmb",
+];
+
+/// What may follow a number that is not a code: units, slots, times,
+/// dates, money.
+const NOT_CODE_AFTER: &[&str] = &[
+    "号柜",
+    "号格",
+    "号箱",
+    "号货架",
+    "号门",
+    "号楼",
+    "号",
+    "点",
+    "时",
+    "分",
+    "秒",
+    "月",
+    "日",
+    "年",
+    "元",
+    "块",
+    "楼",
+    "层",
+    "室",
+    "栋",
+    "单元",
+    "米",
+    "天",
+    "小时",
+    "分钟",
+    "件",
+    "个",
+    ":",
+    "/",
+    ".",
+    "am",
+    "pm",
+    "%",
+];
+
+const VERIFICATION_WORDS: &[&str] = &[
+    "验证码",
+    "校验码",
+    "动态码",
+    "动态密码",
+    "确认码",
+    "安全码",
+    "授权码",
+    "verification code",
+    "verify code",
+    "security code",
+    "one-time",
+    "otp",
+    "login code",
+    "passcode",
+    "authentication code",
+    "confirmation code",
+];
+
+#[derive(Clone, Copy, Debug)]
+struct Token {
+    /// Char positions in the folded text, dashes trimmed from both ends.
+    start: usize,
+    end: usize,
+}
+
+fn tokens(s: &[char]) -> Vec<Token> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < s.len() {
+        if !is_token_char(s[i]) {
+            i += 1;
+            continue;
+        }
+        let mut j = i;
+        while j < s.len() && is_token_char(s[j]) {
+            j += 1;
+        }
+        let (mut a, mut b) = (i, j);
+        while a < b && s[a] == '-' {
+            a += 1;
+        }
+        while b > a && s[b - 1] == '-' {
+            b -= 1;
+        }
+        if a < b {
+            out.push(Token { start: a, end: b });
+        }
+        i = j;
+    }
+    out
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Shape {
+    /// Dash-separated groups with digits: `12-3-4567`, `A12-3456`.
+    Shelf,
+    /// 4 to 8 digits.
+    Digits,
+    /// One or two letters and 4 to 8 digits: `AB123456`.
+    LetterDigits,
+}
+
+fn shape(body: &[char]) -> Option<Shape> {
+    let digits = body.iter().filter(|c| c.is_ascii_digit()).count();
+    let letters = body.iter().filter(|c| c.is_ascii_alphabetic()).count();
+    let groups: Vec<&[char]> = body.split(|&c| c == '-').collect();
+    if groups.len() >= 2 {
+        let ok = groups.len() <= 4
+            && groups.iter().all(|g| !g.is_empty() && g.len() <= 6)
+            && digits >= 3
+            && letters <= 3
+            && !is_date(&groups)
+            && !is_phone_groups(&groups);
+        return ok.then_some(Shape::Shelf);
+    }
+    if letters == 0 && (4..=8).contains(&digits) {
+        return Some(Shape::Digits);
+    }
+    let lead = body.iter().take_while(|c| c.is_ascii_alphabetic()).count();
+    (lead == letters && (1..=2).contains(&letters) && (4..=8).contains(&digits))
+        .then_some(Shape::LetterDigits)
+}
+
+fn all_digits(g: &[char]) -> bool {
+    g.iter().all(char::is_ascii_digit)
+}
+
+fn number(g: &[char]) -> Option<u32> {
+    if g.is_empty() || g.len() > 9 || !all_digits(g) {
+        return None;
+    }
+    g.iter().collect::<String>().parse().ok()
+}
+
+/// `2026-12-05`, `12-05` as a month and day after a year.
+fn is_date(groups: &[&[char]]) -> bool {
+    let n: Vec<Option<u32>> = groups.iter().map(|g| number(g)).collect();
+    match n.as_slice() {
+        [Some(y), Some(m), Some(d)] => {
+            groups[0].len() == 4
+                && (1990..=2099).contains(y)
+                && (1..=12).contains(m)
+                && (1..=31).contains(d)
+        }
+        [Some(y), Some(m)] => {
+            groups[0].len() == 4 && (1990..=2099).contains(y) && (1..=12).contains(m)
+        }
+        _ => false,
+    }
+}
+
+/// `021-5555-1234`, `400-111-1111`, `0571-87654321`.
+fn is_phone_groups(groups: &[&[char]]) -> bool {
+    if !groups.iter().all(|g| all_digits(g)) {
+        return false;
+    }
+    let total: usize = groups.iter().map(|g| g.len()).sum();
+    let first = groups[0];
+    let area = first.len() >= 3 && first[0] == '0';
+    let hotline = first.len() == 3 && matches!(first, ['4', '0', '0'] | ['8', '0', '0']);
+    (area || hotline) && total >= 9 || total >= 10
+}
+
+fn score(s: &[char], t: &Token) -> Option<i32> {
+    let body = &s[t.start..t.end];
+    let shape = shape(body)?;
+    let before = context_before(s, t.start);
+    let after: String = s[t.end..].iter().take(4).collect();
+    let after = after.trim_start();
+    // `12:30`, `3号柜`, `12月`, `2.50`; a full stop ends a sentence.
+    let full_stop = after.starts_with('.') && !after[1..].starts_with(|c: char| c.is_ascii_digit());
+    if !full_stop && NOT_CODE_AFTER.iter().any(|w| after.starts_with(w)) {
+        return None;
+    }
+    if before.ends_with(':') || before.ends_with('/') {
+        // The tail of a time or a date.
+        let prev = before.trim_end_matches([':', '/']);
+        if prev.ends_with(|c: char| c.is_ascii_digit()) {
+            return None;
+        }
+    }
+    let keyword = nearest(&before, CODE_WORDS);
+    let negative = nearest(&before, NOT_CODE_BEFORE);
+    let mut score = match (keyword, negative) {
+        // The nearest word decides: `运单号 SF… 取件码 1234` has both.
+        (Some(k), Some(n)) if n < k => return None,
+        (None, Some(_)) => return None,
+        (Some(k), _) => 10 - k.min(6) as i32,
+        (None, None) => 0,
+    };
+    if before.ends_with('凭') || before.ends_with("凭 ") {
+        score = score.max(8);
+    }
+    match shape {
+        Shape::Shelf => score += 5,
+        Shape::Digits => {}
+        Shape::LetterDigits => score -= 2,
+    }
+    Some(score)
+}
+
+/// Up to 12 chars before `start`, with the separators a code word is
+/// followed by (`：`, `是`, `为`, `is`, brackets, spaces) stripped from
+/// its end.
+fn context_before(s: &[char], start: usize) -> String {
+    let from = start.saturating_sub(12);
+    let mut before: String = s[from..start].iter().collect();
+    loop {
+        let trimmed = before
+            .trim_end_matches([
+                ' ', ':', '：', '是', '为', '【', '[', '(', '（', '"', '“', '「', ',', '，',
+            ])
+            .trim_end_matches(" is")
+            .trim_end_matches(" was")
+            .trim_end_matches(" number")
+            .trim_end_matches("号码")
+            .trim_end_matches("号");
+        if trimmed.len() == before.len() {
+            return before;
+        }
+        before = trimmed.to_owned();
+    }
+}
+
+/// How far (in chars) from the end of `before` the nearest of `words`
+/// ends, if one occurs.
+fn nearest(before: &str, words: &[&str]) -> Option<usize> {
+    words
+        .iter()
+        .filter_map(|w| {
+            before
+                .rfind(w)
+                .map(|at| before[at + w.len()..].chars().count())
+        })
+        .min()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_after_keywords() {
+        for (text, code) in [
+            (
+                "【菜鸟驿站】您的包裹已到站，取件码12-3-4567，请及时领取",
+                "12-3-4567",
+            ),
+            (
+                "【丰巢】取件码：52837196，请到幸福路188号丰巢柜取件",
+                "52837196",
+            ),
+            ("凭码 883102 到丰巢柜取件", "883102"),
+            (
+                "Your parcel is ready. Your pickup code is 482913.",
+                "482913",
+            ),
+            ("Use code A12-3456 at the locker", "A12-3456"),
+            (
+                "【兔喜生活】您的包裹已到达小区东门驿站，请凭 5-1-2233 及时领取",
+                "5-1-2233",
+            ),
+            ("取件码：１２－３－４５６７，包裹已到", "12-3-4567"),
+        ] {
+            assert_eq!(pickup_code(text).as_deref(), Some(code), "{text}");
+        }
+    }
+
+    #[test]
+    fn never_a_tracking_number_phone_time_date_or_slot() {
+        for text in [
+            "您的快递正在派送中，快递员13912345678，运单号SF1234567890123",
+            "包裹已放入3号柜格口18，请于20:00前取件，电话400-111-1111",
+            "Your parcel 1Z999AA10123456784 is out for delivery, call 02155551234",
+            "您的包裹已到驿站，12月5日前取件，地址幸福路188号",
+        ] {
+            assert_eq!(pickup_code(text), None, "{text}");
+        }
+    }
+
+    #[test]
+    fn the_tracking_number_is_not_the_code() {
+        let t =
+            "【中通快递】运单号773204567890123的包裹已到菜鸟驿站，取件码6-2-1028，电话13800138000";
+        assert_eq!(pickup_code(t).as_deref(), Some("6-2-1028"));
+    }
+
+    #[test]
+    fn verification_codes() {
+        assert!(is_verification(
+            "【某银行】验证码 482913，5分钟内有效。回T退订"
+        ));
+        assert!(is_verification(
+            "Your verification code is 5521. Reply STOP to opt out"
+        ));
+        assert!(!is_verification("取件码12-3-4567"));
+        assert!(!is_verification("Your verification code is ready"));
+    }
+}
