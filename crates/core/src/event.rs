@@ -22,10 +22,15 @@ pub enum EventType {
     CallAnswered,
     CallEnded,
     CallRefused,
+    SmsRelayed,
+    SmsHeld,
+    SmsBlocked,
+    SmsDelivered,
+    SmsFailed,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 8] = [
+    pub const ALL: [EventType; 13] = [
         EventType::BindingCreated,
         EventType::BindingUpdated,
         EventType::BindingEnded,
@@ -34,6 +39,11 @@ impl EventType {
         EventType::CallAnswered,
         EventType::CallEnded,
         EventType::CallRefused,
+        EventType::SmsRelayed,
+        EventType::SmsHeld,
+        EventType::SmsBlocked,
+        EventType::SmsDelivered,
+        EventType::SmsFailed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -46,6 +56,11 @@ impl EventType {
             EventType::CallAnswered => "call.answered",
             EventType::CallEnded => "call.ended",
             EventType::CallRefused => "call.refused",
+            EventType::SmsRelayed => "sms.relayed",
+            EventType::SmsHeld => "sms.held",
+            EventType::SmsBlocked => "sms.blocked",
+            EventType::SmsDelivered => "sms.delivered",
+            EventType::SmsFailed => "sms.failed",
         }
     }
 

@@ -13,9 +13,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use maskline_core::sms::{Message, Settings as SmsSettings};
 use maskline_core::{
     Area, Binding, BindingId, BindingStatus, CallId, CallRecord, EventId, EventPattern, EventType,
-    Number, TenantId, UnixMillis, UnixTime,
+    MessageId, MessageReason, MessageStatus, Number, TenantId, UnixMillis, UnixTime,
 };
 use tokio::sync::oneshot;
 
@@ -141,6 +142,113 @@ pub enum Write {
         event: EventId,
         at: UnixMillis,
     },
+    /// A text and what became of it, with its event. A relayed one is due
+    /// for sending at `relay_due` (the accepting node sends it before then;
+    /// see [`Store::claim_due_relays`]). The parts it was assembled from are
+    /// dropped.
+    RecordMessage {
+        message: Message,
+        relay_due: Option<UnixMillis>,
+        assembled_from: Option<PartsKey>,
+        events: Vec<NewEvent>,
+    },
+    /// One part of a concatenated text, kept until all its parts are in (a
+    /// part received again changes nothing).
+    RecordPart(Part),
+    /// A relayed text was handed to a carrier: the ids of its parts there,
+    /// for receipts. Nothing is due for it any more.
+    MessageSubmitted {
+        message: MessageId,
+        submits: Vec<Submit>,
+        at: UnixMillis,
+    },
+    /// A relayed text could not be handed over now: due again at `due`.
+    RelayLater {
+        message: MessageId,
+        due: UnixMillis,
+    },
+    /// Claims relays due for sending until `until` (see
+    /// [`Store::claim_due_relays`]).
+    LeaseRelays {
+        messages: Vec<MessageId>,
+        until: UnixMillis,
+    },
+    /// What became of a relayed text: a receipt for one of its parts (`part`:
+    /// the link and the carrier's id), or a failure to hand it over at all.
+    /// A relayed text becomes `delivered` once every part is, `failed` once
+    /// one is not; `event` (for that change) is recorded only if this write
+    /// makes it.
+    MessageOutcome {
+        message: MessageId,
+        part: Option<(String, String)>,
+        delivered: bool,
+        reason: Option<MessageReason>,
+        at: UnixMillis,
+        event: NewEvent,
+    },
+    /// Sets (or replaces) a tenant's SMS settings.
+    PutSmsSettings {
+        tenant: TenantId,
+        settings: SmsSettings,
+        updated_at: UnixTime,
+    },
+    /// Forgets texts whose binding ended before `ends_before` (the caller
+    /// passes now minus the cool-down), and parts received before
+    /// `parts_before` that never made a text.
+    PurgeMessages {
+        ends_before: UnixTime,
+        parts_before: UnixMillis,
+    },
+}
+
+/// The parts of one concatenated text: its sender, X and the reference
+/// the sender gave them.
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+pub struct PartsKey {
+    pub x: Number,
+    pub from: Number,
+    pub reference: u16,
+}
+
+/// One part of a concatenated text, as received (decoded once all are in:
+/// a UCS-2 character may be cut between two parts).
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Part {
+    pub key: PartsKey,
+    /// 1-based.
+    pub seq: u8,
+    pub total: u8,
+    /// The SMPP `data_coding` of the bytes.
+    pub coding: u8,
+    pub bytes: Vec<u8>,
+    pub received_at: UnixMillis,
+    pub ingress: String,
+}
+
+/// One part of a relayed text as a carrier accepted it.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Submit {
+    /// The link that took it (its receipts come back on the same SMSC).
+    pub link: String,
+    /// The SMSC's `message_id`.
+    pub smsc_id: String,
+    /// 1-based.
+    pub part: u8,
+}
+
+/// Filters of `GET /v1/messages`.
+#[derive(Clone, Debug, Default)]
+pub struct MessageFilter {
+    pub binding: Option<BindingId>,
+    pub status: Option<MessageStatus>,
+}
+
+/// A tenant's SMS settings as stored.
+#[derive(Clone, Debug)]
+pub struct StoredSmsSettings {
+    pub tenant: TenantId,
+    pub settings: SmsSettings,
+    pub updated_at: UnixTime,
 }
 
 /// A binding the sweeper found expired, with the event to record if this
@@ -273,7 +381,9 @@ impl Write {
             Write::CreateBinding { events, .. }
             | Write::UpdateBinding { events, .. }
             | Write::RecordCall { events, .. }
+            | Write::RecordMessage { events, .. }
             | Write::RecordEvents(events) => any(events),
+            Write::MessageOutcome { event, .. } => event.deliver,
             Write::ExpireBindings { ended, .. } => ended
                 .iter()
                 .any(|e| e.event.as_ref().is_some_and(|e| e.deliver)),
@@ -319,6 +429,7 @@ pub enum Change {
     Tenants,
     Numbers,
     Webhooks,
+    SmsSettings,
     /// The feed broke off; changes may be missed until [`Change::Resync`].
     Interrupted,
     /// The feed is back: anything may have changed since `since` (Unix
@@ -469,4 +580,48 @@ pub trait Store: Send + Sync + 'static {
 
     /// How many events wait for delivery, over all tenants.
     async fn pending_events(&self) -> Result<u64>;
+
+    async fn message(&self, tenant: TenantId, id: MessageId) -> Result<Option<Message>>;
+
+    /// A tenant's texts in id (arrival) order. Texts to numbers in no pool
+    /// are never listed.
+    async fn messages(
+        &self,
+        tenant: TenantId,
+        filter: &MessageFilter,
+        page: Page<MessageId>,
+    ) -> Result<Vec<Message>>;
+
+    /// The text one of whose parts the SMSC behind `link` took as `smsc_id`
+    /// (a receipt names it so).
+    async fn message_by_submit(&self, link: &str, smsc_id: &str) -> Result<Option<Message>>;
+
+    /// The parts of one concatenated text received so far, in order.
+    async fn parts(&self, key: &PartsKey) -> Result<Vec<Part>>;
+
+    /// Keys of texts whose first part came before `before` and whose other
+    /// parts never did.
+    async fn stale_parts(&self, before: UnixMillis) -> Result<Vec<PartsKey>>;
+
+    /// Claims up to `limit` relayed texts due for sending at `now` (their
+    /// accepting node did not send them in time: it died, or no link was
+    /// up), each until `lease_until`, so no other node takes them meanwhile.
+    async fn claim_due_relays(
+        &self,
+        now: UnixMillis,
+        lease_until: UnixMillis,
+        limit: u32,
+    ) -> Result<Vec<Message>>;
+
+    /// Every tenant's SMS settings, for start-up.
+    async fn sms_settings(&self) -> Result<Vec<StoredSmsSettings>>;
+
+    /// The binding of the latest call from `caller` to `x` connected at or
+    /// after `since`: where a text from the same sender to a shared X goes.
+    async fn last_call_binding(
+        &self,
+        x: Number,
+        caller: Number,
+        since: UnixMillis,
+    ) -> Result<Option<BindingId>>;
 }

@@ -21,19 +21,24 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use futures_util::TryStreamExt;
+use maskline_core::sms::Message;
 use maskline_core::{
-    Area, Binding, BindingId, CallId, CallRecord, Direction, EndReason, EventId, EventType, Number,
-    Refusal, TenantId, UnixMillis, UnixTime,
+    Area, Binding, BindingId, CallId, CallRecord, Direction, EndReason, EventId, EventType,
+    MessageId, MessageStatus, Number, Refusal, TenantId, UnixMillis, UnixTime,
 };
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Connection};
 use tokio::sync::{Notify, mpsc, oneshot};
 use uuid::Uuid;
 
-use crate::rows::{self, binding, call_record, pool_number, stored_event, webhook};
+use crate::rows::{
+    self, MESSAGE_COLUMNS, PART_COLUMNS, binding, call_record, message, part, parts_key,
+    pool_number, stored_event, webhook,
+};
 use crate::{
-    BindingFilter, CallFilter, Change, DeliveryState, Error, IdempotencyRecord, NewEvent, NextStep,
-    Page, PoolNumber, Result, Store, StoredEvent, Tenant, Webhook, Write, WriteAck,
+    BindingFilter, CallFilter, Change, DeliveryState, Error, IdempotencyRecord, MessageFilter,
+    NewEvent, NextStep, Page, Part, PartsKey, PoolNumber, Result, Store, StoredEvent,
+    StoredSmsSettings, Tenant, Webhook, Write, WriteAck,
 };
 
 /// Most writes committed in one transaction (as in the embedded store).
@@ -252,6 +257,7 @@ struct Touched {
     tenants: bool,
     numbers: bool,
     webhooks: bool,
+    sms_settings: bool,
 }
 
 impl Writer {
@@ -424,6 +430,15 @@ async fn apply_batch(
                 insert_calls(&mut tx, &calls).await?;
                 n
             }
+            Write::RecordMessage { .. } => {
+                let n = rest
+                    .iter()
+                    .take_while(|op| matches!(op.write, Write::RecordMessage { .. }))
+                    .count();
+                let writes: Vec<&Write> = rest[..n].iter().map(|op| &op.write).collect();
+                insert_messages(&mut tx, &writes, &mut events).await?;
+                n
+            }
             other => {
                 apply(&mut tx, other, cooldown, &mut events, &mut touched).await?;
                 1
@@ -473,6 +488,7 @@ fn notifications(node: u64, touched: &Touched) -> Vec<String> {
         (touched.tenants, 't'),
         (touched.numbers, 'n'),
         (touched.webhooks, 'w'),
+        (touched.sms_settings, 's'),
     ] {
         if on {
             payloads.push(format!("{node:016x} {kind}"));
@@ -863,6 +879,100 @@ async fn insert_events(conn: &mut PgConnection, events: &[&NewEvent]) -> Result<
     Ok(())
 }
 
+/// Inserts a run of `RecordMessage` writes (one statement), drops the parts
+/// they were assembled from; their events join `events`.
+async fn insert_messages<'a>(
+    conn: &mut PgConnection,
+    writes: &[&'a Write],
+    events: &mut Vec<&'a NewEvent>,
+) -> Result<()> {
+    let n = writes.len();
+    let mut id = Vec::with_capacity(n);
+    let mut tenant = Vec::with_capacity(n);
+    let mut binding = Vec::with_capacity(n);
+    let mut direction = Vec::with_capacity(n);
+    let mut x = Vec::with_capacity(n);
+    let mut sender = Vec::with_capacity(n);
+    let mut recipient = Vec::with_capacity(n);
+    let mut body = Vec::with_capacity(n);
+    let mut code = Vec::with_capacity(n);
+    let mut status = Vec::with_capacity(n);
+    let mut reason = Vec::with_capacity(n);
+    let mut parts = Vec::with_capacity(n);
+    let mut ingress = Vec::with_capacity(n);
+    let mut created = Vec::with_capacity(n);
+    let mut updated = Vec::with_capacity(n);
+    let mut ends = Vec::with_capacity(n);
+    let mut due = Vec::with_capacity(n);
+    for write in writes {
+        let Write::RecordMessage {
+            message: m,
+            relay_due,
+            assembled_from,
+            events: e,
+        } = write
+        else {
+            continue;
+        };
+        id.push(uuid(m.id.0));
+        tenant.push(m.tenant.map(|t| uuid(t.0)));
+        binding.push(m.binding.map(|b| uuid(b.0)));
+        direction.push(m.direction.map(Direction::as_str));
+        x.push(m.x.to_string());
+        sender.push(m.from.to_string());
+        recipient.push(m.to.map(|n| n.to_string()));
+        body.push(m.text.as_str());
+        code.push(m.pickup_code.as_deref());
+        status.push(m.status.as_str());
+        reason.push(m.reason.map(|r| r.as_str()));
+        parts.push(i32::from(m.parts));
+        ingress.push(m.ingress.as_str());
+        created.push(m.created_at);
+        updated.push(m.updated_at);
+        ends.push(m.ends_at);
+        due.push(*relay_due);
+        events.extend(e);
+        if let Some(key) = assembled_from {
+            sqlx::query(
+                "DELETE FROM message_parts WHERE x = $1 AND sender = $2 AND reference = $3",
+            )
+            .bind(key.x.to_string())
+            .bind(key.from.to_string())
+            .bind(i32::from(key.reference))
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
+    let sql = format!(
+        "INSERT INTO messages ({MESSAGE_COLUMNS}) SELECT * FROM UNNEST($1::uuid[], $2::uuid[], \
+         $3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], \
+         $10::text[], $11::text[], $12::int4[], $13::text[], $14::int8[], $15::int8[], \
+         $16::int8[], $17::int8[])"
+    );
+    sqlx::query(AssertSqlSafe(sql))
+        .bind(id)
+        .bind(tenant)
+        .bind(binding)
+        .bind(direction)
+        .bind(x)
+        .bind(sender)
+        .bind(recipient)
+        .bind(body)
+        .bind(code)
+        .bind(status)
+        .bind(reason)
+        .bind(parts)
+        .bind(ingress)
+        .bind(created)
+        .bind(updated)
+        .bind(ends)
+        .bind(due)
+        .execute(&mut *conn)
+        .await
+        .map_err(conflict)?;
+    Ok(())
+}
+
 async fn apply<'a>(
     conn: &mut PgConnection,
     write: &'a Write,
@@ -977,6 +1087,11 @@ async fn apply<'a>(
             if done.rows_affected() != 1 {
                 return Err(Error::Conflict(format!("binding {} does not exist", b.id)));
             }
+            sqlx::query("UPDATE messages SET ends_at = $1 WHERE binding_id = $2")
+                .bind(b.ends_at())
+                .bind(uuid(b.id.0))
+                .execute(&mut *conn)
+                .await?;
             touched.bindings.push(uuid(b.id.0));
             events.extend(e);
         }
@@ -1119,6 +1234,192 @@ async fn apply<'a>(
                 return Err(Error::Conflict(format!("event {event} does not exist")));
             }
         }
+        Write::RecordMessage { .. } => insert_messages(conn, &[write], events).await?,
+        Write::RecordPart(p) => {
+            let sql = format!(
+                "INSERT INTO message_parts ({PART_COLUMNS}) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING"
+            );
+            sqlx::query(AssertSqlSafe(sql))
+                .bind(p.key.x.to_string())
+                .bind(p.key.from.to_string())
+                .bind(i32::from(p.key.reference))
+                .bind(i32::from(p.seq))
+                .bind(i32::from(p.total))
+                .bind(i32::from(p.coding))
+                .bind(p.bytes.as_slice())
+                .bind(p.received_at)
+                .bind(p.ingress.as_str())
+                .execute(&mut *conn)
+                .await?;
+        }
+        Write::MessageSubmitted {
+            message,
+            submits,
+            at,
+        } => {
+            sqlx::query("UPDATE messages SET relay_due = NULL, updated_at = $1 WHERE id = $2")
+                .bind(at)
+                .bind(uuid(message.0))
+                .execute(&mut *conn)
+                .await?;
+            let links: Vec<&str> = submits.iter().map(|s| s.link.as_str()).collect();
+            let ids: Vec<&str> = submits.iter().map(|s| s.smsc_id.as_str()).collect();
+            let parts: Vec<i32> = submits.iter().map(|s| i32::from(s.part)).collect();
+            sqlx::query(
+                "INSERT INTO message_submits (link, smsc_id, message_id, part, state) \
+                 SELECT l, s, $3, p, 'submitted' FROM UNNEST($1::text[], $2::text[], $4::int4[]) \
+                 AS u(l, s, p) ON CONFLICT (link, smsc_id) DO UPDATE SET \
+                 message_id = excluded.message_id, part = excluded.part, state = 'submitted'",
+            )
+            .bind(links)
+            .bind(ids)
+            .bind(uuid(message.0))
+            .bind(parts)
+            .execute(&mut *conn)
+            .await?;
+        }
+        Write::RelayLater { message, due } => {
+            sqlx::query(
+                "UPDATE messages SET relay_due = $1 WHERE id = $2 AND relay_due IS NOT NULL",
+            )
+            .bind(due)
+            .bind(uuid(message.0))
+            .execute(&mut *conn)
+            .await?;
+        }
+        Write::LeaseRelays { messages, until } => {
+            let ids: Vec<Uuid> = messages.iter().map(|m| uuid(m.0)).collect();
+            sqlx::query(
+                "UPDATE messages SET relay_due = GREATEST(relay_due, $1) \
+                 WHERE id = ANY($2) AND relay_due IS NOT NULL",
+            )
+            .bind(until)
+            .bind(ids)
+            .execute(&mut *conn)
+            .await?;
+        }
+        Write::MessageOutcome {
+            message,
+            part,
+            delivered,
+            reason,
+            at,
+            event,
+        } => {
+            let id = uuid(message.0);
+            // The message row first: receipts for two parts of one text
+            // take turns.
+            let parts: Option<i32> =
+                sqlx::query_scalar("SELECT parts FROM messages WHERE id = $1 FOR UPDATE")
+                    .bind(id)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+            if let Some((link, smsc_id)) = part {
+                sqlx::query(
+                    "UPDATE message_submits SET state = $1 WHERE link = $2 AND smsc_id = $3",
+                )
+                .bind(if *delivered { "delivered" } else { "failed" })
+                .bind(link.as_str())
+                .bind(smsc_id.as_str())
+                .execute(&mut *conn)
+                .await?;
+            }
+            let complete = if *delivered {
+                let done: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM message_submits \
+                     WHERE message_id = $1 AND state = 'delivered'",
+                )
+                .bind(id)
+                .fetch_one(&mut *conn)
+                .await?;
+                done >= i64::from(parts.unwrap_or(1))
+            } else {
+                true
+            };
+            if complete {
+                let status = if *delivered {
+                    MessageStatus::Delivered
+                } else {
+                    MessageStatus::Failed
+                };
+                let done = sqlx::query(
+                    "UPDATE messages SET status = $1, reason = $2, updated_at = $3, \
+                     relay_due = NULL WHERE id = $4 AND status = 'relayed'",
+                )
+                .bind(status.as_str())
+                .bind(reason.map(|r| r.as_str()))
+                .bind(at)
+                .bind(id)
+                .execute(&mut *conn)
+                .await?;
+                if done.rows_affected() == 1 {
+                    events.push(event);
+                }
+            }
+        }
+        Write::PutSmsSettings {
+            tenant,
+            settings,
+            updated_at,
+        } => {
+            let t = uuid(tenant.0);
+            sqlx::query(
+                "INSERT INTO sms_settings (tenant_id, prefix, filter, updated_at) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id) DO UPDATE SET \
+                 prefix = excluded.prefix, filter = excluded.filter, \
+                 updated_at = excluded.updated_at",
+            )
+            .bind(t)
+            .bind(settings.prefix.as_deref())
+            .bind(settings.filter.mode.as_str())
+            .bind(updated_at)
+            .execute(&mut *conn)
+            .await
+            .map_err(conflict)?;
+            sqlx::query("DELETE FROM sms_rules WHERE tenant_id = $1")
+                .bind(t)
+                .execute(&mut *conn)
+                .await?;
+            let patterns: Vec<&str> = settings.filter.rules.iter().map(|r| r.pattern()).collect();
+            let actions: Vec<&str> = settings
+                .filter
+                .rules
+                .iter()
+                .map(|r| r.action.as_str())
+                .collect();
+            sqlx::query(
+                "INSERT INTO sms_rules (tenant_id, position, pattern, action) \
+                 SELECT $1, i - 1, p, a FROM UNNEST($2::text[], $3::text[]) \
+                 WITH ORDINALITY AS u(p, a, i)",
+            )
+            .bind(t)
+            .bind(patterns)
+            .bind(actions)
+            .execute(&mut *conn)
+            .await?;
+            touched.sms_settings = true;
+        }
+        Write::PurgeMessages {
+            ends_before,
+            parts_before,
+        } => {
+            sqlx::query(
+                "DELETE FROM message_submits WHERE message_id IN \
+                 (SELECT id FROM messages WHERE ends_at < $1)",
+            )
+            .bind(ends_before)
+            .execute(&mut *conn)
+            .await?;
+            sqlx::query("DELETE FROM messages WHERE ends_at < $1")
+                .bind(ends_before)
+                .execute(&mut *conn)
+                .await?;
+            sqlx::query("DELETE FROM message_parts WHERE received_at < $1")
+                .bind(parts_before)
+                .execute(&mut *conn)
+                .await?;
+        }
     }
     Ok(())
 }
@@ -1235,6 +1536,7 @@ fn parse_notification(payload: &str, own: &str) -> Option<Change> {
         "t" => Some(Change::Tenants),
         "n" => Some(Change::Numbers),
         "w" => Some(Change::Webhooks),
+        "s" => Some(Change::SmsSettings),
         "b" => Some(Change::Bindings {
             committed_at: parts.next()?.parse().ok()?,
             ids: parts
@@ -1579,6 +1881,149 @@ impl Store for PgStore {
             .fetch_one(&self.pool)
             .await?;
         Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn message(&self, tenant: TenantId, id: MessageId) -> Result<Option<Message>> {
+        let sql =
+            format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = $1 AND tenant_id = $2");
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(uuid(id.0))
+            .bind(uuid(tenant.0))
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(message).transpose()
+    }
+
+    async fn messages(
+        &self,
+        tenant: TenantId,
+        filter: &MessageFilter,
+        page: Page<MessageId>,
+    ) -> Result<Vec<Message>> {
+        let mut p = Params(2);
+        let mut sql =
+            format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE tenant_id = $1 AND id > $2");
+        if filter.binding.is_some() {
+            sql.push_str(&format!(" AND binding_id = {}", p.next()));
+        }
+        if filter.status.is_some() {
+            sql.push_str(&format!(" AND status = {}", p.next()));
+        }
+        sql.push_str(&format!(" ORDER BY id LIMIT {}", p.next()));
+        let mut q = sqlx::query(AssertSqlSafe(sql))
+            .bind(uuid(tenant.0))
+            .bind(uuid(page.after.map_or(0, |id| id.0)));
+        if let Some(b) = filter.binding {
+            q = q.bind(uuid(b.0));
+        }
+        if let Some(st) = filter.status {
+            q = q.bind(st.as_str());
+        }
+        let rows = q.bind(i64::from(page.limit)).fetch_all(&self.pool).await?;
+        rows.iter().map(message).collect()
+    }
+
+    async fn message_by_submit(&self, link: &str, smsc_id: &str) -> Result<Option<Message>> {
+        let sql = format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = \
+             (SELECT message_id FROM message_submits WHERE link = $1 AND smsc_id = $2)"
+        );
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(link)
+            .bind(smsc_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(message).transpose()
+    }
+
+    async fn parts(&self, key: &PartsKey) -> Result<Vec<Part>> {
+        let sql = format!(
+            "SELECT {PART_COLUMNS} FROM message_parts \
+             WHERE x = $1 AND sender = $2 AND reference = $3 ORDER BY seq"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(key.x.to_string())
+            .bind(key.from.to_string())
+            .bind(i32::from(key.reference))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(part).collect()
+    }
+
+    async fn stale_parts(&self, before: UnixMillis) -> Result<Vec<PartsKey>> {
+        let rows = sqlx::query(
+            "SELECT x, sender, reference FROM message_parts GROUP BY x, sender, reference \
+             HAVING MIN(received_at) < $1",
+        )
+        .bind(before)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(parts_key).collect()
+    }
+
+    async fn claim_due_relays(
+        &self,
+        now: UnixMillis,
+        lease_until: UnixMillis,
+        limit: u32,
+    ) -> Result<Vec<Message>> {
+        // SKIP LOCKED and the lease: as `claim_due_events`.
+        let sql = format!(
+            "WITH claimed AS (SELECT id FROM messages \
+                 WHERE relay_due IS NOT NULL AND relay_due <= $1 \
+                 ORDER BY relay_due LIMIT $3 FOR UPDATE SKIP LOCKED) \
+             UPDATE messages SET relay_due = GREATEST(relay_due, $2) FROM claimed \
+             WHERE messages.id = claimed.id RETURNING {}",
+            MESSAGE_COLUMNS
+                .split(", ")
+                .map(|c| format!("messages.{c}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(now)
+            .bind(lease_until)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(message).collect()
+    }
+
+    async fn sms_settings(&self) -> Result<Vec<StoredSmsSettings>> {
+        let rows = sqlx::query("SELECT tenant_id, prefix, filter, updated_at FROM sms_settings")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let tenant: Uuid = sqlx::Row::try_get(r, "tenant_id")?;
+            let rules: Vec<(String, String)> = sqlx::query_as(
+                "SELECT pattern, action FROM sms_rules WHERE tenant_id = $1 ORDER BY position",
+            )
+            .bind(tenant)
+            .fetch_all(&self.pool)
+            .await?;
+            out.push(rows::sms_settings(r, rules)?);
+        }
+        Ok(out)
+    }
+
+    async fn last_call_binding(
+        &self,
+        x: Number,
+        caller: Number,
+        since: UnixMillis,
+    ) -> Result<Option<BindingId>> {
+        let id: Option<Uuid> = sqlx::query_scalar(
+            "SELECT binding_id FROM calls WHERE x = $1 AND caller = $2 AND invited_at >= $3 \
+             AND binding_id IS NOT NULL AND direction IS NOT NULL \
+             ORDER BY invited_at DESC LIMIT 1",
+        )
+        .bind(x.to_string())
+        .bind(caller.to_string())
+        .bind(since)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(id.map(|u| BindingId(u.as_u128())))
     }
 }
 

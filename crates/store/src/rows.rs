@@ -4,15 +4,17 @@
 
 use std::str::FromStr;
 
+use maskline_core::sms::{Filter, FilterMode, Message, Rule, RuleAction, Settings};
 use maskline_core::{
     Area, Binding, BindingId, CallId, CallRecord, Controls, Direction, EndReason, EventId,
-    EventType, Extension, Mode, Number, Refusal, ReleaseReason, ReleasedBy, TenantId,
+    EventType, Extension, MessageId, MessageReason, MessageStatus, Mode, Number, Refusal,
+    ReleaseReason, ReleasedBy, TenantId,
 };
 use sqlx::Row;
 
 use crate::{
-    DeliveryState, Error, Fallback, IdempotencyRecord, Intercept, PoolNumber, Result, StoredEvent,
-    Tenant, Webhook,
+    DeliveryState, Error, Fallback, IdempotencyRecord, Intercept, Part, PartsKey, PoolNumber,
+    Result, StoredEvent, StoredSmsSettings, Tenant, Webhook,
 };
 
 /// One column of a row, as the back end stores it; `None` is SQL NULL.
@@ -266,5 +268,86 @@ pub(crate) fn stored_event(r: &impl Cells) -> Result<StoredEvent> {
             .transpose()?,
         last_error: r.text("last_error")?.map(str::to_owned),
         delivered_at: r.int("delivered_at")?,
+    })
+}
+
+/// The `messages` columns, in the order both back ends bind them.
+pub(crate) const MESSAGE_COLUMNS: &str = "id, tenant_id, binding_id, direction, x, sender, \
+     recipient, body, pickup_code, status, reason, parts, ingress, created_at, updated_at, \
+     ends_at, relay_due";
+
+pub(crate) fn message(r: &impl Cells) -> Result<Message> {
+    Ok(Message {
+        id: MessageId(id(r, "id")?),
+        tenant: r.id("tenant_id")?.map(TenantId),
+        binding: r.id("binding_id")?.map(BindingId),
+        direction: r
+            .text("direction")?
+            .map(|d| name(d, Direction::parse, "direction"))
+            .transpose()?,
+        x: number(text(r, "x")?, "x")?,
+        from: number(text(r, "sender")?, "sender")?,
+        to: opt_number(r, "recipient")?,
+        text: text(r, "body")?.to_owned(),
+        pickup_code: r.text("pickup_code")?.map(str::to_owned),
+        status: name(text(r, "status")?, MessageStatus::parse, "status")?,
+        reason: r
+            .text("reason")?
+            .map(|x| name(x, MessageReason::parse, "reason"))
+            .transpose()?,
+        parts: narrow(int(r, "parts")?, "parts")?,
+        ingress: text(r, "ingress")?.to_owned(),
+        created_at: int(r, "created_at")?,
+        updated_at: int(r, "updated_at")?,
+        ends_at: int(r, "ends_at")?,
+    })
+}
+
+pub(crate) const PART_COLUMNS: &str =
+    "x, sender, reference, seq, total, coding, bytes, received_at, ingress";
+
+pub(crate) fn part(r: &impl Cells) -> Result<Part> {
+    Ok(Part {
+        key: parts_key(r)?,
+        seq: narrow(int(r, "seq")?, "seq")?,
+        total: narrow(int(r, "total")?, "total")?,
+        coding: narrow(int(r, "coding")?, "coding")?,
+        bytes: r.bytes("bytes")?,
+        received_at: int(r, "received_at")?,
+        ingress: text(r, "ingress")?.to_owned(),
+    })
+}
+
+pub(crate) fn parts_key(r: &impl Cells) -> Result<PartsKey> {
+    Ok(PartsKey {
+        x: number(text(r, "x")?, "x")?,
+        from: number(text(r, "sender")?, "sender")?,
+        reference: narrow(int(r, "reference")?, "reference")?,
+    })
+}
+
+/// A tenant's settings row; `rules` are its (pattern, action) rows in
+/// order.
+pub(crate) fn sms_settings(
+    r: &impl Cells,
+    rules: impl IntoIterator<Item = (String, String)>,
+) -> Result<StoredSmsSettings> {
+    let rules = rules
+        .into_iter()
+        .map(|(pattern, action)| {
+            let action = name(&action, RuleAction::parse, "action")?;
+            Rule::new(&pattern, action).map_err(|_| Error::Corrupt("pattern"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(StoredSmsSettings {
+        tenant: TenantId(id(r, "tenant_id")?),
+        settings: Settings {
+            prefix: r.text("prefix")?.map(str::to_owned),
+            filter: Filter {
+                mode: name(text(r, "filter")?, FilterMode::parse, "filter")?,
+                rules,
+            },
+        },
+        updated_at: int(r, "updated_at")?,
     })
 }

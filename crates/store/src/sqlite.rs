@@ -18,11 +18,17 @@ use sqlx::{AssertSqlSafe, Connection};
 use std::sync::Arc;
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use crate::rows::{self, binding, call_record, pool_number, stored_event, webhook};
-use crate::{
-    BindingFilter, CallFilter, DeliveryState, Error, IdempotencyRecord, NewEvent, NextStep, Page,
-    PoolNumber, Result, Store, StoredEvent, Tenant, Webhook, Write, WriteAck,
+use crate::rows::{
+    self, MESSAGE_COLUMNS, PART_COLUMNS, binding, call_record, message, part, parts_key,
+    pool_number, stored_event, webhook,
 };
+use crate::{
+    BindingFilter, CallFilter, DeliveryState, Error, IdempotencyRecord, MessageFilter, NewEvent,
+    NextStep, Page, Part, PartsKey, PoolNumber, Result, Store, StoredEvent, StoredSmsSettings,
+    Tenant, Webhook, Write, WriteAck,
+};
+use maskline_core::sms::Message;
+use maskline_core::{MessageId, MessageStatus};
 
 /// Most writes committed in one transaction. Large enough to amortise the
 /// fsync, small enough that the first request in a batch does not wait long.
@@ -67,10 +73,10 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
-        // Three tables times MAX_INSERT_ROWS shapes, plus the other writes.
+        // Four tables times MAX_INSERT_ROWS shapes, plus the other writes.
         let writer_options = options
             .clone()
-            .statement_cache_capacity(3 * MAX_INSERT_ROWS + 32);
+            .statement_cache_capacity(4 * MAX_INSERT_ROWS + 48);
         let mut writer = SqliteConnection::connect_with(&writer_options).await?;
         sqlx::migrate!("./migrations/sqlite")
             .run(&mut writer)
@@ -172,6 +178,12 @@ async fn apply_all(conn: &mut SqliteConnection, ops: &[Op]) -> Result<()> {
                 insert_events(&mut tx, &events).await?;
                 n
             }
+            Write::RecordMessage { .. } => {
+                let n = run(|w| matches!(w, Write::RecordMessage { .. }));
+                let writes: Vec<&Write> = rest[..n].iter().map(|op| &op.write).collect();
+                insert_messages(&mut tx, &writes).await?;
+                n
+            }
             Write::RecordEvents(_) => {
                 let n = run(|w| matches!(w, Write::RecordEvents(_)));
                 let events: Vec<&NewEvent> = rest[..n]
@@ -212,6 +224,7 @@ const CALLS_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 const EVENTS_INSERT: &str = "INSERT INTO events (id, tenant_id, type, subject, created_at, body, \
      state, next_attempt_at, retry_from) VALUES ";
 const EVENTS_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?)";
+const MESSAGES_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 
 fn multi_row(head: &str, row: &str, rows: usize) -> String {
     let mut sql = String::with_capacity(head.len() + rows * (row.len() + 1));
@@ -292,6 +305,59 @@ fn bind_event<'q>(q: SqliteQuery<'q>, e: &&NewEvent) -> SqliteQuery<'q> {
         .bind(state.as_str())
         .bind(e.deliver.then_some(e.created_at))
         .bind(e.created_at)
+}
+
+fn bind_message<'q>(q: SqliteQuery<'q>, m: &(&Message, Option<UnixMillis>)) -> SqliteQuery<'q> {
+    let (m, relay_due) = *m;
+    q.bind(uuid_bytes(m.id.0))
+        .bind(m.tenant.map(|t| uuid_bytes(t.0)))
+        .bind(m.binding.map(|b| uuid_bytes(b.0)))
+        .bind(m.direction.map(Direction::as_str))
+        .bind(m.x.to_string())
+        .bind(m.from.to_string())
+        .bind(m.to.map(|n| n.to_string()))
+        .bind(m.text.clone())
+        .bind(m.pickup_code.clone())
+        .bind(m.status.as_str())
+        .bind(m.reason.map(|r| r.as_str()))
+        .bind(i64::from(m.parts))
+        .bind(m.ingress.clone())
+        .bind(m.created_at)
+        .bind(m.updated_at)
+        .bind(m.ends_at)
+        .bind(relay_due)
+}
+
+/// Inserts a run of `RecordMessage` writes: their texts, their events, and
+/// drops the parts they were assembled from.
+async fn insert_messages(conn: &mut SqliteConnection, writes: &[&Write]) -> Result<()> {
+    let mut messages = Vec::with_capacity(writes.len());
+    let mut events = Vec::new();
+    for write in writes {
+        if let Write::RecordMessage {
+            message,
+            relay_due,
+            assembled_from,
+            events: e,
+        } = write
+        {
+            messages.push((message, *relay_due));
+            events.extend(e);
+            if let Some(key) = assembled_from {
+                sqlx::query(
+                    "DELETE FROM message_parts WHERE x = ? AND sender = ? AND reference = ?",
+                )
+                .bind(key.x.to_string())
+                .bind(key.from.to_string())
+                .bind(i64::from(key.reference))
+                .execute(&mut *conn)
+                .await?;
+            }
+        }
+    }
+    let head = format!("INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES ");
+    insert_rows(conn, &head, MESSAGES_ROW, &messages, bind_message).await?;
+    insert_events(conn, &events).await
 }
 
 async fn insert_events(conn: &mut SqliteConnection, events: &[&NewEvent]) -> Result<()> {
@@ -437,6 +503,11 @@ async fn apply(conn: &mut SqliteConnection, write: &Write) -> Result<()> {
             if done.rows_affected() != 1 {
                 return Err(Error::Conflict(format!("binding {} does not exist", b.id)));
             }
+            sqlx::query("UPDATE messages SET ends_at = ? WHERE binding_id = ?")
+                .bind(b.ends_at())
+                .bind(uuid_bytes(b.id.0))
+                .execute(&mut *conn)
+                .await?;
             insert_events(conn, &events.iter().collect::<Vec<_>>()).await?;
         }
         Write::ExpireBindings { ended, at } => {
@@ -552,6 +623,177 @@ async fn apply(conn: &mut SqliteConnection, write: &Write) -> Result<()> {
             if done.rows_affected() != 1 {
                 return Err(Error::Conflict(format!("event {event} does not exist")));
             }
+        }
+        Write::RecordMessage { .. } => insert_messages(conn, &[write]).await?,
+        Write::RecordPart(p) => {
+            let sql = format!(
+                "INSERT INTO message_parts ({PART_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                 ON CONFLICT DO NOTHING"
+            );
+            sqlx::query(AssertSqlSafe(sql))
+                .bind(p.key.x.to_string())
+                .bind(p.key.from.to_string())
+                .bind(i64::from(p.key.reference))
+                .bind(i64::from(p.seq))
+                .bind(i64::from(p.total))
+                .bind(i64::from(p.coding))
+                .bind(p.bytes.as_slice())
+                .bind(p.received_at)
+                .bind(p.ingress.as_str())
+                .execute(&mut *conn)
+                .await?;
+        }
+        Write::MessageSubmitted {
+            message,
+            submits,
+            at,
+        } => {
+            sqlx::query("UPDATE messages SET relay_due = NULL, updated_at = ? WHERE id = ?")
+                .bind(at)
+                .bind(uuid_bytes(message.0))
+                .execute(&mut *conn)
+                .await?;
+            for sub in submits {
+                sqlx::query(
+                    "INSERT INTO message_submits (link, smsc_id, message_id, part, state) \
+                     VALUES (?, ?, ?, ?, 'submitted') ON CONFLICT (link, smsc_id) DO UPDATE SET \
+                     message_id = excluded.message_id, part = excluded.part, state = 'submitted'",
+                )
+                .bind(sub.link.as_str())
+                .bind(sub.smsc_id.as_str())
+                .bind(uuid_bytes(message.0))
+                .bind(i64::from(sub.part))
+                .execute(&mut *conn)
+                .await?;
+            }
+        }
+        Write::RelayLater { message, due } => {
+            sqlx::query("UPDATE messages SET relay_due = ? WHERE id = ? AND relay_due IS NOT NULL")
+                .bind(due)
+                .bind(uuid_bytes(message.0))
+                .execute(&mut *conn)
+                .await?;
+        }
+        Write::LeaseRelays { messages, until } => {
+            for id in messages {
+                sqlx::query(
+                    "UPDATE messages SET relay_due = MAX(relay_due, ?) \
+                     WHERE id = ? AND relay_due IS NOT NULL",
+                )
+                .bind(until)
+                .bind(uuid_bytes(id.0))
+                .execute(&mut *conn)
+                .await?;
+            }
+        }
+        Write::MessageOutcome {
+            message,
+            part,
+            delivered,
+            reason,
+            at,
+            event,
+        } => {
+            let id = uuid_bytes(message.0);
+            if let Some((link, smsc_id)) = part {
+                sqlx::query("UPDATE message_submits SET state = ? WHERE link = ? AND smsc_id = ?")
+                    .bind(if *delivered { "delivered" } else { "failed" })
+                    .bind(link.as_str())
+                    .bind(smsc_id.as_str())
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            let complete = if *delivered {
+                // Every part it was sent in has been delivered.
+                let (parts, done): (i64, i64) = sqlx::query_as(
+                    "SELECT parts, (SELECT COUNT(*) FROM message_submits \
+                     WHERE message_id = ? AND state = 'delivered') FROM messages WHERE id = ?",
+                )
+                .bind(&id)
+                .bind(&id)
+                .fetch_optional(&mut *conn)
+                .await?
+                .unwrap_or((1, 0));
+                done >= parts
+            } else {
+                true
+            };
+            let status = if *delivered {
+                MessageStatus::Delivered
+            } else {
+                MessageStatus::Failed
+            };
+            if complete {
+                let done = sqlx::query(
+                    "UPDATE messages SET status = ?, reason = ?, updated_at = ?, relay_due = NULL \
+                     WHERE id = ? AND status = 'relayed'",
+                )
+                .bind(status.as_str())
+                .bind(reason.map(|r| r.as_str()))
+                .bind(at)
+                .bind(&id)
+                .execute(&mut *conn)
+                .await?;
+                if done.rows_affected() == 1 {
+                    insert_events(conn, &[event]).await?;
+                }
+            }
+        }
+        Write::PutSmsSettings {
+            tenant,
+            settings,
+            updated_at,
+        } => {
+            let t = uuid_bytes(tenant.0);
+            sqlx::query(
+                "INSERT INTO sms_settings (tenant_id, prefix, filter, updated_at) \
+                 VALUES (?, ?, ?, ?) ON CONFLICT (tenant_id) DO UPDATE SET \
+                 prefix = excluded.prefix, filter = excluded.filter, \
+                 updated_at = excluded.updated_at",
+            )
+            .bind(&t)
+            .bind(settings.prefix.as_deref())
+            .bind(settings.filter.mode.as_str())
+            .bind(updated_at)
+            .execute(&mut *conn)
+            .await
+            .map_err(conflict)?;
+            sqlx::query("DELETE FROM sms_rules WHERE tenant_id = ?")
+                .bind(&t)
+                .execute(&mut *conn)
+                .await?;
+            for (i, rule) in settings.filter.rules.iter().enumerate() {
+                sqlx::query(
+                    "INSERT INTO sms_rules (tenant_id, position, pattern, action) \
+                     VALUES (?, ?, ?, ?)",
+                )
+                .bind(&t)
+                .bind(i as i64)
+                .bind(rule.pattern())
+                .bind(rule.action.as_str())
+                .execute(&mut *conn)
+                .await?;
+            }
+        }
+        Write::PurgeMessages {
+            ends_before,
+            parts_before,
+        } => {
+            sqlx::query(
+                "DELETE FROM message_submits WHERE message_id IN \
+                 (SELECT id FROM messages WHERE ends_at < ?)",
+            )
+            .bind(ends_before)
+            .execute(&mut *conn)
+            .await?;
+            sqlx::query("DELETE FROM messages WHERE ends_at < ?")
+                .bind(ends_before)
+                .execute(&mut *conn)
+                .await?;
+            sqlx::query("DELETE FROM message_parts WHERE received_at < ?")
+                .bind(parts_before)
+                .execute(&mut *conn)
+                .await?;
         }
     }
     Ok(())
@@ -873,6 +1115,153 @@ impl Store for SqliteStore {
             .fetch_one(&self.reads)
             .await?;
         Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn message(&self, tenant: TenantId, id: MessageId) -> Result<Option<Message>> {
+        let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ? AND tenant_id = ?");
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(uuid_bytes(id.0))
+            .bind(uuid_bytes(tenant.0))
+            .fetch_optional(&self.reads)
+            .await?;
+        row.as_ref().map(message).transpose()
+    }
+
+    async fn messages(
+        &self,
+        tenant: TenantId,
+        filter: &MessageFilter,
+        page: Page<MessageId>,
+    ) -> Result<Vec<Message>> {
+        // Built from fixed fragments only; every value is a bound parameter.
+        let mut sql =
+            format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE tenant_id = ? AND id > ?");
+        if filter.binding.is_some() {
+            sql.push_str(" AND binding_id = ?");
+        }
+        if filter.status.is_some() {
+            sql.push_str(" AND status = ?");
+        }
+        sql.push_str(" ORDER BY id LIMIT ?");
+        let mut q = sqlx::query(AssertSqlSafe(sql))
+            .bind(uuid_bytes(tenant.0))
+            .bind(uuid_bytes(page.after.map_or(0, |id| id.0)));
+        if let Some(b) = filter.binding {
+            q = q.bind(uuid_bytes(b.0));
+        }
+        if let Some(st) = filter.status {
+            q = q.bind(st.as_str());
+        }
+        let rows = q.bind(i64::from(page.limit)).fetch_all(&self.reads).await?;
+        rows.iter().map(message).collect()
+    }
+
+    async fn message_by_submit(&self, link: &str, smsc_id: &str) -> Result<Option<Message>> {
+        let sql = format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = \
+             (SELECT message_id FROM message_submits WHERE link = ? AND smsc_id = ?)"
+        );
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(link)
+            .bind(smsc_id)
+            .fetch_optional(&self.reads)
+            .await?;
+        row.as_ref().map(message).transpose()
+    }
+
+    async fn parts(&self, key: &PartsKey) -> Result<Vec<Part>> {
+        let sql = format!(
+            "SELECT {PART_COLUMNS} FROM message_parts \
+             WHERE x = ? AND sender = ? AND reference = ? ORDER BY seq"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(key.x.to_string())
+            .bind(key.from.to_string())
+            .bind(i64::from(key.reference))
+            .fetch_all(&self.reads)
+            .await?;
+        rows.iter().map(part).collect()
+    }
+
+    async fn stale_parts(&self, before: UnixMillis) -> Result<Vec<PartsKey>> {
+        let rows = sqlx::query(
+            "SELECT x, sender, reference FROM message_parts GROUP BY x, sender, reference \
+             HAVING MIN(received_at) < ?",
+        )
+        .bind(before)
+        .fetch_all(&self.reads)
+        .await?;
+        rows.iter().map(parts_key).collect()
+    }
+
+    async fn claim_due_relays(
+        &self,
+        now: UnixMillis,
+        lease_until: UnixMillis,
+        limit: u32,
+    ) -> Result<Vec<Message>> {
+        // One process: a read and then the lease, queued like any write.
+        let sql = format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE relay_due IS NOT NULL AND relay_due <= ? \
+             ORDER BY relay_due LIMIT ?"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(now)
+            .bind(i64::from(limit))
+            .fetch_all(&self.reads)
+            .await?;
+        let messages = rows.iter().map(message).collect::<Result<Vec<_>>>()?;
+        if !messages.is_empty() {
+            self.enqueue(Write::LeaseRelays {
+                messages: messages.iter().map(|m| m.id).collect(),
+                until: lease_until,
+            })
+            .await?;
+        }
+        Ok(messages)
+    }
+
+    async fn sms_settings(&self) -> Result<Vec<StoredSmsSettings>> {
+        let rows = sqlx::query("SELECT tenant_id, prefix, filter, updated_at FROM sms_settings")
+            .fetch_all(&self.reads)
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let tenant: Vec<u8> = sqlx::Row::try_get(r, "tenant_id")?;
+            let rules: Vec<(String, String)> = sqlx::query_as(
+                "SELECT pattern, action FROM sms_rules WHERE tenant_id = ? ORDER BY position",
+            )
+            .bind(tenant)
+            .fetch_all(&self.reads)
+            .await?;
+            out.push(rows::sms_settings(r, rules)?);
+        }
+        Ok(out)
+    }
+
+    async fn last_call_binding(
+        &self,
+        x: Number,
+        caller: Number,
+        since: UnixMillis,
+    ) -> Result<Option<BindingId>> {
+        let id: Option<Vec<u8>> = sqlx::query_scalar(
+            "SELECT binding_id FROM calls INDEXED BY calls_by_x_caller \
+             WHERE x = ? AND caller = ? AND invited_at >= ? \
+             AND binding_id IS NOT NULL AND direction IS NOT NULL \
+             ORDER BY invited_at DESC LIMIT 1",
+        )
+        .bind(x.to_string())
+        .bind(caller.to_string())
+        .bind(since)
+        .fetch_optional(&self.reads)
+        .await?;
+        id.map(|b| {
+            <[u8; 16]>::try_from(b)
+                .map(|b| BindingId(u128::from_be_bytes(b)))
+                .map_err(|_| Error::Corrupt("binding_id"))
+        })
+        .transpose()
     }
 }
 

@@ -6,15 +6,17 @@ use std::sync::Arc;
 
 use maskline_store::testing as pg;
 
+use maskline_core::sms::{Filter, FilterMode, Message, Rule, RuleAction, Settings};
 use maskline_core::{
     Area, Binding, BindingId, BindingStatus, CallId, CallRecord, Controls, Direction, EndReason,
     Extension, Mode, Number, Refusal, ReleaseReason, ReleasedBy, TenantId,
 };
 use maskline_core::{EventId, EventType};
+use maskline_core::{MessageId, MessageReason, MessageStatus};
 use maskline_store::{
     BindingFilter, CallFilter, DeliveryOutcome, DeliveryState, Error, ExpiredBinding, Fallback,
-    IdempotencyRecord, Intercept, NewEvent, NextStep, Page, PoolNumber, SqliteStore, Store, Tenant,
-    Webhook, Write,
+    IdempotencyRecord, Intercept, MessageFilter, NewEvent, NextStep, Page, Part, PartsKey,
+    PoolNumber, SqliteStore, Store, Submit, Tenant, Webhook, Write,
 };
 
 fn tenant(n: u128) -> Tenant {
@@ -1181,6 +1183,512 @@ async fn open_sqlite() -> (tempfile::TempDir, Arc<dyn Store>) {
 }
 
 /// Every case, for one back end.
+// === texts ===
+
+fn message(id: u128, t: Option<u128>, status: MessageStatus, created_at: i64) -> Message {
+    Message {
+        id: MessageId(id),
+        tenant: t.map(TenantId),
+        binding: t.map(|_| BindingId(1)),
+        direction: Some(Direction::NToA),
+        x: num(1),
+        from: party(9),
+        to: (status == MessageStatus::Relayed).then(|| party(1)),
+        text: format!("【菜鸟驿站】取件码12-3-{id:04}，请及时领取"),
+        pickup_code: Some(format!("12-3-{id:04}")),
+        status,
+        reason: match status {
+            MessageStatus::Blocked => Some(MessageReason::Marketing),
+            MessageStatus::Held => Some(MessageReason::ExtensionUnknown),
+            _ => None,
+        },
+        parts: u8::from(status == MessageStatus::Relayed),
+        ingress: "smpp:smsc-1".to_owned(),
+        created_at,
+        updated_at: created_at,
+        ends_at: 5_000,
+    }
+}
+
+fn record(m: Message, relay_due: Option<i64>, events: Vec<NewEvent>) -> Write {
+    Write::RecordMessage {
+        message: m,
+        relay_due,
+        assembled_from: None,
+        events,
+    }
+}
+
+fn text_outcome(id: u128, part: Option<(&str, &str)>, delivered: bool, event: NewEvent) -> Write {
+    Write::MessageOutcome {
+        message: MessageId(id),
+        part: part.map(|(l, s)| (l.to_owned(), s.to_owned())),
+        delivered,
+        reason: (!delivered).then_some(MessageReason::Undeliverable),
+        at: 9_000,
+        event,
+    }
+}
+
+async fn messages_round_trip_and_list_by_tenant_binding_status(s: Arc<dyn Store>) {
+    setup(&*s).await;
+    let relayed = message(1, Some(1), MessageStatus::Relayed, 1_000);
+    let mut held = message(2, Some(1), MessageStatus::Held, 1_001);
+    held.binding = None;
+    let blocked = message(3, Some(1), MessageStatus::Blocked, 1_002);
+    let other_tenant = message(4, Some(2), MessageStatus::Relayed, 1_003);
+    let no_tenant = message(5, None, MessageStatus::Blocked, 1_004);
+    for m in [&relayed, &held, &blocked, &other_tenant, &no_tenant] {
+        let ev = m
+            .tenant
+            .map(|t| event(100 + m.id.0, t.0, EventType::SmsRelayed, m.id.0, true));
+        s.enqueue(record(m.clone(), None, ev.into_iter().collect()))
+            .await
+            .unwrap();
+    }
+    let all = s
+        .messages(TenantId(1), &MessageFilter::default(), page(10))
+        .await
+        .unwrap();
+    assert_eq!(all, vec![relayed.clone(), held.clone(), blocked.clone()]);
+    assert_eq!(
+        s.message(TenantId(1), MessageId(1)).await.unwrap(),
+        Some(relayed.clone())
+    );
+    assert_eq!(s.message(TenantId(2), MessageId(1)).await.unwrap(), None);
+    let by_binding = MessageFilter {
+        binding: Some(BindingId(1)),
+        ..MessageFilter::default()
+    };
+    let ids = |v: Vec<Message>| v.iter().map(|m| m.id.0).collect::<Vec<_>>();
+    assert_eq!(
+        ids(s
+            .messages(TenantId(1), &by_binding, page(10))
+            .await
+            .unwrap()),
+        vec![1, 3]
+    );
+    let held_only = MessageFilter {
+        status: Some(MessageStatus::Held),
+        ..MessageFilter::default()
+    };
+    assert_eq!(
+        ids(s.messages(TenantId(1), &held_only, page(10)).await.unwrap()),
+        vec![2]
+    );
+    let second = s
+        .messages(
+            TenantId(1),
+            &MessageFilter::default(),
+            Page {
+                after: Some(MessageId(1)),
+                limit: 1,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(ids(second), vec![2]);
+    // Their events went in with them.
+    let events = s
+        .events(TenantId(1), &[EventType::SmsRelayed], page(10))
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 3);
+}
+
+async fn relays_are_due_until_submitted_and_claims_lease_them(s: Arc<dyn Store>) {
+    setup(&*s).await;
+    for id in [1, 2] {
+        s.enqueue(record(
+            message(id, Some(1), MessageStatus::Relayed, 1_000),
+            Some(2_000),
+            vec![],
+        ))
+        .await
+        .unwrap();
+    }
+    s.enqueue(record(
+        message(3, Some(1), MessageStatus::Held, 1_000),
+        None,
+        vec![],
+    ))
+    .await
+    .unwrap();
+    assert!(
+        s.claim_due_relays(1_999, 5_000, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    s.enqueue(Write::MessageSubmitted {
+        message: MessageId(1),
+        submits: vec![Submit {
+            link: "smsc-1".to_owned(),
+            smsc_id: "abc".to_owned(),
+            part: 1,
+        }],
+        at: 1_500,
+    })
+    .await
+    .unwrap();
+    let claimed = s.claim_due_relays(2_000, 5_000, 10).await.unwrap();
+    assert_eq!(claimed.iter().map(|m| m.id.0).collect::<Vec<_>>(), vec![2]);
+    // Leased: not offered again until the lease ends.
+    assert!(
+        s.claim_due_relays(4_999, 6_000, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(s.claim_due_relays(5_000, 8_000, 10).await.unwrap().len(), 1);
+    s.enqueue(Write::RelayLater {
+        message: MessageId(2),
+        due: 20_000,
+    })
+    .await
+    .unwrap();
+    assert!(
+        s.claim_due_relays(19_999, 30_000, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        s.claim_due_relays(20_000, 30_000, 10).await.unwrap().len(),
+        1
+    );
+    assert_eq!(
+        s.message_by_submit("smsc-1", "abc")
+            .await
+            .unwrap()
+            .map(|m| m.id),
+        Some(MessageId(1))
+    );
+    assert_eq!(s.message_by_submit("smsc-2", "abc").await.unwrap(), None);
+}
+
+async fn a_text_is_delivered_once_every_part_is(s: Arc<dyn Store>) {
+    setup(&*s).await;
+    let mut two_parts = message(1, Some(1), MessageStatus::Relayed, 1_000);
+    two_parts.parts = 2;
+    s.enqueue(record(two_parts, Some(2_000), vec![]))
+        .await
+        .unwrap();
+    s.enqueue(record(
+        message(2, Some(1), MessageStatus::Relayed, 1_000),
+        Some(2_000),
+        vec![],
+    ))
+    .await
+    .unwrap();
+    for (id, smsc_id, part) in [(1, "a1", 1), (1, "a2", 2), (2, "b1", 1)] {
+        s.enqueue(Write::MessageSubmitted {
+            message: MessageId(id),
+            submits: vec![Submit {
+                link: "smsc-1".to_owned(),
+                smsc_id: smsc_id.to_owned(),
+                part,
+            }],
+            at: 1_500,
+        })
+        .await
+        .unwrap();
+    }
+    let delivered = |n| event(n, 1, EventType::SmsDelivered, 1, true);
+    let failed = |n| event(n, 1, EventType::SmsFailed, 2, true);
+    let status = |id| {
+        let s = s.clone();
+        async move {
+            s.message(TenantId(1), MessageId(id))
+                .await
+                .unwrap()
+                .unwrap()
+                .status
+        }
+    };
+    s.enqueue(text_outcome(1, Some(("smsc-1", "a1")), true, delivered(10)))
+        .await
+        .unwrap();
+    assert_eq!(status(1).await, MessageStatus::Relayed);
+    s.enqueue(text_outcome(1, Some(("smsc-1", "a2")), true, delivered(11)))
+        .await
+        .unwrap();
+    assert_eq!(status(1).await, MessageStatus::Delivered);
+    // A late receipt changes nothing and records no event.
+    s.enqueue(text_outcome(1, Some(("smsc-1", "a2")), false, failed(12)))
+        .await
+        .unwrap();
+    assert_eq!(status(1).await, MessageStatus::Delivered);
+    s.enqueue(text_outcome(2, Some(("smsc-1", "b1")), false, failed(13)))
+        .await
+        .unwrap();
+    let m2 = s.message(TenantId(1), MessageId(2)).await.unwrap().unwrap();
+    assert_eq!(
+        (m2.status, m2.reason),
+        (MessageStatus::Failed, Some(MessageReason::Undeliverable))
+    );
+    s.enqueue(text_outcome(2, Some(("smsc-1", "b1")), true, delivered(14)))
+        .await
+        .unwrap();
+    assert_eq!(status(2).await, MessageStatus::Failed);
+    let ids: Vec<u128> = s
+        .events(TenantId(1), &[], page(10))
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.id.0)
+        .collect();
+    assert_eq!(ids, vec![11, 13]);
+    // A relay no link took fails without a receipt, and is no longer due.
+    s.enqueue(record(
+        message(3, Some(1), MessageStatus::Relayed, 1_000),
+        Some(2_000),
+        vec![],
+    ))
+    .await
+    .unwrap();
+    s.enqueue(text_outcome(3, None, false, failed(15)))
+        .await
+        .unwrap();
+    assert_eq!(status(3).await, MessageStatus::Failed);
+    assert!(
+        s.claim_due_relays(10_000, 20_000, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn parts_are_kept_until_assembled(s: Arc<dyn Store>) {
+    setup(&*s).await;
+    let key = PartsKey {
+        x: num(1),
+        from: party(9),
+        reference: 77,
+    };
+    let part = |seq: u8, at: i64| Part {
+        key: key.clone(),
+        seq,
+        total: 3,
+        coding: 8,
+        bytes: vec![0, seq, 0xff],
+        received_at: at,
+        ingress: "smpp:smsc-1".to_owned(),
+    };
+    for p in [part(2, 1_100), part(1, 1_000), part(2, 1_200)] {
+        s.enqueue(Write::RecordPart(p)).await.unwrap();
+    }
+    let other = PartsKey {
+        reference: 78,
+        ..key.clone()
+    };
+    s.enqueue(Write::RecordPart(Part {
+        key: other.clone(),
+        ..part(1, 5_000)
+    }))
+    .await
+    .unwrap();
+    // Received again: the first copy stays.
+    assert_eq!(
+        s.parts(&key).await.unwrap(),
+        vec![part(1, 1_000), part(2, 1_100)]
+    );
+    assert_eq!(s.stale_parts(1_001).await.unwrap(), vec![key.clone()]);
+    assert!(s.stale_parts(1_000).await.unwrap().is_empty());
+    s.enqueue(Write::RecordMessage {
+        message: message(1, Some(1), MessageStatus::Relayed, 1_300),
+        relay_due: Some(2_000),
+        assembled_from: Some(key.clone()),
+        events: vec![],
+    })
+    .await
+    .unwrap();
+    assert!(s.parts(&key).await.unwrap().is_empty());
+    assert_eq!(s.parts(&other).await.unwrap().len(), 1);
+}
+
+async fn sms_settings_round_trip(s: Arc<dyn Store>) {
+    setup(&*s).await;
+    assert!(s.sms_settings().await.unwrap().is_empty());
+    let rules = vec![
+        Rule::new("好邻居(超市)?", RuleAction::Allow).unwrap(),
+        Rule::new("贷款|借钱", RuleAction::Block).unwrap(),
+    ];
+    let put = |prefix: Option<&str>, mode, rules: Vec<Rule>, at| Write::PutSmsSettings {
+        tenant: TenantId(1),
+        settings: Settings {
+            prefix: prefix.map(str::to_owned),
+            filter: Filter { mode, rules },
+        },
+        updated_at: at,
+    };
+    s.enqueue(put(Some("【平台】"), FilterMode::Standard, rules, 1_000))
+        .await
+        .unwrap();
+    let got = s.sms_settings().await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].tenant, TenantId(1));
+    assert_eq!(got[0].settings.prefix.as_deref(), Some("【平台】"));
+    assert_eq!(got[0].settings.filter.mode, FilterMode::Standard);
+    let patterns: Vec<(&str, RuleAction)> = got[0]
+        .settings
+        .filter
+        .rules
+        .iter()
+        .map(|r| (r.pattern(), r.action))
+        .collect();
+    assert_eq!(
+        patterns,
+        vec![
+            ("好邻居(超市)?", RuleAction::Allow),
+            ("贷款|借钱", RuleAction::Block)
+        ]
+    );
+    s.enqueue(put(None, FilterMode::Off, vec![], 2_000))
+        .await
+        .unwrap();
+    let got = s.sms_settings().await.unwrap();
+    assert_eq!(got[0].settings.prefix, None);
+    assert_eq!(got[0].settings.filter.mode, FilterMode::Off);
+    assert!(got[0].settings.filter.rules.is_empty());
+    assert_eq!(got[0].updated_at, 2_000);
+}
+
+async fn texts_follow_their_binding_and_are_purged_after_it(s: Arc<dyn Store>) {
+    setup(&*s).await;
+    let mut b = binding(1, 1, 1, 2, 5_000);
+    s.enqueue(Write::CreateBinding {
+        binding: b.clone(),
+        idempotency: None,
+        events: vec![],
+    })
+    .await
+    .unwrap();
+    s.enqueue(record(
+        message(1, Some(1), MessageStatus::Relayed, 1_000),
+        Some(2_000),
+        vec![],
+    ))
+    .await
+    .unwrap();
+    let mut unbound = message(2, None, MessageStatus::Blocked, 1_000);
+    unbound.ends_at = 1;
+    s.enqueue(record(unbound, None, vec![])).await.unwrap();
+    s.enqueue(Write::MessageSubmitted {
+        message: MessageId(1),
+        submits: vec![Submit {
+            link: "smsc-1".to_owned(),
+            smsc_id: "abc".to_owned(),
+            part: 1,
+        }],
+        at: 1_500,
+    })
+    .await
+    .unwrap();
+    // Extended: its texts stay as long as it does.
+    b.expires_at = 9_000;
+    b.updated_at = 2_000;
+    s.enqueue(Write::UpdateBinding {
+        binding: b.clone(),
+        events: vec![],
+    })
+    .await
+    .unwrap();
+    let m = s.message(TenantId(1), MessageId(1)).await.unwrap().unwrap();
+    assert_eq!(m.ends_at, 9_000);
+    s.enqueue(Write::RecordPart(Part {
+        key: PartsKey {
+            x: num(1),
+            from: party(9),
+            reference: 1,
+        },
+        seq: 1,
+        total: 2,
+        coding: 0,
+        bytes: b"half".to_vec(),
+        received_at: 3_000,
+        ingress: "http:gw".to_owned(),
+    }))
+    .await
+    .unwrap();
+    s.enqueue(Write::PurgeMessages {
+        ends_before: 8_999,
+        parts_before: 2_999,
+    })
+    .await
+    .unwrap();
+    assert!(
+        s.message(TenantId(1), MessageId(1))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(s.stale_parts(10_000).await.unwrap().len(), 1);
+    s.enqueue(Write::PurgeMessages {
+        ends_before: 9_001,
+        parts_before: 3_001,
+    })
+    .await
+    .unwrap();
+    assert!(
+        s.message(TenantId(1), MessageId(1))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        s.message_by_submit("smsc-1", "abc")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(s.stale_parts(10_000).await.unwrap().is_empty());
+}
+
+async fn the_latest_connected_call_names_the_binding(s: Arc<dyn Store>) {
+    setup(&*s).await;
+    let mut calls = Vec::new();
+    for (id, binding_id, invited_at, connected) in [
+        (1, 10, 1_000, true),
+        (2, 11, 2_000, true),
+        (3, 12, 3_000, false),
+    ] {
+        let mut c = call(id, 1, invited_at);
+        c.caller = Some(party(9));
+        c.binding = Some(BindingId(binding_id));
+        if !connected {
+            // Refused: never reached anyone.
+            c.direction = None;
+            c.refusal = Some(Refusal::NoBinding);
+        }
+        calls.push(c);
+    }
+    for c in calls {
+        s.enqueue(Write::RecordCall {
+            record: c,
+            events: vec![],
+        })
+        .await
+        .unwrap();
+    }
+    assert_eq!(
+        s.last_call_binding(num(1), party(9), 0).await.unwrap(),
+        Some(BindingId(11))
+    );
+    assert_eq!(
+        s.last_call_binding(num(1), party(9), 2_001).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        s.last_call_binding(num(1), party(8), 0).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        s.last_call_binding(num(2), party(9), 0).await.unwrap(),
+        None
+    );
+}
+
 macro_rules! every_case {
     ($backend:ident, $open:expr) => {
         conformance!(
@@ -1209,6 +1717,13 @@ macro_rules! every_case {
                 bindings_changed_since_and_on_a_number,
                 webhooks_round_trip,
                 bindings_by_id_reads_any_tenant,
+                messages_round_trip_and_list_by_tenant_binding_status,
+                relays_are_due_until_submitted_and_claims_lease_them,
+                a_text_is_delivered_once_every_part_is,
+                parts_are_kept_until_assembled,
+                sms_settings_round_trip,
+                texts_follow_their_binding_and_are_purged_after_it,
+                the_latest_connected_call_names_the_binding,
             ]
         );
     };
