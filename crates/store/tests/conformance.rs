@@ -1182,7 +1182,6 @@ async fn open_sqlite() -> (tempfile::TempDir, Arc<dyn Store>) {
     (dir, Arc::new(store))
 }
 
-/// Every case, for one back end.
 // === texts ===
 
 fn message(id: u128, t: Option<u128>, status: MessageStatus, created_at: i64) -> Message {
@@ -1689,6 +1688,7 @@ async fn the_latest_connected_call_names_the_binding(s: Arc<dyn Store>) {
     );
 }
 
+/// Every case, for one back end.
 macro_rules! every_case {
     ($backend:ident, $open:expr) => {
         conformance!(
