@@ -1493,6 +1493,18 @@ impl Index {
             .collect()
     }
 
+    /// The extension of a binding in the index (`axe` ones have one).
+    pub fn extension_of(&self, id: BindingId) -> Option<Extension> {
+        let r = self.find_id(id)?;
+        Extension::unpack(self.rec(r).ext)
+    }
+
+    /// When a binding in the index ends (or ended).
+    pub fn ends_at(&self, id: BindingId) -> Option<UnixTime> {
+        let r = self.find_id(id)?;
+        Some(self.rec(r).ends_at)
+    }
+
     /// Whether the store already knows this binding ended.
     pub fn is_ended(&self, id: BindingId) -> Option<bool> {
         let r = self.find_id(id)?;

@@ -72,6 +72,7 @@ impl Engine {
             Change::Tenants => self.reload_tenants().await,
             Change::Numbers => self.reload_numbers().await,
             Change::Webhooks => self.reload_webhooks().await,
+            Change::SmsSettings => self.reload_sms_settings().await,
             Change::Interrupted => {
                 metrics::counter!("maskline_cluster_interruptions_total").increment(1);
                 Ok(())
@@ -203,6 +204,7 @@ impl Engine {
     async fn catch_up(&self, since: maskline_core::UnixTime) -> Result<()> {
         self.reload_numbers().await?;
         self.reload_webhooks().await?;
+        self.reload_sms_settings().await?;
         let changed = self.store.changed_bindings(since).await?;
         tracing::info!(
             bindings = changed.len(),

@@ -24,6 +24,7 @@ mod calls;
 mod cluster;
 mod events;
 mod numbers;
+mod sms;
 mod sweeper;
 mod tenants;
 
@@ -33,6 +34,7 @@ pub use maskline_core as core;
 pub use maskline_events as events_crate;
 pub use maskline_store as store;
 pub use numbers::{ImportOutcome, NumberEntry};
+pub use sms::{Accepted, IncomingText, Relay};
 pub use sweeper::Sweeper;
 pub use tenants::Principal;
 
@@ -49,6 +51,8 @@ pub enum Error {
     BindingNotFound,
     #[error("event not found")]
     EventNotFound,
+    #[error("message not found")]
+    MessageNotFound,
     #[error("no webhook is set")]
     WebhookNotSet,
     #[error("tenant not found")]
@@ -85,6 +89,11 @@ pub struct Config {
     pub idempotency_ttl_secs: i64,
     /// How far back ended bindings seed sticky reuse at start-up.
     pub sticky_window_secs: i64,
+    /// How far back a sender's last call to a shared X routes its texts.
+    pub sms_affinity_secs: i64,
+    /// How long the accepting node holds a relay before any node may claim
+    /// it.
+    pub sms_relay_lease_ms: i64,
 }
 
 impl Default for Config {
@@ -96,6 +105,8 @@ impl Default for Config {
             extension_len: 4,
             idempotency_ttl_secs: 86_400,
             sticky_window_secs: 30 * 86_400,
+            sms_affinity_secs: 72 * 3600,
+            sms_relay_lease_ms: 30_000,
         }
     }
 }
@@ -114,6 +125,10 @@ pub struct Engine {
     webhooks: Arc<maskline_events::Webhooks>,
     /// Webhook changes of one tenant read, decide and write in turn.
     webhook_lock: tokio::sync::Mutex<()>,
+    sms_settings: RwLock<sms::SmsSettingsMap>,
+    /// SMS settings changes take turns.
+    sms_lock: tokio::sync::Mutex<()>,
+    outbox: sms::Outbox,
 }
 
 impl Engine {
@@ -131,6 +146,7 @@ impl Engine {
             index.add_number(n.tenant, n.number, n.area.as_ref())?;
         }
         let webhooks = Arc::new(maskline_events::Webhooks::new(store.webhooks().await?));
+        let sms_settings = Arc::new(sms::load_sms_settings(&*store).await?);
         let horizon = now - config.cooldown_secs.max(config.sticky_window_secs);
         let (mut live, mut refused) = (0u64, 0u64);
         // Expired while no node was running and already past cool-down: the
@@ -168,6 +184,9 @@ impl Engine {
             census: Mutex::new(None),
             webhooks,
             webhook_lock: tokio::sync::Mutex::new(()),
+            sms_settings: RwLock::new(sms_settings),
+            sms_lock: tokio::sync::Mutex::new(()),
+            outbox: sms::Outbox::default(),
         };
         if !overdue.is_empty() {
             let expired = overdue.len();

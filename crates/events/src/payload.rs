@@ -2,6 +2,7 @@
 //! renders bindings and CDRs with the same types, so a webhook and a `GET`
 //! show one shape). Documented in the README; a stable contract.
 
+use maskline_core::sms::Message;
 use maskline_core::{
     Binding, BindingStatus, CallRecord, Direction, EventId, EventType, UnixMillis, UnixTime,
 };
@@ -78,6 +79,66 @@ pub fn call_event(
             render(id, kind, created_at, &CallView::new(call))
         }
         _ => render(id, kind, created_at, &CallProgressView::new(call)),
+    }
+}
+
+/// An `sms.*` event: the text as the API lists it.
+pub fn message_event(
+    id: EventId,
+    kind: EventType,
+    created_at: UnixMillis,
+    message: &Message,
+) -> String {
+    render(id, kind, created_at, &MessageView::new(message))
+}
+
+// === texts ===
+
+/// A text to X and what became of it (`GET /v1/messages`, `sms.*` events).
+#[derive(Serialize, ToSchema)]
+pub struct MessageView {
+    pub id: String,
+    pub binding_id: Option<String>,
+    /// The virtual number texted.
+    pub x: String,
+    /// `a_to_b`, `b_to_a` or `n_to_a`, when a binding routed it.
+    pub direction: Option<&'static str>,
+    /// The sender.
+    pub from: String,
+    /// The party it was relayed to (null unless relayed).
+    pub to: Option<String>,
+    pub text: String,
+    /// The parcel pick-up code found in the text.
+    pub pickup_code: Option<String>,
+    /// `relayed`, `held`, `blocked`, `delivered` or `failed`.
+    pub status: &'static str,
+    /// Why it was held, blocked or failed: `marketing`, `tenant_rule`,
+    /// `sms_disabled`, `direction_forbidden`, `expired`, `no_binding`, `no_b`,
+    /// `extension_unknown`, `undeliverable` or `submit_failed`.
+    pub reason: Option<&'static str>,
+    /// Parts it was sent in (0 unless relayed).
+    pub parts: u8,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl MessageView {
+    pub fn new(m: &Message) -> MessageView {
+        MessageView {
+            id: m.id.to_string(),
+            binding_id: m.binding.map(|b| b.to_string()),
+            x: m.x.to_string(),
+            direction: m.direction.map(Direction::as_str),
+            from: m.from.to_string(),
+            to: m.to.map(|n| n.to_string()),
+            text: m.text.clone(),
+            pickup_code: m.pickup_code.clone(),
+            status: m.status.as_str(),
+            reason: m.reason.map(|r| r.as_str()),
+            parts: m.parts,
+            created_at: rfc3339_millis(m.created_at),
+            updated_at: rfc3339_millis(m.updated_at),
+        }
     }
 }
 

@@ -156,7 +156,8 @@ pub enum Write {
     /// part received again changes nothing).
     RecordPart(Part),
     /// A relayed text was handed to a carrier: the ids of its parts there,
-    /// for receipts. Nothing is due for it any more.
+    /// for receipts (and how many parts it took). Nothing is due for it any
+    /// more.
     MessageSubmitted {
         message: MessageId,
         submits: Vec<Submit>,

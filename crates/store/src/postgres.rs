@@ -1258,9 +1258,12 @@ async fn apply<'a>(
             submits,
             at,
         } => {
-            sqlx::query("UPDATE messages SET relay_due = NULL, updated_at = $1 WHERE id = $2")
-                .bind(at)
-                .bind(uuid(message.0))
+            sqlx::query(
+                "UPDATE messages SET relay_due = NULL, updated_at = $1, parts = $3 WHERE id = $2",
+            )
+            .bind(at)
+            .bind(uuid(message.0))
+            .bind(submits.len() as i32)
                 .execute(&mut *conn)
                 .await?;
             let links: Vec<&str> = submits.iter().map(|s| s.link.as_str()).collect();

@@ -648,9 +648,12 @@ async fn apply(conn: &mut SqliteConnection, write: &Write) -> Result<()> {
             submits,
             at,
         } => {
-            sqlx::query("UPDATE messages SET relay_due = NULL, updated_at = ? WHERE id = ?")
-                .bind(at)
-                .bind(uuid_bytes(message.0))
+            sqlx::query(
+                "UPDATE messages SET relay_due = NULL, updated_at = ?, parts = ? WHERE id = ?",
+            )
+            .bind(at)
+            .bind(submits.len() as i64)
+            .bind(uuid_bytes(message.0))
                 .execute(&mut *conn)
                 .await?;
             for sub in submits {

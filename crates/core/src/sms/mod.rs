@@ -34,7 +34,7 @@ pub struct Message {
     pub pickup_code: Option<String>,
     pub status: MessageStatus,
     pub reason: Option<MessageReason>,
-    /// Parts it was (or will be) sent in; 0 when not relayed.
+    /// Parts a carrier took it in; 0 until then.
     pub parts: u8,
     /// Where it came from: `smpp:<link>` or `http:<gateway id>`.
     pub ingress: String,

@@ -1,0 +1,431 @@
+//! Texts through X: the decision for each (memory, and the store only for
+//! a shared number's last call), the record of it with its event (durable
+//! before the carrier or gateway hears "accepted"), the relays handed to the
+//! carrier links, their receipts, and the tenants' SMS settings.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use maskline_core::sms::{
+    InboundText, Message, Settings, TextDecision, decide_text, pickup::pickup_code,
+};
+use maskline_core::{
+    Binding, BindingStatus, EventType, MessageId, MessageReason, MessageStatus, Number, TenantId,
+    UnixMillis,
+};
+use maskline_events::{payload, unix_ms};
+use maskline_store::{MessageFilter, NewEvent, Page, Part, PartsKey, Submit, Write};
+use tokio::sync::mpsc;
+
+use crate::{Engine, Error, Result, now};
+
+/// A text arriving at X, decoded (and assembled from its parts).
+#[derive(Clone, Debug)]
+pub struct IncomingText {
+    pub from: Number,
+    pub to: Number,
+    pub text: String,
+    /// `smpp:<link>` or `http:<gateway id>`.
+    pub ingress: String,
+    /// The parts it was assembled from, dropped with its record.
+    pub assembled_from: Option<PartsKey>,
+}
+
+/// What became of an incoming text, once durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Accepted {
+    pub id: MessageId,
+    pub status: MessageStatus,
+    pub reason: Option<MessageReason>,
+}
+
+/// A relayed text for a carrier link to send, from X.
+#[derive(Clone, Debug)]
+pub struct Relay {
+    pub message: MessageId,
+    pub tenant: TenantId,
+    /// X: what the recipient sees as the sender.
+    pub from: Number,
+    pub to: Number,
+    /// The text as sent: the tenant's prefix and the text.
+    pub text: String,
+    /// When it was accepted (a relay too old to send fails).
+    pub accepted_at: UnixMillis,
+    /// Until when this node holds it; after that the store offers it to
+    /// whichever node claims it (see `claim_due_relays`).
+    pub lease_until: UnixMillis,
+}
+
+/// The relays this node's carrier links send, in acceptance order.
+pub(crate) struct Outbox {
+    tx: mpsc::UnboundedSender<Relay>,
+    rx: parking_lot::Mutex<Option<mpsc::UnboundedReceiver<Relay>>>,
+}
+
+impl Default for Outbox {
+    fn default() -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        Outbox {
+            tx,
+            rx: parking_lot::Mutex::new(Some(rx)),
+        }
+    }
+}
+
+fn new_message_id() -> MessageId {
+    MessageId(uuid::Uuid::now_v7().as_u128())
+}
+
+fn new_event_id() -> maskline_core::EventId {
+    maskline_core::EventId(uuid::Uuid::now_v7().as_u128())
+}
+
+impl Engine {
+    /// Decides an incoming text and records it with its event; returns once
+    /// that is durable (only then may the carrier or gateway be told it was
+    /// accepted). A relayed text then goes to the carrier links.
+    pub async fn accept_text(&self, incoming: IncomingText) -> Result<Accepted> {
+        let now_s = now();
+        let settings = self.sms_settings.read().clone();
+        let filter = |t: TenantId| settings.get(&t).map(|s| &s.filter);
+        let text = InboundText {
+            from: incoming.from,
+            to: incoming.to,
+            text: &incoming.text,
+        };
+        let ext_len = self.config.extension_len;
+        let mut decision = {
+            let index = self.index.read();
+            decide_text(&index, &text, ext_len, None, filter, now_s)
+        };
+        if decision == TextDecision::NeedAffinity {
+            let since = unix_ms() - self.config.sms_affinity_secs * 1000;
+            let affinity = match self
+                .store
+                .last_call_binding(incoming.to, incoming.from, since)
+                .await?
+            {
+                Some(b) => self.binding_extension(b),
+                None => None,
+            };
+            let index = self.index.read();
+            decision = decide_text(&index, &text, ext_len, Some(affinity), filter, now_s);
+        }
+        let at = unix_ms();
+        let mut message = Message {
+            id: new_message_id(),
+            tenant: None,
+            binding: None,
+            direction: None,
+            x: incoming.to,
+            from: incoming.from,
+            to: None,
+            pickup_code: pickup_code(&incoming.text),
+            text: incoming.text,
+            status: MessageStatus::Blocked,
+            reason: None,
+            parts: 0,
+            ingress: incoming.ingress,
+            created_at: at,
+            updated_at: at,
+            ends_at: now_s,
+        };
+        let mut relay = None;
+        match decision {
+            TextDecision::Relay(c) => {
+                message.tenant = Some(c.tenant);
+                message.binding = Some(c.binding);
+                message.direction = Some(c.direction);
+                message.to = Some(c.to);
+                message.status = MessageStatus::Relayed;
+                let prefix = settings.get(&c.tenant).and_then(|s| s.prefix.clone());
+                let body = match prefix {
+                    Some(p) => format!("{p}{}", message.text),
+                    None => message.text.clone(),
+                };
+                relay = Some(Relay {
+                    message: message.id,
+                    tenant: c.tenant,
+                    from: c.caller_id,
+                    to: c.to,
+                    text: body,
+                    accepted_at: at,
+                    lease_until: at + self.config.sms_relay_lease_ms,
+                });
+            }
+            TextDecision::Hold { tenant } => {
+                message.tenant = Some(tenant);
+                message.status = MessageStatus::Held;
+                message.reason = Some(MessageReason::ExtensionUnknown);
+            }
+            TextDecision::Block {
+                tenant,
+                binding,
+                reason,
+            } => {
+                message.tenant = tenant;
+                message.binding = binding;
+                message.reason = Some(reason);
+            }
+            // decide_text asks once, and was answered.
+            TextDecision::NeedAffinity => {
+                message.status = MessageStatus::Held;
+                message.reason = Some(MessageReason::ExtensionUnknown);
+            }
+        }
+        if let Some(b) = message.binding {
+            message.ends_at = self.binding_ends_at(b).unwrap_or(now_s);
+        }
+        let kind = match message.status {
+            MessageStatus::Relayed => EventType::SmsRelayed,
+            MessageStatus::Held => EventType::SmsHeld,
+            _ => EventType::SmsBlocked,
+        };
+        let events = self.message_event(kind, &message).into_iter().collect();
+        let accepted = Accepted {
+            id: message.id,
+            status: message.status,
+            reason: message.reason,
+        };
+        self.store
+            .enqueue(Write::RecordMessage {
+                relay_due: relay.as_ref().map(|r| r.lease_until),
+                message,
+                assembled_from: incoming.assembled_from,
+                events,
+            })
+            .await?;
+        metrics::counter!("maskline_sms_texts_total", "status" => accepted.status.as_str())
+            .increment(1);
+        if let Some(r) = relay {
+            let _ = self.outbox.tx.send(r);
+        }
+        Ok(accepted)
+    }
+
+    /// The relays accepted on this node, for its carrier links; `None` once
+    /// taken.
+    pub fn relays(&self) -> Option<mpsc::UnboundedReceiver<Relay>> {
+        self.outbox.rx.lock().take()
+    }
+
+    /// Relays no node sent in time (see `Store::claim_due_relays`), held by
+    /// this node until `lease_until`.
+    pub async fn claim_due_relays(&self, lease_until: UnixMillis, limit: u32) -> Result<Vec<Relay>> {
+        let claimed = self
+            .store
+            .claim_due_relays(unix_ms(), lease_until, limit)
+            .await?;
+        let settings = self.sms_settings.read().clone();
+        Ok(claimed
+            .into_iter()
+            .filter_map(|m| {
+                let (tenant, to) = (m.tenant?, m.to?);
+                let prefix = settings.get(&tenant).and_then(|s| s.prefix.clone());
+                Some(Relay {
+                    message: m.id,
+                    tenant,
+                    from: m.x,
+                    to,
+                    text: match prefix {
+                        Some(p) => format!("{p}{}", m.text),
+                        None => m.text,
+                    },
+                    accepted_at: m.created_at,
+                    lease_until,
+                })
+            })
+            .collect())
+    }
+
+    /// A carrier took the relay's parts: their ids there, for receipts.
+    pub async fn relay_submitted(&self, message: MessageId, submits: Vec<Submit>) -> Result<()> {
+        self.store
+            .enqueue(Write::MessageSubmitted {
+                message,
+                submits,
+                at: unix_ms(),
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// No link can take the relay now: it is due again at `due` (for this
+    /// node or another).
+    pub async fn relay_later(&self, message: MessageId, due: UnixMillis) -> Result<()> {
+        self.store
+            .enqueue(Write::RelayLater { message, due })
+            .await?;
+        Ok(())
+    }
+
+    /// The relay could not be sent (refused by every carrier, or too old):
+    /// it is `failed`, with `sms.failed`.
+    pub async fn relay_failed(&self, relay: &Relay, reason: MessageReason) -> Result<()> {
+        let Some(message) = self.store.message(relay.tenant, relay.message).await? else {
+            return Ok(());
+        };
+        self.record_outcome(message, None, false, Some(reason)).await
+    }
+
+    /// A carrier's receipt for one part it took as `smsc_id` on `link`.
+    /// Unknown ids (texts purged, or not ours) are ignored.
+    pub async fn text_receipt(&self, link: &str, smsc_id: &str, delivered: bool) -> Result<()> {
+        let Some(message) = self.store.message_by_submit(link, smsc_id).await? else {
+            tracing::debug!(link, "receipt for an unknown message id");
+            return Ok(());
+        };
+        let reason = (!delivered).then_some(MessageReason::Undeliverable);
+        let part = Some((link.to_owned(), smsc_id.to_owned()));
+        self.record_outcome(message, part, delivered, reason).await
+    }
+
+    async fn record_outcome(
+        &self,
+        mut message: Message,
+        part: Option<(String, String)>,
+        delivered: bool,
+        reason: Option<MessageReason>,
+    ) -> Result<()> {
+        let at = unix_ms();
+        let (kind, status) = if delivered {
+            (EventType::SmsDelivered, MessageStatus::Delivered)
+        } else {
+            (EventType::SmsFailed, MessageStatus::Failed)
+        };
+        message.status = status;
+        message.reason = reason;
+        message.updated_at = at;
+        let Some(event) = self.message_event(kind, &message) else {
+            return Ok(());
+        };
+        self.store
+            .enqueue(Write::MessageOutcome {
+                message: message.id,
+                part,
+                delivered,
+                reason,
+                at,
+                event,
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Keeps one part of a concatenated text (durable on return) and
+    /// returns every part of its text received so far.
+    pub async fn record_part(&self, part: Part) -> Result<Vec<Part>> {
+        let key = part.key.clone();
+        self.store.enqueue(Write::RecordPart(part)).await?;
+        Ok(self.store.parts(&key).await?)
+    }
+
+    pub async fn parts(&self, key: &PartsKey) -> Result<Vec<Part>> {
+        Ok(self.store.parts(key).await?)
+    }
+
+    /// Texts whose parts started arriving before `before` and never
+    /// completed.
+    pub async fn stale_parts(&self, before: UnixMillis) -> Result<Vec<PartsKey>> {
+        Ok(self.store.stale_parts(before).await?)
+    }
+
+    pub async fn message(&self, tenant: TenantId, id: MessageId) -> Result<Message> {
+        self.store
+            .message(tenant, id)
+            .await?
+            .ok_or(Error::MessageNotFound)
+    }
+
+    pub async fn messages(
+        &self,
+        tenant: TenantId,
+        filter: &MessageFilter,
+        page: Page<MessageId>,
+    ) -> Result<Vec<Message>> {
+        Ok(self.store.messages(tenant, filter, page).await?)
+    }
+
+    /// A tenant's bindings in which `party` is A or B and that are active.
+    pub async fn party_bindings(
+        &self,
+        tenant: TenantId,
+        party: Number,
+        page: Page<maskline_core::BindingId>,
+    ) -> Result<Vec<Binding>> {
+        let filter = maskline_store::BindingFilter {
+            party: Some(party),
+            status: Some((BindingStatus::Active, now(), self.config.cooldown_secs)),
+            ..maskline_store::BindingFilter::default()
+        };
+        Ok(self.store.bindings(tenant, &filter, page).await?)
+    }
+
+    pub fn sms_settings(&self, tenant: TenantId) -> Arc<Settings> {
+        self.sms_settings
+            .read()
+            .get(&tenant)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    pub async fn put_sms_settings(&self, tenant: TenantId, settings: Settings) -> Result<()> {
+        let _serial = self.sms_lock.lock().await;
+        self.store
+            .enqueue(Write::PutSmsSettings {
+                tenant,
+                settings: settings.clone(),
+                updated_at: now(),
+            })
+            .await?;
+        let mut all = (**self.sms_settings.read()).clone();
+        all.insert(tenant, Arc::new(settings));
+        *self.sms_settings.write() = Arc::new(all);
+        Ok(())
+    }
+
+    /// Reads every tenant's SMS settings again (another node changed one).
+    pub(crate) async fn reload_sms_settings(&self) -> Result<()> {
+        let all = load_sms_settings(&*self.store).await?;
+        *self.sms_settings.write() = Arc::new(all);
+        Ok(())
+    }
+
+    pub(crate) fn message_event(&self, kind: EventType, message: &Message) -> Option<NewEvent> {
+        let tenant = message.tenant?;
+        let (id, at) = (new_event_id(), unix_ms());
+        Some(NewEvent {
+            id,
+            tenant,
+            kind,
+            // A binding's texts, calls and changes are delivered in order.
+            subject: message.binding.map_or(message.id.0, |b| b.0),
+            created_at: at,
+            body: payload::message_event(id, kind, at, message),
+            deliver: self.webhooks.wants(tenant, kind),
+        })
+    }
+
+    /// The extension of a binding in memory (a live `axe` binding).
+    fn binding_extension(&self, id: maskline_core::BindingId) -> Option<maskline_core::Extension> {
+        self.index.read().extension_of(id)
+    }
+
+    /// When a binding in memory ends (for how long its texts are kept).
+    fn binding_ends_at(&self, id: maskline_core::BindingId) -> Option<maskline_core::UnixTime> {
+        self.index.read().ends_at(id)
+    }
+}
+
+pub(crate) type SmsSettingsMap = Arc<HashMap<TenantId, Arc<Settings>>>;
+
+pub(crate) async fn load_sms_settings(
+    store: &dyn maskline_store::Store,
+) -> Result<HashMap<TenantId, Arc<Settings>>> {
+    Ok(store
+        .sms_settings()
+        .await?
+        .into_iter()
+        .map(|s| (s.tenant, Arc::new(s.settings)))
+        .collect())
+}
