@@ -211,7 +211,11 @@ impl Engine {
 
     /// Relays no node sent in time (see `Store::claim_due_relays`), held by
     /// this node until `lease_until`.
-    pub async fn claim_due_relays(&self, lease_until: UnixMillis, limit: u32) -> Result<Vec<Relay>> {
+    pub async fn claim_due_relays(
+        &self,
+        lease_until: UnixMillis,
+        limit: u32,
+    ) -> Result<Vec<Relay>> {
         let claimed = self
             .store
             .claim_due_relays(unix_ms(), lease_until, limit)
@@ -265,7 +269,8 @@ impl Engine {
         let Some(message) = self.store.message(relay.tenant, relay.message).await? else {
             return Ok(());
         };
-        self.record_outcome(message, None, false, Some(reason)).await
+        self.record_outcome(message, None, false, Some(reason))
+            .await
     }
 
     /// A carrier's receipt for one part it took as `smsc_id` on `link`.

@@ -1264,8 +1264,8 @@ async fn apply<'a>(
             .bind(at)
             .bind(uuid(message.0))
             .bind(submits.len() as i32)
-                .execute(&mut *conn)
-                .await?;
+            .execute(&mut *conn)
+            .await?;
             let links: Vec<&str> = submits.iter().map(|s| s.link.as_str()).collect();
             let ids: Vec<&str> = submits.iter().map(|s| s.smsc_id.as_str()).collect();
             let parts: Vec<i32> = submits.iter().map(|s| i32::from(s.part)).collect();

@@ -654,8 +654,8 @@ async fn apply(conn: &mut SqliteConnection, write: &Write) -> Result<()> {
             .bind(at)
             .bind(submits.len() as i64)
             .bind(uuid_bytes(message.0))
-                .execute(&mut *conn)
-                .await?;
+            .execute(&mut *conn)
+            .await?;
             for sub in submits {
                 sqlx::query(
                     "INSERT INTO message_submits (link, smsc_id, message_id, part, state) \

@@ -38,17 +38,22 @@ pub fn pickup_code(text: &str) -> Option<String> {
     })
 }
 
-/// Whether `text` carries a one-time verification (login, payment) code.
+/// Whether `text` carries a one-time verification (login, payment) code:
+/// a verification word, or a code with what senders of codes say around it
+/// ("is your … code", "do not share", "valid for"), and 4 to 8 digits.
 pub fn is_verification(text: &str) -> bool {
     let folded: Vec<char> = fold(text).chars().collect();
     let s: String = folded.iter().collect();
-    if !VERIFICATION_WORDS.iter().any(|w| s.contains(w)) {
+    let strong = VERIFICATION_WORDS.iter().any(|w| s.contains(w));
+    let code_talk = s.contains("code") && VERIFICATION_HINTS.iter().any(|w| s.contains(w));
+    if !(strong || code_talk) {
         return false;
     }
     tokens(&folded).iter().any(|t| {
         let body = &folded[t.start..t.end];
         let digits = body.iter().filter(|c| c.is_ascii_digit()).count();
-        (4..=8).contains(&digits) && body.iter().all(|c| c.is_ascii_alphanumeric())
+        let letters = body.iter().filter(|c| c.is_ascii_alphabetic()).count();
+        (4..=8).contains(&digits) && letters <= 2
     })
 }
 
@@ -109,7 +114,26 @@ const CODE_WORDS: &[&str] = &[
     "pin code",
     "pin",
     "code",
+    "enter",
+    "输入",
     "码",
+];
+
+/// What may follow a code to name it one: `50240043是您的取件码`.
+const CODE_AFTER: &[&str] = &[
+    "是您的取件码",
+    "为您的取件码",
+    "是你的取件码",
+    "是取件码",
+    "为取件码",
+    "是您的提货码",
+    "为您的提货码",
+    "是您的取货码",
+    "是您的开箱码",
+    "is your pickup code",
+    "is your pick-up code",
+    "is your collection code",
+    "is your locker code",
 ];
 
 /// Words that make a number anything but a pick-up code when they come
@@ -194,6 +218,29 @@ const NOT_CODE_AFTER: &[&str] = &[
     "am",
     "pm",
     "%",
+];
+
+/// What senders of one-time codes say beside "code".
+const VERIFICATION_HINTS: &[&str] = &[
+    "do not share",
+    "don't share",
+    "dont share",
+    "never share",
+    "not share",
+    "valid for",
+    "expires in",
+    "is your",
+    "your code",
+    "code is",
+    "code:",
+    "sign-in",
+    "sign in",
+    "log in",
+    "login",
+    "registration",
+    "confirmation",
+    "verify",
+    "account",
 ];
 
 const VERIFICATION_WORDS: &[&str] = &[
@@ -338,11 +385,20 @@ fn score(s: &[char], t: &Token) -> Option<i32> {
             return None;
         }
     }
-    let keyword = nearest(&before, CODE_WORDS);
+    let tail: String = s[t.end..].iter().take(24).collect();
+    let named_after = CODE_AFTER
+        .iter()
+        .any(|w| tail.trim_start_matches([' ', ',', '，']).starts_with(w));
+    let keyword = if named_after {
+        Some(0)
+    } else {
+        nearest(&before, CODE_WORDS)
+    };
     let negative = nearest(&before, NOT_CODE_BEFORE);
     let mut score = match (keyword, negative) {
-        // The nearest word decides: `运单号 SF… 取件码 1234` has both.
-        (Some(k), Some(n)) if n < k => return None,
+        // The nearest word decides: `运单号 SF… 取件码 1234` has both;
+        // `验证码` ends where `码` does, and wins.
+        (Some(k), Some(n)) if n <= k && !named_after => return None,
         (None, Some(_)) => return None,
         (Some(k), _) => 10 - k.min(6) as i32,
         (None, None) => 0,
@@ -387,9 +443,12 @@ fn nearest(before: &str, words: &[&str]) -> Option<usize> {
     words
         .iter()
         .filter_map(|w| {
-            before
-                .rfind(w)
-                .map(|at| before[at + w.len()..].chars().count())
+            let at = before.rfind(w)?;
+            // An English word is one only as a whole word: not `enter` in
+            // `center`.
+            let glued = w.starts_with(|c: char| c.is_ascii_alphabetic())
+                && before[..at].ends_with(|c: char| c.is_ascii_alphanumeric());
+            (!glued).then(|| before[at + w.len()..].chars().count())
         })
         .min()
 }

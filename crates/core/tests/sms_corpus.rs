@@ -1,0 +1,133 @@
+//! The pick-up-code extractor and the marketing filter on a labelled corpus
+//! of real-world formats (`tests/data/sms_corpus.jsonl`: courier, locker and
+//! station notices, verification codes, bulk marketing, other notices and
+//! personal texts, Chinese and English). Prints the figures BENCHMARKS.md
+//! reports (`cargo test -p maskline-core --test sms_corpus -- --nocapture`).
+
+use maskline_core::sms::pickup::{is_verification, pickup_code};
+use maskline_core::sms::text::fold;
+use maskline_core::sms::{Filter, Verdict};
+
+struct Entry {
+    text: String,
+    kind: String,
+    code: Option<String>,
+    block: bool,
+}
+
+fn corpus() -> Vec<Entry> {
+    let data = include_str!("data/sms_corpus.jsonl");
+    data.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("a JSON line");
+            Entry {
+                text: v["text"].as_str().unwrap().to_owned(),
+                kind: v["kind"].as_str().unwrap().to_owned(),
+                code: v["pickup_code"].as_str().map(str::to_owned),
+                block: v["block"].as_bool().unwrap(),
+            }
+        })
+        .collect()
+}
+
+/// Codes compare as the extractor returns them: full-width folded, upper
+/// case.
+fn norm(code: &str) -> String {
+    fold(code).to_ascii_uppercase()
+}
+
+#[test]
+fn pickup_codes_match_exactly() {
+    let corpus = corpus();
+    let (mut right, mut total, mut spurious, mut negatives) = (0, 0, 0, 0);
+    let mut misses = Vec::new();
+    for e in &corpus {
+        let got = pickup_code(&e.text);
+        match &e.code {
+            Some(want) => {
+                total += 1;
+                if got.as_deref() == Some(norm(want).as_str()) {
+                    right += 1;
+                } else {
+                    misses.push(format!("want {want:?} got {got:?}: {}", e.text));
+                }
+            }
+            None => {
+                negatives += 1;
+                if let Some(g) = got {
+                    spurious += 1;
+                    misses.push(format!("want none got {g:?} ({}): {}", e.kind, e.text));
+                }
+            }
+        }
+    }
+    let rate = f64::from(right) / f64::from(total);
+    println!(
+        "pick-up codes: {right}/{total} exact ({rate:.3}); {spurious} of {negatives} texts without a code given one"
+    );
+    for m in &misses {
+        println!("  {m}");
+    }
+    assert!(rate >= 0.97, "exact-match rate {rate:.3} below 0.97");
+    assert!(
+        f64::from(spurious) / f64::from(negatives) <= 0.02,
+        "{spurious} texts without a code were given one"
+    );
+}
+
+#[test]
+fn marketing_is_blocked_and_codes_never_are() {
+    let corpus = corpus();
+    let filter = Filter::default();
+    let (mut tp, mut fp, mut fn_) = (0u32, 0u32, 0u32);
+    let mut protected_blocked = Vec::new();
+    let mut wrong = Vec::new();
+    for e in &corpus {
+        let blocked = filter.classify(&e.text) != Verdict::Pass;
+        match (blocked, e.block) {
+            (true, true) => tp += 1,
+            (true, false) => {
+                fp += 1;
+                wrong.push(format!("blocked ({}): {}", e.kind, e.text));
+            }
+            (false, true) => {
+                fn_ += 1;
+                wrong.push(format!("passed (marketing): {}", e.text));
+            }
+            (false, false) => {}
+        }
+        if blocked && (e.kind == "pickup" || e.kind == "verification") {
+            protected_blocked.push(e.text.clone());
+        }
+    }
+    let precision = f64::from(tp) / f64::from(tp + fp);
+    let recall = f64::from(tp) / f64::from(tp + fn_);
+    println!(
+        "marketing filter: precision {precision:.3} recall {recall:.3} (tp {tp}, fp {fp}, fn {fn_})"
+    );
+    for w in &wrong {
+        println!("  {w}");
+    }
+    assert!(
+        protected_blocked.is_empty(),
+        "pick-up or verification texts blocked: {protected_blocked:#?}"
+    );
+    assert!(precision >= 0.97, "precision {precision:.3}");
+    assert!(recall >= 0.90, "recall {recall:.3}");
+}
+
+#[test]
+fn verification_texts_are_recognised() {
+    let corpus = corpus();
+    let mut missed = Vec::new();
+    for e in corpus.iter().filter(|e| e.kind == "verification") {
+        if !is_verification(&e.text) && pickup_code(&e.text).is_none() {
+            missed.push(e.text.clone());
+        }
+    }
+    println!("verification texts not recognised: {}", missed.len());
+    for m in &missed {
+        println!("  {m}");
+    }
+}
