@@ -796,21 +796,50 @@ impl Index {
     /// What to do with one inbound call or message. Reads only; allocates
     /// nothing.
     pub fn decide(&self, inbound: &Inbound, now: UnixTime) -> Decision {
+        self.decide_caller(
+            Some(inbound.caller),
+            inbound.called,
+            inbound.extension,
+            inbound.channel,
+            now,
+        )
+    }
+
+    /// The decision for a caller that is no phone number (a text from a
+    /// short code or an alphanumeric sender): never a bound party, so anyone.
+    pub fn decide_stranger(
+        &self,
+        called: Number,
+        extension: Option<Extension>,
+        channel: Channel,
+        now: UnixTime,
+    ) -> Decision {
+        self.decide_caller(None, called, extension, channel, now)
+    }
+
+    fn decide_caller(
+        &self,
+        caller: Option<Number>,
+        called: Number,
+        extension: Option<Extension>,
+        channel: Channel,
+        now: UnixTime,
+    ) -> Decision {
         let no_binding = Decision::Announce {
             prompt: Prompt::NoBinding,
             binding: None,
             tenant: None,
         };
-        let Some(&n) = self.number_ix.get(&inbound.called) else {
+        let Some(&n) = self.number_ix.get(&called) else {
             return no_binding;
         };
         let slot = &self.numbers[n as usize];
         let tenant = self.tenants[slot.tenant as usize];
         let record = match slot.mode {
             None => None,
-            Some(Mode::Axb) => self.slot(n, inbound.caller),
+            Some(Mode::Axb) => caller.and_then(|c| self.slot(n, c)),
             Some(Mode::Axn) => Some(slot.holder).filter(|&h| h != NONE),
-            Some(Mode::Axe) => match inbound.extension {
+            Some(Mode::Axe) => match extension {
                 None => return Decision::CollectExtension { tenant },
                 Some(ext) => self.ext_slot(n, ext.packed()),
             },
@@ -848,16 +877,18 @@ impl Index {
             }
         }
         let (direction, to) = match rec.mode {
-            Mode::Axb if inbound.caller == rec.a => match rec.b {
+            Mode::Axb if caller == Some(rec.a) => match rec.b {
                 Some(b) => (Direction::AToB, b),
                 None => return self.announce_no_b(rec, tenant),
             },
             Mode::Axb => (Direction::BToA, rec.a),
-            Mode::Axn | Mode::Axe if inbound.caller == rec.a => match rec.b {
+            Mode::Axn | Mode::Axe if caller == Some(rec.a) => match rec.b {
                 Some(b) => (Direction::AToB, b),
                 None => return self.announce_no_b(rec, tenant),
             },
-            Mode::Axn | Mode::Axe if Some(inbound.caller) == rec.b => (Direction::BToA, rec.a),
+            Mode::Axn | Mode::Axe if caller.is_some() && caller == rec.b => {
+                (Direction::BToA, rec.a)
+            }
             Mode::Axn | Mode::Axe => (Direction::NToA, rec.a),
         };
         let allowed = match direction {
@@ -871,7 +902,7 @@ impl Index {
                 tenant,
             };
         }
-        if inbound.channel == Channel::Sms && rec.flags & F_SMS == 0 {
+        if channel == Channel::Sms && rec.flags & F_SMS == 0 {
             return Decision::Reject {
                 reason: RejectReason::SmsDisabled,
                 binding: rec.id,
@@ -884,7 +915,7 @@ impl Index {
             mode: rec.mode,
             direction,
             to,
-            caller_id: inbound.called,
+            caller_id: called,
             max_call_seconds: (rec.max_call != 0).then_some(rec.max_call),
             record: rec.flags & F_RECORD != 0,
         })

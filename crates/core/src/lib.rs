@@ -90,4 +90,6 @@ pub enum Error {
     CapacityExceeded,
     #[error("a rule is a regular expression of 1 to 512 characters")]
     InvalidRule,
+    #[error("a sender is a phone number, or 1 to 20 letters, digits, spaces or ._-&")]
+    InvalidSender,
 }

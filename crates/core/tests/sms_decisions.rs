@@ -3,7 +3,8 @@
 //! holding, blocking (controls, expiry, marketing to axn/axe owners).
 
 use maskline_core::sms::{
-    Filter, FilterMode, InboundText, MessageReason, Rule, RuleAction, TextDecision, decide_text,
+    Filter, FilterMode, InboundText, MessageReason, Rule, RuleAction, Sender, SenderId,
+    TextDecision, decide_text,
 };
 use maskline_core::{
     BindingId, Controls, Direction, Extension, Index, Mode, NewBinding, Number, TenantId, UnixTime,
@@ -96,6 +97,16 @@ fn standard() -> Filter {
 fn decide(
     index: &Index,
     from: Number,
+    to: Number,
+    text: &str,
+    affinity: Option<Option<&str>>,
+) -> TextDecision {
+    decide_from(index, &Sender::Number(from), to, text, affinity)
+}
+
+fn decide_from(
+    index: &Index,
+    from: &Sender,
     to: Number,
     text: &str,
     affinity: Option<Option<&str>>,
@@ -193,7 +204,7 @@ fn tenant_rules_block_and_the_filter_can_be_off() {
         decide_text(
             &i,
             &InboundText {
-                from: n(),
+                from: &Sender::Number(n()),
                 to: x_axn(),
                 text,
             },
@@ -271,7 +282,7 @@ fn sms_off_expired_and_unknown_are_blocked() {
         decide_text(
             &i,
             &InboundText {
-                from,
+                from: &Sender::Number(from),
                 to,
                 text: "hi",
             },
@@ -313,4 +324,55 @@ fn a_without_b_on_axn_is_blocked() {
         blocked(decide(&i, a(), x_axn(), "hi", None)),
         MessageReason::NoB
     );
+}
+
+#[test]
+fn a_short_code_or_named_sender_is_anyone() {
+    let i = index();
+    let courier = Sender::Id(SenderId::new("10690000123").unwrap());
+    let named = Sender::Id(SenderId::new("FedEx").unwrap());
+    for from in [&courier, &named] {
+        match decide_from(&i, from, x_axn(), "取件码12-3-4567", None) {
+            TextDecision::Relay(c) => assert_eq!((c.to, c.direction), (a(), Direction::NToA)),
+            other => panic!("{other:?}"),
+        }
+        // Never a party of an axb binding.
+        assert_eq!(
+            blocked(decide_from(&i, from, x_axb(), "hi", None)),
+            MessageReason::NoBinding
+        );
+        assert_eq!(
+            relay_to(decide_from(&i, from, x_axe(), "5678 hi", None)).0,
+            c()
+        );
+    }
+}
+
+#[test]
+fn sender_ids_are_checked() {
+    for ok in [
+        "10690000123",
+        "FedEx",
+        "SF-Express",
+        "DHL Express",
+        "A&B.co_1",
+    ] {
+        assert!(SenderId::new(ok).is_ok(), "{ok}");
+    }
+    for bad in [
+        "",
+        " FedEx",
+        "FedEx ",
+        "+8613800000001",
+        "顺丰",
+        "a\nb",
+        "123456789012345678901",
+    ] {
+        assert!(SenderId::new(bad).is_err(), "{bad:?}");
+    }
+    assert_eq!(
+        Sender::parse_stored("+8613800000001").unwrap(),
+        Sender::Number(a())
+    );
+    assert_eq!(Sender::parse_stored("FedEx").unwrap().to_string(), "FedEx");
 }

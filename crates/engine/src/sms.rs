@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use maskline_core::sms::{
-    InboundText, Message, Settings, TextDecision, decide_text, pickup::pickup_code,
+    InboundText, Message, Sender, Settings, TextDecision, decide_text, pickup::pickup_code,
 };
 use maskline_core::{
     Binding, BindingStatus, EventType, MessageId, MessageReason, MessageStatus, Number, TenantId,
@@ -22,7 +22,7 @@ use crate::{Engine, Error, Result, now};
 /// A text arriving at X, decoded (and assembled from its parts).
 #[derive(Clone, Debug)]
 pub struct IncomingText {
-    pub from: Number,
+    pub from: Sender,
     pub to: Number,
     pub text: String,
     /// `smpp:<link>` or `http:<gateway id>`.
@@ -89,7 +89,7 @@ impl Engine {
         let settings = self.sms_settings.read().clone();
         let filter = |t: TenantId| settings.get(&t).map(|s| &s.filter);
         let text = InboundText {
-            from: incoming.from,
+            from: &incoming.from,
             to: incoming.to,
             text: &incoming.text,
         };
@@ -100,14 +100,15 @@ impl Engine {
         };
         if decision == TextDecision::NeedAffinity {
             let since = unix_ms() - self.config.sms_affinity_secs * 1000;
-            let affinity = match self
-                .store
-                .last_call_binding(incoming.to, incoming.from, since)
-                .await?
-            {
-                Some(b) => self.binding_extension(b),
+            let last_call = match incoming.from.number() {
+                Some(caller) => {
+                    self.store
+                        .last_call_binding(incoming.to, caller, since)
+                        .await?
+                }
                 None => None,
             };
+            let affinity = last_call.and_then(|b| self.binding_extension(b));
             let index = self.index.read();
             decision = decide_text(&index, &text, ext_len, Some(affinity), filter, now_s);
         }
@@ -118,7 +119,7 @@ impl Engine {
             binding: None,
             direction: None,
             x: incoming.to,
-            from: incoming.from,
+            from: incoming.from.clone(),
             to: None,
             pickup_code: pickup_code(&incoming.text),
             text: incoming.text,

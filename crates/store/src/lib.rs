@@ -13,7 +13,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use maskline_core::sms::{Message, Settings as SmsSettings};
+use maskline_core::sms::{Message, Sender, Settings as SmsSettings};
 use maskline_core::{
     Area, Binding, BindingId, BindingStatus, CallId, CallRecord, EventId, EventPattern, EventType,
     MessageId, MessageReason, MessageStatus, Number, TenantId, UnixMillis, UnixTime,
@@ -207,7 +207,7 @@ pub enum Write {
 #[derive(Clone, PartialEq, Eq, Hash, Debug)]
 pub struct PartsKey {
     pub x: Number,
-    pub from: Number,
+    pub from: Sender,
     pub reference: u16,
 }
 

@@ -4,7 +4,7 @@
 
 use std::str::FromStr;
 
-use maskline_core::sms::{Filter, FilterMode, Message, Rule, RuleAction, Settings};
+use maskline_core::sms::{Filter, FilterMode, Message, Rule, RuleAction, Sender, Settings};
 use maskline_core::{
     Area, Binding, BindingId, CallId, CallRecord, Controls, Direction, EndReason, EventId,
     EventType, Extension, MessageId, MessageReason, MessageStatus, Mode, Number, Refusal,
@@ -286,7 +286,7 @@ pub(crate) fn message(r: &impl Cells) -> Result<Message> {
             .map(|d| name(d, Direction::parse, "direction"))
             .transpose()?,
         x: number(text(r, "x")?, "x")?,
-        from: number(text(r, "sender")?, "sender")?,
+        from: sender(text(r, "sender")?)?,
         to: opt_number(r, "recipient")?,
         text: text(r, "body")?.to_owned(),
         pickup_code: r.text("pickup_code")?.map(str::to_owned),
@@ -301,6 +301,10 @@ pub(crate) fn message(r: &impl Cells) -> Result<Message> {
         updated_at: int(r, "updated_at")?,
         ends_at: int(r, "ends_at")?,
     })
+}
+
+fn sender(s: &str) -> Result<Sender> {
+    Sender::parse_stored(s).map_err(|_| Error::Corrupt("sender"))
 }
 
 pub(crate) const PART_COLUMNS: &str =
@@ -321,7 +325,7 @@ pub(crate) fn part(r: &impl Cells) -> Result<Part> {
 pub(crate) fn parts_key(r: &impl Cells) -> Result<PartsKey> {
     Ok(PartsKey {
         x: number(text(r, "x")?, "x")?,
-        from: number(text(r, "sender")?, "sender")?,
+        from: sender(text(r, "sender")?)?,
         reference: narrow(int(r, "reference")?, "reference")?,
     })
 }

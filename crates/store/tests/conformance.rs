@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use maskline_store::testing as pg;
 
-use maskline_core::sms::{Filter, FilterMode, Message, Rule, RuleAction, Settings};
+use maskline_core::sms::{
+    Filter, FilterMode, Message, Rule, RuleAction, Sender, SenderId, Settings,
+};
 use maskline_core::{
     Area, Binding, BindingId, BindingStatus, CallId, CallRecord, Controls, Direction, EndReason,
     Extension, Mode, Number, Refusal, ReleaseReason, ReleasedBy, TenantId,
@@ -1191,7 +1193,7 @@ fn message(id: u128, t: Option<u128>, status: MessageStatus, created_at: i64) ->
         binding: t.map(|_| BindingId(1)),
         direction: Some(Direction::NToA),
         x: num(1),
-        from: party(9),
+        from: Sender::Number(party(9)),
         to: (status == MessageStatus::Relayed).then(|| party(1)),
         text: format!("【菜鸟驿站】取件码12-3-{id:04}，请及时领取"),
         pickup_code: Some(format!("12-3-{id:04}")),
@@ -1234,6 +1236,7 @@ async fn messages_round_trip_and_list_by_tenant_binding_status(s: Arc<dyn Store>
     let relayed = message(1, Some(1), MessageStatus::Relayed, 1_000);
     let mut held = message(2, Some(1), MessageStatus::Held, 1_001);
     held.binding = None;
+    held.from = Sender::Id(SenderId::new("SF-Express").unwrap());
     let blocked = message(3, Some(1), MessageStatus::Blocked, 1_002);
     let other_tenant = message(4, Some(2), MessageStatus::Relayed, 1_003);
     let no_tenant = message(5, None, MessageStatus::Blocked, 1_004);
@@ -1380,19 +1383,31 @@ async fn a_text_is_delivered_once_every_part_is(s: Arc<dyn Store>) {
     ))
     .await
     .unwrap();
-    for (id, smsc_id, part) in [(1, "a1", 1), (1, "a2", 2), (2, "b1", 1)] {
+    // Every part of a text is handed over in one write.
+    for (id, parts) in [(1, vec![("a1", 1), ("a2", 2)]), (2, vec![("b1", 1)])] {
         s.enqueue(Write::MessageSubmitted {
             message: MessageId(id),
-            submits: vec![Submit {
-                link: "smsc-1".to_owned(),
-                smsc_id: smsc_id.to_owned(),
-                part,
-            }],
+            submits: parts
+                .into_iter()
+                .map(|(smsc_id, part)| Submit {
+                    link: "smsc-1".to_owned(),
+                    smsc_id: smsc_id.to_owned(),
+                    part,
+                })
+                .collect(),
             at: 1_500,
         })
         .await
         .unwrap();
     }
+    assert_eq!(
+        s.message(TenantId(1), MessageId(1))
+            .await
+            .unwrap()
+            .unwrap()
+            .parts,
+        2
+    );
     let delivered = |n| event(n, 1, EventType::SmsDelivered, 1, true);
     let failed = |n| event(n, 1, EventType::SmsFailed, 2, true);
     let status = |id| {
@@ -1462,7 +1477,7 @@ async fn parts_are_kept_until_assembled(s: Arc<dyn Store>) {
     setup(&*s).await;
     let key = PartsKey {
         x: num(1),
-        from: party(9),
+        from: Sender::Number(party(9)),
         reference: 77,
     };
     let part = |seq: u8, at: i64| Part {
@@ -1598,7 +1613,7 @@ async fn texts_follow_their_binding_and_are_purged_after_it(s: Arc<dyn Store>) {
     s.enqueue(Write::RecordPart(Part {
         key: PartsKey {
             x: num(1),
-            from: party(9),
+            from: Sender::Number(party(9)),
             reference: 1,
         },
         seq: 1,

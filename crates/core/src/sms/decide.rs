@@ -4,7 +4,7 @@
 //! owners.
 
 use super::filter::{Filter, Verdict};
-use super::{MessageReason, leading_extension};
+use super::{MessageReason, Sender, leading_extension};
 use crate::{
     BindingId, Channel, Connect, Decision, Direction, Extension, Inbound, Index, Mode, Number,
     Prompt, RejectReason, TenantId, UnixTime,
@@ -13,7 +13,7 @@ use crate::{
 /// One text arriving at X.
 #[derive(Clone, Copy, Debug)]
 pub struct InboundText<'a> {
-    pub from: Number,
+    pub from: &'a Sender,
     pub to: Number,
     pub text: &'a str,
 }
@@ -46,16 +46,17 @@ pub fn decide_text<'f>(
     filter: impl Fn(TenantId) -> Option<&'f Filter>,
     now: UnixTime,
 ) -> TextDecision {
-    let decide = |extension| {
-        index.decide(
+    let decide = |extension| match text.from {
+        Sender::Number(caller) => index.decide(
             &Inbound {
-                caller: text.from,
+                caller: *caller,
                 called: text.to,
                 extension,
                 channel: Channel::Sms,
             },
             now,
-        )
+        ),
+        Sender::Id(_) => index.decide_stranger(text.to, extension, Channel::Sms, now),
     };
     let unknown = |d: &Decision| {
         matches!(

@@ -15,6 +15,67 @@ use crate::{BindingId, Direction, Error, Extension, Number, TenantId, UnixMillis
 pub use decide::{InboundText, TextDecision, decide_text};
 pub use filter::{Filter, FilterMode, Rule, RuleAction, Verdict};
 
+/// Who sent a text: a phone number, or what carriers show for senders that
+/// have none (a short code such as `10690000123`, a name such as `FedEx`).
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+pub enum Sender {
+    Number(Number),
+    Id(SenderId),
+}
+
+/// A sender id: 1 to 20 characters of ASCII letters, digits, space, `.`,
+/// `_`, `-` and `&`, not starting with `+` (that is a number's form).
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+pub struct SenderId(String);
+
+impl SenderId {
+    pub fn new(s: &str) -> Result<SenderId, Error> {
+        let ok = (1..=20).contains(&s.len())
+            && !s.starts_with([' ', '+'])
+            && !s.ends_with(' ')
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b" ._-&".contains(&b));
+        if ok {
+            Ok(SenderId(s.to_owned()))
+        } else {
+            Err(Error::InvalidSender)
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Sender {
+    /// Stored form: E.164 (`+8613…`) for a number, the id as it is.
+    pub fn parse_stored(s: &str) -> Result<Sender, Error> {
+        if s.starts_with('+') {
+            Number::from_e164(s).map(Sender::Number)
+        } else {
+            SenderId::new(s).map(Sender::Id)
+        }
+    }
+
+    pub fn number(&self) -> Option<Number> {
+        match self {
+            Sender::Number(n) => Some(*n),
+            Sender::Id(_) => None,
+        }
+    }
+}
+
+/// E.164 for a number (`Display` shows it whole, for the API), the id as it
+/// is; `Debug` of a number is masked.
+impl fmt::Display for Sender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Sender::Number(n) => n.fmt(f),
+            Sender::Id(id) => f.write_str(&id.0),
+        }
+    }
+}
+
 /// One text to X and what became of it. Kept for its binding's lifetime and
 /// cool-down.
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -27,7 +88,7 @@ pub struct Message {
     /// The number texted.
     pub x: Number,
     /// Who sent it.
-    pub from: Number,
+    pub from: Sender,
     /// The party it was relayed to.
     pub to: Option<Number>,
     pub text: String,
