@@ -120,6 +120,8 @@ impl From<Domain> for Problem {
         use StatusCode as S;
         let (status, code) = match e {
             Domain::InvalidNumber => (S::BAD_REQUEST, "invalid_number"),
+            Domain::InvalidSender => (S::BAD_REQUEST, "invalid_sender"),
+            Domain::InvalidRule => (S::BAD_REQUEST, "invalid_rule"),
             Domain::InvalidRegion(_)
             | Domain::InvalidArea
             | Domain::InvalidExtension
@@ -169,6 +171,7 @@ impl From<EngineError> for Problem {
             }
             EngineError::BindingNotFound => Problem::not_found("binding"),
             EngineError::EventNotFound => Problem::not_found("event"),
+            EngineError::MessageNotFound => Problem::not_found("message"),
             EngineError::WebhookNotSet => Problem::new(
                 S::NOT_FOUND,
                 "webhook_not_set",
