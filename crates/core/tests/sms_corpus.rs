@@ -16,7 +16,17 @@ struct Entry {
 }
 
 fn corpus() -> Vec<Entry> {
-    let data = include_str!("data/sms_corpus.jsonl");
+    parse(include_str!("data/sms_corpus.jsonl"))
+}
+
+/// Written apart from the rules as a held-out set; its first run (pick-up
+/// 0.869, marketing recall 0.717) showed formats the rules had missed, which
+/// were then added: it has been tuned on since, like the corpus.
+fn tuning_b() -> Vec<Entry> {
+    parse(include_str!("data/sms_tuning_b.jsonl"))
+}
+
+fn parse(data: &str) -> Vec<Entry> {
     data.lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| {
@@ -39,10 +49,18 @@ fn norm(code: &str) -> String {
 
 #[test]
 fn pickup_codes_match_exactly() {
-    let corpus = corpus();
+    pickup_figures("corpus", &corpus());
+}
+
+#[test]
+fn pickup_codes_match_exactly_on_the_second_set() {
+    pickup_figures("second set", &tuning_b());
+}
+
+fn pickup_figures(name: &str, corpus: &[Entry]) {
     let (mut right, mut total, mut spurious, mut negatives) = (0, 0, 0, 0);
     let mut misses = Vec::new();
-    for e in &corpus {
+    for e in corpus {
         let got = pickup_code(&e.text);
         match &e.code {
             Some(want) => {
@@ -64,7 +82,7 @@ fn pickup_codes_match_exactly() {
     }
     let rate = f64::from(right) / f64::from(total);
     println!(
-        "pick-up codes: {right}/{total} exact ({rate:.3}); {spurious} of {negatives} texts without a code given one"
+        "{name}: pick-up codes {right}/{total} exact ({rate:.3}); {spurious} of {negatives} texts without a code given one"
     );
     for m in &misses {
         println!("  {m}");
@@ -78,12 +96,20 @@ fn pickup_codes_match_exactly() {
 
 #[test]
 fn marketing_is_blocked_and_codes_never_are() {
-    let corpus = corpus();
+    marketing_figures("corpus", &corpus());
+}
+
+#[test]
+fn marketing_is_blocked_and_codes_never_are_on_the_second_set() {
+    marketing_figures("second set", &tuning_b());
+}
+
+fn marketing_figures(name: &str, corpus: &[Entry]) {
     let filter = Filter::default();
     let (mut tp, mut fp, mut fn_) = (0u32, 0u32, 0u32);
     let mut protected_blocked = Vec::new();
     let mut wrong = Vec::new();
-    for e in &corpus {
+    for e in corpus {
         let blocked = filter.classify(&e.text) != Verdict::Pass;
         match (blocked, e.block) {
             (true, true) => tp += 1,
@@ -104,7 +130,7 @@ fn marketing_is_blocked_and_codes_never_are() {
     let precision = f64::from(tp) / f64::from(tp + fp);
     let recall = f64::from(tp) / f64::from(tp + fn_);
     println!(
-        "marketing filter: precision {precision:.3} recall {recall:.3} (tp {tp}, fp {fp}, fn {fn_})"
+        "{name}: marketing filter precision {precision:.3} recall {recall:.3} (tp {tp}, fp {fp}, fn {fn_})"
     );
     for w in &wrong {
         println!("  {w}");

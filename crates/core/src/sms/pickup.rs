@@ -21,7 +21,7 @@ pub fn pickup_code(text: &str) -> Option<String> {
         return None;
     }
     let mut best: Option<(i32, Token)> = None;
-    for token in tokens(&folded) {
+    for token in joined_groups(&folded, tokens(&folded)) {
         let Some(score) = score(&folded, &token) else {
             continue;
         };
@@ -48,6 +48,13 @@ pub fn is_verification(text: &str) -> bool {
     let code_talk = s.contains("code") && VERIFICATION_HINTS.iter().any(|w| s.contains(w));
     if !(strong || code_talk) {
         return false;
+    }
+    // "凭验证码 881203 到店消费立减30元": a code to redeem an offer.
+    if let Some(at) = s.find("凭验证码") {
+        let rest: String = s[at..].chars().take(40).collect();
+        if REDEEM_WORDS.iter().any(|w| rest.contains(w)) {
+            return false;
+        }
     }
     tokens(&folded).iter().any(|t| {
         let body = &folded[t.start..t.end];
@@ -119,26 +126,42 @@ const CODE_WORDS: &[&str] = &[
     "码",
 ];
 
-/// What may follow a code to name it one: `50240043是您的取件码`.
-const CODE_AFTER: &[&str] = &[
-    "是您的取件码",
-    "为您的取件码",
-    "是你的取件码",
-    "是取件码",
-    "为取件码",
-    "是您的提货码",
-    "为您的提货码",
-    "是您的取货码",
-    "是您的开箱码",
-    "is your pickup code",
-    "is your pick-up code",
-    "is your collection code",
-    "is your locker code",
+/// Whether the words after a code name it one: `50240043是您的取件码`,
+/// `6619为取件凭证`, `729415 is your pickup code`.
+fn named_after(tail: &str) -> bool {
+    let t = tail.trim_start_matches([' ', ',', '，']);
+    for lead in ["是您的", "为您的", "是你的", "是", "为"] {
+        if let Some(rest) = t.strip_prefix(lead) {
+            return CODE_NOUNS.iter().any(|w| rest.starts_with(w));
+        }
+    }
+    t.strip_prefix("is your ")
+        .is_some_and(|rest| rest.split('.').next().is_some_and(|p| p.contains("code")))
+}
+
+/// What a pick-up code is called after it.
+const CODE_NOUNS: &[&str] = &[
+    "取件码",
+    "取件凭证",
+    "取件号",
+    "取件密码",
+    "提货码",
+    "提货凭证",
+    "取货码",
+    "开箱码",
+    "开柜码",
 ];
 
 /// Words that make a number anything but a pick-up code when they come
 /// right before it.
 const NOT_CODE_BEFORE: &[&str] = &[
+    "promo code",
+    "discount code",
+    "coupon code",
+    "voucher code",
+    "优惠码",
+    "券码",
+    "兑换码",
     "单号",
     "运单",
     "快递单",
@@ -212,13 +235,14 @@ const NOT_CODE_AFTER: &[&str] = &[
     "分钟",
     "件",
     "个",
-    ":",
-    "/",
     ".",
     "am",
     "pm",
     "%",
 ];
+
+/// What a code to redeem an offer is for.
+const REDEEM_WORDS: &[&str] = &["领取", "消费", "兑换", "立减", "到店", "使用"];
 
 /// What senders of one-time codes say beside "code".
 const VERIFICATION_HINTS: &[&str] = &[
@@ -269,6 +293,24 @@ struct Token {
     end: usize,
 }
 
+/// Adds, for every two runs of 3 or 4 digits with one space between them
+/// (`920 571`), a token spanning both: some lockers print codes so.
+fn joined_groups(s: &[char], mut tokens: Vec<Token>) -> Vec<Token> {
+    let digits = |t: &Token| (3..=4).contains(&(t.end - t.start)) && all_digits(&s[t.start..t.end]);
+    let joined: Vec<Token> = tokens
+        .windows(2)
+        .filter(|w| {
+            digits(&w[0]) && digits(&w[1]) && w[1].start == w[0].end + 1 && s[w[0].end] == ' '
+        })
+        .map(|w| Token {
+            start: w[0].start,
+            end: w[1].end,
+        })
+        .collect();
+    tokens.extend(joined);
+    tokens
+}
+
 fn tokens(s: &[char]) -> Vec<Token> {
     let mut out = Vec::new();
     let mut i = 0;
@@ -304,9 +346,16 @@ enum Shape {
     Digits,
     /// One or two letters and 4 to 8 digits: `AB123456`.
     LetterDigits,
+    /// Letters and digits mixed, 4 to 8 of them: `8U4K2P`, `RM4Q7T2`.
+    Mixed,
 }
 
 fn shape(body: &[char]) -> Option<Shape> {
+    if let Some(at) = body.iter().position(|&c| c == ' ') {
+        // Two digit groups (see `joined_groups`): a code only after its word.
+        let (a, b) = (&body[..at], &body[at + 1..]);
+        return (all_digits(a) && all_digits(b)).then_some(Shape::Mixed);
+    }
     let digits = body.iter().filter(|c| c.is_ascii_digit()).count();
     let letters = body.iter().filter(|c| c.is_ascii_alphabetic()).count();
     let groups: Vec<&[char]> = body.split(|&c| c == '-').collect();
@@ -323,8 +372,12 @@ fn shape(body: &[char]) -> Option<Shape> {
         return Some(Shape::Digits);
     }
     let lead = body.iter().take_while(|c| c.is_ascii_alphabetic()).count();
-    (lead == letters && (1..=2).contains(&letters) && (4..=8).contains(&digits))
-        .then_some(Shape::LetterDigits)
+    if lead == letters && (1..=2).contains(&letters) && (4..=8).contains(&digits) {
+        return Some(Shape::LetterDigits);
+    }
+    // A word and a number (`SAVE20`, `HUB5`) is a promotion's code.
+    let promo = lead >= 3 && lead == letters;
+    (letters >= 1 && digits >= 1 && (4..=8).contains(&body.len()) && !promo).then_some(Shape::Mixed)
 }
 
 fn all_digits(g: &[char]) -> bool {
@@ -373,8 +426,17 @@ fn score(s: &[char], t: &Token) -> Option<i32> {
     let before = context_before(s, t.start);
     let after: String = s[t.end..].iter().take(4).collect();
     let after = after.trim_start();
-    // `12:30`, `3号柜`, `12月`, `2.50`; a full stop ends a sentence.
-    let full_stop = after.starts_with('.') && !after[1..].starts_with(|c: char| c.is_ascii_digit());
+    // `12:30`, `12/05`, `3号柜`, `12月`, `2.50`; a full stop or a colon
+    // with no digit after it ends a phrase (`Code 438291: show this`).
+    let next_is_digit = |p: &str| {
+        after
+            .strip_prefix(p)
+            .is_some_and(|r| r.starts_with(|c: char| c.is_ascii_digit()))
+    };
+    if next_is_digit(":") || next_is_digit("/") {
+        return None;
+    }
+    let full_stop = after.starts_with('.') && !next_is_digit(".");
     if !full_stop && NOT_CODE_AFTER.iter().any(|w| after.starts_with(w)) {
         return None;
     }
@@ -386,9 +448,7 @@ fn score(s: &[char], t: &Token) -> Option<i32> {
         }
     }
     let tail: String = s[t.end..].iter().take(24).collect();
-    let named_after = CODE_AFTER
-        .iter()
-        .any(|w| tail.trim_start_matches([' ', ',', '，']).starts_with(w));
+    let named_after = named_after(&tail);
     let keyword = if named_after {
         Some(0)
     } else {
@@ -410,6 +470,9 @@ fn score(s: &[char], t: &Token) -> Option<i32> {
         Shape::Shelf => score += 5,
         Shape::Digits => {}
         Shape::LetterDigits => score -= 2,
+        // Only right after the word that names it: words and ids look
+        // like this too.
+        Shape::Mixed => score -= 4,
     }
     Some(score)
 }
