@@ -25,7 +25,10 @@ pub fn pickup_code(text: &str) -> Option<String> {
         let Some(score) = score(&folded, &token) else {
             continue;
         };
-        if best.as_ref().is_none_or(|(b, _)| score > *b) {
+        let better = best.as_ref().is_none_or(|(b, t)| {
+            score > *b || (score == *b && token.start == t.start && token.end > t.end)
+        });
+        if better {
             best = Some((score, token));
         }
     }
@@ -98,6 +101,9 @@ const PICKUP_CONTEXT: &[&str] = &[
 /// Words right before a code that name it a pick-up code (folded, lower
 /// case), strongest first.
 const CODE_WORDS: &[&str] = &[
+    "提货验证码",
+    "取件验证码",
+    "取货验证码",
     "取件码",
     "提货码",
     "取货码",
@@ -109,10 +115,13 @@ const CODE_WORDS: &[&str] = &[
     "收件码",
     "自提码",
     "凭码",
+    "凭",
     "pickup code",
     "pick-up code",
     "pick up code",
     "collection code",
+    "collection number",
+    "pickup number",
     "collect code",
     "locker code",
     "open code",
@@ -135,8 +144,19 @@ fn named_after(tail: &str) -> bool {
             return CODE_NOUNS.iter().any(|w| rest.starts_with(w));
         }
     }
-    t.strip_prefix("is your ")
-        .is_some_and(|rest| rest.split('.').next().is_some_and(|p| p.contains("code")))
+    if let Some(rest) = t.strip_prefix("is your ") {
+        return rest.split('.').next().is_some_and(|p| p.contains("code"));
+    }
+    let t = t.trim_start_matches(['-', ':', ' ']);
+    [
+        "use this code",
+        "is the code",
+        "to open",
+        "to unlock",
+        "opens the locker",
+    ]
+    .iter()
+    .any(|w| t.starts_with(w))
 }
 
 /// What a pick-up code is called after it.
@@ -293,20 +313,31 @@ struct Token {
     end: usize,
 }
 
-/// Adds, for every two runs of 3 or 4 digits with one space between them
-/// (`920 571`), a token spanning both: some lockers print codes so.
+/// Adds a token for every run of 2 to 3 digit groups of 2 to 4 digits one
+/// space apart (`920 571`, `6139 2087`, `80 24 17`): some senders print
+/// codes so. Longer tokens come later, and win ties.
 fn joined_groups(s: &[char], mut tokens: Vec<Token>) -> Vec<Token> {
-    let digits = |t: &Token| (3..=4).contains(&(t.end - t.start)) && all_digits(&s[t.start..t.end]);
-    let joined: Vec<Token> = tokens
-        .windows(2)
-        .filter(|w| {
-            digits(&w[0]) && digits(&w[1]) && w[1].start == w[0].end + 1 && s[w[0].end] == ' '
-        })
-        .map(|w| Token {
-            start: w[0].start,
-            end: w[1].end,
-        })
-        .collect();
+    let group = |t: &Token| (2..=4).contains(&(t.end - t.start)) && all_digits(&s[t.start..t.end]);
+    let next_to = |a: &Token, b: &Token| b.start == a.end + 1 && s[a.end] == ' ';
+    let mut joined = Vec::new();
+    for i in 0..tokens.len() {
+        let mut end = i;
+        while end + 1 < tokens.len()
+            && end + 1 - i < 3
+            && group(&tokens[end])
+            && group(&tokens[end + 1])
+            && next_to(&tokens[end], &tokens[end + 1])
+        {
+            end += 1;
+            let digits: usize = tokens[i..=end].iter().map(|t| t.end - t.start).sum();
+            if (4..=10).contains(&digits) {
+                joined.push(Token {
+                    start: tokens[i].start,
+                    end: tokens[end].end,
+                });
+            }
+        }
+    }
     tokens.extend(joined);
     tokens
 }
@@ -348,13 +379,15 @@ enum Shape {
     LetterDigits,
     /// Letters and digits mixed, 4 to 8 of them: `8U4K2P`, `RM4Q7T2`.
     Mixed,
+    /// Digit groups a space apart (`6139 2087`, `80 24 17`): a code only
+    /// after its word.
+    Groups,
 }
 
 fn shape(body: &[char]) -> Option<Shape> {
-    if let Some(at) = body.iter().position(|&c| c == ' ') {
-        // Two digit groups (see `joined_groups`): a code only after its word.
-        let (a, b) = (&body[..at], &body[at + 1..]);
-        return (all_digits(a) && all_digits(b)).then_some(Shape::Mixed);
+    if body.contains(&' ') {
+        // Digit groups (see `joined_groups`).
+        return Some(Shape::Groups);
     }
     let digits = body.iter().filter(|c| c.is_ascii_digit()).count();
     let letters = body.iter().filter(|c| c.is_ascii_alphabetic()).count();
@@ -363,7 +396,7 @@ fn shape(body: &[char]) -> Option<Shape> {
         let ok = groups.len() <= 4
             && groups.iter().all(|g| !g.is_empty() && g.len() <= 6)
             && digits >= 3
-            && letters <= 3
+            && letters <= 4
             && !is_date(&groups)
             && !is_phone_groups(&groups);
         return ok.then_some(Shape::Shelf);
@@ -450,29 +483,31 @@ fn score(s: &[char], t: &Token) -> Option<i32> {
     let tail: String = s[t.end..].iter().take(24).collect();
     let named_after = named_after(&tail);
     let keyword = if named_after {
-        Some(0)
+        Some((0, usize::MAX))
     } else {
         nearest(&before, CODE_WORDS)
     };
     let negative = nearest(&before, NOT_CODE_BEFORE);
     let mut score = match (keyword, negative) {
-        // The nearest word decides: `运单号 SF… 取件码 1234` has both;
-        // `验证码` ends where `码` does, and wins.
-        (Some(k), Some(n)) if n <= k && !named_after => return None,
+        // The nearest word decides: `运单号 SF… 取件码 1234` has both; of
+        // two ending at one place the longer (`验证码` over `码`).
+        (Some(k), Some(n)) if (n.0, std::cmp::Reverse(n.1)) <= (k.0, std::cmp::Reverse(k.1)) => {
+            return None;
+        }
         (None, Some(_)) => return None,
-        (Some(k), _) => 10 - k.min(6) as i32,
+        (Some((k, _)), _) => 10 - k.min(6) as i32,
         (None, None) => 0,
     };
-    if before.ends_with('凭') || before.ends_with("凭 ") {
-        score = score.max(8);
-    }
     match shape {
         Shape::Shelf => score += 5,
-        Shape::Digits => {}
+        Shape::Digits | Shape::Groups => {}
         Shape::LetterDigits => score -= 2,
         // Only right after the word that names it: words and ids look
         // like this too.
         Shape::Mixed => score -= 4,
+    }
+    if shape == Shape::Groups && keyword.is_none() {
+        return None;
     }
     Some(score)
 }
@@ -500,9 +535,10 @@ fn context_before(s: &[char], start: usize) -> String {
     }
 }
 
-/// How far (in chars) from the end of `before` the nearest of `words`
-/// ends, if one occurs.
-fn nearest(before: &str, words: &[&str]) -> Option<usize> {
+/// The nearest of `words` before a token: how far (in chars) from the end
+/// of `before` it ends, and how long it is (of two ending at one place, the
+/// longer names the token: `提货验证码`, not `验证码`).
+fn nearest(before: &str, words: &[&str]) -> Option<(usize, usize)> {
     words
         .iter()
         .filter_map(|w| {
@@ -511,9 +547,9 @@ fn nearest(before: &str, words: &[&str]) -> Option<usize> {
             // `center`.
             let glued = w.starts_with(|c: char| c.is_ascii_alphabetic())
                 && before[..at].ends_with(|c: char| c.is_ascii_alphanumeric());
-            (!glued).then(|| before[at + w.len()..].chars().count())
+            (!glued).then(|| (before[at + w.len()..].chars().count(), w.chars().count()))
         })
-        .min()
+        .min_by_key(|&(distance, len)| (distance, std::cmp::Reverse(len)))
 }
 
 #[cfg(test)]
