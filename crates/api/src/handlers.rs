@@ -10,10 +10,14 @@ use maskline_core::{
     EventPattern, EventType, Extension, Inbound, Mode, Number,
 };
 use maskline_engine::events_crate::validate_url;
-use maskline_engine::store::{BindingFilter, CallFilter, Fallback, Intercept, Page};
+use maskline_core::sms::{Filter, FilterMode, MAX_PREFIX_CHARS, Rule, RuleAction, Sender, SenderId};
+use maskline_core::{MessageId, MessageStatus};
+use maskline_engine::store::{
+    BindingFilter, CallFilter, Fallback, Intercept, MessageFilter, Page,
+};
 use maskline_engine::{
-    BindingPatch, BindingSpec, ControlsPatch, Created, Expiry, IdempotencyKey, NumberEntry,
-    WebhookSpec,
+    BindingPatch, BindingSpec, ControlsPatch, Created, Expiry, IdempotencyKey, IncomingText,
+    NumberEntry, WebhookSpec,
 };
 use serde::Deserialize;
 
@@ -47,6 +51,23 @@ pub struct BindingListParams {
     limit: Option<u32>,
     external_ref: Option<String>,
     party: Option<String>,
+    status: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MessageListParams {
+    cursor: Option<String>,
+    limit: Option<u32>,
+    binding_id: Option<String>,
+    status: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BindingMessageListParams {
+    cursor: Option<String>,
+    limit: Option<u32>,
     status: Option<String>,
 }
 
@@ -695,6 +716,324 @@ pub async fn list_calls(
         |c| c.id.to_string(),
         CallView::new,
     )))
+}
+
+// === texts ===
+
+/// Longest text an HTTP gateway may push, in characters (more than 255
+/// concatenated parts hold).
+const MAX_TEXT_CHARS: usize = 20_000;
+
+#[utoipa::path(post, path = "/v1/sms/inbound", tag = "sms",
+    request_body = InboundSmsRequest,
+    responses(
+        (status = 200, description = "Decided and kept: relayed, held or blocked", body = InboundSmsResponse),
+        (status = 400, description = "`invalid_number` (to), `invalid_sender` (from), `invalid_field`", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, body = ProblemBody, content_type = "application/problem+json"),
+        (status = 403, description = "`switch_disabled` when MASKLINE_SWITCH_KEY is unset", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "`storage_unavailable`: not kept; push it again", body = ProblemBody, content_type = "application/problem+json"),
+    ),
+    security(("switch_key" = [])))]
+pub async fn sms_inbound(
+    State(state): State<AppState>,
+    _: SwitchAuth,
+    body: JsonBody<InboundSmsRequest>,
+) -> ApiResult<Json<InboundSmsResponse>> {
+    let req = body.value;
+    let to = number(&state, &req.to, "to")?;
+    let from = match Number::parse(&req.from, state.region) {
+        Ok(n) => Sender::Number(n),
+        Err(_) => Sender::Id(SenderId::new(req.from.trim()).map_err(|e| {
+            Problem::bad_request("invalid_sender", "from", e.to_string())
+        })?),
+    };
+    if req.text.chars().count() > MAX_TEXT_CHARS {
+        return Err(Problem::bad_request(
+            "invalid_field",
+            "text",
+            format!("text must be at most {MAX_TEXT_CHARS} characters"),
+        ));
+    }
+    let gateway = match req.gateway_id.as_deref() {
+        None => "gateway".to_owned(),
+        Some(g)
+            if (1..=64).contains(&g.len())
+                && g.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) =>
+        {
+            g.to_owned()
+        }
+        Some(_) => {
+            return Err(Problem::bad_request(
+                "invalid_field",
+                "gateway_id",
+                "gateway_id is 1 to 64 letters, digits, '.', '_' or '-'",
+            ));
+        }
+    };
+    let accepted = state
+        .engine
+        .accept_text(IncomingText {
+            from,
+            to,
+            text: req.text,
+            ingress: format!("http:{gateway}"),
+            assembled_from: None,
+        })
+        .await?;
+    Ok(Json(InboundSmsResponse {
+        message_id: accepted.id.to_string(),
+        status: accepted.status.as_str(),
+        reason: accepted.reason.map(|r| r.as_str()),
+    }))
+}
+
+fn message_status(raw: Option<&str>) -> ApiResult<Option<MessageStatus>> {
+    raw.map(|s| {
+        MessageStatus::parse(s).ok_or_else(|| {
+            Problem::bad_request(
+                "invalid_parameter",
+                "status",
+                "status must be one of relayed, held, blocked, delivered, failed",
+            )
+        })
+    })
+    .transpose()
+}
+
+async fn message_page(
+    state: &AppState,
+    tenant: maskline_core::TenantId,
+    filter: MessageFilter,
+    cursor: Option<&str>,
+    limit: Option<u32>,
+) -> ApiResult<ListPage<MessageView>> {
+    let limit = self::limit(limit)?;
+    let after = decode_cursor(cursor, |s| s.parse::<MessageId>().ok())?;
+    let rows = state
+        .engine
+        .messages(
+            tenant,
+            &filter,
+            Page {
+                after,
+                limit: limit + 1,
+            },
+        )
+        .await?;
+    Ok(page_of(rows, limit, |m| m.id.to_string(), MessageView::new))
+}
+
+#[utoipa::path(get, path = "/v1/messages", tag = "sms",
+    params(
+        ("binding_id" = Option<String>, Query,),
+        ("status" = Option<String>, Query, description = "relayed, held, blocked, delivered or failed"),
+        ("cursor" = Option<String>, Query,),
+        ("limit" = Option<u32>, Query, description = "1 to 1000, default 100"),
+    ),
+    responses(
+        (status = 200, description = "Oldest first; kept for their binding's life and cool-down", body = ListPage<MessageView>),
+        (status = 400, body = ProblemBody, content_type = "application/problem+json"),
+    ),
+    security(("tenant_key" = [])))]
+pub async fn list_messages(
+    State(state): State<AppState>,
+    TenantAuth(tenant): TenantAuth,
+    QueryParams(q): QueryParams<MessageListParams>,
+) -> ApiResult<Json<ListPage<MessageView>>> {
+    let binding = q
+        .binding_id
+        .as_deref()
+        .map(|b| {
+            b.parse::<BindingId>().map_err(|_| {
+                Problem::bad_request(
+                    "invalid_parameter",
+                    "binding_id",
+                    "binding_id must be a binding id",
+                )
+            })
+        })
+        .transpose()?;
+    let filter = MessageFilter {
+        binding,
+        status: message_status(q.status.as_deref())?,
+    };
+    Ok(Json(
+        message_page(&state, tenant, filter, q.cursor.as_deref(), q.limit).await?,
+    ))
+}
+
+#[utoipa::path(get, path = "/v1/bindings/{id}/messages", tag = "sms",
+    params(
+        ("id" = String, Path),
+        ("status" = Option<String>, Query, description = "relayed, held, blocked, delivered or failed"),
+        ("cursor" = Option<String>, Query,),
+        ("limit" = Option<u32>, Query, description = "1 to 1000, default 100"),
+    ),
+    responses(
+        (status = 200, description = "The binding's texts, oldest first: the pick-up-code inbox", body = ListPage<MessageView>),
+        (status = 400, body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, body = ProblemBody, content_type = "application/problem+json"),
+    ),
+    security(("tenant_key" = [])))]
+pub async fn list_binding_messages(
+    State(state): State<AppState>,
+    TenantAuth(tenant): TenantAuth,
+    PathParam(raw): PathParam,
+    QueryParams(q): QueryParams<BindingMessageListParams>,
+) -> ApiResult<Json<ListPage<MessageView>>> {
+    let id = binding_id(&raw)?;
+    // Another tenant's binding, or none: 404 either way.
+    state.engine.binding(tenant, id).await?;
+    let filter = MessageFilter {
+        binding: Some(id),
+        status: message_status(q.status.as_deref())?,
+    };
+    Ok(Json(
+        message_page(&state, tenant, filter, q.cursor.as_deref(), q.limit).await?,
+    ))
+}
+
+#[utoipa::path(get, path = "/v1/parties/{number}/bindings", tag = "sms",
+    params(
+        ("number" = String, Path, description = "The party's real number"),
+        ("cursor" = Option<String>, Query,),
+        ("limit" = Option<u32>, Query, description = "1 to 1000, default 100"),
+    ),
+    responses(
+        (status = 200, description = "The party's active bindings with X and its last four digits", body = ListPage<PartyBindingView>),
+        (status = 400, body = ProblemBody, content_type = "application/problem+json"),
+    ),
+    security(("tenant_key" = [])))]
+pub async fn list_party_bindings(
+    State(state): State<AppState>,
+    TenantAuth(tenant): TenantAuth,
+    PathParam(raw): PathParam,
+    QueryParams(q): QueryParams<ListParams>,
+) -> ApiResult<Json<ListPage<PartyBindingView>>> {
+    let party = number(&state, &raw, "number")?;
+    let limit = limit(q.limit)?;
+    let after = decode_cursor(q.cursor.as_deref(), |s| s.parse::<BindingId>().ok())?;
+    let rows = state
+        .engine
+        .party_bindings(
+            tenant,
+            party,
+            Page {
+                after,
+                limit: limit + 1,
+            },
+        )
+        .await?;
+    Ok(Json(page_of(
+        rows,
+        limit,
+        |b| b.id.to_string(),
+        |b| {
+            let x = b.x.to_string();
+            PartyBindingView {
+                id: b.id.to_string(),
+                mode: b.mode.as_str(),
+                x_last4: x[x.len().saturating_sub(4)..].to_owned(),
+                x,
+                extension: b.extension.map(|e| e.to_string()),
+                role: if b.a == party { "a" } else { "b" },
+                external_ref: b.external_ref.clone(),
+                expires_at: rfc3339(b.expires_at),
+            }
+        },
+    )))
+}
+
+fn sms_settings_view(s: &maskline_core::sms::Settings) -> SmsSettingsView {
+    SmsSettingsView {
+        prefix: s.prefix.clone(),
+        marketing_filter: match s.filter.mode {
+            FilterMode::Off => MarketingFilterDto::Off,
+            FilterMode::Standard => MarketingFilterDto::Standard,
+        },
+        rules: s
+            .filter
+            .rules
+            .iter()
+            .map(|r| RuleDto {
+                pattern: r.pattern().to_owned(),
+                action: match r.action {
+                    RuleAction::Block => RuleActionDto::Block,
+                    RuleAction::Allow => RuleActionDto::Allow,
+                },
+            })
+            .collect(),
+    }
+}
+
+#[utoipa::path(put, path = "/v1/settings/sms", tag = "sms",
+    request_body = SmsSettingsRequest,
+    responses(
+        (status = 200, body = SmsSettingsView),
+        (status = 400, description = "`invalid_rule` (a `match` that is no regular expression), `invalid_field`", body = ProblemBody, content_type = "application/problem+json"),
+    ),
+    security(("tenant_key" = [])))]
+pub async fn put_sms_settings(
+    State(state): State<AppState>,
+    TenantAuth(tenant): TenantAuth,
+    body: JsonBody<SmsSettingsRequest>,
+) -> ApiResult<Json<SmsSettingsView>> {
+    let req = body.value;
+    let prefix = req.prefix.filter(|p| !p.is_empty());
+    if prefix
+        .as_ref()
+        .is_some_and(|p| p.chars().count() > MAX_PREFIX_CHARS)
+    {
+        return Err(Problem::bad_request(
+            "invalid_field",
+            "prefix",
+            format!("prefix must be at most {MAX_PREFIX_CHARS} characters"),
+        ));
+    }
+    if req.rules.len() > maskline_core::sms::filter::MAX_RULES {
+        return Err(Problem::bad_request(
+            "invalid_field",
+            "rules",
+            format!("at most {} rules", maskline_core::sms::filter::MAX_RULES),
+        ));
+    }
+    let rules = req
+        .rules
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let action = match r.action {
+                RuleActionDto::Block => RuleAction::Block,
+                RuleActionDto::Allow => RuleAction::Allow,
+            };
+            Rule::new(&r.pattern, action).map_err(|e| {
+                Problem::bad_request("invalid_rule", &format!("rules[{i}].match"), e.to_string())
+            })
+        })
+        .collect::<ApiResult<Vec<_>>>()?;
+    let settings = maskline_core::sms::Settings {
+        prefix,
+        filter: Filter {
+            mode: match req.marketing_filter {
+                MarketingFilterDto::Off => FilterMode::Off,
+                MarketingFilterDto::Standard => FilterMode::Standard,
+            },
+            rules,
+        },
+    };
+    let view = sms_settings_view(&settings);
+    state.engine.put_sms_settings(tenant, settings).await?;
+    Ok(Json(view))
+}
+
+#[utoipa::path(get, path = "/v1/settings/sms", tag = "sms",
+    responses((status = 200, description = "The standard filter and no rules until set", body = SmsSettingsView)),
+    security(("tenant_key" = [])))]
+pub async fn get_sms_settings(
+    State(state): State<AppState>,
+    TenantAuth(tenant): TenantAuth,
+) -> Json<SmsSettingsView> {
+    Json(sms_settings_view(&state.engine.sms_settings(tenant)))
 }
 
 // === webhooks and events ===

@@ -1,5 +1,5 @@
-//! The HTTP API (axum): tenants, numbers, bindings, call records, route
-//! decisions for switches, health, metrics and the OpenAPI description.
+//! The HTTP API (axum): tenants, numbers, bindings, call records, texts,
+//! route decisions for switches, health, metrics and the OpenAPI description.
 //!
 //! - [`handlers`]: one function per endpoint, each annotated for OpenAPI.
 //! - [`extract`]: body, query and auth extractors that refuse precisely.
@@ -79,6 +79,7 @@ pub(crate) fn sha256(bytes: &[u8]) -> [u8; 32] {
         (name = "calls", description = "Call detail records"),
         (name = "events", description = "Events, the webhook that receives them, the intercept callback"),
         (name = "routing", description = "Decisions for external switches (switch key)"),
+        (name = "sms", description = "Texts through X: gateways' inbound texts, the pick-up-code inbox, the marketing filter"),
         (name = "operations", description = "Health, metrics, this document"),
     )
 )]
@@ -121,6 +122,14 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(handlers::get_event))
         .routes(routes!(handlers::redeliver_event))
         .routes(routes!(handlers::route))
+        .routes(routes!(handlers::sms_inbound))
+        .routes(routes!(handlers::list_messages))
+        .routes(routes!(handlers::list_binding_messages))
+        .routes(routes!(handlers::list_party_bindings))
+        .routes(routes!(
+            handlers::put_sms_settings,
+            handlers::get_sms_settings
+        ))
         .routes(routes!(handlers::healthz))
         .routes(routes!(handlers::metrics))
         .split_for_parts();

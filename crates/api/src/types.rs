@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 use crate::problem::Problem;
 
 pub use maskline_engine::events_crate::payload::{
-    BindingView, CallView, ControlsView, rfc3339, rfc3339_millis,
+    BindingView, CallView, ControlsView, MessageView, rfc3339, rfc3339_millis,
 };
 
 /// Lists: one page of items and the cursor of the next page.
@@ -301,6 +301,96 @@ pub struct DeliveryView {
     pub last_status: Option<u16>,
     pub last_error: Option<String>,
     pub delivered_at: Option<String>,
+}
+
+// === texts ===
+
+/// A text an HTTP SMS gateway received for X.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InboundSmsRequest {
+    /// The sender: a phone number, or a short code or name (`10690000123`,
+    /// `FedEx`).
+    pub from: String,
+    /// The virtual number texted.
+    pub to: String,
+    pub text: String,
+    /// Which gateway (1 to 64 letters, digits, `.`, `_`, `-`), kept with the
+    /// text.
+    #[serde(default)]
+    pub gateway_id: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct InboundSmsResponse {
+    pub message_id: String,
+    /// `relayed`, `held` or `blocked`.
+    pub status: &'static str,
+    /// Why it was held or blocked.
+    pub reason: Option<&'static str>,
+}
+
+#[derive(Deserialize, Serialize, ToSchema, Clone, Copy, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum MarketingFilterDto {
+    Off,
+    #[default]
+    Standard,
+}
+
+#[derive(Deserialize, Serialize, ToSchema, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleActionDto {
+    Block,
+    Allow,
+}
+
+/// A tenant's rule: the first whose `match` (a regular expression, matched
+/// case-insensitively) finds the text decides it.
+#[derive(Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RuleDto {
+    #[serde(rename = "match")]
+    pub pattern: String,
+    pub action: RuleActionDto,
+}
+
+/// `PUT /v1/settings/sms` replaces them all.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SmsSettingsRequest {
+    /// Put before every relayed text (at most 32 characters).
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// `standard` blocks bulk marketing to axn/axe numbers; `off` leaves it
+    /// to the rules.
+    #[serde(default)]
+    pub marketing_filter: MarketingFilterDto,
+    /// At most 100, tried in order before the standard filter.
+    #[serde(default)]
+    pub rules: Vec<RuleDto>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SmsSettingsView {
+    pub prefix: Option<String>,
+    pub marketing_filter: MarketingFilterDto,
+    pub rules: Vec<RuleDto>,
+}
+
+/// One of a party's live bindings: the numbers it can be reached on, and
+/// the last four digits users look a pick-up code up by.
+#[derive(Serialize, ToSchema)]
+pub struct PartyBindingView {
+    pub id: String,
+    pub mode: &'static str,
+    pub x: String,
+    pub x_last4: String,
+    pub extension: Option<String>,
+    /// `a` or `b`: the party's place in the binding.
+    pub role: &'static str,
+    pub external_ref: Option<String>,
+    pub expires_at: String,
 }
 
 #[derive(Serialize, ToSchema)]

@@ -63,6 +63,14 @@ pub struct Config {
     pub webhook_first_retry_ms: u64,
     pub webhook_max_backoff_secs: u64,
     pub webhook_concurrency: u64,
+    pub smpp: Vec<maskline_sms::SmscUrl>,
+    pub smpp_window: usize,
+    pub smpp_enquire_secs: u64,
+    pub smpp_response_timeout_secs: u64,
+    pub smpp_reconnect_max_secs: u64,
+    pub sms_affinity_hours: i64,
+    pub sms_relay_timeout_secs: u64,
+    pub sms_parts_timeout_secs: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -103,6 +111,10 @@ impl fmt::Debug for Config {
             .field("webhook_first_retry_ms", &self.webhook_first_retry_ms)
             .field("webhook_max_backoff_secs", &self.webhook_max_backoff_secs)
             .field("webhook_concurrency", &self.webhook_concurrency)
+            // SmscUrl's Debug hides the passwords.
+            .field("smpp", &self.smpp)
+            .field("smpp_window", &self.smpp_window)
+            .field("sms_affinity_hours", &self.sms_affinity_hours)
             .finish_non_exhaustive()
     }
 }
@@ -149,6 +161,14 @@ pub const KEYS: &[Key] = &[
     key("webhook_concurrency", Some("16")),
     key("shutdown_grace_secs", Some("10")),
     key("log_format", Some("text")),
+    key("smpp", None),
+    key("smpp_window", Some("10")),
+    key("smpp_enquire_secs", Some("30")),
+    key("smpp_response_timeout_secs", Some("10")),
+    key("smpp_reconnect_max_secs", Some("30")),
+    key("sms_affinity_hours", Some("72")),
+    key("sms_relay_timeout_secs", Some("86400")),
+    key("sms_parts_timeout_secs", Some("600")),
 ];
 
 /// A TOML value as the text a variable would hold: strings as they are,
@@ -324,6 +344,15 @@ impl Config {
                 return Err(err(src, "must be at least 16 characters"));
             }
         }
+        let smpp = match text("smpp") {
+            None => Vec::new(),
+            Some(list) => {
+                let src = get("smpp").map_or("smpp", |(_, s)| s);
+                // The URL is not quoted back: it holds a password.
+                maskline_sms::SmscUrl::parse_list(&list)
+                    .map_err(|(i, e)| err(src, format!("link {}: {e}", i + 1)))?
+            }
+        };
         let data_dir = text("data_dir").ok_or_else(|| {
             let src = get("data_dir").map_or("data_dir", |(_, s)| s);
             err(src, "must not be empty")
@@ -360,6 +389,14 @@ impl Config {
             webhook_first_retry_ms: int("webhook_first_retry_ms", 10, 600000)? as u64,
             webhook_max_backoff_secs: int("webhook_max_backoff_secs", 1, 86400)? as u64,
             webhook_concurrency: int("webhook_concurrency", 1, 256)? as u64,
+            smpp,
+            smpp_window: int("smpp_window", 1, 1000)? as usize,
+            smpp_enquire_secs: int("smpp_enquire_secs", 1, 3600)? as u64,
+            smpp_response_timeout_secs: int("smpp_response_timeout_secs", 1, 300)? as u64,
+            smpp_reconnect_max_secs: int("smpp_reconnect_max_secs", 1, 3600)? as u64,
+            sms_affinity_hours: int("sms_affinity_hours", 0, 8760)?,
+            sms_relay_timeout_secs: int("sms_relay_timeout_secs", 60, 30 * 86400)? as u64,
+            sms_parts_timeout_secs: int("sms_parts_timeout_secs", 10, 86400)? as u64,
         })
     }
 
@@ -391,7 +428,29 @@ impl Config {
             default_ttl_secs: self.default_ttl_secs,
             max_ttl_secs: self.max_ttl_secs,
             extension_len: self.extension_length,
+            sms_affinity_secs: self.sms_affinity_hours * 3600,
             ..maskline_engine::Config::default()
+        }
+    }
+
+    /// The SMPP links' settings.
+    pub fn sms(&self) -> maskline_sms::Config {
+        use std::time::Duration;
+        maskline_sms::Config {
+            links: self.smpp.clone(),
+            session: maskline_sms::SessionConfig {
+                window: self.smpp_window,
+                enquire_interval: Duration::from_secs(self.smpp_enquire_secs),
+                response_timeout: Duration::from_secs(self.smpp_response_timeout_secs),
+                ..maskline_sms::SessionConfig::default()
+            },
+            region: self.default_region,
+            reconnect_max: Duration::from_secs(self.smpp_reconnect_max_secs),
+            relay_lease: Duration::from_millis(
+                maskline_engine::Config::default().sms_relay_lease_ms as u64,
+            ),
+            relay_timeout: Duration::from_secs(self.sms_relay_timeout_secs),
+            parts_timeout: Duration::from_secs(self.sms_parts_timeout_secs),
         }
     }
 }

@@ -159,6 +159,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         stopped(stop_rx.clone()),
     ));
 
+    let sms = maskline_sms::Sms::start(engine.clone(), config.sms(), stop_rx.clone());
+
     let sip_addr = sip.local_addr();
     let (sip, mut sip_done) = sip
         .spawn(stopped(stop_rx.clone()), grace)
@@ -199,6 +201,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .map_or(true, |joined| joined.is_err())
     {
         tracing::warn!("SIP thread failed");
+    }
+    // Links unbind once the texts they are keeping are safe.
+    if tokio::time::timeout(grace, sms.stopped()).await.is_err() {
+        tracing::warn!("SMPP links did not stop within the grace period");
     }
     let _ = sweeper.await;
     // Requests in flight finish within the grace period; what is left is

@@ -39,7 +39,9 @@ pub fn submits(
         .dest_addr_ton(Ton::International)
         .dest_addr_npi(Npi::Isdn)
         .destination_addr(address(to))
-        .esm_class(EsmClass::default())
+        // Not `EsmClass::default()`: rusmpp's sets the ANSI-41 "delivery
+        // acknowledgement" bit (0x08), which an SMSC may take as a receipt.
+        .esm_class(EsmClass::from(0u8))
         // A receipt whether delivery succeeds or fails (SMPP 3.4 §5.2.17).
         .registered_delivery(RegisteredDelivery::from(RECEIPT_ON_SUCCESS_OR_FAILURE))
         .build();
@@ -127,6 +129,10 @@ mod tests {
                 text.chars().count()
             );
             for s in &subs {
+                // A normal message; UDHI only when in parts.
+                let udhi = if parts > 1 { 0x40 } else { 0 };
+                assert_eq!(u8::from(s.esm_class), udhi);
+                assert_eq!(u8::from(s.registered_delivery), 0x01);
                 assert_eq!(s.source_addr.as_str(), "8657100000001");
                 assert_eq!(s.destination_addr.as_str(), "8613800000001");
                 assert!(s.short_message().len() <= 160);
