@@ -5,16 +5,16 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
+use maskline_core::sms::{
+    Filter, FilterMode, MAX_PREFIX_CHARS, Rule, RuleAction, Sender, SenderId,
+};
 use maskline_core::{
     AreaMatch, BindingId, BindingStatus, CallId, Channel, Controls, Decision, EventId,
     EventPattern, EventType, Extension, Inbound, Mode, Number,
 };
-use maskline_engine::events_crate::validate_url;
-use maskline_core::sms::{Filter, FilterMode, MAX_PREFIX_CHARS, Rule, RuleAction, Sender, SenderId};
 use maskline_core::{MessageId, MessageStatus};
-use maskline_engine::store::{
-    BindingFilter, CallFilter, Fallback, Intercept, MessageFilter, Page,
-};
+use maskline_engine::events_crate::validate_url;
+use maskline_engine::store::{BindingFilter, CallFilter, Fallback, Intercept, MessageFilter, Page};
 use maskline_engine::{
     BindingPatch, BindingSpec, ControlsPatch, Created, Expiry, IdempotencyKey, IncomingText,
     NumberEntry, WebhookSpec,
@@ -743,9 +743,10 @@ pub async fn sms_inbound(
     let to = number(&state, &req.to, "to")?;
     let from = match Number::parse(&req.from, state.region) {
         Ok(n) => Sender::Number(n),
-        Err(_) => Sender::Id(SenderId::new(req.from.trim()).map_err(|e| {
-            Problem::bad_request("invalid_sender", "from", e.to_string())
-        })?),
+        Err(_) => Sender::Id(
+            SenderId::new(req.from.trim())
+                .map_err(|e| Problem::bad_request("invalid_sender", "from", e.to_string()))?,
+        ),
     };
     if req.text.chars().count() > MAX_TEXT_CHARS {
         return Err(Problem::bad_request(
@@ -758,7 +759,8 @@ pub async fn sms_inbound(
         None => "gateway".to_owned(),
         Some(g)
             if (1..=64).contains(&g.len())
-                && g.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) =>
+                && g.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) =>
         {
             g.to_owned()
         }

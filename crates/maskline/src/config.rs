@@ -70,6 +70,7 @@ pub struct Config {
     pub smpp_reconnect_max_secs: u64,
     pub sms_affinity_hours: i64,
     pub sms_relay_timeout_secs: u64,
+    pub sms_relay_lease_secs: u64,
     pub sms_parts_timeout_secs: u64,
 }
 
@@ -168,6 +169,7 @@ pub const KEYS: &[Key] = &[
     key("smpp_reconnect_max_secs", Some("30")),
     key("sms_affinity_hours", Some("72")),
     key("sms_relay_timeout_secs", Some("86400")),
+    key("sms_relay_lease_secs", Some("30")),
     key("sms_parts_timeout_secs", Some("600")),
 ];
 
@@ -396,6 +398,7 @@ impl Config {
             smpp_reconnect_max_secs: int("smpp_reconnect_max_secs", 1, 3600)? as u64,
             sms_affinity_hours: int("sms_affinity_hours", 0, 8760)?,
             sms_relay_timeout_secs: int("sms_relay_timeout_secs", 60, 30 * 86400)? as u64,
+            sms_relay_lease_secs: int("sms_relay_lease_secs", 1, 3600)? as u64,
             sms_parts_timeout_secs: int("sms_parts_timeout_secs", 10, 86400)? as u64,
         })
     }
@@ -429,6 +432,7 @@ impl Config {
             max_ttl_secs: self.max_ttl_secs,
             extension_len: self.extension_length,
             sms_affinity_secs: self.sms_affinity_hours * 3600,
+            sms_relay_lease_ms: self.sms_relay_lease_secs as i64 * 1000,
             ..maskline_engine::Config::default()
         }
     }
@@ -446,9 +450,7 @@ impl Config {
             },
             region: self.default_region,
             reconnect_max: Duration::from_secs(self.smpp_reconnect_max_secs),
-            relay_lease: Duration::from_millis(
-                maskline_engine::Config::default().sms_relay_lease_ms as u64,
-            ),
+            relay_lease: Duration::from_secs(self.sms_relay_lease_secs),
             relay_timeout: Duration::from_secs(self.sms_relay_timeout_secs),
             parts_timeout: Duration::from_secs(self.sms_parts_timeout_secs),
         }

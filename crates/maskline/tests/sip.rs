@@ -821,6 +821,46 @@ async fn axe_without_extension_is_refused_484_and_nothing_goes_out() {
     assert_nothing_went_out(&mut uas);
 }
 
+/// `<X>,<ext>` in the Request-URI user: the shared number's extension
+/// dialled with it reaches its holder, showing X; an extension nobody holds
+/// is refused 404, one that is no extension 404 too.
+#[tokio::test(flavor = "multi_thread")]
+async fn axe_extension_in_the_request_uri_reaches_its_holder() {
+    let mut uas = Sipp::uas("uas_answer.xml", Transport::Udp, &["-s", &a()]);
+    let rig = Rig::start(&uas, &[]).await;
+    let binding = rig.bind(json!({"mode": "axe", "a": a()})).await;
+    let x = binding["x"].as_str().unwrap().to_owned();
+    let ext = binding["extension"].as_str().unwrap().to_owned();
+    let other = if ext == "0000" { "0001" } else { "0000" };
+    for dialled in [format!("{x},{other}"), format!("{x},12ab")] {
+        let mut uac = rig.uac(
+            "uac_expect_fail.xml",
+            &stranger(),
+            &dialled,
+            Transport::Udp,
+            &[],
+        );
+        uac.succeeds(PEER_SECS).await;
+        assert_eq!(
+            uac.invite_final_status(),
+            Some(404),
+            "{dialled}: {}",
+            uac.report()
+        );
+    }
+    let mut uac = rig.uac(
+        "uac_call.xml",
+        &stranger(),
+        &format!("{x},{ext}"),
+        Transport::Udp,
+        &["-d", "300"],
+    );
+    both_succeed(&mut uac, &mut uas).await;
+    assert_masked(&uac, &uas, &stranger(), &x, &a());
+    let cdrs = rig.cdrs(&binding, 1).await;
+    assert_cdr(&cdrs[0], Some("n_to_a"), 200, "caller", "normal");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn caller_without_a_number_is_refused_404_and_nothing_goes_out() {
     let mut uas = Sipp::uas("uas_answer.xml", Transport::Udp, &["-s", &b()]);

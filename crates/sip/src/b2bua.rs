@@ -1249,7 +1249,19 @@ impl Core {
             return;
         };
         let region = self.cfg.region;
-        let x = uri_user(req.uri()).and_then(|u| sip_number(u, region));
+        // `<X>,<ext>`: a shared number's extension dialled with it.
+        let (x_user, ext_digits) = match uri_user(req.uri())
+            .map(|u| u.split_once(',').map_or((u, None), |(x, e)| (x, Some(e))))
+        {
+            Some((x, e)) => (Some(x), e),
+            None => (None, None),
+        };
+        let extension = match ext_digits.map(str::parse::<maskline_core::Extension>) {
+            None => Ok(None),
+            Some(Ok(e)) => Ok(Some(e)),
+            Some(Err(_)) => Err(()),
+        };
+        let x = x_user.and_then(|u| sip_number(u, region));
         let caller = caller_user(req).and_then(|u| sip_number(u, region));
         let max_forwards = req.max_forwards();
         let mut cdr = CallRecord {
@@ -1286,14 +1298,14 @@ impl Core {
                 return;
             }
         };
-        let (Some(x), Some(caller)) = (x, caller) else {
+        let (Some(x), Some(caller), Ok(extension)) = (x, caller, extension) else {
             self.refuse_with(sid, Refusal::InvalidNumber, cdr);
             return;
         };
         let decision = self.engine.decide(&Inbound {
             caller,
             called: x,
-            extension: None,
+            extension,
             channel: Channel::Voice,
         });
         match decision {

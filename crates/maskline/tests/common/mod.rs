@@ -5,6 +5,7 @@
 
 pub mod receiver;
 pub mod sipp;
+pub mod smsc;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

@@ -105,7 +105,7 @@ const server = smpp.createServer(function (s) {
         s.close();
     });
     s.on('pdu', function (pdu) {
-        if (['submit_sm', 'bind_transceiver', 'enquire_link', 'unbind', 'deliver_sm_resp'].indexOf(pdu.command) < 0) {
+        if (['submit_sm', 'bind_transceiver', 'enquire_link', 'unbind'].indexOf(pdu.command) < 0) {
             emit({ event: 'pdu', command: pdu.command, status: pdu.command_status, seq: pdu.sequence_number });
         }
     });
