@@ -67,11 +67,10 @@ impl Rig {
 
     /// Waits for a text the tenant's list shows matching `pred`.
     async fn message_where(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        let found = eventually(20, what, || async {
+        eventually(20, what, || async {
             self.messages("").await.into_iter().find(|m| pred(m))
         })
-        .await;
-        found
+        .await
     }
 
     async fn events(&self, kind: &str) -> Vec<Value> {
