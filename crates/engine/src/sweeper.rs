@@ -38,6 +38,9 @@ impl Sweeper {
             }
             self.engine.sweep_step(STEP_BUDGET);
             ticks += 1;
+            if ticks.is_multiple_of(10) {
+                self.engine.purge_messages();
+            }
             // About once a minute at the default interval.
             if ticks.is_multiple_of(60) {
                 let before = now() - self.engine.config.idempotency_ttl_secs;
@@ -55,7 +58,25 @@ impl Sweeper {
     }
 }
 
+/// Parts of a concatenated text that never made one are forgotten after
+/// this (the SMS edge relays what came long before).
+const PARTS_KEPT_MS: i64 = 7 * 86_400_000;
+
 impl Engine {
+    /// Forgets texts a cool-down after their binding ended, and parts that
+    /// never made a text (queued; a failure is logged and retried next time).
+    pub fn purge_messages(&self) {
+        let ack = self.store.enqueue(Write::PurgeMessages {
+            ends_before: now() - self.config.cooldown_secs,
+            parts_before: maskline_events::unix_ms() - PARTS_KEPT_MS,
+        });
+        tokio::spawn(async move {
+            if let Err(e) = ack.await {
+                tracing::warn!(error = %e, "purging old texts failed");
+            }
+        });
+    }
+
     /// One sweep step over at most `budget` records.
     pub fn sweep_step(self: &Arc<Self>, budget: usize) {
         let now = now();

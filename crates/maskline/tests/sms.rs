@@ -702,6 +702,47 @@ async fn http_gateways_push_texts_with_the_same_decisions(pg: bool) {
     assert_eq!(rig.messages("").await.len(), 3);
 }
 
+/// A binding's texts are kept for its life and cool-down, then forgotten.
+#[tokio::test(flavor = "multi_thread")]
+async fn texts_go_a_cool_down_after_their_binding() {
+    let smsc = Smsc::start(&[]).await;
+    let rig = Rig::start(&smsc, false, &[("MASKLINE_COOLDOWN_SECS", "1")]).await;
+    let b = rig
+        .bind(json!({"mode": "axb", "a": party(1), "b": party(2)}))
+        .await;
+    let xx = b["x"].as_str().unwrap().to_owned();
+    let (st, _) = rig
+        .server
+        .call(
+            "POST",
+            "/v1/sms/inbound",
+            Some(SWITCH_KEY),
+            Some(json!({"from": party(1), "to": xx, "text": "取件码 553201"})),
+        )
+        .await;
+    assert_eq!(st, 200);
+    let path = format!("/v1/bindings/{}/messages", b["id"].as_str().unwrap());
+    assert_eq!(rig.server.list_all(&path, &rig.key, 10).await.len(), 1);
+    let (st, _) = rig
+        .server
+        .call(
+            "DELETE",
+            &format!("/v1/bindings/{}", b["id"].as_str().unwrap()),
+            Some(&rig.key),
+            None,
+        )
+        .await;
+    assert_eq!(st, 200);
+    eventually(30, "the text purged after the cool-down", || async {
+        rig.server
+            .list_all(&path, &rig.key, 10)
+            .await
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn throttling_makes_maskline_wait_and_retry_each_refused_part_once() {
     let mut smsc = Smsc::start(&["--throttle", "4"]).await;

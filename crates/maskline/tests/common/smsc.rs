@@ -87,7 +87,15 @@ impl Smsc {
 
     /// A text from `from` to `to`, in one deliver_sm or (`parts`) in
     /// concatenated ones; `encoding` is `gsm` or `ucs2`.
-    pub fn deliver(&mut self, id: &str, from: &str, to: &str, text: &str, encoding: &str, parts: bool) {
+    pub fn deliver(
+        &mut self,
+        id: &str,
+        from: &str,
+        to: &str,
+        text: &str,
+        encoding: &str,
+        parts: bool,
+    ) {
         self.send(json!({
             "cmd": "deliver", "id": id, "from": from, "to": to, "text": text,
             "encoding": encoding, "parts": parts,
@@ -124,10 +132,22 @@ impl Smsc {
     }
 
     /// Waits for `n` events matching `pred`.
-    pub async fn wait_count(&self, secs: u64, what: &str, n: usize, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
+    pub async fn wait_count(
+        &self,
+        secs: u64,
+        what: &str,
+        n: usize,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Vec<Value> {
         let deadline = Instant::now() + Duration::from_secs(secs);
         loop {
-            let got: Vec<Value> = self.events.lock().iter().filter(|e| pred(e)).cloned().collect();
+            let got: Vec<Value> = self
+                .events
+                .lock()
+                .iter()
+                .filter(|e| pred(e))
+                .cloned()
+                .collect();
             if got.len() >= n {
                 return got;
             }
