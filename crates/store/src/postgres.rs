@@ -430,6 +430,15 @@ async fn apply_batch(
                 insert_calls(&mut tx, &calls).await?;
                 n
             }
+            Write::MessageSubmitted { .. } => {
+                let n = rest
+                    .iter()
+                    .take_while(|op| matches!(op.write, Write::MessageSubmitted { .. }))
+                    .count();
+                let writes: Vec<&Write> = rest[..n].iter().map(|op| &op.write).collect();
+                mark_submitted(&mut tx, &writes).await?;
+                n
+            }
             Write::RecordMessage { .. } => {
                 let n = rest
                     .iter()
@@ -879,6 +888,58 @@ async fn insert_events(conn: &mut PgConnection, events: &[&NewEvent]) -> Result<
     Ok(())
 }
 
+/// A run of `MessageSubmitted` writes in two statements: the texts are no
+/// longer due, their carrier ids are kept for receipts.
+async fn mark_submitted(conn: &mut PgConnection, writes: &[&Write]) -> Result<()> {
+    let (mut ids, mut parts, mut times) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut links, mut smsc_ids, mut owners, mut seqs) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for write in writes {
+        if let Write::MessageSubmitted {
+            message,
+            submits,
+            at,
+        } = write
+        {
+            ids.push(uuid(message.0));
+            parts.push(submits.len() as i32);
+            times.push(*at);
+            for s in submits {
+                links.push(s.link.as_str());
+                smsc_ids.push(s.smsc_id.as_str());
+                owners.push(uuid(message.0));
+                seqs.push(i32::from(s.part));
+            }
+        }
+    }
+    sqlx::query(
+        "UPDATE messages SET relay_due = NULL, updated_at = u.at, parts = u.parts \
+         FROM UNNEST($1::uuid[], $2::int4[], $3::int8[]) AS u(id, parts, at) \
+         WHERE messages.id = u.id",
+    )
+    .bind(ids)
+    .bind(parts)
+    .bind(times)
+    .execute(&mut *conn)
+    .await?;
+    // One row per (link, smsc_id): the last of a run wins.
+    sqlx::query(
+        "INSERT INTO message_submits (link, smsc_id, message_id, part, state) \
+         SELECT DISTINCT ON (l, s) l, s, m, p, 'submitted' \
+         FROM UNNEST($1::text[], $2::text[], $3::uuid[], $4::int4[]) WITH ORDINALITY \
+         AS u(l, s, m, p, i) ORDER BY l, s, i DESC \
+         ON CONFLICT (link, smsc_id) DO UPDATE SET message_id = excluded.message_id, \
+         part = excluded.part, state = 'submitted'",
+    )
+    .bind(links)
+    .bind(smsc_ids)
+    .bind(owners)
+    .bind(seqs)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
 /// Inserts a run of `RecordMessage` writes (one statement), drops the parts
 /// they were assembled from; their events join `events`.
 async fn insert_messages<'a>(
@@ -1253,35 +1314,7 @@ async fn apply<'a>(
                 .execute(&mut *conn)
                 .await?;
         }
-        Write::MessageSubmitted {
-            message,
-            submits,
-            at,
-        } => {
-            sqlx::query(
-                "UPDATE messages SET relay_due = NULL, updated_at = $1, parts = $3 WHERE id = $2",
-            )
-            .bind(at)
-            .bind(uuid(message.0))
-            .bind(submits.len() as i32)
-            .execute(&mut *conn)
-            .await?;
-            let links: Vec<&str> = submits.iter().map(|s| s.link.as_str()).collect();
-            let ids: Vec<&str> = submits.iter().map(|s| s.smsc_id.as_str()).collect();
-            let parts: Vec<i32> = submits.iter().map(|s| i32::from(s.part)).collect();
-            sqlx::query(
-                "INSERT INTO message_submits (link, smsc_id, message_id, part, state) \
-                 SELECT l, s, $3, p, 'submitted' FROM UNNEST($1::text[], $2::text[], $4::int4[]) \
-                 AS u(l, s, p) ON CONFLICT (link, smsc_id) DO UPDATE SET \
-                 message_id = excluded.message_id, part = excluded.part, state = 'submitted'",
-            )
-            .bind(links)
-            .bind(ids)
-            .bind(uuid(message.0))
-            .bind(parts)
-            .execute(&mut *conn)
-            .await?;
-        }
+        Write::MessageSubmitted { .. } => mark_submitted(conn, &[write]).await?,
         Write::RelayLater { message, due } => {
             sqlx::query(
                 "UPDATE messages SET relay_due = $1 WHERE id = $2 AND relay_due IS NOT NULL",

@@ -73,10 +73,11 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
-        // Four tables times MAX_INSERT_ROWS shapes, plus the other writes.
+        // Six statement kinds times MAX_INSERT_ROWS shapes (multi-row
+        // inserts and the IN lists of texts handed over), plus the others.
         let writer_options = options
             .clone()
-            .statement_cache_capacity(4 * MAX_INSERT_ROWS + 48);
+            .statement_cache_capacity(6 * MAX_INSERT_ROWS + 48);
         let mut writer = SqliteConnection::connect_with(&writer_options).await?;
         sqlx::migrate!("./migrations/sqlite")
             .run(&mut writer)
@@ -182,6 +183,12 @@ async fn apply_all(conn: &mut SqliteConnection, ops: &[Op]) -> Result<()> {
                 let n = run(|w| matches!(w, Write::RecordMessage { .. }));
                 let writes: Vec<&Write> = rest[..n].iter().map(|op| &op.write).collect();
                 insert_messages(&mut tx, &writes).await?;
+                n
+            }
+            Write::MessageSubmitted { .. } => {
+                let n = run(|w| matches!(w, Write::MessageSubmitted { .. }));
+                let writes: Vec<&Write> = rest[..n].iter().map(|op| &op.write).collect();
+                mark_submitted(&mut tx, &writes).await?;
                 n
             }
             Write::RecordEvents(_) => {
@@ -358,6 +365,73 @@ async fn insert_messages(conn: &mut SqliteConnection, writes: &[&Write]) -> Resu
     let head = format!("INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES ");
     insert_rows(conn, &head, MESSAGES_ROW, &messages, bind_message).await?;
     insert_events(conn, &events).await
+}
+
+/// A run of `MessageSubmitted` writes in a few statements: the texts are
+/// no longer due (one UPDATE per part count and 64 texts; `updated_at` is
+/// the run's latest time), their carrier ids go in as multi-row upserts.
+async fn mark_submitted(conn: &mut SqliteConnection, writes: &[&Write]) -> Result<()> {
+    let mut by_parts: std::collections::BTreeMap<usize, Vec<Vec<u8>>> = Default::default();
+    let mut rows: Vec<(&str, &str, Vec<u8>, i64)> = Vec::new();
+    let mut latest = 0;
+    for write in writes {
+        if let Write::MessageSubmitted {
+            message,
+            submits,
+            at,
+        } = write
+        {
+            latest = latest.max(*at);
+            by_parts
+                .entry(submits.len())
+                .or_default()
+                .push(uuid_bytes(message.0));
+            rows.extend(submits.iter().map(|s| {
+                (
+                    s.link.as_str(),
+                    s.smsc_id.as_str(),
+                    uuid_bytes(message.0),
+                    i64::from(s.part),
+                )
+            }));
+        }
+    }
+    for (parts, ids) in by_parts {
+        for chunk in ids.chunks(MAX_INSERT_ROWS) {
+            let sql = format!(
+                "UPDATE messages SET relay_due = NULL, updated_at = ?, parts = ? WHERE id IN ({})",
+                vec!["?"; chunk.len()].join(", ")
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql))
+                .bind(latest)
+                .bind(parts as i64);
+            for id in chunk {
+                q = q.bind(id.as_slice());
+            }
+            q.execute(&mut *conn).await?;
+        }
+    }
+    for chunk in rows.chunks(MAX_INSERT_ROWS) {
+        let mut sql = multi_row(
+            "INSERT INTO message_submits (link, smsc_id, message_id, part, state) VALUES ",
+            "(?, ?, ?, ?, 'submitted')",
+            chunk.len(),
+        );
+        sql.push_str(
+            " ON CONFLICT (link, smsc_id) DO UPDATE SET message_id = excluded.message_id, \
+             part = excluded.part, state = 'submitted'",
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for (link, smsc_id, message, part) in chunk {
+            q = q
+                .bind(*link)
+                .bind(*smsc_id)
+                .bind(message.as_slice())
+                .bind(*part);
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
 }
 
 async fn insert_events(conn: &mut SqliteConnection, events: &[&NewEvent]) -> Result<()> {
@@ -643,33 +717,7 @@ async fn apply(conn: &mut SqliteConnection, write: &Write) -> Result<()> {
                 .execute(&mut *conn)
                 .await?;
         }
-        Write::MessageSubmitted {
-            message,
-            submits,
-            at,
-        } => {
-            sqlx::query(
-                "UPDATE messages SET relay_due = NULL, updated_at = ?, parts = ? WHERE id = ?",
-            )
-            .bind(at)
-            .bind(submits.len() as i64)
-            .bind(uuid_bytes(message.0))
-            .execute(&mut *conn)
-            .await?;
-            for sub in submits {
-                sqlx::query(
-                    "INSERT INTO message_submits (link, smsc_id, message_id, part, state) \
-                     VALUES (?, ?, ?, ?, 'submitted') ON CONFLICT (link, smsc_id) DO UPDATE SET \
-                     message_id = excluded.message_id, part = excluded.part, state = 'submitted'",
-                )
-                .bind(sub.link.as_str())
-                .bind(sub.smsc_id.as_str())
-                .bind(uuid_bytes(message.0))
-                .bind(i64::from(sub.part))
-                .execute(&mut *conn)
-                .await?;
-            }
-        }
+        Write::MessageSubmitted { .. } => mark_submitted(conn, &[write]).await?,
         Write::RelayLater { message, due } => {
             sqlx::query("UPDATE messages SET relay_due = ? WHERE id = ? AND relay_due IS NOT NULL")
                 .bind(due)

@@ -1703,6 +1703,62 @@ async fn the_latest_connected_call_names_the_binding(s: Arc<dyn Store>) {
     );
 }
 
+/// Writes queued at once are group-committed (a run of them goes in as a
+/// few statements): each text keeps its own parts and carrier ids.
+async fn texts_handed_over_together_are_each_recorded(s: Arc<dyn Store>) {
+    setup(&*s).await;
+    for id in 1..=70 {
+        s.enqueue(record(
+            message(id, Some(1), MessageStatus::Relayed, 1_000),
+            Some(2_000),
+            vec![],
+        ))
+        .await
+        .unwrap();
+    }
+    let acks: Vec<_> = (1..=70u128)
+        .map(|id| {
+            let parts = 1 + (id % 3) as u8;
+            s.enqueue(Write::MessageSubmitted {
+                message: MessageId(id),
+                submits: (1..=parts)
+                    .map(|p| Submit {
+                        link: "smsc-1".to_owned(),
+                        smsc_id: format!("{id}-{p}"),
+                        part: p,
+                    })
+                    .collect(),
+                at: 1_500,
+            })
+        })
+        .collect();
+    for ack in acks {
+        ack.await.unwrap();
+    }
+    for id in 1..=70u128 {
+        let m = s
+            .message(TenantId(1), MessageId(id))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(m.parts, 1 + (id % 3) as u8, "message {id}");
+        let last = format!("{id}-{}", m.parts);
+        assert_eq!(
+            s.message_by_submit("smsc-1", &last)
+                .await
+                .unwrap()
+                .map(|m| m.id),
+            Some(MessageId(id))
+        );
+    }
+    assert!(
+        s.claim_due_relays(10_000, 20_000, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
 /// Every case, for one back end.
 macro_rules! every_case {
     ($backend:ident, $open:expr) => {
@@ -1739,6 +1795,7 @@ macro_rules! every_case {
                 sms_settings_round_trip,
                 texts_follow_their_binding_and_are_purged_after_it,
                 the_latest_connected_call_names_the_binding,
+                texts_handed_over_together_are_each_recorded,
             ]
         );
     };

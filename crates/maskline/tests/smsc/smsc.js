@@ -57,6 +57,8 @@ let nextMessageId = 1;
 let nextRef = 1;
 
 const server = smpp.createServer(function (s) {
+    // As SMSCs do: no Nagle delay on small PDUs.
+    s.socket.setNoDelay(true);
     s.on('bind_transceiver', function (pdu) {
         if (pdu.system_id !== args['system-id'] || pdu.password !== args.password) {
             s.send(pdu.response({ command_status: smpp.ESME_RBINDFAIL }));
