@@ -196,8 +196,12 @@ impl Engine {
                 events,
             })
             .await?;
-        metrics::counter!("maskline_sms_texts_total", "status" => accepted.status.as_str())
-            .increment(1);
+        metrics::counter!(
+            "maskline_sms_texts_total",
+            "status" => accepted.status.as_str(),
+            "reason" => accepted.reason.map_or("", |r| r.as_str()),
+        )
+        .increment(1);
         if let Some(r) = relay {
             let _ = self.outbox.tx.send(r);
         }

@@ -448,10 +448,10 @@ async fn marketing_to_axn_is_blocked_and_listed_while_codes_pass(pg: bool) {
     // Counted.
     let (_, metrics) = rig.server.call("GET", "/metrics", None, None).await;
     let metrics = metrics.as_str().unwrap_or_default().to_owned();
-    assert!(
-        metrics.contains("maskline_sms_texts_total{status=\"blocked\"} 2"),
-        "{metrics}"
-    );
+    for reason in ["marketing", "tenant_rule"] {
+        let line = format!("maskline_sms_texts_total{{status=\"blocked\",reason=\"{reason}\"}} 1");
+        assert!(metrics.contains(&line), "{line} in\n{metrics}");
+    }
     // The party finds its number by its last four digits.
     let mine = rig
         .server
