@@ -662,19 +662,7 @@ pub async fn list_calls(
 ) -> ApiResult<Json<ListPage<CallView>>> {
     let limit = limit(q.limit)?;
     let after = decode_cursor(q.cursor.as_deref(), |s| s.parse::<CallId>().ok())?;
-    let binding = q
-        .binding_id
-        .as_deref()
-        .map(|b| {
-            b.parse::<BindingId>().map_err(|_| {
-                Problem::bad_request(
-                    "invalid_parameter",
-                    "binding_id",
-                    "binding_id must be a binding id",
-                )
-            })
-        })
-        .transpose()?;
+    let binding = binding_param(q.binding_id.as_deref())?;
     let since = q
         .since
         .as_deref()
@@ -789,6 +777,20 @@ pub async fn sms_inbound(
     }))
 }
 
+/// The `binding_id` query parameter of a list.
+fn binding_param(raw: Option<&str>) -> ApiResult<Option<BindingId>> {
+    raw.map(|b| {
+        b.parse::<BindingId>().map_err(|_| {
+            Problem::bad_request(
+                "invalid_parameter",
+                "binding_id",
+                "binding_id must be a binding id",
+            )
+        })
+    })
+    .transpose()
+}
+
 fn message_status(raw: Option<&str>) -> ApiResult<Option<MessageStatus>> {
     raw.map(|s| {
         MessageStatus::parse(s).ok_or_else(|| {
@@ -842,19 +844,7 @@ pub async fn list_messages(
     TenantAuth(tenant): TenantAuth,
     QueryParams(q): QueryParams<MessageListParams>,
 ) -> ApiResult<Json<ListPage<MessageView>>> {
-    let binding = q
-        .binding_id
-        .as_deref()
-        .map(|b| {
-            b.parse::<BindingId>().map_err(|_| {
-                Problem::bad_request(
-                    "invalid_parameter",
-                    "binding_id",
-                    "binding_id must be a binding id",
-                )
-            })
-        })
-        .transpose()?;
+    let binding = binding_param(q.binding_id.as_deref())?;
     let filter = MessageFilter {
         binding,
         status: message_status(q.status.as_deref())?,
