@@ -317,20 +317,26 @@ async fn a_change_on_one_node_routes_on_the_other() {
         )
         .await;
     assert_eq!(st, 200, "{v}");
-    eventually(10, "two's binding.created to be delivered", || async {
-        let (st, b) = two
-            .bind(
-                &key,
-                json!({ "mode": "axb", "a": party(20), "b": party(21) }),
-            )
-            .await;
-        assert_eq!(st, 201, "{b}");
-        let id = b["id"].as_str().unwrap().to_owned();
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        rx.of_type("binding.created")
-            .iter()
-            .any(|r| r.json["data"]["id"] == id.as_str())
-            .then_some(())
+    // Two learns of the webhook asynchronously: bind on two until one of
+    // its bindings' events arrives (each try with new parties, so none is
+    // refused for a pair already bound).
+    let mut tries = 0u32;
+    eventually(10, "two's binding.created to be delivered", || {
+        tries += 1;
+        let (a, b) = (party(20 + 2 * tries), party(21 + 2 * tries));
+        let (two, key, rx) = (&two, &key, &rx);
+        async move {
+            let (st, b) = two
+                .bind(key, json!({ "mode": "axb", "a": a, "b": b }))
+                .await;
+            assert_eq!(st, 201, "{b}");
+            let id = b["id"].as_str().unwrap().to_owned();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            rx.of_type("binding.created")
+                .iter()
+                .any(|r| r.json["data"]["id"] == id.as_str())
+                .then_some(())
+        }
     })
     .await;
 }
