@@ -912,11 +912,16 @@ async fn mark_submitted(conn: &mut PgConnection, writes: &[&Write]) -> Result<()
             }
         }
     }
+    // Not prepared: a plan cached while `messages` was small joins by a
+    // sequential scan (as read sessions found, BENCHMARKS.md §6.0), and this
+    // runs for every batch of texts handed over.
     sqlx::query(
-        "UPDATE messages SET relay_due = NULL, updated_at = u.at, parts = u.parts \
+        "WITH handed_over AS (DELETE FROM relays WHERE message_id = ANY($1)) \
+         UPDATE messages SET updated_at = u.at, parts = u.parts \
          FROM UNNEST($1::uuid[], $2::int4[], $3::int8[]) AS u(id, parts, at) \
          WHERE messages.id = u.id",
     )
+    .persistent(false)
     .bind(ids)
     .bind(parts)
     .bind(times)
@@ -964,7 +969,7 @@ async fn insert_messages<'a>(
     let mut created = Vec::with_capacity(n);
     let mut updated = Vec::with_capacity(n);
     let mut ends = Vec::with_capacity(n);
-    let mut due = Vec::with_capacity(n);
+    let (mut relay_ids, mut dues) = (Vec::new(), Vec::new());
     for write in writes {
         let Write::RecordMessage {
             message: m,
@@ -991,7 +996,10 @@ async fn insert_messages<'a>(
         created.push(m.created_at);
         updated.push(m.updated_at);
         ends.push(m.ends_at);
-        due.push(*relay_due);
+        if let Some(due) = relay_due {
+            relay_ids.push(uuid(m.id.0));
+            dues.push(*due);
+        }
         events.extend(e);
         if let Some(key) = assembled_from {
             sqlx::query(
@@ -1008,7 +1016,7 @@ async fn insert_messages<'a>(
         "INSERT INTO messages ({MESSAGE_COLUMNS}) SELECT * FROM UNNEST($1::uuid[], $2::uuid[], \
          $3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], \
          $10::text[], $11::text[], $12::int4[], $13::text[], $14::int8[], $15::int8[], \
-         $16::int8[], $17::int8[])"
+         $16::int8[])"
     );
     sqlx::query(AssertSqlSafe(sql))
         .bind(id)
@@ -1027,10 +1035,19 @@ async fn insert_messages<'a>(
         .bind(created)
         .bind(updated)
         .bind(ends)
-        .bind(due)
         .execute(&mut *conn)
         .await
         .map_err(conflict)?;
+    if !relay_ids.is_empty() {
+        sqlx::query(
+            "INSERT INTO relays (message_id, due) SELECT * FROM UNNEST($1::uuid[], $2::int8[])",
+        )
+        .bind(relay_ids)
+        .bind(dues)
+        .execute(&mut *conn)
+        .await
+        .map_err(conflict)?;
+    }
     Ok(())
 }
 
@@ -1316,24 +1333,19 @@ async fn apply<'a>(
         }
         Write::MessageSubmitted { .. } => mark_submitted(conn, &[write]).await?,
         Write::RelayLater { message, due } => {
-            sqlx::query(
-                "UPDATE messages SET relay_due = $1 WHERE id = $2 AND relay_due IS NOT NULL",
-            )
-            .bind(due)
-            .bind(uuid(message.0))
-            .execute(&mut *conn)
-            .await?;
+            sqlx::query("UPDATE relays SET due = $1 WHERE message_id = $2")
+                .bind(due)
+                .bind(uuid(message.0))
+                .execute(&mut *conn)
+                .await?;
         }
         Write::LeaseRelays { messages, until } => {
             let ids: Vec<Uuid> = messages.iter().map(|m| uuid(m.0)).collect();
-            sqlx::query(
-                "UPDATE messages SET relay_due = GREATEST(relay_due, $1) \
-                 WHERE id = ANY($2) AND relay_due IS NOT NULL",
-            )
-            .bind(until)
-            .bind(ids)
-            .execute(&mut *conn)
-            .await?;
+            sqlx::query("UPDATE relays SET due = GREATEST(due, $1) WHERE message_id = ANY($2)")
+                .bind(until)
+                .bind(ids)
+                .execute(&mut *conn)
+                .await?;
         }
         Write::MessageOutcome {
             message,
@@ -1379,9 +1391,13 @@ async fn apply<'a>(
                 } else {
                     MessageStatus::Failed
                 };
+                sqlx::query("DELETE FROM relays WHERE message_id = $1")
+                    .bind(id)
+                    .execute(&mut *conn)
+                    .await?;
                 let done = sqlx::query(
-                    "UPDATE messages SET status = $1, reason = $2, updated_at = $3, \
-                     relay_due = NULL WHERE id = $4 AND status = 'relayed'",
+                    "UPDATE messages SET status = $1, reason = $2, updated_at = $3 \
+                     WHERE id = $4 AND status = 'relayed'",
                 )
                 .bind(status.as_str())
                 .bind(reason.map(|r| r.as_str()))
@@ -1440,13 +1456,16 @@ async fn apply<'a>(
             ends_before,
             parts_before,
         } => {
-            sqlx::query(
-                "DELETE FROM message_submits WHERE message_id IN \
-                 (SELECT id FROM messages WHERE ends_at < $1)",
-            )
-            .bind(ends_before)
-            .execute(&mut *conn)
-            .await?;
+            for table in ["message_submits", "relays"] {
+                let sql = format!(
+                    "DELETE FROM {table} WHERE message_id IN \
+                     (SELECT id FROM messages WHERE ends_at < $1)"
+                );
+                sqlx::query(AssertSqlSafe(sql))
+                    .bind(ends_before)
+                    .execute(&mut *conn)
+                    .await?;
+            }
             sqlx::query("DELETE FROM messages WHERE ends_at < $1")
                 .bind(ends_before)
                 .execute(&mut *conn)
@@ -2005,16 +2024,11 @@ impl Store for PgStore {
     ) -> Result<Vec<Message>> {
         // SKIP LOCKED and the lease: as `claim_due_events`.
         let sql = format!(
-            "WITH claimed AS (SELECT id FROM messages \
-                 WHERE relay_due IS NOT NULL AND relay_due <= $1 \
-                 ORDER BY relay_due LIMIT $3 FOR UPDATE SKIP LOCKED) \
-             UPDATE messages SET relay_due = GREATEST(relay_due, $2) FROM claimed \
-             WHERE messages.id = claimed.id RETURNING {}",
-            MESSAGE_COLUMNS
-                .split(", ")
-                .map(|c| format!("messages.{c}"))
-                .collect::<Vec<_>>()
-                .join(", ")
+            "WITH claimed AS (SELECT message_id FROM relays WHERE due <= $1 \
+                 ORDER BY due LIMIT $3 FOR UPDATE SKIP LOCKED), \
+             leased AS (UPDATE relays SET due = GREATEST(due, $2) FROM claimed \
+                 WHERE relays.message_id = claimed.message_id RETURNING relays.message_id) \
+             SELECT {MESSAGE_COLUMNS} FROM messages JOIN leased ON messages.id = leased.message_id"
         );
         let rows = sqlx::query(AssertSqlSafe(sql))
             .bind(now)

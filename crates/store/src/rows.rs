@@ -274,7 +274,7 @@ pub(crate) fn stored_event(r: &impl Cells) -> Result<StoredEvent> {
 /// The `messages` columns, in the order both back ends bind them.
 pub(crate) const MESSAGE_COLUMNS: &str = "id, tenant_id, binding_id, direction, x, sender, \
      recipient, body, pickup_code, status, reason, parts, ingress, created_at, updated_at, \
-     ends_at, relay_due";
+     ends_at";
 
 pub(crate) fn message(r: &impl Cells) -> Result<Message> {
     Ok(Message {

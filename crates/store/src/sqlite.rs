@@ -231,7 +231,7 @@ const CALLS_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 const EVENTS_INSERT: &str = "INSERT INTO events (id, tenant_id, type, subject, created_at, body, \
      state, next_attempt_at, retry_from) VALUES ";
 const EVENTS_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?)";
-const MESSAGES_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+const MESSAGES_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 
 fn multi_row(head: &str, row: &str, rows: usize) -> String {
     let mut sql = String::with_capacity(head.len() + rows * (row.len() + 1));
@@ -314,8 +314,7 @@ fn bind_event<'q>(q: SqliteQuery<'q>, e: &&NewEvent) -> SqliteQuery<'q> {
         .bind(e.created_at)
 }
 
-fn bind_message<'q>(q: SqliteQuery<'q>, m: &(&Message, Option<UnixMillis>)) -> SqliteQuery<'q> {
-    let (m, relay_due) = *m;
+fn bind_message<'q>(q: SqliteQuery<'q>, m: &&Message) -> SqliteQuery<'q> {
     q.bind(uuid_bytes(m.id.0))
         .bind(m.tenant.map(|t| uuid_bytes(t.0)))
         .bind(m.binding.map(|b| uuid_bytes(b.0)))
@@ -332,13 +331,13 @@ fn bind_message<'q>(q: SqliteQuery<'q>, m: &(&Message, Option<UnixMillis>)) -> S
         .bind(m.created_at)
         .bind(m.updated_at)
         .bind(m.ends_at)
-        .bind(relay_due)
 }
 
 /// Inserts a run of `RecordMessage` writes: their texts, their events, and
 /// drops the parts they were assembled from.
 async fn insert_messages(conn: &mut SqliteConnection, writes: &[&Write]) -> Result<()> {
     let mut messages = Vec::with_capacity(writes.len());
+    let mut relays = Vec::new();
     let mut events = Vec::new();
     for write in writes {
         if let Write::RecordMessage {
@@ -348,7 +347,10 @@ async fn insert_messages(conn: &mut SqliteConnection, writes: &[&Write]) -> Resu
             events: e,
         } = write
         {
-            messages.push((message, *relay_due));
+            messages.push(message);
+            if let Some(due) = relay_due {
+                relays.push((uuid_bytes(message.id.0), *due));
+            }
             events.extend(e);
             if let Some(key) = assembled_from {
                 sqlx::query(
@@ -364,12 +366,21 @@ async fn insert_messages(conn: &mut SqliteConnection, writes: &[&Write]) -> Resu
     }
     let head = format!("INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES ");
     insert_rows(conn, &head, MESSAGES_ROW, &messages, bind_message).await?;
+    insert_rows(
+        conn,
+        "INSERT INTO relays (message_id, due) VALUES ",
+        "(?, ?)",
+        &relays,
+        |q, (id, due)| q.bind(id.clone()).bind(*due),
+    )
+    .await?;
     insert_events(conn, &events).await
 }
 
 /// A run of `MessageSubmitted` writes in a few statements: the texts are
-/// no longer due (one UPDATE per part count and 64 texts; `updated_at` is
-/// the run's latest time), their carrier ids go in as multi-row upserts.
+/// no longer due, their part counts are set (one UPDATE per part count and
+/// 64 texts; `updated_at` is the run's latest time), their carrier ids go in
+/// as multi-row upserts.
 async fn mark_submitted(conn: &mut SqliteConnection, writes: &[&Write]) -> Result<()> {
     let mut by_parts: std::collections::BTreeMap<usize, Vec<Vec<u8>>> = Default::default();
     let mut rows: Vec<(&str, &str, Vec<u8>, i64)> = Vec::new();
@@ -398,13 +409,17 @@ async fn mark_submitted(conn: &mut SqliteConnection, writes: &[&Write]) -> Resul
     }
     for (parts, ids) in by_parts {
         for chunk in ids.chunks(MAX_INSERT_ROWS) {
-            let sql = format!(
-                "UPDATE messages SET relay_due = NULL, updated_at = ?, parts = ? WHERE id IN ({})",
-                vec!["?"; chunk.len()].join(", ")
-            );
+            let list = vec!["?"; chunk.len()].join(", ");
+            let sql = format!("UPDATE messages SET updated_at = ?, parts = ? WHERE id IN ({list})");
             let mut q = sqlx::query(AssertSqlSafe(sql))
                 .bind(latest)
                 .bind(parts as i64);
+            for id in chunk {
+                q = q.bind(id.as_slice());
+            }
+            q.execute(&mut *conn).await?;
+            let sql = format!("DELETE FROM relays WHERE message_id IN ({list})");
+            let mut q = sqlx::query(AssertSqlSafe(sql));
             for id in chunk {
                 q = q.bind(id.as_slice());
             }
@@ -719,7 +734,7 @@ async fn apply(conn: &mut SqliteConnection, write: &Write) -> Result<()> {
         }
         Write::MessageSubmitted { .. } => mark_submitted(conn, &[write]).await?,
         Write::RelayLater { message, due } => {
-            sqlx::query("UPDATE messages SET relay_due = ? WHERE id = ? AND relay_due IS NOT NULL")
+            sqlx::query("UPDATE relays SET due = ? WHERE message_id = ?")
                 .bind(due)
                 .bind(uuid_bytes(message.0))
                 .execute(&mut *conn)
@@ -727,14 +742,11 @@ async fn apply(conn: &mut SqliteConnection, write: &Write) -> Result<()> {
         }
         Write::LeaseRelays { messages, until } => {
             for id in messages {
-                sqlx::query(
-                    "UPDATE messages SET relay_due = MAX(relay_due, ?) \
-                     WHERE id = ? AND relay_due IS NOT NULL",
-                )
-                .bind(until)
-                .bind(uuid_bytes(id.0))
-                .execute(&mut *conn)
-                .await?;
+                sqlx::query("UPDATE relays SET due = MAX(due, ?) WHERE message_id = ?")
+                    .bind(until)
+                    .bind(uuid_bytes(id.0))
+                    .execute(&mut *conn)
+                    .await?;
             }
         }
         Write::MessageOutcome {
@@ -775,8 +787,12 @@ async fn apply(conn: &mut SqliteConnection, write: &Write) -> Result<()> {
                 MessageStatus::Failed
             };
             if complete {
+                sqlx::query("DELETE FROM relays WHERE message_id = ?")
+                    .bind(&id)
+                    .execute(&mut *conn)
+                    .await?;
                 let done = sqlx::query(
-                    "UPDATE messages SET status = ?, reason = ?, updated_at = ?, relay_due = NULL \
+                    "UPDATE messages SET status = ?, reason = ?, updated_at = ? \
                      WHERE id = ? AND status = 'relayed'",
                 )
                 .bind(status.as_str())
@@ -830,13 +846,16 @@ async fn apply(conn: &mut SqliteConnection, write: &Write) -> Result<()> {
             ends_before,
             parts_before,
         } => {
-            sqlx::query(
-                "DELETE FROM message_submits WHERE message_id IN \
-                 (SELECT id FROM messages WHERE ends_at < ?)",
-            )
-            .bind(ends_before)
-            .execute(&mut *conn)
-            .await?;
+            for table in ["message_submits", "relays"] {
+                let sql = format!(
+                    "DELETE FROM {table} WHERE message_id IN \
+                     (SELECT id FROM messages WHERE ends_at < ?)"
+                );
+                sqlx::query(AssertSqlSafe(sql))
+                    .bind(ends_before)
+                    .execute(&mut *conn)
+                    .await?;
+            }
             sqlx::query("DELETE FROM messages WHERE ends_at < ?")
                 .bind(ends_before)
                 .execute(&mut *conn)
@@ -1253,8 +1272,8 @@ impl Store for SqliteStore {
     ) -> Result<Vec<Message>> {
         // One process: a read and then the lease, queued like any write.
         let sql = format!(
-            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE relay_due IS NOT NULL AND relay_due <= ? \
-             ORDER BY relay_due LIMIT ?"
+            "SELECT {MESSAGE_COLUMNS} FROM relays JOIN messages ON messages.id = relays.message_id \
+             WHERE relays.due <= ? ORDER BY relays.due LIMIT ?"
         );
         let rows = sqlx::query(AssertSqlSafe(sql))
             .bind(now)

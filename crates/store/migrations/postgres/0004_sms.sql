@@ -16,13 +16,21 @@ CREATE TABLE messages (
     ingress     TEXT NOT NULL,
     created_at  BIGINT NOT NULL,
     updated_at  BIGINT NOT NULL,
-    ends_at     BIGINT NOT NULL,
-    relay_due   BIGINT
-);
+    ends_at     BIGINT NOT NULL
+) WITH (fillfactor = 90); -- room for a status change on the same page (HOT)
 CREATE INDEX messages_by_tenant ON messages (tenant_id, id) WHERE tenant_id IS NOT NULL;
 CREATE INDEX messages_by_binding ON messages (binding_id, id) WHERE binding_id IS NOT NULL;
 CREATE INDEX messages_by_end ON messages (ends_at);
-CREATE INDEX messages_due ON messages (relay_due) WHERE relay_due IS NOT NULL;
+
+-- Relayed texts not yet handed to a carrier, and when each is due (the
+-- accepting node sends it before then; see claim_due_relays). Apart from
+-- messages, so that handing one over deletes a small row rather than
+-- changing an indexed column of a wide one.
+CREATE TABLE relays (
+    message_id UUID PRIMARY KEY,
+    due        BIGINT NOT NULL
+);
+CREATE INDEX relays_by_due ON relays (due);
 
 CREATE TABLE message_submits (
     link       TEXT NOT NULL,

@@ -21,15 +21,21 @@ CREATE TABLE messages (
     updated_at     INTEGER NOT NULL,
     -- The binding's end (seconds), kept in step with it: texts go a
     -- cool-down after it.
-    ends_at        INTEGER NOT NULL,
-    -- A relayed text not yet handed to a carrier: when it is due (NULL:
-    -- nothing to send).
-    relay_due      INTEGER
+    ends_at        INTEGER NOT NULL
 ) STRICT;
 CREATE INDEX messages_by_tenant ON messages (tenant_id, id) WHERE tenant_id IS NOT NULL;
 CREATE INDEX messages_by_binding ON messages (binding_id, id) WHERE binding_id IS NOT NULL;
 CREATE INDEX messages_by_end ON messages (ends_at);
-CREATE INDEX messages_due ON messages (relay_due) WHERE relay_due IS NOT NULL;
+
+-- Relayed texts not yet handed to a carrier, and when each is due (the
+-- accepting node sends it before then; see claim_due_relays). Apart from
+-- messages, so that handing one over deletes a small row rather than
+-- changing an indexed column of a wide one.
+CREATE TABLE relays (
+    message_id BLOB PRIMARY KEY,
+    due        INTEGER NOT NULL
+) STRICT;
+CREATE INDEX relays_by_due ON relays (due);
 
 -- Each part of a relayed text as an SMSC took it, for its receipt.
 CREATE TABLE message_submits (
