@@ -1456,21 +1456,24 @@ async fn apply<'a>(
             ends_before,
             parts_before,
         } => {
-            for table in ["message_submits", "relays"] {
-                let sql = format!(
-                    "DELETE FROM {table} WHERE message_id IN \
-                     (SELECT id FROM messages WHERE ends_at < $1)"
-                );
-                sqlx::query(AssertSqlSafe(sql))
+            // Unprepared, planned for the cut-off: a generic plan made while
+            // the tables were small would scan them whole every purge.
+            let ends = [
+                "DELETE FROM message_submits WHERE message_id IN \
+                 (SELECT id FROM messages WHERE ends_at < $1)",
+                "DELETE FROM relays WHERE message_id IN \
+                 (SELECT id FROM messages WHERE ends_at < $1)",
+                "DELETE FROM messages WHERE ends_at < $1",
+            ];
+            for sql in ends {
+                sqlx::query(sql)
+                    .persistent(false)
                     .bind(ends_before)
                     .execute(&mut *conn)
                     .await?;
             }
-            sqlx::query("DELETE FROM messages WHERE ends_at < $1")
-                .bind(ends_before)
-                .execute(&mut *conn)
-                .await?;
             sqlx::query("DELETE FROM message_parts WHERE received_at < $1")
+                .persistent(false)
                 .bind(parts_before)
                 .execute(&mut *conn)
                 .await?;
