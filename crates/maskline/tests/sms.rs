@@ -59,6 +59,15 @@ impl Rig {
         b
     }
 
+    async fn unbind(&self, binding: &Value) {
+        let path = format!("/v1/bindings/{}", binding["id"].as_str().unwrap());
+        let (st, v) = self
+            .server
+            .call("DELETE", &path, Some(&self.key), None)
+            .await;
+        assert_eq!(st, 200, "{v}");
+    }
+
     async fn messages(&self, query: &str) -> Vec<Value> {
         self.server
             .list_all(&format!("/v1/messages{query}"), &self.key, 100)
@@ -606,16 +615,7 @@ async fn http_gateways_push_texts_with_the_same_decisions(pg: bool) {
         (200, Some("blocked"), Some("no_binding"))
     );
     // After an unbind the number says so.
-    let (st, _) = rig
-        .server
-        .call(
-            "DELETE",
-            &format!("/v1/bindings/{}", b["id"].as_str().unwrap()),
-            Some(&rig.key),
-            None,
-        )
-        .await;
-    assert_eq!(st, 200);
+    rig.unbind(&b).await;
     let (_, r) = push(
         json!({"from": party(1), "to": xx, "text": "still there?"}),
         Some(SWITCH_KEY),
@@ -723,16 +723,7 @@ async fn texts_go_a_cool_down_after_their_binding() {
     assert_eq!(st, 200);
     let path = format!("/v1/bindings/{}/messages", b["id"].as_str().unwrap());
     assert_eq!(rig.server.list_all(&path, &rig.key, 10).await.len(), 1);
-    let (st, _) = rig
-        .server
-        .call(
-            "DELETE",
-            &format!("/v1/bindings/{}", b["id"].as_str().unwrap()),
-            Some(&rig.key),
-            None,
-        )
-        .await;
-    assert_eq!(st, 200);
+    rig.unbind(&b).await;
     eventually(30, "the text purged after the cool-down", || async {
         rig.server
             .list_all(&path, &rig.key, 10)
