@@ -172,6 +172,9 @@ impl From<EngineError> for Problem {
             EngineError::BindingNotFound => Problem::not_found("binding"),
             EngineError::EventNotFound => Problem::not_found("event"),
             EngineError::MessageNotFound => Problem::not_found("message"),
+            EngineError::PartsAlreadyAssembled => {
+                Problem::new(S::CONFLICT, "already_assembled", e.to_string())
+            }
             EngineError::WebhookNotSet => Problem::new(
                 S::NOT_FOUND,
                 "webhook_not_set",

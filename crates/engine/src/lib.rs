@@ -53,6 +53,10 @@ pub enum Error {
     EventNotFound,
     #[error("message not found")]
     MessageNotFound,
+    /// The parts of a concatenated text were made into a text already
+    /// (by another node, or by a part received twice at once).
+    #[error("these parts were assembled already")]
+    PartsAlreadyAssembled,
     #[error("no webhook is set")]
     WebhookNotSet,
     #[error("tenant not found")]
@@ -125,9 +129,9 @@ pub struct Engine {
     webhooks: Arc<maskline_events::Webhooks>,
     /// Webhook changes of one tenant read, decide and write in turn.
     webhook_lock: tokio::sync::Mutex<()>,
-    sms_settings: RwLock<sms::SmsSettingsMap>,
-    /// SMS settings changes take turns.
-    sms_lock: tokio::sync::Mutex<()>,
+    sms_settings: Arc<RwLock<sms::SmsSettingsMap>>,
+    /// SMS settings changes (and reloads after another node's) take turns.
+    sms_lock: Arc<tokio::sync::Mutex<()>>,
     outbox: sms::Outbox,
 }
 
@@ -184,8 +188,8 @@ impl Engine {
             census: Mutex::new(None),
             webhooks,
             webhook_lock: tokio::sync::Mutex::new(()),
-            sms_settings: RwLock::new(sms_settings),
-            sms_lock: tokio::sync::Mutex::new(()),
+            sms_settings: Arc::new(RwLock::new(sms_settings)),
+            sms_lock: Arc::default(),
             outbox: sms::Outbox::default(),
         };
         if !overdue.is_empty() {

@@ -14,10 +14,10 @@ use maskline_core::{
     UnixMillis,
 };
 use maskline_events::{payload, unix_ms};
-use maskline_store::{MessageFilter, NewEvent, Page, Part, PartsKey, Submit, Write};
+use maskline_store::{MessageFilter, NewEvent, Page, Part, PartsKey, Receipt, Submit, Write};
 use tokio::sync::mpsc;
 
-use crate::{Engine, Error, Result, now};
+use crate::{Engine, Error, Result, now, settle};
 
 /// A text arriving at X, decoded (and assembled from its parts).
 #[derive(Clone, Debug)]
@@ -84,7 +84,12 @@ impl Engine {
     /// Decides an incoming text and records it with its event; returns once
     /// that is durable (only then may the carrier or gateway be told it was
     /// accepted). A relayed text then goes to the carrier links.
-    pub async fn accept_text(&self, incoming: IncomingText) -> Result<Accepted> {
+    pub async fn accept_text(&self, mut incoming: IncomingText) -> Result<Accepted> {
+        if incoming.text.contains('\0') {
+            // A NUL ends a C string in some tools and PostgreSQL refuses it
+            // in text; it is never meant as a character.
+            incoming.text = incoming.text.replace('\0', "\u{fffd}");
+        }
         let now_s = now();
         let settings = self.sms_settings.read().clone();
         let filter = |t: TenantId| settings.get(&t).map(|s| &s.filter);
@@ -174,28 +179,40 @@ impl Engine {
                 message.reason = Some(MessageReason::ExtensionUnknown);
             }
         }
-        if let Some(b) = message.binding {
-            message.ends_at = self.binding_ends_at(b).unwrap_or(now_s);
-        }
         let kind = match message.status {
             MessageStatus::Relayed => EventType::SmsRelayed,
             MessageStatus::Held => EventType::SmsHeld,
             _ => EventType::SmsBlocked,
         };
-        let events = self.message_event(kind, &message).into_iter().collect();
         let accepted = Accepted {
             id: message.id,
             status: message.status,
             reason: message.reason,
         };
-        self.store
-            .enqueue(Write::RecordMessage {
+        let assembled = incoming.assembled_from.is_some();
+        let ack = {
+            // The text is kept as long as its binding: its end is read and
+            // the record queued under the index lock, so a change of that
+            // end (queued under the same lock) is applied after it and
+            // moves it too.
+            let index = self.index.read();
+            if let Some(b) = message.binding {
+                message.ends_at = index.ends_at(b).unwrap_or(now_s);
+            }
+            let events = self.message_event(kind, &message).into_iter().collect();
+            self.store.enqueue(Write::RecordMessage {
                 relay_due: relay.as_ref().map(|r| r.lease_until),
                 message,
                 assembled_from: incoming.assembled_from,
                 events,
             })
-            .await?;
+        };
+        match ack.await {
+            Err(maskline_store::Error::Conflict(_)) if assembled => {
+                return Err(Error::PartsAlreadyAssembled);
+            }
+            other => other?,
+        }
         metrics::counter!(
             "maskline_sms_texts_total",
             "status" => accepted.status.as_str(),
@@ -247,15 +264,36 @@ impl Engine {
             .collect())
     }
 
-    /// A carrier took the relay's parts: their ids there, for receipts.
-    pub async fn relay_submitted(&self, message: MessageId, submits: Vec<Submit>) -> Result<()> {
+    /// A carrier took the relay's `parts` parts: their ids there, for
+    /// receipts.
+    pub async fn relay_submitted(
+        &self,
+        message: MessageId,
+        parts: u8,
+        submits: Vec<Submit>,
+    ) -> Result<()> {
         self.store
             .enqueue(Write::MessageSubmitted {
                 message,
+                parts,
                 submits,
                 at: unix_ms(),
             })
             .await?;
+        Ok(())
+    }
+
+    /// This node still holds these relays (waiting for a busy link): no
+    /// other node may claim them before `until`.
+    pub async fn renew_relays(&self, messages: Vec<MessageId>, until: UnixMillis) -> Result<()> {
+        for chunk in messages.chunks(1024) {
+            self.store
+                .enqueue(Write::LeaseRelays {
+                    messages: chunk.to_vec(),
+                    until,
+                })
+                .await?;
+        }
         Ok(())
     }
 
@@ -278,13 +316,71 @@ impl Engine {
             .await
     }
 
-    /// A carrier's receipt for one part it took as `smsc_id` on `link`.
-    /// Unknown ids (texts purged, or not ours) are ignored.
+    /// A carrier's receipt for one part it took as `smsc_id` on `link`;
+    /// durable on return. One for an id no handover is recorded for yet
+    /// (the SMSC answered the receipt before our record of the handover
+    /// committed, or sent it to another node) is kept for
+    /// [`Engine::match_receipts`].
     pub async fn text_receipt(&self, link: &str, smsc_id: &str, delivered: bool) -> Result<()> {
-        let Some(message) = self.store.message_by_submit(link, smsc_id).await? else {
-            tracing::debug!(link, "receipt for an unknown message id");
-            return Ok(());
-        };
+        if let Some(message) = self.store.message_by_submit(link, smsc_id).await? {
+            return self.apply_receipt(message, link, smsc_id, delivered).await;
+        }
+        self.store
+            .enqueue(Write::UnmatchedReceipt(Receipt {
+                link: link.to_owned(),
+                smsc_id: smsc_id.to_owned(),
+                delivered,
+                received_at: unix_ms(),
+            }))
+            .await?;
+        // The handover's write was most likely queued just before this one:
+        // then it is applied now rather than at the next match.
+        if let Some(message) = self.store.message_by_submit(link, smsc_id).await? {
+            self.apply_receipt(message, link, smsc_id, delivered)
+                .await?;
+            self.store
+                .enqueue(Write::ForgetReceipts(vec![(
+                    link.to_owned(),
+                    smsc_id.to_owned(),
+                )]))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Applies receipts kept unmatched whose handover is now recorded;
+    /// forgets those older than `give_up_before` (texts purged, or never
+    /// ours). Returns how many it applied.
+    pub async fn match_receipts(&self, give_up_before: UnixMillis) -> Result<usize> {
+        let mut applied = 0;
+        let mut forget = Vec::new();
+        for r in self.store.unmatched_receipts(512).await? {
+            match self.store.message_by_submit(&r.link, &r.smsc_id).await? {
+                Some(message) => {
+                    self.apply_receipt(message, &r.link, &r.smsc_id, r.delivered)
+                        .await?;
+                    applied += 1;
+                }
+                None if r.received_at < give_up_before => {
+                    tracing::debug!(link = %r.link, "receipt for an unknown message id dropped");
+                }
+                None => continue,
+            }
+            forget.push((r.link, r.smsc_id));
+        }
+        if !forget.is_empty() {
+            self.store.enqueue(Write::ForgetReceipts(forget)).await?;
+        }
+        Ok(applied)
+    }
+
+    async fn apply_receipt(
+        &self,
+        message: Message,
+        link: &str,
+        smsc_id: &str,
+        delivered: bool,
+    ) -> Result<()> {
         let reason = (!delivered).then_some(MessageReason::Undeliverable);
         let part = Some((link.to_owned(), smsc_id.to_owned()));
         self.record_outcome(message, part, delivered, reason).await
@@ -380,22 +476,30 @@ impl Engine {
     }
 
     pub async fn put_sms_settings(&self, tenant: TenantId, settings: Settings) -> Result<()> {
-        let _serial = self.sms_lock.lock().await;
-        self.store
-            .enqueue(Write::PutSmsSettings {
-                tenant,
-                settings: settings.clone(),
-                updated_at: now(),
-            })
-            .await?;
-        let mut all = (**self.sms_settings.read()).clone();
-        all.insert(tenant, Arc::new(settings));
-        *self.sms_settings.write() = Arc::new(all);
+        let serial = self.sms_lock.clone().lock_owned().await;
+        let ack = self.store.enqueue(Write::PutSmsSettings {
+            tenant,
+            settings: settings.clone(),
+            updated_at: now(),
+        });
+        // Memory follows the store even if our caller goes away meanwhile.
+        let memory = self.sms_settings.clone();
+        settle(ack, move |outcome| {
+            if outcome.is_ok() {
+                let mut all = (**memory.read()).clone();
+                all.insert(tenant, Arc::new(settings));
+                *memory.write() = Arc::new(all);
+            }
+            drop(serial);
+        })
+        .await?;
         Ok(())
     }
 
-    /// Reads every tenant's SMS settings again (another node changed one).
+    /// Reads every tenant's SMS settings again (another node changed one);
+    /// not while a change here is being made, which it could undo.
     pub(crate) async fn reload_sms_settings(&self) -> Result<()> {
+        let _serial = self.sms_lock.lock().await;
         let all = load_sms_settings(&*self.store).await?;
         *self.sms_settings.write() = Arc::new(all);
         Ok(())
@@ -419,11 +523,6 @@ impl Engine {
     /// The extension of a binding in memory (a live `axe` binding).
     fn binding_extension(&self, id: maskline_core::BindingId) -> Option<maskline_core::Extension> {
         self.index.read().extension_of(id)
-    }
-
-    /// When a binding in memory ends (for how long its texts are kept).
-    fn binding_ends_at(&self, id: maskline_core::BindingId) -> Option<maskline_core::UnixTime> {
-        self.index.read().ends_at(id)
     }
 }
 

@@ -123,6 +123,7 @@ both_stores!(
     an_smsc_that_dies_gets_every_accepted_text_exactly_once_after_it_returns,
     kill_9_after_deliver_sm_resp_loses_no_text,
     http_gateways_push_texts_with_the_same_decisions,
+    a_receipt_before_the_submit_answer_still_settles_the_text,
 );
 
 async fn axb_texts_relay_both_ways_from_x_and_receipts_settle_them(pg: bool) {
@@ -227,6 +228,40 @@ async fn axb_texts_relay_both_ways_from_x_and_receipts_settle_them(pg: bool) {
     // A receipt for an id nobody knows is answered, and changes nothing.
     smsc.send(json!({"cmd": "receipt", "id": "r3", "from": party(1), "to": xx, "message_id": "nobody", "stat": "DELIVRD"}));
     assert_eq!(smsc.deliver_status("r3").await, 0);
+}
+
+async fn a_receipt_before_the_submit_answer_still_settles_the_text(pg: bool) {
+    let mut smsc = Smsc::start(&["--receipt-first"]).await;
+    let rig = Rig::start(&smsc, pg, &[]).await;
+    let b = rig
+        .bind(json!({"mode": "axb", "a": party(1), "b": party(2)}))
+        .await;
+    let xx = b["x"].as_str().unwrap().to_owned();
+    smsc.deliver("t1", &party(1), &xx, "at the gate", "gsm", false);
+    // Two parts, each receipted before its submit_sm_resp.
+    let long = "快递已到小区门口，请到东门取件，取件码 12-3-4567，谢谢。".repeat(4);
+    smsc.deliver("t2", &party(2), &xx, &long, "ucs2", true);
+    assert_eq!(smsc.deliver_status("t1").await, 0);
+    smsc.wait_count(20, "three parts handed over", 3, |e| {
+        e["event"] == "submit" && e["status"] == 0
+    })
+    .await;
+    // The receipts came for ids not yet known; each is answered (kept),
+    // then matched once the handover is recorded.
+    let early = smsc
+        .wait_count(20, "three early receipts answered", 3, |e| {
+            e["event"] == "deliver_resp"
+                && e["id"].as_str().is_some_and(|id| id.starts_with("early-"))
+        })
+        .await;
+    assert!(early.iter().all(|e| e["status"] == 0), "{early:#?}");
+    for from in [party(1), party(2)] {
+        rig.message_where("text delivered by its early receipts", |m| {
+            m["from"] == from && m["status"] == "delivered"
+        })
+        .await;
+    }
+    assert_eq!(rig.events("sms.delivered").await.len(), 2);
 }
 
 async fn long_chinese_and_gsm_texts_round_trip_in_parts(pg: bool) {

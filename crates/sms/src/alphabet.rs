@@ -113,10 +113,14 @@ fn decode_gsm7(bytes: &[u8]) -> String {
 }
 
 /// Whether every character of `text` is in the default alphabet (its
-/// extension table included).
+/// extension table included) and may be sent as GSM 7-bit. Form feed is
+/// left out: the encoder we send with has no escape for it, and phones
+/// show it as a page break at best; such a text goes as UCS-2.
 pub fn is_gsm7(text: &str) -> bool {
-    text.chars()
-        .all(|c| (c != '\u{1b}' && BASIC.contains(&c)) || EXTENDED.iter().any(|(_, e)| *e == c))
+    text.chars().all(|c| {
+        (c != '\u{1b}' && BASIC.contains(&c))
+            || (c != '\u{c}' && EXTENDED.iter().any(|(_, e)| *e == c))
+    })
 }
 
 /// UTF-16 big endian, data coding 8: what phones send and show for UCS-2,
@@ -195,6 +199,7 @@ mod tests {
         assert_eq!(decode(0, &bytes), text);
         assert!(!is_gsm7("取件码"));
         assert!(!is_gsm7("ok 😊"));
+        assert!(!is_gsm7("page\u{c}break"));
     }
 
     #[test]

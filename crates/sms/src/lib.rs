@@ -62,7 +62,11 @@ impl Sms {
     /// Starts a link per SMSC and the relay work; everything stops when
     /// `shutdown` turns true (links unbind after the texts they are keeping).
     pub fn start(engine: Arc<Engine>, config: Config, shutdown: watch::Receiver<bool>) -> Sms {
-        let shared = Arc::new(relays::Shared::new(engine, config.region));
+        let shared = Arc::new(relays::Shared::new(
+            engine,
+            config.region,
+            config.relay_lease,
+        ));
         let mut tasks = JoinSet::new();
         tasks.spawn(relays::pump(
             shared.clone(),

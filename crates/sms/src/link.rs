@@ -57,10 +57,10 @@ pub(crate) async fn run(cfg: LinkConfig, shared: Arc<Shared>, mut shutdown: watc
                     // It worked once: the next outage starts over.
                     retry = FIRST_RETRY;
                 }
-                match reason {
-                    Some(CloseReason::Unbound) if *shutdown.borrow() => return,
-                    reason => tracing::warn!(link = %name, ?reason, "SMPP link lost; reconnecting"),
+                if *shutdown.borrow() {
+                    return;
                 }
+                tracing::warn!(link = %name, ?reason, "SMPP link lost; reconnecting");
             }
             Ok(Err(e)) => tracing::warn!(link = %name, error = %e, "cannot connect to the SMSC"),
             Err(_) => tracing::warn!(link = %name, "connecting to the SMSC timed out"),
@@ -136,18 +136,26 @@ impl Connection {
             // Listening before looking: a relay queued meanwhile wakes us.
             let queue = shared.queue.notify.notified();
             let now = Instant::now();
-            self.fill_window(now);
-            if let Some(since) = draining
-                && (self.keeping == 0 || now >= since + DRAIN)
-            {
-                self.session.unbind(now);
+            // What the SMSC said first: a part it took frees the window, a
+            // text it took is handed over.
+            let closed = self.drain_events(Some(&answers_tx));
+            if closed.is_none() {
+                match draining {
+                    None => self.fill_window(now),
+                    Some(since) if self.keeping == 0 || now >= since + DRAIN => {
+                        self.session.unbind(now)
+                    }
+                    Some(_) => {}
+                }
             }
+            // Written even when the session just closed: it may owe the
+            // SMSC an answer to its unbind.
             let out = self.session.take_output();
             if !out.is_empty() && wr.write_all(&out).await.is_err() {
-                break None;
+                break closed;
             }
-            if let Some(reason) = self.drain_events(&answers_tx) {
-                break Some(reason);
+            if closed.is_some() {
+                break closed;
             }
             if self.session.is_closed() {
                 break None;
@@ -169,6 +177,11 @@ impl Connection {
             }
         };
         let _ = wr.shutdown().await;
+        // Submits the SMSC answered in the last bytes read are settled
+        // before the rest is put back (else they would be sent twice).
+        // Texts it delivered can no longer be answered: it delivers them
+        // again.
+        let _ = self.drain_events(None);
         if self.was_bound {
             self.shared.bound.fetch_sub(1, Ordering::Relaxed);
             metrics::gauge!("maskline_smpp_links_bound").decrement(1.0);
@@ -230,9 +243,11 @@ impl Connection {
         }
     }
 
+    /// Handles what the session reported; `answers` is `None` once the
+    /// connection is gone (deliveries are then left unanswered).
     fn drain_events(
         &mut self,
-        answers: &mpsc::UnboundedSender<(u32, rusmpp::CommandStatus)>,
+        answers: Option<&mpsc::UnboundedSender<(u32, rusmpp::CommandStatus)>>,
     ) -> Option<CloseReason> {
         while let Some(event) = self.session.poll_event() {
             match event {
@@ -243,6 +258,7 @@ impl Connection {
                     metrics::gauge!("maskline_smpp_links_bound").increment(1.0);
                 }
                 Event::Deliver { seq, sm } => {
+                    let Some(answers) = answers else { continue };
                     self.keeping += 1;
                     let (shared, link, answers) =
                         (self.shared.clone(), self.name.clone(), answers.clone());
@@ -294,22 +310,26 @@ impl Connection {
     }
 
     /// Every part was taken: the text is handed over (durably recorded in a
-    /// task: the link does not wait for the store).
+    /// task: the link does not wait for the store). A part the SMSC gave no
+    /// id for can get no receipt, and is not waited for.
     fn submitted(&self, f: Flight) {
+        let parts = f.ids.len() as u8;
         let submits = f
             .ids
             .into_iter()
             .enumerate()
-            .map(|(i, id)| Submit {
-                link: self.name.clone(),
-                smsc_id: id.unwrap_or_default(),
-                part: (i + 1) as u8,
+            .filter_map(|(i, id)| {
+                Some(Submit {
+                    link: self.name.clone(),
+                    smsc_id: id.filter(|id| !id.is_empty())?,
+                    part: (i + 1) as u8,
+                })
             })
             .collect();
         let shared = self.shared.clone();
         tokio::spawn(async move {
             let message = f.relay.message;
-            if let Err(e) = shared.engine.relay_submitted(message, submits).await {
+            if let Err(e) = shared.engine.relay_submitted(message, parts, submits).await {
                 tracing::warn!(error = %e, "recording a handed-over relay failed");
             }
             shared.queue.done(message);

@@ -259,12 +259,8 @@ impl Session {
         if self.throttled_until.is_some_and(|t| t <= now) {
             self.throttled_until = None;
         }
-        let probing = self
-            .pending
-            .values()
-            .any(|(r, _)| matches!(r, Request::Enquire));
         if self.state == State::Bound
-            && !probing
+            && !self.probing()
             && now >= self.last_heard + self.cfg.enquire_interval
         {
             self.request(Request::Enquire, Pdu::EnquireLink, now);
@@ -273,7 +269,11 @@ impl Session {
 
     /// When [`Session::tick`] has something to do next.
     pub fn deadline(&self) -> Instant {
-        let mut at = self.last_heard + self.cfg.enquire_interval;
+        // Far enough to mean "nothing to do": the driver waits for input.
+        let mut at = self.last_heard + Duration::from_secs(24 * 3600);
+        if self.state == State::Bound && !self.probing() {
+            at = self.last_heard + self.cfg.enquire_interval;
+        }
         for (_, due) in self.pending.values() {
             at = at.min(*due);
         }
@@ -293,6 +293,13 @@ impl Session {
     }
 
     // === impl Session: internals ===
+
+    /// An `enquire_link` of ours awaits its answer.
+    fn probing(&self) -> bool {
+        self.pending
+            .values()
+            .any(|(r, _)| matches!(r, Request::Enquire))
+    }
 
     fn request(&mut self, kind: Request, pdu: Pdu, now: Instant) {
         let seq = self.next_seq;
@@ -410,14 +417,14 @@ impl Session {
                 Some((Request::Enquire, _)) => {}
                 None => tracing::debug!(seq, ?status, "generic_nack for nothing we sent"),
             },
-            Pdu::EnquireLinkResp => {
-                self.pending.remove(&seq);
-            }
-            Pdu::UnbindResp => {
-                if let Some((Request::Unbind, _)) = self.pending.remove(&seq) {
-                    self.close(CloseReason::Unbound);
-                }
-            }
+            Pdu::EnquireLinkResp => match self.pending.remove(&seq) {
+                Some((Request::Enquire, _)) => {}
+                other => self.unexpected(seq, other),
+            },
+            Pdu::UnbindResp => match self.pending.remove(&seq) {
+                Some((Request::Unbind, _)) => self.close(CloseReason::Unbound),
+                other => self.unexpected(seq, other),
+            },
             Pdu::EnquireLink => self.send(&Command::new(
                 CommandStatus::EsmeRok,
                 seq,

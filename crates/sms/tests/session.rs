@@ -257,9 +257,24 @@ fn a_quiet_link_is_probed_and_an_unanswered_request_ends_it() {
     let probe = sent(&mut s);
     assert_eq!(probe.len(), 1);
     assert_eq!(probe[0].id(), CommandId::EnquireLink);
+    // While the probe awaits its answer, the next thing to do is give up on
+    // it (not probe again, which a driver would wake for at once).
+    assert_eq!(s.deadline(), t2 + Duration::from_secs(10));
+    // An enquire_link_resp with another request's sequence number settles
+    // neither.
+    assert!(s.submit(6, submit_sm(), t2));
+    let submit_seq = sent(&mut s)[0].sequence_number();
+    s.receive(
+        &encode(&Command::new(
+            CommandStatus::EsmeRok,
+            submit_seq,
+            Pdu::EnquireLinkResp,
+        )),
+        t2,
+    );
+    assert_eq!(s.in_flight(), 1);
     // No answer: after the response timeout the session is over, and the
     // submit still in flight is reported unanswered.
-    assert!(s.submit(6, submit_sm(), t2));
     s.tick(t2 + Duration::from_secs(10));
     assert!(matches!(
         events(&mut s).as_slice(),

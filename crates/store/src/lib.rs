@@ -155,11 +155,12 @@ pub enum Write {
     /// One part of a concatenated text, kept until all its parts are in (a
     /// part received again changes nothing).
     RecordPart(Part),
-    /// A relayed text was handed to a carrier: the ids of its parts there,
-    /// for receipts (and how many parts it took). Nothing is due for it any
-    /// more.
+    /// A relayed text was handed to a carrier in `parts` parts: the ids
+    /// the carrier gave them, for receipts (a part it gave no id is not
+    /// listed). Nothing is due for it any more.
     MessageSubmitted {
         message: MessageId,
+        parts: u8,
         submits: Vec<Submit>,
         at: UnixMillis,
     },
@@ -187,6 +188,11 @@ pub enum Write {
         at: UnixMillis,
         event: NewEvent,
     },
+    /// A receipt for a carrier id no handover is recorded for (yet): kept
+    /// for [`Store::unmatched_receipts`] to match later.
+    UnmatchedReceipt(Receipt),
+    /// Receipts matched (or given up on), by link and carrier id.
+    ForgetReceipts(Vec<(String, String)>),
     /// Sets (or replaces) a tenant's SMS settings.
     PutSmsSettings {
         tenant: TenantId,
@@ -235,6 +241,15 @@ pub struct Submit {
     pub smsc_id: String,
     /// 1-based.
     pub part: u8,
+}
+
+/// A carrier's receipt for one part it took.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Receipt {
+    pub link: String,
+    pub smsc_id: String,
+    pub delivered: bool,
+    pub received_at: UnixMillis,
 }
 
 /// Filters of `GET /v1/messages`.
@@ -596,6 +611,9 @@ pub trait Store: Send + Sync + 'static {
     /// The text one of whose parts the SMSC behind `link` took as `smsc_id`
     /// (a receipt names it so).
     async fn message_by_submit(&self, link: &str, smsc_id: &str) -> Result<Option<Message>>;
+
+    /// Up to `limit` receipts kept unmatched, oldest first.
+    async fn unmatched_receipts(&self, limit: u32) -> Result<Vec<Receipt>>;
 
     /// The parts of one concatenated text received so far, in order.
     async fn parts(&self, key: &PartsKey) -> Result<Vec<Part>>;

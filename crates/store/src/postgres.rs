@@ -37,7 +37,7 @@ use crate::rows::{
 };
 use crate::{
     BindingFilter, CallFilter, Change, DeliveryState, Error, IdempotencyRecord, MessageFilter,
-    NewEvent, NextStep, Page, Part, PartsKey, PoolNumber, Result, Store, StoredEvent,
+    NewEvent, NextStep, Page, Part, PartsKey, PoolNumber, Receipt, Result, Store, StoredEvent,
     StoredSmsSettings, Tenant, Webhook, Write, WriteAck,
 };
 
@@ -897,12 +897,13 @@ async fn mark_submitted(conn: &mut PgConnection, writes: &[&Write]) -> Result<()
     for write in writes {
         if let Write::MessageSubmitted {
             message,
+            parts: n,
             submits,
             at,
         } = write
         {
             ids.push(uuid(message.0));
-            parts.push(submits.len() as i32);
+            parts.push(i32::from(*n));
             times.push(*at);
             for s in submits {
                 links.push(s.link.as_str());
@@ -1002,7 +1003,9 @@ async fn insert_messages<'a>(
         }
         events.extend(e);
         if let Some(key) = assembled_from {
-            sqlx::query(
+            // A node assembling the same parts at once waits on these rows
+            // and then finds none: one text, not two.
+            let dropped = sqlx::query(
                 "DELETE FROM message_parts WHERE x = $1 AND sender = $2 AND reference = $3",
             )
             .bind(key.x.to_string())
@@ -1010,6 +1013,11 @@ async fn insert_messages<'a>(
             .bind(i32::from(key.reference))
             .execute(&mut *conn)
             .await?;
+            if dropped.rows_affected() == 0 {
+                return Err(Error::Conflict(
+                    "the parts of this text were assembled already".into(),
+                ));
+            }
         }
     }
     let sql = format!(
@@ -1358,11 +1366,10 @@ async fn apply<'a>(
             let id = uuid(message.0);
             // The message row first: receipts for two parts of one text
             // take turns.
-            let parts: Option<i32> =
-                sqlx::query_scalar("SELECT parts FROM messages WHERE id = $1 FOR UPDATE")
-                    .bind(id)
-                    .fetch_optional(&mut *conn)
-                    .await?;
+            sqlx::query("SELECT 1 FROM messages WHERE id = $1 FOR UPDATE")
+                .bind(id)
+                .execute(&mut *conn)
+                .await?;
             if let Some((link, smsc_id)) = part {
                 sqlx::query(
                     "UPDATE message_submits SET state = $1 WHERE link = $2 AND smsc_id = $3",
@@ -1374,14 +1381,16 @@ async fn apply<'a>(
                 .await?;
             }
             let complete = if *delivered {
-                let done: i64 = sqlx::query_scalar(
-                    "SELECT COUNT(*) FROM message_submits \
-                     WHERE message_id = $1 AND state = 'delivered'",
+                // Every part with a carrier id has been delivered (a part
+                // taken without one gets no receipt to wait for).
+                let waiting: bool = sqlx::query_scalar(
+                    "SELECT EXISTS (SELECT 1 FROM message_submits \
+                     WHERE message_id = $1 AND state <> 'delivered')",
                 )
                 .bind(id)
                 .fetch_one(&mut *conn)
                 .await?;
-                done >= i64::from(parts.unwrap_or(1))
+                !waiting
             } else {
                 true
             };
@@ -1409,6 +1418,31 @@ async fn apply<'a>(
                     events.push(event);
                 }
             }
+        }
+        Write::UnmatchedReceipt(r) => {
+            sqlx::query(
+                "INSERT INTO unmatched_receipts (link, smsc_id, delivered, received_at) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (link, smsc_id) DO UPDATE SET \
+                 delivered = excluded.delivered, received_at = excluded.received_at",
+            )
+            .bind(r.link.as_str())
+            .bind(r.smsc_id.as_str())
+            .bind(r.delivered)
+            .bind(r.received_at)
+            .execute(&mut *conn)
+            .await?;
+        }
+        Write::ForgetReceipts(keys) => {
+            let (links, ids): (Vec<&str>, Vec<&str>) =
+                keys.iter().map(|(l, s)| (l.as_str(), s.as_str())).unzip();
+            sqlx::query(
+                "DELETE FROM unmatched_receipts u USING UNNEST($1::text[], $2::text[]) \
+                 AS k(link, smsc_id) WHERE u.link = k.link AND u.smsc_id = k.smsc_id",
+            )
+            .bind(links)
+            .bind(ids)
+            .execute(&mut *conn)
+            .await?;
         }
         Write::PutSmsSettings {
             tenant,
@@ -1992,6 +2026,25 @@ impl Store for PgStore {
             .fetch_optional(&self.pool)
             .await?;
         row.as_ref().map(message).transpose()
+    }
+
+    async fn unmatched_receipts(&self, limit: u32) -> Result<Vec<Receipt>> {
+        let rows: Vec<(String, String, bool, i64)> = sqlx::query_as(
+            "SELECT link, smsc_id, delivered, received_at FROM unmatched_receipts \
+             ORDER BY received_at LIMIT $1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(link, smsc_id, delivered, received_at)| Receipt {
+                link,
+                smsc_id,
+                delivered,
+                received_at,
+            })
+            .collect())
     }
 
     async fn parts(&self, key: &PartsKey) -> Result<Vec<Part>> {

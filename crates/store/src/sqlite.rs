@@ -24,8 +24,8 @@ use crate::rows::{
 };
 use crate::{
     BindingFilter, CallFilter, DeliveryState, Error, IdempotencyRecord, MessageFilter, NewEvent,
-    NextStep, Page, Part, PartsKey, PoolNumber, Result, Store, StoredEvent, StoredSmsSettings,
-    Tenant, Webhook, Write, WriteAck,
+    NextStep, Page, Part, PartsKey, PoolNumber, Receipt, Result, Store, StoredEvent,
+    StoredSmsSettings, Tenant, Webhook, Write, WriteAck,
 };
 use maskline_core::sms::Message;
 use maskline_core::{MessageId, MessageStatus};
@@ -353,7 +353,7 @@ async fn insert_messages(conn: &mut SqliteConnection, writes: &[&Write]) -> Resu
             }
             events.extend(e);
             if let Some(key) = assembled_from {
-                sqlx::query(
+                let dropped = sqlx::query(
                     "DELETE FROM message_parts WHERE x = ? AND sender = ? AND reference = ?",
                 )
                 .bind(key.x.to_string())
@@ -361,6 +361,9 @@ async fn insert_messages(conn: &mut SqliteConnection, writes: &[&Write]) -> Resu
                 .bind(i64::from(key.reference))
                 .execute(&mut *conn)
                 .await?;
+                if dropped.rows_affected() == 0 {
+                    return Err(already_assembled());
+                }
             }
         }
     }
@@ -382,19 +385,20 @@ async fn insert_messages(conn: &mut SqliteConnection, writes: &[&Write]) -> Resu
 /// 64 texts; `updated_at` is the run's latest time), their carrier ids go in
 /// as multi-row upserts.
 async fn mark_submitted(conn: &mut SqliteConnection, writes: &[&Write]) -> Result<()> {
-    let mut by_parts: std::collections::BTreeMap<usize, Vec<Vec<u8>>> = Default::default();
+    let mut by_parts: std::collections::BTreeMap<u8, Vec<Vec<u8>>> = Default::default();
     let mut rows: Vec<(&str, &str, Vec<u8>, i64)> = Vec::new();
     let mut latest = 0;
     for write in writes {
         if let Write::MessageSubmitted {
             message,
+            parts,
             submits,
             at,
         } = write
         {
             latest = latest.max(*at);
             by_parts
-                .entry(submits.len())
+                .entry(*parts)
                 .or_default()
                 .push(uuid_bytes(message.0));
             rows.extend(submits.iter().map(|s| {
@@ -413,7 +417,7 @@ async fn mark_submitted(conn: &mut SqliteConnection, writes: &[&Write]) -> Resul
             let sql = format!("UPDATE messages SET updated_at = ?, parts = ? WHERE id IN ({list})");
             let mut q = sqlx::query(AssertSqlSafe(sql))
                 .bind(latest)
-                .bind(parts as i64);
+                .bind(i64::from(parts));
             for id in chunk {
                 q = q.bind(id.as_slice());
             }
@@ -767,17 +771,16 @@ async fn apply(conn: &mut SqliteConnection, write: &Write) -> Result<()> {
                     .await?;
             }
             let complete = if *delivered {
-                // Every part it was sent in has been delivered.
-                let (parts, done): (i64, i64) = sqlx::query_as(
-                    "SELECT parts, (SELECT COUNT(*) FROM message_submits \
-                     WHERE message_id = ? AND state = 'delivered') FROM messages WHERE id = ?",
+                // Every part with a carrier id has been delivered (a part
+                // taken without one gets no receipt to wait for).
+                let waiting: bool = sqlx::query_scalar(
+                    "SELECT EXISTS (SELECT 1 FROM message_submits \
+                     WHERE message_id = ? AND state <> 'delivered')",
                 )
                 .bind(&id)
-                .bind(&id)
-                .fetch_optional(&mut *conn)
-                .await?
-                .unwrap_or((1, 0));
-                done >= parts
+                .fetch_one(&mut *conn)
+                .await?;
+                !waiting
             } else {
                 true
             };
@@ -804,6 +807,28 @@ async fn apply(conn: &mut SqliteConnection, write: &Write) -> Result<()> {
                 if done.rows_affected() == 1 {
                     insert_events(conn, &[event]).await?;
                 }
+            }
+        }
+        Write::UnmatchedReceipt(r) => {
+            sqlx::query(
+                "INSERT INTO unmatched_receipts (link, smsc_id, delivered, received_at) \
+                 VALUES (?, ?, ?, ?) ON CONFLICT (link, smsc_id) DO UPDATE SET \
+                 delivered = excluded.delivered, received_at = excluded.received_at",
+            )
+            .bind(r.link.as_str())
+            .bind(r.smsc_id.as_str())
+            .bind(r.delivered)
+            .bind(r.received_at)
+            .execute(&mut *conn)
+            .await?;
+        }
+        Write::ForgetReceipts(keys) => {
+            for (link, smsc_id) in keys {
+                sqlx::query("DELETE FROM unmatched_receipts WHERE link = ? AND smsc_id = ?")
+                    .bind(link.as_str())
+                    .bind(smsc_id.as_str())
+                    .execute(&mut *conn)
+                    .await?;
             }
         }
         Write::PutSmsSettings {
@@ -867,6 +892,12 @@ async fn apply(conn: &mut SqliteConnection, write: &Write) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The parts a text was assembled from are gone: another write made them
+/// a text first.
+fn already_assembled() -> Error {
+    Error::Conflict("the parts of this text were assembled already".into())
 }
 
 fn conflict(e: sqlx::Error) -> Error {
@@ -1237,6 +1268,25 @@ impl Store for SqliteStore {
             .fetch_optional(&self.reads)
             .await?;
         row.as_ref().map(message).transpose()
+    }
+
+    async fn unmatched_receipts(&self, limit: u32) -> Result<Vec<Receipt>> {
+        let rows: Vec<(String, String, bool, i64)> = sqlx::query_as(
+            "SELECT link, smsc_id, delivered, received_at FROM unmatched_receipts \
+             ORDER BY received_at LIMIT ?",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.reads)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(link, smsc_id, delivered, received_at)| Receipt {
+                link,
+                smsc_id,
+                delivered,
+                received_at,
+            })
+            .collect())
     }
 
     async fn parts(&self, key: &PartsKey) -> Result<Vec<Part>> {

@@ -18,7 +18,7 @@ use maskline_core::{MessageId, MessageReason, MessageStatus};
 use maskline_store::{
     BindingFilter, CallFilter, DeliveryOutcome, DeliveryState, Error, ExpiredBinding, Fallback,
     IdempotencyRecord, Intercept, MessageFilter, NewEvent, NextStep, Page, Part, PartsKey,
-    PoolNumber, SqliteStore, Store, Submit, Tenant, Webhook, Write,
+    PoolNumber, Receipt, SqliteStore, Store, Submit, Tenant, Webhook, Write,
 };
 
 fn tenant(n: u128) -> Tenant {
@@ -1324,6 +1324,7 @@ async fn relays_are_due_until_submitted_and_claims_lease_them(s: Arc<dyn Store>)
     );
     s.enqueue(Write::MessageSubmitted {
         message: MessageId(1),
+        parts: 1,
         submits: vec![Submit {
             link: "smsc-1".to_owned(),
             smsc_id: "abc".to_owned(),
@@ -1359,6 +1360,24 @@ async fn relays_are_due_until_submitted_and_claims_lease_them(s: Arc<dyn Store>)
         s.claim_due_relays(20_000, 30_000, 10).await.unwrap().len(),
         1
     );
+    // The holder renews its lease (a relay waiting for a busy link); a
+    // shorter one changes nothing, and texts not due are left alone.
+    for until in [40_000, 35_000] {
+        s.enqueue(Write::LeaseRelays {
+            messages: vec![MessageId(2), MessageId(1), MessageId(3)],
+            until,
+        })
+        .await
+        .unwrap();
+    }
+    assert!(
+        s.claim_due_relays(39_999, 50_000, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let claimed = s.claim_due_relays(40_000, 50_000, 10).await.unwrap();
+    assert_eq!(claimed.iter().map(|m| m.id.0).collect::<Vec<_>>(), vec![2]);
     assert_eq!(
         s.message_by_submit("smsc-1", "abc")
             .await
@@ -1387,6 +1406,7 @@ async fn a_text_is_delivered_once_every_part_is(s: Arc<dyn Store>) {
     for (id, parts) in [(1, vec![("a1", 1), ("a2", 2)]), (2, vec![("b1", 1)])] {
         s.enqueue(Write::MessageSubmitted {
             message: MessageId(id),
+            parts: parts.len() as u8,
             submits: parts
                 .into_iter()
                 .map(|(smsc_id, part)| Submit {
@@ -1519,6 +1539,122 @@ async fn parts_are_kept_until_assembled(s: Arc<dyn Store>) {
     .unwrap();
     assert!(s.parts(&key).await.unwrap().is_empty());
     assert_eq!(s.parts(&other).await.unwrap().len(), 1);
+    // The same parts made into a text again (another node, or a part the
+    // SMSC sent twice at once) are refused, and no second text is kept.
+    let again = s.enqueue(Write::RecordMessage {
+        message: message(2, Some(1), MessageStatus::Relayed, 1_300),
+        relay_due: Some(2_000),
+        assembled_from: Some(key.clone()),
+        events: vec![],
+    });
+    assert!(matches!(again.await, Err(Error::Conflict(_))));
+    assert!(
+        s.message(TenantId(1), MessageId(2))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // Both in one batch: the first makes the text, the second is refused.
+    let first = s.enqueue(Write::RecordMessage {
+        message: message(3, Some(1), MessageStatus::Relayed, 1_400),
+        relay_due: Some(2_000),
+        assembled_from: Some(other.clone()),
+        events: vec![],
+    });
+    let second = s.enqueue(Write::RecordMessage {
+        message: message(4, Some(1), MessageStatus::Relayed, 1_400),
+        relay_due: Some(2_000),
+        assembled_from: Some(other.clone()),
+        events: vec![],
+    });
+    let (first, second) = tokio::join!(first, second);
+    first.unwrap();
+    assert!(matches!(second, Err(Error::Conflict(_))));
+    assert!(
+        s.message(TenantId(1), MessageId(3))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        s.message(TenantId(1), MessageId(4))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // A text made of parts some other way is not refused.
+    s.enqueue(record(
+        message(5, Some(1), MessageStatus::Relayed, 1_500),
+        Some(2_000),
+        vec![],
+    ))
+    .await
+    .unwrap();
+}
+
+async fn receipts_without_a_handover_wait_to_be_matched(s: Arc<dyn Store>) {
+    setup(&*s).await;
+    assert!(s.unmatched_receipts(10).await.unwrap().is_empty());
+    let receipt = |id: &str, delivered, at| Receipt {
+        link: "smsc-1".to_owned(),
+        smsc_id: id.to_owned(),
+        delivered,
+        received_at: at,
+    };
+    for r in [
+        receipt("late", true, 2_000),
+        receipt("early", false, 1_000),
+        // The same receipt again: the latest word counts.
+        receipt("late", false, 2_100),
+    ] {
+        s.enqueue(Write::UnmatchedReceipt(r)).await.unwrap();
+    }
+    assert_eq!(
+        s.unmatched_receipts(10).await.unwrap(),
+        vec![
+            receipt("early", false, 1_000),
+            receipt("late", false, 2_100)
+        ]
+    );
+    assert_eq!(s.unmatched_receipts(1).await.unwrap().len(), 1);
+    s.enqueue(Write::ForgetReceipts(vec![
+        ("smsc-1".to_owned(), "early".to_owned()),
+        ("smsc-2".to_owned(), "late".to_owned()),
+    ]))
+    .await
+    .unwrap();
+    assert_eq!(
+        s.unmatched_receipts(10).await.unwrap(),
+        vec![receipt("late", false, 2_100)]
+    );
+}
+
+async fn a_part_taken_without_a_carrier_id_waits_for_no_receipt(s: Arc<dyn Store>) {
+    setup(&*s).await;
+    let mut two_parts = message(1, Some(1), MessageStatus::Relayed, 1_000);
+    two_parts.parts = 2;
+    s.enqueue(record(two_parts, Some(2_000), vec![]))
+        .await
+        .unwrap();
+    // The SMSC gave an id for one part only: only that one is tracked.
+    s.enqueue(Write::MessageSubmitted {
+        message: MessageId(1),
+        parts: 2,
+        submits: vec![Submit {
+            link: "smsc-1".to_owned(),
+            smsc_id: "a1".to_owned(),
+            part: 1,
+        }],
+        at: 1_500,
+    })
+    .await
+    .unwrap();
+    let delivered = event(10, 1, EventType::SmsDelivered, 1, true);
+    s.enqueue(text_outcome(1, Some(("smsc-1", "a1")), true, delivered))
+        .await
+        .unwrap();
+    let m = s.message(TenantId(1), MessageId(1)).await.unwrap().unwrap();
+    assert_eq!(m.status, MessageStatus::Delivered);
 }
 
 async fn sms_settings_round_trip(s: Arc<dyn Store>) {
@@ -1590,6 +1726,7 @@ async fn texts_follow_their_binding_and_are_purged_after_it(s: Arc<dyn Store>) {
     s.enqueue(record(unbound, None, vec![])).await.unwrap();
     s.enqueue(Write::MessageSubmitted {
         message: MessageId(1),
+        parts: 1,
         submits: vec![Submit {
             link: "smsc-1".to_owned(),
             smsc_id: "abc".to_owned(),
@@ -1721,6 +1858,7 @@ async fn texts_handed_over_together_are_each_recorded(s: Arc<dyn Store>) {
             let parts = 1 + (id % 3) as u8;
             s.enqueue(Write::MessageSubmitted {
                 message: MessageId(id),
+                parts,
                 submits: (1..=parts)
                     .map(|p| Submit {
                         link: "smsc-1".to_owned(),
@@ -1792,6 +1930,8 @@ macro_rules! every_case {
                 relays_are_due_until_submitted_and_claims_lease_them,
                 a_text_is_delivered_once_every_part_is,
                 parts_are_kept_until_assembled,
+                receipts_without_a_handover_wait_to_be_matched,
+                a_part_taken_without_a_carrier_id_waits_for_no_receipt,
                 sms_settings_round_trip,
                 texts_follow_their_binding_and_are_purged_after_it,
                 the_latest_connected_call_names_the_binding,

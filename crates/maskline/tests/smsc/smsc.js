@@ -5,6 +5,8 @@
 //   node smsc.js --port 2775 --system-id maskline --password secret
 //     [--throttle N]       answer the first N submit_sm with ESME_RTHROTTLED
 //     [--hold-submits]     never answer submit_sm (to test timeouts)
+//     [--receipt-first]    send each submit's DELIVRD receipt before its
+//                          submit_sm_resp (as some SMSCs may)
 //
 // Commands (stdin):
 //   {"cmd": "deliver", "id": "t1", "from": "+8613...", "to": "+8657...",
@@ -47,6 +49,7 @@ for (let i = 2; i < process.argv.length; i++) {
 const port = Number(args.port || 2775);
 let throttle = Number(args.throttle || 0);
 const holdSubmits = !!args['hold-submits'];
+const receiptFirst = !!args['receipt-first'];
 
 function emit(obj) {
     process.stdout.write(JSON.stringify(obj) + '\n');
@@ -97,6 +100,9 @@ const server = smpp.createServer(function (s) {
         // Recorded as it is answered: what the test counts is what this
         // SMSC accepted.
         emit(Object.assign(base, { status: 0, message_id: id }));
+        if (receiptFirst) {
+            receipt({ id: 'early-' + id, from: pdu.destination_addr, to: pdu.source_addr, message_id: id, stat: 'DELIVRD' });
+        }
         s.send(pdu.response({ message_id: id }));
     });
     s.on('enquire_link', function (pdu) {
@@ -184,6 +190,11 @@ function deliver(c, shortMessage, dataCoding, esmClass, seqNote) {
     });
 }
 
+function receipt(c) {
+    const text = 'id:' + c.message_id + ' sub:001 dlvrd:001 submit date:2612061200 done date:2612061201 stat:' + c.stat + ' err:000 text:';
+    deliver(c, Buffer.from(text, 'latin1'), 0, 0x04, 1);
+}
+
 const rl = readline.createInterface({ input: process.stdin });
 rl.on('line', function (line) {
     let c;
@@ -212,8 +223,7 @@ rl.on('line', function (line) {
         const udh = c.udh ? Buffer.from(c.udh, 'hex') : Buffer.alloc(0);
         deliver(c, Buffer.concat([udh, body]), c.data_coding || 0, udh.length ? 0x40 : 0, c.seq || 1);
     } else if (c.cmd === 'receipt') {
-        const text = 'id:' + c.message_id + ' sub:001 dlvrd:001 submit date:2612061200 done date:2612061201 stat:' + c.stat + ' err:000 text:';
-        deliver(c, Buffer.from(text, 'latin1'), 0, 0x04, 1);
+        receipt(c);
     } else if (c.cmd === 'raw') {
         if (session) {
             session.socket.write(Buffer.from(c.hex, 'hex'));
