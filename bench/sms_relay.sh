@@ -14,6 +14,7 @@
 #   WINDOW=100 bench/sms_relay.sh
 #   RATE=2000 WINDOW=100 bench/sms_relay.sh  # open loop: 2,000 texts a second
 #   PG=1 bench/sms_relay.sh                  # on PostgreSQL (see http_binds.sh)
+#   MASKLINE_BIN=/tmp/maskline-old bench/sms_relay.sh   # another build, A/B
 #
 # Needs node (with the test SMSC's npm packages: scripts/test installs them),
 # curl and python3. Only 127.0.0.1.
@@ -31,8 +32,12 @@ PG=${PG:-0}
 export NODE_PATH="$PWD/crates/maskline/tests/smsc/node_modules"
 [[ -d "$NODE_PATH/smpp" ]] || (cd crates/maskline/tests/smsc && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 
-echo "== building (cargo build --release -p maskline)"
-cargo build --release -p maskline 2>&1 | tail -1
+# MASKLINE_BIN: an A/B run against another build (not rebuilt here).
+BIN=${MASKLINE_BIN:-target/release/maskline}
+if [[ -z "${MASKLINE_BIN:-}" ]]; then
+  echo "== building (cargo build --release -p maskline)"
+  cargo build --release -p maskline 2>&1 | tail -1
+fi
 
 HTTP_PORT=$(free_port)
 SIP_PORT=$(free_port)
@@ -69,7 +74,7 @@ env "${DB_ENV[@]}" MASKLINE_DATA_DIR="$DATA/data" MASKLINE_HTTP_LISTEN="127.0.0.
   MASKLINE_SIP_LISTEN="127.0.0.1:$SIP_PORT" MASKLINE_ADMIN_KEY="$ADMIN" \
   MASKLINE_LOG=warn MASKLINE_SMPP_WINDOW="$WINDOW" \
   MASKLINE_SMPP="smpp://maskline:secret@127.0.0.1:$SMPP_PORT" \
-  target/release/maskline serve >"$DATA/server.log" 2>&1 &
+  "$BIN" serve >"$DATA/server.log" 2>&1 &
 SERVER_PID=$!
 for _ in $(seq 1 100); do curl -fsS "$BASE/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
 
@@ -100,7 +105,7 @@ env "${DB_ENV[@]}" MASKLINE_DATA_DIR="$DATA/data" MASKLINE_HTTP_LISTEN="127.0.0.
   MASKLINE_SIP_LISTEN="127.0.0.1:$SIP_PORT" MASKLINE_ADMIN_KEY="$ADMIN" \
   MASKLINE_LOG=warn MASKLINE_SMPP_WINDOW="$WINDOW" \
   MASKLINE_SMPP="smpp://maskline:secret@127.0.0.1:$SMPP_PORT" \
-  target/release/maskline serve >>"$DATA/server.log" 2>&1 &
+  "$BIN" serve >>"$DATA/server.log" 2>&1 &
 SERVER_PID=$!
 S0=$(cpu_ticks "$SERVER_PID")
 wait "$SMSC_PID" || true
