@@ -1231,6 +1231,24 @@ fn text_outcome(id: u128, part: Option<(&str, &str)>, delivered: bool, event: Ne
     }
 }
 
+/// Text `id` handed over in `parts` parts on `smsc-1`; `ids` are the
+/// carrier ids it gave (part number, id).
+fn submitted(id: u128, parts: u8, ids: &[(u8, &str)]) -> Write {
+    Write::MessageSubmitted {
+        message: MessageId(id),
+        parts,
+        submits: ids
+            .iter()
+            .map(|(part, smsc_id)| Submit {
+                link: "smsc-1".to_owned(),
+                smsc_id: (*smsc_id).to_owned(),
+                part: *part,
+            })
+            .collect(),
+        at: 1_500,
+    }
+}
+
 async fn messages_round_trip_and_list_by_tenant_binding_status(s: Arc<dyn Store>) {
     setup(&*s).await;
     let relayed = message(1, Some(1), MessageStatus::Relayed, 1_000);
@@ -1322,18 +1340,7 @@ async fn relays_are_due_until_submitted_and_claims_lease_them(s: Arc<dyn Store>)
             .unwrap()
             .is_empty()
     );
-    s.enqueue(Write::MessageSubmitted {
-        message: MessageId(1),
-        parts: 1,
-        submits: vec![Submit {
-            link: "smsc-1".to_owned(),
-            smsc_id: "abc".to_owned(),
-            part: 1,
-        }],
-        at: 1_500,
-    })
-    .await
-    .unwrap();
+    s.enqueue(submitted(1, 1, &[(1, "abc")])).await.unwrap();
     let claimed = s.claim_due_relays(2_000, 5_000, 10).await.unwrap();
     assert_eq!(claimed.iter().map(|m| m.id.0).collect::<Vec<_>>(), vec![2]);
     // Leased: not offered again until the lease ends.
@@ -1403,23 +1410,10 @@ async fn a_text_is_delivered_once_every_part_is(s: Arc<dyn Store>) {
     .await
     .unwrap();
     // Every part of a text is handed over in one write.
-    for (id, parts) in [(1, vec![("a1", 1), ("a2", 2)]), (2, vec![("b1", 1)])] {
-        s.enqueue(Write::MessageSubmitted {
-            message: MessageId(id),
-            parts: parts.len() as u8,
-            submits: parts
-                .into_iter()
-                .map(|(smsc_id, part)| Submit {
-                    link: "smsc-1".to_owned(),
-                    smsc_id: smsc_id.to_owned(),
-                    part,
-                })
-                .collect(),
-            at: 1_500,
-        })
+    s.enqueue(submitted(1, 2, &[(1, "a1"), (2, "a2")]))
         .await
         .unwrap();
-    }
+    s.enqueue(submitted(2, 1, &[(1, "b1")])).await.unwrap();
     assert_eq!(
         s.message(TenantId(1), MessageId(1))
             .await
@@ -1637,18 +1631,7 @@ async fn a_part_taken_without_a_carrier_id_waits_for_no_receipt(s: Arc<dyn Store
         .await
         .unwrap();
     // The SMSC gave an id for one part only: only that one is tracked.
-    s.enqueue(Write::MessageSubmitted {
-        message: MessageId(1),
-        parts: 2,
-        submits: vec![Submit {
-            link: "smsc-1".to_owned(),
-            smsc_id: "a1".to_owned(),
-            part: 1,
-        }],
-        at: 1_500,
-    })
-    .await
-    .unwrap();
+    s.enqueue(submitted(1, 2, &[(1, "a1")])).await.unwrap();
     let delivered = event(10, 1, EventType::SmsDelivered, 1, true);
     s.enqueue(text_outcome(1, Some(("smsc-1", "a1")), true, delivered))
         .await
@@ -1724,18 +1707,7 @@ async fn texts_follow_their_binding_and_are_purged_after_it(s: Arc<dyn Store>) {
     let mut unbound = message(2, None, MessageStatus::Blocked, 1_000);
     unbound.ends_at = 1;
     s.enqueue(record(unbound, None, vec![])).await.unwrap();
-    s.enqueue(Write::MessageSubmitted {
-        message: MessageId(1),
-        parts: 1,
-        submits: vec![Submit {
-            link: "smsc-1".to_owned(),
-            smsc_id: "abc".to_owned(),
-            part: 1,
-        }],
-        at: 1_500,
-    })
-    .await
-    .unwrap();
+    s.enqueue(submitted(1, 1, &[(1, "abc")])).await.unwrap();
     // Extended: its texts stay as long as it does.
     b.expires_at = 9_000;
     b.updated_at = 2_000;
