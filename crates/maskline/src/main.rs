@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 
 mod cli;
 mod config;
+mod intercept;
 mod serve;
 
 use config::Config;

@@ -110,8 +110,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.http_listen)
         .await
         .with_context(|| format!("cannot listen for HTTP on {}", config.http_listen))?;
-    let sip = maskline_sip::SipServer::bind(sip_config(&config).await?, engine.clone())
-        .context("cannot start SIP")?;
+    let intercepts = crate::intercept::HttpIntercepts::new()
+        .context("cannot build the intercept callback client")?;
+    let sip = maskline_sip::SipServer::bind(
+        sip_config(&config).await?,
+        engine.clone(),
+        std::sync::Arc::new(intercepts),
+    )
+    .context("cannot start SIP")?;
     let prometheus = PrometheusBuilder::new()
         .set_buckets(&[
             0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,

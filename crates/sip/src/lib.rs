@@ -4,10 +4,18 @@
 //! - [`message`]: parsing (spans over the text) and building messages;
 //! - [`transaction`]: the §17 state machines, sans I/O, timers A–M;
 //! - `transport`: UDP and TCP sockets and stream framing;
-//! - `b2bua`: the back-to-back user agent that owns every transaction and
-//!   dialog on one task, asks the engine for a route decision per INVITE,
-//!   places the masked outbound leg and relays between the legs, and
-//!   writes one CDR per inbound INVITE.
+//! - `endpoint`: every transaction, dialog matching and timers, sans I/O
+//!   (bytes out through a `Wire`, time in with each input); no call policy;
+//! - `dialog`: one dialog's state and the requests built within it;
+//! - `call`: the back-to-back user agent's call logic, sans I/O, one file
+//!   per phase (`invite`: the decision and the masked outbound leg;
+//!   `relay`: messages crossing between the legs; `teardown`: CANCEL,
+//!   BYE, limits, the CDR); it asks the engine for a route decision per
+//!   INVITE and writes one CDR per inbound INVITE;
+//! - [`intercept`]: the tenant's intercept callback as a trait (its HTTP
+//!   implementation is the binary's);
+//! - `server`: the driver: sockets, the SIP thread and its runtime, the
+//!   clock, and the asynchronous work the call logic asks for.
 //!
 //! The stack is our own rather than a crate's: see ARCHITECTURE.md for the
 //! measurements behind that choice.
@@ -21,12 +29,17 @@ use std::time::Duration;
 
 use maskline_core::Region;
 
-mod b2bua;
+mod call;
+mod dialog;
+mod endpoint;
+pub mod intercept;
 pub mod message;
+mod server;
 pub mod transaction;
 mod transport;
 
-pub use b2bua::SipServer;
+pub use intercept::Intercepts;
+pub use server::SipServer;
 pub use transaction::Timers;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -35,8 +48,6 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Error {
     #[error("malformed SIP message: {0}")]
     Malformed(&'static str),
-    #[error("cannot build the intercept client: {0}")]
-    Http(#[from] maskline_engine::events_crate::Error),
     #[error("missing or empty {0} header")]
     Missing(&'static str),
     #[error("cannot bind SIP {transport} on {addr}: {source}")]

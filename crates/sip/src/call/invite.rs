@@ -1,0 +1,451 @@
+//! A new call: the INVITE's decision, the intercept question, refusals,
+//! and placing the masked outbound leg.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use maskline_core::{
+    CallId, CallRecord, Channel, Connect, Decision, EventType, Inbound, Number, Prompt, Refusal,
+    RejectReason, ReleaseReason, ReleasedBy,
+};
+use maskline_engine::events_crate::payload::rfc3339_millis;
+use maskline_engine::events_crate::unix_ms;
+
+use super::{
+    B2bua, Call, CallTimer, Effect, Intercepting, Phase, Question, Resume, Role, ServerOwner, Side,
+};
+use crate::dialog::{Dialog, contact_value};
+use crate::endpoint::{ALLOW, ReqBase, Resp, TxId, new_branch, token, via_value};
+use crate::intercept::{Intercept, InterceptRequest, Verdict};
+use crate::message::{Builder, Message, Method, Name, crossing_body, uri_of, uri_user};
+use crate::transport::Peer;
+
+/// The caller's number: P-Asserted-Identity when present, else From.
+fn caller_user(req: &Message) -> Option<&str> {
+    match req.values(Name::PAssertedIdentity).next() {
+        Some(pai) => uri_user(uri_of(pai)),
+        None => uri_user(uri_of(req.from())),
+    }
+}
+
+/// A number from a URI user. Trunks send E.164 (`+86…`), which is read
+/// directly: the index holds only validated numbers, so a `+digits` string
+/// that is not a real number simply matches nothing. Anything else goes
+/// through the full parser (national forms of the default region).
+fn sip_number(user: &str, region: maskline_core::Region) -> Option<Number> {
+    Number::from_e164(user)
+        .or_else(|_| Number::parse(user, region))
+        .ok()
+}
+
+/// A CDR of a call whose outbound leg was never placed: no direction and
+/// no callee (as for every refusal).
+pub(super) fn unplaced(mut cdr: CallRecord) -> CallRecord {
+    cdr.direction = None;
+    cdr.callee = None;
+    cdr
+}
+
+/// A refusal's SIP status and the text of its Reason header.
+fn treatment(refusal: Refusal) -> (u16, &'static str) {
+    match refusal {
+        Refusal::DirectionForbidden => (403, "SIP;cause=403;text=\"direction forbidden\""),
+        Refusal::NoBinding => (404, "SIP;cause=404;text=\"no binding\""),
+        Refusal::Expired => (410, "SIP;cause=410;text=\"binding expired\""),
+        Refusal::NoB => (404, "SIP;cause=404;text=\"no counterpart\""),
+        Refusal::ExtensionRequired => (484, "SIP;cause=484;text=\"extension required\""),
+        Refusal::InvalidNumber => (404, "SIP;cause=404;text=\"not a phone number\""),
+        Refusal::NoGateway => (503, "SIP;cause=503;text=\"no outbound gateway\""),
+        Refusal::Intercepted => (403, "SIP;cause=403;text=\"call not allowed\""),
+    }
+}
+
+/// Splits `<X>,<ext>` (a shared number's extension dialled with it).
+fn split_extension(user: &str) -> (&str, Option<&str>) {
+    user.split_once(',')
+        .map_or((user, None), |(x, e)| (x, Some(e)))
+}
+
+impl B2bua {
+    pub(super) fn on_invite(&mut self, sid: TxId) {
+        let started = self.received_at;
+        let invited_at = unix_ms();
+        let Some(req) = self.ep.request(sid) else {
+            return;
+        };
+        let region = self.cfg.region;
+        let (x_user, ext_digits) = match uri_user(req.uri()).map(split_extension) {
+            Some((x, e)) => (Some(x), e),
+            None => (None, None),
+        };
+        let extension = match ext_digits.map(str::parse::<maskline_core::Extension>) {
+            None => Ok(None),
+            Some(Ok(e)) => Ok(Some(e)),
+            Some(Err(_)) => Err(()),
+        };
+        let x = x_user.and_then(|u| sip_number(u, region));
+        let caller = caller_user(req).and_then(|u| sip_number(u, region));
+        let max_forwards = req.max_forwards();
+        let mut cdr = CallRecord {
+            id: CallId(uuid::Uuid::now_v7().as_u128()),
+            tenant: None,
+            binding: None,
+            direction: None,
+            x,
+            caller,
+            callee: None,
+            invited_at,
+            ringing_at: None,
+            answered_at: None,
+            ended_at: invited_at,
+            final_status: 0,
+            released_by: ReleasedBy::System,
+            release_reason: ReleaseReason::Refused,
+            refusal: None,
+        };
+        if self.draining {
+            self.refuse_shutdown(sid, cdr);
+            return;
+        }
+        let max_forwards = match max_forwards {
+            Ok(0) => {
+                cdr.release_reason = ReleaseReason::Failed;
+                self.refuse(sid, 483, &[], cdr);
+                return;
+            }
+            Ok(n) => n - 1,
+            Err(_) => {
+                cdr.release_reason = ReleaseReason::Failed;
+                self.refuse(sid, 400, &[], cdr);
+                return;
+            }
+        };
+        let (Some(x), Some(caller), Ok(extension)) = (x, caller, extension) else {
+            self.refuse_with(sid, Refusal::InvalidNumber, cdr);
+            return;
+        };
+        let decision = self.engine.decide(&Inbound {
+            caller,
+            called: x,
+            extension,
+            channel: Channel::Voice,
+        });
+        match decision {
+            Decision::Connect(connect) => {
+                cdr.tenant = Some(connect.tenant);
+                cdr.binding = Some(connect.binding);
+                cdr.direction = Some(connect.direction);
+                cdr.callee = Some(connect.to);
+                let intercept = self
+                    .engine
+                    .webhook(connect.tenant)
+                    .and_then(|w| Some((w.intercept.clone()?, w.secret.clone())));
+                match intercept {
+                    Some((intercept, secret)) if self.cfg.outbound.is_some() => {
+                        let pending = Intercepting {
+                            connect,
+                            cdr,
+                            max_forwards,
+                            started,
+                        };
+                        self.intercept(sid, pending, intercept, secret);
+                    }
+                    _ => self.connect(sid, connect, cdr, max_forwards, started, false),
+                }
+            }
+            Decision::CollectExtension { tenant } => {
+                cdr.tenant = Some(tenant);
+                self.refuse_with(sid, Refusal::ExtensionRequired, cdr);
+            }
+            Decision::Announce {
+                prompt,
+                binding,
+                tenant,
+            } => {
+                cdr.tenant = tenant;
+                cdr.binding = binding;
+                let refusal = match prompt {
+                    Prompt::Expired => Refusal::Expired,
+                    Prompt::NoBinding => Refusal::NoBinding,
+                    Prompt::NoB => Refusal::NoB,
+                };
+                self.refuse_with(sid, refusal, cdr);
+            }
+            Decision::Reject {
+                reason,
+                binding,
+                tenant,
+            } => {
+                cdr.tenant = Some(tenant);
+                cdr.binding = Some(binding);
+                let refusal = match reason {
+                    RejectReason::DirectionForbidden | RejectReason::SmsDisabled => {
+                        Refusal::DirectionForbidden
+                    }
+                };
+                self.refuse_with(sid, refusal, cdr);
+            }
+        }
+    }
+
+    /// A new call while draining: 503, try again later (elsewhere).
+    pub(super) fn refuse_shutdown(&mut self, sid: TxId, mut cdr: CallRecord) {
+        cdr.release_reason = ReleaseReason::Shutdown;
+        self.refuse(sid, 503, &[("Retry-After", "30")], cdr);
+    }
+
+    pub(super) fn refuse_with(&mut self, sid: TxId, refusal: Refusal, mut cdr: CallRecord) {
+        let (code, reason) = treatment(refusal);
+        cdr.refusal = Some(refusal);
+        cdr.release_reason = ReleaseReason::Refused;
+        self.refuse(sid, code, &[("Reason", reason)], cdr);
+    }
+
+    fn refuse(&mut self, sid: TxId, code: u16, headers: &[(&str, &str)], mut cdr: CallRecord) {
+        let tag = token();
+        self.ep.respond(
+            sid,
+            code,
+            Resp {
+                to_tag: Some(&tag),
+                headers,
+                ..Resp::default()
+            },
+        );
+        cdr.final_status = code;
+        cdr.ended_at = unix_ms();
+        tracing::debug!(
+            cdr = %cdr.id,
+            caller = ?cdr.caller.map(Number::masked),
+            x = ?cdr.x.map(Number::masked),
+            status = code,
+            refusal = cdr.refusal.map(Refusal::as_str),
+            "call refused"
+        );
+        self.write_cdr(cdr);
+    }
+
+    /// Asks the tenant's intercept callback about a call, without waiting:
+    /// the answer comes back as a [`Resume::Verdict`].
+    fn intercept(&mut self, sid: TxId, pending: Intercepting, target: Intercept, secret: String) {
+        // The caller stops retransmitting while the tenant thinks.
+        self.ep.respond(sid, 100, Resp::default());
+        let c = &pending.cdr;
+        let request = InterceptRequest {
+            call_id: c.id.to_string(),
+            binding_id: pending.connect.binding.to_string(),
+            direction: pending.connect.direction.as_str(),
+            x: pending.connect.caller_id.to_string(),
+            caller: c.caller.map(|n| n.to_string()).unwrap_or_default(),
+            callee: pending.connect.to.to_string(),
+            invited_at: rfc3339_millis(c.invited_at),
+        };
+        self.intercepting.insert(sid, pending);
+        self.effects.push_back(Effect::Intercept(Box::new(Question {
+            sid,
+            target,
+            secret,
+            request,
+        })));
+    }
+
+    pub(super) fn on_resume(&mut self, resume: Resume) {
+        match resume {
+            Resume::Durable(call) => {
+                if let Some(c) = self.calls.get_mut(&call) {
+                    c.events_durable += 1;
+                }
+                self.flush_held(call, false);
+            }
+            Resume::Verdict(sid, verdict) => {
+                // Gone if the caller cancelled meanwhile.
+                let Some(p) = self.intercepting.remove(&sid) else {
+                    return;
+                };
+                match verdict {
+                    Verdict::Allow if !self.draining => {
+                        self.connect(sid, p.connect, p.cdr, p.max_forwards, p.started, true);
+                    }
+                    Verdict::Allow => self.refuse_shutdown(sid, unplaced(p.cdr)),
+                    Verdict::Deny { reason } => {
+                        tracing::debug!(cdr = %p.cdr.id, reason = reason.as_deref().unwrap_or(""), "intercept denied the call");
+                        self.refuse_with(sid, Refusal::Intercepted, unplaced(p.cdr));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Records a progress event of `call`; responses relayed to the caller
+    /// from now on wait until it is durable.
+    pub(super) fn record_progress(&mut self, call: super::Id, kind: EventType) {
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        if let Some(ack) = self.engine.record_call_progress(kind, &c.cdr) {
+            c.events_issued += 1;
+            self.effects.push_back(Effect::Progress(ack, call));
+        }
+    }
+
+    fn connect(
+        &mut self,
+        sid: TxId,
+        connect: Connect,
+        cdr: CallRecord,
+        max_forwards: u32,
+        started: Instant,
+        trying_sent: bool,
+    ) {
+        let Some(out) = self.cfg.outbound else {
+            self.refuse_with(sid, Refusal::NoGateway, cdr);
+            return;
+        };
+        let (Some(req), Some(a_peer)) = (self.ep.request(sid), self.ep.peer(sid)) else {
+            return;
+        };
+        let adv = self.cfg.advertise.as_str();
+        let a_tag = token();
+        let a_leg = Dialog {
+            call_id: req.call_id().to_owned(),
+            local: format!("{};tag={a_tag}", req.to()),
+            local_tag: a_tag,
+            remote: req.from().to_owned(),
+            remote_tag: req.from_tag().map(str::to_owned),
+            target: req
+                .values(Name::Contact)
+                .next()
+                .map_or_else(|| uri_of(req.from()), uri_of)
+                .to_owned(),
+            routes: req.values(Name::RecordRoute).map(str::to_owned).collect(),
+            cseq: 0,
+            peer: a_peer,
+            contact: contact_value(&connect.caller_id, adv, a_peer.transport),
+        };
+        let x = connect.caller_id.to_string();
+        let to = connect.to.to_string();
+        let b_peer = Peer {
+            transport: out.transport,
+            addr: out.addr,
+            conn: None,
+        };
+        let b_tag = token();
+        let branch = new_branch();
+        let mut call_id = token();
+        call_id.push_str(&token());
+        let uri = format!("sip:{to}@{};user=phone", out.addr);
+        let from = format!("<sip:{x}@{adv}>;tag={b_tag}");
+        let to_hdr = format!("<sip:{to}@{};user=phone>", out.addr);
+        let via = via_value(adv, out.transport, &branch);
+        let contact = contact_value(&connect.caller_id, adv, out.transport);
+        let pai = format!("<sip:{x}@{adv}>");
+        let mut b = Builder::request(&Method::Invite, &uri);
+        b.header("Via", &via)
+            .max_forwards(max_forwards)
+            .header("From", &from)
+            .header("To", &to_hdr)
+            .header("Call-ID", &call_id)
+            .cseq(1, &Method::Invite)
+            .header("Contact", &contact)
+            .header("P-Asserted-Identity", &pai)
+            .header("Allow", ALLOW);
+        let numbers = [super::needle(cdr.caller), super::needle(Some(connect.to))];
+        let scrub = [numbers[0].as_str(), numbers[1].as_str()];
+        let bytes = b.finish_with(crossing_body(req, &scrub).as_ref());
+        let base = ReqBase {
+            uri: uri.clone(),
+            via,
+            branch: branch.clone(),
+            from: from.clone(),
+            to: to_hdr.clone(),
+            call_id: call_id.clone(),
+            cseq: 1,
+            routes: Vec::new(),
+        };
+        let b_leg = Dialog {
+            call_id,
+            local_tag: b_tag,
+            local: from,
+            remote: to_hdr,
+            remote_tag: None,
+            target: uri,
+            routes: Vec::new(),
+            cseq: 1,
+            peer: b_peer,
+            contact,
+        };
+        let call = self.new_call_id();
+        self.ep.add_dialog(
+            a_leg.local_tag.clone(),
+            a_leg.call_id.clone(),
+            &a_leg.peer,
+            (call, Side::A),
+        );
+        self.ep.add_dialog(
+            b_leg.local_tag.clone(),
+            b_leg.call_id.clone(),
+            &b_leg.peer,
+            (call, Side::B),
+        );
+        self.ep.set_server_owner(
+            sid,
+            ServerOwner {
+                call: Some(call),
+                relay: None,
+            },
+        );
+        tracing::debug!(
+            call,
+            cdr = %cdr.id,
+            direction = connect.direction.as_str(),
+            caller = %cdr.caller.map_or_else(String::new, |n| n.masked().to_string()),
+            callee = %connect.to.masked(),
+            "placing the outbound leg"
+        );
+        self.calls.insert(
+            call,
+            Call {
+                cdr,
+                phase: Phase::Early,
+                legs: [a_leg, b_leg],
+                a_invite: sid,
+                b_invite: 0,
+                b_responded: false,
+                cancel_b: false,
+                max_call_seconds: connect.max_call_seconds,
+                deadline: None,
+                numbers,
+                acks: [None, None],
+                holds: 0,
+                events_issued: 0,
+                events_durable: 0,
+                held: VecDeque::new(),
+            },
+        );
+        // Not awaited before the outbound INVITE (setup is not delayed);
+        // the first progress relayed to the caller waits for it.
+        self.record_progress(call, EventType::CallStarted);
+        metrics::gauge!("maskline_calls_active").set(self.calls.len() as f64);
+        let cid = self.start_client(
+            &Method::Invite,
+            b_peer,
+            &branch,
+            bytes,
+            Some(Box::new(base)),
+            (call, Role::Invite),
+        );
+        metrics::histogram!("maskline_sip_setup_delay_seconds")
+            .record(started.elapsed().as_secs_f64());
+        // §17.2.1: 100 Trying at once, so the caller stops retransmitting;
+        // just after the outbound INVITE, which it would otherwise delay.
+        // Refusals skip it: their final response goes out as fast.
+        if !trying_sent {
+            self.ep.respond(sid, 100, Resp::default());
+        }
+        if let Some(c) = self.calls.get_mut(&call) {
+            c.b_invite = cid;
+        }
+        let ring_at = self.ep.now() + self.cfg.ring_timeout;
+        self.ep.arm(ring_at, CallTimer::Ring(call));
+    }
+}

@@ -1,0 +1,420 @@
+//! The call logic of the back-to-back user agent, sans I/O.
+//!
+//! [`B2bua`] owns the calls and drives an [`Endpoint`]: each inbound
+//! INVITE is decided by the engine from memory; on `connect` a new INVITE
+//! is built from scratch for the outbound leg (fresh Call-ID, tags and
+//! branch, From = X; of the caller's INVITE only what
+//! `message::crossing_body` lets through), and from then on every message
+//! on one leg is answered by a message built for the other.
+//!
+//! One file per phase: `invite` (a new INVITE, its decision, the intercept
+//! question, refusals, placing the outbound leg), `relay` (responses and
+//! in-dialog requests crossing between the legs), `teardown` (CANCEL, BYE,
+//! timeouts, limits, the end of a call and its CDR).
+//!
+//! It owns no socket, thread or clock: the driver (`server`) feeds it
+//! bytes, network events, resumptions and the time, and takes the
+//! [`Effect`]s it asks for (writes to await, questions to ask). Tests
+//! drive it in-process with a fake clock.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hashbrown::HashMap;
+use maskline_core::{CallRecord, Connect, Number, ReleasedBy};
+use maskline_engine::Engine;
+use maskline_store::WriteAck;
+
+use crate::Config;
+use crate::dialog::Dialog;
+use crate::endpoint::{Endpoint, Event, Layer, ReqBase, TxId, Wire};
+use crate::intercept::{Intercept, InterceptRequest, Verdict};
+use crate::message::{Body, Method};
+use crate::transport::{NetEvent, Peer};
+
+mod invite;
+mod relay;
+mod teardown;
+#[cfg(test)]
+mod tests;
+
+/// How long calls may take to close after the grace period has ended them.
+const CLOSE_AFTER_GRACE: Duration = Duration::from_secs(2);
+/// The longest a call timer waits: limits longer than this are re-armed,
+/// so the timer heap never holds stale timers for longer.
+const MAX_TIMER_STEP: Duration = Duration::from_secs(300);
+
+pub(crate) type Id = u64;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Side {
+    A,
+    B,
+}
+
+impl Side {
+    fn other(self) -> Side {
+        match self {
+            Side::A => Side::B,
+            Side::B => Side::A,
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Side::A => 0,
+            Side::B => 1,
+        }
+    }
+
+    fn released_by(self) -> ReleasedBy {
+        match self {
+            Side::A => ReleasedBy::Caller,
+            Side::B => ReleasedBy::Callee,
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Phase {
+    Early,
+    Answered,
+    Ended,
+}
+
+/// A 2xx to an INVITE relayed to one side, waiting for that side's ACK.
+#[derive(Clone, Copy)]
+struct PendingAck {
+    cseq: u32,
+    server: TxId,
+    client: TxId,
+    out_cseq: u32,
+}
+
+struct Call {
+    cdr: CallRecord,
+    phase: Phase,
+    legs: [Dialog; 2],
+    a_invite: TxId,
+    b_invite: TxId,
+    b_responded: bool,
+    cancel_b: bool,
+    max_call_seconds: Option<u32>,
+    /// When an answered call must end (from `max_call_seconds`).
+    deadline: Option<Instant>,
+    /// The caller's and callee's digits, kept out of relayed bodies.
+    numbers: [String; 2],
+    acks: [Option<PendingAck>; 2],
+    /// Client transactions that will still report to this call.
+    holds: u32,
+    /// Progress events recorded, and how many of them are durable: the
+    /// caller hears of progress only once its event is (see `relay_held`).
+    events_issued: u32,
+    events_durable: u32,
+    held: VecDeque<Held>,
+}
+
+impl Call {
+    fn scrub(&self) -> [&str; 2] {
+        [self.numbers[0].as_str(), self.numbers[1].as_str()]
+    }
+
+    fn leg(&self, side: Side) -> &Dialog {
+        &self.legs[side.index()]
+    }
+
+    fn leg_mut(&mut self, side: Side) -> &mut Dialog {
+        &mut self.legs[side.index()]
+    }
+}
+
+/// A response for the caller waiting for the call's events before it.
+struct Held {
+    wait_for: u32,
+    code: u16,
+    body: Option<Body>,
+}
+
+/// An INVITE the engine decided to connect, waiting for the tenant's
+/// intercept callback.
+struct Intercepting {
+    connect: Connect,
+    cdr: CallRecord,
+    max_forwards: u32,
+    started: Instant,
+}
+
+/// What a client transaction does for its call.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Role {
+    /// The outbound INVITE.
+    Invite,
+    /// A request relayed from the other leg's server transaction; `to` is
+    /// the leg this client transaction runs on.
+    Relay {
+        server: TxId,
+        to: Side,
+    },
+    Bye,
+    Cancel,
+}
+
+/// What a server transaction belongs to.
+#[derive(Clone, Copy, Default, Debug)]
+pub(crate) struct ServerOwner {
+    call: Option<Id>,
+    /// For a relayed request: the client transaction on the other leg.
+    relay: Option<TxId>,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum CallTimer {
+    Ring(Id),
+    MaxDuration(Id),
+    /// Timer C (RFC 3261 §16.6) of a relayed re-INVITE.
+    TimerC {
+        cid: TxId,
+        call: Id,
+        server: TxId,
+    },
+    Grace,
+}
+
+pub(crate) struct CallLayer;
+
+impl Layer for CallLayer {
+    type Server = ServerOwner;
+    type Client = (Id, Role);
+    type Dialog = (Id, Side);
+    type Timer = CallTimer;
+}
+
+/// What the driver must do for the call logic.
+pub(crate) enum Effect {
+    /// A CDR write: await it (failures are counted and logged).
+    Cdr(WriteAck),
+    /// A progress event write: once durable, resume with
+    /// [`Resume::Durable`] (in the order given: the store applies them so).
+    Progress(WriteAck, Id),
+    /// Ask the tenant's intercept callback; resume with
+    /// [`Resume::Verdict`].
+    Intercept(Box<Question>),
+}
+
+/// An intercept question for the driver to ask.
+pub(crate) struct Question {
+    pub sid: TxId,
+    pub target: Intercept,
+    pub secret: String,
+    pub request: InterceptRequest,
+}
+
+/// What asynchronous work hands back.
+pub(crate) enum Resume {
+    /// The oldest progress event of this call not yet durable now is.
+    Durable(Id),
+    /// The tenant's intercept callback decided about this INVITE.
+    Verdict(TxId, Verdict),
+}
+
+pub(crate) struct B2bua {
+    ep: Endpoint<CallLayer>,
+    engine: Arc<Engine>,
+    cfg: Config,
+    next_call: Id,
+    calls: HashMap<Id, Call>,
+    /// By the INVITE's server transaction.
+    intercepting: HashMap<TxId, Intercepting>,
+    effects: VecDeque<Effect>,
+    draining: bool,
+    hard_stop: Option<Instant>,
+    /// When the message being handled arrived, by the real clock (the
+    /// setup delay metric starts here).
+    received_at: Instant,
+}
+
+impl B2bua {
+    pub fn new(
+        cfg: Config,
+        engine: Arc<Engine>,
+        wire: Box<dyn Wire + Send>,
+        now: Instant,
+    ) -> B2bua {
+        B2bua {
+            ep: Endpoint::new(wire, cfg.timers, cfg.trusted.clone(), now),
+            engine,
+            cfg,
+            next_call: 0,
+            calls: HashMap::new(),
+            intercepting: HashMap::new(),
+            effects: VecDeque::new(),
+            draining: false,
+            hard_stop: None,
+            received_at: Instant::now(),
+        }
+    }
+
+    // === driver interface ===
+
+    pub fn handle_bytes(&mut self, bytes: &[u8], peer: Peer, now: Instant) {
+        self.received_at = Instant::now();
+        self.ep.handle_bytes(bytes, peer, now);
+        self.pump();
+    }
+
+    pub fn handle_net(&mut self, event: NetEvent, now: Instant) {
+        self.received_at = Instant::now();
+        self.ep.handle_net(event, now);
+        self.pump();
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.ep.handle_timeout(now);
+        self.pump();
+    }
+
+    pub fn handle_resume(&mut self, resume: Resume, now: Instant) {
+        self.ep.set_now(now);
+        self.on_resume(resume);
+        self.pump();
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.ep.next_timeout()
+    }
+
+    pub fn poll_effect(&mut self) -> Option<Effect> {
+        self.effects.pop_front()
+    }
+
+    /// New INVITEs get 503 from now on; calls in progress have `grace` to
+    /// finish before they are ended.
+    pub fn start_draining(&mut self, grace: Duration, now: Instant) {
+        self.ep.set_now(now);
+        self.draining = true;
+        self.ep.set_draining();
+        tracing::info!(calls = self.calls.len(), "SIP draining: new calls get 503");
+        self.ep.arm(now + grace, CallTimer::Grace);
+    }
+
+    /// Draining is over: every call is gone, or the grace period and the
+    /// time to close after it have passed.
+    pub fn drained(&self, now: Instant) -> bool {
+        self.draining
+            && ((self.calls.is_empty() && self.intercepting.is_empty())
+                || self.hard_stop.is_some_and(|at| now >= at))
+    }
+
+    pub fn calls_left(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// At the end of a drain: INVITEs still waiting for their intercept
+    /// verdict get 503.
+    pub fn refuse_intercepting(&mut self) {
+        for (sid, p) in std::mem::take(&mut self.intercepting) {
+            self.refuse_shutdown(sid, invite::unplaced(p.cdr));
+        }
+        self.pump();
+    }
+
+    // === events ===
+
+    fn pump(&mut self) {
+        while let Some(event) = self.ep.poll_event() {
+            self.on_event(event);
+        }
+    }
+
+    fn on_event(&mut self, event: Event<CallLayer>) {
+        match event {
+            Event::Invite { sid } => self.on_invite(sid),
+            Event::InDialog {
+                sid,
+                dialog: (call, side),
+                method,
+            } => self.on_in_dialog(sid, call, side, method),
+            Event::Ack {
+                req,
+                dialog: (call, side),
+            } => self.on_ack(&req, call, side),
+            Event::Cancel {
+                sid,
+                invite,
+                pending,
+            } => self.on_cancel(sid, invite, pending),
+            Event::Response {
+                cid,
+                owner: (call, role),
+                resp,
+            } => self.on_client_response(cid, call, role, &resp),
+            Event::ClientDone {
+                owner: (call, role),
+                timed_out,
+            } => {
+                self.release(call);
+                if timed_out {
+                    self.client_timed_out(call, role);
+                }
+            }
+            Event::ServerTimedOut {
+                sid,
+                owner,
+                acked_2xx,
+            } => self.on_server_timed_out(sid, owner, acked_2xx),
+            Event::Timer(timer) => self.on_timer(timer),
+        }
+    }
+
+    fn new_call_id(&mut self) -> Id {
+        self.next_call += 1;
+        self.next_call
+    }
+
+    /// Starts a client transaction for `call`, which then waits for it.
+    fn start_client(
+        &mut self,
+        method: &Method,
+        peer: Peer,
+        branch: &str,
+        request: Vec<u8>,
+        base: Option<Box<ReqBase>>,
+        (call, role): (Id, Role),
+    ) -> TxId {
+        let cid = self
+            .ep
+            .start_client(method, peer, branch, request, base, (call, role));
+        if let Some(c) = self.calls.get_mut(&call) {
+            c.holds += 1;
+        }
+        cid
+    }
+
+    /// Cancels client INVITE `cid` of `call`.
+    fn cancel(&mut self, cid: TxId, call: Id) {
+        if self.ep.cancel(cid, (call, Role::Cancel)).is_some()
+            && let Some(c) = self.calls.get_mut(&call)
+        {
+            c.holds += 1;
+        }
+    }
+
+    fn write_cdr(&mut self, cdr: CallRecord) {
+        metrics::counter!("maskline_calls_total", "outcome" => cdr.release_reason.as_str())
+            .increment(1);
+        let ack = self.engine.record_call(cdr);
+        self.effects.push_back(Effect::Cdr(ack));
+    }
+}
+
+/// The digits to look for in a body: the number without up to three
+/// leading (country code) digits, so national forms match too.
+fn needle(number: Option<Number>) -> String {
+    let Some(number) = number else {
+        return String::new();
+    };
+    let digits = number.digits().to_string();
+    let skip = digits.len().saturating_sub(7).min(3);
+    digits[skip..].to_owned()
+}

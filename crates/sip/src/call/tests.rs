@@ -1,0 +1,434 @@
+//! The call logic in-process: a real engine over a SQLite store in a
+//! temporary directory, a wire that records what would be sent, and a
+//! fake clock moved by hand. No socket, no sleep.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use maskline_core::{AreaMatch, Controls, Mode, Number, ReleaseReason, ReleasedBy, TenantId};
+use maskline_engine::{BindingSpec, Config as EngineConfig, Engine, Expiry, NumberEntry};
+use maskline_store::{CallFilter, Page, SqliteStore};
+use tokio::sync::mpsc;
+
+use super::{B2bua, Effect, Resume};
+use crate::endpoint::Wire;
+use crate::message::{Message, Method, Name, response_to};
+use crate::transport::{ConnId, Peer};
+use crate::{Cidr, Config, Outbound, Timers, Transport};
+
+const A: u64 = 8_613_800_000_001;
+const B: u64 = 8_613_800_000_002;
+const X: u64 = 8_657_100_000_001;
+
+type Sent = Arc<Mutex<Vec<(SocketAddr, Vec<u8>)>>>;
+
+struct Recorder(Sent);
+
+impl Wire for Recorder {
+    fn send(&mut self, peer: &Peer, bytes: &[u8]) -> Option<ConnId> {
+        if let Ok(mut sent) = self.0.lock() {
+            sent.push((peer.addr, bytes.to_vec()));
+        }
+        None
+    }
+    fn opened(&mut self, _: ConnId, _: SocketAddr, _: mpsc::UnboundedSender<Vec<u8>>) {}
+    fn closed(&mut self, _: ConnId) {}
+}
+
+fn caller() -> SocketAddr {
+    "127.0.0.1:5070".parse().unwrap()
+}
+
+fn gateway() -> SocketAddr {
+    "127.0.0.1:5080".parse().unwrap()
+}
+
+fn udp(addr: SocketAddr) -> Peer {
+    Peer {
+        transport: Transport::Udp,
+        addr,
+        conn: None,
+    }
+}
+
+struct Harness {
+    core: B2bua,
+    sent: Sent,
+    now: Instant,
+    engine: Arc<Engine>,
+    tenant: TenantId,
+    cdrs: Vec<maskline_store::WriteAck>,
+    _dir: tempfile::TempDir,
+}
+
+const RING: Duration = Duration::from_secs(60);
+
+impl Harness {
+    /// An axb binding A–B on X with `max_call_seconds`.
+    async fn new(max_call_seconds: Option<u32>) -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).await.unwrap();
+        let engine = Arc::new(
+            Engine::open(Arc::new(store), EngineConfig::default())
+                .await
+                .unwrap(),
+        );
+        let (tenant, _) = engine.create_tenant("t").await.unwrap();
+        let x = Number::from_digits(X).unwrap();
+        engine
+            .import_numbers(
+                tenant.id,
+                vec![NumberEntry {
+                    number: x,
+                    area: None,
+                }],
+            )
+            .await
+            .unwrap();
+        let spec = BindingSpec {
+            mode: Mode::Axb,
+            a: Number::from_digits(A).unwrap(),
+            b: Some(Number::from_digits(B).unwrap()),
+            expiry: Expiry::Default,
+            area: None,
+            area_match: AreaMatch::Fallback,
+            external_ref: None,
+            controls: Controls {
+                max_call_seconds,
+                ..Controls::default()
+            },
+        };
+        let render = |_: &maskline_core::Binding| String::new();
+        engine
+            .create_binding(tenant.id, spec, None, &render)
+            .await
+            .unwrap();
+        let cfg = Config {
+            listen: "127.0.0.1:5060".parse().unwrap(),
+            advertise: "127.0.0.1:5060".into(),
+            outbound: Some(Outbound {
+                addr: gateway(),
+                transport: Transport::Udp,
+            }),
+            trusted: vec![Cidr::parse("127.0.0.1/32").unwrap()],
+            timers: Timers::default(),
+            ring_timeout: RING,
+            region: "CN".parse().unwrap(),
+        };
+        let sent = Sent::default();
+        let now = Instant::now();
+        let core = B2bua::new(cfg, engine.clone(), Box::new(Recorder(sent.clone())), now);
+        Harness {
+            core,
+            sent,
+            now,
+            engine,
+            tenant: tenant.id,
+            cdrs: Vec::new(),
+            _dir: dir,
+        }
+    }
+
+    /// Runs the effects as the driver would: progress events are awaited
+    /// and resumed at once, CDR writes kept to await later.
+    async fn effects(&mut self) {
+        while let Some(effect) = self.core.poll_effect() {
+            match effect {
+                Effect::Cdr(ack) => self.cdrs.push(ack),
+                Effect::Progress(ack, call) => {
+                    ack.await.unwrap();
+                    self.core.handle_resume(Resume::Durable(call), self.now);
+                }
+                Effect::Intercept(_) => panic!("no intercept is configured"),
+            }
+        }
+    }
+
+    async fn from(&mut self, addr: SocketAddr, bytes: &[u8]) {
+        self.core.handle_bytes(bytes, udp(addr), self.now);
+        self.effects().await;
+    }
+
+    /// Moves the fake clock and fires what is due.
+    async fn advance(&mut self, by: Duration) {
+        self.now += by;
+        self.core.handle_timeout(self.now);
+        self.effects().await;
+    }
+
+    /// What went out since the last call, parsed.
+    fn take(&self) -> Vec<(SocketAddr, Message)> {
+        std::mem::take(&mut *self.sent.lock().unwrap())
+            .into_iter()
+            .map(|(to, bytes)| (to, Message::parse(&bytes).unwrap()))
+            .collect()
+    }
+
+    /// The one request with `method` sent to `to` since the last take.
+    fn request_to(sent: &[(SocketAddr, Message)], to: SocketAddr, method: &Method) -> Message {
+        let found: Vec<&Message> = sent
+            .iter()
+            .filter(|(addr, m)| *addr == to && m.method() == Some(method))
+            .map(|(_, m)| m)
+            .collect();
+        assert_eq!(found.len(), 1, "{method:?} to {to}: {sent:?}");
+        found[0].clone()
+    }
+
+    fn codes_to(sent: &[(SocketAddr, Message)], to: SocketAddr) -> Vec<u16> {
+        sent.iter()
+            .filter(|(addr, _)| *addr == to)
+            .filter_map(|(_, m)| m.code())
+            .collect()
+    }
+
+    async fn cdrs(&mut self) -> Vec<maskline_core::CallRecord> {
+        for ack in std::mem::take(&mut self.cdrs) {
+            ack.await.unwrap();
+        }
+        self.engine
+            .calls(
+                self.tenant,
+                &CallFilter::default(),
+                Page {
+                    after: None,
+                    limit: 100,
+                },
+            )
+            .await
+            .unwrap()
+    }
+}
+
+fn with_length(head: &str, body: &str) -> Vec<u8> {
+    format!("{head}Content-Length: {}\r\n\r\n{body}", body.len()).into_bytes()
+}
+
+const SDP: &str = "v=0\r\no=alice 1 1 IN IP4 10.0.0.7\r\ns=Alice's phone\r\nc=IN IP4 10.0.0.7\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+
+fn invite(call_id: &str) -> Vec<u8> {
+    with_length(
+        &format!(
+            "INVITE sip:+{X}@127.0.0.1:5060 SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-{call_id}\r\n\
+             Max-Forwards: 70\r\n\
+             From: <sip:+{A}@127.0.0.1:5070>;tag=a-{call_id}\r\n\
+             To: <sip:+{X}@127.0.0.1:5060>\r\n\
+             Call-ID: {call_id}\r\n\
+             CSeq: 1 INVITE\r\n\
+             Contact: <sip:+{A}@127.0.0.1:5070>\r\n\
+             Content-Type: application/sdp\r\n"
+        ),
+        SDP,
+    )
+}
+
+/// A response to `req` as its recipient would send it.
+fn answer(req: &Message, code: u16, tag: &str) -> Vec<u8> {
+    let mut b = response_to(req, code, Some(tag));
+    if (180..300).contains(&code) && req.method() == Some(&Method::Invite) {
+        b.header("Contact", "<sip:peer@127.0.0.1:5080>");
+    }
+    b.finish(b"")
+}
+
+/// An in-dialog request from the caller in the dialog `ok` (the 200 the
+/// caller got) established.
+fn from_caller(ok: &Message, method: &str, cseq: u32, branch: &str) -> Vec<u8> {
+    with_length(
+        &format!(
+            "{method} sip:+{X}@127.0.0.1:5060 SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-{branch}\r\n\
+             Max-Forwards: 70\r\n\
+             From: {}\r\n\
+             To: {}\r\n\
+             Call-ID: {}\r\n\
+             CSeq: {cseq} {method}\r\n",
+            ok.from(),
+            ok.to(),
+            ok.call_id()
+        ),
+        "",
+    )
+}
+
+/// Places a call and has the callee answer; returns the outbound INVITE
+/// and the 200 the caller got.
+async fn answered(h: &mut Harness, call_id: &str) -> (Message, Message) {
+    h.from(caller(), &invite(call_id)).await;
+    let sent = h.take();
+    let out = Harness::request_to(&sent, gateway(), &Method::Invite);
+    assert_eq!(Harness::codes_to(&sent, caller()), [100]);
+    h.from(gateway(), &answer(&out, 180, "b")).await;
+    h.from(gateway(), &answer(&out, 200, "b")).await;
+    let sent = h.take();
+    assert_eq!(Harness::codes_to(&sent, caller()), [180, 200]);
+    let ok = sent
+        .into_iter()
+        .find(|(_, m)| m.code() == Some(200))
+        .unwrap()
+        .1;
+    (out, ok)
+}
+
+#[tokio::test]
+async fn the_outbound_leg_shows_x_and_carries_nothing_of_the_caller() {
+    let mut h = Harness::new(None).await;
+    h.from(caller(), &invite("c1")).await;
+    let sent = h.take();
+    let out = Harness::request_to(&sent, gateway(), &Method::Invite);
+    let text = String::from_utf8_lossy(&out.body).into_owned();
+    let head = format!("{out:?}");
+    assert!(out.from().contains(&format!("+{X}")));
+    assert!(out.uri().contains(&format!("+{B}")));
+    for needle in [&A.to_string()[2..], "c1", "a-c1", "z9hG4bK-c1"] {
+        assert!(!head.contains(needle), "{needle} crossed: {head}");
+    }
+    // The SDP still crosses as it is until media anchoring lands.
+    assert!(text.contains("m=audio"));
+    assert_eq!(out.header(Name::MaxForwards), Some("69"));
+}
+
+#[tokio::test]
+async fn a_hang_up_ends_both_legs_writes_one_cdr_and_leaves_nothing_behind() {
+    let mut h = Harness::new(None).await;
+    let (out, ok) = answered(&mut h, "c2").await;
+    h.from(caller(), &from_caller(&ok, "ACK", 1, "ack")).await;
+    let sent = h.take();
+    let ack = Harness::request_to(&sent, gateway(), &Method::Ack);
+    assert_eq!(ack.call_id(), out.call_id());
+    h.from(caller(), &from_caller(&ok, "BYE", 2, "bye")).await;
+    let sent = h.take();
+    assert_eq!(Harness::codes_to(&sent, caller()), [200]);
+    let bye = Harness::request_to(&sent, gateway(), &Method::Bye);
+    h.from(gateway(), &answer(&bye, 200, "b")).await;
+    // Transactions linger for their retransmission timers, then go.
+    h.advance(Duration::from_secs(64)).await;
+    assert_eq!(h.core.ep.held(), (0, 0, 0));
+    assert!(h.core.calls.is_empty());
+    let cdrs = h.cdrs().await;
+    assert_eq!(cdrs.len(), 1);
+    assert_eq!(cdrs[0].released_by, ReleasedBy::Caller);
+    assert_eq!(cdrs[0].release_reason, ReleaseReason::Normal);
+    assert!(cdrs[0].answered_at.is_some());
+}
+
+#[tokio::test]
+async fn an_unanswered_call_is_cancelled_when_the_clock_reaches_the_ring_timeout() {
+    let mut h = Harness::new(None).await;
+    h.from(caller(), &invite("c3")).await;
+    let out = Harness::request_to(&h.take(), gateway(), &Method::Invite);
+    h.from(gateway(), &answer(&out, 180, "b")).await;
+    h.take();
+    h.advance(RING - Duration::from_millis(1)).await;
+    assert!(
+        Harness::codes_to(&h.take(), caller()).is_empty(),
+        "nothing before the ring timeout"
+    );
+    h.advance(Duration::from_millis(1)).await;
+    let sent = h.take();
+    assert_eq!(Harness::codes_to(&sent, caller()), [480]);
+    let cancel = Harness::request_to(&sent, gateway(), &Method::Cancel);
+    assert_eq!(cancel.branch(), out.branch());
+    h.from(gateway(), &answer(&cancel, 200, "b")).await;
+    h.from(gateway(), &answer(&out, 487, "b")).await;
+    let sent = h.take();
+    Harness::request_to(&sent, gateway(), &Method::Ack);
+    let cdrs = h.cdrs().await;
+    assert_eq!(cdrs[0].release_reason, ReleaseReason::NoAnswer);
+    assert_eq!(cdrs[0].final_status, 480);
+}
+
+#[tokio::test]
+async fn a_cancel_before_any_provisional_response_waits_for_one() {
+    let mut h = Harness::new(None).await;
+    h.from(caller(), &invite("c4")).await;
+    let out = Harness::request_to(&h.take(), gateway(), &Method::Invite);
+    let cancel = with_length(
+        &format!(
+            "CANCEL sip:+{X}@127.0.0.1:5060 SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-c4\r\n\
+             Max-Forwards: 70\r\n\
+             From: <sip:+{A}@127.0.0.1:5070>;tag=a-c4\r\n\
+             To: <sip:+{X}@127.0.0.1:5060>\r\n\
+             Call-ID: c4\r\n\
+             CSeq: 1 CANCEL\r\n"
+        ),
+        "",
+    );
+    h.from(caller(), &cancel).await;
+    let sent = h.take();
+    assert_eq!(Harness::codes_to(&sent, caller()), [200, 487]);
+    // §9.1: no CANCEL before the callee has answered provisionally.
+    assert!(sent.iter().all(|(to, _)| *to != gateway()));
+    h.from(gateway(), &answer(&out, 180, "b")).await;
+    let sent = h.take();
+    Harness::request_to(&sent, gateway(), &Method::Cancel);
+    assert!(Harness::codes_to(&sent, caller()).is_empty());
+}
+
+#[tokio::test]
+async fn max_call_seconds_ends_both_legs_on_the_fake_clock() {
+    let mut h = Harness::new(Some(600)).await;
+    let (_, ok) = answered(&mut h, "c5").await;
+    h.from(caller(), &from_caller(&ok, "ACK", 1, "ack")).await;
+    h.take();
+    // Waited for in steps of at most five minutes.
+    h.advance(Duration::from_secs(300)).await;
+    h.advance(Duration::from_secs(299)).await;
+    assert!(h.take().is_empty());
+    h.advance(Duration::from_secs(1)).await;
+    let sent = h.take();
+    Harness::request_to(&sent, caller(), &Method::Bye);
+    Harness::request_to(&sent, gateway(), &Method::Bye);
+    let cdrs = h.cdrs().await;
+    assert_eq!(cdrs[0].release_reason, ReleaseReason::MaxDuration);
+}
+
+#[tokio::test]
+async fn a_silent_gateway_gives_the_caller_408_at_timer_b() {
+    let mut h = Harness::new(None).await;
+    h.from(caller(), &invite("c6")).await;
+    h.take();
+    // Timer A retransmits the INVITE while Timer B runs.
+    h.advance(Duration::from_millis(500)).await;
+    Harness::request_to(&h.take(), gateway(), &Method::Invite);
+    for _ in 0..7 {
+        h.advance(Duration::from_secs(5)).await;
+    }
+    let sent = h.take();
+    assert_eq!(Harness::codes_to(&sent, caller()), [408]);
+    let cdrs = h.cdrs().await;
+    assert_eq!(cdrs[0].release_reason, ReleaseReason::GatewayTimeout);
+}
+
+#[tokio::test]
+async fn an_answer_the_caller_never_acknowledges_ends_the_call() {
+    let mut h = Harness::new(None).await;
+    answered(&mut h, "c7").await;
+    // Timer G retransmits the 200 until Timer H (64*T1) gives up.
+    h.advance(Duration::from_millis(500)).await;
+    assert_eq!(Harness::codes_to(&h.take(), caller()), [200]);
+    for _ in 0..8 {
+        h.advance(Duration::from_secs(4)).await;
+    }
+    let sent = h.take();
+    Harness::request_to(&sent, caller(), &Method::Bye);
+    Harness::request_to(&sent, gateway(), &Method::Bye);
+    let cdrs = h.cdrs().await;
+    assert_eq!(cdrs[0].release_reason, ReleaseReason::PeerTimeout);
+}
+
+#[tokio::test]
+async fn a_progress_answer_waits_until_its_event_is_durable() {
+    let mut h = Harness::new(None).await;
+    h.core.handle_bytes(&invite("c8"), udp(caller()), h.now);
+    let out = Harness::request_to(&h.take(), gateway(), &Method::Invite);
+    // call.started is not durable yet: the 180 is held back.
+    h.core
+        .handle_bytes(&answer(&out, 180, "b"), udp(gateway()), h.now);
+    assert!(Harness::codes_to(&h.take(), caller()).is_empty());
+    h.effects().await;
+    assert_eq!(Harness::codes_to(&h.take(), caller()), [180]);
+}
