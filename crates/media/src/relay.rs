@@ -1,0 +1,674 @@
+//! The RTP relay: sockets and threads for [`Session`]s.
+//!
+//! Each anchored call gets two UDP sockets on the media address (one per
+//! leg, even ports from the configured range) and lives on one of a few
+//! worker threads, each an epoll loop (`mio`) over its sessions' sockets:
+//! the packet path never touches the signalling runtime, takes no lock and
+//! allocates nothing per packet. The signalling side talks to a session
+//! through [`Relay`] (commands over a channel, then a wake-up) and hears
+//! back through the event callback given to [`Relay::start`].
+//!
+//! Ports: a call takes a pair (the even port for RTP, the odd one left
+//! free for the RTCP a party may send there, which is not relayed: it
+//! carries CNAMEs that can name a host). Freed pairs go to the back of the
+//! queue, so a port is reused as late as possible and stray packets of an
+//! ended call do not reach the next. No free pair is
+//! [`Error::PortsExhausted`], which the SIP layer answers with 503.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::ErrorKind;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use mio::net::UdpSocket;
+use mio::{Events, Interest, Poll, Token, Waker};
+
+use crate::player::{FRAME_DURATION, Prompt};
+use crate::session::{Leg, LegMedia, Output, Session, SessionEvent, StreamSeeds};
+use crate::{Error, Result};
+
+/// Where and how the relay runs.
+#[derive(Clone, Debug)]
+pub struct RelayConfig {
+    /// The address sockets bind to and SDP names.
+    pub addr: IpAddr,
+    pub ports: RangeInclusive<u16>,
+    /// Silence on a leg for this long is reported.
+    pub rtp_timeout: Duration,
+    /// Worker threads.
+    pub workers: usize,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct SessionId(u64);
+
+/// An anchored call's media: its id and the local port of each leg.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Anchor {
+    pub id: SessionId,
+    /// The local RTP port facing A, then B.
+    pub ports: [u16; 2],
+}
+
+/// Where a recording's audio goes, a frame at a time.
+pub trait RecordingSink: Send {
+    fn write_frame(&mut self, caller: &[i16], callee: &[i16]) -> Result<()>;
+    /// Makes what was written so far readable (and kept across a crash).
+    fn flush(&mut self) -> Result<()>;
+    /// The audio written, in sample frames, once it is complete.
+    fn finish(self: Box<Self>) -> Result<u32>;
+}
+
+impl<W: std::io::Write + std::io::Seek + Send> RecordingSink for crate::wav::RecordingWriter<W> {
+    fn write_frame(&mut self, caller: &[i16], callee: &[i16]) -> Result<()> {
+        crate::wav::RecordingWriter::write_frame(self, caller, callee)
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        crate::wav::RecordingWriter::flush(self)
+    }
+
+    fn finish(self: Box<Self>) -> Result<u32> {
+        let frames = self.frames();
+        (*self).finish()?;
+        Ok(frames)
+    }
+}
+
+/// What can be changed in a running session.
+pub enum Update {
+    Leg(Leg, LegMedia),
+    Bridge(bool),
+    Play {
+        leg: Leg,
+        prompt: Prompt,
+        plays: u32,
+    },
+    Stop(Leg),
+    Collect(Leg, bool),
+    Record(Box<dyn RecordingSink>),
+    /// Ends the session: its ports are freed, a recording finished.
+    Close,
+}
+
+/// What a session reports, with the session.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum MediaEvent {
+    Session(SessionId, SessionEvent),
+    /// A recording was finished as its session closed (`frames` of audio,
+    /// or `None` when writing it failed).
+    Recorded(SessionId, Option<u32>),
+}
+
+type EventSink = Arc<dyn Fn(MediaEvent) + Send + Sync>;
+
+enum Command {
+    Open {
+        id: SessionId,
+        sockets: Box<[std::net::UdpSocket; 2]>,
+        ports: [u16; 2],
+    },
+    Update(SessionId, Update),
+    Shutdown,
+}
+
+struct WorkerHandle {
+    commands: Sender<Command>,
+    waker: Arc<Waker>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// The pairs of ports not in use, oldest-freed first.
+struct PortPool {
+    free: VecDeque<u16>,
+}
+
+/// The relay's handle: open sessions, change them, close them.
+pub struct Relay {
+    addr: IpAddr,
+    rtp_timeout: Duration,
+    ports: Arc<Mutex<PortPool>>,
+    workers: Vec<WorkerHandle>,
+    next_id: AtomicU64,
+}
+
+const WAKER: Token = Token(usize::MAX);
+/// How often silence is looked for when no session needs frame ticks.
+const SLOW_TICK: Duration = Duration::from_millis(500);
+
+impl Relay {
+    /// Starts the worker threads. `events` is called on them: it must not
+    /// block (hand the event to a channel).
+    pub fn start(
+        cfg: RelayConfig,
+        events: impl Fn(MediaEvent) + Send + Sync + 'static,
+    ) -> Result<Relay> {
+        let start = cfg.ports.start() + cfg.ports.start() % 2;
+        let free: VecDeque<u16> = (start..=*cfg.ports.end())
+            .step_by(2)
+            .filter(|p| p.checked_add(1).is_some_and(|odd| odd <= *cfg.ports.end()))
+            .collect();
+        let ports = Arc::new(Mutex::new(PortPool { free }));
+        let events: EventSink = Arc::new(events);
+        let mut workers = Vec::new();
+        for n in 0..cfg.workers.max(1) {
+            let poll = Poll::new()?;
+            let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+            let (tx, rx) = channel();
+            let worker = Worker {
+                poll,
+                commands: rx,
+                slots: Vec::new(),
+                free_slots: Vec::new(),
+                by_id: HashMap::new(),
+                events: events.clone(),
+                ports: ports.clone(),
+                rtp_timeout: cfg.rtp_timeout,
+                buf: vec![0u8; 2048],
+            };
+            let thread = std::thread::Builder::new()
+                .name(format!("maskline-rtp-{n}"))
+                .spawn(move || worker.run())?;
+            workers.push(WorkerHandle {
+                commands: tx,
+                waker,
+                thread: Some(thread),
+            });
+        }
+        Ok(Relay {
+            addr: cfg.addr,
+            rtp_timeout: cfg.rtp_timeout,
+            ports,
+            workers,
+            next_id: AtomicU64::new(1),
+        })
+    }
+
+    /// The address that SDP names.
+    pub fn addr(&self) -> IpAddr {
+        self.addr
+    }
+
+    pub fn rtp_timeout(&self) -> Duration {
+        self.rtp_timeout
+    }
+
+    /// Pairs of ports free.
+    pub fn ports_free(&self) -> usize {
+        self.ports.lock().map_or(0, |p| p.free.len())
+    }
+
+    /// Anchors a new call: binds a socket per leg and hands them to a
+    /// worker.
+    pub fn open(&self) -> Result<Anchor> {
+        let sockets = self.bind_pair()?;
+        let ports = [sockets.0, sockets.1];
+        let id = SessionId(self.next_id.fetch_add(1, Ordering::Relaxed));
+        self.send(
+            id,
+            Command::Open {
+                id,
+                sockets: Box::new([sockets.2, sockets.3]),
+                ports,
+            },
+        );
+        Ok(Anchor { id, ports })
+    }
+
+    pub fn update(&self, id: SessionId, update: Update) {
+        self.send(id, Command::Update(id, update));
+    }
+
+    fn send(&self, id: SessionId, command: Command) {
+        let Some(worker) = self
+            .workers
+            .get((id.0 % self.workers.len().max(1) as u64) as usize)
+        else {
+            return;
+        };
+        if worker.commands.send(command).is_ok() {
+            let _ = worker.waker.wake();
+        }
+    }
+
+    /// Two sockets (A's and B's) on free even ports.
+    fn bind_pair(&self) -> Result<(u16, u16, std::net::UdpSocket, std::net::UdpSocket)> {
+        let a = self.bind_one()?;
+        match self.bind_one() {
+            Ok(b) => Ok((a.0, b.0, a.1, b.1)),
+            Err(e) => {
+                self.release(a.0);
+                Err(e)
+            }
+        }
+    }
+
+    fn bind_one(&self) -> Result<(u16, std::net::UdpSocket)> {
+        let mut pool = self.ports.lock().map_err(|_| Error::PortsExhausted)?;
+        // Each free pair is tried at most once: one taken by another
+        // program goes to the back of the queue.
+        for _ in 0..pool.free.len() {
+            let Some(port) = pool.free.pop_front() else {
+                break;
+            };
+            match std::net::UdpSocket::bind(SocketAddr::new(self.addr, port)) {
+                Ok(socket) => {
+                    socket.set_nonblocking(true)?;
+                    return Ok((port, socket));
+                }
+                Err(e) if e.kind() == ErrorKind::AddrInUse => pool.free.push_back(port),
+                Err(e) => {
+                    pool.free.push_front(port);
+                    return Err(e.into());
+                }
+            }
+        }
+        Err(Error::PortsExhausted)
+    }
+
+    fn release(&self, port: u16) {
+        if let Ok(mut pool) = self.ports.lock() {
+            pool.free.push_back(port);
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        for worker in &mut self.workers {
+            if worker.commands.send(Command::Shutdown).is_ok() {
+                let _ = worker.waker.wake();
+            }
+            if let Some(thread) = worker.thread.take() {
+                let _ = thread.join();
+            }
+        }
+    }
+}
+
+// === the worker ===
+
+struct Slot {
+    id: SessionId,
+    session: Session,
+    sockets: [UdpSocket; 2],
+    ports: [u16; 2],
+    recording: Option<Box<dyn RecordingSink>>,
+    recorded_until: Instant,
+    flushed_at: Instant,
+}
+
+struct Worker {
+    poll: Poll,
+    commands: Receiver<Command>,
+    slots: Vec<Option<Slot>>,
+    free_slots: Vec<usize>,
+    by_id: HashMap<SessionId, usize>,
+    events: EventSink,
+    ports: Arc<Mutex<PortPool>>,
+    rtp_timeout: Duration,
+    buf: Vec<u8>,
+}
+
+/// A session's output: datagrams leave by its sockets, events by the sink.
+struct SlotOutput<'a> {
+    id: SessionId,
+    sockets: &'a [UdpSocket; 2],
+    events: &'a EventSink,
+}
+
+impl Output for SlotOutput<'_> {
+    fn send(&mut self, leg: Leg, to: SocketAddr, packet: &[u8]) {
+        // A full socket buffer drops the packet, as the network would.
+        let _ = self.sockets[leg.index()].send_to(packet, to);
+    }
+
+    fn event(&mut self, event: SessionEvent) {
+        (self.events)(MediaEvent::Session(self.id, event));
+    }
+}
+
+fn seeds() -> StreamSeeds {
+    StreamSeeds {
+        ssrc: [rand::random(), rand::random()],
+        sequence: [rand::random(), rand::random()],
+        timestamp: [rand::random(), rand::random()],
+    }
+}
+
+impl Worker {
+    fn run(mut self) {
+        let mut events = Events::with_capacity(1024);
+        let mut next_frame = Instant::now();
+        let mut next_slow = Instant::now();
+        loop {
+            let now = Instant::now();
+            let ticking = self.slots.iter().flatten().any(|s| s.session.needs_ticks());
+            let wake = if ticking {
+                next_frame.min(next_slow)
+            } else {
+                next_slow
+            };
+            let timeout = wake.saturating_duration_since(now);
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout))
+                && e.kind() != ErrorKind::Interrupted
+            {
+                tracing::error!(error = %e, "RTP worker cannot poll; stopping");
+                return;
+            }
+            for event in &events {
+                if event.token() == WAKER {
+                    continue;
+                }
+                self.readable(event.token());
+            }
+            if !self.commands() {
+                return;
+            }
+            let now = Instant::now();
+            if now >= next_frame {
+                // Every session that needs frames gets one per 20 ms.
+                while next_frame <= now {
+                    next_frame += FRAME_DURATION;
+                }
+                self.tick(now, true);
+            }
+            if now >= next_slow {
+                next_slow = now + SLOW_TICK;
+                self.tick(now, false);
+            }
+        }
+    }
+
+    fn readable(&mut self, token: Token) {
+        let (index, leg) = (
+            token.0 / 2,
+            if token.0.is_multiple_of(2) {
+                Leg::A
+            } else {
+                Leg::B
+            },
+        );
+        let Some(Some(slot)) = self.slots.get_mut(index) else {
+            return;
+        };
+        let now = Instant::now();
+        let mut errors = 0;
+        loop {
+            let (len, from) = match slot.sockets[leg.index()].recv_from(&mut self.buf) {
+                Ok(got) => got,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                // ICMP errors from earlier sends surface here, one each;
+                // anything that keeps failing is not spun on.
+                Err(_) => {
+                    errors += 1;
+                    if errors > 16 {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            let mut out = SlotOutput {
+                id: slot.id,
+                sockets: &slot.sockets,
+                events: &self.events,
+            };
+            slot.session
+                .receive(leg, from, &mut self.buf[..len], now, &mut out);
+        }
+    }
+
+    /// Applies every queued command; `false` once told to stop.
+    fn commands(&mut self) -> bool {
+        while let Ok(command) = self.commands.try_recv() {
+            match command {
+                Command::Open { id, sockets, ports } => self.open(id, *sockets, ports),
+                Command::Update(id, update) => self.update(id, update),
+                Command::Shutdown => return false,
+            }
+        }
+        true
+    }
+
+    fn open(&mut self, id: SessionId, sockets: [std::net::UdpSocket; 2], ports: [u16; 2]) {
+        let index = self.free_slots.pop().unwrap_or_else(|| {
+            self.slots.push(None);
+            self.slots.len() - 1
+        });
+        let [a, b] = sockets;
+        let mut sockets = [UdpSocket::from_std(a), UdpSocket::from_std(b)];
+        for (leg, socket) in sockets.iter_mut().enumerate() {
+            if let Err(e) =
+                self.poll
+                    .registry()
+                    .register(socket, Token(index * 2 + leg), Interest::READABLE)
+            {
+                tracing::error!(error = %e, "cannot watch an RTP socket");
+            }
+        }
+        let now = Instant::now();
+        let slot = Slot {
+            id,
+            session: Session::new(seeds(), self.rtp_timeout, now),
+            sockets,
+            ports,
+            recording: None,
+            recorded_until: now,
+            flushed_at: now,
+        };
+        if let Some(place) = self.slots.get_mut(index) {
+            *place = Some(slot);
+            self.by_id.insert(id, index);
+        }
+    }
+
+    fn update(&mut self, id: SessionId, update: Update) {
+        let Some(&index) = self.by_id.get(&id) else {
+            return;
+        };
+        let now = Instant::now();
+        if let Update::Close = update {
+            self.close(index);
+            return;
+        }
+        let Some(Some(slot)) = self.slots.get_mut(index) else {
+            return;
+        };
+        let session = &mut slot.session;
+        match update {
+            Update::Leg(leg, media) => session.set_leg(leg, media),
+            Update::Bridge(on) => session.bridge(on),
+            Update::Play { leg, prompt, plays } => session.play(leg, prompt, plays, now),
+            Update::Stop(leg) => session.stop(leg),
+            Update::Collect(leg, on) => session.collect(leg, on),
+            Update::Record(sink) => {
+                session.record(true);
+                slot.recording = Some(sink);
+                slot.recorded_until = now;
+                slot.flushed_at = now;
+            }
+            Update::Close => {}
+        }
+    }
+
+    fn close(&mut self, index: usize) {
+        let Some(mut slot) = self.slots.get_mut(index).and_then(Option::take) else {
+            return;
+        };
+        self.free_slots.push(index);
+        self.by_id.remove(&slot.id);
+        for socket in &mut slot.sockets {
+            let _ = self.poll.registry().deregister(socket);
+        }
+        if let Some(sink) = slot.recording.take() {
+            let frames = sink.finish().ok();
+            (self.events)(MediaEvent::Recorded(slot.id, frames));
+        }
+        if let Ok(mut pool) = self.ports.lock() {
+            pool.free.extend(slot.ports);
+        }
+    }
+
+    fn tick(&mut self, now: Instant, frames: bool) {
+        for slot in self.slots.iter_mut().flatten() {
+            if frames != slot.session.needs_ticks() {
+                continue;
+            }
+            let mut out = SlotOutput {
+                id: slot.id,
+                sockets: &slot.sockets,
+                events: &self.events,
+            };
+            slot.session.tick(now, &mut out);
+            let Some(sink) = slot.recording.as_mut() else {
+                continue;
+            };
+            let mut failed = false;
+            while slot.recorded_until + FRAME_DURATION <= now {
+                slot.recorded_until += FRAME_DURATION;
+                if let Some((a, b)) = slot.session.record_frame()
+                    && sink.write_frame(&a, &b).is_err()
+                {
+                    failed = true;
+                    break;
+                }
+            }
+            if !failed && now.saturating_duration_since(slot.flushed_at) >= Duration::from_secs(1) {
+                slot.flushed_at = now;
+                failed = sink.flush().is_err();
+            }
+            if failed {
+                tracing::error!("a recording could not be written; it stops here");
+                slot.recording = None;
+                slot.session.record(false);
+                (self.events)(MediaEvent::Recorded(slot.id, None));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::UdpSocket as StdSocket;
+    use std::sync::mpsc;
+
+    use super::*;
+    use crate::Codec;
+    use crate::rtp::{HEADER_LEN, RtpHeader, RtpPacket};
+
+    fn config(ports: RangeInclusive<u16>) -> RelayConfig {
+        RelayConfig {
+            addr: "127.0.0.1".parse().unwrap(),
+            ports,
+            rtp_timeout: Duration::from_secs(60),
+            workers: 1,
+        }
+    }
+
+    fn peer() -> StdSocket {
+        let s = StdSocket::bind("127.0.0.1:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s
+    }
+
+    fn leg(socket: &StdSocket) -> LegMedia {
+        LegMedia {
+            remote: Some(socket.local_addr().unwrap()),
+            codec: Codec::Pcmu,
+            audio_pt: 0,
+            event_pt: None,
+        }
+    }
+
+    /// A small range somewhere no other test is likely to be: the tests
+    /// run in parallel, and other test processes too.
+    fn free_range(pairs: u16) -> RangeInclusive<u16> {
+        let base = 42_000 + 16 * rand::random_range(0..1_000u16);
+        base..=base + 2 * pairs - 1
+    }
+
+    #[test]
+    fn a_bridged_session_relays_real_datagrams_both_ways() {
+        let relay = Relay::start(config(free_range(8)), |_| {}).unwrap();
+        let (a, b) = (peer(), peer());
+        let anchor = relay.open().unwrap();
+        assert!(anchor.ports.iter().all(|p| p % 2 == 0));
+        relay.update(anchor.id, Update::Leg(Leg::A, leg(&a)));
+        relay.update(anchor.id, Update::Leg(Leg::B, leg(&b)));
+        relay.update(anchor.id, Update::Bridge(true));
+        let to_a_port = SocketAddr::new(relay.addr(), anchor.ports[0]);
+        let to_b_port = SocketAddr::new(relay.addr(), anchor.ports[1]);
+        let mut buf = [0u8; 2048];
+        for i in 0..20u16 {
+            let mut p = vec![0u8; HEADER_LEN + 160];
+            RtpHeader {
+                marker: false,
+                payload_type: 0,
+                sequence: i,
+                timestamp: u32::from(i) * 160,
+                ssrc: 0xA,
+            }
+            .write(&mut p)
+            .unwrap();
+            a.send_to(&p, to_a_port).unwrap();
+            let (n, from) = b.recv_from(&mut buf).unwrap();
+            assert_eq!(from, to_b_port, "the callee hears Maskline, not the caller");
+            let got = RtpPacket::parse(&buf[..n]).unwrap();
+            assert_ne!(got.header.ssrc, 0xA);
+            b.send_to(&p, to_b_port).unwrap();
+            let (_, from) = a.recv_from(&mut buf).unwrap();
+            assert_eq!(from, to_a_port);
+        }
+        relay.update(anchor.id, Update::Close);
+    }
+
+    #[test]
+    fn an_exhausted_range_is_an_error_and_closing_frees_it() {
+        let relay = Relay::start(config(free_range(2)), |_| {}).unwrap();
+        let first = relay.open().unwrap();
+        assert!(matches!(relay.open(), Err(Error::PortsExhausted)));
+        relay.update(first.id, Update::Close);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while relay.ports_free() < 2 {
+            assert!(Instant::now() < deadline, "ports never freed");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        relay.open().unwrap();
+    }
+
+    #[test]
+    fn a_prompt_reaches_the_leg_and_its_end_is_reported() {
+        let (tx, rx) = mpsc::channel();
+        let tx = Mutex::new(tx);
+        let relay = Relay::start(config(free_range(4)), move |e| {
+            let _ = tx.lock().unwrap().send(e);
+        })
+        .unwrap();
+        let a = peer();
+        let anchor = relay.open().unwrap();
+        relay.update(anchor.id, Update::Leg(Leg::A, leg(&a)));
+        relay.update(
+            anchor.id,
+            Update::Play {
+                leg: Leg::A,
+                prompt: Prompt::new(vec![2000i16; 800]),
+                plays: 1,
+            },
+        );
+        let mut buf = [0u8; 2048];
+        for _ in 0..5 {
+            let (n, _) = a.recv_from(&mut buf).unwrap();
+            assert_eq!(n, HEADER_LEN + 160);
+        }
+        let event = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert_eq!(
+            event,
+            MediaEvent::Session(anchor.id, SessionEvent::PromptDone(Leg::A))
+        );
+    }
+}
