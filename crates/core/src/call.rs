@@ -46,6 +46,8 @@ pub enum ReleaseReason {
     MaxDuration,
     /// A leg stopped answering in-dialog requests.
     PeerTimeout,
+    /// No RTP arrived from a leg for the RTP timeout.
+    MediaTimeout,
     /// The route decision refused the call (see [`CallRecord::refusal`]).
     Refused,
     /// Maskline was shutting down.
@@ -142,7 +144,7 @@ impl ReleasedBy {
 }
 
 impl ReleaseReason {
-    pub const ALL: [ReleaseReason; 12] = [
+    pub const ALL: [ReleaseReason; 13] = [
         ReleaseReason::Normal,
         ReleaseReason::Cancelled,
         ReleaseReason::Busy,
@@ -153,6 +155,7 @@ impl ReleaseReason {
         ReleaseReason::GatewayTimeout,
         ReleaseReason::MaxDuration,
         ReleaseReason::PeerTimeout,
+        ReleaseReason::MediaTimeout,
         ReleaseReason::Refused,
         ReleaseReason::Shutdown,
     ];
@@ -169,6 +172,7 @@ impl ReleaseReason {
             ReleaseReason::GatewayTimeout => "gateway_timeout",
             ReleaseReason::MaxDuration => "max_duration",
             ReleaseReason::PeerTimeout => "peer_timeout",
+            ReleaseReason::MediaTimeout => "media_timeout",
             ReleaseReason::Refused => "refused",
             ReleaseReason::Shutdown => "shutdown",
         }

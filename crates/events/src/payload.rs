@@ -234,7 +234,7 @@ pub struct CallView {
     pub released_by: &'static str,
     /// `normal`, `cancelled`, `busy`, `declined`, `no_answer`, `not_found`,
     /// `failed`, `gateway_timeout`, `max_duration`, `peer_timeout`,
-    /// `refused` or `shutdown`. Requests from untrusted sources are refused
+    /// `media_timeout`, `refused` or `shutdown`. Requests from untrusted sources are refused
     /// with 403 before any call exists, and leave no CDR.
     pub release_reason: &'static str,
     /// Set when `release_reason` is `refused`: `direction_forbidden`,

@@ -52,6 +52,10 @@ pub struct Config {
     pub sip_ring_timeout_secs: u64,
     pub sip_t1_ms: u64,
     pub sip_t2_ms: u64,
+    pub media_addr: std::net::IpAddr,
+    pub rtp_ports: std::ops::RangeInclusive<u16>,
+    pub rtp_timeout_secs: u64,
+    pub media_threads: usize,
     pub cooldown_secs: i64,
     pub default_ttl_secs: i64,
     pub max_ttl_secs: i64,
@@ -151,6 +155,10 @@ pub const KEYS: &[Key] = &[
     key("sip_ring_timeout_secs", Some("60")),
     key("sip_t1_ms", Some("500")),
     key("sip_t2_ms", Some("4000")),
+    key("media_addr", None),
+    key("rtp_ports", Some("20000-29999")),
+    key("rtp_timeout_secs", Some("60")),
+    key("media_threads", Some("1")),
     key("cooldown_secs", Some("3600")),
     key("default_ttl_secs", Some("86400")),
     key("max_ttl_secs", Some("15552000")),
@@ -339,6 +347,42 @@ impl Config {
             let src = get("sip_t2_ms").map_or("sip_t2_ms", |(_, s)| s);
             return Err(err(src, "must not be less than sip_t1_ms"));
         }
+        let media_addr = match get("media_addr").filter(|(v, _)| !v.is_empty()) {
+            Some((v, src)) => v
+                .parse::<std::net::IpAddr>()
+                .ok()
+                .filter(|ip| !ip.is_unspecified())
+                .ok_or_else(|| err(src, format!("{v:?} is not an IP address to put in SDP")))?,
+            None if sip_listen.ip().is_unspecified() => {
+                let src = get("sip_listen").map_or("sip_listen", |(_, s)| s);
+                return Err(err(
+                    src,
+                    "listens on every address: set MASKLINE_MEDIA_ADDR to the IP parties send RTP to",
+                ));
+            }
+            None => sip_listen.ip(),
+        };
+        let rtp_ports = {
+            let (v, src) = get("rtp_ports").unwrap_or(("", "rtp_ports"));
+            let range = v.split_once('-').and_then(|(lo, hi)| {
+                Some((
+                    lo.trim().parse::<u16>().ok()?,
+                    hi.trim().parse::<u16>().ok()?,
+                ))
+            });
+            match range {
+                // Room for one call: two pairs of ports.
+                Some((lo, hi)) if lo >= 1024 && hi >= lo.saturating_add(3) => lo..=hi,
+                _ => {
+                    return Err(err(
+                        src,
+                        format!(
+                            "{v:?} must be a range like 20000-29999 of at least 4 ports from 1024"
+                        ),
+                    ));
+                }
+            }
+        };
         for key in ["admin_key", "switch_key"] {
             if let (Some(v), Some((_, src))) = (text(key), get(key))
                 && v.len() < 16
@@ -376,6 +420,10 @@ impl Config {
             sip_ring_timeout_secs: int("sip_ring_timeout_secs", 1, 3600)? as u64,
             sip_t1_ms,
             sip_t2_ms,
+            media_addr,
+            rtp_ports,
+            rtp_timeout_secs: int("rtp_timeout_secs", 1, 86400)? as u64,
+            media_threads: int("media_threads", 1, 64)? as usize,
             cooldown_secs,
             default_ttl_secs,
             max_ttl_secs,

@@ -248,5 +248,11 @@ async fn sip_config(config: &Config) -> anyhow::Result<maskline_sip::Config> {
         },
         ring_timeout: Duration::from_secs(config.sip_ring_timeout_secs),
         region: config.default_region,
+        media: maskline_media::relay::RelayConfig {
+            addr: config.media_addr,
+            ports: config.rtp_ports.clone(),
+            rtp_timeout: Duration::from_secs(config.rtp_timeout_secs),
+            workers: config.media_threads,
+        },
     })
 }

@@ -12,6 +12,7 @@ mod common;
 use std::time::Duration;
 
 use common::sipp::{self, Sipp, Transport};
+use common::voice::Rig;
 use common::*;
 use serde_json::{Value, json};
 
@@ -32,129 +33,6 @@ fn stranger() -> String {
 
 fn axb() -> Value {
     json!({"mode": "axb", "a": a(), "b": b(), "expires_in": 600})
-}
-
-// === the rig ===
-
-/// Maskline between a UAS (its outbound gateway) and the test's UACs, with
-/// one tenant whose pool holds `x(1)` and `x(2)`.
-struct Rig {
-    _dir: tempfile::TempDir,
-    server: Server,
-    /// Maskline's SIP address, `127.0.0.1:PORT`, UDP and TCP.
-    sip: String,
-    key: String,
-}
-
-impl Rig {
-    /// Starts Maskline with `gateway` as its outbound gateway (over the
-    /// gateway's transport); `env` adds or overrides variables.
-    async fn start(gateway: &Sipp, env: &[(&str, &str)]) -> Rig {
-        let dir = tempfile::tempdir().unwrap();
-        let sip_port = sipp::free_sip_port();
-        let sip = format!("127.0.0.1:{sip_port}");
-        let mut vars: Vec<(String, String)> = [
-            ("MASKLINE_ADMIN_KEY", ADMIN_KEY.to_owned()),
-            ("MASKLINE_SWITCH_KEY", SWITCH_KEY.to_owned()),
-            ("MASKLINE_SIP_LISTEN", sip.clone()),
-            (
-                "MASKLINE_SIP_OUTBOUND",
-                format!("127.0.0.1:{}", gateway.port),
-            ),
-            (
-                "MASKLINE_SIP_OUTBOUND_TRANSPORT",
-                gateway.transport.env().to_owned(),
-            ),
-            ("MASKLINE_SIP_TRUSTED", "127.0.0.1/32".to_owned()),
-            // Short timers keep retransmission paths quick.
-            ("MASKLINE_SIP_T1_MS", "100".to_owned()),
-            ("MASKLINE_SIP_RING_TIMEOUT_SECS", "60".to_owned()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
-        for (k, v) in env {
-            match vars.iter_mut().find(|(name, _)| name == k) {
-                Some(slot) => slot.1 = v.to_string(),
-                None => vars.push((k.to_string(), v.to_string())),
-            }
-        }
-        let pairs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        let server = Server::start_with(dir.path(), &pairs).await;
-        // Ready means HTTP answers; SIP may bind a moment later.
-        eventually(10, "Maskline's SIP port", || async move {
-            (sipp::port_bound(Transport::Udp, sip_port)
-                && sipp::port_bound(Transport::Tcp, sip_port))
-            .then_some(())
-        })
-        .await;
-        let (_tenant, key) = server.create_tenant("ride").await;
-        server.import(&key, &[&x(1), &x(2)]).await;
-        Rig {
-            _dir: dir,
-            server,
-            sip,
-            key,
-        }
-    }
-
-    async fn bind(&self, body: Value) -> Value {
-        let (st, b) = self.server.bind(&self.key, body).await;
-        assert_eq!(st, 201, "{b}");
-        b
-    }
-
-    /// A UAC calling `x` from `caller` (From user, or P-Asserted-Identity
-    /// for `uac_call_pai.xml`).
-    fn uac(
-        &self,
-        scenario: &str,
-        caller: &str,
-        x: &str,
-        transport: Transport,
-        extra: &[&str],
-    ) -> Sipp {
-        Sipp::uac(
-            scenario,
-            &self.sip,
-            transport,
-            x,
-            &[("caller", caller)],
-            extra,
-        )
-    }
-
-    /// The tenant's CDRs, optionally of one binding.
-    async fn calls(&self, binding_id: Option<&str>) -> Vec<Value> {
-        let path = binding_id.map_or_else(
-            || "/v1/calls".to_owned(),
-            |b| format!("/v1/calls?binding_id={b}"),
-        );
-        self.server.list_all(&path, &self.key, 100).await
-    }
-
-    /// Waits for the binding's CDRs to number `n` and returns them.
-    async fn cdrs(&self, binding: &Value, n: usize) -> Vec<Value> {
-        let id = binding["id"].as_str().expect("binding id");
-        let rig = self;
-        let cdrs = eventually(15, "the CDRs", || async move {
-            let c = rig.calls(Some(id)).await;
-            (c.len() >= n).then_some(c)
-        })
-        .await;
-        assert_eq!(cdrs.len(), n, "one CDR per inbound INVITE: {cdrs:#?}");
-        cdrs
-    }
-
-    /// Waits for a CDR of the tenant that `pick` accepts.
-    async fn cdr_where(&self, what: &str, pick: impl Fn(&Value) -> bool) -> Value {
-        let rig = self;
-        let pick = &pick;
-        eventually(15, what, || async move {
-            rig.calls(None).await.into_iter().find(|c| pick(c))
-        })
-        .await
-    }
 }
 
 // === assertions ===
@@ -314,6 +192,35 @@ fn assert_reason(resp: &str) {
 }
 
 /// The CSeq number of a message.
+/// The port of an SDP's first audio stream.
+fn audio_port(sdp: &str) -> Option<u16> {
+    sdp.lines()
+        .find_map(|l| l.strip_prefix("m=audio "))
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|p| p.parse().ok())
+}
+
+/// The `o=` version of an SDP.
+fn sdp_version(sdp: &str) -> Option<u64> {
+    sdp.lines()
+        .find_map(|l| l.strip_prefix("o="))
+        .and_then(|o| o.split(' ').nth(2))
+        .and_then(|v| v.parse().ok())
+}
+
+/// `msg`'s SDP is Maskline's own (media anchored): our origin, no session
+/// name, and none of the parties' RTP ports.
+fn assert_our_sdp(msg: &str, party_ports: &[u16]) {
+    let sdp = sipp::body(msg);
+    assert!(sdp.contains("\no=maskline "), "not our SDP:\n{msg}");
+    assert!(sdp.contains("\ns=-"), "{msg}");
+    let port = audio_port(sdp).unwrap_or_else(|| panic!("no audio stream:\n{msg}"));
+    assert!(
+        !party_ports.contains(&port),
+        "a party's RTP port crossed:\n{msg}"
+    );
+}
+
 fn cseq_number(msg: &str) -> Option<u32> {
     sipp::header(msg, "CSeq")?
         .split_whitespace()
@@ -497,7 +404,7 @@ async fn sip_i_isup_body_never_crosses_only_its_sdp_does() {
         !invite.contains("isup") && !invite.contains("IAM"),
         "{invite}"
     );
-    assert!(invite.contains("m=audio 6000 RTP/AVP 0"), "{invite}");
+    assert_our_sdp(invite, &[6000]);
     let cdrs = rig.cdrs(&binding, 1).await;
     assert_cdr(&cdrs[0], Some("a_to_b"), 200, "caller", "normal");
 }
@@ -523,12 +430,17 @@ async fn early_media_183_with_sdp_is_relayed_then_the_answer() {
         Some("application/sdp"),
         "{progress}"
     );
-    assert!(sipp::body(progress).contains("m=audio 6004"), "{progress}");
+    assert_our_sdp(progress, &[6000, 6002, 6004]);
     let answer = received
         .iter()
         .find(|m| sipp::status(m) == Some(200) && sipp::cseq_method(m) == Some("INVITE"))
         .unwrap_or_else(|| panic!("the caller got the 200\n{}", uac.report()));
-    assert!(sipp::body(answer).contains("m=audio 6002"), "{answer}");
+    assert_our_sdp(answer, &[6000, 6002, 6004]);
+    // One answer, early and final: the caller's leg stays on one port.
+    assert_eq!(
+        audio_port(sipp::body(progress)),
+        audio_port(sipp::body(answer))
+    );
     let invite = &uas.received_requests("INVITE")[0];
     assert_eq!(sipp::header(invite, "Max-Forwards"), Some("69"), "{invite}");
     let cdrs = rig.cdrs(&binding, 1).await;
@@ -968,7 +880,8 @@ async fn caller_reinvite_update_and_info_reach_the_callee_in_its_own_dialog() {
         );
     }
 
-    // Hold, then resume: the bodies arrive as the caller sent them.
+    // Hold, then resume: the callee gets our offers saying so, on its
+    // leg's port, each a new version.
     let sent_invites = uac.sent_requests("INVITE");
     assert!(
         sipp::body(&invites[1]).contains("a=sendonly"),
@@ -981,25 +894,27 @@ async fn caller_reinvite_update_and_info_reach_the_callee_in_its_own_dialog() {
         "{}",
         invites[2]
     );
-    for (got, sent) in invites[1..].iter().zip(&sent_invites[1..]) {
-        assert_eq!(
-            sipp::body(got),
-            sipp::body(sent),
-            "the re-INVITE's SDP is relayed unchanged"
-        );
+    let party_ports = [6000, 6002, 6004, 6006];
+    for got in &invites {
+        assert_our_sdp(got, &party_ports);
         assert_eq!(
             sipp::header(got, "Content-Type"),
             Some("application/sdp"),
             "{got}"
         );
+        assert_eq!(audio_port(sipp::body(got)), audio_port(sipp::body(first)));
     }
+    let versions: Vec<u64> = invites
+        .iter()
+        .filter_map(|m| sdp_version(sipp::body(m)))
+        .collect();
+    assert!(
+        versions.windows(2).all(|w| w[1] == w[0] + 1),
+        "a changed offer is a new version: {versions:?}"
+    );
     let update = &uas.received_requests("UPDATE");
     assert_eq!(update.len(), 1, "{}", uas.report());
-    assert_eq!(
-        sipp::body(&update[0]),
-        sipp::body(&uac.sent_requests("UPDATE")[0]),
-        "the UPDATE's SDP is relayed unchanged"
-    );
+    assert_our_sdp(&update[0], &party_ports);
     let info = &uas.received_requests("INFO");
     assert_eq!(info.len(), 1, "{}", uas.report());
     assert_eq!(
@@ -1046,10 +961,9 @@ async fn caller_reinvite_update_and_info_reach_the_callee_in_its_own_dialog() {
     let resumed = answer(3, "INVITE");
     assert!(sipp::body(&resumed).contains("a=sendrecv"), "{resumed}");
     let updated = answer(4, "UPDATE");
-    assert!(
-        sipp::body(&updated).contains("m=audio 6006"),
-        "the callee's UPDATE answer:\n{updated}"
-    );
+    assert_our_sdp(&updated, &party_ports);
+    assert_our_sdp(&held, &party_ports);
+    assert_our_sdp(&resumed, &party_ports);
     let info_ok = answer(5, "INFO");
     for r in [&held, &resumed, &updated, &info_ok] {
         assert_eq!(sipp::header(r, "Call-ID"), Some(caller_call_id), "{r}");
@@ -1091,18 +1005,23 @@ async fn callee_holds_and_the_caller_gets_the_reinvite_in_its_own_dialog() {
     );
     assert_eq!(tag_of(hold, "From"), Some(maskline_tag.as_str()), "{hold}");
     assert_eq!(tag_of(hold, "To"), Some(caller_tag), "{hold}");
-    let sent_hold = &uas.sent_requests("INVITE")[0];
     assert!(sipp::body(hold).contains("a=sendonly"), "{hold}");
+    assert_our_sdp(hold, &[6000, 6002]);
+    // The hold is our offer on the caller's leg: the port of our answer to
+    // its INVITE, a newer version.
+    let first_ok = final_response(&uac, "INVITE");
+    let first_answer = sipp::body(&first_ok);
+    assert_eq!(audio_port(sipp::body(hold)), audio_port(first_answer));
     assert_eq!(
-        sipp::body(hold),
-        sipp::body(sent_hold),
-        "the hold's SDP is relayed unchanged"
+        sdp_version(sipp::body(hold)),
+        sdp_version(first_answer).map(|v| v + 1)
     );
     // The caller's answer went back to the callee, and the callee's ACK
     // reached the caller as an ACK of the re-INVITE, in its dialog.
     let answer = final_response(&uas, "INVITE");
     assert_eq!(sipp::status(&answer), Some(200), "{}", uas.report());
     assert!(sipp::body(&answer).contains("a=recvonly"), "{answer}");
+    assert_our_sdp(&answer, &[6000, 6002]);
     let acks = uac.received_requests("ACK");
     assert_eq!(acks.len(), 1, "{}", uac.report());
     assert_eq!(cseq_number(&acks[0]), cseq_number(hold), "{}", acks[0]);
@@ -1189,7 +1108,7 @@ async fn unanswered_info_gets_408_and_a_bye() {
 // === malformed input ===
 
 /// A small SDP body for the hand-made INVITEs.
-const RAW_SDP: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\n";
+const RAW_SDP: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 49170 RTP/AVP 0\r\n";
 
 /// An INVITE from `raw` to X (on `sip`) from A, number `n`, with
 /// `max_forwards`, the body [`RAW_SDP`] and `content_length` claiming its

@@ -45,7 +45,7 @@ pub struct RelayConfig {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-pub struct SessionId(u64);
+pub struct SessionId(pub u64);
 
 /// An anchored call's media: its id and the local port of each leg.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -84,6 +84,8 @@ impl<W: std::io::Write + std::io::Seek + Send> RecordingSink for crate::wav::Rec
 pub enum Update {
     Leg(Leg, LegMedia),
     Bridge(bool),
+    /// Counts RTP silence from now on (the call was answered).
+    WatchSilence,
     Play {
         leg: Leg,
         prompt: Prompt,
@@ -483,6 +485,7 @@ impl Worker {
         match update {
             Update::Leg(leg, media) => session.set_leg(leg, media),
             Update::Bridge(on) => session.bridge(on),
+            Update::WatchSilence => session.watch_silence(now),
             Update::Play { leg, prompt, plays } => session.play(leg, prompt, plays, now),
             Update::Stop(leg) => session.stop(leg),
             Update::Collect(leg, on) => session.collect(leg, on),

@@ -208,6 +208,15 @@ impl Session {
         self.bridged = on;
     }
 
+    /// Counts silence from `now` on both legs (a call just answered: what
+    /// was not heard while it rang does not count).
+    pub fn watch_silence(&mut self, now: Instant) {
+        for leg in &mut self.legs {
+            leg.last_heard = now;
+            leg.silent_reported = false;
+        }
+    }
+
     /// Plays `prompt` to `leg` `plays` times (a second apart), replacing
     /// what it was playing; relayed audio to the leg waits until it ends.
     pub fn play(&mut self, leg: Leg, prompt: Prompt, plays: u32, now: Instant) {

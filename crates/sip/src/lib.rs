@@ -48,6 +48,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Error {
     #[error("malformed SIP message: {0}")]
     Malformed(&'static str),
+    #[error("cannot start the media relay: {0}")]
+    Media(maskline_media::Error),
     #[error("missing or empty {0} header")]
     Missing(&'static str),
     #[error("cannot bind SIP {transport} on {addr}: {source}")]
@@ -141,6 +143,8 @@ pub struct Config {
     pub ring_timeout: Duration,
     /// For caller and called numbers in national form.
     pub region: Region,
+    /// The RTP relay every call is anchored in.
+    pub media: maskline_media::relay::RelayConfig,
 }
 
 #[cfg(test)]

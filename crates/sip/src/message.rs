@@ -791,17 +791,45 @@ impl Builder {
     }
 }
 
-/// The part of `msg`'s body that may reach the other leg; `numbers` are the
-/// parties' digits to look for.
+/// The part of `msg`'s body that may reach the other leg: DTMF
+/// (`application/dtmf-relay`, `application/dtmf`) and nothing else.
 ///
-/// Only media descriptions and DTMF cross. An ISUP part (SIP-I/SIP-T
-/// trunks) carries the calling and connected numbers, and a body we cannot
-/// read (compressed, or of an unknown type) could carry anything, so those
-/// never cross; from a multipart body only its SDP is taken. SDP crosses
-/// unchanged unless it names one of the parties, in which case the lines
-/// that do are blanked (`o=` keeps its fields but the user name, which
-/// becomes `-`; `s=` becomes `-`; optional lines are dropped).
-pub fn crossing_body(msg: &Message, numbers: &[&str]) -> Option<Body> {
+/// Media descriptions never cross: every call is anchored, and the SDP on
+/// each leg is Maskline's own (see [`sdp_of`] for reading a party's). An
+/// ISUP part (SIP-I/SIP-T trunks) carries the calling and connected
+/// numbers, and a body we cannot read (compressed, or of an unknown type)
+/// could carry anything.
+pub fn crossing_body(msg: &Message) -> Option<Body> {
+    let content_type = readable_type(msg)?;
+    match media_type(content_type).as_str() {
+        "application/dtmf-relay" => Some(Body {
+            content_type: "application/dtmf-relay",
+            bytes: msg.body.clone(),
+        }),
+        "application/dtmf" => Some(Body {
+            content_type: "application/dtmf",
+            bytes: msg.body.clone(),
+        }),
+        _ => None,
+    }
+}
+
+/// The session description in `msg`: an `application/sdp` body, or the SDP
+/// part of a multipart one (SIP-I trunks send SDP beside ISUP).
+pub fn sdp_of(msg: &Message) -> Option<&[u8]> {
+    let content_type = readable_type(msg)?;
+    match media_type(content_type).as_str() {
+        "application/sdp" => Some(&msg.body),
+        m if m.starts_with("multipart/") => {
+            let boundary = param_in(content_type, "boundary")?.trim_matches('"');
+            sdp_part(&msg.body, boundary)
+        }
+        _ => None,
+    }
+}
+
+/// The Content-Type of a body we can read: present and not compressed.
+fn readable_type(msg: &Message) -> Option<&str> {
     if msg.body.is_empty() {
         return None;
     }
@@ -811,29 +839,7 @@ pub fn crossing_body(msg: &Message, numbers: &[&str]) -> Option<Body> {
     {
         return None;
     }
-    let content_type = msg.header(Name::ContentType)?;
-    match media_type(content_type).as_str() {
-        "application/sdp" => Some(Body {
-            content_type: "application/sdp",
-            bytes: scrub_sdp(&msg.body, numbers),
-        }),
-        "application/dtmf-relay" => Some(Body {
-            content_type: "application/dtmf-relay",
-            bytes: msg.body.clone(),
-        }),
-        "application/dtmf" => Some(Body {
-            content_type: "application/dtmf",
-            bytes: msg.body.clone(),
-        }),
-        m if m.starts_with("multipart/") => {
-            let boundary = param_in(content_type, "boundary")?.trim_matches('"');
-            sdp_part(&msg.body, boundary).map(|sdp| Body {
-                content_type: "application/sdp",
-                bytes: scrub_sdp(sdp, numbers),
-            })
-        }
-        _ => None,
-    }
+    msg.header(Name::ContentType)
 }
 
 fn media_type(content_type: &str) -> String {
@@ -886,41 +892,6 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
         return None;
     }
     hay.windows(needle.len()).position(|w| w == needle)
-}
-
-fn scrub_sdp(sdp: &[u8], numbers: &[&str]) -> Vec<u8> {
-    let names = |line: &[u8]| numbers.iter().any(|n| find(line, n.as_bytes()).is_some());
-    if !names(sdp) {
-        return sdp.to_vec();
-    }
-    let mut out = Vec::with_capacity(sdp.len());
-    for line in sdp.split_inclusive(|&b| b == b'\n') {
-        if !names(line) {
-            out.extend_from_slice(line);
-            continue;
-        }
-        let ending: &[u8] = if line.ends_with(b"\r\n") {
-            b"\r\n"
-        } else {
-            b"\n"
-        };
-        match line.get(..2) {
-            Some(b"o=") => {
-                // o=<username> <sess-id> <sess-version> <nettype> <addrtype> <addr>
-                let rest = line[2..].splitn(2, |&b| b == b' ').nth(1).unwrap_or(b"");
-                out.extend_from_slice(b"o=- ");
-                out.extend_from_slice(rest);
-            }
-            Some(b"s=") => {
-                out.extend_from_slice(b"s=-");
-                out.extend_from_slice(ending);
-            }
-            // The lines the session cannot do without stay as they are.
-            Some(b"v=" | b"c=" | b"t=" | b"m=") => out.extend_from_slice(line),
-            _ => {}
-        }
-    }
-    out
 }
 
 /// The start of a response to `req`: status line, Via lines, From, To (with
@@ -1060,48 +1031,30 @@ v=0\nEXTRA";
     const SDP: &str = "v=0\r\no=user1 53655765 2353687637 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\nm=audio 6000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
 
     #[test]
-    fn sdp_crosses_unchanged_unless_it_names_a_party() {
+    fn sdp_is_read_from_a_body_or_a_multipart_part_and_never_crosses() {
         let m = with_body("application/sdp", SDP);
-        let body = crossing_body(&m, &["13800000001"]).unwrap();
-        assert_eq!(body.content_type, "application/sdp");
-        assert_eq!(body.bytes, SDP.as_bytes());
-        let named = SDP
-            .replace("o=user1", "o=8613800000001")
-            .replace("s=-", "s=call 13800000001")
-            + "i=from 13800000001\r\nu=http://x/13800000001\r\n";
-        let m = with_body("application/sdp", &named);
-        let body = crossing_body(&m, &["13800000001"]).unwrap();
-        let text = String::from_utf8(body.bytes).unwrap();
-        assert!(!text.contains("13800000001"), "{text}");
-        assert!(
-            text.contains("o=- 53655765 2353687637 IN IP4 10.0.0.1\r\n"),
-            "{text}"
-        );
-        assert!(text.contains("s=-\r\nc=IN IP4"), "{text}");
-        assert!(text.contains("m=audio 6000"), "{text}");
-    }
-
-    #[test]
-    fn only_sdp_leaves_a_multipart_body_and_isup_never_crosses() {
+        assert_eq!(sdp_of(&m), Some(SDP.as_bytes()));
+        assert_eq!(crossing_body(&m), None);
         let multipart = format!(
             "--b1\r\nContent-Type: application/sdp\r\n\r\n{SDP}\r\n--b1\r\nContent-Type: application/isup;version=itu-t92+\r\nContent-Disposition: signal;handling=optional\r\n\r\n\u{1}13800000001\r\n--b1--\r\n"
         );
         let m = with_body("multipart/mixed;boundary=b1", &multipart);
-        let body = crossing_body(&m, &["13800000001"]).unwrap();
-        assert_eq!(body.content_type, "application/sdp");
-        assert_eq!(body.bytes, SDP.as_bytes());
+        assert_eq!(sdp_of(&m), Some(SDP.as_bytes()));
+        assert_eq!(crossing_body(&m), None);
+    }
+
+    #[test]
+    fn only_dtmf_crosses_and_isup_never_does() {
         assert_eq!(
-            crossing_body(&with_body("application/isup", "x13800000001"), &[]),
+            crossing_body(&with_body("application/isup", "x13800000001")),
             None
         );
-        assert_eq!(
-            crossing_body(&with_body("text/plain", "13800000001"), &[]),
-            None
-        );
-        let dtmf = crossing_body(
-            &with_body("application/dtmf-relay", "Signal=5\r\nDuration=160\r\n"),
-            &[],
-        )
+        assert_eq!(sdp_of(&with_body("application/isup", "x13800000001")), None);
+        assert_eq!(crossing_body(&with_body("text/plain", "13800000001")), None);
+        let dtmf = crossing_body(&with_body(
+            "application/dtmf-relay",
+            "Signal=5\r\nDuration=160\r\n",
+        ))
         .unwrap();
         assert_eq!(dtmf.bytes, b"Signal=5\r\nDuration=160\r\n");
     }

@@ -3,15 +3,16 @@
 //! questions). Everything else is [`B2bua`]'s.
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use maskline_engine::Engine;
+use maskline_media::relay::{Anchor, MediaEvent, Relay, SessionId, Update};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
-use crate::call::{B2bua, Effect, Question, Resume};
+use crate::call::{B2bua, Effect, MediaPlane, Question, Resume};
 use crate::endpoint::Wire;
 use crate::intercept::Intercepts;
 use crate::transport::{self, ConnId, Connections, NetEvent, Peer};
@@ -27,6 +28,22 @@ pub struct SipServer {
     intercepts: Arc<dyn Intercepts>,
     udp: std::net::UdpSocket,
     tcp: std::net::TcpListener,
+    relay: Relay,
+    media_events: mpsc::UnboundedReceiver<MediaEvent>,
+}
+
+impl MediaPlane for Relay {
+    fn addr(&self) -> IpAddr {
+        Relay::addr(self)
+    }
+
+    fn open(&mut self) -> Result<Anchor, maskline_media::Error> {
+        Relay::open(self)
+    }
+
+    fn update(&mut self, id: SessionId, update: Update) {
+        Relay::update(self, id, update);
+    }
 }
 
 /// The sockets, as the endpoint's [`Wire`].
@@ -80,6 +97,11 @@ impl SipServer {
             source,
         })?;
         let tcp = transport::bind_tcp(local)?;
+        let (media_tx, media_events) = mpsc::unbounded_channel();
+        let relay = Relay::start(cfg.media.clone(), move |event| {
+            let _ = media_tx.send(event);
+        })
+        .map_err(Error::Media)?;
         if cfg.listen.port() == 0 {
             cfg.listen = local;
             if cfg.advertise.ends_with(":0") {
@@ -92,6 +114,8 @@ impl SipServer {
             intercepts,
             udp,
             tcp,
+            relay,
+            media_events,
         })
     }
 
@@ -168,7 +192,14 @@ impl SipServer {
             conns: Connections::default(),
             events: net_tx,
         };
-        let mut core = B2bua::new(self.cfg, self.engine, Box::new(net), Instant::now());
+        let mut media_events = self.media_events;
+        let mut core = B2bua::new(
+            self.cfg,
+            self.engine,
+            Box::new(net),
+            Box::new(self.relay),
+            Instant::now(),
+        );
         let effects = Effects {
             cdrs: cdr_tx,
             durable: durable_tx,
@@ -223,6 +254,17 @@ impl SipServer {
                         match net_rx.try_recv() {
                             Ok(event) => guarded(&mut core, &effects, |core| {
                                 core.handle_net(event, Instant::now());
+                            }),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Some(event) = media_events.recv() => {
+                    guarded(&mut core, &effects, |core| core.handle_media(event, Instant::now()));
+                    for _ in 1..BATCH {
+                        match media_events.try_recv() {
+                            Ok(event) => guarded(&mut core, &effects, |core| {
+                                core.handle_media(event, Instant::now());
                             }),
                             Err(_) => break,
                         }

@@ -6,6 +6,7 @@
 pub mod receiver;
 pub mod sipp;
 pub mod smsc;
+pub mod voice;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

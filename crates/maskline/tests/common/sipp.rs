@@ -581,6 +581,14 @@ impl Sipp {
     }
 
     /// Only the messages this process received.
+    /// A file the scenario wrote in its working directory (an `<exec
+    /// command>`), once it is there and complete (ends with a newline).
+    pub fn file(&self, name: &str) -> Option<String> {
+        std::fs::read_to_string(self.dir.path().join(name))
+            .ok()
+            .filter(|s| s.ends_with('\n'))
+    }
+
     pub fn received(&self) -> Vec<String> {
         self.entries()
             .into_iter()

@@ -11,13 +11,14 @@ use maskline_core::{
 use maskline_engine::events_crate::payload::rfc3339_millis;
 use maskline_engine::events_crate::unix_ms;
 
+use super::media::CallMedia;
 use super::{
     B2bua, Call, CallTimer, Effect, Intercepting, Phase, Question, Resume, Role, ServerOwner, Side,
 };
 use crate::dialog::{Dialog, contact_value};
 use crate::endpoint::{ALLOW, ReqBase, Resp, TxId, new_branch, token, via_value};
 use crate::intercept::{Intercept, InterceptRequest, Verdict};
-use crate::message::{Builder, Message, Method, Name, crossing_body, uri_of, uri_user};
+use crate::message::{Builder, Message, Method, Name, sdp_of, uri_of, uri_user};
 use crate::transport::Peer;
 
 /// The caller's number: P-Asserted-Identity when present, else From.
@@ -301,8 +302,42 @@ impl B2bua {
             self.refuse_with(sid, Refusal::NoGateway, cdr);
             return;
         };
+        let mut media = match CallMedia::open(&mut *self.media) {
+            Ok(media) => media,
+            Err(e) => {
+                // No port pair left: this node is full, another may not be.
+                tracing::warn!(error = %e, "cannot anchor a call's media");
+                metrics::counter!("maskline_media_refusals_total").increment(1);
+                let mut cdr = unplaced(cdr);
+                cdr.release_reason = ReleaseReason::Failed;
+                self.refuse(sid, 503, &[("Retry-After", "5")], cdr);
+                return;
+            }
+        };
         let (Some(req), Some(a_peer)) = (self.ep.request(sid), self.ep.peer(sid)) else {
+            media.close(&mut *self.media);
             return;
+        };
+        let offer = match sdp_of(req) {
+            None => Ok(None),
+            Some(sdp) => media
+                .exchange(&mut *self.media, Side::A, sdp, true)
+                .map(Some),
+        };
+        let offer = match offer {
+            Ok(offer) => offer,
+            Err(refused) => {
+                media.close(&mut *self.media);
+                let mut cdr = unplaced(cdr);
+                cdr.release_reason = ReleaseReason::Failed;
+                self.refuse(
+                    sid,
+                    refused.status(),
+                    &[("Warning", refused.warning())],
+                    cdr,
+                );
+                return;
+            }
         };
         let adv = self.cfg.advertise.as_str();
         let a_tag = token();
@@ -349,9 +384,7 @@ impl B2bua {
             .header("Contact", &contact)
             .header("P-Asserted-Identity", &pai)
             .header("Allow", ALLOW);
-        let numbers = [super::needle(cdr.caller), super::needle(Some(connect.to))];
-        let scrub = [numbers[0].as_str(), numbers[1].as_str()];
-        let bytes = b.finish_with(crossing_body(req, &scrub).as_ref());
+        let bytes = b.finish_with(offer.as_ref());
         let base = ReqBase {
             uri: uri.clone(),
             via,
@@ -375,6 +408,7 @@ impl B2bua {
             contact,
         };
         let call = self.new_call_id();
+        self.by_media.insert(media.id, call);
         self.ep.add_dialog(
             a_leg.local_tag.clone(),
             a_leg.call_id.clone(),
@@ -414,7 +448,7 @@ impl B2bua {
                 cancel_b: false,
                 max_call_seconds: connect.max_call_seconds,
                 deadline: None,
-                numbers,
+                media,
                 acks: [None, None],
                 holds: 0,
                 events_issued: 0,

@@ -4,8 +4,9 @@
 //! INVITE is decided by the engine from memory; on `connect` a new INVITE
 //! is built from scratch for the outbound leg (fresh Call-ID, tags and
 //! branch, From = X; of the caller's INVITE only what
-//! `message::crossing_body` lets through), and from then on every message
-//! on one leg is answered by a message built for the other.
+//! `message::crossing_body` lets through, and our own SDP: `media` anchors
+//! every call), and from then on every message on one leg is answered by a
+//! message built for the other.
 //!
 //! One file per phase: `invite` (a new INVITE, its decision, the intercept
 //! question, refusals, placing the outbound leg), `relay` (responses and
@@ -22,10 +23,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hashbrown::HashMap;
-use maskline_core::{CallRecord, Connect, Number, ReleasedBy};
+use maskline_core::{CallRecord, Connect, ReleaseReason, ReleasedBy};
 use maskline_engine::Engine;
+use maskline_media::relay::{MediaEvent, SessionId};
+use maskline_media::session::SessionEvent;
 use maskline_store::WriteAck;
 
+pub(crate) use self::media::MediaPlane;
 use crate::Config;
 use crate::dialog::Dialog;
 use crate::endpoint::{Endpoint, Event, Layer, ReqBase, TxId, Wire};
@@ -34,6 +38,7 @@ use crate::message::{Body, Method};
 use crate::transport::{NetEvent, Peer};
 
 mod invite;
+mod media;
 mod relay;
 mod teardown;
 #[cfg(test)]
@@ -103,8 +108,7 @@ struct Call {
     max_call_seconds: Option<u32>,
     /// When an answered call must end (from `max_call_seconds`).
     deadline: Option<Instant>,
-    /// The caller's and callee's digits, kept out of relayed bodies.
-    numbers: [String; 2],
+    media: media::CallMedia,
     acks: [Option<PendingAck>; 2],
     /// Client transactions that will still report to this call.
     holds: u32,
@@ -116,10 +120,6 @@ struct Call {
 }
 
 impl Call {
-    fn scrub(&self) -> [&str; 2] {
-        [self.numbers[0].as_str(), self.numbers[1].as_str()]
-    }
-
     fn leg(&self, side: Side) -> &Dialog {
         &self.legs[side.index()]
     }
@@ -220,6 +220,9 @@ pub(crate) enum Resume {
 
 pub(crate) struct B2bua {
     ep: Endpoint<CallLayer>,
+    media: Box<dyn MediaPlane>,
+    /// Calls by their media session.
+    by_media: HashMap<SessionId, Id>,
     engine: Arc<Engine>,
     cfg: Config,
     next_call: Id,
@@ -239,10 +242,13 @@ impl B2bua {
         cfg: Config,
         engine: Arc<Engine>,
         wire: Box<dyn Wire + Send>,
+        media: Box<dyn MediaPlane>,
         now: Instant,
     ) -> B2bua {
         B2bua {
             ep: Endpoint::new(wire, cfg.timers, cfg.trusted.clone(), now),
+            media,
+            by_media: HashMap::new(),
             engine,
             cfg,
             next_call: 0,
@@ -271,6 +277,13 @@ impl B2bua {
 
     pub fn handle_timeout(&mut self, now: Instant) {
         self.ep.handle_timeout(now);
+        self.pump();
+    }
+
+    /// What the media relay reports.
+    pub fn handle_media(&mut self, event: MediaEvent, now: Instant) {
+        self.ep.set_now(now);
+        self.on_media(event);
         self.pump();
     }
 
@@ -400,21 +413,29 @@ impl B2bua {
         }
     }
 
+    fn on_media(&mut self, event: MediaEvent) {
+        match event {
+            MediaEvent::Session(session, SessionEvent::Silent(_)) => {
+                let Some(&call) = self.by_media.get(&session) else {
+                    return;
+                };
+                if self
+                    .calls
+                    .get(&call)
+                    .is_some_and(|c| c.phase == Phase::Answered)
+                {
+                    tracing::debug!(call, "no RTP for the timeout: ending the call");
+                    self.end_call(call, ReleasedBy::System, ReleaseReason::MediaTimeout, None);
+                }
+            }
+            MediaEvent::Session(_, _) | MediaEvent::Recorded(..) => {}
+        }
+    }
+
     fn write_cdr(&mut self, cdr: CallRecord) {
         metrics::counter!("maskline_calls_total", "outcome" => cdr.release_reason.as_str())
             .increment(1);
         let ack = self.engine.record_call(cdr);
         self.effects.push_back(Effect::Cdr(ack));
     }
-}
-
-/// The digits to look for in a body: the number without up to three
-/// leading (country code) digits, so national forms match too.
-fn needle(number: Option<Number>) -> String {
-    let Some(number) = number else {
-        return String::new();
-    };
-    let digits = number.digits().to_string();
-    let skip = digits.len().saturating_sub(7).min(3);
-    digits[skip..].to_owned()
 }

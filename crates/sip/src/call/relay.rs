@@ -13,7 +13,7 @@ use maskline_engine::events_crate::unix_ms;
 
 use super::{B2bua, CallTimer, Held, Id, PendingAck, Phase, Role, ServerOwner, Side};
 use crate::endpoint::{ALLOW, ReqBase, Resp, TxId, new_branch, via_value};
-use crate::message::{Body, Message, Method, Name, crossing_body, uri_of};
+use crate::message::{Body, Message, Method, Name, crossing_body, sdp_of, uri_of};
 
 /// A failure from the outbound leg, as told to the caller.
 fn map_failure(code: u16) -> (u16, ReleaseReason) {
@@ -65,13 +65,47 @@ impl B2bua {
                 if ringing {
                     call.cdr.ringing_at = Some(unix_ms());
                 }
-                let body = crossing_body(resp, &call.scrub());
+                // Early media: an answer in a provisional response (one
+                // we cannot use is ignored; the 2xx will say again).
+                let body = sdp_of(resp).and_then(|sdp| {
+                    call.media
+                        .exchange(&mut *self.media, Side::B, sdp, false)
+                        .ok()
+                });
                 if ringing {
                     self.record_progress(id, EventType::CallRinging);
                 }
                 self.relay_held(id, code, body);
             }
             (Phase::Early, 200..=299) => {
+                let body = match sdp_of(resp) {
+                    Some(sdp) => match call.media.exchange(&mut *self.media, Side::B, sdp, true) {
+                        Ok(body) => Some(body),
+                        Err(refused) => {
+                            // Answered with media we cannot carry: the
+                            // caller is refused, the callee's dialog closed.
+                            tracing::debug!(
+                                call = id,
+                                status = refused.status(),
+                                "callee answered with unusable SDP"
+                            );
+                            self.end_call(
+                                id,
+                                ReleasedBy::System,
+                                ReleaseReason::Failed,
+                                Some(refused.status()),
+                            );
+                            self.send_2xx_ack(id, Side::B, cid, 1, None);
+                            self.send_bye(id, Side::B);
+                            return;
+                        }
+                    },
+                    None => None,
+                };
+                let Some(call) = self.calls.get_mut(&id) else {
+                    return;
+                };
+                call.media.answered(&mut *self.media);
                 call.phase = Phase::Answered;
                 call.cdr.answered_at = Some(unix_ms());
                 call.cdr.final_status = 200;
@@ -90,7 +124,6 @@ impl B2bua {
                         CallTimer::MaxDuration(id),
                     );
                 }
-                let body = crossing_body(resp, &call.scrub());
                 self.record_progress(id, EventType::CallAnswered);
                 self.relay_held(id, 200, body);
             }
@@ -209,7 +242,19 @@ impl B2bua {
             });
         }
         let contact = call.leg(from_side).contact.clone();
-        let body = crossing_body(resp, &call.scrub());
+        let carries_sdp = matches!(resp.cseq_method, Method::Invite | Method::Update);
+        let body = match sdp_of(resp).filter(|_| carries_sdp && code < 300) {
+            Some(sdp) => call
+                .media
+                .exchange(&mut *self.media, to, sdp, code >= 200)
+                .ok(),
+            None => {
+                if carries_sdp && code >= 300 {
+                    call.media.offer_refused();
+                }
+                crossing_body(resp)
+            }
+        };
         let wants_contact =
             code < 300 && matches!(resp.cseq_method, Method::Invite | Method::Update);
         self.ep.respond(
@@ -239,7 +284,10 @@ impl B2bua {
             return;
         };
         call.acks[side.index()] = None;
-        let body = crossing_body(req, &call.scrub());
+        // An answer to an offer that came in a 2xx.
+        let body = sdp_of(req)
+            .filter(|_| call.media.awaits_answer_from(side))
+            .and_then(|sdp| call.media.exchange(&mut *self.media, side, sdp, true).ok());
         self.ep.acked_2xx(pending.server);
         self.send_2xx_ack(
             id,
@@ -348,7 +396,23 @@ impl B2bua {
     fn relay_request(&mut self, sid: TxId, id: Id, side: Side, method: &Method) -> Option<TxId> {
         let call = self.calls.get_mut(&id)?;
         let req = self.ep.request(sid)?;
-        let body = crossing_body(req, &call.scrub());
+        let body = match sdp_of(req).filter(|_| matches!(method, Method::Invite | Method::Update)) {
+            Some(sdp) => match call.media.exchange(&mut *self.media, side, sdp, true) {
+                Ok(body) => Some(body),
+                Err(refused) => {
+                    self.ep.respond(
+                        sid,
+                        refused.status(),
+                        Resp {
+                            headers: &[("Warning", refused.warning())],
+                            ..Resp::default()
+                        },
+                    );
+                    return None;
+                }
+            },
+            None => crossing_body(req),
+        };
         let other = call.leg_mut(side.other());
         if other.remote_tag.is_none() {
             // The other leg's dialog does not exist yet.

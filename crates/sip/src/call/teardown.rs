@@ -227,6 +227,12 @@ impl B2bua {
             return;
         };
         call.phase = Phase::Ended;
+        call.media.close(&mut *self.media);
+        let media_id = call.media.id;
+        self.by_media.remove(&media_id);
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
         call.cdr.released_by = by;
         call.cdr.release_reason = reason;
         call.cdr.ended_at = unix_ms();

@@ -11,7 +11,10 @@ use maskline_engine::{BindingSpec, Config as EngineConfig, Engine, Expiry, Numbe
 use maskline_store::{CallFilter, Page, SqliteStore};
 use tokio::sync::mpsc;
 
-use super::{B2bua, Effect, Resume};
+use maskline_media::relay::{Anchor, MediaEvent, RelayConfig, SessionId, Update};
+use maskline_media::session::{Leg, SessionEvent};
+
+use super::{B2bua, Effect, MediaPlane, Resume};
 use crate::endpoint::Wire;
 use crate::message::{Message, Method, Name, response_to};
 use crate::transport::{ConnId, Peer};
@@ -24,6 +27,43 @@ const X: u64 = 8_657_100_000_001;
 type Sent = Arc<Mutex<Vec<(SocketAddr, Vec<u8>)>>>;
 
 struct Recorder(Sent);
+
+/// The relay's control surface, recorded: what the call logic asked of it.
+#[derive(Clone, Default)]
+struct FakePlane {
+    next: Arc<Mutex<u64>>,
+    asked: Arc<Mutex<Vec<String>>>,
+}
+
+impl MediaPlane for FakePlane {
+    fn addr(&self) -> std::net::IpAddr {
+        "127.0.0.1".parse().unwrap()
+    }
+
+    fn open(&mut self) -> Result<Anchor, maskline_media::Error> {
+        let mut next = self.next.lock().unwrap();
+        *next += 1;
+        let port = 20_000 + 4 * (*next as u16);
+        Ok(Anchor {
+            id: SessionId(*next),
+            ports: [port, port + 2],
+        })
+    }
+
+    fn update(&mut self, id: SessionId, update: Update) {
+        let what = match update {
+            Update::Leg(leg, media) => format!("leg {leg:?} {:?}", media.remote),
+            Update::Bridge(on) => format!("bridge {on}"),
+            Update::WatchSilence => "watch".into(),
+            Update::Play { leg, .. } => format!("play {leg:?}"),
+            Update::Stop(leg) => format!("stop {leg:?}"),
+            Update::Collect(leg, on) => format!("collect {leg:?} {on}"),
+            Update::Record(_) => "record".into(),
+            Update::Close => "close".into(),
+        };
+        self.asked.lock().unwrap().push(format!("{}: {what}", id.0));
+    }
+}
 
 impl Wire for Recorder {
     fn send(&mut self, peer: &Peer, bytes: &[u8]) -> Option<ConnId> {
@@ -54,6 +94,7 @@ fn udp(addr: SocketAddr) -> Peer {
 
 struct Harness {
     core: B2bua,
+    plane: FakePlane,
     sent: Sent,
     now: Instant,
     engine: Arc<Engine>,
@@ -115,12 +156,26 @@ impl Harness {
             timers: Timers::default(),
             ring_timeout: RING,
             region: "CN".parse().unwrap(),
+            media: RelayConfig {
+                addr: "127.0.0.1".parse().unwrap(),
+                ports: 20_000..=29_999,
+                rtp_timeout: Duration::from_secs(60),
+                workers: 1,
+            },
         };
         let sent = Sent::default();
         let now = Instant::now();
-        let core = B2bua::new(cfg, engine.clone(), Box::new(Recorder(sent.clone())), now);
+        let plane = FakePlane::default();
+        let core = B2bua::new(
+            cfg,
+            engine.clone(),
+            Box::new(Recorder(sent.clone())),
+            Box::new(plane.clone()),
+            now,
+        );
         Harness {
             core,
+            plane,
             sent,
             now,
             engine,
@@ -285,8 +340,13 @@ async fn the_outbound_leg_shows_x_and_carries_nothing_of_the_caller() {
     for needle in [&A.to_string()[2..], "c1", "a-c1", "z9hG4bK-c1"] {
         assert!(!head.contains(needle), "{needle} crossed: {head}");
     }
-    // The SDP still crosses as it is until media anchoring lands.
-    assert!(text.contains("m=audio"));
+    // The media is anchored: the callee is offered our address and port,
+    // none of the caller's description.
+    assert!(text.contains("m=audio 20006 RTP/AVP 0"), "{text}");
+    assert!(text.contains("o=maskline "), "{text}");
+    for leak in ["10.0.0.7", "40000", "alice", "Alice"] {
+        assert!(!text.contains(leak), "{leak} crossed: {text}");
+    }
     assert_eq!(out.header(Name::MaxForwards), Some("69"));
 }
 
@@ -431,4 +491,135 @@ async fn a_progress_answer_waits_until_its_event_is_durable() {
     assert!(Harness::codes_to(&h.take(), caller()).is_empty());
     h.effects().await;
     assert_eq!(Harness::codes_to(&h.take(), caller()), [180]);
+}
+
+const CALLEE_SDP: &str = "v=0\r\no=bob 7 7 IN IP4 10.0.0.9\r\ns=Bob's phone\r\nc=IN IP4 10.0.0.9\r\nt=0 0\r\nm=audio 50000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+
+/// A response to `req` carrying `sdp`.
+fn answer_with(req: &Message, code: u16, tag: &str, sdp: &str) -> Vec<u8> {
+    let mut b = response_to(req, code, Some(tag));
+    b.header("Contact", "<sip:peer@127.0.0.1:5080>");
+    b.header("Content-Type", "application/sdp");
+    b.finish(sdp.as_bytes())
+}
+
+fn body(m: &Message) -> String {
+    String::from_utf8_lossy(&m.body).into_owned()
+}
+
+impl Harness {
+    fn asked(&self) -> Vec<String> {
+        std::mem::take(&mut *self.plane.asked.lock().unwrap())
+    }
+}
+
+#[tokio::test]
+async fn each_leg_hears_only_our_sdp_and_the_relay_learns_both_parties() {
+    let mut h = Harness::new(None).await;
+    h.from(caller(), &invite("m1")).await;
+    let out = Harness::request_to(&h.take(), gateway(), &Method::Invite);
+    h.from(gateway(), &answer_with(&out, 200, "b", CALLEE_SDP))
+        .await;
+    let sent = h.take();
+    let ok = sent
+        .iter()
+        .find(|(to, m)| *to == caller() && m.code() == Some(200))
+        .map(|(_, m)| m.clone())
+        .unwrap();
+    let text = body(&ok);
+    assert!(text.contains("m=audio 20004 RTP/AVP 0"), "{text}");
+    assert!(text.contains("c=IN IP4 127.0.0.1"), "{text}");
+    for leak in ["10.0.0.9", "50000", "bob", "Bob"] {
+        assert!(!text.contains(leak), "{leak} reached the caller: {text}");
+    }
+    assert_eq!(
+        h.asked(),
+        [
+            "1: leg A Some(10.0.0.7:40000)",
+            "1: leg B Some(10.0.0.9:50000)",
+            "1: bridge true",
+            "1: watch"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn an_offer_without_a_common_codec_gets_488_and_nothing_goes_out() {
+    let mut h = Harness::new(None).await;
+    let g729 = invite("m2")
+        .iter()
+        .map(|&b| b as char)
+        .collect::<String>()
+        .replace(
+            "RTP/AVP 0\r\na=rtpmap:0 PCMU/8000",
+            "RTP/AVP 18\r\na=rtpmap:18 G729/8000",
+        );
+    h.from(caller(), g729.as_bytes()).await;
+    let sent = h.take();
+    assert_eq!(Harness::codes_to(&sent, caller()), [488]);
+    assert!(sent.iter().all(|(to, _)| *to != gateway()));
+    assert_eq!(h.asked(), ["1: close"]);
+    let cdrs = h.cdrs().await;
+    assert_eq!(cdrs[0].final_status, 488);
+}
+
+#[tokio::test]
+async fn silence_on_an_answered_call_ends_it_with_media_timeout() {
+    let mut h = Harness::new(None).await;
+    let (_, ok) = answered(&mut h, "m3").await;
+    h.from(caller(), &from_caller(&ok, "ACK", 1, "ack")).await;
+    h.take();
+    h.core.handle_media(
+        MediaEvent::Session(SessionId(1), SessionEvent::Silent(Leg::B)),
+        h.now,
+    );
+    h.effects().await;
+    let sent = h.take();
+    Harness::request_to(&sent, caller(), &Method::Bye);
+    Harness::request_to(&sent, gateway(), &Method::Bye);
+    assert!(h.asked().contains(&"1: close".to_owned()));
+    let cdrs = h.cdrs().await;
+    assert_eq!(cdrs[0].release_reason, ReleaseReason::MediaTimeout);
+}
+
+#[tokio::test]
+async fn an_offer_in_the_answer_is_answered_in_the_ack_on_each_leg() {
+    let mut h = Harness::new(None).await;
+    // A delayed offer: the INVITE has no SDP.
+    let bare = String::from_utf8(invite("m4"))
+        .unwrap()
+        .replace("Content-Type: application/sdp\r\n", "")
+        .replace(
+            &format!("Content-Length: {}\r\n\r\n{SDP}", SDP.len()),
+            "Content-Length: 0\r\n\r\n",
+        );
+    h.from(caller(), bare.as_bytes()).await;
+    let out = Harness::request_to(&h.take(), gateway(), &Method::Invite);
+    assert!(out.body.is_empty());
+    h.from(gateway(), &answer_with(&out, 200, "b", CALLEE_SDP))
+        .await;
+    let ok = h
+        .take()
+        .into_iter()
+        .find(|(to, m)| *to == caller() && m.code() == Some(200))
+        .unwrap()
+        .1;
+    assert!(body(&ok).contains("m=audio 20004"), "{}", body(&ok));
+    let mut ack = String::from_utf8(from_caller(&ok, "ACK", 1, "ack")).unwrap();
+    ack = ack.replace(
+        "Content-Length: 0\r\n\r\n",
+        &format!(
+            "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{SDP}",
+            SDP.len()
+        ),
+    );
+    h.from(caller(), ack.as_bytes()).await;
+    let ack_b = Harness::request_to(&h.take(), gateway(), &Method::Ack);
+    let text = body(&ack_b);
+    assert!(text.contains("m=audio 20006 RTP/AVP 0"), "{text}");
+    assert!(!text.contains("10.0.0.7"), "{text}");
+    assert!(
+        h.asked()
+            .contains(&"1: leg A Some(10.0.0.7:40000)".to_owned())
+    );
 }

@@ -1,0 +1,374 @@
+//! The media contract, end to end: real `sipp` peers signal, and RTP runs
+//! through the real `maskline` binary's relay. Where a test must see what
+//! a party received, the party's media is a UDP socket of the test's own,
+//! named in that party's SDP; elsewhere sipp plays sip-tester's pcaps
+//! itself. Every assertion is on packets that actually arrived.
+
+mod common;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use common::sipp::{self, Sipp, Transport};
+use common::voice::Rig;
+use common::*;
+use maskline_media::dtmf::{Digit, DtmfEncoder, TelephoneEvent};
+use maskline_media::rtp::{HEADER_LEN, RtpHeader, RtpPacket};
+use maskline_media::{Codec, g711};
+use serde_json::{Value, json};
+
+const PEER_SECS: u64 = 30;
+
+fn a() -> String {
+    party(1)
+}
+
+fn b() -> String {
+    party(2)
+}
+
+fn axb() -> Value {
+    json!({"mode": "axb", "a": a(), "b": b(), "expires_in": 600})
+}
+
+/// A party's media: a socket of the test's own on loopback.
+struct Party {
+    socket: UdpSocket,
+}
+
+impl Party {
+    fn new() -> Party {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        Party { socket }
+    }
+
+    fn port(&self) -> String {
+        self.socket.local_addr().unwrap().port().to_string()
+    }
+
+    fn send(&self, to: SocketAddr, header: RtpHeader, payload: &[u8]) {
+        let mut packet = vec![0u8; HEADER_LEN + payload.len()];
+        header.write(&mut packet).unwrap();
+        packet[HEADER_LEN..].copy_from_slice(payload);
+        self.socket.send_to(&packet, to).unwrap();
+    }
+
+    /// What arrives from the first packet until a second passes without
+    /// one (or `secs` in all).
+    fn receive_stream(&self, secs: u64) -> Vec<(SocketAddr, Vec<u8>)> {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        let mut got = Vec::new();
+        let mut last = None;
+        let mut buf = [0u8; 2048];
+        while Instant::now() < deadline
+            && last.is_none_or(|at: Instant| at.elapsed() < Duration::from_secs(1))
+        {
+            if let Ok((len, from)) = self.socket.recv_from(&mut buf) {
+                got.push((from, buf[..len].to_vec()));
+                last = Some(Instant::now());
+            }
+        }
+        got
+    }
+
+    /// What arrives until `n` packets did or `secs` pass without `n`.
+    fn receive(&self, n: usize, secs: u64) -> Vec<(SocketAddr, Vec<u8>)> {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        let mut got = Vec::new();
+        let mut buf = [0u8; 2048];
+        while got.len() < n && Instant::now() < deadline {
+            if let Ok((len, from)) = self.socket.recv_from(&mut buf) {
+                got.push((from, buf[..len].to_vec()));
+            }
+        }
+        got
+    }
+}
+
+/// Maskline's RTP port on a leg, as the scenario read it from the SDP it
+/// got and wrote it down.
+async fn maskline_port(peer: &Sipp) -> SocketAddr {
+    let port = eventually(PEER_SECS, "Maskline's RTP port in the SDP", || async {
+        peer.file("maskline_rtp_port")
+    })
+    .await;
+    SocketAddr::new([127, 0, 0, 1].into(), port.trim().parse().unwrap())
+}
+
+/// 20 ms of a 1 kHz tone at half scale, in `codec`.
+fn tone(codec: Codec, frame: u32) -> Vec<u8> {
+    (0..160u32)
+        .map(|i| {
+            let t = f64::from(frame * 160 + i) / 8000.0;
+            let sample = (16_000.0 * (2.0 * std::f64::consts::PI * 1000.0 * t).sin()) as i16;
+            codec.encode(sample)
+        })
+        .collect()
+}
+
+fn rtp(packet: &[u8]) -> RtpPacket<'_> {
+    RtpPacket::parse(packet).unwrap()
+}
+
+async fn both_succeed(uac: &mut Sipp, uas: &mut Sipp) {
+    let (a, b) = (
+        uac.wait(Duration::from_secs(PEER_SECS)).await,
+        uas.wait(Duration::from_secs(PEER_SECS)).await,
+    );
+    assert!(
+        a.success() && b.success(),
+        "caller {a}, callee {b}\n{}\n{}",
+        uac.report(),
+        uas.report()
+    );
+}
+
+/// Sends `frames` of tone from `from` to `to` and checks they reach
+/// `listener` unchanged in payload, from Maskline's `via`, as one stream of
+/// its own.
+fn audio_crosses(from: &Party, to: SocketAddr, listener: &Party, via: SocketAddr, ssrc: u32) {
+    let frames = 50u32;
+    for i in 0..frames {
+        let header = RtpHeader {
+            marker: i == 0,
+            payload_type: 0,
+            sequence: 1000 + i as u16,
+            timestamp: 5000 + i * 160,
+            ssrc,
+        };
+        from.send(to, header, &tone(Codec::Pcmu, i));
+    }
+    let got = listener.receive(frames as usize, 10);
+    assert_eq!(got.len(), frames as usize, "every packet arrives");
+    let first = rtp(&got[0].1).header;
+    for (i, (source, packet)) in got.iter().enumerate() {
+        assert_eq!(*source, via, "the party hears Maskline's port only");
+        let p = rtp(packet);
+        assert_eq!(p.header.payload_type, 0);
+        assert_ne!(p.header.ssrc, ssrc, "the other party's SSRC never crosses");
+        assert_eq!(p.header.ssrc, first.ssrc);
+        assert_eq!(p.header.sequence, first.sequence.wrapping_add(i as u16));
+        assert_eq!(
+            p.header.timestamp.wrapping_sub(first.timestamp),
+            i as u32 * 160
+        );
+        assert_eq!(p.payload, tone(Codec::Pcmu, i as u32), "audio unchanged");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn both_parties_hear_each_other_through_maskline_and_digits_cross_as_events() {
+    let (caller, callee) = (Party::new(), Party::new());
+    let mut uas = Sipp::uas(
+        "uas_media.xml",
+        Transport::Udp,
+        &[
+            "-s",
+            &b(),
+            "-key",
+            "rtp_port",
+            &callee.port(),
+            "-key",
+            "codec_pt",
+            "0",
+            "-key",
+            "codec_name",
+            "PCMU",
+        ],
+    );
+    let rig = Rig::start(&uas, &[]).await;
+    let binding = rig.bind(axb()).await;
+    let x = binding["x"].as_str().unwrap().to_owned();
+    let mut uac = rig.uac(
+        "uac_media.xml",
+        &a(),
+        &x,
+        Transport::Udp,
+        &["-key", "rtp_port", &caller.port(), "-d", "3000"],
+    );
+    let a_side = maskline_port(&uac).await;
+    let b_side = maskline_port(&uas).await;
+    assert_ne!(a_side, b_side);
+
+    audio_crosses(&caller, a_side, &callee, b_side, 0x1111_1111);
+    audio_crosses(&callee, b_side, &caller, a_side, 0x2222_2222);
+
+    // The caller keys 5 as RFC 4733 events (payload type 101); the callee
+    // gets them under its own payload type, 96.
+    let five = Digit::from_char('5').unwrap();
+    let packets: Vec<_> = DtmfEncoder::new(five, Duration::from_millis(100), 10)
+        .unwrap()
+        .collect();
+    for (i, p) in packets.iter().enumerate() {
+        let header = RtpHeader {
+            marker: p.marker,
+            payload_type: 101,
+            sequence: 2000 + i as u16,
+            timestamp: 90_000,
+            ssrc: 0x1111_1111,
+        };
+        caller.send(a_side, header, &p.event.to_bytes());
+    }
+    let got = callee.receive(packets.len(), 10);
+    assert_eq!(got.len(), packets.len());
+    for (_, packet) in &got {
+        let p = rtp(packet);
+        assert_eq!(p.header.payload_type, 96);
+        assert_eq!(
+            TelephoneEvent::parse(p.payload).unwrap().event,
+            five.event()
+        );
+    }
+    assert!(
+        got.iter()
+            .any(|(_, p)| TelephoneEvent::parse(rtp(p).payload).unwrap().end),
+        "the end of the digit crosses"
+    );
+
+    both_succeed(&mut uac, &mut uas).await;
+    let cdrs = rig.cdrs(&binding, 1).await;
+    assert_eq!(cdrs[0]["release_reason"], "normal", "{:#}", cdrs[0]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sipps_own_pcap_audio_and_dtmf_reach_the_callee() {
+    let callee = Party::new();
+    let mut uas = Sipp::uas(
+        "uas_media.xml",
+        Transport::Udp,
+        &[
+            "-s",
+            &b(),
+            "-key",
+            "rtp_port",
+            &callee.port(),
+            "-key",
+            "codec_pt",
+            "8",
+            "-key",
+            "codec_name",
+            "PCMA",
+        ],
+    );
+    let rig = Rig::start(&uas, &[]).await;
+    let binding = rig.bind(axb()).await;
+    let x = binding["x"].as_str().unwrap().to_owned();
+    let media_port = sipp::free_sip_port().to_string();
+    let mut uac = rig.uac(
+        "uac_pcap.xml",
+        &a(),
+        &x,
+        Transport::Udp,
+        &["-mi", "127.0.0.1", "-mp", &media_port],
+    );
+    let b_side = maskline_port(&uas).await;
+    // g711a.pcap is 236 packets of 30 ms of PCMA; dtmf_2833_1.pcap 10 events.
+    let got = tokio::task::spawn_blocking(move || callee.receive_stream(PEER_SECS))
+        .await
+        .unwrap();
+    let audio: Vec<RtpPacket<'_>> = got
+        .iter()
+        .filter(|(from, _)| *from == b_side)
+        .map(|(_, p)| rtp(p))
+        .filter(|p| p.header.payload_type == 8)
+        .collect();
+    let events: Vec<TelephoneEvent> = got
+        .iter()
+        .map(|(_, p)| rtp(p))
+        .filter(|p| p.header.payload_type == 96)
+        .map(|p| TelephoneEvent::parse(p.payload).unwrap())
+        .collect();
+    assert!(
+        audio.len() >= 230,
+        "the pcap's 236 audio packets arrive ({} did, {} events)",
+        audio.len(),
+        events.len()
+    );
+    // Speech, not silence: decoded, the audio has real energy.
+    let energy: f64 = audio
+        .iter()
+        .flat_map(|p| p.payload.iter())
+        .map(|&c| f64::from(g711::alaw_decode(c)).powi(2))
+        .sum::<f64>()
+        / (audio.len() * 160) as f64;
+    assert!(energy.sqrt() > 300.0, "RMS {}", energy.sqrt());
+    assert!(
+        events.iter().any(|e| e.event == 1 && e.end),
+        "the digit 1 arrives as events, ended: {events:?}"
+    );
+    both_succeed(&mut uac, &mut uas).await;
+    let invite = &uas.received_requests("INVITE")[0];
+    let sdp = sipp::body(invite);
+    assert!(
+        !sdp.contains(&format!(" {media_port} ")),
+        "the caller's RTP port crossed:\n{invite}"
+    );
+    let cdrs = rig.cdrs(&binding, 1).await;
+    assert_eq!(cdrs[0]["release_reason"], "normal", "{:#}", cdrs[0]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_answered_call_without_rtp_ends_with_media_timeout() {
+    let mut uas = Sipp::uas("uas_answer_wait_bye.xml", Transport::Udp, &["-s", &b()]);
+    let rig = Rig::start(&uas, &[("MASKLINE_RTP_TIMEOUT_SECS", "1")]).await;
+    let binding = rig.bind(axb()).await;
+    let x = binding["x"].as_str().unwrap().to_owned();
+    let mut uac = rig.uac("uac_wait_bye.xml", &a(), &x, Transport::Udp, &[]);
+    both_succeed(&mut uac, &mut uas).await;
+    let cdrs = rig.cdrs(&binding, 1).await;
+    assert_eq!(cdrs[0]["release_reason"], "media_timeout", "{:#}", cdrs[0]);
+    assert_eq!(cdrs[0]["released_by"], "system", "{:#}", cdrs[0]);
+    assert!(cdrs[0]["answered_at"].is_string(), "{:#}", cdrs[0]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_rtp_port_range_refuses_the_next_call_with_503() {
+    let caller = Party::new();
+    let callee = Party::new();
+    let mut uas = Sipp::uas(
+        "uas_media.xml",
+        Transport::Udp,
+        &[
+            "-s",
+            &b(),
+            "-key",
+            "rtp_port",
+            &callee.port(),
+            "-key",
+            "codec_pt",
+            "0",
+            "-key",
+            "codec_name",
+            "PCMU",
+        ],
+    );
+    // Room for one call: two pairs of ports, somewhere no other test is.
+    let base = 30_000 + 4 * (std::process::id() % 2_000) as u16;
+    let range = format!("{base}-{}", base + 3);
+    let rig = Rig::start(&uas, &[("MASKLINE_RTP_PORTS", range.as_str())]).await;
+    let binding = rig.bind(axb()).await;
+    let x = binding["x"].as_str().unwrap().to_owned();
+    let mut first = rig.uac(
+        "uac_media.xml",
+        &a(),
+        &x,
+        Transport::Udp,
+        &["-key", "rtp_port", &caller.port(), "-d", "3000"],
+    );
+    maskline_port(&first).await;
+    let mut second = rig.uac("uac_expect_fail.xml", &a(), &x, Transport::Udp, &[]);
+    let status = second.wait(Duration::from_secs(PEER_SECS)).await;
+    assert!(status.success(), "{}", second.report());
+    let refusal = second
+        .received()
+        .into_iter()
+        .find(|m| sipp::status(m).is_some_and(|c| c >= 300))
+        .unwrap();
+    assert_eq!(sipp::status(&refusal), Some(503), "{refusal}");
+    both_succeed(&mut first, &mut uas).await;
+    let cdrs = rig.cdrs(&binding, 2).await;
+    assert!(cdrs.iter().any(|c| c["final_status"] == 503), "{cdrs:#?}");
+}

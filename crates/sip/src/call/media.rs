@@ -1,0 +1,300 @@
+//! Media anchoring: every call's RTP runs through Maskline, so each leg's
+//! SDP is ours, rendered from what the negotiation needs and nothing of the
+//! other party's.
+//!
+//! Offer/answer crosses the B2BUA as it would a proxy, but rebuilt: an
+//! offer from one side becomes our offer to the other (our address and that
+//! leg's port, the offerer's codecs, or once the call has one, only that
+//! codec: there is no transcoding); the answer becomes our answer to the
+//! offerer. An offer may come in an INVITE, a re-INVITE or UPDATE, or (when
+//! a request had none) in the 2xx, answered in the ACK. The relay's legs are
+//! set once an answer fixes the codec.
+
+use std::net::IpAddr;
+
+use maskline_media::relay::{Anchor, SessionId, Update};
+use maskline_media::sdp::{LocalAudio, LocalSdp, Negotiated, PayloadCodec, Sdp};
+use maskline_media::session::{Leg, LegMedia};
+use maskline_media::{Codec, Error as MediaError};
+
+use super::Side;
+use crate::message::Body;
+
+/// The media relay, as the call logic sees it.
+pub(crate) trait MediaPlane: Send {
+    /// The address our SDP names.
+    fn addr(&self) -> IpAddr;
+    /// Anchors a new call: a session with a port per leg.
+    fn open(&mut self) -> Result<Anchor, MediaError>;
+    fn update(&mut self, id: SessionId, update: Update);
+}
+
+/// Why a party's SDP cannot be used, as a SIP status.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum Refused {
+    /// 400: not SDP as RFC 4566 has it, or too large.
+    Malformed,
+    /// 488: well formed, but nothing we can carry (no PCMU/PCMA over
+    /// RTP/AVP, or not the codec the call already has).
+    NotAcceptable,
+}
+
+impl Refused {
+    pub fn status(self) -> u16 {
+        match self {
+            Refused::Malformed => 400,
+            Refused::NotAcceptable => 488,
+        }
+    }
+
+    pub fn warning(self) -> &'static str {
+        match self {
+            Refused::Malformed => "399 maskline \"malformed SDP\"",
+            Refused::NotAcceptable => "304 maskline \"no common codec\"",
+        }
+    }
+}
+
+impl From<MediaError> for Refused {
+    fn from(e: MediaError) -> Refused {
+        match e {
+            MediaError::NotAcceptable(_) => Refused::NotAcceptable,
+            _ => Refused::Malformed,
+        }
+    }
+}
+
+fn leg(side: Side) -> Leg {
+    match side {
+        Side::A => Leg::A,
+        Side::B => Leg::B,
+    }
+}
+
+fn sdp_body(sdp: &LocalSdp) -> Body {
+    Body {
+        content_type: "application/sdp",
+        bytes: sdp.render().into_bytes(),
+    }
+}
+
+/// An offer relayed and not yet answered.
+struct Pending {
+    /// Who offered.
+    from: Side,
+    sdp: Sdp,
+    negotiated: Negotiated,
+}
+
+/// One call's anchored media.
+pub(super) struct CallMedia {
+    pub id: SessionId,
+    ports: [u16; 2],
+    /// Our `o=` session id on each leg.
+    session_ids: [u64; 2],
+    /// The description we last sent on each leg.
+    sent: [Option<LocalSdp>; 2],
+    /// What each party last agreed to.
+    agreed: [Option<Negotiated>; 2],
+    pending: Option<Pending>,
+    /// The codec both legs carry, once an answer fixed it.
+    codec: Option<Codec>,
+    bridged: bool,
+    closed: bool,
+}
+
+impl CallMedia {
+    pub fn open(plane: &mut dyn MediaPlane) -> Result<CallMedia, MediaError> {
+        let anchor = plane.open()?;
+        Ok(CallMedia {
+            id: anchor.id,
+            ports: anchor.ports,
+            // Small enough to read in a trace, random enough not to say
+            // how many calls came before.
+            session_ids: [
+                u64::from(rand::random::<u32>()),
+                u64::from(rand::random::<u32>()),
+            ],
+            sent: [None, None],
+            agreed: [None, None],
+            pending: None,
+            codec: None,
+            bridged: false,
+            closed: false,
+        })
+    }
+
+    /// Whether an answer from `side` is awaited.
+    pub fn awaits_answer_from(&self, side: Side) -> bool {
+        self.pending.as_ref().is_some_and(|p| p.from != side)
+    }
+
+    /// A party's SDP from `side`: an answer to what we offered it, or else
+    /// an offer. Returns our SDP for the other side. `last` is false for an
+    /// answer in a provisional response (the final one repeats it).
+    pub fn exchange(
+        &mut self,
+        plane: &mut dyn MediaPlane,
+        side: Side,
+        sdp: &[u8],
+        last: bool,
+    ) -> Result<Body, Refused> {
+        if self.awaits_answer_from(side) {
+            self.answer(plane, side, sdp, last)
+        } else {
+            self.offer(plane.addr(), side, sdp)
+        }
+    }
+
+    /// The offer we relayed was refused (a non-2xx final response): the
+    /// call keeps what it had.
+    pub fn offer_refused(&mut self) {
+        self.pending = None;
+    }
+
+    fn offer(&mut self, addr: IpAddr, side: Side, sdp: &[u8]) -> Result<Body, Refused> {
+        let parsed = Sdp::parse(sdp)?;
+        let negotiated = parsed.negotiate()?;
+        let codecs = match self.codec {
+            None => negotiated
+                .codecs
+                .iter()
+                .map(|c| PayloadCodec::new(c.codec))
+                .collect(),
+            Some(codec) if negotiated.codecs.iter().any(|c| c.codec == codec) => {
+                vec![PayloadCodec::new(codec)]
+            }
+            Some(_) => return Err(Refused::NotAcceptable),
+        };
+        let to = side.other();
+        let audio = LocalAudio {
+            port: self.ports[to.index()],
+            codecs,
+            telephone_event: negotiated.telephone_event,
+            ptime: negotiated.ptime,
+            direction: negotiated.direction,
+        };
+        let ours = self.revise(
+            to,
+            LocalSdp::offer(self.session_ids[to.index()], 1, addr, audio),
+        );
+        self.pending = Some(Pending {
+            from: side,
+            sdp: parsed,
+            negotiated,
+        });
+        Ok(sdp_body(&ours))
+    }
+
+    fn answer(
+        &mut self,
+        plane: &mut dyn MediaPlane,
+        side: Side,
+        sdp: &[u8],
+        last: bool,
+    ) -> Result<Body, Refused> {
+        let parsed = Sdp::parse(sdp)?;
+        let negotiated = parsed.negotiate()?;
+        let Some(pending) = &self.pending else {
+            return Err(Refused::NotAcceptable);
+        };
+        // The answerer's first codec that was offered (a sloppy answer
+        // may list others too).
+        let (chosen, offered) = negotiated
+            .codecs
+            .iter()
+            .find_map(|answered| {
+                pending
+                    .negotiated
+                    .codecs
+                    .iter()
+                    .find(|c| c.codec == answered.codec)
+                    .map(|offered| (answered.codec, *offered))
+            })
+            .ok_or(Refused::NotAcceptable)?;
+        let offerer = pending.from;
+        let audio = LocalAudio {
+            port: self.ports[offerer.index()],
+            codecs: vec![offered],
+            // Events cross only if the answerer takes them too.
+            telephone_event: negotiated
+                .telephone_event
+                .and(pending.negotiated.telephone_event),
+            ptime: pending.negotiated.ptime,
+            direction: negotiated.direction,
+        };
+        let answer = LocalSdp::answer(
+            self.session_ids[offerer.index()],
+            1,
+            plane.addr(),
+            &pending.sdp,
+            &pending.negotiated,
+            audio,
+        );
+        let offer_negotiated = pending.negotiated.clone();
+        let ours = self.revise(offerer, answer);
+        self.agreed[offerer.index()] = Some(offer_negotiated);
+        self.agreed[side.index()] = Some(negotiated);
+        self.codec = Some(chosen);
+        if last {
+            self.pending = None;
+        }
+        self.apply(plane);
+        Ok(sdp_body(&ours))
+    }
+
+    /// Keeps `sdp`'s version if it says what we last sent on `to`, else
+    /// the next one; records it as sent.
+    fn revise(&mut self, to: Side, sdp: LocalSdp) -> LocalSdp {
+        let sdp = match &self.sent[to.index()] {
+            Some(previous) => sdp.revision_of(previous),
+            None => sdp,
+        };
+        self.sent[to.index()] = Some(sdp.clone());
+        sdp
+    }
+
+    /// Tells the relay what each leg now carries.
+    fn apply(&mut self, plane: &mut dyn MediaPlane) {
+        let Some(codec) = self.codec else {
+            return;
+        };
+        for side in [Side::A, Side::B] {
+            let Some(agreed) = &self.agreed[side.index()] else {
+                continue;
+            };
+            let audio_pt = agreed
+                .codecs
+                .iter()
+                .find(|c| c.codec == codec)
+                .map_or(codec.payload_type(), |c| c.payload_type);
+            plane.update(
+                self.id,
+                Update::Leg(
+                    leg(side),
+                    LegMedia {
+                        remote: agreed.remote,
+                        codec,
+                        audio_pt,
+                        event_pt: agreed.telephone_event.map(|t| t.payload_type),
+                    },
+                ),
+            );
+        }
+        if !self.bridged {
+            self.bridged = true;
+            plane.update(self.id, Update::Bridge(true));
+        }
+    }
+
+    /// The call was answered: silence counts from now.
+    pub fn answered(&self, plane: &mut dyn MediaPlane) {
+        plane.update(self.id, Update::WatchSilence);
+    }
+
+    pub fn close(&mut self, plane: &mut dyn MediaPlane) {
+        if !std::mem::replace(&mut self.closed, true) {
+            plane.update(self.id, Update::Close);
+        }
+    }
+}
