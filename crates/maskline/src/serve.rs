@@ -254,5 +254,11 @@ async fn sip_config(config: &Config) -> anyhow::Result<maskline_sip::Config> {
             rtp_timeout: Duration::from_secs(config.rtp_timeout_secs),
             workers: config.media_threads,
         },
+        // Mandarin where the numbers are Chinese, English elsewhere.
+        language: if config.default_region.as_str() == "CN" {
+            maskline_media::prompts::Language::Zh
+        } else {
+            maskline_media::prompts::Language::En
+        },
     })
 }

@@ -372,3 +372,86 @@ async fn a_full_rtp_port_range_refuses_the_next_call_with_503() {
     let cdrs = rig.cdrs(&binding, 2).await;
     assert!(cdrs.iter().any(|c| c["final_status"] == 503), "{cdrs:#?}");
 }
+
+/// Keys `digits` as RFC 4733 events from `party` to `to`.
+fn key(party: &Party, to: SocketAddr, digits: &str) {
+    for (n, c) in digits.chars().enumerate() {
+        let digit = Digit::from_char(c).unwrap();
+        for (i, p) in DtmfEncoder::new(digit, Duration::from_millis(100), 10)
+            .unwrap()
+            .enumerate()
+        {
+            let header = RtpHeader {
+                marker: p.marker,
+                payload_type: 101,
+                sequence: (100 * n + i) as u16,
+                timestamp: 8000 * n as u32,
+                ssrc: 0x3333_3333,
+            };
+            party.send(to, header, &p.event.to_bytes());
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_caller_of_a_shared_number_hears_the_prompt_keys_the_extension_and_is_connected() {
+    let (caller, callee) = (Party::new(), Party::new());
+    let mut uas = Sipp::uas(
+        "uas_media.xml",
+        Transport::Udp,
+        &[
+            "-s",
+            &b(),
+            "-key",
+            "rtp_port",
+            &callee.port(),
+            "-key",
+            "codec_pt",
+            "0",
+            "-key",
+            "codec_name",
+            "PCMU",
+        ],
+    );
+    let rig = Rig::start(&uas, &[]).await;
+    let binding = rig.bind(json!({"mode": "axe", "a": b()})).await;
+    let x = binding["x"].as_str().unwrap().to_owned();
+    let extension = binding["extension"].as_str().unwrap().to_owned();
+    let mut uac = rig.uac(
+        "uac_ivr.xml",
+        &a(),
+        &x,
+        Transport::Udp,
+        &["-key", "rtp_port", &caller.port(), "-d", "1000"],
+    );
+    let a_side = maskline_port(&uac).await;
+    // The first half second of enter_extension, as the built-in Mandarin
+    // recording encodes in PCMU, frame by frame.
+    let heard = caller.receive(25, 10);
+    assert_eq!(heard.len(), 25, "the prompt plays");
+    let prompt = maskline_media::prompts::builtin(
+        maskline_media::prompts::PromptName::EnterExtension,
+        maskline_media::prompts::Language::Zh,
+    );
+    for (i, (from, packet)) in heard.iter().enumerate() {
+        assert_eq!(*from, a_side);
+        let p = rtp(packet);
+        assert_eq!(p.header.payload_type, 0);
+        assert_eq!(p.header.marker, i == 0, "a talkspurt starts the prompt");
+        let expected: Vec<u8> = prompt.samples()[i * 160..(i + 1) * 160]
+            .iter()
+            .map(|&s| Codec::Pcmu.encode(s))
+            .collect();
+        assert_eq!(p.payload, expected, "frame {i} of the prompt");
+    }
+    key(&caller, a_side, &extension);
+    both_succeed(&mut uac, &mut uas).await;
+    let invite = &uas.received_requests("INVITE")[0];
+    assert!(
+        sipp::header(invite, "From").is_some_and(|f| f.contains(&x)),
+        "the holder sees X:\n{invite}"
+    );
+    let cdrs = rig.cdrs(&binding, 1).await;
+    assert_eq!(cdrs[0]["release_reason"], "normal", "{:#}", cdrs[0]);
+    assert_eq!(cdrs[0]["callee"], json!(b()), "{:#}", cdrs[0]);
+}

@@ -708,23 +708,29 @@ async fn forbidden_direction_is_refused_403_and_the_allowed_one_connects() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn axe_without_extension_is_refused_484_and_nothing_goes_out() {
+async fn axe_without_extension_hears_a_prompt_and_nothing_goes_out() {
     let mut uas = Sipp::uas("uas_answer.xml", Transport::Udp, &["-s", &a()]);
     let rig = Rig::start(&uas, &[]).await;
     let binding = rig.bind(json!({"mode": "axe", "a": a()})).await;
     let x = binding["x"].as_str().unwrap().to_owned();
-    // Anyone dialling X alone, the holder included: no extension, no call.
+    // Anyone dialling X alone, the holder included, is asked for the
+    // extension (early media, our SDP); whoever hangs up places no call.
     for caller in [stranger(), a()] {
-        let mut uac = rig.uac("uac_expect_fail.xml", &caller, &x, Transport::Udp, &[]);
+        let mut uac = rig.uac("uac_ivr_cancel.xml", &caller, &x, Transport::Udp, &[]);
         uac.succeeds(PEER_SECS).await;
-        assert_eq!(uac.invite_final_status(), Some(484), "{}", uac.report());
+        let early = uac
+            .received()
+            .into_iter()
+            .find(|m| sipp::status(m) == Some(183))
+            .unwrap_or_else(|| panic!("183 with the prompt\n{}", uac.report()));
+        assert_our_sdp(&early, &[6000]);
+        assert_eq!(uac.invite_final_status(), Some(487), "{}", uac.report());
         let cdr = rig
             .cdr_where("the CDR of the call without extension", |c| {
                 c["caller"] == json!(caller)
             })
             .await;
-        assert_cdr(&cdr, None, 484, "system", "refused");
-        assert_eq!(cdr["refusal"], "extension_required", "{cdr:#}");
+        assert_cdr(&cdr, None, 487, "caller", "cancelled");
         assert_eq!(cdr["x"], json!(x), "{cdr:#}");
         if caller != a() {
             assert_never_saw(&uac, "caller", &a());

@@ -27,6 +27,8 @@
 //!   ([`wav::RecordingWriter`]).
 //! - [`player`]: a [`player::PromptPlayer`] turns a [`player::Prompt`] into
 //!   20 ms G.711 RTP packets.
+//! - [`prompts`]: prompt names and the built-in Mandarin and English
+//!   recordings ([`prompts::builtin`]).
 //! - [`session`]: one anchored call's two legs ([`session::Session`]):
 //!   latching, relaying under one stream per leg, prompts, digit
 //!   collection, silence, the audio of a recording.
@@ -45,6 +47,7 @@
 pub mod dtmf;
 pub mod g711;
 pub mod player;
+pub mod prompts;
 pub mod relay;
 pub mod rtp;
 pub mod sdp;

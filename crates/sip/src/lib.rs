@@ -145,6 +145,8 @@ pub struct Config {
     pub region: Region,
     /// The RTP relay every call is anchored in.
     pub media: maskline_media::relay::RelayConfig,
+    /// The language of the built-in prompts.
+    pub language: maskline_media::prompts::Language,
 }
 
 #[cfg(test)]

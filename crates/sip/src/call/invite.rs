@@ -18,7 +18,7 @@ use super::{
 use crate::dialog::{Dialog, contact_value};
 use crate::endpoint::{ALLOW, ReqBase, Resp, TxId, new_branch, token, via_value};
 use crate::intercept::{Intercept, InterceptRequest, Verdict};
-use crate::message::{Builder, Message, Method, Name, sdp_of, uri_of, uri_user};
+use crate::message::{Body, Builder, Message, Method, Name, sdp_of, uri_of, uri_user};
 use crate::transport::Peer;
 
 /// The caller's number: P-Asserted-Identity when present, else From.
@@ -47,17 +47,51 @@ pub(super) fn unplaced(mut cdr: CallRecord) -> CallRecord {
     cdr
 }
 
-/// A refusal's SIP status and the text of its Reason header.
-fn treatment(refusal: Refusal) -> (u16, &'static str) {
+/// A refusal's SIP status, the text of its SIP Reason, and its Q.850
+/// cause (RFC 3398's mapping: 1 unallocated number, 21 call rejected, 22
+/// number changed, 28 invalid number format, 38 network out of order).
+fn treatment(refusal: Refusal) -> (u16, &'static str, &'static str) {
     match refusal {
-        Refusal::DirectionForbidden => (403, "SIP;cause=403;text=\"direction forbidden\""),
-        Refusal::NoBinding => (404, "SIP;cause=404;text=\"no binding\""),
-        Refusal::Expired => (410, "SIP;cause=410;text=\"binding expired\""),
-        Refusal::NoB => (404, "SIP;cause=404;text=\"no counterpart\""),
-        Refusal::ExtensionRequired => (484, "SIP;cause=484;text=\"extension required\""),
-        Refusal::InvalidNumber => (404, "SIP;cause=404;text=\"not a phone number\""),
-        Refusal::NoGateway => (503, "SIP;cause=503;text=\"no outbound gateway\""),
-        Refusal::Intercepted => (403, "SIP;cause=403;text=\"call not allowed\""),
+        Refusal::DirectionForbidden => (
+            403,
+            "SIP;cause=403;text=\"direction forbidden\"",
+            "Q.850;cause=21;text=\"call rejected\"",
+        ),
+        Refusal::NoBinding => (
+            404,
+            "SIP;cause=404;text=\"no binding\"",
+            "Q.850;cause=1;text=\"unallocated number\"",
+        ),
+        Refusal::Expired => (
+            410,
+            "SIP;cause=410;text=\"binding expired\"",
+            "Q.850;cause=22;text=\"number changed\"",
+        ),
+        Refusal::NoB => (
+            404,
+            "SIP;cause=404;text=\"no counterpart\"",
+            "Q.850;cause=1;text=\"unallocated number\"",
+        ),
+        Refusal::ExtensionRequired => (
+            484,
+            "SIP;cause=484;text=\"extension required\"",
+            "Q.850;cause=28;text=\"invalid number format\"",
+        ),
+        Refusal::InvalidNumber => (
+            404,
+            "SIP;cause=404;text=\"not a phone number\"",
+            "Q.850;cause=28;text=\"invalid number format\"",
+        ),
+        Refusal::NoGateway => (
+            503,
+            "SIP;cause=503;text=\"no outbound gateway\"",
+            "Q.850;cause=38;text=\"network out of order\"",
+        ),
+        Refusal::Intercepted => (
+            403,
+            "SIP;cause=403;text=\"call not allowed\"",
+            "Q.850;cause=21;text=\"call rejected\"",
+        ),
     }
 }
 
@@ -156,7 +190,7 @@ impl B2bua {
             }
             Decision::CollectExtension { tenant } => {
                 cdr.tenant = Some(tenant);
-                self.refuse_with(sid, Refusal::ExtensionRequired, cdr);
+                self.collect_extension(sid, (tenant, x, caller), cdr, max_forwards, started);
             }
             Decision::Announce {
                 prompt,
@@ -170,7 +204,7 @@ impl B2bua {
                     Prompt::NoBinding => Refusal::NoBinding,
                     Prompt::NoB => Refusal::NoB,
                 };
-                self.refuse_with(sid, refusal, cdr);
+                self.announce_then_refuse(sid, refusal, cdr);
             }
             Decision::Reject {
                 reason,
@@ -184,7 +218,7 @@ impl B2bua {
                         Refusal::DirectionForbidden
                     }
                 };
-                self.refuse_with(sid, refusal, cdr);
+                self.announce_then_refuse(sid, refusal, cdr);
             }
         }
     }
@@ -195,15 +229,37 @@ impl B2bua {
         self.refuse(sid, 503, &[("Retry-After", "30")], cdr);
     }
 
-    pub(super) fn refuse_with(&mut self, sid: TxId, refusal: Refusal, mut cdr: CallRecord) {
-        let (code, reason) = treatment(refusal);
-        cdr.refusal = Some(refusal);
-        cdr.release_reason = ReleaseReason::Refused;
-        self.refuse(sid, code, &[("Reason", reason)], cdr);
+    pub(super) fn refuse_with(&mut self, sid: TxId, refusal: Refusal, cdr: CallRecord) {
+        self.refuse_in(sid, refusal, cdr, None);
     }
 
-    fn refuse(&mut self, sid: TxId, code: u16, headers: &[(&str, &str)], mut cdr: CallRecord) {
-        let tag = token();
+    /// Refuses, in the early dialog of `tag` when one was opened.
+    pub(super) fn refuse_in(
+        &mut self,
+        sid: TxId,
+        refusal: Refusal,
+        mut cdr: CallRecord,
+        tag: Option<String>,
+    ) {
+        let (code, sip, q850) = treatment(refusal);
+        cdr.refusal = Some(refusal);
+        cdr.release_reason = ReleaseReason::Refused;
+        self.refuse_tagged(sid, code, &[("Reason", sip), ("Reason", q850)], cdr, tag);
+    }
+
+    fn refuse(&mut self, sid: TxId, code: u16, headers: &[(&str, &str)], cdr: CallRecord) {
+        self.refuse_tagged(sid, code, headers, cdr, None);
+    }
+
+    fn refuse_tagged(
+        &mut self,
+        sid: TxId,
+        code: u16,
+        headers: &[(&str, &str)],
+        mut cdr: CallRecord,
+        tag: Option<String>,
+    ) {
+        let tag = tag.unwrap_or_else(token);
         self.ep.respond(
             sid,
             code,
@@ -298,10 +354,10 @@ impl B2bua {
         started: Instant,
         trying_sent: bool,
     ) {
-        let Some(out) = self.cfg.outbound else {
+        if self.cfg.outbound.is_none() {
             self.refuse_with(sid, Refusal::NoGateway, cdr);
             return;
-        };
+        }
         let mut media = match CallMedia::open(&mut *self.media) {
             Ok(media) => media,
             Err(e) => {
@@ -314,7 +370,7 @@ impl B2bua {
                 return;
             }
         };
-        let (Some(req), Some(a_peer)) = (self.ep.request(sid), self.ep.peer(sid)) else {
+        let Some(req) = self.ep.request(sid) else {
             media.close(&mut *self.media);
             return;
         };
@@ -339,8 +395,58 @@ impl B2bua {
                 return;
             }
         };
+        self.place(
+            sid,
+            connect,
+            cdr,
+            (max_forwards, started, trying_sent),
+            (media, offer, None),
+        );
+    }
+
+    /// Places the call after a prelude collected its extension: the media
+    /// and the early dialog with the caller exist already.
+    pub(super) fn connect_early(
+        &mut self,
+        sid: TxId,
+        connect: Connect,
+        cdr: CallRecord,
+        (max_forwards, started): (u32, Instant),
+        mut media: CallMedia,
+        tag: String,
+    ) {
+        if self.cfg.outbound.is_none() {
+            media.close(&mut *self.media);
+            self.refuse_in(sid, Refusal::NoGateway, cdr, Some(tag));
+            return;
+        }
+        let offer = media.offer_to_callee(self.media.addr());
+        self.place(
+            sid,
+            connect,
+            cdr,
+            (max_forwards, started, true),
+            (media, offer, Some(tag)),
+        );
+    }
+
+    /// Builds both legs and sends the outbound INVITE.
+    fn place(
+        &mut self,
+        sid: TxId,
+        connect: Connect,
+        cdr: CallRecord,
+        (max_forwards, started, trying_sent): (u32, Instant, bool),
+        (mut media, offer, a_tag): (CallMedia, Option<Body>, Option<String>),
+    ) {
+        let (Some(out), Some(req), Some(a_peer)) =
+            (self.cfg.outbound, self.ep.request(sid), self.ep.peer(sid))
+        else {
+            media.close(&mut *self.media);
+            return;
+        };
         let adv = self.cfg.advertise.as_str();
-        let a_tag = token();
+        let a_tag = a_tag.unwrap_or_else(token);
         let a_leg = Dialog {
             call_id: req.call_id().to_owned(),
             local: format!("{};tag={a_tag}", req.to()),

@@ -243,6 +243,62 @@ impl CallMedia {
         Ok(sdp_body(&ours))
     }
 
+    /// Answers the caller's offer here, before any callee is called (to
+    /// play it prompts as early media): the first codec it offered, which
+    /// the call then keeps.
+    pub fn answer_here(&mut self, plane: &mut dyn MediaPlane) -> Result<Body, Refused> {
+        let pending = self
+            .pending
+            .as_ref()
+            .filter(|p| p.from == Side::A)
+            .ok_or(Refused::NotAcceptable)?;
+        let offered = *pending
+            .negotiated
+            .codecs
+            .first()
+            .ok_or(Refused::NotAcceptable)?;
+        let audio = LocalAudio {
+            port: self.ports[Side::A.index()],
+            codecs: vec![offered],
+            telephone_event: pending.negotiated.telephone_event,
+            ptime: pending.negotiated.ptime,
+            direction: pending.negotiated.direction.reversed(),
+        };
+        let answer = LocalSdp::answer(
+            self.session_ids[Side::A.index()],
+            1,
+            plane.addr(),
+            &pending.sdp,
+            &pending.negotiated,
+            audio,
+        );
+        let agreed = pending.negotiated.clone();
+        let ours = self.revise(Side::A, answer);
+        self.agreed[Side::A.index()] = Some(agreed);
+        self.codec = Some(offered.codec);
+        self.apply(plane);
+        Ok(sdp_body(&ours))
+    }
+
+    /// Our offer to the callee after [`answer_here`](Self::answer_here):
+    /// the codec the caller already has, and nothing else.
+    pub fn offer_to_callee(&mut self, addr: IpAddr) -> Option<Body> {
+        let pending = self.pending.as_ref().filter(|p| p.from == Side::A)?;
+        let codec = self.codec?;
+        let audio = LocalAudio {
+            port: self.ports[Side::B.index()],
+            codecs: vec![PayloadCodec::new(codec)],
+            telephone_event: pending.negotiated.telephone_event,
+            ptime: pending.negotiated.ptime,
+            direction: pending.negotiated.direction,
+        };
+        let ours = self.revise(
+            Side::B,
+            LocalSdp::offer(self.session_ids[Side::B.index()], 1, addr, audio),
+        );
+        Some(sdp_body(&ours))
+    }
+
     /// Keeps `sdp`'s version if it says what we last sent on `to`, else
     /// the next one; records it as sent.
     fn revise(&mut self, to: Side, sdp: LocalSdp) -> LocalSdp {
@@ -281,7 +337,9 @@ impl CallMedia {
                 ),
             );
         }
-        if !self.bridged {
+        // Both legs must be known to relay: a caller hearing prompts
+        // before the callee is called has only its own.
+        if !self.bridged && self.agreed.iter().all(Option::is_some) {
             self.bridged = true;
             plane.update(self.id, Update::Bridge(true));
         }

@@ -26,7 +26,7 @@ use hashbrown::HashMap;
 use maskline_core::{CallRecord, Connect, ReleaseReason, ReleasedBy};
 use maskline_engine::Engine;
 use maskline_media::relay::{MediaEvent, SessionId};
-use maskline_media::session::SessionEvent;
+use maskline_media::session::{Leg, SessionEvent};
 use maskline_store::WriteAck;
 
 pub(crate) use self::media::MediaPlane;
@@ -39,6 +39,7 @@ use crate::transport::{NetEvent, Peer};
 
 mod invite;
 mod media;
+mod prelude;
 mod relay;
 mod teardown;
 #[cfg(test)]
@@ -179,6 +180,11 @@ pub(crate) enum CallTimer {
         server: TxId,
     },
     Grace,
+    /// A prelude's wait for the caller's next digit.
+    Digits {
+        id: Id,
+        generation: u32,
+    },
 }
 
 pub(crate) struct CallLayer;
@@ -229,6 +235,8 @@ pub(crate) struct B2bua {
     calls: HashMap<Id, Call>,
     /// By the INVITE's server transaction.
     intercepting: HashMap<TxId, Intercepting>,
+    /// INVITEs answered with early media before any outbound leg.
+    preludes: HashMap<Id, prelude::Prelude>,
     effects: VecDeque<Effect>,
     draining: bool,
     hard_stop: Option<Instant>,
@@ -254,6 +262,7 @@ impl B2bua {
             next_call: 0,
             calls: HashMap::new(),
             intercepting: HashMap::new(),
+            preludes: HashMap::new(),
             effects: VecDeque::new(),
             draining: false,
             hard_stop: None,
@@ -315,7 +324,7 @@ impl B2bua {
     /// time to close after it have passed.
     pub fn drained(&self, now: Instant) -> bool {
         self.draining
-            && ((self.calls.is_empty() && self.intercepting.is_empty())
+            && ((self.calls.is_empty() && self.intercepting.is_empty() && self.preludes.is_empty())
                 || self.hard_stop.is_some_and(|at| now >= at))
     }
 
@@ -414,11 +423,27 @@ impl B2bua {
     }
 
     fn on_media(&mut self, event: MediaEvent) {
+        let session = match event {
+            MediaEvent::Session(session, _) | MediaEvent::Recorded(session, _) => session,
+        };
+        let Some(&id) = self.by_media.get(&session) else {
+            return;
+        };
+        if self.preludes.contains_key(&id) {
+            match event {
+                MediaEvent::Session(_, SessionEvent::Digit(Leg::A, digit)) => {
+                    self.prelude_digit(id, digit);
+                }
+                MediaEvent::Session(_, SessionEvent::PromptDone(Leg::A)) => {
+                    self.prelude_prompt_done(id);
+                }
+                _ => {}
+            }
+            return;
+        }
         match event {
-            MediaEvent::Session(session, SessionEvent::Silent(_)) => {
-                let Some(&call) = self.by_media.get(&session) else {
-                    return;
-                };
+            MediaEvent::Session(_, SessionEvent::Silent(_)) => {
+                let call = id;
                 if self
                     .calls
                     .get(&call)

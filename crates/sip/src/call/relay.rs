@@ -317,6 +317,10 @@ impl B2bua {
     }
 
     pub(super) fn on_in_dialog(&mut self, sid: TxId, id: Id, side: Side, method: Method) {
+        if self.preludes.contains_key(&id) {
+            self.prelude_request(sid, id, &method);
+            return;
+        }
         self.ep.set_server_owner(
             sid,
             ServerOwner {

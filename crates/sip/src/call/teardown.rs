@@ -54,6 +54,10 @@ impl B2bua {
                     self.cancel(relay, call);
                 }
             }
+            (None, ServerOwner { call: Some(id), .. }) if self.preludes.contains_key(&id) => {
+                tracing::debug!(call = id, "caller cancelled during the prelude");
+                self.prelude_cancelled(id);
+            }
             _ => {
                 self.ep.respond(invite, 487, Resp::default());
                 if let Some(p) = self.intercepting.remove(&invite) {
@@ -112,6 +116,7 @@ impl B2bua {
                 tracing::debug!(call, "a leg left a re-INVITE unanswered: ending the call");
                 self.end_call(call, ReleasedBy::System, ReleaseReason::PeerTimeout, None);
             }
+            CallTimer::Digits { id, generation } => self.prelude_timeout(id, generation),
             CallTimer::Grace => {
                 let live: Vec<Id> = self
                     .calls
@@ -124,6 +129,10 @@ impl B2bua {
                 }
                 for call in live {
                     self.end_call(call, ReleasedBy::System, ReleaseReason::Shutdown, Some(503));
+                }
+                let preludes: Vec<Id> = self.preludes.keys().copied().collect();
+                for id in preludes {
+                    self.finish_prelude(id, |b2bua, sid, cdr, _| b2bua.refuse_shutdown(sid, cdr));
                 }
                 self.hard_stop = Some(now + CLOSE_AFTER_GRACE);
             }

@@ -11,6 +11,8 @@ use maskline_engine::{BindingSpec, Config as EngineConfig, Engine, Expiry, Numbe
 use maskline_store::{CallFilter, Page, SqliteStore};
 use tokio::sync::mpsc;
 
+use maskline_media::dtmf::Digit;
+use maskline_media::prompts::Language;
 use maskline_media::relay::{Anchor, MediaEvent, RelayConfig, SessionId, Update};
 use maskline_media::session::{Leg, SessionEvent};
 
@@ -95,6 +97,7 @@ fn udp(addr: SocketAddr) -> Peer {
 struct Harness {
     core: B2bua,
     plane: FakePlane,
+    binding: maskline_core::BindingId,
     sent: Sent,
     now: Instant,
     engine: Arc<Engine>,
@@ -108,6 +111,15 @@ const RING: Duration = Duration::from_secs(60);
 impl Harness {
     /// An axb binding A–B on X with `max_call_seconds`.
     async fn new(max_call_seconds: Option<u32>) -> Harness {
+        Harness::with_binding(Mode::Axb, max_call_seconds).await.0
+    }
+
+    /// A binding on X in `mode` (for `axe`: B behind an extension, which is
+    /// returned).
+    async fn with_binding(
+        mode: Mode,
+        max_call_seconds: Option<u32>,
+    ) -> (Harness, Option<maskline_core::Extension>) {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path()).await.unwrap();
         let engine = Arc::new(
@@ -127,10 +139,17 @@ impl Harness {
             )
             .await
             .unwrap();
+        let (a, b) = match mode {
+            Mode::Axe => (Number::from_digits(B).unwrap(), None),
+            _ => (
+                Number::from_digits(A).unwrap(),
+                Some(Number::from_digits(B).unwrap()),
+            ),
+        };
         let spec = BindingSpec {
-            mode: Mode::Axb,
-            a: Number::from_digits(A).unwrap(),
-            b: Some(Number::from_digits(B).unwrap()),
+            mode,
+            a,
+            b,
             expiry: Expiry::Default,
             area: None,
             area_match: AreaMatch::Fallback,
@@ -141,10 +160,14 @@ impl Harness {
             },
         };
         let render = |_: &maskline_core::Binding| String::new();
-        engine
+        let created = engine
             .create_binding(tenant.id, spec, None, &render)
             .await
             .unwrap();
+        let maskline_engine::Created::Fresh(binding, _) = created else {
+            panic!("a fresh binding");
+        };
+        let extension = binding.extension;
         let cfg = Config {
             listen: "127.0.0.1:5060".parse().unwrap(),
             advertise: "127.0.0.1:5060".into(),
@@ -162,6 +185,7 @@ impl Harness {
                 rtp_timeout: Duration::from_secs(60),
                 workers: 1,
             },
+            language: Language::Zh,
         };
         let sent = Sent::default();
         let now = Instant::now();
@@ -173,16 +197,18 @@ impl Harness {
             Box::new(plane.clone()),
             now,
         );
-        Harness {
+        let h = Harness {
             core,
             plane,
+            binding: binding.id,
             sent,
             now,
             engine,
             tenant: tenant.id,
             cdrs: Vec::new(),
             _dir: dir,
-        }
+        };
+        (h, extension)
     }
 
     /// Runs the effects as the driver would: progress events are awaited
@@ -622,4 +648,129 @@ async fn an_offer_in_the_answer_is_answered_in_the_ack_on_each_leg() {
         h.asked()
             .contains(&"1: leg A Some(10.0.0.7:40000)".to_owned())
     );
+}
+
+impl Harness {
+    async fn media_event(&mut self, event: SessionEvent) {
+        self.core
+            .handle_media(MediaEvent::Session(SessionId(1), event), self.now);
+        self.effects().await;
+    }
+
+    async fn key(&mut self, digits: &str) {
+        for c in digits.chars() {
+            self.media_event(SessionEvent::Digit(Leg::A, Digit::from_char(c).unwrap()))
+                .await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_shared_number_asks_for_the_extension_and_connects_in_the_same_dialog() {
+    let (mut h, extension) = Harness::with_binding(Mode::Axe, None).await;
+    let extension = extension.unwrap().to_string();
+    h.from(caller(), &invite("p1")).await;
+    let sent = h.take();
+    let early = sent
+        .iter()
+        .find(|(to, m)| *to == caller() && m.code() == Some(183))
+        .map(|(_, m)| m.clone())
+        .expect("183 with early media");
+    assert!(
+        body(&early).contains("m=audio 20004 RTP/AVP 0"),
+        "{}",
+        body(&early)
+    );
+    assert!(sent.iter().all(|(to, _)| *to != gateway()));
+    assert_eq!(
+        h.asked(),
+        [
+            "1: leg A Some(10.0.0.7:40000)",
+            "1: collect A true",
+            "1: play A"
+        ]
+    );
+    // A wrong extension: the caller hears invalid_extension and may retry.
+    h.media_event(SessionEvent::PromptDone(Leg::A)).await;
+    h.key("9999").await;
+    assert_eq!(h.asked(), ["1: play A"]);
+    assert!(h.take().is_empty());
+    // Digits barge in on the prompt; the right extension places the call.
+    h.key(&extension).await;
+    let sent = h.take();
+    let out = Harness::request_to(&sent, gateway(), &Method::Invite);
+    assert!(out.uri().contains(&format!("+{B}")), "{out:?}");
+    assert!(
+        body(&out).contains("m=audio 20006 RTP/AVP 0"),
+        "{}",
+        body(&out)
+    );
+    h.from(gateway(), &answer_with(&out, 200, "b", CALLEE_SDP))
+        .await;
+    let ok = h
+        .take()
+        .into_iter()
+        .find(|(to, m)| *to == caller() && m.code() == Some(200))
+        .unwrap()
+        .1;
+    assert_eq!(
+        ok.to_tag(),
+        early.to_tag(),
+        "the early dialog is the call's"
+    );
+    let asked = h.asked();
+    assert!(asked.contains(&"1: bridge true".to_owned()), "{asked:?}");
+}
+
+#[tokio::test]
+async fn three_wrong_extensions_refuse_the_call_after_the_prompts() {
+    let (mut h, _) = Harness::with_binding(Mode::Axe, None).await;
+    h.from(caller(), &invite("p2")).await;
+    let early_tag = h
+        .take()
+        .into_iter()
+        .find(|(_, m)| m.code() == Some(183))
+        .and_then(|(_, m)| m.to_tag().map(str::to_owned))
+        .unwrap();
+    for _ in 0..2 {
+        h.key("0000").await;
+        h.media_event(SessionEvent::PromptDone(Leg::A)).await;
+    }
+    assert!(Harness::codes_to(&h.take(), caller()).is_empty());
+    // The third try is the caller's silence: the digit timeout submits
+    // nothing, which is no extension.
+    h.advance(Duration::from_secs(5)).await;
+    let sent = h.take();
+    let refusal = sent
+        .iter()
+        .find(|(to, m)| *to == caller() && m.code().is_some_and(|c| c >= 300))
+        .map(|(_, m)| m.clone())
+        .unwrap();
+    assert_eq!(refusal.code(), Some(404));
+    assert_eq!(refusal.to_tag(), Some(early_tag.as_str()));
+    assert!(h.asked().contains(&"1: close".to_owned()));
+    let cdrs = h.cdrs().await;
+    assert_eq!(cdrs.len(), 1);
+    assert_eq!(cdrs[0].release_reason, ReleaseReason::Refused);
+}
+
+#[tokio::test]
+async fn an_expired_binding_is_announced_before_its_410() {
+    let mut h = Harness::new(None).await;
+    h.engine.unbind(h.tenant, h.binding).await.unwrap();
+    h.from(caller(), &invite("p3")).await;
+    let sent = h.take();
+    assert_eq!(Harness::codes_to(&sent, caller()), [183]);
+    assert_eq!(h.asked(), ["1: leg A Some(10.0.0.7:40000)", "1: play A"]);
+    h.media_event(SessionEvent::PromptDone(Leg::A)).await;
+    let sent = h.take();
+    let refusal = sent
+        .iter()
+        .find(|(_, m)| m.code() == Some(410))
+        .unwrap()
+        .1
+        .clone();
+    let text = format!("{refusal:?}");
+    assert!(text.contains("Reason: Q.850;cause=22"), "{text}");
+    assert!(text.contains("Reason: SIP;cause=410"), "{text}");
 }
