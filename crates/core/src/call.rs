@@ -101,6 +101,29 @@ pub struct CallRecord {
 }
 
 impl CallRecord {
+    /// The ITU-T Q.850 cause of the call's release, as carriers' CDRs
+    /// carry it (SIP statuses mapped as RFC 3398 does).
+    pub fn release_cause(&self) -> u8 {
+        match self.release_reason {
+            ReleaseReason::Normal | ReleaseReason::MaxDuration | ReleaseReason::Cancelled => 16,
+            ReleaseReason::Busy => 17,
+            ReleaseReason::Declined => 21,
+            ReleaseReason::NoAnswer => 19,
+            ReleaseReason::NotFound => 1,
+            ReleaseReason::Failed => match self.final_status {
+                400 => 95,
+                488 => 88,
+                503 => 34,
+                _ => 41,
+            },
+            ReleaseReason::GatewayTimeout
+            | ReleaseReason::PeerTimeout
+            | ReleaseReason::MediaTimeout => 102,
+            ReleaseReason::Refused => self.refusal.map_or(21, Refusal::q850),
+            ReleaseReason::Shutdown => 41,
+        }
+    }
+
     /// Talk time in milliseconds (0 when never answered).
     pub fn duration_ms(&self) -> i64 {
         self.answered_at
@@ -183,7 +206,40 @@ impl ReleaseReason {
     }
 }
 
+/// The name ITU-T Q.850 gives a cause (those Maskline uses).
+pub fn q850_text(cause: u8) -> &'static str {
+    match cause {
+        1 => "unallocated number",
+        16 => "normal call clearing",
+        17 => "user busy",
+        19 => "no answer from user",
+        21 => "call rejected",
+        22 => "number changed",
+        28 => "invalid number format",
+        34 => "no circuit available",
+        38 => "network out of order",
+        41 => "temporary failure",
+        88 => "incompatible destination",
+        95 => "invalid message",
+        102 => "recovery on timer expiry",
+        _ => "unspecified",
+    }
+}
+
 impl Refusal {
+    /// The Q.850 cause of this refusal (RFC 3398: 1 unallocated number,
+    /// 21 call rejected, 22 number changed, 28 invalid number format, 38
+    /// network out of order).
+    pub fn q850(self) -> u8 {
+        match self {
+            Refusal::DirectionForbidden | Refusal::Intercepted => 21,
+            Refusal::NoBinding | Refusal::NoB => 1,
+            Refusal::Expired => 22,
+            Refusal::ExtensionRequired | Refusal::InvalidNumber => 28,
+            Refusal::NoGateway => 38,
+        }
+    }
+
     pub const ALL: [Refusal; 8] = [
         Refusal::DirectionForbidden,
         Refusal::NoBinding,
@@ -266,5 +322,44 @@ mod tests {
         r.ended_at = 4_001;
         assert_eq!(r.duration_ms(), 2_001);
         assert_eq!(r.duration_seconds(), 3);
+    }
+
+    #[test]
+    fn release_causes_follow_q850() {
+        let mut r = CallRecord {
+            id: CallId(1),
+            tenant: None,
+            binding: None,
+            direction: None,
+            x: None,
+            caller: None,
+            callee: None,
+            invited_at: 1_000,
+            ringing_at: None,
+            answered_at: None,
+            ended_at: 9_000,
+            final_status: 410,
+            released_by: ReleasedBy::System,
+            release_reason: ReleaseReason::Refused,
+            refusal: Some(Refusal::Expired),
+        };
+        assert_eq!(r.release_cause(), 22);
+        r.refusal = Some(Refusal::NoBinding);
+        assert_eq!(r.release_cause(), 1);
+        for (reason, status, cause) in [
+            (ReleaseReason::Normal, 200, 16),
+            (ReleaseReason::Busy, 486, 17),
+            (ReleaseReason::NoAnswer, 480, 19),
+            (ReleaseReason::Declined, 603, 21),
+            (ReleaseReason::MediaTimeout, 200, 102),
+            (ReleaseReason::Failed, 488, 88),
+            (ReleaseReason::Failed, 503, 34),
+            (ReleaseReason::Failed, 500, 41),
+        ] {
+            r.release_reason = reason;
+            r.final_status = status;
+            assert_eq!(r.release_cause(), cause, "{reason:?} {status}");
+            assert_ne!(q850_text(cause), "unspecified");
+        }
     }
 }

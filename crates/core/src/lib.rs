@@ -30,7 +30,7 @@ pub use binding::{
     Binding, BindingId, BindingStatus, Controls, EndReason, Extension, MAX_EXTENSION_LEN, Mode,
     TenantId, UnixTime,
 };
-pub use call::{CallId, CallRecord, Refusal, ReleaseReason, ReleasedBy, UnixMillis};
+pub use call::{CallId, CallRecord, Refusal, ReleaseReason, ReleasedBy, UnixMillis, q850_text};
 pub use event::{EventId, EventPattern, EventType, selected};
 pub use index::{
     AllocRequest, Allocation, AreaMatch, Census, Index, NewBinding, NumberUsage, PoolStat,

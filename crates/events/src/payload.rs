@@ -237,6 +237,10 @@ pub struct CallView {
     /// `media_timeout`, `refused` or `shutdown`. Requests from untrusted sources are refused
     /// with 403 before any call exists, and leave no CDR.
     pub release_reason: &'static str,
+    /// The ITU-T Q.850 cause of the release (16 normal clearing, 17 busy,
+    /// 19 no answer, 21 call rejected, 22 number changed, 102 recovery on
+    /// timer expiry, ...), as carriers' CDRs carry it.
+    pub release_cause: u8,
     /// Set when `release_reason` is `refused`: `direction_forbidden`,
     /// `no_binding`, `expired`, `no_b`, `extension_required`,
     /// `invalid_number`, `no_gateway` or `intercepted`.
@@ -261,6 +265,7 @@ impl CallView {
             final_status: c.final_status,
             released_by: c.released_by.as_str(),
             release_reason: c.release_reason.as_str(),
+            release_cause: c.release_cause(),
             refusal: c.refusal.map(|r| r.as_str()),
         }
     }
@@ -375,6 +380,7 @@ mod tests {
                 "final_status": 200,
                 "released_by": "caller",
                 "release_reason": "normal",
+                "release_cause": 16,
                 "refusal": null,
             })
         );

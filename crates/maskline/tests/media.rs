@@ -320,6 +320,7 @@ async fn an_answered_call_without_rtp_ends_with_media_timeout() {
     both_succeed(&mut uac, &mut uas).await;
     let cdrs = rig.cdrs(&binding, 1).await;
     assert_eq!(cdrs[0]["release_reason"], "media_timeout", "{:#}", cdrs[0]);
+    assert_eq!(cdrs[0]["release_cause"], 102, "{:#}", cdrs[0]);
     assert_eq!(cdrs[0]["released_by"], "system", "{:#}", cdrs[0]);
     assert!(cdrs[0]["answered_at"].is_string(), "{:#}", cdrs[0]);
 }

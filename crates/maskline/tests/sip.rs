@@ -661,6 +661,11 @@ async fn ended_binding_is_refused_410_with_a_reason_and_nothing_goes_out() {
     let cdrs = rig.cdrs(&binding, 1).await;
     assert_cdr(&cdrs[0], None, 410, "system", "refused");
     assert_eq!(cdrs[0]["refusal"], "expired", "{:#}", cdrs[0]);
+    assert_eq!(
+        cdrs[0]["release_cause"], 22,
+        "Q.850 number changed: {:#}",
+        cdrs[0]
+    );
     assert_nothing_went_out(&mut uas);
     assert_never_saw(&uac, "caller", &b());
 }

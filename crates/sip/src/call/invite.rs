@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use maskline_core::{
     CallId, CallRecord, Channel, Connect, Decision, EventType, Inbound, Number, Prompt, Refusal,
-    RejectReason, ReleaseReason, ReleasedBy,
+    RejectReason, ReleaseReason, ReleasedBy, q850_text,
 };
 use maskline_engine::events_crate::payload::rfc3339_millis;
 use maskline_engine::events_crate::unix_ms;
@@ -47,51 +47,17 @@ pub(super) fn unplaced(mut cdr: CallRecord) -> CallRecord {
     cdr
 }
 
-/// A refusal's SIP status, the text of its SIP Reason, and its Q.850
-/// cause (RFC 3398's mapping: 1 unallocated number, 21 call rejected, 22
-/// number changed, 28 invalid number format, 38 network out of order).
-fn treatment(refusal: Refusal) -> (u16, &'static str, &'static str) {
+/// A refusal's SIP status and the text of its SIP Reason.
+fn treatment(refusal: Refusal) -> (u16, &'static str) {
     match refusal {
-        Refusal::DirectionForbidden => (
-            403,
-            "SIP;cause=403;text=\"direction forbidden\"",
-            "Q.850;cause=21;text=\"call rejected\"",
-        ),
-        Refusal::NoBinding => (
-            404,
-            "SIP;cause=404;text=\"no binding\"",
-            "Q.850;cause=1;text=\"unallocated number\"",
-        ),
-        Refusal::Expired => (
-            410,
-            "SIP;cause=410;text=\"binding expired\"",
-            "Q.850;cause=22;text=\"number changed\"",
-        ),
-        Refusal::NoB => (
-            404,
-            "SIP;cause=404;text=\"no counterpart\"",
-            "Q.850;cause=1;text=\"unallocated number\"",
-        ),
-        Refusal::ExtensionRequired => (
-            484,
-            "SIP;cause=484;text=\"extension required\"",
-            "Q.850;cause=28;text=\"invalid number format\"",
-        ),
-        Refusal::InvalidNumber => (
-            404,
-            "SIP;cause=404;text=\"not a phone number\"",
-            "Q.850;cause=28;text=\"invalid number format\"",
-        ),
-        Refusal::NoGateway => (
-            503,
-            "SIP;cause=503;text=\"no outbound gateway\"",
-            "Q.850;cause=38;text=\"network out of order\"",
-        ),
-        Refusal::Intercepted => (
-            403,
-            "SIP;cause=403;text=\"call not allowed\"",
-            "Q.850;cause=21;text=\"call rejected\"",
-        ),
+        Refusal::DirectionForbidden => (403, "SIP;cause=403;text=\"direction forbidden\""),
+        Refusal::NoBinding => (404, "SIP;cause=404;text=\"no binding\""),
+        Refusal::Expired => (410, "SIP;cause=410;text=\"binding expired\""),
+        Refusal::NoB => (404, "SIP;cause=404;text=\"no counterpart\""),
+        Refusal::ExtensionRequired => (484, "SIP;cause=484;text=\"extension required\""),
+        Refusal::InvalidNumber => (404, "SIP;cause=404;text=\"not a phone number\""),
+        Refusal::NoGateway => (503, "SIP;cause=503;text=\"no outbound gateway\""),
+        Refusal::Intercepted => (403, "SIP;cause=403;text=\"call not allowed\""),
     }
 }
 
@@ -241,10 +207,12 @@ impl B2bua {
         mut cdr: CallRecord,
         tag: Option<String>,
     ) {
-        let (code, sip, q850) = treatment(refusal);
+        let (code, sip) = treatment(refusal);
+        let cause = refusal.q850();
+        let q850 = format!("Q.850;cause={cause};text=\"{}\"", q850_text(cause));
         cdr.refusal = Some(refusal);
         cdr.release_reason = ReleaseReason::Refused;
-        self.refuse_tagged(sid, code, &[("Reason", sip), ("Reason", q850)], cdr, tag);
+        self.refuse_tagged(sid, code, &[("Reason", sip), ("Reason", &q850)], cdr, tag);
     }
 
     fn refuse(&mut self, sid: TxId, code: u16, headers: &[(&str, &str)], cdr: CallRecord) {
