@@ -25,21 +25,10 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     type Rejection = Problem;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Problem> {
-        let is_json = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(|ct| {
-                let mime = ct
-                    .split(';')
-                    .next()
-                    .unwrap_or("")
-                    .trim()
-                    .to_ascii_lowercase();
-                mime == "application/json"
-                    || (mime.starts_with("application/") && mime.ends_with("+json"))
-            })
-            .unwrap_or(false);
+        let is_json = media_type(&req).is_some_and(|mime| {
+            mime == "application/json"
+                || (mime.starts_with("application/") && mime.ends_with("+json"))
+        });
         if !is_json {
             return Err(Problem::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -47,19 +36,52 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
                 "send the body as JSON with Content-Type: application/json",
             ));
         }
-        let raw = Bytes::from_request(req, state).await.map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                Problem::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload_too_large",
-                    format!("the body exceeds {} bytes", crate::MAX_BODY_BYTES),
-                )
-            } else {
-                Problem::new(StatusCode::BAD_REQUEST, "malformed_body", e.body_text())
-            }
-        })?;
+        let raw = body_bytes(req, state).await?;
         let value = parse_json(&raw)?;
         Ok(JsonBody { value, raw })
+    }
+}
+
+/// The body's bytes, within the size limit.
+async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, Problem> {
+    Bytes::from_request(req, state).await.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("the body exceeds {} bytes", crate::MAX_BODY_BYTES),
+            )
+        } else {
+            Problem::new(StatusCode::BAD_REQUEST, "malformed_body", e.body_text())
+        }
+    })
+}
+
+/// The media type of a request's body, lower-cased, without parameters.
+fn media_type(req: &Request) -> Option<String> {
+    let ct = req.headers().get(header::CONTENT_TYPE)?.to_str().ok()?;
+    let mime = ct.split(';').next().unwrap_or("").trim();
+    Some(mime.to_ascii_lowercase())
+}
+
+/// A WAV file as the body (`audio/wav`, `audio/x-wav` or `audio/wave`),
+/// within the size limit; what is inside is the engine's to judge.
+pub struct WavBody(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for WavBody {
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Problem> {
+        let is_wav = media_type(&req)
+            .is_some_and(|m| matches!(m.as_str(), "audio/wav" | "audio/x-wav" | "audio/wave"));
+        if !is_wav {
+            return Err(Problem::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send the prompt as a WAV file with Content-Type: audio/wav",
+            ));
+        }
+        Ok(WavBody(body_bytes(req, state).await?))
     }
 }
 

@@ -698,12 +698,9 @@ pub async fn list_calls(
             },
         )
         .await?;
-    Ok(Json(page_of(
-        rows,
-        limit,
-        |c| c.id.to_string(),
-        CallView::new,
-    )))
+    let mut page = page_of(rows, limit, |c| c.id.to_string(), CallView::new);
+    crate::recordings::attach(&state, tenant, &mut page.items).await;
+    Ok(Json(page))
 }
 
 // === texts ===

@@ -4,6 +4,7 @@
 //! - [`handlers`]: one function per endpoint, each annotated for OpenAPI.
 //! - [`extract`]: body, query and auth extractors that refuse precisely.
 //! - [`problem`]: the one mapping from errors to `application/problem+json`.
+//! - [`prompts`]: tenants' prompt recordings (WAV bodies).
 //! - [`types`]: the JSON request and response bodies.
 
 #![forbid(unsafe_code)]
@@ -30,6 +31,8 @@ pub mod extract;
 pub mod handlers;
 mod metrics;
 pub mod problem;
+pub mod prompts;
+mod recordings;
 pub mod types;
 
 use problem::Problem;
@@ -79,6 +82,7 @@ pub(crate) fn sha256(bytes: &[u8]) -> [u8; 32] {
         (name = "calls", description = "Call detail records"),
         (name = "events", description = "Events, the webhook that receives them, the intercept callback"),
         (name = "routing", description = "Decisions for external switches (switch key)"),
+        (name = "prompts", description = "What callers hear: a tenant's own recordings in place of the built-in prompts"),
         (name = "sms", description = "Texts through X: gateways' inbound texts, the pick-up-code inbox, the marketing filter"),
         (name = "operations", description = "Health, metrics, this document"),
     )
@@ -113,6 +117,10 @@ pub fn router(state: AppState) -> Router {
         ))
         .routes(routes!(handlers::list_calls))
         .routes(routes!(
+            recordings::get_recording,
+            recordings::delete_recording
+        ))
+        .routes(routes!(
             handlers::put_webhook,
             handlers::get_webhook,
             handlers::delete_webhook
@@ -130,6 +138,8 @@ pub fn router(state: AppState) -> Router {
             handlers::put_sms_settings,
             handlers::get_sms_settings
         ))
+        .routes(routes!(prompts::list_prompts))
+        .routes(routes!(prompts::put_prompt, prompts::delete_prompt))
         .routes(routes!(handlers::healthz))
         .routes(routes!(handlers::metrics))
         .split_for_parts();

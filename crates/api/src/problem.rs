@@ -210,6 +210,13 @@ impl From<EngineError> for Problem {
                 p.detail = format!("numbers[{entry}]: {reason}");
                 p.field(format!("numbers[{entry}].number"))
             }
+            EngineError::InvalidWav(ref media) => {
+                let detail = match media {
+                    maskline_media::Error::Wav(fault) => fault.to_string(),
+                    other => other.to_string(),
+                };
+                Problem::new(S::UNPROCESSABLE_ENTITY, "invalid_wav", detail)
+            }
         }
     }
 }

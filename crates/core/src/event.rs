@@ -22,6 +22,7 @@ pub enum EventType {
     CallAnswered,
     CallEnded,
     CallRefused,
+    CallRecorded,
     SmsRelayed,
     SmsHeld,
     SmsBlocked,
@@ -30,7 +31,7 @@ pub enum EventType {
 }
 
 impl EventType {
-    pub const ALL: [EventType; 13] = [
+    pub const ALL: [EventType; 14] = [
         EventType::BindingCreated,
         EventType::BindingUpdated,
         EventType::BindingEnded,
@@ -39,6 +40,7 @@ impl EventType {
         EventType::CallAnswered,
         EventType::CallEnded,
         EventType::CallRefused,
+        EventType::CallRecorded,
         EventType::SmsRelayed,
         EventType::SmsHeld,
         EventType::SmsBlocked,
@@ -56,6 +58,7 @@ impl EventType {
             EventType::CallAnswered => "call.answered",
             EventType::CallEnded => "call.ended",
             EventType::CallRefused => "call.refused",
+            EventType::CallRecorded => "call.recorded",
             EventType::SmsRelayed => "sms.relayed",
             EventType::SmsHeld => "sms.held",
             EventType::SmsBlocked => "sms.blocked",

@@ -63,7 +63,7 @@ impl Engine {
         }
     }
 
-    async fn apply_change(&self, change: Change) {
+    pub(crate) async fn apply_change(&self, change: Change) {
         let outcome = match change {
             Change::Bindings { ids, committed_at } => {
                 self.apply_remote_bindings(&ids, &[committed_at]).await;
@@ -73,6 +73,7 @@ impl Engine {
             Change::Numbers => self.reload_numbers().await,
             Change::Webhooks => self.reload_webhooks().await,
             Change::SmsSettings => self.reload_sms_settings().await,
+            Change::Prompts => self.reload_prompts().await,
             Change::Interrupted => {
                 metrics::counter!("maskline_cluster_interruptions_total").increment(1);
                 Ok(())
@@ -205,6 +206,7 @@ impl Engine {
         self.reload_numbers().await?;
         self.reload_webhooks().await?;
         self.reload_sms_settings().await?;
+        self.reload_prompts().await?;
         let changed = self.store.changed_bindings(since).await?;
         tracing::info!(
             bindings = changed.len(),

@@ -66,6 +66,23 @@ impl Engine {
         })
     }
 
+    /// Records `call.recorded` once a call's recording is complete.
+    pub fn record_call_recorded(&self, call: &CallRecord, duration_ms: u64) -> Option<WriteAck> {
+        let tenant = call.tenant?;
+        let kind = EventType::CallRecorded;
+        let (id, at) = (new_id(), unix_ms());
+        let event = NewEvent {
+            id,
+            tenant,
+            kind,
+            subject: call.binding.map_or(call.id.0, |b| b.0),
+            created_at: at,
+            body: payload::recorded_event(id, at, call, duration_ms),
+            deliver: self.wants(tenant, kind),
+        };
+        Some(self.store.enqueue(Write::RecordEvents(vec![event])))
+    }
+
     /// Records a call's progress (`call.started`, `.ringing`, `.answered`).
     /// The ack resolves once it is durable; the SIP layer relays the
     /// progress to the caller only then.

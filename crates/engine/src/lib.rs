@@ -24,6 +24,7 @@ mod calls;
 mod cluster;
 mod events;
 mod numbers;
+mod prompts;
 mod sms;
 mod sweeper;
 mod tenants;
@@ -34,6 +35,7 @@ pub use maskline_core as core;
 pub use maskline_events as events_crate;
 pub use maskline_store as store;
 pub use numbers::{ImportOutcome, NumberEntry};
+pub use prompts::{PromptInfo, PromptSource};
 pub use sms::{Accepted, IncomingText, Relay};
 pub use sweeper::Sweeper;
 pub use tenants::Principal;
@@ -79,6 +81,10 @@ pub enum Error {
         number: String,
         reason: maskline_core::Error,
     },
+    /// A prompt's WAV is not 8 kHz mono PCM16, A-law or μ-law (the
+    /// media error's [`WavFault`](maskline_media::wav::WavFault) says why).
+    #[error("{0}")]
+    InvalidWav(maskline_media::Error),
 }
 
 /// Engine settings (validated by the binary's config).
@@ -130,9 +136,15 @@ pub struct Engine {
     /// Webhook changes of one tenant read, decide and write in turn.
     webhook_lock: tokio::sync::Mutex<()>,
     sms_settings: Arc<RwLock<sms::SmsSettingsMap>>,
+    /// Where call recordings are kept (set once at start-up).
+    recordings: std::sync::OnceLock<Arc<dyn maskline_media::recordings::Recordings>>,
     /// SMS settings changes (and reloads after another node's) take turns.
     sms_lock: Arc<tokio::sync::Mutex<()>>,
     outbox: sms::Outbox,
+    /// Tenants' own prompts, by tenant and name.
+    prompts: Arc<RwLock<prompts::PromptMap>>,
+    /// Prompt changes (and reloads after another node's) take turns.
+    prompt_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Engine {
@@ -151,6 +163,7 @@ impl Engine {
         }
         let webhooks = Arc::new(maskline_events::Webhooks::new(store.webhooks().await?));
         let sms_settings = Arc::new(sms::load_sms_settings(&*store).await?);
+        let prompts = prompts::load_prompts(&*store).await?;
         let horizon = now - config.cooldown_secs.max(config.sticky_window_secs);
         let (mut live, mut refused) = (0u64, 0u64);
         // Expired while no node was running and already past cool-down: the
@@ -189,8 +202,11 @@ impl Engine {
             webhooks,
             webhook_lock: tokio::sync::Mutex::new(()),
             sms_settings: Arc::new(RwLock::new(sms_settings)),
+            recordings: std::sync::OnceLock::new(),
             sms_lock: Arc::default(),
             outbox: sms::Outbox::default(),
+            prompts: Arc::new(RwLock::new(prompts)),
+            prompt_lock: Arc::default(),
         };
         if !overdue.is_empty() {
             let expired = overdue.len();
@@ -205,6 +221,16 @@ impl Engine {
             tracing::info!(expired, "bindings that expired while stopped recorded");
         }
         Ok(engine)
+    }
+
+    /// Sets where call recordings are kept; only the first call counts.
+    pub fn set_recordings(&self, recordings: Arc<dyn maskline_media::recordings::Recordings>) {
+        let _ = self.recordings.set(recordings);
+    }
+
+    /// Where call recordings are kept, when set.
+    pub fn recordings(&self) -> Option<&Arc<dyn maskline_media::recordings::Recordings>> {
+        self.recordings.get()
     }
 
     pub fn config(&self) -> &Config {

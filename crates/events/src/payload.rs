@@ -82,6 +82,18 @@ pub fn call_event(
     }
 }
 
+/// `call.recorded`: the CDR with its recording.
+pub fn recorded_event(
+    id: EventId,
+    created_at: UnixMillis,
+    call: &CallRecord,
+    duration_ms: u64,
+) -> String {
+    let mut view = CallView::new(call);
+    view.recording = Some(RecordingView::new(&view.id, duration_ms));
+    render(id, EventType::CallRecorded, created_at, &view)
+}
+
 /// An `sms.*` event: the text as the API lists it.
 pub fn message_event(
     id: EventId,
@@ -245,6 +257,26 @@ pub struct CallView {
     /// `no_binding`, `expired`, `no_b`, `extension_required`,
     /// `invalid_number`, `no_gateway` or `intercepted`.
     pub refusal: Option<&'static str>,
+    /// The call's recording, when it has one (`null` in `call.ended`: the
+    /// recording is finished just after; `call.recorded` follows).
+    pub recording: Option<RecordingView>,
+}
+
+/// A call's recording: `GET` its `url` for the two-channel WAV.
+#[derive(Serialize, ToSchema, Clone, Debug)]
+pub struct RecordingView {
+    /// `/v1/calls/{id}/recording`.
+    pub url: String,
+    pub duration_ms: u64,
+}
+
+impl RecordingView {
+    pub fn new(call: &str, duration_ms: u64) -> RecordingView {
+        RecordingView {
+            url: format!("/v1/calls/{call}/recording"),
+            duration_ms,
+        }
+    }
 }
 
 impl CallView {
@@ -267,6 +299,7 @@ impl CallView {
             release_reason: c.release_reason.as_str(),
             release_cause: c.release_cause(),
             refusal: c.refusal.map(|r| r.as_str()),
+            recording: None,
         }
     }
 }
@@ -382,6 +415,7 @@ mod tests {
                 "release_reason": "normal",
                 "release_cause": 16,
                 "refusal": null,
+                "recording": null,
             })
         );
     }

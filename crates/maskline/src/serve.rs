@@ -95,6 +95,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .await
             .context("cannot load the route index")?,
     );
+    let recordings_dir = config.data_dir.join("recordings");
+    let recordings = maskline_media::recordings::DirRecordings::new(&recordings_dir)
+        .with_context(|| format!("cannot use {} for recordings", recordings_dir.display()))?;
+    engine.set_recordings(Arc::new(recordings));
     if let Some(changes) = changes {
         tokio::spawn(engine.clone().follow(changes));
     }

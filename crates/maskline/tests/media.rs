@@ -456,3 +456,320 @@ async fn a_caller_of_a_shared_number_hears_the_prompt_keys_the_extension_and_is_
     assert_eq!(cdrs[0]["release_reason"], "normal", "{:#}", cdrs[0]);
     assert_eq!(cdrs[0]["callee"], json!(b()), "{:#}", cdrs[0]);
 }
+
+/// 20 ms of a `hz` tone at half scale, linear.
+fn tone_at(hz: f64, frame: u32) -> Vec<i16> {
+    (0..160u32)
+        .map(|i| {
+            let t = f64::from(frame * 160 + i) / 8000.0;
+            (16_000.0 * (2.0 * std::f64::consts::PI * hz * t).sin()) as i16
+        })
+        .collect()
+}
+
+/// The energy of `samples` at `hz` relative to their total (Goertzel).
+fn share_at(samples: &[i16], hz: f64) -> f64 {
+    let w = 2.0 * std::f64::consts::PI * hz / 8000.0;
+    let (mut s1, mut s2, mut total) = (0.0f64, 0.0f64, 0.0f64);
+    for &x in samples {
+        let x = f64::from(x);
+        let s = x + 2.0 * w.cos() * s1 - s2;
+        s2 = s1;
+        s1 = s;
+        total += x * x;
+    }
+    let power = s1 * s1 + s2 * s2 - 2.0 * w.cos() * s1 * s2;
+    power / (total * samples.len() as f64 / 2.0).max(1.0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_recorded_call_leaves_a_two_channel_wav_listed_on_its_cdr() {
+    let (caller, callee) = (Party::new(), Party::new());
+    let mut uas = Sipp::uas(
+        "uas_media.xml",
+        Transport::Udp,
+        &[
+            "-s",
+            &b(),
+            "-key",
+            "rtp_port",
+            &callee.port(),
+            "-key",
+            "codec_pt",
+            "0",
+            "-key",
+            "codec_name",
+            "PCMU",
+        ],
+    );
+    let rig = Rig::start(&uas, &[]).await;
+    let mut spec = axb();
+    spec["controls"] = json!({"record": true});
+    let binding = rig.bind(spec).await;
+    let x = binding["x"].as_str().unwrap().to_owned();
+    let mut uac = rig.uac(
+        "uac_media.xml",
+        &a(),
+        &x,
+        Transport::Udp,
+        &["-key", "rtp_port", &caller.port(), "-d", "3000"],
+    );
+    let a_side = maskline_port(&uac).await;
+    let b_side = maskline_port(&uas).await;
+    // One second each way: 1 kHz from the caller, 440 Hz from the callee.
+    for i in 0..50u32 {
+        for (party, to, hz, ssrc) in [(&caller, a_side, 1000.0, 1), (&callee, b_side, 440.0, 2)] {
+            let payload: Vec<u8> = tone_at(hz, i)
+                .iter()
+                .map(|&s| Codec::Pcmu.encode(s))
+                .collect();
+            let header = RtpHeader {
+                marker: i == 0,
+                payload_type: 0,
+                sequence: i as u16,
+                timestamp: i * 160,
+                ssrc,
+            };
+            party.send(to, header, &payload);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Both parties hear that the call is recorded.
+    let notice = maskline_media::prompts::builtin(
+        maskline_media::prompts::PromptName::RecordingNotice,
+        maskline_media::prompts::Language::Zh,
+    );
+    let first: Vec<u8> = notice.samples()[..160]
+        .iter()
+        .map(|&s| Codec::Pcmu.encode(s))
+        .collect();
+    for party in [&caller, &callee] {
+        let heard = party.receive(1, 10);
+        assert_eq!(heard.len(), 1);
+        assert_eq!(rtp(&heard[0].1).payload, first, "the recording notice");
+    }
+    both_succeed(&mut uac, &mut uas).await;
+
+    let cdrs = rig.cdrs(&binding, 1).await;
+    let id = cdrs[0]["id"].as_str().unwrap().to_owned();
+    let path = format!("/v1/calls/{id}/recording");
+    let listed = eventually(15, "the recording on the CDR", || async {
+        let cdrs = rig.calls(None).await;
+        cdrs.into_iter()
+            .find(|c| c["id"] == json!(id) && c["recording"].is_object())
+    })
+    .await;
+    assert_eq!(listed["recording"]["url"], json!(path));
+    let response = rig
+        .server
+        .client
+        .get(format!("{}{path}", rig.server.base))
+        .bearer_auth(&rig.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["content-type"].to_str().unwrap(),
+        "audio/wav"
+    );
+    let wav = response.bytes().await.unwrap();
+    assert_eq!(&wav[..4], b"RIFF");
+    let frames = maskline_media::wav::read_recording(&wav[..], 64 << 20).unwrap();
+    let seconds = frames.len() as f64 / 8000.0;
+    // Recorded from the answer to the hang-up: the call's 3 s, about.
+    assert!((2.0..6.0).contains(&seconds), "{seconds} s recorded");
+    let left: Vec<i16> = frames.iter().map(|f| f[0]).collect();
+    let right: Vec<i16> = frames.iter().map(|f| f[1]).collect();
+    assert!(share_at(&left, 1000.0) > 0.05, "the caller on the left");
+    assert!(share_at(&right, 440.0) > 0.05, "the callee on the right");
+    assert!(share_at(&left, 440.0) < share_at(&left, 1000.0) / 10.0);
+
+    // call.recorded is an event of the tenant's.
+    let events = rig.server.list_all("/v1/events", &rig.key, 100).await;
+    assert!(
+        events.iter().any(|e| e["type"] == "call.recorded"),
+        "{events:#?}"
+    );
+    let (status, _) = rig.server.call("DELETE", &path, Some(&rig.key), None).await;
+    assert_eq!(status, 204);
+    let (status, body) = rig.server.call("GET", &path, Some(&rig.key), None).await;
+    assert_eq!(status, 404, "{body}");
+    let (status, _) = rig.server.call("DELETE", &path, Some(&rig.key), None).await;
+    assert_eq!(status, 404);
+}
+
+/// Keys `digits` as in-band DTMF: 80 ms of each digit's two tones, then
+/// 80 ms of silence, as PCMU from `party`.
+fn key_in_band(party: &Party, to: SocketAddr, digits: &str) {
+    let mut frame = 0u32;
+    let mut send = |samples: &[i16]| {
+        let payload: Vec<u8> = samples.iter().map(|&s| Codec::Pcmu.encode(s)).collect();
+        let header = RtpHeader {
+            marker: frame == 0,
+            payload_type: 0,
+            sequence: frame as u16,
+            timestamp: frame * 160,
+            ssrc: 0x4444_4444,
+        };
+        party.send(to, header, &payload);
+        frame += 1;
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    for c in digits.chars() {
+        let mut tone = maskline_media::tones::DualTone::dtmf(Digit::from_char(c).unwrap(), -10.0);
+        for _ in 0..4 {
+            let mut samples = [0i16; 160];
+            tone.fill(&mut samples);
+            send(&samples);
+        }
+        for _ in 0..4 {
+            send(&[0i16; 160]);
+        }
+    }
+}
+
+/// A call to a shared number whose extension the caller keys with `key`
+/// (given the caller's socket, Maskline's port and the extension), then
+/// connected to the holder.
+async fn shared_number_call(
+    scenario: &str,
+    key: impl FnOnce(&Party, SocketAddr, &str) + Send + 'static,
+    digit_keys: bool,
+) {
+    let (caller, callee) = (Party::new(), Party::new());
+    let mut uas = Sipp::uas(
+        "uas_media.xml",
+        Transport::Udp,
+        &[
+            "-s",
+            &b(),
+            "-key",
+            "rtp_port",
+            &callee.port(),
+            "-key",
+            "codec_pt",
+            "0",
+            "-key",
+            "codec_name",
+            "PCMU",
+        ],
+    );
+    let rig = Rig::start(&uas, &[]).await;
+    let binding = rig.bind(json!({"mode": "axe", "a": b()})).await;
+    let x = binding["x"].as_str().unwrap().to_owned();
+    let extension = binding["extension"].as_str().unwrap().to_owned();
+    let mut args: Vec<String> = vec![
+        "-key".into(),
+        "rtp_port".into(),
+        caller.port(),
+        "-d".into(),
+        "1000".into(),
+    ];
+    if digit_keys {
+        for (i, d) in extension.chars().enumerate() {
+            args.extend(["-key".to_owned(), format!("d{}", i + 1), d.to_string()]);
+        }
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut uac = rig.uac(scenario, &a(), &x, Transport::Udp, &args);
+    let a_side = maskline_port(&uac).await;
+    tokio::task::spawn_blocking(move || key(&caller, a_side, &extension))
+        .await
+        .unwrap();
+    both_succeed(&mut uac, &mut uas).await;
+    let cdrs = rig.cdrs(&binding, 1).await;
+    assert_eq!(cdrs[0]["release_reason"], "normal", "{:#}", cdrs[0]);
+    assert_eq!(cdrs[0]["callee"], json!(b()), "{:#}", cdrs[0]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_extension_keyed_as_in_band_tones_connects_the_call() {
+    shared_number_call("uac_ivr.xml", key_in_band, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_extension_keyed_by_sip_info_connects_the_call() {
+    // The digits go as INFO from the scenario; the caller's socket keys
+    // nothing.
+    shared_number_call("uac_ivr_info.xml", |_, _, _| {}, true).await;
+}
+
+/// A WAV of `samples`: 8 kHz mono PCM16.
+fn wav_of(samples: &[i16]) -> Vec<u8> {
+    let data = samples.len() as u32 * 2;
+    let mut w = Vec::new();
+    w.extend_from_slice(b"RIFF");
+    w.extend_from_slice(&(36 + data).to_le_bytes());
+    w.extend_from_slice(b"WAVEfmt ");
+    w.extend_from_slice(&16u32.to_le_bytes());
+    w.extend_from_slice(&1u16.to_le_bytes());
+    w.extend_from_slice(&1u16.to_le_bytes());
+    w.extend_from_slice(&8000u32.to_le_bytes());
+    w.extend_from_slice(&16000u32.to_le_bytes());
+    w.extend_from_slice(&2u16.to_le_bytes());
+    w.extend_from_slice(&16u16.to_le_bytes());
+    w.extend_from_slice(b"data");
+    w.extend_from_slice(&data.to_le_bytes());
+    for s in samples {
+        w.extend_from_slice(&s.to_le_bytes());
+    }
+    w
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenants_own_prompt_is_the_one_a_refused_caller_hears() {
+    let caller = Party::new();
+    let mut uas = Sipp::uas("uas_answer.xml", Transport::Udp, &["-s", &b()]);
+    let rig = Rig::start(&uas, &[]).await;
+    let binding = rig.bind(axb()).await;
+    let x = binding["x"].as_str().unwrap().to_owned();
+    // Half a second of 600 Hz as the tenant's `no_binding`.
+    let mine: Vec<i16> = (0..25).flat_map(|i| tone_at(600.0, i)).collect();
+    let response = rig
+        .server
+        .client
+        .put(format!("{}/v1/prompts/no_binding", rig.server.base))
+        .bearer_auth(&rig.key)
+        .header("content-type", "audio/wav")
+        .body(wav_of(&mine))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    // A stranger dials X: it hears the tenant's prompt, then 404.
+    let stranger = party(9);
+    let mut uac = Sipp::uac(
+        "uac_announced.xml",
+        &rig.sip,
+        Transport::Udp,
+        &x,
+        &[
+            ("caller", stranger.as_str()),
+            ("rtp_port", caller.port().as_str()),
+        ],
+        &[],
+    );
+    let heard = tokio::task::spawn_blocking(move || caller.receive_stream(PEER_SECS))
+        .await
+        .unwrap();
+    assert_eq!(heard.len(), 25, "the whole prompt, and only it");
+    for (i, (_, packet)) in heard.iter().enumerate() {
+        let expected: Vec<u8> = mine[i * 160..(i + 1) * 160]
+            .iter()
+            .map(|&s| Codec::Pcmu.encode(s))
+            .collect();
+        assert_eq!(rtp(packet).payload, expected, "frame {i}");
+    }
+    let status = uac.wait(Duration::from_secs(PEER_SECS)).await;
+    assert!(status.success(), "{}", uac.report());
+    let refusal = uac
+        .received()
+        .into_iter()
+        .find(|m| sipp::status(m).is_some_and(|c| c >= 300))
+        .unwrap();
+    assert_eq!(sipp::status(&refusal), Some(404), "{refusal}");
+    // Nothing reached the gateway.
+    uas.kill();
+    assert!(uas.received_requests("INVITE").is_empty());
+}

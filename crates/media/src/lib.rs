@@ -29,6 +29,8 @@
 //!   20 ms G.711 RTP packets.
 //! - [`prompts`]: prompt names and the built-in Mandarin and English
 //!   recordings ([`prompts::builtin`]).
+//! - [`recordings`]: where recordings are kept ([`recordings::Recordings`];
+//!   files under the data directory: [`recordings::DirRecordings`]).
 //! - [`session`]: one anchored call's two legs ([`session::Session`]):
 //!   latching, relaying under one stream per leg, prompts, digit
 //!   collection, silence, the audio of a recording.
@@ -48,6 +50,7 @@ pub mod dtmf;
 pub mod g711;
 pub mod player;
 pub mod prompts;
+pub mod recordings;
 pub mod relay;
 pub mod rtp;
 pub mod sdp;

@@ -305,7 +305,7 @@ impl Effects {
     fn take(&self, core: &mut B2bua) {
         while let Some(effect) = core.poll_effect() {
             match effect {
-                Effect::Cdr(ack) => {
+                Effect::Write(ack) => {
                     let _ = self.cdrs.send(ack);
                 }
                 Effect::Progress(ack, call) => {

@@ -199,6 +199,20 @@ pub enum Write {
         settings: SmsSettings,
         updated_at: UnixTime,
     },
+    /// Sets (or replaces) a tenant's recording of one prompt: `name` as the
+    /// API spells it, `samples` 8 kHz mono PCM16 (validated by the caller).
+    PutPrompt {
+        tenant: TenantId,
+        name: String,
+        samples: Vec<i16>,
+        updated_at: UnixTime,
+    },
+    /// Forgets a tenant's recording of a prompt (the built-in one plays
+    /// again); nothing to forget changes nothing.
+    DeletePrompt {
+        tenant: TenantId,
+        name: String,
+    },
     /// Forgets texts whose binding ended before `ends_before` (the caller
     /// passes now minus the cool-down), and parts received before
     /// `parts_before` that never made a text.
@@ -265,6 +279,27 @@ pub struct StoredSmsSettings {
     pub tenant: TenantId,
     pub settings: SmsSettings,
     pub updated_at: UnixTime,
+}
+
+/// A tenant's recording of a prompt as stored: 8 kHz mono PCM16.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredPrompt {
+    pub tenant: TenantId,
+    /// As the API spells it; the store does not judge names.
+    pub name: String,
+    pub samples: Vec<i16>,
+    pub updated_at: UnixTime,
+}
+
+impl std::fmt::Debug for StoredPrompt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredPrompt")
+            .field("tenant", &self.tenant)
+            .field("name", &self.name)
+            .field("samples", &self.samples.len())
+            .field("updated_at", &self.updated_at)
+            .finish()
+    }
 }
 
 /// A binding the sweeper found expired, with the event to record if this
@@ -446,6 +481,7 @@ pub enum Change {
     Numbers,
     Webhooks,
     SmsSettings,
+    Prompts,
     /// The feed broke off; changes may be missed until [`Change::Resync`].
     Interrupted,
     /// The feed is back: anything may have changed since `since` (Unix
@@ -634,6 +670,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every tenant's SMS settings, for start-up.
     async fn sms_settings(&self) -> Result<Vec<StoredSmsSettings>>;
+
+    /// Every tenant's own prompt recordings, for start-up.
+    async fn prompts(&self) -> Result<Vec<StoredPrompt>>;
 
     /// The binding of the latest call from `caller` to `x` connected at or
     /// after `since`: where a text from the same sender to a shared X goes.

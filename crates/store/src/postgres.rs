@@ -7,9 +7,10 @@
 //! - the database enforces the allocation invariants (slot rows under unique
 //!   keys, taken by triggers: `migrations/postgres/0002_slots.sql`), so two nodes' memories that have
 //!   not heard of each other yet cannot both commit a conflicting binding;
-//! - every commit that changes bindings, tenants, numbers or webhooks sends
-//!   a `NOTIFY`, which the other nodes turn into [`Change`]s (a listener per
-//!   node, reconnecting with a catch-up after an interruption);
+//! - every commit that changes bindings, tenants, numbers, webhooks, SMS
+//!   settings or prompts sends a `NOTIFY`, which the other nodes turn into
+//!   [`Change`]s (a listener per node, reconnecting with a catch-up after an
+//!   interruption);
 //! - events take their `seq` under an advisory lock held to commit, so `seq`
 //!   is commit order for pollers;
 //! - webhook senders claim due events with `FOR UPDATE SKIP LOCKED` and a
@@ -38,7 +39,7 @@ use crate::rows::{
 use crate::{
     BindingFilter, CallFilter, Change, DeliveryState, Error, IdempotencyRecord, MessageFilter,
     NewEvent, NextStep, Page, Part, PartsKey, PoolNumber, Receipt, Result, Store, StoredEvent,
-    StoredSmsSettings, Tenant, Webhook, Write, WriteAck,
+    StoredPrompt, StoredSmsSettings, Tenant, Webhook, Write, WriteAck,
 };
 
 /// Most writes committed in one transaction (as in the embedded store).
@@ -258,6 +259,7 @@ struct Touched {
     numbers: bool,
     webhooks: bool,
     sms_settings: bool,
+    prompts: bool,
 }
 
 impl Writer {
@@ -498,6 +500,7 @@ fn notifications(node: u64, touched: &Touched) -> Vec<String> {
         (touched.numbers, 'n'),
         (touched.webhooks, 'w'),
         (touched.sms_settings, 's'),
+        (touched.prompts, 'p'),
     ] {
         if on {
             payloads.push(format!("{node:016x} {kind}"));
@@ -1486,6 +1489,34 @@ async fn apply<'a>(
             .await?;
             touched.sms_settings = true;
         }
+        Write::PutPrompt {
+            tenant,
+            name,
+            samples,
+            updated_at,
+        } => {
+            sqlx::query(
+                "INSERT INTO prompts (tenant_id, name, samples, updated_at) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id, name) DO UPDATE SET \
+                 samples = excluded.samples, updated_at = excluded.updated_at",
+            )
+            .bind(uuid(tenant.0))
+            .bind(name.as_str())
+            .bind(rows::pcm16_bytes(samples))
+            .bind(updated_at)
+            .execute(&mut *conn)
+            .await
+            .map_err(conflict)?;
+            touched.prompts = true;
+        }
+        Write::DeletePrompt { tenant, name } => {
+            sqlx::query("DELETE FROM prompts WHERE tenant_id = $1 AND name = $2")
+                .bind(uuid(tenant.0))
+                .bind(name.as_str())
+                .execute(&mut *conn)
+                .await?;
+            touched.prompts = true;
+        }
         Write::PurgeMessages {
             ends_before,
             parts_before,
@@ -1629,6 +1660,7 @@ fn parse_notification(payload: &str, own: &str) -> Option<Change> {
         "n" => Some(Change::Numbers),
         "w" => Some(Change::Webhooks),
         "s" => Some(Change::SmsSettings),
+        "p" => Some(Change::Prompts),
         "b" => Some(Change::Bindings {
             committed_at: parts.next()?.parse().ok()?,
             ids: parts
@@ -2113,6 +2145,13 @@ impl Store for PgStore {
         Ok(out)
     }
 
+    async fn prompts(&self) -> Result<Vec<StoredPrompt>> {
+        let rows = sqlx::query("SELECT tenant_id, name, samples, updated_at FROM prompts")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(rows::prompt).collect()
+    }
+
     async fn last_call_binding(
         &self,
         x: Number,
@@ -2153,6 +2192,10 @@ mod tests {
                 ids: vec![BindingId(42)],
                 committed_at: 17
             })
+        );
+        assert_eq!(
+            parse_notification(&format!("{other} p"), &own),
+            Some(Change::Prompts)
         );
         assert_eq!(parse_notification("garbage", &own), None);
     }

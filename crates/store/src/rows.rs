@@ -14,7 +14,7 @@ use sqlx::Row;
 
 use crate::{
     DeliveryState, Error, Fallback, IdempotencyRecord, Intercept, Part, PartsKey, PoolNumber,
-    Result, StoredEvent, StoredSmsSettings, Tenant, Webhook,
+    Result, StoredEvent, StoredPrompt, StoredSmsSettings, Tenant, Webhook,
 };
 
 /// One column of a row, as the back end stores it; `None` is SQL NULL.
@@ -354,4 +354,38 @@ pub(crate) fn sms_settings(
         },
         updated_at: int(r, "updated_at")?,
     })
+}
+
+/// A prompt's samples as both back ends store them: PCM16 little-endian.
+pub(crate) fn pcm16_bytes(samples: &[i16]) -> Vec<u8> {
+    samples.iter().flat_map(|s| s.to_le_bytes()).collect()
+}
+
+pub(crate) fn prompt(r: &impl Cells) -> Result<StoredPrompt> {
+    let bytes = r.bytes("samples")?;
+    if bytes.len() % 2 != 0 {
+        return Err(Error::Corrupt("samples"));
+    }
+    Ok(StoredPrompt {
+        tenant: TenantId(id(r, "tenant_id")?),
+        name: text(r, "name")?.to_owned(),
+        samples: bytes
+            .chunks_exact(2)
+            .map(|b| i16::from_le_bytes([b[0], b[1]]))
+            .collect(),
+        updated_at: int(r, "updated_at")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn samples_are_stored_little_endian() {
+        assert_eq!(
+            pcm16_bytes(&[1, -2, 0x1234]),
+            [1, 0, 0xFE, 0xFF, 0x34, 0x12]
+        );
+    }
 }

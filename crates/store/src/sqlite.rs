@@ -24,7 +24,7 @@ use crate::rows::{
 };
 use crate::{
     BindingFilter, CallFilter, DeliveryState, Error, IdempotencyRecord, MessageFilter, NewEvent,
-    NextStep, Page, Part, PartsKey, PoolNumber, Receipt, Result, Store, StoredEvent,
+    NextStep, Page, Part, PartsKey, PoolNumber, Receipt, Result, Store, StoredEvent, StoredPrompt,
     StoredSmsSettings, Tenant, Webhook, Write, WriteAck,
 };
 use maskline_core::sms::Message;
@@ -867,6 +867,32 @@ async fn apply(conn: &mut SqliteConnection, write: &Write) -> Result<()> {
                 .await?;
             }
         }
+        Write::PutPrompt {
+            tenant,
+            name,
+            samples,
+            updated_at,
+        } => {
+            sqlx::query(
+                "INSERT INTO prompts (tenant_id, name, samples, updated_at) \
+                 VALUES (?, ?, ?, ?) ON CONFLICT (tenant_id, name) DO UPDATE SET \
+                 samples = excluded.samples, updated_at = excluded.updated_at",
+            )
+            .bind(uuid_bytes(tenant.0))
+            .bind(name.as_str())
+            .bind(rows::pcm16_bytes(samples))
+            .bind(updated_at)
+            .execute(&mut *conn)
+            .await
+            .map_err(conflict)?;
+        }
+        Write::DeletePrompt { tenant, name } => {
+            sqlx::query("DELETE FROM prompts WHERE tenant_id = ? AND name = ?")
+                .bind(uuid_bytes(tenant.0))
+                .bind(name.as_str())
+                .execute(&mut *conn)
+                .await?;
+        }
         Write::PurgeMessages {
             ends_before,
             parts_before,
@@ -1357,6 +1383,13 @@ impl Store for SqliteStore {
             out.push(rows::sms_settings(r, rules)?);
         }
         Ok(out)
+    }
+
+    async fn prompts(&self) -> Result<Vec<StoredPrompt>> {
+        let rows = sqlx::query("SELECT tenant_id, name, samples, updated_at FROM prompts")
+            .fetch_all(&self.reads)
+            .await?;
+        rows.iter().map(rows::prompt).collect()
     }
 
     async fn last_call_binding(

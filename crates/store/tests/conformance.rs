@@ -1687,6 +1687,83 @@ async fn sms_settings_round_trip(s: Arc<dyn Store>) {
     assert_eq!(got[0].updated_at, 2_000);
 }
 
+fn put_prompt(t: u128, name: &str, samples: Vec<i16>, at: i64) -> Write {
+    Write::PutPrompt {
+        tenant: TenantId(t),
+        name: name.into(),
+        samples,
+        updated_at: at,
+    }
+}
+
+/// Every tenant's prompts, in (tenant, name) order.
+async fn all_prompts(s: &dyn Store) -> Vec<(u128, String, Vec<i16>, i64)> {
+    let mut got: Vec<_> = s
+        .prompts()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| (p.tenant.0, p.name, p.samples, p.updated_at))
+        .collect();
+    got.sort();
+    got
+}
+
+async fn prompts_are_kept_per_tenant_and_name(s: Arc<dyn Store>) {
+    setup(&*s).await;
+    assert!(s.prompts().await.unwrap().is_empty());
+    // Every sample value survives, extremes and sign included.
+    let edges = vec![0, 1, -1, 0x1234, i16::MIN, i16::MAX];
+    let long: Vec<i16> = (0..16_000)
+        .map(|i| (i * 7 % 65_536 - 32_768) as i16)
+        .collect();
+    s.enqueue(put_prompt(1, "expired", edges.clone(), 1_000))
+        .await
+        .unwrap();
+    s.enqueue(put_prompt(1, "no_binding", long.clone(), 1_001))
+        .await
+        .unwrap();
+    s.enqueue(put_prompt(2, "expired", vec![5; 3], 1_002))
+        .await
+        .unwrap();
+    assert_eq!(
+        all_prompts(&*s).await,
+        vec![
+            (1, "expired".into(), edges, 1_000),
+            (1, "no_binding".into(), long.clone(), 1_001),
+            (2, "expired".into(), vec![5; 3], 1_002),
+        ]
+    );
+    // Put again: replaced, not added.
+    s.enqueue(put_prompt(1, "expired", vec![-7; 2], 2_000))
+        .await
+        .unwrap();
+    assert_eq!(
+        all_prompts(&*s).await[0],
+        (1, "expired".into(), vec![-7; 2], 2_000)
+    );
+    // Deleting one tenant's leaves the other's of the same name; deleting
+    // what is not there changes nothing.
+    let delete = |t: u128, name: &str| Write::DeletePrompt {
+        tenant: TenantId(t),
+        name: name.into(),
+    };
+    s.enqueue(delete(1, "expired")).await.unwrap();
+    s.enqueue(delete(1, "expired")).await.unwrap();
+    s.enqueue(delete(1, "forbidden")).await.unwrap();
+    assert_eq!(
+        all_prompts(&*s).await,
+        vec![
+            (1, "no_binding".into(), long, 1_001),
+            (2, "expired".into(), vec![5; 3], 1_002),
+        ]
+    );
+    // A tenant the store does not know has no prompts.
+    let refused = s.enqueue(put_prompt(99, "expired", vec![1], 3_000)).await;
+    assert!(matches!(refused, Err(Error::Conflict(_))), "{refused:?}");
+    assert_eq!(all_prompts(&*s).await.len(), 2);
+}
+
 async fn texts_follow_their_binding_and_are_purged_after_it(s: Arc<dyn Store>) {
     setup(&*s).await;
     let mut b = binding(1, 1, 1, 2, 5_000);
@@ -1905,6 +1982,7 @@ macro_rules! every_case {
                 receipts_without_a_handover_wait_to_be_matched,
                 a_part_taken_without_a_carrier_id_waits_for_no_receipt,
                 sms_settings_round_trip,
+                prompts_are_kept_per_tenant_and_name,
                 texts_follow_their_binding_and_are_purged_after_it,
                 the_latest_connected_call_names_the_binding,
                 texts_handed_over_together_are_each_recorded,

@@ -446,6 +446,37 @@ async fn other_nodes_hear_of_each_commit() {
     );
 }
 
+/// A prompt put or deleted on one node is news to the others (they keep
+/// every tenant's prompts in memory).
+#[tokio::test(flavor = "multi_thread")]
+async fn other_nodes_hear_of_prompt_changes() {
+    let schema = pg::Schema::create().await;
+    let one = schema.open(100).await;
+    let two = schema.open(100).await;
+    let mut two_rx = two.changes().unwrap();
+    setup(&*one).await;
+    assert_eq!(next_change(&mut two_rx).await, Change::Tenants);
+    assert_eq!(next_change(&mut two_rx).await, Change::Numbers);
+    one.enqueue(Write::PutPrompt {
+        tenant: TenantId(1),
+        name: "expired".into(),
+        samples: vec![1, 2, 3],
+        updated_at: 1_000,
+    })
+    .await
+    .unwrap();
+    assert_eq!(next_change(&mut two_rx).await, Change::Prompts);
+    assert_eq!(two.prompts().await.unwrap()[0].samples, vec![1, 2, 3]);
+    one.enqueue(Write::DeletePrompt {
+        tenant: TenantId(1),
+        name: "expired".into(),
+    })
+    .await
+    .unwrap();
+    assert_eq!(next_change(&mut two_rx).await, Change::Prompts);
+    assert!(two.prompts().await.unwrap().is_empty());
+}
+
 fn event(id: u128, subject: u128) -> NewEvent {
     NewEvent {
         id: EventId(id),

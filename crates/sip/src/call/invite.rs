@@ -521,6 +521,8 @@ impl B2bua {
                 b_responded: false,
                 cancel_b: false,
                 max_call_seconds: connect.max_call_seconds,
+                record: connect.record,
+                recording: false,
                 deadline: None,
                 media,
                 acks: [None, None],

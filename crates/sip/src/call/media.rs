@@ -12,6 +12,10 @@
 
 use std::net::IpAddr;
 
+use maskline_core::TenantId;
+use maskline_media::player::Prompt;
+use maskline_media::prompts::{PromptName, builtin};
+use maskline_media::recordings::RecordingKey;
 use maskline_media::relay::{Anchor, SessionId, Update};
 use maskline_media::sdp::{LocalAudio, LocalSdp, Negotiated, PayloadCodec, Sdp};
 use maskline_media::session::{Leg, LegMedia};
@@ -354,5 +358,74 @@ impl CallMedia {
         if !std::mem::replace(&mut self.closed, true) {
             plane.update(self.id, Update::Close);
         }
+    }
+}
+
+// === recording ===
+
+impl super::B2bua {
+    /// Starts recording answered call `id` (both directions, one
+    /// two-channel WAV) and tells both parties so.
+    pub(super) fn start_recording(&mut self, id: super::Id) {
+        let Some(recordings) = self.engine.recordings().cloned() else {
+            tracing::warn!(
+                call = id,
+                "a call asks to be recorded, but no storage is set"
+            );
+            return;
+        };
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let (Some(tenant), media) = (call.cdr.tenant, call.media.id) else {
+            return;
+        };
+        let Some(key) = RecordingKey::new(&tenant.to_string(), &call.cdr.id.to_string()) else {
+            return;
+        };
+        match recordings.create(&key) {
+            Ok(sink) => {
+                call.recording = true;
+                self.media.update(media, Update::Record(sink));
+                let notice = self.prompt(Some(tenant), PromptName::RecordingNotice);
+                for leg in [Leg::A, Leg::B] {
+                    self.media.update(
+                        media,
+                        Update::Play {
+                            leg,
+                            prompt: notice.clone(),
+                            plays: 1,
+                        },
+                    );
+                }
+            }
+            Err(e) => {
+                metrics::counter!("maskline_recording_failures_total").increment(1);
+                tracing::error!(call = id, error = %e, "cannot start a recording");
+            }
+        }
+    }
+
+    /// A call's recording is complete (or failed: `frames` is `None`).
+    pub(super) fn on_recorded(&mut self, session: SessionId, frames: Option<u32>) {
+        let Some(cdr) = self.recorded.remove(&session) else {
+            return;
+        };
+        let Some(frames) = frames else {
+            metrics::counter!("maskline_recording_failures_total").increment(1);
+            tracing::error!(cdr = %cdr.id, "a recording could not be finished");
+            return;
+        };
+        let duration_ms = u64::from(frames) * 1000 / u64::from(maskline_media::SAMPLE_RATE);
+        if let Some(ack) = self.engine.record_call_recorded(&cdr, duration_ms) {
+            self.effects.push_back(super::Effect::Write(ack));
+        }
+    }
+
+    /// The prompt `name` as `tenant` recorded it, else the built-in one.
+    pub(super) fn prompt(&self, tenant: Option<TenantId>, name: PromptName) -> Prompt {
+        tenant
+            .and_then(|t| self.engine.prompt(t, name))
+            .unwrap_or_else(|| builtin(name, self.cfg.language))
     }
 }

@@ -107,6 +107,10 @@ struct Call {
     b_responded: bool,
     cancel_b: bool,
     max_call_seconds: Option<u32>,
+    /// `controls.record`: both directions into one two-channel WAV.
+    record: bool,
+    /// A recording was started.
+    recording: bool,
     /// When an answered call must end (from `max_call_seconds`).
     deadline: Option<Instant>,
     media: media::CallMedia,
@@ -198,8 +202,8 @@ impl Layer for CallLayer {
 
 /// What the driver must do for the call logic.
 pub(crate) enum Effect {
-    /// A CDR write: await it (failures are counted and logged).
-    Cdr(WriteAck),
+    /// A CDR or event write: await it (failures are counted and logged).
+    Write(WriteAck),
     /// A progress event write: once durable, resume with
     /// [`Resume::Durable`] (in the order given: the store applies them so).
     Progress(WriteAck, Id),
@@ -229,6 +233,8 @@ pub(crate) struct B2bua {
     media: Box<dyn MediaPlane>,
     /// Calls by their media session.
     by_media: HashMap<SessionId, Id>,
+    /// Ended calls whose recording is being finished, by media session.
+    recorded: HashMap<SessionId, CallRecord>,
     engine: Arc<Engine>,
     cfg: Config,
     next_call: Id,
@@ -257,6 +263,7 @@ impl B2bua {
             ep: Endpoint::new(wire, cfg.timers, cfg.trusted.clone(), now),
             media,
             by_media: HashMap::new(),
+            recorded: HashMap::new(),
             engine,
             cfg,
             next_call: 0,
@@ -423,6 +430,10 @@ impl B2bua {
     }
 
     fn on_media(&mut self, event: MediaEvent) {
+        if let MediaEvent::Recorded(session, frames) = event {
+            self.on_recorded(session, frames);
+            return;
+        }
         let session = match event {
             MediaEvent::Session(session, _) | MediaEvent::Recorded(session, _) => session,
         };
@@ -461,6 +472,6 @@ impl B2bua {
         metrics::counter!("maskline_calls_total", "outcome" => cdr.release_reason.as_str())
             .increment(1);
         let ack = self.engine.record_call(cdr);
-        self.effects.push_back(Effect::Cdr(ack));
+        self.effects.push_back(Effect::Write(ack));
     }
 }

@@ -14,7 +14,7 @@ use maskline_core::{
 };
 use maskline_engine::events_crate::unix_ms;
 use maskline_media::dtmf::Digit;
-use maskline_media::prompts::{PromptName, builtin};
+use maskline_media::prompts::PromptName;
 use maskline_media::relay::Update;
 use maskline_media::session::Leg;
 
@@ -163,7 +163,7 @@ impl B2bua {
         let Some(p) = self.preludes.get(&id) else {
             return;
         };
-        let prompt = builtin(name, self.cfg.language);
+        let prompt = self.prompt(p.cdr.tenant, name);
         self.media.update(
             p.media.id,
             Update::Play {

@@ -107,6 +107,12 @@ impl B2bua {
                 };
                 call.media.answered(&mut *self.media);
                 call.phase = Phase::Answered;
+                if call.record {
+                    self.start_recording(id);
+                }
+                let Some(call) = self.calls.get_mut(&id) else {
+                    return;
+                };
                 call.cdr.answered_at = Some(unix_ms());
                 call.cdr.final_status = 200;
                 let a_cseq = self.ep.request(call.a_invite).map_or(1, |r| r.cseq);

@@ -283,6 +283,10 @@ impl B2bua {
         }
         if let Some(call) = self.calls.get(&id) {
             let cdr = call.cdr.clone();
+            if call.recording {
+                // Its `call.recorded` waits for the relay to finish the file.
+                self.recorded.insert(call.media.id, cdr.clone());
+            }
             tracing::debug!(
                 call = id,
                 cdr = %cdr.id,

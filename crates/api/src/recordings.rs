@@ -1,0 +1,149 @@
+//! Call recordings: each call's two-channel WAV (caller left, callee
+//! right), listed on its CDR, served and deleted here. The files are the
+//! engine's `Recordings`; reading them runs off the async threads.
+
+use std::io::Read;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use maskline_core::{CallId, TenantId};
+use maskline_engine::events_crate::payload::{CallView, RecordingView};
+use maskline_media::recordings::RecordingKey;
+
+use crate::AppState;
+use crate::extract::{PathParam, TenantAuth};
+use crate::problem::{Problem, ProblemBody};
+
+type ApiResult<T> = Result<T, Problem>;
+
+/// Bytes read from disk per chunk of a response.
+const CHUNK: usize = 64 * 1024;
+
+fn key(tenant: TenantId, raw: &str) -> Result<RecordingKey, Problem> {
+    let call: CallId = raw.parse().map_err(|_| Problem::not_found("recording"))?;
+    RecordingKey::new(&tenant.to_string(), &call.to_string())
+        .ok_or_else(|| Problem::not_found("recording"))
+}
+
+/// Sets `recording` on the CDRs that have one.
+pub(crate) async fn attach(state: &AppState, tenant: TenantId, views: &mut [CallView]) {
+    let Some(store) = state.engine.recordings().cloned() else {
+        return;
+    };
+    let keys: Vec<Option<RecordingKey>> = views
+        .iter()
+        .map(|v| RecordingKey::new(&tenant.to_string(), &v.id))
+        .collect();
+    let lens = tokio::task::spawn_blocking(move || {
+        keys.iter()
+            .map(|k| k.as_ref().and_then(|k| store.len(k).ok().flatten()))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap_or_default();
+    for (view, len) in views.iter_mut().zip(lens) {
+        if let Some(len) = len {
+            let duration_ms = len.saturating_sub(44) / 4 * 1000 / 8000;
+            view.recording = Some(RecordingView::new(&view.id, duration_ms));
+        }
+    }
+}
+
+#[utoipa::path(get, path = "/v1/calls/{id}/recording", tag = "calls",
+    params(("id" = String, Path, description = "The call's id (its CDR's)")),
+    responses(
+        (status = 200, description = "The recording: WAV, 8 kHz, 16-bit, two channels (caller left, callee right)", content_type = "audio/wav"),
+        (status = 404, body = ProblemBody, content_type = "application/problem+json"),
+    ),
+    security(("tenant_key" = [])))]
+pub async fn get_recording(
+    State(state): State<AppState>,
+    TenantAuth(tenant): TenantAuth,
+    PathParam(raw): PathParam,
+) -> ApiResult<Response> {
+    let key = key(tenant, &raw)?;
+    let store = state
+        .engine
+        .recordings()
+        .cloned()
+        .ok_or_else(|| Problem::not_found("recording"))?;
+    let opened = tokio::task::spawn_blocking(move || store.open(&key))
+        .await
+        .map_err(|_| Problem::internal())?
+        .map_err(|e| {
+            tracing::error!(error = %e, "cannot open a recording");
+            Problem::internal()
+        })?;
+    let Some(recording) = opened else {
+        return Err(Problem::not_found("recording"));
+    };
+    let len = recording.len;
+    let mut reader = recording.reader;
+    // A recording can be long: it is streamed, a chunk at a time.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    tokio::task::spawn_blocking(move || {
+        let mut left = len;
+        while left > 0 {
+            let mut buf = vec![0u8; CHUNK.min(left as usize)];
+            match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    buf.truncate(n);
+                    left -= n as u64;
+                    if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    break;
+                }
+            }
+        }
+    });
+    let stream = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+    Ok((
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "audio/wav".to_owned()),
+            (header::CONTENT_LENGTH, len.to_string()),
+            (header::CACHE_CONTROL, "private, no-store".to_owned()),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+#[utoipa::path(delete, path = "/v1/calls/{id}/recording", tag = "calls",
+    params(("id" = String, Path, description = "The call's id (its CDR's)")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, body = ProblemBody, content_type = "application/problem+json"),
+    ),
+    security(("tenant_key" = [])))]
+pub async fn delete_recording(
+    State(state): State<AppState>,
+    TenantAuth(tenant): TenantAuth,
+    PathParam(raw): PathParam,
+) -> ApiResult<StatusCode> {
+    let key = key(tenant, &raw)?;
+    let store = state
+        .engine
+        .recordings()
+        .cloned()
+        .ok_or_else(|| Problem::not_found("recording"))?;
+    let deleted = tokio::task::spawn_blocking(move || store.delete(&key))
+        .await
+        .map_err(|_| Problem::internal())?
+        .map_err(|e| {
+            tracing::error!(error = %e, "cannot delete a recording");
+            Problem::internal()
+        })?;
+    if deleted {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(Problem::not_found("recording"))
+    }
+}

@@ -1,0 +1,187 @@
+//! Where call recordings are kept: behind [`Recordings`], so that an object
+//! store can replace the data directory when several nodes serve one
+//! tenant. [`DirRecordings`] keeps them as files under a directory, one
+//! folder per tenant, readable by the service's user only.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufWriter, ErrorKind, Read};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::PathBuf;
+
+use crate::relay::RecordingSink;
+use crate::wav::RecordingWriter;
+use crate::{Error, Result, SAMPLE_RATE};
+
+/// Bytes of a recording's header; the rest is 4 bytes per sample frame.
+const HEADER_BYTES: u64 = 44;
+
+/// A recording's name: its tenant and its call, both made of `[0-9a-z-]`
+/// (ids as the API spells them), so a key can never name another path.
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+pub struct RecordingKey {
+    tenant: String,
+    call: String,
+}
+
+impl RecordingKey {
+    pub fn new(tenant: &str, call: &str) -> Option<RecordingKey> {
+        let ok = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 64
+                && s.bytes()
+                    .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase() || b == b'-')
+        };
+        (ok(tenant) && ok(call)).then(|| RecordingKey {
+            tenant: tenant.to_owned(),
+            call: call.to_owned(),
+        })
+    }
+}
+
+/// A stored recording, ready to read.
+pub struct StoredRecording {
+    pub reader: Box<dyn Read + Send>,
+    /// Bytes, header included.
+    pub len: u64,
+}
+
+impl StoredRecording {
+    /// Audio in milliseconds, from the length.
+    pub fn duration_ms(&self) -> u64 {
+        duration_ms(self.len)
+    }
+}
+
+fn duration_ms(len: u64) -> u64 {
+    len.saturating_sub(HEADER_BYTES) / 4 * 1000 / u64::from(SAMPLE_RATE)
+}
+
+/// Storage for call recordings.
+pub trait Recordings: Send + Sync {
+    /// A new recording, written while the call runs.
+    fn create(&self, key: &RecordingKey) -> Result<Box<dyn RecordingSink>>;
+    /// The recording's length in bytes, if there is one.
+    fn len(&self, key: &RecordingKey) -> Result<Option<u64>>;
+    fn open(&self, key: &RecordingKey) -> Result<Option<StoredRecording>>;
+    /// Whether there was one to delete.
+    fn delete(&self, key: &RecordingKey) -> Result<bool>;
+}
+
+/// Recordings as files: `<root>/<tenant>/<call>.wav`, directories 0700 and
+/// files 0600.
+pub struct DirRecordings {
+    root: PathBuf,
+}
+
+impl DirRecordings {
+    pub fn new(root: impl Into<PathBuf>) -> Result<DirRecordings> {
+        let root = root.into();
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&root)?;
+        Ok(DirRecordings { root })
+    }
+
+    fn path(&self, key: &RecordingKey) -> PathBuf {
+        self.root
+            .join(&key.tenant)
+            .join(format!("{}.wav", key.call))
+    }
+}
+
+fn absent<T>(e: std::io::Error) -> Result<Option<T>> {
+    if e.kind() == ErrorKind::NotFound {
+        Ok(None)
+    } else {
+        Err(Error::Io(e))
+    }
+}
+
+impl Recordings for DirRecordings {
+    fn create(&self, key: &RecordingKey) -> Result<Box<dyn RecordingSink>> {
+        let path = self.path(key);
+        if let Some(dir) = path.parent() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
+        }
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)?;
+        Ok(Box::new(RecordingWriter::new(BufWriter::new(file))?))
+    }
+
+    fn len(&self, key: &RecordingKey) -> Result<Option<u64>> {
+        match fs::metadata(self.path(key)) {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) => absent(e),
+        }
+    }
+
+    fn open(&self, key: &RecordingKey) -> Result<Option<StoredRecording>> {
+        match File::open(self.path(key)) {
+            Ok(file) => {
+                let len = file.metadata()?.len();
+                Ok(Some(StoredRecording {
+                    reader: Box::new(file),
+                    len,
+                }))
+            }
+            Err(e) => absent(e),
+        }
+    }
+
+    fn delete(&self, key: &RecordingKey) -> Result<bool> {
+        match fs::remove_file(self.path(key)) {
+            Ok(()) => Ok(true),
+            Err(e) => absent(e).map(|_: Option<()>| false),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::Path;
+
+    use super::*;
+
+    #[test]
+    fn keys_name_no_other_path() {
+        assert!(RecordingKey::new("01900000-0000-7000", "abc-123").is_some());
+        for bad in ["", "../x", "a/b", "A", "a.b", "a b"] {
+            assert!(RecordingKey::new(bad, "c").is_none(), "{bad:?}");
+            assert!(RecordingKey::new("t", bad).is_none(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_recording_is_written_read_measured_and_deleted_privately() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DirRecordings::new(dir.path().join("recordings")).unwrap();
+        let key = RecordingKey::new("t1", "c1").unwrap();
+        assert!(store.open(&key).unwrap().is_none());
+        let mut sink = store.create(&key).unwrap();
+        for _ in 0..50 {
+            sink.write_frame(&[100; 160], &[-100; 160]).unwrap();
+        }
+        assert_eq!(sink.finish().unwrap(), 8000);
+        assert!(store.create(&key).is_err(), "never overwritten");
+        let stored = store.open(&key).unwrap().unwrap();
+        assert_eq!(stored.duration_ms(), 1000);
+        let samples = crate::wav::read_recording(stored.reader, 1 << 20).unwrap();
+        assert_eq!(samples.len(), 8000);
+        assert_eq!(samples[0], [100, -100]);
+        let path = store.path(&key);
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(path.parent().unwrap()), 0o700);
+        assert!(store.delete(&key).unwrap());
+        assert!(!store.delete(&key).unwrap());
+        assert_eq!(store.len(&key).unwrap(), None);
+    }
+}
