@@ -10,7 +10,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use maskline_core::{CallId, TenantId};
 use maskline_engine::events_crate::payload::{CallView, RecordingView};
-use maskline_media::recordings::RecordingKey;
+use maskline_media::recordings::{RecordingKey, Recordings};
 
 use crate::AppState;
 use crate::extract::{PathParam, TenantAuth};
@@ -21,10 +21,34 @@ type ApiResult<T> = Result<T, Problem>;
 /// Bytes read from disk per chunk of a response.
 const CHUNK: usize = 64 * 1024;
 
-fn key(tenant: TenantId, raw: &str) -> Result<RecordingKey, Problem> {
+/// The storage and the key of call `raw`'s recording, within `tenant`.
+fn locate(
+    state: &AppState,
+    tenant: TenantId,
+    raw: &str,
+) -> Result<(std::sync::Arc<dyn Recordings>, RecordingKey), Problem> {
     let call: CallId = raw.parse().map_err(|_| Problem::not_found("recording"))?;
-    RecordingKey::new(&tenant.to_string(), &call.to_string())
-        .ok_or_else(|| Problem::not_found("recording"))
+    let key = RecordingKey::new(&tenant.to_string(), &call.to_string())
+        .ok_or_else(|| Problem::not_found("recording"))?;
+    let store = state
+        .engine
+        .recordings()
+        .cloned()
+        .ok_or_else(|| Problem::not_found("recording"))?;
+    Ok((store, key))
+}
+
+/// Runs a storage call off the async threads; its failure is a 500.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> maskline_media::Result<T> + Send + 'static,
+) -> Result<T, Problem> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|_| Problem::internal())?
+        .map_err(|e| {
+            tracing::error!(error = %e, "recording storage failed");
+            Problem::internal()
+        })
 }
 
 /// Sets `recording` on the CDRs that have one.
@@ -63,19 +87,8 @@ pub async fn get_recording(
     TenantAuth(tenant): TenantAuth,
     PathParam(raw): PathParam,
 ) -> ApiResult<Response> {
-    let key = key(tenant, &raw)?;
-    let store = state
-        .engine
-        .recordings()
-        .cloned()
-        .ok_or_else(|| Problem::not_found("recording"))?;
-    let opened = tokio::task::spawn_blocking(move || store.open(&key))
-        .await
-        .map_err(|_| Problem::internal())?
-        .map_err(|e| {
-            tracing::error!(error = %e, "cannot open a recording");
-            Problem::internal()
-        })?;
+    let (store, key) = locate(&state, tenant, &raw)?;
+    let opened = blocking(move || store.open(&key)).await?;
     let Some(recording) = opened else {
         return Err(Problem::not_found("recording"));
     };
@@ -128,19 +141,8 @@ pub async fn delete_recording(
     TenantAuth(tenant): TenantAuth,
     PathParam(raw): PathParam,
 ) -> ApiResult<StatusCode> {
-    let key = key(tenant, &raw)?;
-    let store = state
-        .engine
-        .recordings()
-        .cloned()
-        .ok_or_else(|| Problem::not_found("recording"))?;
-    let deleted = tokio::task::spawn_blocking(move || store.delete(&key))
-        .await
-        .map_err(|_| Problem::internal())?
-        .map_err(|e| {
-            tracing::error!(error = %e, "cannot delete a recording");
-            Problem::internal()
-        })?;
+    let (store, key) = locate(&state, tenant, &raw)?;
+    let deleted = blocking(move || store.delete(&key)).await?;
     if deleted {
         Ok(StatusCode::NO_CONTENT)
     } else {

@@ -298,9 +298,9 @@ mod tests {
         assert_eq!(ReleaseReason::parse("nope"), None);
     }
 
-    #[test]
-    fn duration_rounds_up_and_is_zero_unanswered() {
-        let mut r = CallRecord {
+    /// A refused attempt: no binding.
+    fn refused() -> CallRecord {
+        CallRecord {
             id: CallId(1),
             tenant: None,
             binding: None,
@@ -316,7 +316,12 @@ mod tests {
             released_by: ReleasedBy::System,
             release_reason: ReleaseReason::Refused,
             refusal: Some(Refusal::NoBinding),
-        };
+        }
+    }
+
+    #[test]
+    fn duration_rounds_up_and_is_zero_unanswered() {
+        let mut r = refused();
         assert_eq!(r.duration_seconds(), 0);
         r.answered_at = Some(2_000);
         r.ended_at = 4_001;
@@ -327,21 +332,9 @@ mod tests {
     #[test]
     fn release_causes_follow_q850() {
         let mut r = CallRecord {
-            id: CallId(1),
-            tenant: None,
-            binding: None,
-            direction: None,
-            x: None,
-            caller: None,
-            callee: None,
-            invited_at: 1_000,
-            ringing_at: None,
-            answered_at: None,
-            ended_at: 9_000,
             final_status: 410,
-            released_by: ReleasedBy::System,
-            release_reason: ReleaseReason::Refused,
             refusal: Some(Refusal::Expired),
+            ..refused()
         };
         assert_eq!(r.release_cause(), 22);
         r.refusal = Some(Refusal::NoBinding);

@@ -113,6 +113,29 @@ fn rtp(packet: &[u8]) -> RtpPacket<'_> {
     RtpPacket::parse(packet).unwrap()
 }
 
+/// The callee: a sipp UAS answering with `codec` and telephone-event 96,
+/// its media at `callee`'s socket.
+fn callee_uas(callee: &Party, codec: Codec) -> Sipp {
+    let pt = codec.payload_type().to_string();
+    Sipp::uas(
+        "uas_media.xml",
+        Transport::Udp,
+        &[
+            "-s",
+            &b(),
+            "-key",
+            "rtp_port",
+            &callee.port(),
+            "-key",
+            "codec_pt",
+            &pt,
+            "-key",
+            "codec_name",
+            codec.encoding_name(),
+        ],
+    )
+}
+
 async fn both_succeed(uac: &mut Sipp, uas: &mut Sipp) {
     let (a, b) = (
         uac.wait(Duration::from_secs(PEER_SECS)).await,
@@ -162,23 +185,7 @@ fn audio_crosses(from: &Party, to: SocketAddr, listener: &Party, via: SocketAddr
 #[tokio::test(flavor = "multi_thread")]
 async fn both_parties_hear_each_other_through_maskline_and_digits_cross_as_events() {
     let (caller, callee) = (Party::new(), Party::new());
-    let mut uas = Sipp::uas(
-        "uas_media.xml",
-        Transport::Udp,
-        &[
-            "-s",
-            &b(),
-            "-key",
-            "rtp_port",
-            &callee.port(),
-            "-key",
-            "codec_pt",
-            "0",
-            "-key",
-            "codec_name",
-            "PCMU",
-        ],
-    );
+    let mut uas = callee_uas(&callee, Codec::Pcmu);
     let rig = Rig::start(&uas, &[]).await;
     let binding = rig.bind(axb()).await;
     let x = binding["x"].as_str().unwrap().to_owned();
@@ -236,23 +243,7 @@ async fn both_parties_hear_each_other_through_maskline_and_digits_cross_as_event
 #[tokio::test(flavor = "multi_thread")]
 async fn sipps_own_pcap_audio_and_dtmf_reach_the_callee() {
     let callee = Party::new();
-    let mut uas = Sipp::uas(
-        "uas_media.xml",
-        Transport::Udp,
-        &[
-            "-s",
-            &b(),
-            "-key",
-            "rtp_port",
-            &callee.port(),
-            "-key",
-            "codec_pt",
-            "8",
-            "-key",
-            "codec_name",
-            "PCMA",
-        ],
-    );
+    let mut uas = callee_uas(&callee, Codec::Pcma);
     let rig = Rig::start(&uas, &[]).await;
     let binding = rig.bind(axb()).await;
     let x = binding["x"].as_str().unwrap().to_owned();
@@ -329,23 +320,7 @@ async fn an_answered_call_without_rtp_ends_with_media_timeout() {
 async fn a_full_rtp_port_range_refuses_the_next_call_with_503() {
     let caller = Party::new();
     let callee = Party::new();
-    let mut uas = Sipp::uas(
-        "uas_media.xml",
-        Transport::Udp,
-        &[
-            "-s",
-            &b(),
-            "-key",
-            "rtp_port",
-            &callee.port(),
-            "-key",
-            "codec_pt",
-            "0",
-            "-key",
-            "codec_name",
-            "PCMU",
-        ],
-    );
+    let mut uas = callee_uas(&callee, Codec::Pcmu);
     // Room for one call: two pairs of ports, somewhere no other test is.
     let base = 30_000 + 4 * (std::process::id() % 2_000) as u16;
     let range = format!("{base}-{}", base + 3);
@@ -397,23 +372,7 @@ fn key(party: &Party, to: SocketAddr, digits: &str) {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_caller_of_a_shared_number_hears_the_prompt_keys_the_extension_and_is_connected() {
     let (caller, callee) = (Party::new(), Party::new());
-    let mut uas = Sipp::uas(
-        "uas_media.xml",
-        Transport::Udp,
-        &[
-            "-s",
-            &b(),
-            "-key",
-            "rtp_port",
-            &callee.port(),
-            "-key",
-            "codec_pt",
-            "0",
-            "-key",
-            "codec_name",
-            "PCMU",
-        ],
-    );
+    let mut uas = callee_uas(&callee, Codec::Pcmu);
     let rig = Rig::start(&uas, &[]).await;
     let binding = rig.bind(json!({"mode": "axe", "a": b()})).await;
     let x = binding["x"].as_str().unwrap().to_owned();
@@ -485,23 +444,7 @@ fn share_at(samples: &[i16], hz: f64) -> f64 {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_recorded_call_leaves_a_two_channel_wav_listed_on_its_cdr() {
     let (caller, callee) = (Party::new(), Party::new());
-    let mut uas = Sipp::uas(
-        "uas_media.xml",
-        Transport::Udp,
-        &[
-            "-s",
-            &b(),
-            "-key",
-            "rtp_port",
-            &callee.port(),
-            "-key",
-            "codec_pt",
-            "0",
-            "-key",
-            "codec_name",
-            "PCMU",
-        ],
-    );
+    let mut uas = callee_uas(&callee, Codec::Pcmu);
     let rig = Rig::start(&uas, &[]).await;
     let mut spec = axb();
     spec["controls"] = json!({"record": true});
@@ -638,23 +581,7 @@ async fn shared_number_call(
     digit_keys: bool,
 ) {
     let (caller, callee) = (Party::new(), Party::new());
-    let mut uas = Sipp::uas(
-        "uas_media.xml",
-        Transport::Udp,
-        &[
-            "-s",
-            &b(),
-            "-key",
-            "rtp_port",
-            &callee.port(),
-            "-key",
-            "codec_pt",
-            "0",
-            "-key",
-            "codec_name",
-            "PCMU",
-        ],
-    );
+    let mut uas = callee_uas(&callee, Codec::Pcmu);
     let rig = Rig::start(&uas, &[]).await;
     let binding = rig.bind(json!({"mode": "axe", "a": b()})).await;
     let x = binding["x"].as_str().unwrap().to_owned();
