@@ -416,6 +416,20 @@ fn check_controls(c: &Controls) -> ApiResult<()> {
             "max_call_seconds must be positive (or null for no limit)",
         ));
     }
+    check_warning(c.warn_before_end_seconds)
+}
+
+fn check_warning(warn: Option<u32>) -> ApiResult<()> {
+    if warn.is_some_and(|w| w == 0 || w > maskline_core::MAX_WARN_BEFORE_END_SECS) {
+        return Err(Problem::bad_request(
+            "invalid_field",
+            "controls.warn_before_end_seconds",
+            format!(
+                "warn_before_end_seconds must be 1 to {} (or null for no warning)",
+                maskline_core::MAX_WARN_BEFORE_END_SECS
+            ),
+        ));
+    }
     Ok(())
 }
 
@@ -592,13 +606,19 @@ pub async fn patch_binding(
         .as_deref()
         .map(|s| parse_rfc3339(s, "expires_at"))
         .transpose()?;
-    let controls = req.controls.map(|c| ControlsPatch {
+    let controls = req.controls.as_ref().map(|c| ControlsPatch {
         a_to_b: c.a_to_b,
         b_to_a: c.b_to_a,
         max_call_seconds: c.max_call_seconds,
         record: c.record,
         sms: c.sms,
+        pre_connect: c.prompts.and_then(|p| p.pre_connect),
+        callee_whisper: c.prompts.and_then(|p| p.callee_whisper),
+        warn_before_end_seconds: c.warn_before_end_seconds,
     });
+    if let Some(Some(warn)) = controls.and_then(|c| c.warn_before_end_seconds) {
+        check_warning(Some(warn))?;
+    }
     if controls.is_some_and(|c| c.max_call_seconds == Some(Some(0))) {
         return Err(Problem::bad_request(
             "invalid_field",

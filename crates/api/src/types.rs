@@ -147,6 +147,23 @@ pub struct ControlsInput {
     pub record: Option<bool>,
     #[serde(default)]
     pub sms: Option<bool>,
+    #[serde(default)]
+    pub prompts: Option<PromptsInput>,
+    /// Seconds before `max_call_seconds` at which both parties hear
+    /// `last_minute` (1 to 3600); `null` = no warning.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<u32>)]
+    pub warn_before_end_seconds: Option<Option<u32>>,
+}
+
+/// Prompts a binding's calls play (only the fields given change).
+#[derive(Deserialize, ToSchema, Default, Clone, Copy)]
+#[serde(deny_unknown_fields)]
+pub struct PromptsInput {
+    #[serde(default)]
+    pub pre_connect: Option<bool>,
+    #[serde(default)]
+    pub callee_whisper: Option<bool>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -456,6 +473,17 @@ impl ControlsInput {
             max_call_seconds: self.max_call_seconds.unwrap_or(base.max_call_seconds),
             record: self.record.unwrap_or(base.record),
             sms: self.sms.unwrap_or(base.sms),
+            pre_connect: self
+                .prompts
+                .and_then(|p| p.pre_connect)
+                .unwrap_or(base.pre_connect),
+            callee_whisper: self
+                .prompts
+                .and_then(|p| p.callee_whisper)
+                .unwrap_or(base.callee_whisper),
+            warn_before_end_seconds: self
+                .warn_before_end_seconds
+                .unwrap_or(base.warn_before_end_seconds),
         }
     }
 }

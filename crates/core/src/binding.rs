@@ -40,7 +40,18 @@ pub struct Controls {
     pub max_call_seconds: Option<u32>,
     pub record: bool,
     pub sms: bool,
+    /// The caller hears `pre_connect` while the callee is called.
+    pub pre_connect: bool,
+    /// The callee hears `callee_whisper` as it answers.
+    pub callee_whisper: bool,
+    /// Both parties hear `last_minute` this long before
+    /// `max_call_seconds` ends the call (at most
+    /// [`MAX_WARN_BEFORE_END_SECS`]).
+    pub warn_before_end_seconds: Option<u32>,
 }
+
+/// The longest `warn_before_end_seconds`: an hour.
+pub const MAX_WARN_BEFORE_END_SECS: u32 = 3600;
 
 /// Extension digits of an `axe` binding: 1 to 8 digits, leading zeros kept.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -175,6 +186,9 @@ impl Default for Controls {
             max_call_seconds: None,
             record: false,
             sms: true,
+            pre_connect: false,
+            callee_whisper: false,
+            warn_before_end_seconds: None,
         }
     }
 }

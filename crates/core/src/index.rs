@@ -253,6 +253,27 @@ struct Record {
     pos: u32,
     mode: Mode,
     flags: u8,
+    /// The call prompts: `warn_before_end_seconds` in the low bits, and
+    /// the `P_*` bits (what fits in the record's last two bytes).
+    prompts: u16,
+}
+
+const P_PRE_CONNECT: u16 = 1 << 15;
+const P_CALLEE_WHISPER: u16 = 1 << 14;
+const P_WARN: u16 = (1 << 14) - 1;
+
+fn pack_prompts(c: &Controls) -> u16 {
+    let warn = c
+        .warn_before_end_seconds
+        .map_or(0, |w| w.min(u32::from(P_WARN)) as u16);
+    let mut p = warn;
+    if c.pre_connect {
+        p |= P_PRE_CONNECT;
+    }
+    if c.callee_whisper {
+        p |= P_CALLEE_WHISPER;
+    }
+    p
 }
 
 #[derive(Clone, Debug)]
@@ -918,6 +939,9 @@ impl Index {
             caller_id: called,
             max_call_seconds: (rec.max_call != 0).then_some(rec.max_call),
             record: rec.flags & F_RECORD != 0,
+            pre_connect: rec.prompts & P_PRE_CONNECT != 0,
+            callee_whisper: rec.prompts & P_CALLEE_WHISPER != 0,
+            warn_before_end_seconds: Some(u32::from(rec.prompts & P_WARN)).filter(|&w| w > 0),
         })
     }
 
@@ -1215,6 +1239,7 @@ impl Index {
             pos: self.numbers[n as usize].records.len() as u32,
             mode: nb.mode,
             flags,
+            prompts: pack_prompts(&nb.controls),
         };
         let r = match self.vacant.pop() {
             Some(r) => {
@@ -1410,6 +1435,7 @@ impl Index {
             }
             rec.flags = flags;
             rec.max_call = controls.max_call_seconds.unwrap_or(0);
+            rec.prompts = pack_prompts(controls);
         }
     }
 

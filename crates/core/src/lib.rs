@@ -27,8 +27,8 @@ pub mod route;
 pub mod sms;
 
 pub use binding::{
-    Binding, BindingId, BindingStatus, Controls, EndReason, Extension, MAX_EXTENSION_LEN, Mode,
-    TenantId, UnixTime,
+    Binding, BindingId, BindingStatus, Controls, EndReason, Extension, MAX_EXTENSION_LEN,
+    MAX_WARN_BEFORE_END_SECS, Mode, TenantId, UnixTime,
 };
 pub use call::{CallId, CallRecord, Refusal, ReleaseReason, ReleasedBy, UnixMillis, q850_text};
 pub use event::{EventId, EventPattern, EventType, selected};

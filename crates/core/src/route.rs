@@ -54,6 +54,9 @@ pub struct Connect {
     pub caller_id: Number,
     pub max_call_seconds: Option<u32>,
     pub record: bool,
+    pub pre_connect: bool,
+    pub callee_whisper: bool,
+    pub warn_before_end_seconds: Option<u32>,
 }
 
 /// The outcome of [`crate::Index::decide`]. A refusal is a value, not an

@@ -1014,6 +1014,9 @@ fn expected(model: &Model, caller: Number, x: Number, ext: Option<Extension>) ->
         caller_id: x,
         max_call_seconds: None,
         record: false,
+        pre_connect: false,
+        callee_whisper: false,
+        warn_before_end_seconds: None,
     }))
 }
 

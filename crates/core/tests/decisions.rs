@@ -162,6 +162,9 @@ fn connect(id: u128, mode: Mode, direction: Direction, to: Number, x: Number) ->
         caller_id: x,
         max_call_seconds: None,
         record: false,
+        pre_connect: false,
+        callee_whisper: false,
+        warn_before_end_seconds: None,
     })
 }
 
@@ -1017,4 +1020,31 @@ fn decisions_never_cross_tenants() {
         Decision::Connect(conn) => assert_eq!((conn.tenant, conn.binding), (T, BindingId(1))),
         d => panic!("{d:?}"),
     }
+}
+
+#[test]
+fn a_connect_carries_the_bindings_call_prompts() {
+    let mut index = empty_index();
+    let mut b = binding(1, Mode::Axb, x_axb(), a(), Some(b()));
+    b.controls = Controls {
+        pre_connect: true,
+        callee_whisper: true,
+        warn_before_end_seconds: Some(90),
+        max_call_seconds: Some(600),
+        ..Controls::default()
+    };
+    insert(&mut index, &b, NOW);
+    let Decision::Connect(c) = index.decide(&voice(a(), x_axb()), NOW) else {
+        panic!("connects");
+    };
+    assert!(c.pre_connect && c.callee_whisper);
+    assert_eq!(c.warn_before_end_seconds, Some(90));
+    assert_eq!(c.max_call_seconds, Some(600));
+    // Changed controls reach the index.
+    index.set_controls(BindingId(1), &Controls::default());
+    let Decision::Connect(c) = index.decide(&voice(a(), x_axb()), NOW) else {
+        panic!("connects");
+    };
+    assert!(!c.pre_connect && !c.callee_whisper);
+    assert_eq!(c.warn_before_end_seconds, None);
 }

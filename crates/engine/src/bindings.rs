@@ -64,6 +64,9 @@ pub struct ControlsPatch {
     pub max_call_seconds: Option<Option<u32>>,
     pub record: Option<bool>,
     pub sms: Option<bool>,
+    pub pre_connect: Option<bool>,
+    pub callee_whisper: Option<bool>,
+    pub warn_before_end_seconds: Option<Option<u32>>,
 }
 
 /// Allocations tried for one create when other nodes keep taking what
@@ -358,6 +361,11 @@ impl Engine {
             n.max_call_seconds = c.max_call_seconds.unwrap_or(n.max_call_seconds);
             n.record = c.record.unwrap_or(n.record);
             n.sms = c.sms.unwrap_or(n.sms);
+            n.pre_connect = c.pre_connect.unwrap_or(n.pre_connect);
+            n.callee_whisper = c.callee_whisper.unwrap_or(n.callee_whisper);
+            n.warn_before_end_seconds = c
+                .warn_before_end_seconds
+                .unwrap_or(n.warn_before_end_seconds);
         }
         next.updated_at = now;
 

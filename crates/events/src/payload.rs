@@ -163,6 +163,18 @@ pub struct ControlsView {
     pub max_call_seconds: Option<u32>,
     pub record: bool,
     pub sms: bool,
+    pub prompts: PromptsView,
+    /// Both parties hear `last_minute` this long before `max_call_seconds`.
+    pub warn_before_end_seconds: Option<u32>,
+}
+
+/// Prompts a binding's calls play.
+#[derive(Serialize, ToSchema)]
+pub struct PromptsView {
+    /// The caller hears `pre_connect` while the callee is called.
+    pub pre_connect: bool,
+    /// The callee hears `callee_whisper` as it answers.
+    pub callee_whisper: bool,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -207,6 +219,11 @@ impl BindingView {
                 max_call_seconds: b.controls.max_call_seconds,
                 record: b.controls.record,
                 sms: b.controls.sms,
+                prompts: PromptsView {
+                    pre_connect: b.controls.pre_connect,
+                    callee_whisper: b.controls.callee_whisper,
+                },
+                warn_before_end_seconds: b.controls.warn_before_end_seconds,
             },
             expires_at: rfc3339(b.expires_at),
             created_at: rfc3339(b.created_at),

@@ -69,7 +69,7 @@ const CATCH_UP_MARGIN_SECS: i64 = 30;
 
 const BINDING_COLUMNS: &str = "id, tenant_id, mode, x, extension, a, b, area, external_ref, \
      a_to_b, b_to_a, max_call_seconds, record, sms, created_at, updated_at, expires_at, \
-     ended_at, end_reason";
+     ended_at, end_reason, call_prompts, warn_before_end_seconds";
 
 const CALL_COLUMNS: &str = "id, tenant_id, binding_id, direction, x, caller, callee, invited_at, \
      ringing_at, answered_at, ended_at, final_status, released_by, release_reason, refusal";
@@ -570,11 +570,11 @@ async fn insert_bindings<'a>(
     let insert = sqlx::query(
         "INSERT INTO bindings (id, tenant_id, mode, x, extension, a, b, area, external_ref, \
          a_to_b, b_to_a, max_call_seconds, record, sms, created_at, updated_at, expires_at, \
-         ended_at, end_reason, ends_at, live_until) \
+         ended_at, end_reason, ends_at, live_until, call_prompts, warn_before_end_seconds) \
          SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], \
          $6::text[], $7::text[], $8::text[], $9::text[], $10::bool[], $11::bool[], $12::int8[], \
          $13::bool[], $14::bool[], $15::int8[], $16::int8[], $17::int8[], $18::int8[], \
-         $19::text[], $20::int8[], $21::int8[])",
+         $19::text[], $20::int8[], $21::int8[], $22::int4[], $23::int4[])",
     );
     c.bind_to(insert)
         .execute(&mut *conn)
@@ -612,7 +612,7 @@ async fn create_batch(
     let call = sqlx::query(
         "SELECT create_bindings($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
          $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, \
-         $32, $33, $34, $35, $36, $37, $38)",
+         $32, $33, $34, $35, $36, $37, $38, $39, $40)",
     );
     e.bind_to(k.bind_to(c.bind_to(call)))
         .bind(EVENTS_LOCK)
@@ -673,6 +673,8 @@ struct BindingArrays {
     end_reason: Vec<Option<&'static str>>,
     ends_at: Vec<i64>,
     live_until: Vec<i64>,
+    call_prompts: Vec<i32>,
+    warn: Vec<Option<i32>>,
 }
 
 impl BindingArrays {
@@ -699,6 +701,8 @@ impl BindingArrays {
             .bind(self.end_reason)
             .bind(self.ends_at)
             .bind(self.live_until)
+            .bind(self.call_prompts)
+            .bind(self.warn)
     }
 
     fn with_capacity(n: usize) -> BindingArrays {
@@ -724,6 +728,8 @@ impl BindingArrays {
             end_reason: Vec::with_capacity(n),
             ends_at: Vec::with_capacity(n),
             live_until: Vec::with_capacity(n),
+            call_prompts: Vec::with_capacity(n),
+            warn: Vec::with_capacity(n),
         }
     }
 
@@ -751,6 +757,13 @@ impl BindingArrays {
         self.end_reason.push(b.end_reason.map(EndReason::as_str));
         self.ends_at.push(b.ends_at());
         self.live_until.push(live_until(b, cooldown));
+        self.call_prompts.push(rows::call_prompts(&b.controls));
+        // At most MAX_WARN_BEFORE_END_SECS: the API refuses more.
+        self.warn.push(
+            b.controls
+                .warn_before_end_seconds
+                .map(|w| i32::try_from(w).unwrap_or(i32::MAX)),
+        );
     }
 }
 
@@ -1153,7 +1166,8 @@ async fn apply<'a>(
             let done = sqlx::query(
                 "UPDATE bindings SET b = $1, a_to_b = $2, b_to_a = $3, max_call_seconds = $4, \
                  record = $5, sms = $6, updated_at = $7, expires_at = $8, ended_at = $9, \
-                 end_reason = $10, ends_at = $11, live_until = $12 \
+                 end_reason = $10, ends_at = $11, live_until = $12, call_prompts = $15, \
+                 warn_before_end_seconds = $16 \
                  WHERE id = $13 AND tenant_id = $14",
             )
             .bind(b.b.map(|n| n.to_string()))
@@ -1170,6 +1184,12 @@ async fn apply<'a>(
             .bind(live_until(b, cooldown))
             .bind(uuid(b.id.0))
             .bind(uuid(b.tenant.0))
+            .bind(rows::call_prompts(&b.controls))
+            .bind(
+                b.controls
+                    .warn_before_end_seconds
+                    .map(|w| i32::try_from(w).unwrap_or(i32::MAX)),
+            )
             .execute(&mut *conn)
             .await
             .map_err(conflict)?;

@@ -158,6 +158,22 @@ pub(crate) fn idempotency(
     })
 }
 
+/// `bindings.call_prompts` bits.
+const PROMPT_PRE_CONNECT: i64 = 1;
+const PROMPT_CALLEE_WHISPER: i64 = 2;
+
+/// A binding's call prompts as its `call_prompts` column holds them.
+pub(crate) fn call_prompts(c: &Controls) -> i32 {
+    let mut bits = 0;
+    if c.pre_connect {
+        bits |= PROMPT_PRE_CONNECT;
+    }
+    if c.callee_whisper {
+        bits |= PROMPT_CALLEE_WHISPER;
+    }
+    bits as i32
+}
+
 pub(crate) fn binding(r: &impl Cells) -> Result<Binding> {
     Ok(Binding {
         id: BindingId(id(r, "id")?),
@@ -181,6 +197,12 @@ pub(crate) fn binding(r: &impl Cells) -> Result<Binding> {
                 .transpose()?,
             record: r.flag("record")?,
             sms: r.flag("sms")?,
+            pre_connect: r.int("call_prompts")?.unwrap_or(0) & PROMPT_PRE_CONNECT != 0,
+            callee_whisper: r.int("call_prompts")?.unwrap_or(0) & PROMPT_CALLEE_WHISPER != 0,
+            warn_before_end_seconds: r
+                .int("warn_before_end_seconds")?
+                .map(|s| narrow(s, "warn_before_end_seconds"))
+                .transpose()?,
         },
         created_at: int(r, "created_at")?,
         updated_at: int(r, "updated_at")?,

@@ -36,7 +36,7 @@ const MAX_BATCH: usize = 256;
 
 const BINDING_COLUMNS: &str = "id, tenant_id, mode, x, extension, a, b, area, external_ref, \
      a_to_b, b_to_a, max_call_seconds, record, sms, created_at, updated_at, expires_at, \
-     ended_at, end_reason";
+     ended_at, end_reason, call_prompts, warn_before_end_seconds";
 
 /// The `calls` columns, in the order `bind_call` binds them and
 /// `call_record` reads them; one list for the INSERT and the SELECT.
@@ -221,8 +221,8 @@ const MAX_INSERT_ROWS: usize = 64;
 
 const BINDINGS_INSERT: &str = "INSERT INTO bindings (id, tenant_id, mode, x, extension, a, b, \
      area, external_ref, a_to_b, b_to_a, max_call_seconds, record, sms, created_at, updated_at, \
-     expires_at, ended_at, end_reason, ends_at) VALUES ";
-const BINDINGS_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+     expires_at, ended_at, end_reason, ends_at, call_prompts, warn_before_end_seconds) VALUES ";
+const BINDINGS_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 const IDEMPOTENCY_INSERT: &str =
     "INSERT INTO idempotency (tenant_id, key, request_hash, status, body, created_at) VALUES ";
 const IDEMPOTENCY_ROW: &str = "(?, ?, ?, ?, ?, ?)";
@@ -268,6 +268,8 @@ fn bind_binding<'q>(q: SqliteQuery<'q>, b: &Binding) -> SqliteQuery<'q> {
         .bind(b.ended_at)
         .bind(b.end_reason.map(EndReason::as_str))
         .bind(b.ends_at())
+        .bind(rows::call_prompts(&b.controls))
+        .bind(b.controls.warn_before_end_seconds.map(i64::from))
 }
 
 fn bind_idempotency<'q>(q: SqliteQuery<'q>, rec: &IdempotencyRecord) -> SqliteQuery<'q> {
@@ -575,7 +577,8 @@ async fn apply(conn: &mut SqliteConnection, write: &Write) -> Result<()> {
         Write::UpdateBinding { binding: b, events } => {
             let done = sqlx::query(
                 "UPDATE bindings SET b = ?, a_to_b = ?, b_to_a = ?, max_call_seconds = ?, \
-                 record = ?, sms = ?, updated_at = ?, expires_at = ?, ended_at = ?, \
+                 record = ?, sms = ?, call_prompts = ?, warn_before_end_seconds = ?, \
+                 updated_at = ?, expires_at = ?, ended_at = ?, \
                  end_reason = ?, ends_at = ? WHERE id = ? AND tenant_id = ?",
             )
             .bind(b.b.map(|n| n.to_string()))
@@ -584,6 +587,8 @@ async fn apply(conn: &mut SqliteConnection, write: &Write) -> Result<()> {
             .bind(b.controls.max_call_seconds.map(i64::from))
             .bind(b.controls.record)
             .bind(b.controls.sms)
+            .bind(rows::call_prompts(&b.controls))
+            .bind(b.controls.warn_before_end_seconds.map(i64::from))
             .bind(b.updated_at)
             .bind(b.expires_at)
             .bind(b.ended_at)

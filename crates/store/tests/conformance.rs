@@ -61,6 +61,10 @@ fn binding(id: u128, t: u128, a: u64, b: u64, expires_at: i64) -> Binding {
         external_ref: Some(format!("order-{}", id % 2)),
         controls: Controls {
             max_call_seconds: Some(600),
+            // Odd bindings carry the call prompts, so both forms round-trip.
+            pre_connect: id % 2 == 1,
+            callee_whisper: id % 2 == 1,
+            warn_before_end_seconds: (id % 2 == 1).then_some(60),
             ..Controls::default()
         },
         created_at: 1_000,

@@ -11,6 +11,10 @@ use maskline_core::{
 use maskline_engine::events_crate::payload::rfc3339_millis;
 use maskline_engine::events_crate::unix_ms;
 
+use maskline_media::prompts::PromptName;
+use maskline_media::relay::Update;
+use maskline_media::session::Leg;
+
 use super::media::CallMedia;
 use super::{
     B2bua, Call, CallTimer, Effect, Intercepting, Phase, Question, Resume, Role, ServerOwner, Side,
@@ -326,6 +330,31 @@ impl B2bua {
             self.refuse_with(sid, Refusal::NoGateway, cdr);
             return;
         }
+        let cdr = if connect.pre_connect {
+            // The caller hears pre_connect (early media in our own 183)
+            // while the callee is called; without an offer to answer, the
+            // call goes on without it.
+            match self.open_prelude(sid, cdr) {
+                Ok(id) => {
+                    if let Some((_, media, tag, cdr)) = self.take_prelude(id) {
+                        let prompt = self.prompt(cdr.tenant, PromptName::PreConnect);
+                        self.media.update(
+                            media.id,
+                            Update::Play {
+                                leg: Leg::A,
+                                prompt,
+                                plays: 1,
+                            },
+                        );
+                        self.connect_early(sid, connect, cdr, (max_forwards, started), media, tag);
+                    }
+                    return;
+                }
+                Err(cdr) => *cdr,
+            }
+        } else {
+            cdr
+        };
         let mut media = match CallMedia::open(&mut *self.media) {
             Ok(media) => media,
             Err(e) => {
@@ -523,6 +552,8 @@ impl B2bua {
                 max_call_seconds: connect.max_call_seconds,
                 record: connect.record,
                 recording: false,
+                callee_whisper: connect.callee_whisper,
+                warn_before_end: connect.warn_before_end_seconds,
                 deadline: None,
                 media,
                 acks: [None, None],

@@ -364,44 +364,91 @@ impl CallMedia {
 // === recording ===
 
 impl super::B2bua {
+    /// What the parties hear as call `id` is answered: the callee its
+    /// whisper, both the recording notice (the callee not over its
+    /// whisper), and, armed now, the last-minute warning.
+    pub(super) fn answer_prompts(&mut self, id: super::Id, now: std::time::Instant) {
+        let Some(call) = self.calls.get(&id) else {
+            return;
+        };
+        let (tenant, media, whisper) = (call.cdr.tenant, call.media.id, call.callee_whisper);
+        if let (Some(max), Some(warn)) = (call.max_call_seconds, call.warn_before_end)
+            && warn < max
+        {
+            let at = now + std::time::Duration::from_secs(u64::from(max - warn));
+            self.ep.arm(at, super::CallTimer::LastMinute(id));
+        }
+        let mut notice_to = vec![Leg::A];
+        if whisper {
+            let prompt = self.prompt(tenant, PromptName::CalleeWhisper);
+            self.play_to(media, Leg::B, prompt);
+        } else {
+            notice_to.push(Leg::B);
+        }
+        if self.calls.get(&id).is_some_and(|c| c.record) && self.start_recording(id) {
+            let notice = self.prompt(tenant, PromptName::RecordingNotice);
+            for leg in notice_to {
+                self.play_to(media, leg, notice.clone());
+            }
+        }
+    }
+
+    /// Both parties hear that the call ends soon.
+    pub(super) fn last_minute(&mut self, id: super::Id) {
+        let Some(call) = self
+            .calls
+            .get(&id)
+            .filter(|c| c.phase == super::Phase::Answered)
+        else {
+            return;
+        };
+        let (tenant, media) = (call.cdr.tenant, call.media.id);
+        let prompt = self.prompt(tenant, PromptName::LastMinute);
+        for leg in [Leg::A, Leg::B] {
+            self.play_to(media, leg, prompt.clone());
+        }
+    }
+
+    fn play_to(&mut self, media: SessionId, leg: Leg, prompt: Prompt) {
+        self.media.update(
+            media,
+            Update::Play {
+                leg,
+                prompt,
+                plays: 1,
+            },
+        );
+    }
+
     /// Starts recording answered call `id` (both directions, one
-    /// two-channel WAV) and tells both parties so.
-    pub(super) fn start_recording(&mut self, id: super::Id) {
+    /// two-channel WAV); whether it could.
+    fn start_recording(&mut self, id: super::Id) -> bool {
         let Some(recordings) = self.engine.recordings().cloned() else {
             tracing::warn!(
                 call = id,
                 "a call asks to be recorded, but no storage is set"
             );
-            return;
+            return false;
         };
         let Some(call) = self.calls.get_mut(&id) else {
-            return;
+            return false;
         };
         let (Some(tenant), media) = (call.cdr.tenant, call.media.id) else {
-            return;
+            return false;
         };
         let Some(key) = RecordingKey::new(&tenant.to_string(), &call.cdr.id.to_string()) else {
-            return;
+            return false;
         };
         match recordings.create(&key) {
             Ok(sink) => {
                 call.recording = true;
                 self.media.update(media, Update::Record(sink));
-                let notice = self.prompt(Some(tenant), PromptName::RecordingNotice);
-                for leg in [Leg::A, Leg::B] {
-                    self.media.update(
-                        media,
-                        Update::Play {
-                            leg,
-                            prompt: notice.clone(),
-                            plays: 1,
-                        },
-                    );
-                }
+                true
             }
             Err(e) => {
                 metrics::counter!("maskline_recording_failures_total").increment(1);
                 tracing::error!(call = id, error = %e, "cannot start a recording");
+                false
             }
         }
     }

@@ -111,6 +111,10 @@ struct Call {
     record: bool,
     /// A recording was started.
     recording: bool,
+    /// The callee hears `callee_whisper` as it answers.
+    callee_whisper: bool,
+    /// Both hear `last_minute` this long before `max_call_seconds`.
+    warn_before_end: Option<u32>,
     /// When an answered call must end (from `max_call_seconds`).
     deadline: Option<Instant>,
     media: media::CallMedia,
@@ -189,6 +193,8 @@ pub(crate) enum CallTimer {
         id: Id,
         generation: u32,
     },
+    /// `warn_before_end_seconds` before an answered call's end.
+    LastMinute(Id),
 }
 
 pub(crate) struct CallLayer;

@@ -97,7 +97,11 @@ impl B2bua {
     /// Answers the caller's INVITE `sid` with early media. Gives the CDR
     /// back when that cannot be (no SDP offer, no port, an offer we cannot
     /// take): the caller is then answered without a prompt.
-    fn open_prelude(&mut self, sid: TxId, cdr: CallRecord) -> Result<Id, Box<CallRecord>> {
+    pub(super) fn open_prelude(
+        &mut self,
+        sid: TxId,
+        cdr: CallRecord,
+    ) -> Result<Id, Box<CallRecord>> {
         let Some(x) = cdr.x else {
             return Err(Box::new(cdr));
         };
@@ -172,6 +176,15 @@ impl B2bua {
                 plays: 1,
             },
         );
+    }
+
+    /// Turns prelude `id` into the start of a call: its media and early
+    /// dialog, and its CDR.
+    pub(super) fn take_prelude(&mut self, id: Id) -> Option<(TxId, CallMedia, String, CallRecord)> {
+        let p = self.preludes.remove(&id)?;
+        self.by_media.remove(&p.media.id);
+        self.ep.remove_dialog(&p.tag);
+        Some((p.sid, p.media, p.tag, p.cdr))
     }
 
     /// Refuses with `refusal`, after its announcement when there is one
@@ -310,19 +323,15 @@ impl B2bua {
         match decision {
             Some(Decision::Connect(connect)) => {
                 let (max_forwards, started) = (c.max_forwards, c.started);
-                let Some(p) = self.preludes.remove(&id) else {
+                let Some((sid, media, tag, mut cdr)) = self.take_prelude(id) else {
                     return;
                 };
-                self.by_media.remove(&p.media.id);
-                self.ep.remove_dialog(&p.tag);
-                self.media
-                    .update(p.media.id, Update::Collect(Leg::A, false));
-                let mut cdr = p.cdr;
+                self.media.update(media.id, Update::Collect(Leg::A, false));
                 cdr.tenant = Some(connect.tenant);
                 cdr.binding = Some(connect.binding);
                 cdr.direction = Some(connect.direction);
                 cdr.callee = Some(connect.to);
-                self.connect_early(p.sid, connect, cdr, (max_forwards, started), p.media, p.tag);
+                self.connect_early(sid, connect, cdr, (max_forwards, started), media, tag);
             }
             _ => {
                 c.tries += 1;

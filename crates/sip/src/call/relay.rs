@@ -107,9 +107,7 @@ impl B2bua {
                 };
                 call.media.answered(&mut *self.media);
                 call.phase = Phase::Answered;
-                if call.record {
-                    self.start_recording(id);
-                }
+                self.answer_prompts(id, now);
                 let Some(call) = self.calls.get_mut(&id) else {
                     return;
                 };

@@ -117,6 +117,7 @@ impl B2bua {
                 self.end_call(call, ReleasedBy::System, ReleaseReason::PeerTimeout, None);
             }
             CallTimer::Digits { id, generation } => self.prelude_timeout(id, generation),
+            CallTimer::LastMinute(call) => self.last_minute(call),
             CallTimer::Grace => {
                 let live: Vec<Id> = self
                     .calls

@@ -120,6 +120,20 @@ impl Harness {
         mode: Mode,
         max_call_seconds: Option<u32>,
     ) -> (Harness, Option<maskline_core::Extension>) {
+        Harness::with_controls(
+            mode,
+            Controls {
+                max_call_seconds,
+                ..Controls::default()
+            },
+        )
+        .await
+    }
+
+    async fn with_controls(
+        mode: Mode,
+        controls: Controls,
+    ) -> (Harness, Option<maskline_core::Extension>) {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path()).await.unwrap();
         let engine = Arc::new(
@@ -154,10 +168,7 @@ impl Harness {
             area: None,
             area_match: AreaMatch::Fallback,
             external_ref: None,
-            controls: Controls {
-                max_call_seconds,
-                ..Controls::default()
-            },
+            controls,
         };
         let render = |_: &maskline_core::Binding| String::new();
         let created = engine
@@ -774,4 +785,68 @@ async fn an_expired_binding_is_announced_before_its_410() {
     let text = format!("{refusal:?}");
     assert!(text.contains("Reason: Q.850;cause=22"), "{text}");
     assert!(text.contains("Reason: SIP;cause=410"), "{text}");
+}
+
+#[tokio::test]
+async fn pre_connect_plays_to_the_caller_while_the_callee_is_called() {
+    let (mut h, _) = Harness::with_controls(
+        Mode::Axb,
+        Controls {
+            pre_connect: true,
+            ..Controls::default()
+        },
+    )
+    .await;
+    h.from(caller(), &invite("pc")).await;
+    let sent = h.take();
+    let early = sent
+        .iter()
+        .find(|(to, m)| *to == caller() && m.code() == Some(183))
+        .map(|(_, m)| m.clone())
+        .expect("183 with early media");
+    assert!(body(&early).contains("m=audio 20004"), "{}", body(&early));
+    // The callee is called at once, with our offer.
+    let out = Harness::request_to(&sent, gateway(), &Method::Invite);
+    assert!(
+        body(&out).contains("m=audio 20006 RTP/AVP 0"),
+        "{}",
+        body(&out)
+    );
+    assert!(h.asked().contains(&"1: play A".to_owned()));
+    h.from(gateway(), &answer_with(&out, 200, "b", CALLEE_SDP))
+        .await;
+    let ok = h
+        .take()
+        .into_iter()
+        .find(|(to, m)| *to == caller() && m.code() == Some(200))
+        .unwrap()
+        .1;
+    assert_eq!(ok.to_tag(), early.to_tag());
+}
+
+#[tokio::test]
+async fn the_callee_hears_its_whisper_and_both_the_last_minute_warning() {
+    let (mut h, _) = Harness::with_controls(
+        Mode::Axb,
+        Controls {
+            max_call_seconds: Some(600),
+            callee_whisper: true,
+            warn_before_end_seconds: Some(60),
+            ..Controls::default()
+        },
+    )
+    .await;
+    let (_, ok) = answered(&mut h, "lm").await;
+    h.from(caller(), &from_caller(&ok, "ACK", 1, "ack")).await;
+    h.take();
+    let asked = h.asked();
+    assert!(asked.contains(&"1: play B".to_owned()), "{asked:?}");
+    assert!(!asked.contains(&"1: play A".to_owned()), "{asked:?}");
+    h.advance(Duration::from_secs(539)).await;
+    assert!(h.asked().is_empty());
+    h.advance(Duration::from_secs(1)).await;
+    assert_eq!(h.asked(), ["1: play A", "1: play B"]);
+    // The call still ends at max_call_seconds.
+    h.advance(Duration::from_secs(60)).await;
+    Harness::request_to(&h.take(), gateway(), &Method::Bye);
 }
