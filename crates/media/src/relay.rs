@@ -585,6 +585,8 @@ mod tests {
             codec: Codec::Pcmu,
             audio_pt: 0,
             event_pt: None,
+            rx_event_pt: None,
+            sends: true,
         }
     }
 

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use crate::dtmf::{Digit, DtmfReceiver};
 use crate::player::{FRAME_DURATION, FRAME_SAMPLES, PACKET_LEN, Prompt, PromptPlayer};
-use crate::rtp::{RtpPacket, StreamSplicer};
+use crate::rtp::{HEADER_LEN, RtpPacket, StreamSplicer};
 use crate::tones::ToneDetector;
 use crate::{Codec, SAMPLE_RATE};
 
@@ -67,8 +67,16 @@ pub struct LegMedia {
     pub codec: Codec,
     /// The payload type of the codec on this leg.
     pub audio_pt: u8,
-    /// telephone-event's payload type on this leg, if negotiated.
+    /// telephone-event's payload type in what we send on this leg (the
+    /// party's SDP numbers it), if negotiated.
     pub event_pt: Option<u8>,
+    /// telephone-event's payload type in what the party sends (our SDP to
+    /// it numbers it: RFC 3264, a description names what its author
+    /// receives).
+    pub rx_event_pt: Option<u8>,
+    /// Whether the party is to send at all (not holding the call): a leg
+    /// that must not send is never reported silent.
+    pub sends: bool,
 }
 
 /// What a session reports.
@@ -289,49 +297,54 @@ impl Session {
             state.dropped += 1;
             return;
         };
-        match state.latched {
-            Some(source) if source != from => {
-                state.dropped += 1;
-                return;
-            }
-            Some(_) => {}
-            None => state.latched = Some(from),
-        }
         let Ok(rtp) = RtpPacket::parse(packet) else {
             state.dropped += 1;
             return;
         };
-        state.received += 1;
-        state.last_heard = now;
-        state.silent_reported = false;
         let header = rtp.header;
-        let is_event = media.event_pt == Some(header.payload_type);
+        let is_event = media.rx_event_pt == Some(header.payload_type);
         if !is_event && header.payload_type != media.audio_pt {
             state.dropped += 1;
             return;
         }
+        // Only RTP of the call latches a leg, and the address the party's
+        // SDP named takes it back from any other: a stray or spoofed
+        // packet cannot steal a leg from its party.
+        match state.latched {
+            Some(source) if source == from => {}
+            Some(_) if media.remote.is_some_and(|r| r.ip() == from.ip()) => {
+                state.latched = Some(from);
+            }
+            Some(_) => {
+                state.dropped += 1;
+                return;
+            }
+            None => state.latched = Some(from),
+        }
+        state.received += 1;
+        state.last_heard = now;
+        state.silent_reported = false;
+        let payload_len = rtp.payload.len();
+        let payload_at = packet.len() - usize::from(rtp.padding) - payload_len;
+        let payload = &packet[payload_at..payload_at + payload_len];
         if let Some(collector) = &mut state.collector {
             if is_event {
-                if let Ok(digits) = collector.events.receive(&header, rtp.payload, now) {
+                if let Ok(digits) = collector.events.receive(&header, payload, now) {
                     for digit in digits {
                         out.event(SessionEvent::Digit(leg, digit));
                     }
                 }
             } else {
-                let n = rtp.payload.len().min(self.pcm.len());
-                media
-                    .codec
-                    .decode_into(&rtp.payload[..n], &mut self.pcm[..n]);
+                let n = payload_len.min(self.pcm.len());
+                media.codec.decode_into(&payload[..n], &mut self.pcm[..n]);
                 collector.tones.feed(&self.pcm[..n], |digit| {
                     out.event(SessionEvent::Digit(leg, digit))
                 });
             }
         }
         if !is_event && let Some(mixer) = &mut self.recording {
-            let n = rtp.payload.len().min(self.pcm.len());
-            media
-                .codec
-                .decode_into(&rtp.payload[..n], &mut self.pcm[..n]);
+            let n = payload_len.min(self.pcm.len());
+            media.codec.decode_into(&payload[..n], &mut self.pcm[..n]);
             let pending = &mut mixer.pending[i];
             pending.extend_from_slice(&self.pcm[..n]);
             if pending.len() > MAX_PENDING {
@@ -364,6 +377,14 @@ impl Session {
             return;
         };
         rewritten.payload_type = payload_type;
+        // Only a fixed header of ours and the payload cross: a CSRC list or
+        // a header extension (which can carry a CNAME naming a host) never
+        // does, and padding is dropped.
+        if payload_at != HEADER_LEN {
+            packet.copy_within(payload_at..payload_at + payload_len, HEADER_LEN);
+        }
+        let packet = &mut packet[..HEADER_LEN + payload_len];
+        packet[0] = 0x80;
         if let Ok(mut view) = crate::rtp::RtpPacketMut::new(packet) {
             view.set(&rewritten);
             other.sent += 1;
@@ -384,7 +405,7 @@ impl Session {
             {
                 out.event(SessionEvent::Digit(leg, digit));
             }
-            if state.media.is_some()
+            if state.media.is_some_and(|m| m.sends)
                 && !state.silent_reported
                 && now.saturating_duration_since(state.last_heard) >= self.rtp_timeout
             {
@@ -483,6 +504,8 @@ mod tests {
                 codec: Codec::Pcmu,
                 audio_pt: 0,
                 event_pt: Some(101),
+                rx_event_pt: Some(101),
+                sends: true,
             },
         );
         s.set_leg(
@@ -492,6 +515,8 @@ mod tests {
                 codec: Codec::Pcmu,
                 audio_pt: 0,
                 event_pt: Some(96),
+                rx_event_pt: Some(96),
+                sends: true,
             },
         );
         s
@@ -546,6 +571,75 @@ mod tests {
         s.receive(Leg::A, addr("198.51.100.1:1"), &mut p, now, &mut out);
         assert_eq!(out.sent.len(), 4);
         assert_eq!(s.stats(Leg::A).dropped, 1);
+    }
+
+    #[test]
+    fn the_sdp_address_takes_its_leg_back_from_a_stranger_who_sent_first() {
+        let now = Instant::now();
+        let mut s = session(now);
+        s.bridge(true);
+        let mut out = Captured::default();
+        // A stranger's RTP arrives first and latches the caller's leg...
+        let mut p = packet(0, 1, 0, 0x66, &[0x01; 160]);
+        s.receive(Leg::A, addr("203.0.113.5:9999"), &mut p, now, &mut out);
+        // ...but garbage and foreign payload types never latch.
+        let mut junk = vec![0xFF; 40];
+        s.receive(Leg::B, addr("203.0.113.5:9999"), &mut junk, now, &mut out);
+        let mut p = packet(0, 1, 0, 0x77, &[0x02; 160]);
+        s.receive(Leg::B, addr("10.0.0.2:5000"), &mut p, now, &mut out);
+        assert_eq!(out.sent.last().unwrap().1, addr("203.0.113.5:9999"));
+        // The caller's own address, as its SDP named it, takes the leg back.
+        let mut p = packet(0, 2, 160, 0x11, &[0x03; 160]);
+        s.receive(Leg::A, addr("10.0.0.1:4000"), &mut p, now, &mut out);
+        let mut p = packet(0, 2, 160, 0x77, &[0x04; 160]);
+        s.receive(Leg::B, addr("10.0.0.2:5000"), &mut p, now, &mut out);
+        assert_eq!(out.sent.last().unwrap().1, addr("10.0.0.1:4000"));
+        // And the stranger is dropped from then on.
+        let before = out.sent.len();
+        let mut p = packet(0, 3, 320, 0x66, &[0x05; 160]);
+        s.receive(Leg::A, addr("203.0.113.5:9999"), &mut p, now, &mut out);
+        assert_eq!(out.sent.len(), before);
+    }
+
+    #[test]
+    fn csrcs_header_extensions_and_padding_never_cross() {
+        let now = Instant::now();
+        let mut s = session(now);
+        s.bridge(true);
+        let mut out = Captured::default();
+        // V=2, P=1, X=1, CC=2; two CSRCs; an extension of one word that
+        // could carry a CNAME; 160 bytes of payload; 4 bytes of padding.
+        let mut p = vec![0xB2, 0x00, 0x00, 0x01, 0, 0, 0, 0, 0, 0, 0, 9];
+        p.extend_from_slice(&[0xAA; 8]);
+        p.extend_from_slice(&[0xBE, 0xDE, 0x00, 0x01, b'h', b'o', b's', b't']);
+        p.extend_from_slice(&[0x42; 160]);
+        p.extend_from_slice(&[0, 0, 0, 4]);
+        s.receive(Leg::A, addr("10.0.0.1:4000"), &mut p, now, &mut out);
+        let (_, _, sent) = out.sent.last().unwrap();
+        assert_eq!(sent.len(), HEADER_LEN + 160);
+        assert_eq!(sent[0], 0x80, "no padding, extension or CSRCs");
+        assert_eq!(&sent[HEADER_LEN..], &[0x42; 160]);
+    }
+
+    #[test]
+    fn a_leg_on_hold_is_not_reported_silent() {
+        let mut now = Instant::now();
+        let mut s = session(now);
+        s.set_leg(
+            Leg::B,
+            LegMedia {
+                remote: None,
+                codec: Codec::Pcmu,
+                audio_pt: 0,
+                event_pt: None,
+                rx_event_pt: None,
+                sends: false,
+            },
+        );
+        let mut out = Captured::default();
+        now += Duration::from_secs(61);
+        s.tick(now, &mut out);
+        assert_eq!(out.events, [SessionEvent::Silent(Leg::A)]);
     }
 
     #[test]

@@ -152,6 +152,7 @@ impl B2bua {
                             cdr,
                             max_forwards,
                             started,
+                            early: None,
                         };
                         self.intercept(sid, pending, intercept, secret);
                     }
@@ -256,9 +257,18 @@ impl B2bua {
 
     /// Asks the tenant's intercept callback about a call, without waiting:
     /// the answer comes back as a [`Resume::Verdict`].
-    fn intercept(&mut self, sid: TxId, pending: Intercepting, target: Intercept, secret: String) {
-        // The caller stops retransmitting while the tenant thinks.
-        self.ep.respond(sid, 100, Resp::default());
+    pub(super) fn intercept(
+        &mut self,
+        sid: TxId,
+        pending: Intercepting,
+        target: Intercept,
+        secret: String,
+    ) {
+        // The caller stops retransmitting while the tenant thinks (after a
+        // prelude's 183 it already has).
+        if pending.early.is_none() {
+            self.ep.respond(sid, 100, Resp::default());
+        }
         let c = &pending.cdr;
         let request = InterceptRequest {
             call_id: c.id.to_string(),
@@ -291,14 +301,31 @@ impl B2bua {
                 let Some(p) = self.intercepting.remove(&sid) else {
                     return;
                 };
-                match verdict {
-                    Verdict::Allow if !self.draining => {
+                let (early, tag) = match p.early {
+                    Some((media, tag)) => (Some(media), Some(tag)),
+                    None => (None, None),
+                };
+                match (verdict, early) {
+                    (Verdict::Allow, Some(media)) if !self.draining => {
+                        let tag = tag.unwrap_or_else(token);
+                        let at = (p.max_forwards, p.started);
+                        self.connect_early(sid, p.connect, p.cdr, at, media, tag);
+                    }
+                    (Verdict::Allow, None) if !self.draining => {
                         self.connect(sid, p.connect, p.cdr, p.max_forwards, p.started, true);
                     }
-                    Verdict::Allow => self.refuse_shutdown(sid, unplaced(p.cdr)),
-                    Verdict::Deny { reason } => {
-                        tracing::debug!(cdr = %p.cdr.id, reason = reason.as_deref().unwrap_or(""), "intercept denied the call");
-                        self.refuse_with(sid, Refusal::Intercepted, unplaced(p.cdr));
+                    (verdict, early) => {
+                        if let Some(mut media) = early {
+                            media.close(&mut *self.media);
+                        }
+                        let cdr = unplaced(p.cdr);
+                        match verdict {
+                            Verdict::Allow => self.refuse_shutdown(sid, cdr),
+                            Verdict::Deny { reason } => {
+                                tracing::debug!(cdr = %cdr.id, reason = reason.as_deref().unwrap_or(""), "intercept denied the call");
+                                self.refuse_in(sid, Refusal::Intercepted, cdr, tag);
+                            }
+                        }
                     }
                 }
             }
@@ -373,9 +400,7 @@ impl B2bua {
         };
         let offer = match sdp_of(req) {
             None => Ok(None),
-            Some(sdp) => media
-                .exchange(&mut *self.media, Side::A, sdp, true)
-                .map(Some),
+            Some(sdp) => media.request(&mut *self.media, Side::A, sdp).map(Some),
         };
         let offer = match offer {
             Ok(offer) => offer,
@@ -415,6 +440,11 @@ impl B2bua {
         if self.cfg.outbound.is_none() {
             media.close(&mut *self.media);
             self.refuse_in(sid, Refusal::NoGateway, cdr, Some(tag));
+            return;
+        }
+        if self.draining {
+            media.close(&mut *self.media);
+            self.refuse_shutdown(sid, unplaced(cdr));
             return;
         }
         let offer = media.offer_to_callee(self.media.addr());

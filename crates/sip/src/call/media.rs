@@ -17,7 +17,7 @@ use maskline_media::player::Prompt;
 use maskline_media::prompts::{PromptName, builtin};
 use maskline_media::recordings::RecordingKey;
 use maskline_media::relay::{Anchor, SessionId, Update};
-use maskline_media::sdp::{LocalAudio, LocalSdp, Negotiated, PayloadCodec, Sdp};
+use maskline_media::sdp::{LocalAudio, LocalMedia, LocalSdp, Negotiated, PayloadCodec, Sdp};
 use maskline_media::session::{Leg, LegMedia};
 use maskline_media::{Codec, Error as MediaError};
 
@@ -41,6 +41,8 @@ pub(super) enum Refused {
     /// 488: well formed, but nothing we can carry (no PCMU/PCMA over
     /// RTP/AVP, or not the codec the call already has).
     NotAcceptable,
+    /// 491: an offer while another is unanswered (RFC 3261 §14.2).
+    Glare,
 }
 
 impl Refused {
@@ -48,6 +50,7 @@ impl Refused {
         match self {
             Refused::Malformed => 400,
             Refused::NotAcceptable => 488,
+            Refused::Glare => 491,
         }
     }
 
@@ -55,6 +58,7 @@ impl Refused {
         match self {
             Refused::Malformed => "399 maskline \"malformed SDP\"",
             Refused::NotAcceptable => "304 maskline \"no common codec\"",
+            Refused::Glare => "399 maskline \"an offer is pending\"",
         }
     }
 }
@@ -101,6 +105,8 @@ pub(super) struct CallMedia {
     /// What each party last agreed to.
     agreed: [Option<Negotiated>; 2],
     pending: Option<Pending>,
+    /// The pending offer was answered in a provisional response.
+    provisional_answer: bool,
     /// The codec both legs carry, once an answer fixed it.
     codec: Option<Codec>,
     bridged: bool,
@@ -122,6 +128,7 @@ impl CallMedia {
             sent: [None, None],
             agreed: [None, None],
             pending: None,
+            provisional_answer: false,
             codec: None,
             bridged: false,
             closed: false,
@@ -133,10 +140,26 @@ impl CallMedia {
         self.pending.as_ref().is_some_and(|p| p.from != side)
     }
 
-    /// A party's SDP from `side`: an answer to what we offered it, or else
-    /// an offer. Returns our SDP for the other side. `last` is false for an
-    /// answer in a provisional response (the final one repeats it).
-    pub fn exchange(
+    /// SDP in a request from `side` (INVITE, re-INVITE, UPDATE): always an
+    /// offer; one while another offer is still unanswered is glare.
+    /// Returns our offer for the other side.
+    pub fn request(
+        &mut self,
+        plane: &mut dyn MediaPlane,
+        side: Side,
+        sdp: &[u8],
+    ) -> Result<Body, Refused> {
+        if self.pending.is_some() {
+            return Err(Refused::Glare);
+        }
+        self.offer(plane.addr(), side, sdp)
+    }
+
+    /// SDP in a response (or an ACK) from `side`: the answer to the offer we
+    /// relayed to it, or else an offer of its own (a request sent without
+    /// one). Returns our SDP for the other side. `last` is false for an
+    /// answer in a provisional response (the final one may repeat it).
+    pub fn response(
         &mut self,
         plane: &mut dyn MediaPlane,
         side: Side,
@@ -144,9 +167,24 @@ impl CallMedia {
         last: bool,
     ) -> Result<Body, Refused> {
         if self.awaits_answer_from(side) {
-            self.answer(plane, side, sdp, last)
+            let answered = self.answer(plane, side, sdp, last);
+            if answered.is_err() && last {
+                self.pending = None;
+            }
+            answered
+        } else if self.pending.is_some() {
+            Err(Refused::Glare)
         } else {
             self.offer(plane.addr(), side, sdp)
+        }
+    }
+
+    /// A final 2xx without SDP: an answer given in a provisional response
+    /// stands; without one, the offer stays open for the ACK.
+    pub fn final_without_sdp(&mut self) {
+        if self.provisional_answer {
+            self.pending = None;
+            self.provisional_answer = false;
         }
     }
 
@@ -154,6 +192,7 @@ impl CallMedia {
     /// call keeps what it had.
     pub fn offer_refused(&mut self) {
         self.pending = None;
+        self.provisional_answer = false;
     }
 
     fn offer(&mut self, addr: IpAddr, side: Side, sdp: &[u8]) -> Result<Body, Refused> {
@@ -242,6 +281,9 @@ impl CallMedia {
         self.codec = Some(chosen);
         if last {
             self.pending = None;
+            self.provisional_answer = false;
+        } else {
+            self.provisional_answer = true;
         }
         self.apply(plane);
         Ok(sdp_body(&ours))
@@ -328,6 +370,13 @@ impl CallMedia {
                 .iter()
                 .find(|c| c.codec == codec)
                 .map_or(codec.payload_type(), |c| c.payload_type);
+            // The party sends events under the number our SDP gave it.
+            let rx_event_pt = self.sent[side.index()].as_ref().and_then(|sdp| {
+                sdp.media.iter().find_map(|m| match m {
+                    LocalMedia::Audio(a) => a.telephone_event.map(|t| t.payload_type),
+                    LocalMedia::Rejected(_) => None,
+                })
+            });
             plane.update(
                 self.id,
                 Update::Leg(
@@ -337,6 +386,8 @@ impl CallMedia {
                         codec,
                         audio_pt,
                         event_pt: agreed.telephone_event.map(|t| t.payload_type),
+                        rx_event_pt,
+                        sends: agreed.direction.sends() && agreed.remote.is_some(),
                     },
                 ),
             );
@@ -455,6 +506,17 @@ impl super::B2bua {
 
     /// A call's recording is complete (or failed: `frames` is `None`).
     pub(super) fn on_recorded(&mut self, session: SessionId, frames: Option<u32>) {
+        if let Some(call) = self
+            .by_media
+            .get(&session)
+            .and_then(|id| self.calls.get_mut(id))
+        {
+            // Failed while the call goes on: it is not recorded any more.
+            call.recording = false;
+            metrics::counter!("maskline_recording_failures_total").increment(1);
+            tracing::error!(cdr = %call.cdr.id, "a recording failed during its call");
+            return;
+        }
         let Some(cdr) = self.recorded.remove(&session) else {
             return;
         };

@@ -152,6 +152,9 @@ struct Intercepting {
     cdr: CallRecord,
     max_forwards: u32,
     started: Instant,
+    /// When a prelude collected the extension: its media and early
+    /// dialog's tag.
+    early: Option<(media::CallMedia, String)>,
 }
 
 /// What a client transaction does for its call.
@@ -195,6 +198,8 @@ pub(crate) enum CallTimer {
     },
     /// `warn_before_end_seconds` before an answered call's end.
     LastMinute(Id),
+    /// The longest a prelude may keep a caller.
+    PreludeLimit(Id),
 }
 
 pub(crate) struct CallLayer;
@@ -349,6 +354,9 @@ impl B2bua {
     /// verdict get 503.
     pub fn refuse_intercepting(&mut self) {
         for (sid, p) in std::mem::take(&mut self.intercepting) {
+            if let Some((mut media, _)) = p.early {
+                media.close(&mut *self.media);
+            }
             self.refuse_shutdown(sid, invite::unplaced(p.cdr));
         }
         self.pump();

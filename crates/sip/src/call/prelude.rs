@@ -29,6 +29,8 @@ use crate::message::{Message, Name, sdp_of};
 const DIGIT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Wrong or missing extensions before the call is refused.
 const TRIES: u8 = 3;
+/// The longest a caller is kept in a prelude, whatever it keys.
+const PRELUDE_LIMIT: Duration = Duration::from_secs(60);
 
 pub(super) struct Prelude {
     pub sid: TxId,
@@ -117,7 +119,7 @@ impl B2bua {
             .ok_or(())
             .and_then(|sdp| {
                 media
-                    .exchange(&mut *self.media, Side::A, sdp, true)
+                    .request(&mut *self.media, Side::A, sdp)
                     .map_err(|_| ())
             })
             .and_then(|_| media.answer_here(&mut *self.media).map_err(|_| ()));
@@ -149,6 +151,8 @@ impl B2bua {
             },
         );
         self.by_media.insert(media.id, id);
+        let limit = self.ep.now() + PRELUDE_LIMIT;
+        self.ep.arm(limit, CallTimer::PreludeLimit(id));
         self.preludes.insert(
             id,
             Prelude {
@@ -331,7 +335,26 @@ impl B2bua {
                 cdr.binding = Some(connect.binding);
                 cdr.direction = Some(connect.direction);
                 cdr.callee = Some(connect.to);
-                self.connect_early(sid, connect, cdr, (max_forwards, started), media, tag);
+                // The tenant's intercept is asked as for any call.
+                let intercept = self
+                    .engine
+                    .webhook(connect.tenant)
+                    .and_then(|w| Some((w.intercept.clone()?, w.secret.clone())));
+                match intercept {
+                    Some((target, secret)) => {
+                        let pending = super::Intercepting {
+                            connect,
+                            cdr,
+                            max_forwards,
+                            started,
+                            early: Some((media, tag)),
+                        };
+                        self.intercept(sid, pending, target, secret);
+                    }
+                    None => {
+                        self.connect_early(sid, connect, cdr, (max_forwards, started), media, tag);
+                    }
+                }
             }
             _ => {
                 c.tries += 1;
@@ -367,6 +390,22 @@ impl B2bua {
         let mut cdr = p.cdr;
         cdr.ended_at = unix_ms();
         then(self, p.sid, cdr, p.tag);
+    }
+
+    /// Prelude `id` has lasted too long: refused as it would have been,
+    /// or for want of an extension.
+    pub(super) fn prelude_limit(&mut self, id: Id) {
+        let Some(p) = self.preludes.get(&id) else {
+            return;
+        };
+        let refusal = match p.state {
+            State::Announcing(refusal) => refusal,
+            State::Collecting(_) => Refusal::ExtensionRequired,
+        };
+        tracing::debug!(call = id, "prelude limit reached");
+        self.finish_prelude(id, move |b2bua, sid, cdr, tag| {
+            b2bua.refuse_in(sid, refusal, cdr, Some(tag));
+        });
     }
 
     /// The caller gave up (CANCEL, or BYE in the early dialog).

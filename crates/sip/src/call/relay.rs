@@ -15,6 +15,28 @@ use super::{B2bua, CallTimer, Held, Id, PendingAck, Phase, Role, ServerOwner, Si
 use crate::endpoint::{ALLOW, ReqBase, Resp, TxId, new_branch, via_value};
 use crate::message::{Body, Message, Method, Name, crossing_body, sdp_of, uri_of};
 
+/// An INFO's DTMF, rebuilt rather than copied: nothing else a party put
+/// in the body crosses.
+fn dtmf_body(req: &Message) -> Option<Body> {
+    let digit = super::prelude::info_digit(req)?;
+    let duration = std::str::from_utf8(&req.body)
+        .ok()
+        .and_then(|b| {
+            b.lines().find_map(|line| {
+                let (name, value) = line.split_once('=')?;
+                name.trim()
+                    .eq_ignore_ascii_case("duration")
+                    .then(|| value.trim().parse::<u32>().ok())?
+            })
+        })
+        .unwrap_or(160)
+        .min(10_000);
+    Some(Body {
+        content_type: "application/dtmf-relay",
+        bytes: format!("Signal={}\r\nDuration={duration}\r\n", digit.as_char()).into_bytes(),
+    })
+}
+
 /// A failure from the outbound leg, as told to the caller.
 fn map_failure(code: u16) -> (u16, ReleaseReason) {
     match code {
@@ -69,7 +91,7 @@ impl B2bua {
                 // we cannot use is ignored; the 2xx will say again).
                 let body = sdp_of(resp).and_then(|sdp| {
                     call.media
-                        .exchange(&mut *self.media, Side::B, sdp, false)
+                        .response(&mut *self.media, Side::B, sdp, false)
                         .ok()
                 });
                 if ringing {
@@ -79,7 +101,7 @@ impl B2bua {
             }
             (Phase::Early, 200..=299) => {
                 let body = match sdp_of(resp) {
-                    Some(sdp) => match call.media.exchange(&mut *self.media, Side::B, sdp, true) {
+                    Some(sdp) => match call.media.response(&mut *self.media, Side::B, sdp, true) {
                         Ok(body) => Some(body),
                         Err(refused) => {
                             // Answered with media we cannot carry: the
@@ -100,7 +122,10 @@ impl B2bua {
                             return;
                         }
                     },
-                    None => None,
+                    None => {
+                        call.media.final_without_sdp();
+                        None
+                    }
                 };
                 let Some(call) = self.calls.get_mut(&id) else {
                     return;
@@ -219,9 +244,22 @@ impl B2bua {
             return;
         }
         let is_invite = resp.cseq_method == Method::Invite;
+        let carries_sdp = matches!(resp.cseq_method, Method::Invite | Method::Update);
         let Some(cseq) = self.ep.request(server).map(|r| r.cseq) else {
             // The requester already has its answer (it cancelled): a late
-            // 2xx still needs its ACK, or the far end keeps retransmitting.
+            // 2xx still needs its ACK, or the far end keeps retransmitting;
+            // its SDP still says what that leg now does.
+            if let Some(call) = self.calls.get_mut(&id)
+                && carries_sdp
+                && code >= 200
+            {
+                match sdp_of(resp).filter(|_| code < 300) {
+                    Some(sdp) => {
+                        let _ = call.media.response(&mut *self.media, to, sdp, true);
+                    }
+                    None => call.media.offer_refused(),
+                }
+            }
             if is_invite && (200..300).contains(&code) {
                 self.send_2xx_ack(id, to, cid, resp.cseq, None);
             }
@@ -246,15 +284,16 @@ impl B2bua {
             });
         }
         let contact = call.leg(from_side).contact.clone();
-        let carries_sdp = matches!(resp.cseq_method, Method::Invite | Method::Update);
         let body = match sdp_of(resp).filter(|_| carries_sdp && code < 300) {
             Some(sdp) => call
                 .media
-                .exchange(&mut *self.media, to, sdp, code >= 200)
+                .response(&mut *self.media, to, sdp, code >= 200)
                 .ok(),
             None => {
                 if carries_sdp && code >= 300 {
                     call.media.offer_refused();
+                } else if carries_sdp && code >= 200 {
+                    call.media.final_without_sdp();
                 }
                 crossing_body(resp)
             }
@@ -291,7 +330,7 @@ impl B2bua {
         // An answer to an offer that came in a 2xx.
         let body = sdp_of(req)
             .filter(|_| call.media.awaits_answer_from(side))
-            .and_then(|sdp| call.media.exchange(&mut *self.media, side, sdp, true).ok());
+            .and_then(|sdp| call.media.response(&mut *self.media, side, sdp, true).ok());
         self.ep.acked_2xx(pending.server);
         self.send_2xx_ack(
             id,
@@ -403,9 +442,21 @@ impl B2bua {
 
     fn relay_request(&mut self, sid: TxId, id: Id, side: Side, method: &Method) -> Option<TxId> {
         let call = self.calls.get_mut(&id)?;
+        if call.leg(side.other()).remote_tag.is_none() {
+            // The other leg's dialog does not exist yet.
+            self.ep.respond(
+                sid,
+                500,
+                Resp {
+                    headers: &[("Retry-After", "1")],
+                    ..Resp::default()
+                },
+            );
+            return None;
+        }
         let req = self.ep.request(sid)?;
         let body = match sdp_of(req).filter(|_| matches!(method, Method::Invite | Method::Update)) {
-            Some(sdp) => match call.media.exchange(&mut *self.media, side, sdp, true) {
+            Some(sdp) => match call.media.request(&mut *self.media, side, sdp) {
                 Ok(body) => Some(body),
                 Err(refused) => {
                     self.ep.respond(
@@ -419,21 +470,9 @@ impl B2bua {
                     return None;
                 }
             },
-            None => crossing_body(req),
+            None => dtmf_body(req),
         };
         let other = call.leg_mut(side.other());
-        if other.remote_tag.is_none() {
-            // The other leg's dialog does not exist yet.
-            self.ep.respond(
-                sid,
-                500,
-                Resp {
-                    headers: &[("Retry-After", "1")],
-                    ..Resp::default()
-                },
-            );
-            return None;
-        }
         other.cseq += 1;
         let cseq = other.cseq;
         let peer = other.peer;

@@ -16,10 +16,17 @@ impl B2bua {
         let placed = owner
             .call
             .filter(|call| self.calls.get(call).is_some_and(|c| c.a_invite == invite));
-        // §9.2: the 200 to a CANCEL carries the To tag of the INVITE's answer.
+        // §9.2: the 200 to a CANCEL carries the To tag of the INVITE's answer
+        // (the caller's leg of a call, or a prelude's early dialog).
         let tag = placed
             .and_then(|call| self.calls.get(&call))
-            .map(|call| call.leg(Side::A).local_tag.clone());
+            .map(|call| call.leg(Side::A).local_tag.clone())
+            .or_else(|| {
+                owner
+                    .call
+                    .and_then(|id| self.preludes.get(&id))
+                    .map(|p| p.tag.clone())
+            });
         self.ep.respond(
             sid,
             200,
@@ -59,8 +66,23 @@ impl B2bua {
                 self.prelude_cancelled(id);
             }
             _ => {
-                self.ep.respond(invite, 487, Resp::default());
+                let early_tag = self
+                    .intercepting
+                    .get(&invite)
+                    .and_then(|p| p.early.as_ref())
+                    .map(|(_, tag)| tag.clone());
+                self.ep.respond(
+                    invite,
+                    487,
+                    Resp {
+                        to_tag: early_tag.as_deref(),
+                        ..Resp::default()
+                    },
+                );
                 if let Some(p) = self.intercepting.remove(&invite) {
+                    if let Some((mut media, _)) = p.early {
+                        media.close(&mut *self.media);
+                    }
                     let mut cdr = unplaced(p.cdr);
                     cdr.released_by = ReleasedBy::Caller;
                     cdr.release_reason = ReleaseReason::Cancelled;
@@ -118,6 +140,7 @@ impl B2bua {
             }
             CallTimer::Digits { id, generation } => self.prelude_timeout(id, generation),
             CallTimer::LastMinute(call) => self.last_minute(call),
+            CallTimer::PreludeLimit(id) => self.prelude_limit(id),
             CallTimer::Grace => {
                 let live: Vec<Id> = self
                     .calls
@@ -230,6 +253,29 @@ impl B2bua {
         let was = call.phase;
         if was == Phase::Ended {
             return;
+        }
+        // The caller cancelled while the callee's answer was held for its
+        // event: the caller never hears it, its INVITE gets the refusal.
+        let unheard_answer = was == Phase::Answered
+            && by == ReleasedBy::Caller
+            && self.ep.request(call.a_invite).is_some();
+        if unheard_answer {
+            call.held.clear();
+            call.cdr.final_status = a_status.unwrap_or(487);
+            let (sid, tag) = (call.a_invite, call.leg(Side::A).local_tag.clone());
+            // The callee's 200 is ACKed here: the caller's ACK never comes.
+            let ack = call.acks[Side::A.index()].take();
+            self.ep.respond(
+                sid,
+                a_status.unwrap_or(487),
+                Resp {
+                    to_tag: Some(&tag),
+                    ..Resp::default()
+                },
+            );
+            if let Some(p) = ack {
+                self.send_2xx_ack(id, Side::B, p.client, p.out_cseq, None);
+            }
         }
         // What the caller has not heard yet goes before the end.
         self.flush_held(id, true);

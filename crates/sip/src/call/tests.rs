@@ -850,3 +850,38 @@ async fn the_callee_hears_its_whisper_and_both_the_last_minute_warning() {
     h.advance(Duration::from_secs(60)).await;
     Harness::request_to(&h.take(), gateway(), &Method::Bye);
 }
+
+#[tokio::test]
+async fn a_cancel_that_crosses_a_held_answer_gets_487_and_the_callee_a_bye() {
+    let mut h = Harness::new(None).await;
+    h.from(caller(), &invite("race")).await;
+    let out = Harness::request_to(&h.take(), gateway(), &Method::Invite);
+    // The callee answers; the 200 waits for call.answered to be durable
+    // (no effects run), and the caller cancels meanwhile.
+    h.core.handle_bytes(
+        &answer_with(&out, 200, "b", CALLEE_SDP),
+        udp(gateway()),
+        h.now,
+    );
+    let cancel = with_length(
+        &format!(
+            "CANCEL sip:+{X}@127.0.0.1:5060 SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-race\r\n\
+             Max-Forwards: 70\r\n\
+             From: <sip:+{A}@127.0.0.1:5070>;tag=a-race\r\n\
+             To: <sip:+{X}@127.0.0.1:5060>\r\n\
+             Call-ID: race\r\n\
+             CSeq: 1 CANCEL\r\n"
+        ),
+        "",
+    );
+    h.core.handle_bytes(&cancel, udp(caller()), h.now);
+    h.effects().await;
+    let sent = h.take();
+    assert_eq!(Harness::codes_to(&sent, caller()), [200, 487]);
+    Harness::request_to(&sent, gateway(), &Method::Ack);
+    Harness::request_to(&sent, gateway(), &Method::Bye);
+    let cdrs = h.cdrs().await;
+    assert_eq!(cdrs[0].release_reason, ReleaseReason::Cancelled);
+    assert_eq!(cdrs[0].final_status, 487);
+}
