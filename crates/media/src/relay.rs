@@ -19,8 +19,8 @@ use std::collections::{HashMap, VecDeque};
 use std::io::ErrorKind;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use crate::player::{FRAME_DURATION, Prompt};
+use crate::player::{FRAME_DURATION, FRAME_SAMPLES, Prompt};
 use crate::session::{Leg, LegMedia, Output, Session, SessionEvent, StreamSeeds};
 use crate::{Error, Result};
 
@@ -93,7 +93,10 @@ pub enum Update {
     },
     Stop(Leg),
     Collect(Leg, bool),
-    Record(Box<dyn RecordingSink>),
+    /// Records both legs into the sink `create` makes. It runs on the
+    /// recorder's thread (creating a file may wait on the disk); failing,
+    /// it is reported as `Recorded(id, None)`.
+    Record(CreateSink),
     /// Ends the session: its ports are freed, a recording finished.
     Close,
 }
@@ -108,6 +111,122 @@ pub enum MediaEvent {
 }
 
 type EventSink = Arc<dyn Fn(MediaEvent) + Send + Sync>;
+
+/// Makes a recording's sink.
+pub type CreateSink = Box<dyn FnOnce() -> Result<Box<dyn RecordingSink>> + Send>;
+
+/// Most frames waiting for the recorder (about 80 s of one call): beyond
+/// them frames are dropped rather than memory grown, or a worker stalled.
+const MAX_QUEUED_FRAMES: usize = 4096;
+
+/// What the workers hand the recorder.
+enum Recording {
+    Start(SessionId, CreateSink),
+    Frame(SessionId, Box<([i16; FRAME_SAMPLES], [i16; FRAME_SAMPLES])>),
+    Finish(SessionId),
+}
+
+/// The recorder: one thread that owns every recording's sink, so that the
+/// packet path never waits on a disk.
+struct Recorder {
+    tx: Sender<Recording>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl Clone for Recorder {
+    fn clone(&self) -> Recorder {
+        Recorder {
+            tx: self.tx.clone(),
+            queued: self.queued.clone(),
+        }
+    }
+}
+
+impl Recorder {
+    fn start(events: EventSink) -> Result<(Recorder, JoinHandle<()>)> {
+        let (tx, rx) = channel::<Recording>();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let counter = queued.clone();
+        let thread = std::thread::Builder::new()
+            .name("maskline-rec".into())
+            .spawn(move || record(rx, counter, events))?;
+        Ok((Recorder { tx, queued }, thread))
+    }
+
+    fn send(&self, recording: Recording) {
+        let _ = self.tx.send(recording);
+    }
+
+    /// Queues a frame, unless the recorder is that far behind.
+    fn frame(&self, id: SessionId, a: [i16; FRAME_SAMPLES], b: [i16; FRAME_SAMPLES]) {
+        if self.queued.fetch_add(1, Ordering::Relaxed) >= MAX_QUEUED_FRAMES {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            metrics::counter!("maskline_recording_frames_dropped_total").increment(1);
+            return;
+        }
+        self.send(Recording::Frame(id, Box::new((a, b))));
+    }
+}
+
+/// The recorder's loop: writes frames, makes each file valid every second,
+/// finishes recordings as their sessions close.
+fn record(rx: Receiver<Recording>, queued: Arc<AtomicUsize>, events: EventSink) {
+    let mut sinks: HashMap<SessionId, (Box<dyn RecordingSink>, Instant)> = HashMap::new();
+    let fail = |sinks: &mut HashMap<SessionId, (Box<dyn RecordingSink>, Instant)>, id| {
+        sinks.remove(&id);
+        tracing::error!("a recording could not be written; it stops here");
+        events(MediaEvent::Recorded(id, None));
+    };
+    loop {
+        match rx.recv_timeout(Duration::from_millis(250)) {
+            Ok(Recording::Start(id, create)) => match create() {
+                Ok(sink) => {
+                    sinks.insert(id, (sink, Instant::now()));
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start a recording");
+                    events(MediaEvent::Recorded(id, None));
+                }
+            },
+            Ok(Recording::Frame(id, frame)) => {
+                queued.fetch_sub(1, Ordering::Relaxed);
+                let failed = sinks
+                    .get_mut(&id)
+                    .is_some_and(|(sink, _)| sink.write_frame(&frame.0, &frame.1).is_err());
+                if failed {
+                    fail(&mut sinks, id);
+                }
+            }
+            Ok(Recording::Finish(id)) => {
+                if let Some((sink, _)) = sinks.remove(&id) {
+                    events(MediaEvent::Recorded(id, sink.finish().ok()));
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => {
+                for (id, (sink, _)) in sinks.drain() {
+                    events(MediaEvent::Recorded(id, sink.finish().ok()));
+                }
+                return;
+            }
+        }
+        let now = Instant::now();
+        let due: Vec<SessionId> = sinks
+            .iter()
+            .filter(|(_, (_, at))| now.saturating_duration_since(*at) >= Duration::from_secs(1))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            let failed = sinks.get_mut(&id).is_some_and(|(sink, at)| {
+                *at = now;
+                sink.flush().is_err()
+            });
+            if failed {
+                fail(&mut sinks, id);
+            }
+        }
+    }
+}
 
 enum Command {
     Open {
@@ -132,6 +251,7 @@ struct PortPool {
 
 /// The relay's handle: open sessions, change them, close them.
 pub struct Relay {
+    recorder: Option<JoinHandle<()>>,
     addr: IpAddr,
     rtp_timeout: Duration,
     ports: Arc<Mutex<PortPool>>,
@@ -157,6 +277,7 @@ impl Relay {
             .collect();
         let ports = Arc::new(Mutex::new(PortPool { free }));
         let events: EventSink = Arc::new(events);
+        let (recorder, recorder_thread) = Recorder::start(events.clone())?;
         let mut workers = Vec::new();
         for n in 0..cfg.workers.max(1) {
             let poll = Poll::new()?;
@@ -169,6 +290,7 @@ impl Relay {
                 free_slots: Vec::new(),
                 by_id: HashMap::new(),
                 events: events.clone(),
+                recorder: recorder.clone(),
                 ports: ports.clone(),
                 rtp_timeout: cfg.rtp_timeout,
                 buf: vec![0u8; 2048],
@@ -182,7 +304,11 @@ impl Relay {
                 thread: Some(thread),
             });
         }
+        // The workers hold the only senders: the recorder finishes every
+        // recording and stops once they are gone.
+        drop(recorder);
         Ok(Relay {
+            recorder: Some(recorder_thread),
             addr: cfg.addr,
             rtp_timeout: cfg.rtp_timeout,
             ports,
@@ -290,6 +416,9 @@ impl Drop for Relay {
                 let _ = thread.join();
             }
         }
+        if let Some(thread) = self.recorder.take() {
+            let _ = thread.join();
+        }
     }
 }
 
@@ -300,9 +429,8 @@ struct Slot {
     session: Session,
     sockets: [UdpSocket; 2],
     ports: [u16; 2],
-    recording: Option<Box<dyn RecordingSink>>,
-    recorded_until: Instant,
-    flushed_at: Instant,
+    /// Recorded since then, a frame at a time.
+    recording: Option<Instant>,
 }
 
 struct Worker {
@@ -312,6 +440,7 @@ struct Worker {
     free_slots: Vec<usize>,
     by_id: HashMap<SessionId, usize>,
     events: EventSink,
+    recorder: Recorder,
     ports: Arc<Mutex<PortPool>>,
     rtp_timeout: Duration,
     buf: Vec<u8>,
@@ -460,8 +589,6 @@ impl Worker {
             sockets,
             ports,
             recording: None,
-            recorded_until: now,
-            flushed_at: now,
         };
         if let Some(place) = self.slots.get_mut(index) {
             *place = Some(slot);
@@ -489,11 +616,10 @@ impl Worker {
             Update::Play { leg, prompt, plays } => session.play(leg, prompt, plays, now),
             Update::Stop(leg) => session.stop(leg),
             Update::Collect(leg, on) => session.collect(leg, on),
-            Update::Record(sink) => {
+            Update::Record(create) => {
                 session.record(true);
-                slot.recording = Some(sink);
-                slot.recorded_until = now;
-                slot.flushed_at = now;
+                slot.recording = Some(now);
+                self.recorder.send(Recording::Start(id, create));
             }
             Update::Close => {}
         }
@@ -508,9 +634,8 @@ impl Worker {
         for socket in &mut slot.sockets {
             let _ = self.poll.registry().deregister(socket);
         }
-        if let Some(sink) = slot.recording.take() {
-            let frames = sink.finish().ok();
-            (self.events)(MediaEvent::Recorded(slot.id, frames));
+        if slot.recording.take().is_some() {
+            self.recorder.send(Recording::Finish(slot.id));
         }
         if let Ok(mut pool) = self.ports.lock() {
             pool.free.extend(slot.ports);
@@ -528,28 +653,14 @@ impl Worker {
                 events: &self.events,
             };
             slot.session.tick(now, &mut out);
-            let Some(sink) = slot.recording.as_mut() else {
+            let Some(until) = slot.recording.as_mut() else {
                 continue;
             };
-            let mut failed = false;
-            while slot.recorded_until + FRAME_DURATION <= now {
-                slot.recorded_until += FRAME_DURATION;
-                if let Some((a, b)) = slot.session.record_frame()
-                    && sink.write_frame(&a, &b).is_err()
-                {
-                    failed = true;
-                    break;
+            while *until + FRAME_DURATION <= now {
+                *until += FRAME_DURATION;
+                if let Some((a, b)) = slot.session.record_frame() {
+                    self.recorder.frame(slot.id, a, b);
                 }
-            }
-            if !failed && now.saturating_duration_since(slot.flushed_at) >= Duration::from_secs(1) {
-                slot.flushed_at = now;
-                failed = sink.flush().is_err();
-            }
-            if failed {
-                tracing::error!("a recording could not be written; it stops here");
-                slot.recording = None;
-                slot.session.record(false);
-                (self.events)(MediaEvent::Recorded(slot.id, None));
             }
         }
     }
@@ -675,5 +786,60 @@ mod tests {
             event,
             MediaEvent::Session(anchor.id, SessionEvent::PromptDone(Leg::A))
         );
+    }
+
+    #[test]
+    fn a_recording_is_written_off_the_packet_path_and_finished_at_close() {
+        use crate::recordings::{DirRecordings, RecordingKey, Recordings};
+
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(DirRecordings::new(dir.path()).unwrap());
+        let (tx, rx) = mpsc::channel();
+        let tx = Mutex::new(tx);
+        let relay = Relay::start(config(free_range(4)), move |e| {
+            let _ = tx.lock().unwrap().send(e);
+        })
+        .unwrap();
+        let (a, b) = (peer(), peer());
+        let anchor = relay.open().unwrap();
+        relay.update(anchor.id, Update::Leg(Leg::A, leg(&a)));
+        relay.update(anchor.id, Update::Leg(Leg::B, leg(&b)));
+        relay.update(anchor.id, Update::Bridge(true));
+        let key = RecordingKey::new("t", "c").unwrap();
+        let (creator, k) = (store.clone(), key.clone());
+        relay.update(
+            anchor.id,
+            Update::Record(Box::new(move || creator.create(&k))),
+        );
+        let to_a_port = SocketAddr::new(relay.addr(), anchor.ports[0]);
+        let mut buf = [0u8; 2048];
+        for i in 0..25u16 {
+            let mut p = vec![0x55u8; HEADER_LEN + 160];
+            RtpHeader {
+                marker: false,
+                payload_type: 0,
+                sequence: i,
+                timestamp: u32::from(i) * 160,
+                ssrc: 7,
+            }
+            .write(&mut p)
+            .unwrap();
+            a.send_to(&p, to_a_port).unwrap();
+            b.recv_from(&mut buf).unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        relay.update(anchor.id, Update::Close);
+        let frames = loop {
+            match rx.recv_timeout(Duration::from_secs(10)).unwrap() {
+                MediaEvent::Recorded(id, frames) if id == anchor.id => break frames,
+                _ => {}
+            }
+        };
+        let frames = frames.expect("finished");
+        assert!(frames >= 8000 / 4, "{frames} frames recorded");
+        let stored = store.open(&key).unwrap().unwrap();
+        let samples = crate::wav::read_recording(stored.reader, 1 << 24).unwrap();
+        assert_eq!(samples.len() as u32, frames);
+        assert!(samples.iter().any(|s| s[0] != 0), "the caller's audio");
     }
 }

@@ -490,18 +490,14 @@ impl super::B2bua {
         let Some(key) = RecordingKey::new(&tenant.to_string(), &call.cdr.id.to_string()) else {
             return false;
         };
-        match recordings.create(&key) {
-            Ok(sink) => {
-                call.recording = true;
-                self.media.update(media, Update::Record(sink));
-                true
-            }
-            Err(e) => {
-                metrics::counter!("maskline_recording_failures_total").increment(1);
-                tracing::error!(call = id, error = %e, "cannot start a recording");
-                false
-            }
-        }
+        // The file is made on the recorder's thread: creating it may wait
+        // on the disk, which this thread must not.
+        call.recording = true;
+        self.media.update(
+            media,
+            Update::Record(Box::new(move || recordings.create(&key))),
+        );
+        true
     }
 
     /// A call's recording is complete (or failed: `frames` is `None`).
