@@ -700,3 +700,70 @@ async fn a_tenants_own_prompt_is_the_one_a_refused_caller_hears() {
     uas.kill();
     assert!(uas.received_requests("INVITE").is_empty());
 }
+
+/// The first 20 ms of built-in prompt `name` in PCMU.
+fn first_frame(name: maskline_media::prompts::PromptName) -> Vec<u8> {
+    let prompt = maskline_media::prompts::builtin(name, maskline_media::prompts::Language::Zh);
+    prompt.samples()[..160]
+        .iter()
+        .map(|&s| Codec::Pcmu.encode(s))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bindings_call_prompts_reach_the_parties_they_are_for() {
+    use maskline_media::prompts::PromptName;
+
+    let (caller, callee) = (Party::new(), Party::new());
+    let mut uas = callee_uas(&callee, Codec::Pcmu);
+    let rig = Rig::start(&uas, &[]).await;
+    let mut spec = axb();
+    spec["controls"] = json!({
+        "max_call_seconds": 60,
+        "warn_before_end_seconds": 58,
+        "prompts": {"pre_connect": true, "callee_whisper": true}
+    });
+    let binding = rig.bind(spec).await;
+    assert_eq!(binding["controls"]["prompts"]["callee_whisper"], true);
+    let x = binding["x"].as_str().unwrap().to_owned();
+    let mut uac = rig.uac(
+        "uac_media.xml",
+        &a(),
+        &x,
+        Transport::Udp,
+        &["-key", "rtp_port", &caller.port(), "-d", "4000"],
+    );
+    let (heard_by_caller, heard_by_callee) = tokio::task::spawn_blocking(move || {
+        std::thread::scope(|s| {
+            let a = s.spawn(|| caller.receive_stream(PEER_SECS));
+            let b = s.spawn(|| callee.receive_stream(PEER_SECS));
+            (a.join().unwrap(), b.join().unwrap())
+        })
+    })
+    .await
+    .unwrap();
+    both_succeed(&mut uac, &mut uas).await;
+    let payloads = |heard: &[(SocketAddr, Vec<u8>)]| -> Vec<Vec<u8>> {
+        heard.iter().map(|(_, p)| rtp(p).payload.to_vec()).collect()
+    };
+    let (to_caller, to_callee) = (payloads(&heard_by_caller), payloads(&heard_by_callee));
+    assert_eq!(
+        to_caller.first(),
+        Some(&first_frame(PromptName::PreConnect)),
+        "the caller first hears pre_connect"
+    );
+    assert_eq!(
+        to_callee.first(),
+        Some(&first_frame(PromptName::CalleeWhisper)),
+        "the callee first hears its whisper"
+    );
+    let last_minute = first_frame(PromptName::LastMinute);
+    assert!(
+        to_caller.contains(&last_minute),
+        "the caller hears last_minute"
+    );
+    assert!(
+        to_callee.contains(&last_minute),
+        "the callee hears last_minute"
+    );
+}

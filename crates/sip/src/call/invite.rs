@@ -583,6 +583,7 @@ impl B2bua {
                 record: connect.record,
                 recording: false,
                 callee_whisper: connect.callee_whisper,
+                whispering: false,
                 warn_before_end: connect.warn_before_end_seconds,
                 deadline: None,
                 media,

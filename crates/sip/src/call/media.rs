@@ -431,6 +431,12 @@ impl super::B2bua {
         }
         let mut notice_to = vec![Leg::A];
         if whisper {
+            // Before bridging: the caller hears nothing of the callee (nor
+            // the callee of the caller) until the whisper ends.
+            if let Some(call) = self.calls.get_mut(&id) {
+                call.whispering = true;
+            }
+            self.media.update(media, Update::Bridge(false));
             let prompt = self.prompt(tenant, PromptName::CalleeWhisper);
             self.play_to(media, Leg::B, prompt);
         } else {

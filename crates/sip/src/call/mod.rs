@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use hashbrown::HashMap;
 use maskline_core::{CallRecord, Connect, ReleaseReason, ReleasedBy};
 use maskline_engine::Engine;
-use maskline_media::relay::{MediaEvent, SessionId};
+use maskline_media::relay::{MediaEvent, SessionId, Update};
 use maskline_media::session::{Leg, SessionEvent};
 use maskline_store::WriteAck;
 
@@ -113,6 +113,8 @@ struct Call {
     recording: bool,
     /// The callee hears `callee_whisper` as it answers.
     callee_whisper: bool,
+    /// The whisper plays: the legs are not bridged until it ends.
+    whispering: bool,
     /// Both hear `last_minute` this long before `max_call_seconds`.
     warn_before_end: Option<u32>,
     /// When an answered call must end (from `max_call_seconds`).
@@ -476,6 +478,15 @@ impl B2bua {
                 {
                     tracing::debug!(call, "no RTP for the timeout: ending the call");
                     self.end_call(call, ReleasedBy::System, ReleaseReason::MediaTimeout, None);
+                }
+            }
+            MediaEvent::Session(session, SessionEvent::PromptDone(Leg::B)) => {
+                // The whisper is over: the parties hear each other now.
+                if let Some(call) = self.calls.get_mut(&id)
+                    && std::mem::replace(&mut call.whispering, false)
+                    && call.phase == Phase::Answered
+                {
+                    self.media.update(session, Update::Bridge(true));
                 }
             }
             MediaEvent::Session(_, _) | MediaEvent::Recorded(..) => {}

@@ -840,8 +840,14 @@ async fn the_callee_hears_its_whisper_and_both_the_last_minute_warning() {
     h.from(caller(), &from_caller(&ok, "ACK", 1, "ack")).await;
     h.take();
     let asked = h.asked();
-    assert!(asked.contains(&"1: play B".to_owned()), "{asked:?}");
+    assert!(
+        asked.ends_with(&["1: bridge false".to_owned(), "1: play B".to_owned()]),
+        "{asked:?}"
+    );
     assert!(!asked.contains(&"1: play A".to_owned()), "{asked:?}");
+    // Bridged once the whisper is over.
+    h.media_event(SessionEvent::PromptDone(Leg::B)).await;
+    assert_eq!(h.asked(), ["1: bridge true"]);
     h.advance(Duration::from_secs(539)).await;
     assert!(h.asked().is_empty());
     h.advance(Duration::from_secs(1)).await;
