@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use crate::dtmf::{Digit, DtmfReceiver};
 use crate::player::{FRAME_DURATION, FRAME_SAMPLES, PACKET_LEN, Prompt, PromptPlayer};
 use crate::rtp::{HEADER_LEN, RtpPacket, StreamSplicer};
-use crate::tones::ToneDetector;
+use crate::tones::{DualTone, ToneDetector};
 use crate::{Codec, SAMPLE_RATE};
 
 /// A leg of an anchored call.
@@ -116,6 +116,9 @@ struct LegState {
     stream: StreamSplicer,
     player: Option<Player>,
     collector: Option<Collector>,
+    /// This leg's telephone-events, turned into tones for the other leg
+    /// when that one did not negotiate events.
+    regen: DtmfReceiver,
     last_heard: Instant,
     silent_reported: bool,
     received: u64,
@@ -127,6 +130,8 @@ struct LegState {
 struct Player {
     player: PromptPlayer,
     next_at: Instant,
+    /// Its end is reported (`PromptDone`); a regenerated digit's is not.
+    report: bool,
 }
 
 #[derive(Debug)]
@@ -143,6 +148,7 @@ impl LegState {
             stream: StreamSplicer::new(ssrc, sequence, timestamp, FRAME_SAMPLES as u32),
             player: None,
             collector: None,
+            regen: DtmfReceiver::default(),
             last_heard: now,
             silent_reported: false,
             received: 0,
@@ -237,6 +243,7 @@ impl Session {
         state.player = Some(Player {
             player,
             next_at: now,
+            report: true,
         });
     }
 
@@ -365,9 +372,22 @@ impl Session {
         let payload_type = if is_event {
             match other_media.event_pt {
                 Some(pt) => pt,
-                // The other leg did not negotiate events: the digit was
-                // collected above if anyone wanted it.
-                None => return,
+                // The other leg did not negotiate events: the digit is
+                // regenerated there as its two tones.
+                None => {
+                    let this = &mut self.legs[i];
+                    let digits = this.regen.receive(
+                        &header,
+                        &packet[payload_at..payload_at + payload_len],
+                        now,
+                    );
+                    if let Ok(digits) = digits {
+                        for digit in digits {
+                            self.regenerate(leg.other(), digit, now);
+                        }
+                    }
+                    return;
+                }
             }
         } else {
             other_media.audio_pt
@@ -392,12 +412,35 @@ impl Session {
         }
     }
 
+    /// Plays `digit`'s tones on `leg` (100 ms, then 50 ms of silence), over
+    /// whatever relayed audio, without a `PromptDone`.
+    fn regenerate(&mut self, leg: Leg, digit: Digit, now: Instant) {
+        let state = &mut self.legs[leg.index()];
+        let Some(media) = state.media else {
+            return;
+        };
+        let mut samples = vec![0i16; 1200];
+        DualTone::dtmf(digit, -10.0).fill(&mut samples[..800]);
+        let player = PromptPlayer::new(Prompt::new(samples), media.codec, media.audio_pt);
+        state.player = Some(Player {
+            player,
+            next_at: now,
+            report: false,
+        });
+    }
+
     /// Plays due prompt frames, reports digits whose end was lost and legs
     /// gone silent. Call every frame while [`needs_ticks`], else about once
     /// a second.
     ///
     /// [`needs_ticks`]: Self::needs_ticks
     pub fn tick(&mut self, now: Instant, out: &mut impl Output) {
+        // Digits whose end packets were all lost are regenerated too.
+        for leg in Leg::BOTH {
+            if let Some(digit) = self.legs[leg.index()].regen.poll(now) {
+                self.regenerate(leg.other(), digit, now);
+            }
+        }
         for leg in Leg::BOTH {
             let state = &mut self.legs[leg.index()];
             if let Some(collector) = &mut state.collector
@@ -439,9 +482,11 @@ impl Session {
                 }
             }
             if done {
-                state.player = None;
+                let report = state.player.take().is_some_and(|p| p.report);
                 state.stream.cut();
-                out.event(SessionEvent::PromptDone(leg));
+                if report {
+                    out.event(SessionEvent::PromptDone(leg));
+                }
             }
         }
     }
@@ -691,6 +736,54 @@ mod tests {
                 .all(|(_, _, p)| header(p).payload_type == 96)
         );
         assert!(!out.sent.is_empty());
+    }
+
+    #[test]
+    fn a_digit_crosses_as_tones_to_a_leg_without_telephone_events() {
+        let mut now = Instant::now();
+        let mut s = session(now);
+        s.set_leg(
+            Leg::B,
+            LegMedia {
+                remote: Some(addr("10.0.0.2:5000")),
+                codec: Codec::Pcmu,
+                audio_pt: 0,
+                event_pt: None,
+                rx_event_pt: None,
+                sends: true,
+            },
+        );
+        s.bridge(true);
+        let mut out = Captured::default();
+        let encoder = DtmfEncoder::new(
+            Digit::try_from('7').unwrap(),
+            Duration::from_millis(100),
+            10,
+        )
+        .unwrap();
+        for (i, ev) in encoder.enumerate() {
+            let mut p = packet(101, 10 + i as u16, 4000, 0x42, &ev.event.to_bytes());
+            s.receive(Leg::A, addr("10.0.0.1:4000"), &mut p, now, &mut out);
+        }
+        for _ in 0..10 {
+            s.tick(now, &mut out);
+            now += FRAME_DURATION;
+        }
+        let mut detector = crate::tones::ToneDetector::new();
+        let mut heard = Vec::new();
+        for (leg, _, p) in &out.sent {
+            assert_eq!(*leg, Leg::B);
+            let rtp = RtpPacket::parse(p).unwrap();
+            assert_eq!(rtp.header.payload_type, 0, "audio, not events");
+            let pcm: Vec<i16> = rtp.payload.iter().map(|&c| Codec::Pcmu.decode(c)).collect();
+            detector.feed(&pcm, |d| heard.push(d));
+        }
+        assert_eq!(heard, [Digit::try_from('7').unwrap()]);
+        assert!(
+            !out.events
+                .iter()
+                .any(|e| matches!(e, SessionEvent::PromptDone(_)))
+        );
     }
 
     #[test]
