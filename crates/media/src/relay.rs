@@ -477,9 +477,12 @@ impl Worker {
         let mut events = Events::with_capacity(1024);
         let mut next_frame = Instant::now();
         let mut next_slow = Instant::now();
+        // Whether some session needs frame ticks: it changes only with
+        // commands and ticks, so it is looked for then, not at every
+        // wake-up (a scan of every session per packet burst otherwise).
+        let mut ticking = false;
         loop {
             let now = Instant::now();
-            let ticking = self.slots.iter().flatten().any(|s| s.session.needs_ticks());
             let wake = if ticking {
                 next_frame.min(next_slow)
             } else {
@@ -498,20 +501,27 @@ impl Worker {
                 }
                 self.readable(event.token());
             }
-            if !self.commands() {
+            let (more, commanded) = self.commands();
+            if !more {
                 return;
             }
             let now = Instant::now();
+            let mut ticked = false;
             if now >= next_frame {
                 // Every session that needs frames gets one per 20 ms.
                 while next_frame <= now {
                     next_frame += FRAME_DURATION;
                 }
                 self.tick(now, true);
+                ticked = true;
             }
             if now >= next_slow {
                 next_slow = now + SLOW_TICK;
                 self.tick(now, false);
+                ticked = true;
+            }
+            if commanded || ticked {
+                ticking = self.slots.iter().flatten().any(|s| s.session.needs_ticks());
             }
         }
     }
@@ -554,16 +564,19 @@ impl Worker {
         }
     }
 
-    /// Applies every queued command; `false` once told to stop.
-    fn commands(&mut self) -> bool {
+    /// Applies every queued command: whether to go on (`false` once told
+    /// to stop), and whether there was any.
+    fn commands(&mut self) -> (bool, bool) {
+        let mut any = false;
         while let Ok(command) = self.commands.try_recv() {
+            any = true;
             match command {
                 Command::Open { id, sockets, ports } => self.open(id, *sockets, ports),
                 Command::Update(id, update) => self.update(id, update),
-                Command::Shutdown => return false,
+                Command::Shutdown => return (false, true),
             }
         }
-        true
+        (true, any)
     }
 
     fn open(&mut self, id: SessionId, sockets: [std::net::UdpSocket; 2], ports: [u16; 2]) {
