@@ -316,6 +316,22 @@ fn invite(call_id: &str) -> Vec<u8> {
     )
 }
 
+/// The caller's CANCEL of the INVITE made by [`invite`]`(call_id)`.
+fn cancel_of(call_id: &str) -> Vec<u8> {
+    with_length(
+        &format!(
+            "CANCEL sip:+{X}@127.0.0.1:5060 SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-{call_id}\r\n\
+             Max-Forwards: 70\r\n\
+             From: <sip:+{A}@127.0.0.1:5070>;tag=a-{call_id}\r\n\
+             To: <sip:+{X}@127.0.0.1:5060>\r\n\
+             Call-ID: {call_id}\r\n\
+             CSeq: 1 CANCEL\r\n"
+        ),
+        "",
+    )
+}
+
 /// A response to `req` as its recipient would send it.
 fn answer(req: &Message, code: u16, tag: &str) -> Vec<u8> {
     let mut b = response_to(req, code, Some(tag));
@@ -443,18 +459,7 @@ async fn a_cancel_before_any_provisional_response_waits_for_one() {
     let mut h = Harness::new(None).await;
     h.from(caller(), &invite("c4")).await;
     let out = Harness::request_to(&h.take(), gateway(), &Method::Invite);
-    let cancel = with_length(
-        &format!(
-            "CANCEL sip:+{X}@127.0.0.1:5060 SIP/2.0\r\n\
-             Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-c4\r\n\
-             Max-Forwards: 70\r\n\
-             From: <sip:+{A}@127.0.0.1:5070>;tag=a-c4\r\n\
-             To: <sip:+{X}@127.0.0.1:5060>\r\n\
-             Call-ID: c4\r\n\
-             CSeq: 1 CANCEL\r\n"
-        ),
-        "",
-    );
+    let cancel = cancel_of("c4");
     h.from(caller(), &cancel).await;
     let sent = h.take();
     assert_eq!(Harness::codes_to(&sent, caller()), [200, 487]);
@@ -869,18 +874,7 @@ async fn a_cancel_that_crosses_a_held_answer_gets_487_and_the_callee_a_bye() {
         udp(gateway()),
         h.now,
     );
-    let cancel = with_length(
-        &format!(
-            "CANCEL sip:+{X}@127.0.0.1:5060 SIP/2.0\r\n\
-             Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-race\r\n\
-             Max-Forwards: 70\r\n\
-             From: <sip:+{A}@127.0.0.1:5070>;tag=a-race\r\n\
-             To: <sip:+{X}@127.0.0.1:5060>\r\n\
-             Call-ID: race\r\n\
-             CSeq: 1 CANCEL\r\n"
-        ),
-        "",
-    );
+    let cancel = cancel_of("race");
     h.core.handle_bytes(&cancel, udp(caller()), h.now);
     h.effects().await;
     let sent = h.take();
