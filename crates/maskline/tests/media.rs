@@ -136,6 +136,45 @@ fn callee_uas(callee: &Party, codec: Codec) -> Sipp {
     )
 }
 
+/// A call answered between two parties of the test's own: Maskline
+/// between a UAC (the caller, hanging up after `hang_up_ms`) and a UAS (the
+/// callee, answering PCMU), on a binding made from `spec`.
+struct Call {
+    rig: Rig,
+    binding: Value,
+    uac: Sipp,
+    uas: Sipp,
+    /// Maskline's RTP address on the caller's leg, and on the callee's.
+    a_side: SocketAddr,
+    b_side: SocketAddr,
+}
+
+impl Call {
+    async fn place(caller: &Party, callee: &Party, spec: Value, hang_up_ms: &str) -> Call {
+        let uas = callee_uas(callee, Codec::Pcmu);
+        let rig = Rig::start(&uas, &[]).await;
+        let binding = rig.bind(spec).await;
+        let x = binding["x"].as_str().unwrap().to_owned();
+        let uac = rig.uac(
+            "uac_media.xml",
+            &a(),
+            &x,
+            Transport::Udp,
+            &["-key", "rtp_port", &caller.port(), "-d", hang_up_ms],
+        );
+        let a_side = maskline_port(&uac).await;
+        let b_side = maskline_port(&uas).await;
+        Call {
+            rig,
+            binding,
+            uac,
+            uas,
+            a_side,
+            b_side,
+        }
+    }
+}
+
 async fn both_succeed(uac: &mut Sipp, uas: &mut Sipp) {
     let (a, b) = (
         uac.wait(Duration::from_secs(PEER_SECS)).await,
@@ -185,19 +224,14 @@ fn audio_crosses(from: &Party, to: SocketAddr, listener: &Party, via: SocketAddr
 #[tokio::test(flavor = "multi_thread")]
 async fn both_parties_hear_each_other_through_maskline_and_digits_cross_as_events() {
     let (caller, callee) = (Party::new(), Party::new());
-    let mut uas = callee_uas(&callee, Codec::Pcmu);
-    let rig = Rig::start(&uas, &[]).await;
-    let binding = rig.bind(axb()).await;
-    let x = binding["x"].as_str().unwrap().to_owned();
-    let mut uac = rig.uac(
-        "uac_media.xml",
-        &a(),
-        &x,
-        Transport::Udp,
-        &["-key", "rtp_port", &caller.port(), "-d", "3000"],
-    );
-    let a_side = maskline_port(&uac).await;
-    let b_side = maskline_port(&uas).await;
+    let Call {
+        rig,
+        binding,
+        mut uac,
+        mut uas,
+        a_side,
+        b_side,
+    } = Call::place(&caller, &callee, axb(), "3000").await;
     assert_ne!(a_side, b_side);
 
     audio_crosses(&caller, a_side, &callee, b_side, 0x1111_1111);
@@ -444,21 +478,16 @@ fn share_at(samples: &[i16], hz: f64) -> f64 {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_recorded_call_leaves_a_two_channel_wav_listed_on_its_cdr() {
     let (caller, callee) = (Party::new(), Party::new());
-    let mut uas = callee_uas(&callee, Codec::Pcmu);
-    let rig = Rig::start(&uas, &[]).await;
     let mut spec = axb();
     spec["controls"] = json!({"record": true});
-    let binding = rig.bind(spec).await;
-    let x = binding["x"].as_str().unwrap().to_owned();
-    let mut uac = rig.uac(
-        "uac_media.xml",
-        &a(),
-        &x,
-        Transport::Udp,
-        &["-key", "rtp_port", &caller.port(), "-d", "3000"],
-    );
-    let a_side = maskline_port(&uac).await;
-    let b_side = maskline_port(&uas).await;
+    let Call {
+        rig,
+        binding,
+        mut uac,
+        mut uas,
+        a_side,
+        b_side,
+    } = Call::place(&caller, &callee, spec, "3000").await;
     // One second each way: 1 kHz from the caller, 440 Hz from the callee.
     for i in 0..50u32 {
         for (party, to, hz, ssrc) in [(&caller, a_side, 1000.0, 1), (&callee, b_side, 440.0, 2)] {

@@ -582,6 +582,24 @@ mod tests {
         p
     }
 
+    /// The caller keys `digit` as RFC 4733 events (payload type 101) at
+    /// RTP time `timestamp`.
+    fn key(s: &mut Session, digit: char, timestamp: u32, now: Instant, out: &mut Captured) {
+        let encoder = DtmfEncoder::new(
+            Digit::try_from(digit).unwrap(),
+            Duration::from_millis(100),
+            10,
+        )
+        .unwrap();
+        for (i, ev) in encoder.enumerate() {
+            let mut p = packet(101, 50 + i as u16, timestamp, 0x42, &ev.event.to_bytes());
+            crate::rtp::RtpPacketMut::new(&mut p)
+                .unwrap()
+                .set_marker(ev.marker);
+            s.receive(Leg::A, addr("10.0.0.1:4000"), &mut p, now, out);
+        }
+    }
+
     fn header(p: &[u8]) -> RtpHeader {
         RtpPacket::parse(p).unwrap().header
     }
@@ -712,18 +730,7 @@ mod tests {
         s.bridge(true);
         s.collect(Leg::A, true);
         let mut out = Captured::default();
-        let encoder = DtmfEncoder::new(
-            Digit::try_from('5').unwrap(),
-            Duration::from_millis(100),
-            10,
-        )
-        .unwrap();
-        for (i, ev) in encoder.enumerate() {
-            let mut p = packet(101, 50 + i as u16, 8000, 0x42, &ev.event.to_bytes());
-            let mut view = crate::rtp::RtpPacketMut::new(&mut p).unwrap();
-            view.set_marker(ev.marker);
-            s.receive(Leg::A, addr("10.0.0.1:4000"), &mut p, now, &mut out);
-        }
+        key(&mut s, '5', 8000, now, &mut out);
         let digits: Vec<_> = out
             .events
             .iter()
@@ -755,16 +762,7 @@ mod tests {
         );
         s.bridge(true);
         let mut out = Captured::default();
-        let encoder = DtmfEncoder::new(
-            Digit::try_from('7').unwrap(),
-            Duration::from_millis(100),
-            10,
-        )
-        .unwrap();
-        for (i, ev) in encoder.enumerate() {
-            let mut p = packet(101, 10 + i as u16, 4000, 0x42, &ev.event.to_bytes());
-            s.receive(Leg::A, addr("10.0.0.1:4000"), &mut p, now, &mut out);
-        }
+        key(&mut s, '7', 4000, now, &mut out);
         for _ in 0..10 {
             s.tick(now, &mut out);
             now += FRAME_DURATION;

@@ -137,27 +137,7 @@ impl B2bua {
         });
         match decision {
             Decision::Connect(connect) => {
-                cdr.tenant = Some(connect.tenant);
-                cdr.binding = Some(connect.binding);
-                cdr.direction = Some(connect.direction);
-                cdr.callee = Some(connect.to);
-                let intercept = self
-                    .engine
-                    .webhook(connect.tenant)
-                    .and_then(|w| Some((w.intercept.clone()?, w.secret.clone())));
-                match intercept {
-                    Some((intercept, secret)) if self.cfg.outbound.is_some() => {
-                        let pending = Intercepting {
-                            connect,
-                            cdr,
-                            max_forwards,
-                            started,
-                            early: None,
-                        };
-                        self.intercept(sid, pending, intercept, secret);
-                    }
-                    _ => self.connect(sid, connect, cdr, max_forwards, started, false),
-                }
+                self.proceed(sid, connect, cdr, (max_forwards, started), None);
             }
             Decision::CollectExtension { tenant } => {
                 cdr.tenant = Some(tenant);
@@ -191,6 +171,45 @@ impl B2bua {
                 };
                 self.announce_then_refuse(sid, refusal, cdr);
             }
+        }
+    }
+
+    /// A `connect` decision for INVITE `sid` (dialled with its extension,
+    /// or after a prelude collected it: `early`, its media and tag): the
+    /// CDR learns where the call goes, then the tenant's intercept is asked
+    /// or the call is placed.
+    pub(super) fn proceed(
+        &mut self,
+        sid: TxId,
+        connect: Connect,
+        mut cdr: CallRecord,
+        (max_forwards, started): (u32, Instant),
+        early: Option<(CallMedia, String)>,
+    ) {
+        cdr.tenant = Some(connect.tenant);
+        cdr.binding = Some(connect.binding);
+        cdr.direction = Some(connect.direction);
+        cdr.callee = Some(connect.to);
+        let intercept = self
+            .engine
+            .webhook(connect.tenant)
+            .and_then(|w| Some((w.intercept.clone()?, w.secret.clone())))
+            .filter(|_| self.cfg.outbound.is_some());
+        match (intercept, early) {
+            (Some((target, secret)), early) => {
+                let pending = Intercepting {
+                    connect,
+                    cdr,
+                    max_forwards,
+                    started,
+                    early,
+                };
+                self.intercept(sid, pending, target, secret);
+            }
+            (None, Some((media, tag))) => {
+                self.connect_early(sid, connect, cdr, (max_forwards, started), media, tag);
+            }
+            (None, None) => self.connect(sid, connect, cdr, max_forwards, started, false),
         }
     }
 

@@ -327,34 +327,18 @@ impl B2bua {
         match decision {
             Some(Decision::Connect(connect)) => {
                 let (max_forwards, started) = (c.max_forwards, c.started);
-                let Some((sid, media, tag, mut cdr)) = self.take_prelude(id) else {
+                let Some((sid, media, tag, cdr)) = self.take_prelude(id) else {
                     return;
                 };
                 self.media.update(media.id, Update::Collect(Leg::A, false));
-                cdr.tenant = Some(connect.tenant);
-                cdr.binding = Some(connect.binding);
-                cdr.direction = Some(connect.direction);
-                cdr.callee = Some(connect.to);
                 // The tenant's intercept is asked as for any call.
-                let intercept = self
-                    .engine
-                    .webhook(connect.tenant)
-                    .and_then(|w| Some((w.intercept.clone()?, w.secret.clone())));
-                match intercept {
-                    Some((target, secret)) => {
-                        let pending = super::Intercepting {
-                            connect,
-                            cdr,
-                            max_forwards,
-                            started,
-                            early: Some((media, tag)),
-                        };
-                        self.intercept(sid, pending, target, secret);
-                    }
-                    None => {
-                        self.connect_early(sid, connect, cdr, (max_forwards, started), media, tag);
-                    }
-                }
+                self.proceed(
+                    sid,
+                    connect,
+                    cdr,
+                    (max_forwards, started),
+                    Some((media, tag)),
+                );
             }
             _ => {
                 c.tries += 1;
