@@ -13,12 +13,12 @@ use maskline_core::{
     EventPattern, EventType, Extension, Inbound, Mode, Number,
 };
 use maskline_core::{MessageId, MessageStatus};
-use maskline_engine::events_crate::validate_url;
 use maskline_engine::store::{BindingFilter, CallFilter, Fallback, Intercept, MessageFilter, Page};
 use maskline_engine::{
     BindingPatch, BindingSpec, ControlsPatch, Created, Expiry, IdempotencyKey, IncomingText,
     NumberEntry, WebhookSpec,
 };
+use maskline_events::validate_url;
 use serde::Deserialize;
 
 use crate::AppState;
@@ -1052,9 +1052,20 @@ const MAX_PATTERNS: usize = 32;
 const DEFAULT_INTERCEPT_TIMEOUT_MS: u32 = 800;
 const INTERCEPT_TIMEOUT_RANGE: std::ops::RangeInclusive<u32> = 50..=10_000;
 
-fn callback_url(raw: &str, field: &str) -> ApiResult<String> {
-    validate_url(raw.trim())
-        .map_err(|e| Problem::bad_request("invalid_field", field, format!("`{field}`: {e}")))
+/// A webhook or intercept URL: well formed, and pointing at a public
+/// address unless the node allows private ones.
+async fn callback_url(state: &AppState, raw: &str, field: &str) -> ApiResult<String> {
+    let url = validate_url(raw.trim())
+        .map_err(|e| Problem::bad_request("invalid_field", field, format!("`{field}`: {e}")))?;
+    state.callbacks.check(&url).await.map_err(|e| {
+        Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "url_not_allowed",
+            format!("`{field}`: {e}"),
+        )
+        .field(field)
+    })?;
+    Ok(url)
 }
 
 /// `code` is `invalid_field` for a body, `invalid_parameter` for a query.
@@ -1085,6 +1096,7 @@ fn patterns(list: &[String], field: &str, code: &'static str) -> ApiResult<Vec<E
     responses(
         (status = 200, description = "Set; the answer carries the signing secret (kept across PUTs, replaced by rotate-secret)", body = WebhookView),
         (status = 400, body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "`url_not_allowed`: the URL's host is, or resolves to, a loopback, private, link-local or otherwise non-public address", body = ProblemBody, content_type = "application/problem+json"),
     ),
     security(("tenant_key" = [])))]
 pub async fn put_webhook(
@@ -1093,15 +1105,15 @@ pub async fn put_webhook(
     body: JsonBody<WebhookRequest>,
 ) -> ApiResult<Json<WebhookView>> {
     let req = body.value;
-    let url = callback_url(&req.url, "url")?;
+    let url = callback_url(&state, &req.url, "url").await?;
     let events = patterns(
         req.events.as_deref().unwrap_or_default(),
         "events",
         "invalid_field",
     )?;
-    let intercept = req
-        .intercept
-        .map(|i| {
+    let intercept = match req.intercept {
+        None => None,
+        Some(i) => {
             let timeout_ms = i.timeout_ms.unwrap_or(DEFAULT_INTERCEPT_TIMEOUT_MS);
             if !INTERCEPT_TIMEOUT_RANGE.contains(&timeout_ms) {
                 return Err(Problem::bad_request(
@@ -1110,16 +1122,16 @@ pub async fn put_webhook(
                     "timeout_ms must be between 50 and 10000",
                 ));
             }
-            Ok(Intercept {
-                url: callback_url(&i.url, "intercept.url")?,
+            Some(Intercept {
+                url: callback_url(&state, &i.url, "intercept.url").await?,
                 fallback: match i.fallback.unwrap_or(FallbackDto::Allow) {
                     FallbackDto::Allow => Fallback::Allow,
                     FallbackDto::Deny => Fallback::Deny,
                 },
                 timeout_ms,
             })
-        })
-        .transpose()?;
+        }
+    };
     let w = state
         .engine
         .put_webhook(

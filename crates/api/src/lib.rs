@@ -46,6 +46,8 @@ pub struct AppState {
     pub region: Region,
     pub switch_key_hash: Option<[u8; 32]>,
     pub prometheus: Option<PrometheusHandle>,
+    /// Where webhook and intercept URLs may point.
+    pub callbacks: maskline_callbacks::Guard,
 }
 
 impl AppState {
@@ -54,12 +56,14 @@ impl AppState {
         region: Region,
         switch_key: Option<&str>,
         prometheus: Option<PrometheusHandle>,
+        callbacks: maskline_callbacks::Guard,
     ) -> AppState {
         AppState {
             engine,
             region,
             switch_key_hash: switch_key.map(|k| sha256(k.as_bytes())),
             prometheus,
+            callbacks,
         }
     }
 }

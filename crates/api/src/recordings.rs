@@ -9,7 +9,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use maskline_core::{CallId, TenantId};
-use maskline_engine::events_crate::payload::{CallView, RecordingView};
+use maskline_events::payload::{CallView, RecordingView};
 use maskline_media::recordings::{RecordingKey, Recordings};
 
 use crate::AppState;

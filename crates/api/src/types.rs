@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 
 use crate::problem::Problem;
 
-pub use maskline_engine::events_crate::payload::{
+pub use maskline_events::payload::{
     BindingView, CallView, ControlsView, MessageView, rfc3339, rfc3339_millis,
 };
 

@@ -48,7 +48,13 @@ impl App {
     }
 
     async fn get_as(&self, uri: &str, key: &str) -> (StatusCode, Value) {
-        let state = AppState::new(self.engine.clone(), Default::default(), None, None);
+        let state = AppState::new(
+            self.engine.clone(),
+            Default::default(),
+            None,
+            None,
+            maskline_callbacks::Guard::new(true),
+        );
         let res = router(state)
             .oneshot(
                 Request::get(uri)

@@ -32,7 +32,6 @@ mod tenants;
 pub use bindings::{BindingPatch, BindingSpec, ControlsPatch, Created, Expiry, IdempotencyKey};
 pub use events::WebhookSpec;
 pub use maskline_core as core;
-pub use maskline_events as events_crate;
 pub use maskline_store as store;
 pub use numbers::{ImportOutcome, NumberEntry};
 pub use prompts::{PromptInfo, PromptSource};

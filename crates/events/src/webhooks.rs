@@ -61,7 +61,7 @@ pub fn validate_url(s: &str) -> Result<String, Error> {
     if s.len() > MAX_URL_LEN {
         return bad("longer than 2048 characters");
     }
-    let Ok(url) = reqwest::Url::parse(s) else {
+    let Ok(url) = url::Url::parse(s) else {
         return bad("not an absolute URL");
     };
     if !matches!(url.scheme(), "http" | "https") {

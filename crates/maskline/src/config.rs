@@ -61,6 +61,9 @@ pub struct Config {
     pub max_ttl_secs: i64,
     pub extension_length: u8,
     pub shutdown_grace_secs: u64,
+    /// Webhook and intercept URLs may point at loopback, private and other
+    /// non-public addresses (refused otherwise: SSRF).
+    pub webhook_allow_private: bool,
     pub log_format: LogFormat,
     pub webhook_timeout_ms: u64,
     pub webhook_retry_window_secs: u64,
@@ -116,6 +119,7 @@ impl fmt::Debug for Config {
             .field("webhook_first_retry_ms", &self.webhook_first_retry_ms)
             .field("webhook_max_backoff_secs", &self.webhook_max_backoff_secs)
             .field("webhook_concurrency", &self.webhook_concurrency)
+            .field("webhook_allow_private", &self.webhook_allow_private)
             // SmscUrl's Debug hides the passwords.
             .field("smpp", &self.smpp)
             .field("smpp_window", &self.smpp_window)
@@ -168,6 +172,7 @@ pub const KEYS: &[Key] = &[
     key("webhook_first_retry_ms", Some("2000")),
     key("webhook_max_backoff_secs", Some("3600")),
     key("webhook_concurrency", Some("16")),
+    key("webhook_allow_private", Some("false")),
     key("shutdown_grace_secs", Some("10")),
     key("log_format", Some("text")),
     key("smpp", None),
@@ -261,6 +266,14 @@ impl Config {
             let (v, src) = get(key).unwrap_or(("", key));
             v.parse()
                 .map_err(|_| err(src, format!("{v:?} is not an address like 127.0.0.1:8080")))
+        };
+        let flag = |key: &str| -> Result<bool, ConfigError> {
+            let (v, src) = get(key).unwrap_or(("", key));
+            match v.to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" | "on" => Ok(true),
+                "false" | "0" | "no" | "off" => Ok(false),
+                _ => Err(err(src, format!("{v:?} must be true or false"))),
+            }
         };
         let int = |key: &str, min: i64, max: i64| -> Result<i64, ConfigError> {
             let (v, src) = get(key).unwrap_or(("", key));
@@ -439,6 +452,7 @@ impl Config {
             webhook_first_retry_ms: int("webhook_first_retry_ms", 10, 600000)? as u64,
             webhook_max_backoff_secs: int("webhook_max_backoff_secs", 1, 86400)? as u64,
             webhook_concurrency: int("webhook_concurrency", 1, 256)? as u64,
+            webhook_allow_private: flag("webhook_allow_private")?,
             smpp,
             smpp_window: int("smpp_window", 1, 1000)? as usize,
             smpp_enquire_secs: int("smpp_enquire_secs", 1, 3600)? as u64,
@@ -451,15 +465,19 @@ impl Config {
         })
     }
 
-    pub fn delivery(&self) -> maskline_events::DeliveryConfig {
+    pub fn callbacks(&self) -> maskline_callbacks::Guard {
+        maskline_callbacks::Guard::new(self.webhook_allow_private)
+    }
+
+    pub fn delivery(&self) -> maskline_callbacks::DeliveryConfig {
         use std::time::Duration;
-        maskline_events::DeliveryConfig {
+        maskline_callbacks::DeliveryConfig {
             timeout: Duration::from_millis(self.webhook_timeout_ms),
             retry_window: Duration::from_secs(self.webhook_retry_window_secs),
             first_retry: Duration::from_millis(self.webhook_first_retry_ms),
             max_backoff: Duration::from_secs(self.webhook_max_backoff_secs),
             concurrency: self.webhook_concurrency as usize,
-            ..maskline_events::DeliveryConfig::default()
+            ..maskline_callbacks::DeliveryConfig::default()
         }
     }
 

@@ -4,15 +4,16 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use maskline_events::{InterceptRequest, Interceptor, Verdict};
+use maskline_callbacks::{Guard, Interceptor};
+use maskline_events::{InterceptRequest, Verdict};
 use maskline_sip::Intercepts;
 use maskline_store::Intercept;
 
 pub struct HttpIntercepts(Interceptor);
 
 impl HttpIntercepts {
-    pub fn new() -> Result<HttpIntercepts, maskline_events::Error> {
-        Interceptor::new().map(HttpIntercepts)
+    pub fn new(guard: Guard) -> Result<HttpIntercepts, maskline_callbacks::Error> {
+        Interceptor::new(guard).map(HttpIntercepts)
     }
 }
 

@@ -93,7 +93,7 @@ fn main() -> ExitCode {
         );
         eprintln!("maskline: internal error at {at} (message withheld: it may hold request data)");
     }));
-    maskline_events::install_crypto_provider();
+    maskline_callbacks::install_crypto_provider();
     let args = Args::parse();
     let config = match Config::load(args.config.as_deref()) {
         Ok(c) => c,

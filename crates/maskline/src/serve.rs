@@ -114,7 +114,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.http_listen)
         .await
         .with_context(|| format!("cannot listen for HTTP on {}", config.http_listen))?;
-    let intercepts = crate::intercept::HttpIntercepts::new()
+    let intercepts = crate::intercept::HttpIntercepts::new(config.callbacks())
         .context("cannot build the intercept callback client")?;
     let sip = maskline_sip::SipServer::bind(
         sip_config(&config).await?,
@@ -146,6 +146,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         config.default_region,
         config.switch_key.as_deref(),
         Some(prometheus),
+        config.callbacks(),
     );
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -155,10 +156,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let sweeper = tokio::spawn(
         Sweeper::new(engine.clone(), Duration::from_secs(1)).run(stopped(stop_rx.clone())),
     );
-    let dispatcher = maskline_events::Dispatcher::new(
+    let dispatcher = maskline_callbacks::Dispatcher::new(
         store.clone(),
         engine.webhooks().clone(),
         config.delivery(),
+        config.callbacks(),
     )
     .context("cannot start the webhook sender")?;
     let grace = Duration::from_secs(config.shutdown_grace_secs);

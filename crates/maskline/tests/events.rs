@@ -533,3 +533,141 @@ async fn each_event_is_sent_once_and_in_order_when_nothing_fails() {
         );
     }
 }
+
+/// As shipped: callbacks may reach public addresses only.
+const PUBLIC_ONLY: [(&str, &str); 4] = [
+    ("MASKLINE_ADMIN_KEY", common::ADMIN_KEY),
+    ("MASKLINE_SWITCH_KEY", common::SWITCH_KEY),
+    ("MASKLINE_WEBHOOK_FIRST_RETRY_MS", "100"),
+    ("MASKLINE_WEBHOOK_ALLOW_PRIVATE", "false"),
+];
+
+#[tokio::test(flavor = "multi_thread")]
+async fn callback_urls_to_the_operators_network_are_refused_by_address_name_and_redirect() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Server::start_with(dir.path(), &PUBLIC_ONLY).await;
+    let key = tenant_with_numbers(&s, "acme", 1).await;
+    let rx = Receiver::start().await;
+    let port = rx
+        .url
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .to_owned();
+    // By address, in the forms a URL can spell it, and by a name that
+    // resolves to loopback.
+    for url in [
+        rx.url.clone(),
+        format!("http://localhost:{port}/"),
+        format!("http://[::1]:{port}/"),
+        format!("http://[::ffff:127.0.0.1]:{port}/"),
+        format!("http://2130706433:{port}/"),
+        format!("http://0x7f.1:{port}/"),
+        "http://169.254.169.254/latest/meta-data/".to_owned(),
+        "http://10.1.2.3/hook".to_owned(),
+        "http://[fd00::1]/hook".to_owned(),
+        "http://0.0.0.0/".to_owned(),
+    ] {
+        let (st, p) = s
+            .call(
+                "PUT",
+                "/v1/webhook",
+                Some(&key),
+                Some(json!({ "url": url })),
+            )
+            .await;
+        assert_eq!(
+            (st, p["code"].as_str()),
+            (422, Some("url_not_allowed")),
+            "{url}: {p}"
+        );
+        assert_eq!(p["field"], "url");
+        assert!(!p["detail"].as_str().unwrap().contains("127.0.0.1"), "{p}");
+    }
+    let (st, p) = s
+        .call(
+            "PUT",
+            "/v1/webhook",
+            Some(&key),
+            Some(json!({"url": "https://hooks.example.com/", "intercept": {"url": format!("http://localhost:{port}/ask")}})),
+        )
+        .await;
+    assert_eq!(
+        (st, p["code"].as_str(), p["field"].as_str()),
+        (422, Some("url_not_allowed"), Some("intercept.url")),
+        "{p}"
+    );
+    let (st, _) = s.call("GET", "/v1/webhook", Some(&key), None).await;
+    assert_eq!(st, 404, "a refused PUT changes nothing");
+
+    // Set while private addresses were allowed, a loopback URL is still
+    // never connected to once they are not: each connection is checked,
+    // for an address and for a name.
+    let named = Receiver::start().await;
+    let named_port = named
+        .url
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .to_owned();
+    let other = tenant_with_numbers(&s, "other", 10).await;
+    s.env.retain(|(k, _)| k != "MASKLINE_WEBHOOK_ALLOW_PRIVATE");
+    s.env
+        .push(("MASKLINE_WEBHOOK_ALLOW_PRIVATE".into(), "true".into()));
+    s.restart().await;
+    put_webhook(&s, &key, json!({ "url": rx.url })).await;
+    put_webhook(
+        &s,
+        &other,
+        json!({ "url": format!("http://localhost:{named_port}/") }),
+    )
+    .await;
+    s.env.retain(|(k, _)| k != "MASKLINE_WEBHOOK_ALLOW_PRIVATE");
+    s.env
+        .push(("MASKLINE_WEBHOOK_ALLOW_PRIVATE".into(), "false".into()));
+    s.restart().await;
+    bind_axb(&s, &key, 1, 2).await;
+    bind_axb(&s, &other, 1, 2).await;
+    for k in [&key, &other] {
+        let e = eventually(10, "a failed attempt recorded", || async {
+            let (_, page) = s.call("GET", "/v1/events", Some(k), None).await;
+            let e = page["items"][0].clone();
+            (e["delivery"]["attempts"].as_u64() >= Some(1)).then_some(e)
+        })
+        .await;
+        assert_eq!(e["delivery"]["last_error"], "address not allowed", "{e}");
+        assert!(e["delivery"]["last_status"].is_null(), "{e}");
+    }
+    assert!(
+        rx.requests().is_empty() && named.requests().is_empty(),
+        "nothing reached loopback"
+    );
+
+    // A redirect is not followed: the attempt fails with its status and
+    // the target of the redirect hears nothing.
+    drop(s);
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_with(dir.path(), &FAST_RETRY).await;
+    let key = tenant_with_numbers(&s, "acme", 1).await;
+    let target = Receiver::start().await;
+    let bouncer = Receiver::scripted(
+        Vec::new(),
+        Answer::Redirect(307, format!("{}elsewhere", target.url)),
+    )
+    .await;
+    put_webhook(&s, &key, json!({ "url": bouncer.url })).await;
+    bind_axb(&s, &key, 1, 2).await;
+    let e = eventually(10, "a failed attempt recorded", || async {
+        let (_, page) = s.call("GET", "/v1/events", Some(&key), None).await;
+        let e = page["items"][0].clone();
+        (e["delivery"]["attempts"].as_u64() >= Some(1)).then_some(e)
+    })
+    .await;
+    assert_eq!(e["delivery"]["last_status"], 307, "{e}");
+    assert_eq!(e["delivery"]["state"], "pending", "{e}");
+    assert!(!bouncer.requests().is_empty());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(target.requests().is_empty(), "the redirect was followed");
+}

@@ -5,8 +5,8 @@
 use std::future::Future;
 use std::pin::Pin;
 
-pub use maskline_engine::events_crate::{InterceptRequest, Verdict};
 pub use maskline_engine::store::Intercept;
+pub use maskline_events::{InterceptRequest, Verdict};
 
 /// Asks a tenant whether a call may be placed.
 pub trait Intercepts: Send + Sync + 'static {

@@ -24,7 +24,7 @@ pub fn bin() -> &'static str {
 
 /// An HTTP client (reqwest needs its TLS provider installed first).
 pub fn http() -> reqwest::Client {
-    maskline_events::install_crypto_provider();
+    maskline_callbacks::install_crypto_provider();
     reqwest::Client::new()
 }
 
@@ -105,6 +105,9 @@ impl Server {
             .env("MASKLINE_HTTP_LISTEN", format!("127.0.0.1:{}", self.port))
             .env("MASKLINE_SIP_LISTEN", format!("127.0.0.1:{}", free_port()))
             .env("MASKLINE_LOG", "debug")
+            // The tests' receivers listen on loopback; the SSRF tests set
+            // it back to false.
+            .env("MASKLINE_WEBHOOK_ALLOW_PRIVATE", "true")
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err);

@@ -30,6 +30,8 @@ pub enum Answer {
     Hang,
     /// Answers after a delay.
     Delay(Duration, u16, String),
+    /// A redirect with this status to this `Location`.
+    Redirect(u16, String),
 }
 
 pub struct Receiver {
@@ -79,19 +81,25 @@ impl Receiver {
                         let next = s.0.pop_front();
                         next.unwrap_or_else(|| s.1.clone())
                     };
-                    let (status, body) = match answer {
-                        Answer::Status(st, b) => (st, b),
+                    let (status, body, location) = match answer {
+                        Answer::Status(st, b) => (st, b, None),
                         Answer::Delay(d, st, b) => {
                             tokio::time::sleep(d).await;
-                            (st, b)
+                            (st, b, None)
                         }
+                        Answer::Redirect(st, to) => (st, String::new(), Some(to)),
                         Answer::Hang => std::future::pending().await,
                     };
-                    (
-                        StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
-                        [("content-type", "application/json")],
-                        body,
-                    )
+                    let mut headers = vec![("content-type", "application/json".to_owned())];
+                    headers.extend(location.map(|to| ("location", to)));
+                    let mut response = axum::response::Response::new(axum::body::Body::from(body));
+                    *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+                    for (name, value) in headers {
+                        if let Ok(value) = axum::http::HeaderValue::from_str(&value) {
+                            response.headers_mut().insert(name, value);
+                        }
+                    }
+                    response
                 }
             },
         );

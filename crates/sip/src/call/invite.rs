@@ -8,8 +8,8 @@ use maskline_core::{
     CallId, CallRecord, Channel, Connect, Decision, EventType, Inbound, Number, Prompt, Refusal,
     RejectReason, ReleaseReason, ReleasedBy, q850_text,
 };
-use maskline_engine::events_crate::payload::rfc3339_millis;
-use maskline_engine::events_crate::unix_ms;
+use maskline_events::payload::rfc3339_millis;
+use maskline_events::unix_ms;
 
 use maskline_media::prompts::PromptName;
 use maskline_media::relay::Update;

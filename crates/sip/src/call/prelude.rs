@@ -12,7 +12,7 @@ use maskline_core::{
     CallRecord, Channel, Decision, Extension, Inbound, Number, Refusal, ReleaseReason, ReleasedBy,
     TenantId,
 };
-use maskline_engine::events_crate::unix_ms;
+use maskline_events::unix_ms;
 use maskline_media::dtmf::Digit;
 use maskline_media::prompts::PromptName;
 use maskline_media::relay::Update;

@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use maskline_core::{EventType, ReleaseReason, ReleasedBy};
-use maskline_engine::events_crate::unix_ms;
+use maskline_events::unix_ms;
 
 use super::{B2bua, CallTimer, Held, Id, PendingAck, Phase, Role, ServerOwner, Side};
 use crate::endpoint::{ALLOW, ReqBase, Resp, TxId, new_branch, via_value};

@@ -2,7 +2,7 @@
 //! shutdown, and the CDR.
 
 use maskline_core::{ReleaseReason, ReleasedBy};
-use maskline_engine::events_crate::unix_ms;
+use maskline_events::unix_ms;
 
 use super::invite::unplaced;
 use super::{B2bua, CLOSE_AFTER_GRACE, CallTimer, Id, Phase, Role, ServerOwner, Side};

@@ -19,7 +19,9 @@ use rand::RngExt;
 use tokio::sync::Notify;
 use tracing::Instrument;
 
-use crate::{Error, Webhooks, signature, unix_ms};
+use maskline_events::{Webhooks, signature, unix_ms};
+
+use crate::{Error, Guard};
 
 /// Most bytes of a receiver's answer read (and then dropped): enough to keep
 /// the connection reusable after a normal reply, bounded against a flood.
@@ -70,6 +72,7 @@ pub struct Dispatcher {
     store: Arc<dyn Store>,
     webhooks: Arc<Webhooks>,
     client: reqwest::Client,
+    guard: Guard,
     config: DeliveryConfig,
     wake: Arc<Notify>,
     inflight: Arc<Mutex<Inflight>>,
@@ -95,12 +98,14 @@ impl Dispatcher {
         store: Arc<dyn Store>,
         webhooks: Arc<Webhooks>,
         config: DeliveryConfig,
+        guard: Guard,
     ) -> Result<Dispatcher, Error> {
         Ok(Dispatcher {
             wake: store.events_signal(),
             store,
             webhooks,
-            client: crate::http_client(config.timeout, config.concurrency)?,
+            client: crate::http_client(guard, config.timeout, config.concurrency)?,
+            guard,
             config,
             inflight: Arc::default(),
         })
@@ -188,6 +193,7 @@ impl Dispatcher {
             let job = Attempt {
                 store: self.store.clone(),
                 client: self.client.clone(),
+                guard: self.guard,
                 webhook: webhook.clone(),
                 config: self.config.clone(),
                 wake: self.wake.clone(),
@@ -206,6 +212,7 @@ impl Dispatcher {
 struct Attempt {
     store: Arc<dyn Store>,
     client: reqwest::Client,
+    guard: Guard,
     webhook: Arc<Webhook>,
     config: DeliveryConfig,
     wake: Arc<Notify>,
@@ -271,6 +278,9 @@ impl Attempt {
     /// The receiver's status, and why the attempt did not count (`None`
     /// for a 2xx).
     async fn post(&self, event: &StoredEvent) -> (Option<u16>, Option<String>) {
+        if self.guard.literal(&self.webhook.url).is_err() {
+            return (None, Some(crate::REFUSED.to_owned()));
+        }
         let t = unix_ms().div_euclid(1000);
         let request = self
             .client
@@ -295,7 +305,7 @@ impl Attempt {
                 Some(status.as_u16()),
                 Some(format!("HTTP {}", status.as_u16())),
             ),
-            Ok(Err(e)) => (None, Some(crate::describe(&e))),
+            Ok(Err(e)) => (None, Some(crate::describe(&e).to_owned())),
             Err(_) => (None, Some("timed out".to_owned())),
         }
     }
