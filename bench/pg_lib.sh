@@ -94,6 +94,7 @@ start_node() {
     MASKLINE_HTTP_LISTEN="127.0.0.1:${http}" \
     MASKLINE_SIP_LISTEN="127.0.0.1:${sip}" \
     MASKLINE_ADMIN_KEY="$ADMIN" \
+    MASKLINE_RATE_LIMIT=0 \
     MASKLINE_SWITCH_KEY="$SWITCH" \
     MASKLINE_LOG="${MASKLINE_LOG:-warn}" \
     "$@" \

@@ -177,6 +177,15 @@ impl FromRequestParts<AppState> for TenantAuth {
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Problem> {
+        let TenantAuth(tenant) = Self::authenticate(parts, state)?;
+        // Counted once the tenant is known, whoever's key it was.
+        state.rate_limits.check(tenant)?;
+        Ok(TenantAuth(tenant))
+    }
+}
+
+impl TenantAuth {
+    fn authenticate(parts: &Parts, state: &AppState) -> Result<Self, Problem> {
         let key = bearer(parts).ok_or_else(Problem::unauthorized)?;
         match state.engine.authenticate(key) {
             Some(Principal::Tenant(t)) => Ok(TenantAuth(t)),
@@ -242,6 +251,26 @@ impl FromRequestParts<AppState> for SwitchAuth {
         let key = bearer(parts).ok_or_else(Problem::unauthorized)?;
         if crate::sha256(key.as_bytes()) == *expected {
             Ok(SwitchAuth)
+        } else {
+            Err(Problem::unauthorized())
+        }
+    }
+}
+
+/// A scrape of `/metrics`: free when `MASKLINE_METRICS_KEY` is unset, else
+/// made with that key as bearer.
+pub struct MetricsAuth;
+
+impl FromRequestParts<AppState> for MetricsAuth {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Problem> {
+        let Some(expected) = &state.metrics_key_hash else {
+            return Ok(MetricsAuth);
+        };
+        let key = bearer(parts).ok_or_else(Problem::unauthorized)?;
+        if crate::sha256(key.as_bytes()) == *expected {
+            Ok(MetricsAuth)
         } else {
             Err(Problem::unauthorized())
         }

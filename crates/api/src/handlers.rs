@@ -22,7 +22,9 @@ use maskline_events::validate_url;
 use serde::Deserialize;
 
 use crate::AppState;
-use crate::extract::{AdminAuth, JsonBody, PathParam, QueryParams, SwitchAuth, TenantAuth};
+use crate::extract::{
+    AdminAuth, JsonBody, MetricsAuth, PathParam, QueryParams, SwitchAuth, TenantAuth,
+};
 use crate::problem::{Problem, ProblemBody};
 use crate::types::*;
 
@@ -1411,8 +1413,11 @@ pub async fn healthz(State(state): State<AppState>) -> Json<Health> {
 }
 
 #[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
-pub async fn metrics(State(state): State<AppState>) -> Response {
+    responses(
+        (status = 200, description = "Prometheus text format", content_type = "text/plain"),
+        (status = 401, description = "`MASKLINE_METRICS_KEY` is set and was not given as bearer", body = ProblemBody, content_type = "application/problem+json"),
+    ))]
+pub async fn metrics(State(state): State<AppState>, _auth: MetricsAuth) -> Response {
     crate::metrics::refresh_gauges(&state);
     let body = state
         .prometheus

@@ -27,6 +27,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+pub mod edge;
 pub mod extract;
 pub mod handlers;
 mod metrics;
@@ -48,6 +49,10 @@ pub struct AppState {
     pub prometheus: Option<PrometheusHandle>,
     /// Where webhook and intercept URLs may point.
     pub callbacks: maskline_callbacks::Guard,
+    pub edge: edge::EdgeConfig,
+    pub rate_limits: Arc<edge::RateLimits>,
+    /// `MASKLINE_METRICS_KEY`'s hash: `/metrics` wants it as bearer.
+    pub metrics_key_hash: Option<[u8; 32]>,
 }
 
 impl AppState {
@@ -64,7 +69,20 @@ impl AppState {
             switch_key_hash: switch_key.map(|k| sha256(k.as_bytes())),
             prometheus,
             callbacks,
+            rate_limits: Arc::new(edge::RateLimits::new(
+                edge::EdgeConfig::default().rate_limit,
+            )),
+            edge: edge::EdgeConfig::default(),
+            metrics_key_hash: None,
         }
+    }
+
+    /// The HTTP edge's limits, and the key `/metrics` wants.
+    pub fn with_edge(mut self, edge: edge::EdgeConfig, metrics_key: Option<&str>) -> AppState {
+        self.rate_limits = Arc::new(edge::RateLimits::new(edge.rate_limit));
+        self.edge = edge;
+        self.metrics_key_hash = metrics_key.map(|k| sha256(k.as_bytes()));
+        self
     }
 }
 
@@ -169,6 +187,10 @@ pub fn router(state: AppState) -> Router {
                 "this resource does not support that method",
             )
         })
+        .layer(axum::middleware::from_fn_with_state(
+            state.edge.request_timeout,
+            edge::request_timeout,
+        ))
         .layer(axum::middleware::from_fn(metrics::track))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
@@ -181,7 +203,6 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let config = state.edge.clone();
+    edge::serve_with_limits(listener, router(state), &config, shutdown).await
 }

@@ -43,6 +43,13 @@ pub struct Config {
     pub http_listen: SocketAddr,
     pub admin_key: Option<String>,
     pub switch_key: Option<String>,
+    /// Bearer `/metrics` wants; unset: open.
+    pub metrics_key: Option<String>,
+    pub http_header_timeout_secs: u64,
+    pub http_request_timeout_secs: u64,
+    pub http_max_connections: usize,
+    /// Requests a second per tenant; 0: unlimited.
+    pub rate_limit: u32,
     pub default_region: Region,
     pub sip_listen: SocketAddr,
     pub sip_outbound: Option<String>,
@@ -101,6 +108,11 @@ impl fmt::Debug for Config {
             .field("http_listen", &self.http_listen)
             .field("admin_key", &self.admin_key.as_ref().map(|_| "<set>"))
             .field("switch_key", &self.switch_key.as_ref().map(|_| "<set>"))
+            .field("metrics_key", &self.metrics_key.as_ref().map(|_| "<set>"))
+            .field("http_header_timeout_secs", &self.http_header_timeout_secs)
+            .field("http_request_timeout_secs", &self.http_request_timeout_secs)
+            .field("http_max_connections", &self.http_max_connections)
+            .field("rate_limit", &self.rate_limit)
             .field("default_region", &self.default_region)
             .field("sip_listen", &self.sip_listen)
             .field("sip_outbound", &self.sip_outbound)
@@ -148,6 +160,11 @@ pub const KEYS: &[Key] = &[
     key("database_pool_size", Some("8")),
     key("database_statement_timeout_ms", Some("10000")),
     key("http_listen", Some("127.0.0.1:8080")),
+    key("http_header_timeout_secs", Some("10")),
+    key("http_request_timeout_secs", Some("60")),
+    key("http_max_connections", Some("4096")),
+    key("rate_limit", Some("5000")),
+    key("metrics_key", None),
     key("admin_key", None),
     key("switch_key", None),
     key("default_region", Some("CN")),
@@ -396,7 +413,7 @@ impl Config {
                 }
             }
         };
-        for key in ["admin_key", "switch_key"] {
+        for key in ["admin_key", "switch_key", "metrics_key"] {
             if let (Some(v), Some((_, src))) = (text(key), get(key))
                 && v.len() < 16
             {
@@ -424,6 +441,11 @@ impl Config {
             http_listen: addr("http_listen")?,
             admin_key: text("admin_key"),
             switch_key: text("switch_key"),
+            metrics_key: text("metrics_key"),
+            http_header_timeout_secs: int("http_header_timeout_secs", 1, 3600)? as u64,
+            http_request_timeout_secs: int("http_request_timeout_secs", 1, 86400)? as u64,
+            http_max_connections: int("http_max_connections", 1, 1_000_000)? as usize,
+            rate_limit: int("rate_limit", 0, 10_000_000)? as u32,
             default_region,
             sip_listen,
             sip_outbound,
@@ -463,6 +485,16 @@ impl Config {
             sms_relay_lease_secs: int("sms_relay_lease_secs", 1, 3600)? as u64,
             sms_parts_timeout_secs: int("sms_parts_timeout_secs", 10, 86400)? as u64,
         })
+    }
+
+    pub fn edge(&self) -> maskline_api::edge::EdgeConfig {
+        use std::time::Duration;
+        maskline_api::edge::EdgeConfig {
+            header_timeout: Duration::from_secs(self.http_header_timeout_secs),
+            request_timeout: Duration::from_secs(self.http_request_timeout_secs),
+            max_connections: self.http_max_connections,
+            rate_limit: std::num::NonZeroU32::new(self.rate_limit),
+        }
     }
 
     pub fn callbacks(&self) -> maskline_callbacks::Guard {

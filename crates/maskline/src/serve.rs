@@ -147,7 +147,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         config.switch_key.as_deref(),
         Some(prometheus),
         config.callbacks(),
-    );
+    )
+    .with_edge(config.edge(), config.metrics_key.as_deref());
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {

@@ -840,3 +840,182 @@ async fn health_metrics_and_openapi() {
     assert!(spec["paths"]["/v1/bindings/{id}"].get("patch").is_some());
     assert!(spec["components"]["schemas"].get("BindingView").is_some());
 }
+
+/// Reads from `stream` until the server closes it (or `limit` passes):
+/// what it sent, and whether it closed.
+async fn read_until_closed(
+    stream: &mut tokio::net::TcpStream,
+    limit: std::time::Duration,
+) -> (String, bool) {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (String::from_utf8_lossy(&got).into_owned(), true),
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Err(_) => return (String::from_utf8_lossy(&got).into_owned(), false),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_or_silent_client_cannot_hold_a_connection() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_with(
+        dir.path(),
+        &[
+            ("MASKLINE_ADMIN_KEY", ADMIN_KEY),
+            ("MASKLINE_HTTP_HEADER_TIMEOUT_SECS", "1"),
+            ("MASKLINE_HTTP_REQUEST_TIMEOUT_SECS", "2"),
+        ],
+    )
+    .await;
+    let (_, key) = s.create_tenant("ride").await;
+    let addr = s.base.trim_start_matches("http://").to_owned();
+    let limit = std::time::Duration::from_secs(15);
+
+    // Silent after connecting: closed.
+    let mut silent = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    // A head trickled and never finished: closed.
+    let mut trickle = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    trickle
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    // A head in full, then a body that never comes: 408, then closed.
+    let mut no_body = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    no_body
+        .write_all(
+            format!(
+                "POST /v1/bindings HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"mode\":"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    // Idle after a request on a kept-alive connection: closed.
+    let mut idle = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+
+    let (_, closed) = read_until_closed(&mut silent, limit).await;
+    assert!(closed, "a silent connection stays open");
+    let (_, closed) = read_until_closed(&mut trickle, limit).await;
+    assert!(closed, "an unfinished head keeps its connection");
+    let (answer, closed) = read_until_closed(&mut no_body, limit).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("request_timeout"), "{answer}");
+    assert!(closed, "a body that never comes keeps its connection");
+    let (answer, closed) = read_until_closed(&mut idle, limit).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(closed, "an idle kept-alive connection stays open");
+    // Nothing was created, and the server serves on.
+    let (st, page) = s.call("GET", "/v1/bindings", Some(&key), None).await;
+    assert_eq!((st, page["items"].as_array().map(Vec::len)), (200, Some(0)));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_beyond_the_cap_wait_for_a_free_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_with(
+        dir.path(),
+        &[
+            ("MASKLINE_ADMIN_KEY", ADMIN_KEY),
+            ("MASKLINE_HTTP_MAX_CONNECTIONS", "2"),
+            ("MASKLINE_HTTP_HEADER_TIMEOUT_SECS", "60"),
+        ],
+    )
+    .await;
+    let addr = s.base.trim_start_matches("http://").to_owned();
+    // The test client's own pooled connection (from start-up) holds one
+    // place; one idle raw connection takes the other.
+    let held = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let fresh = || {
+        reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .timeout(std::time::Duration::from_secs(2))
+            .build()
+            .unwrap()
+    };
+    let refused = fresh().get(format!("{}/healthz", s.base)).send().await;
+    assert!(
+        refused.is_err(),
+        "a third connection was served: {refused:?}"
+    );
+    drop(held);
+    let served = fresh().get(format!("{}/healthz", s.base)).send().await;
+    assert_eq!(served.map(|r| r.status().as_u16()).ok(), Some(200));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenant_over_its_rate_gets_429_with_retry_after_and_others_do_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_with(
+        dir.path(),
+        &[
+            ("MASKLINE_ADMIN_KEY", ADMIN_KEY),
+            ("MASKLINE_RATE_LIMIT", "5"),
+            ("MASKLINE_METRICS_KEY", "metrics-key-of-16-chars"),
+        ],
+    )
+    .await;
+    let (_, busy) = s.create_tenant("busy").await;
+    let (_, calm) = s.create_tenant("calm").await;
+    let mut limited = None;
+    for _ in 0..20 {
+        let r = s
+            .client
+            .get(format!("{}/v1/bindings", s.base))
+            .bearer_auth(&busy)
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 429 {
+            limited = Some(r);
+            break;
+        }
+        assert_eq!(r.status(), 200);
+    }
+    let r = limited.expect("20 requests at once stayed within 5 a second");
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry), "Retry-After: {retry}");
+    let p: Value = r.json().await.unwrap();
+    assert_eq!(p["code"], "rate_limited");
+    let (st, _) = s.call("GET", "/v1/bindings", Some(&calm), None).await;
+    assert_eq!(st, 200, "another tenant is not limited");
+    // A second later the bucket has refilled.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let (st, _) = s.call("GET", "/v1/bindings", Some(&busy), None).await;
+    assert_eq!(st, 200);
+
+    // /metrics wants its key; an unknown method is counted as `other`.
+    let (st, p) = s.call("GET", "/metrics", None, None).await;
+    assert_eq!((st, p["code"].as_str()), (401, Some("unauthorized")));
+    let odd = reqwest::Method::from_bytes(b"FROBNICATE").unwrap();
+    s.client
+        .request(odd, format!("{}/healthz", s.base))
+        .send()
+        .await
+        .unwrap();
+    let text = s
+        .client
+        .get(format!("{}/metrics", s.base))
+        .bearer_auth("metrics-key-of-16-chars")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("maskline_http_requests_total"), "{text}");
+    assert!(text.contains("method=\"other\"") && !text.contains("FROBNICATE"));
+}
