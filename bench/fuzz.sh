@@ -18,7 +18,11 @@ for dir in crates/*/fuzz; do
         [ -n "$only" ] && [ "$target" != "$only" ] && continue
         echo "== $dir: $target for ${secs} s"
         mkdir -p "$dir/corpus/$target"
-        (cd "$dir" && cargo +nightly fuzz run "$target" "corpus/$target" -- \
+        # fuzz/seeds (RFC 4475's messages for SIP) seeds every target of
+        # its crate; new inputs go to corpus/<target> only.
+        seeds=()
+        [ -d "$dir/seeds" ] && seeds=(seeds)
+        (cd "$dir" && cargo +nightly fuzz run "$target" "corpus/$target" "${seeds[@]}" -- \
             -max_total_time="$secs" -max_len=16384 2>&1 | tail -3)
     done
 done

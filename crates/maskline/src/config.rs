@@ -59,6 +59,10 @@ pub struct Config {
     pub sip_ring_timeout_secs: u64,
     pub sip_t1_ms: u64,
     pub sip_t2_ms: u64,
+    /// SIP transactions held at most (new requests get 503 beyond).
+    pub sip_max_transactions: usize,
+    /// SIP dialog entries held at most (new INVITEs get 503 beyond).
+    pub sip_max_dialogs: usize,
     pub media_addr: std::net::IpAddr,
     pub rtp_ports: std::ops::RangeInclusive<u16>,
     pub rtp_timeout_secs: u64,
@@ -122,6 +126,8 @@ impl fmt::Debug for Config {
             .field("sip_ring_timeout_secs", &self.sip_ring_timeout_secs)
             .field("sip_t1_ms", &self.sip_t1_ms)
             .field("sip_t2_ms", &self.sip_t2_ms)
+            .field("sip_max_transactions", &self.sip_max_transactions)
+            .field("sip_max_dialogs", &self.sip_max_dialogs)
             .field("cooldown_secs", &self.cooldown_secs)
             .field("default_ttl_secs", &self.default_ttl_secs)
             .field("max_ttl_secs", &self.max_ttl_secs)
@@ -176,6 +182,8 @@ pub const KEYS: &[Key] = &[
     key("sip_ring_timeout_secs", Some("60")),
     key("sip_t1_ms", Some("500")),
     key("sip_t2_ms", Some("4000")),
+    key("sip_max_transactions", Some("1000000")),
+    key("sip_max_dialogs", Some("200000")),
     key("media_addr", None),
     key("rtp_ports", Some("20000-29999")),
     key("rtp_timeout_secs", Some("60")),
@@ -455,6 +463,8 @@ impl Config {
             sip_ring_timeout_secs: int("sip_ring_timeout_secs", 1, 3600)? as u64,
             sip_t1_ms,
             sip_t2_ms,
+            sip_max_transactions: int("sip_max_transactions", 100, 100_000_000)? as usize,
+            sip_max_dialogs: int("sip_max_dialogs", 10, 100_000_000)? as usize,
             media_addr,
             rtp_ports,
             rtp_timeout_secs: int("rtp_timeout_secs", 1, 86400)? as u64,

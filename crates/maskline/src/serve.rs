@@ -267,5 +267,9 @@ async fn sip_config(config: &Config) -> anyhow::Result<maskline_sip::Config> {
         } else {
             maskline_media::prompts::Language::En
         },
+        limits: maskline_sip::Limits {
+            max_transactions: config.sip_max_transactions,
+            max_dialogs: config.sip_max_dialogs,
+        },
     })
 }

@@ -152,6 +152,9 @@ impl ClientMachine {
 
 struct ClientTx<C> {
     key: String,
+    /// A response must carry it too: the branch and CSeq method alone
+    /// could be guessed by whoever can reach our port.
+    call_id: String,
     machine: ClientMachine,
     peer: Peer,
     request: Vec<u8>,
@@ -253,6 +256,28 @@ pub(crate) struct Endpoint<L: Layer> {
     invites: HashMap<String, TxId>,
     timers: TimerQueue<L::Timer>,
     events: VecDeque<Event<L>>,
+    limits: Limits,
+}
+
+/// How much state peers can make us hold. Beyond it, new requests outside
+/// a dialog get a stateless `503` with `Retry-After` (requests within a
+/// dialog, BYE among them, still pass: they free what is held).
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Server and client transactions, lingering ones included (a
+    /// non-INVITE one lingers 64×T1 after its answer on UDP).
+    pub max_transactions: usize,
+    /// Dialog table entries (about one per call leg).
+    pub max_dialogs: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_transactions: 1_000_000,
+            max_dialogs: 200_000,
+        }
+    }
 }
 
 // === helpers ===
@@ -315,6 +340,20 @@ fn merge_key(req: &Message) -> String {
         req.call_id(),
         req.cseq
     )
+}
+
+/// The Call-ID of a request we built (long or compact form).
+fn call_id_of(request: &[u8]) -> Option<&str> {
+    let head = std::str::from_utf8(request.get(..request.len().min(message::MAX_HEAD))?).ok()?;
+    head.split("\r\n")
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        .find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            let name = name.trim();
+            (name.eq_ignore_ascii_case("call-id") || name.eq_ignore_ascii_case("i"))
+                .then(|| value.trim())
+        })
 }
 
 fn client_key(branch: &str, method: &Method) -> String {
@@ -394,7 +433,18 @@ impl<L: Layer> Endpoint<L> {
                 seq: 0,
             },
             events: VecDeque::new(),
+            limits: Limits::default(),
         }
+    }
+
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+    }
+
+    /// Whether a new request outside a dialog would exceed the limits.
+    fn full(&self, method: &Method) -> bool {
+        self.server.len() + self.client.len() >= self.limits.max_transactions
+            || (*method == Method::Invite && self.dialogs.len() >= self.limits.max_dialogs)
     }
 
     /// The time of the input being handled.
@@ -561,6 +611,15 @@ impl<L: Layer> Endpoint<L> {
                     self.on_retransmission(sid);
                 } else if req.to_tag().is_some() {
                     self.on_in_dialog(req, peer, key, method);
+                } else if self.full(&method) {
+                    metrics::counter!("maskline_sip_overload_total").increment(1);
+                    tracing::warn!(
+                        method = method.as_str(),
+                        transactions = self.server.len() + self.client.len(),
+                        dialogs = self.dialogs.len(),
+                        "SIP state limit reached; refused with 503"
+                    );
+                    self.reply_stateless(&req, &peer, 503, &[("Retry-After", "5")]);
                 } else {
                     match method {
                         Method::Invite => self.on_invite(req, peer, key),
@@ -692,6 +751,11 @@ impl<L: Layer> Endpoint<L> {
         let Some(tx) = self.client.get_mut(&cid) else {
             return;
         };
+        if resp.call_id() != tx.call_id {
+            metrics::counter!("maskline_sip_stray_responses_total").increment(1);
+            tracing::debug!("a response matched a branch but not its Call-ID; dropped");
+            return;
+        }
         if (200..300).contains(&code) && tx.got_2xx {
             // A retransmitted 2xx: our ACK was lost.
             if let Some(ack) = &tx.ack {
@@ -901,11 +965,13 @@ impl<L: Layer> Endpoint<L> {
             (ClientMachine::NonInvite(m), s)
         };
         let key = client_key(branch, method);
+        let call_id = call_id_of(&request).unwrap_or_default().to_owned();
         self.client_keys.insert(key.clone(), id);
         self.client.insert(
             id,
             ClientTx {
                 key,
+                call_id,
                 machine,
                 peer,
                 request,

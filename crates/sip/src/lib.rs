@@ -38,6 +38,7 @@ mod server;
 pub mod transaction;
 mod transport;
 
+pub use endpoint::Limits;
 pub use intercept::Intercepts;
 pub use server::SipServer;
 pub use transaction::Timers;
@@ -147,6 +148,8 @@ pub struct Config {
     pub media: maskline_media::relay::RelayConfig,
     /// The language of the built-in prompts.
     pub language: maskline_media::prompts::Language,
+    /// Transactions and dialogs held at most.
+    pub limits: Limits,
 }
 
 #[cfg(test)]

@@ -517,12 +517,10 @@ fn parse_via(head: &str, span: Span) -> Result<TopVia, Error> {
         let start = s.as_ptr() as usize - head.as_ptr() as usize;
         Span::new(start, start + s.len())
     };
-    let (proto, rest) = first
-        .split_once(|c: char| c.is_ascii_whitespace())
-        .ok_or(Error::Malformed("Via"))?;
-    let transport = proto
-        .strip_prefix("SIP/2.0/")
-        .ok_or(Error::Malformed("Via protocol"))?;
+    let (transport, rest) = sent_protocol(first).ok_or(Error::Malformed("Via protocol"))?;
+    if !rest.starts_with(|c: char| c.is_ascii_whitespace()) {
+        return Err(Error::Malformed("Via"));
+    }
     let rest = rest.trim_start();
     let sent_by = rest.split(';').next().unwrap_or("").trim();
     if sent_by.is_empty() {
@@ -534,6 +532,28 @@ fn parse_via(head: &str, span: Span) -> Result<TopVia, Error> {
         sent_by: sub(sent_by),
         branch,
     })
+}
+
+/// `SIP/2.0/<transport>` at the start of a Via value, with the optional
+/// white space (folded lines included) RFC 3261 allows around each `/`
+/// (`SLASH = SWS "/" SWS`): the transport and what follows it.
+fn sent_protocol(value: &str) -> Option<(&str, &str)> {
+    fn token(s: &str) -> (&str, &str) {
+        let end = s
+            .find(|c: char| !c.is_ascii() || !is_token(c as u8))
+            .unwrap_or(s.len());
+        s.split_at(end)
+    }
+    fn slash(s: &str) -> Option<&str> {
+        s.trim_start().strip_prefix('/').map(str::trim_start)
+    }
+    let (name, rest) = token(value.trim_start());
+    let rest = slash(rest)?;
+    let (version, rest) = token(rest);
+    let rest = slash(rest)?;
+    let (transport, rest) = token(rest);
+    (name.eq_ignore_ascii_case("SIP") && version == "2.0" && !transport.is_empty())
+        .then_some((transport, rest))
 }
 
 /// Splits a comma-separated header list, respecting quotes and `<...>`.

@@ -272,8 +272,10 @@ impl B2bua {
         media: Box<dyn MediaPlane>,
         now: Instant,
     ) -> B2bua {
+        let mut ep = Endpoint::new(wire, cfg.timers, cfg.trusted.clone(), now);
+        ep.set_limits(cfg.limits);
         B2bua {
-            ep: Endpoint::new(wire, cfg.timers, cfg.trusted.clone(), now),
+            ep,
             media,
             by_media: HashMap::new(),
             recorded: HashMap::new(),

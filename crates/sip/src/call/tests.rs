@@ -197,6 +197,7 @@ impl Harness {
                 workers: 1,
             },
             language: Language::Zh,
+            limits: crate::Limits::default(),
         };
         let sent = Sent::default();
         let now = Instant::now();
@@ -884,4 +885,86 @@ async fn a_cancel_that_crosses_a_held_answer_gets_487_and_the_callee_a_bye() {
     let cdrs = h.cdrs().await;
     assert_eq!(cdrs[0].release_reason, ReleaseReason::Cancelled);
     assert_eq!(cdrs[0].final_status, 487);
+}
+
+#[tokio::test]
+async fn beyond_the_dialog_limit_a_new_invite_gets_503_and_a_bye_still_passes() {
+    let mut h = Harness::new(None).await;
+    let (_, ok) = answered(&mut h, "first").await;
+    h.from(caller(), &from_caller(&ok, "ACK", 1, "ack1")).await;
+    let (_, _, dialogs) = h.core.ep.held();
+    assert!(dialogs > 0);
+    h.core.ep.set_limits(crate::Limits {
+        max_transactions: 1_000,
+        max_dialogs: dialogs,
+    });
+    h.take();
+    h.from(caller(), &invite("second")).await;
+    let sent = h.take();
+    assert_eq!(Harness::codes_to(&sent, caller()), [503]);
+    let refusal = sent.iter().find(|(_, m)| m.code() == Some(503)).unwrap();
+    assert!(
+        format!("{:?}", refusal.1).contains("Retry-After: 5"),
+        "{:?}",
+        refusal.1
+    );
+    assert!(
+        !sent
+            .iter()
+            .any(|(to, m)| *to == gateway() && m.method() == Some(&Method::Invite)),
+        "a refused INVITE went on"
+    );
+    // Within the dialog, a BYE is served: it frees what is held.
+    h.from(caller(), &from_caller(&ok, "BYE", 2, "bye1")).await;
+    let sent = h.take();
+    assert_eq!(Harness::codes_to(&sent, caller()), [200]);
+    let bye = Harness::request_to(&sent, gateway(), &Method::Bye);
+    h.from(gateway(), &answer(&bye, 200, "b")).await;
+    h.advance(Duration::from_secs(64)).await;
+    h.take();
+    h.from(caller(), &invite("third")).await;
+    let sent = h.take();
+    assert_eq!(Harness::codes_to(&sent, caller()), [100], "room again");
+}
+
+#[tokio::test]
+async fn beyond_the_transaction_limit_new_requests_get_503() {
+    let mut h = Harness::new(None).await;
+    h.core.ep.set_limits(crate::Limits {
+        max_transactions: 2,
+        max_dialogs: 1_000,
+    });
+    // One INVITE: a server and a client transaction.
+    h.from(caller(), &invite("one")).await;
+    let sent = h.take();
+    assert_eq!(Harness::codes_to(&sent, caller()), [100]);
+    h.from(caller(), &invite("two")).await;
+    let sent = h.take();
+    assert_eq!(Harness::codes_to(&sent, caller()), [503]);
+    // A retransmission of the first is still its transaction's.
+    h.from(caller(), &invite("one")).await;
+    let sent = h.take();
+    assert_eq!(Harness::codes_to(&sent, caller()), [100]);
+}
+
+#[tokio::test]
+async fn a_response_with_the_right_branch_but_another_call_id_is_ignored() {
+    let mut h = Harness::new(None).await;
+    h.from(caller(), &invite("real")).await;
+    let sent = h.take();
+    let out = Harness::request_to(&sent, gateway(), &Method::Invite);
+    // Forged: our branch and CSeq, a Call-ID of the forger's choosing.
+    let forged = String::from_utf8(answer(&out, 200, "forger"))
+        .unwrap()
+        .replace(out.call_id(), "forged-call-id");
+    h.from(gateway(), forged.as_bytes()).await;
+    let sent = h.take();
+    assert!(
+        Harness::codes_to(&sent, caller()).is_empty(),
+        "the forged answer was relayed"
+    );
+    // The real one still is.
+    h.from(gateway(), &answer(&out, 200, "b")).await;
+    let sent = h.take();
+    assert_eq!(Harness::codes_to(&sent, caller()), [200]);
 }
