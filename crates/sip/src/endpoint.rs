@@ -95,6 +95,10 @@ pub(crate) enum Event<L: Layer> {
     },
     /// A timer the user armed.
     Timer(L::Timer),
+    /// An INVITE from a trusted source answered here, statelessly, with
+    /// `code` (merged, unsupported `Require`, over the limits): the call
+    /// layer records it like any refused call.
+    Refused { req: Box<Message>, code: u16 },
 }
 
 /// Options of a response built for a server transaction.
@@ -620,6 +624,7 @@ impl<L: Layer> Endpoint<L> {
                         "SIP state limit reached; refused with 503"
                     );
                     self.reply_stateless(&req, &peer, 503, &[("Retry-After", "5")]);
+                    self.refused(req, 503);
                 } else {
                     match method {
                         Method::Invite => self.on_invite(req, peer, key),
@@ -639,12 +644,24 @@ impl<L: Layer> Endpoint<L> {
         }
     }
 
+    /// Tells the layer of an INVITE refused here (other requests leave no
+    /// record).
+    fn refused(&mut self, req: Message, code: u16) {
+        if req.method() == Some(&Method::Invite) {
+            self.events.push_back(Event::Refused {
+                req: Box::new(req),
+                code,
+            });
+        }
+    }
+
     fn on_invite(&mut self, req: Message, peer: Peer, key: String) {
         // §8.2.2.2: the same INVITE (From tag, Call-ID, CSeq) by another
         // path while the first is in progress.
         let merge = merge_key(&req);
         if self.invites.contains_key(&merge) {
             self.reply_stateless(&req, &peer, 482, &[]);
+            self.refused(req, 482);
             return;
         }
         if req.header(Name::Require).is_some() {
@@ -652,6 +669,7 @@ impl<L: Layer> Endpoint<L> {
             // (100rel, precondition, timer...).
             let unsupported = req.values(Name::Require).collect::<Vec<_>>().join(", ");
             self.reply_stateless(&req, &peer, 420, &[("Unsupported", &unsupported)]);
+            self.refused(req, 420);
             return;
         }
         let sid = self.new_server(key, req, peer);

@@ -71,43 +71,80 @@ fn split_extension(user: &str) -> (&str, Option<&str>) {
         .map_or((user, None), |(x, e)| (x, Some(e)))
 }
 
+/// A new INVITE's CDR as far as the request tells (X, caller), and the
+/// extension dialled with X (`Err` when it is not one).
+fn cdr_of(
+    req: &Message,
+    region: maskline_core::Region,
+) -> (CallRecord, Result<Option<maskline_core::Extension>, ()>) {
+    let invited_at = unix_ms();
+    let (x_user, ext_digits) = match uri_user(req.uri()).map(split_extension) {
+        Some((x, e)) => (Some(x), e),
+        None => (None, None),
+    };
+    let extension = match ext_digits.map(str::parse::<maskline_core::Extension>) {
+        None => Ok(None),
+        Some(Ok(e)) => Ok(Some(e)),
+        Some(Err(_)) => Err(()),
+    };
+    let cdr = CallRecord {
+        id: CallId(uuid::Uuid::now_v7().as_u128()),
+        tenant: None,
+        binding: None,
+        direction: None,
+        x: x_user.and_then(|u| sip_number(u, region)),
+        caller: caller_user(req).and_then(|u| sip_number(u, region)),
+        callee: None,
+        invited_at,
+        ringing_at: None,
+        answered_at: None,
+        ended_at: invited_at,
+        final_status: 0,
+        released_by: ReleasedBy::System,
+        release_reason: ReleaseReason::Refused,
+        refusal: None,
+    };
+    (cdr, extension)
+}
+
 impl B2bua {
+    /// An INVITE the endpoint answered statelessly: recorded like any
+    /// refused call, under the tenant and binding it would have reached.
+    pub(super) fn on_refused(&mut self, req: &Message, code: u16) {
+        let (mut cdr, extension) = cdr_of(req, self.cfg.region);
+        if let (Some(x), Some(caller)) = (cdr.x, cdr.caller) {
+            let (tenant, binding) = match self.engine.decide(&Inbound {
+                caller,
+                called: x,
+                extension: extension.ok().flatten(),
+                channel: Channel::Voice,
+            }) {
+                Decision::Connect(c) => (Some(c.tenant), Some(c.binding)),
+                Decision::CollectExtension { tenant } => (Some(tenant), None),
+                Decision::Announce {
+                    tenant, binding, ..
+                } => (tenant, binding),
+                Decision::Reject {
+                    tenant, binding, ..
+                } => (Some(tenant), Some(binding)),
+            };
+            cdr.tenant = tenant;
+            cdr.binding = binding;
+        }
+        cdr.release_reason = ReleaseReason::Failed;
+        cdr.final_status = code;
+        cdr.ended_at = unix_ms();
+        self.write_cdr(cdr);
+    }
+
     pub(super) fn on_invite(&mut self, sid: TxId) {
         let started = self.received_at;
-        let invited_at = unix_ms();
         let Some(req) = self.ep.request(sid) else {
             return;
         };
-        let region = self.cfg.region;
-        let (x_user, ext_digits) = match uri_user(req.uri()).map(split_extension) {
-            Some((x, e)) => (Some(x), e),
-            None => (None, None),
-        };
-        let extension = match ext_digits.map(str::parse::<maskline_core::Extension>) {
-            None => Ok(None),
-            Some(Ok(e)) => Ok(Some(e)),
-            Some(Err(_)) => Err(()),
-        };
-        let x = x_user.and_then(|u| sip_number(u, region));
-        let caller = caller_user(req).and_then(|u| sip_number(u, region));
+        let (mut cdr, extension) = cdr_of(req, self.cfg.region);
+        let (x, caller) = (cdr.x, cdr.caller);
         let max_forwards = req.max_forwards();
-        let mut cdr = CallRecord {
-            id: CallId(uuid::Uuid::now_v7().as_u128()),
-            tenant: None,
-            binding: None,
-            direction: None,
-            x,
-            caller,
-            callee: None,
-            invited_at,
-            ringing_at: None,
-            answered_at: None,
-            ended_at: invited_at,
-            final_status: 0,
-            released_by: ReleasedBy::System,
-            release_reason: ReleaseReason::Refused,
-            refusal: None,
-        };
         if self.draining {
             self.refuse_shutdown(sid, cdr);
             return;

@@ -411,6 +411,7 @@ impl B2bua {
                 acked_2xx,
             } => self.on_server_timed_out(sid, owner, acked_2xx),
             Event::Timer(timer) => self.on_timer(timer),
+            Event::Refused { req, code } => self.on_refused(&req, code),
         }
     }
 

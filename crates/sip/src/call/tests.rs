@@ -945,6 +945,34 @@ async fn beyond_the_transaction_limit_new_requests_get_503() {
     h.from(caller(), &invite("one")).await;
     let sent = h.take();
     assert_eq!(Harness::codes_to(&sent, caller()), [100]);
+    // The refused INVITE is on record, under the binding it would reach.
+    let cdrs = h.cdrs().await;
+    let refused: Vec<_> = cdrs.iter().filter(|c| c.final_status == 503).collect();
+    assert_eq!(refused.len(), 1, "{cdrs:?}");
+    assert_eq!(refused[0].tenant, Some(h.tenant));
+    assert_eq!(refused[0].binding, Some(h.binding));
+    assert_eq!(refused[0].release_reason, ReleaseReason::Failed);
+    assert_eq!(refused[0].release_cause(), 34);
+}
+
+#[tokio::test]
+async fn a_merged_invite_is_refused_with_482_and_recorded() {
+    let mut h = Harness::new(None).await;
+    h.from(caller(), &invite("merge")).await;
+    h.take();
+    // The same request (From tag, Call-ID, CSeq) by another path.
+    let again = String::from_utf8(invite("merge"))
+        .unwrap()
+        .replace("branch=z9hG4bK-merge", "branch=z9hG4bK-other-path");
+    h.from(caller(), again.as_bytes()).await;
+    let sent = h.take();
+    assert_eq!(Harness::codes_to(&sent, caller()), [482]);
+    let cdrs = h.cdrs().await;
+    assert!(
+        cdrs.iter()
+            .any(|c| c.final_status == 482 && c.tenant == Some(h.tenant)),
+        "{cdrs:?}"
+    );
 }
 
 #[tokio::test]
