@@ -60,6 +60,29 @@ impl Default for Region {
 
 // === impl Number ===
 
+/// The E.164 digits of `input` as libphonenumber's metadata reads it, when
+/// valid.
+fn digits_of(input: &str, region: Region) -> Option<u64> {
+    // The parser is third-party code fed by untrusted input; a panic in it
+    // must become a refusal, not a dead request handler.
+    std::panic::catch_unwind(|| {
+        let pn = phonenumber::parse(Some(region.0), input).ok()?;
+        if pn.extension().is_some() || !phonenumber::is_valid(&pn) {
+            return None;
+        }
+        // E.164 is the country code, the national number's leading
+        // zeros (Italy keeps them), then the national number; built
+        // arithmetically rather than formatted and parsed back.
+        let national = pn.national();
+        let width = decimal_width(national.value()) + u32::from(national.zeros());
+        u64::from(pn.code().value())
+            .checked_mul(10u64.checked_pow(width)?)?
+            .checked_add(national.value())
+    })
+    .ok()
+    .flatten()
+}
+
 impl Number {
     /// Parses E.164 or national input (read in `region`) and validates it
     /// against libphonenumber's metadata.
@@ -68,25 +91,25 @@ impl Number {
         if trimmed.is_empty() || trimmed.len() > MAX_INPUT_LEN || !plausible(trimmed) {
             return Err(Error::InvalidNumber);
         }
-        // The parser is third-party code fed by untrusted input; a panic in it
-        // must become a refusal, not a dead request handler.
-        let digits = std::panic::catch_unwind(|| {
-            let pn = phonenumber::parse(Some(region.0), trimmed).ok()?;
-            if pn.extension().is_some() || !phonenumber::is_valid(&pn) {
-                return None;
-            }
-            // E.164 is the country code, the national number's leading
-            // zeros (Italy keeps them), then the national number; built
-            // arithmetically rather than formatted and parsed back.
-            let national = pn.national();
-            let width = decimal_width(national.value()) + u32::from(national.zeros());
-            u64::from(pn.code().value())
-                .checked_mul(10u64.checked_pow(width)?)?
-                .checked_add(national.value())
-        })
-        .ok()
-        .flatten()
-        .ok_or(Error::InvalidNumber)?;
+        let digits = digits_of(trimmed, region).ok_or(Error::InvalidNumber)?;
+        // Only a number that reads back as itself is accepted. With leading
+        // zeros the metadata cannot place (`+800` and ten digits), the
+        // parser keeps a different count of zeros depending on the region,
+        // and the number stored would be another one than the one typed.
+        // (`+44 (0)20 …`: the national trunk prefix written in brackets is
+        // no digit of the number.)
+        let typed = trimmed.strip_prefix('+').map(|rest| {
+            rest.replace("(0)", "")
+                .bytes()
+                .filter(u8::is_ascii_digit)
+                .map(char::from)
+                .collect::<String>()
+        });
+        if typed.is_some_and(|t| t != digits.to_string())
+            || digits_of(&format!("+{digits}"), region) != Some(digits)
+        {
+            return Err(Error::InvalidNumber);
+        }
         Number::from_digits(digits)
     }
 
@@ -276,6 +299,29 @@ mod tests {
         let it: Region = "IT".parse().unwrap();
         let n = Number::parse("06 6982 1234", it).unwrap();
         assert_eq!(n.to_string(), "+390669821234");
+    }
+
+    /// Found by the `number` fuzz target: `+800` and ten digits was read
+    /// as a valid eight-digit freephone number with two of its zeros gone,
+    /// so the party stored was another number.
+    #[test]
+    fn a_number_is_accepted_only_if_it_reads_back_as_itself() {
+        for region in ["CN", "US", "GB"] {
+            let region: Region = region.parse().unwrap();
+            match Number::parse("+8000000000001", region) {
+                Err(e) => assert_eq!(e, Error::InvalidNumber),
+                Ok(n) => assert_eq!(Number::parse(&n.to_string(), region), Ok(n)),
+            }
+            // An international number is the digits typed, or refused.
+            if let Ok(n) = Number::parse("+800 0000 000001", region) {
+                assert_eq!(n.to_string(), "+8000000000001");
+            }
+        }
+        let gb: Region = "GB".parse().unwrap();
+        assert_eq!(
+            Number::parse("+44 (0)20 7946 0018", gb).map(|n| n.to_string()),
+            Ok("+442079460018".to_owned())
+        );
     }
 
     #[test]
