@@ -177,19 +177,37 @@ impl FromRequestParts<AppState> for TenantAuth {
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Problem> {
-        let TenantAuth(tenant) = Self::authenticate(parts, state)?;
+        let (tenant, key) = Self::authenticate(parts, state).await?;
         // Counted once the tenant is known, whoever's key it was.
         state.rate_limits.check(tenant)?;
+        // Who acted, for the audit log.
+        parts.extensions.insert(Actor { tenant, key });
         Ok(TenantAuth(tenant))
     }
 }
 
+/// The tenant a request acted for and the key it used (`None`: the admin
+/// key), set by [`TenantAuth`].
+#[derive(Clone, Copy, Debug)]
+pub struct Actor {
+    pub tenant: TenantId,
+    pub key: Option<maskline_engine::store::KeyId>,
+}
+
 impl TenantAuth {
-    fn authenticate(parts: &Parts, state: &AppState) -> Result<Self, Problem> {
+    async fn authenticate(
+        parts: &Parts,
+        state: &AppState,
+    ) -> Result<(TenantId, Option<maskline_engine::store::KeyId>), Problem> {
         let key = bearer(parts).ok_or_else(Problem::unauthorized)?;
-        match state.engine.authenticate(key) {
-            Some(Principal::Tenant(t)) => Ok(TenantAuth(t)),
-            Some(Principal::Admin) => {
+        let caller = state
+            .engine
+            .authenticate_fresh(key)
+            .await
+            .ok_or_else(Problem::unauthorized)?;
+        match caller.principal {
+            Principal::Tenant(t) => Ok((t, caller.key)),
+            Principal::Admin => {
                 let Some(h) = parts.headers.get(TENANT_HEADER) else {
                     return Err(Problem::forbidden(
                         "this endpoint needs a tenant API key (or the admin key with a Maskline-Tenant header)",
@@ -209,9 +227,8 @@ impl TenantAuth {
                 if !state.engine.tenant_exists(tenant) {
                     return Err(Problem::not_found("tenant"));
                 }
-                Ok(TenantAuth(tenant))
+                Ok((tenant, None))
             }
-            None => Err(Problem::unauthorized()),
         }
     }
 }

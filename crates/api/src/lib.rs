@@ -30,6 +30,7 @@ use utoipa_axum::routes;
 pub mod edge;
 pub mod extract;
 pub mod handlers;
+pub mod keys;
 mod metrics;
 pub mod problem;
 pub mod prompts;
@@ -129,6 +130,8 @@ impl utoipa::Modify for SecuritySchemes {
 pub fn router(state: AppState) -> Router {
     let (router, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(handlers::create_tenant, handlers::list_tenants))
+        .routes(routes!(keys::create_key, keys::list_keys))
+        .routes(routes!(keys::revoke_key))
         .routes(routes!(handlers::import_numbers, handlers::list_numbers))
         .routes(routes!(handlers::retire_number))
         .routes(routes!(handlers::create_binding, handlers::list_bindings))

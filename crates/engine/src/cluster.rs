@@ -70,6 +70,7 @@ impl Engine {
                 Ok(())
             }
             Change::Tenants => self.reload_tenants().await,
+            Change::Keys => self.reload_keys().await,
             Change::Numbers => self.reload_numbers().await,
             Change::Webhooks => self.reload_webhooks().await,
             Change::SmsSettings => self.reload_sms_settings().await,
@@ -159,8 +160,14 @@ impl Engine {
         let mut auth = self.auth.write();
         for t in tenants {
             index.add_tenant(t.id);
-            auth.insert_tenant(t.api_key_hash, t.id);
+            auth.add_tenant(t.id);
         }
+        Ok(())
+    }
+
+    async fn reload_keys(&self) -> Result<()> {
+        let keys = self.store.api_keys().await?;
+        self.auth.write().replace_keys(&keys);
         Ok(())
     }
 
@@ -204,6 +211,7 @@ impl Engine {
     /// After an interruption: whatever other nodes changed since `since`.
     async fn catch_up(&self, since: maskline_core::UnixTime) -> Result<()> {
         self.reload_numbers().await?;
+        self.reload_keys().await?;
         self.reload_webhooks().await?;
         self.reload_sms_settings().await?;
         self.reload_prompts().await?;

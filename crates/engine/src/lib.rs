@@ -37,7 +37,7 @@ pub use numbers::{ImportOutcome, NumberEntry};
 pub use prompts::{PromptInfo, PromptSource};
 pub use sms::{Accepted, IncomingText, Relay};
 pub use sweeper::Sweeper;
-pub use tenants::Principal;
+pub use tenants::{Caller, Principal};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -126,6 +126,7 @@ pub struct Engine {
     config: Config,
     index: Arc<RwLock<Index>>,
     auth: Arc<RwLock<tenants::Auth>>,
+    misses: parking_lot::Mutex<tenants::Misses>,
     /// Idempotency keys whose first request is still being served.
     inflight: Arc<Mutex<HashSet<(TenantId, String)>>>,
     /// PATCH and DELETE of one binding read, decide and write in turn.
@@ -155,8 +156,9 @@ impl Engine {
         let mut auth = tenants::Auth::default();
         for t in store.tenants().await? {
             index.add_tenant(t.id);
-            auth.insert_tenant(t.api_key_hash, t.id);
+            auth.add_tenant(t.id);
         }
+        auth.replace_keys(&store.api_keys().await?);
         for n in store.all_numbers().await? {
             index.add_number(n.tenant, n.number, n.area.as_ref())?;
         }
@@ -195,6 +197,7 @@ impl Engine {
             config,
             index: Arc::new(RwLock::new(index)),
             auth: Arc::new(RwLock::new(auth)),
+            misses: parking_lot::Mutex::default(),
             inflight: Arc::default(),
             binding_locks,
             census: Mutex::new(None),

@@ -107,8 +107,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .context("cannot set up the admin key")?
     {
-        // Printed once, to stdout and not to the logs; only its hash is kept.
-        println!("Admin API key (shown once; only its hash is stored): {key}");
+        show_admin_key(&key, &config.data_dir)?;
     }
 
     let listener = tokio::net::TcpListener::bind(config.http_listen)
@@ -272,4 +271,32 @@ async fn sip_config(config: &Config) -> anyhow::Result<maskline_sip::Config> {
             max_dialogs: config.sip_max_dialogs,
         },
     })
+}
+
+/// A generated admin key reaches its operator once and never a log: on a
+/// terminal it is printed; otherwise (systemd, whose standard output is the
+/// journal) it is written to `<data dir>/admin.key`, readable by the
+/// service's user only, and the log says where. Only its hash is kept in
+/// the store.
+fn show_admin_key(key: &str, data_dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::io::{IsTerminal, Write};
+    use std::os::unix::fs::OpenOptionsExt;
+    if std::io::stdout().is_terminal() {
+        println!("Admin API key (shown once; only its hash is stored): {key}");
+        return Ok(());
+    }
+    let path = data_dir.join("admin.key");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    writeln!(file, "{key}").with_context(|| format!("cannot write {}", path.display()))?;
+    tracing::warn!(
+        path = %path.display(),
+        "admin API key generated and written to this file (mode 0600): store it elsewhere, then delete the file"
+    );
+    Ok(())
 }

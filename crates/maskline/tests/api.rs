@@ -1019,3 +1019,74 @@ async fn a_tenant_over_its_rate_gets_429_with_retry_after_and_others_do_not() {
     assert!(text.contains("maskline_http_requests_total"), "{text}");
     assert!(text.contains("method=\"other\"") && !text.contains("FROBNICATE"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenant_has_several_keys_lists_them_by_prefix_and_revokes_them() {
+    let (_d, s, _t, first) = setup(&[&x(1)]).await;
+    let (st, created) = s.call("POST", "/v1/keys", Some(&first), None).await;
+    assert_eq!(st, 201, "{created}");
+    let second = created["key"].as_str().unwrap().to_owned();
+    assert!(second.starts_with("mlk_") && second.len() > 40, "{second}");
+    assert!(second.starts_with(created["prefix"].as_str().unwrap()));
+    // Both work.
+    for key in [&first, &second] {
+        let (st, _) = s.call("GET", "/v1/bindings", Some(key), None).await;
+        assert_eq!(st, 200);
+    }
+    // The list shows prefixes, never a key.
+    let (st, list) = s.call("GET", "/v1/keys", Some(&second), None).await;
+    assert_eq!(st, 200);
+    let items = list["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    let text = list.to_string();
+    assert!(!text.contains(&first) && !text.contains(&second), "{text}");
+    let first_id = items[0]["id"].as_str().unwrap().to_owned();
+    assert!(items.iter().all(|k| k["revoked_at"].is_null()));
+    // Another tenant cannot see or revoke them.
+    let (_, other) = s.create_tenant("other").await;
+    let (st, p) = s
+        .call(
+            "DELETE",
+            &format!("/v1/keys/{first_id}"),
+            Some(&other),
+            None,
+        )
+        .await;
+    assert_eq!((st, p["code"].as_str()), (404, Some("key_not_found")));
+    let (_, list) = s.call("GET", "/v1/keys", Some(&other), None).await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 1);
+    // Revoked: refused at once; the list says when; a second revoke is 404.
+    let (st, _) = s
+        .call(
+            "DELETE",
+            &format!("/v1/keys/{first_id}"),
+            Some(&second),
+            None,
+        )
+        .await;
+    assert_eq!(st, 204);
+    let (st, _) = s.call("GET", "/v1/bindings", Some(&first), None).await;
+    assert_eq!(st, 401);
+    let (st, p) = s
+        .call(
+            "DELETE",
+            &format!("/v1/keys/{first_id}"),
+            Some(&second),
+            None,
+        )
+        .await;
+    assert_eq!((st, p["code"].as_str()), (404, Some("key_not_found")));
+    let (st, p) = s
+        .call("DELETE", "/v1/keys/not-an-id", Some(&second), None)
+        .await;
+    assert_eq!((st, p["code"].as_str()), (404, Some("key_not_found")));
+    let (_, list) = s.call("GET", "/v1/keys", Some(&second), None).await;
+    assert!(list["items"][0]["revoked_at"].is_string(), "{list}");
+    // Kept across a restart.
+    let mut s = s;
+    s.restart().await;
+    let (st, _) = s.call("GET", "/v1/bindings", Some(&first), None).await;
+    assert_eq!(st, 401);
+    let (st, _) = s.call("GET", "/v1/bindings", Some(&second), None).await;
+    assert_eq!(st, 200);
+}

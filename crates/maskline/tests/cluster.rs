@@ -779,3 +779,45 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_works_on_every_node_as_soon_as_its_201_is_sent_and_revocation_reaches_them() {
+    let schema = Schema::create().await;
+    let (_dir, one, two) = cluster(&schema, &[]).await;
+    // A tenant created on one is known on two at once (its first key too).
+    let (_, first) = one.create_tenant("acme").await;
+    let (st, _) = two.call("GET", "/v1/numbers", Some(&first), None).await;
+    assert_eq!(st, 200, "the new tenant's key was refused on node 2");
+    for i in 0..20 {
+        let (st, created) = one.call("POST", "/v1/keys", Some(&first), None).await;
+        assert_eq!(st, 201, "{created}");
+        let key = created["key"].as_str().unwrap().to_owned();
+        // No wait: the other node must accept it now.
+        let (st, p) = two.call("GET", "/v1/bindings", Some(&key), None).await;
+        assert_eq!(
+            st, 200,
+            "key {i} refused on node 2 right after its 201: {p}"
+        );
+    }
+    // Revoked on two: refused on one once it hears of it.
+    let (_, keys) = two.call("GET", "/v1/keys", Some(&first), None).await;
+    let items = keys["items"].as_array().unwrap();
+    assert_eq!(items.len(), 21);
+    let (st, created) = one.call("POST", "/v1/keys", Some(&first), None).await;
+    assert_eq!(st, 201);
+    let (key, id) = (
+        created["key"].as_str().unwrap().to_owned(),
+        created["id"].as_str().unwrap().to_owned(),
+    );
+    let (st, _) = one.call("GET", "/v1/bindings", Some(&key), None).await;
+    assert_eq!(st, 200);
+    let (st, _) = two
+        .call("DELETE", &format!("/v1/keys/{id}"), Some(&first), None)
+        .await;
+    assert_eq!(st, 204);
+    eventually(10, "the revoked key refused on node 1", || async {
+        let (st, _) = one.call("GET", "/v1/bindings", Some(&key), None).await;
+        (st == 401).then_some(())
+    })
+    .await;
+}

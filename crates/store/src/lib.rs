@@ -51,13 +51,58 @@ pub enum Error {
     WriterGone,
 }
 
-/// A tenant as stored: its key only as a hash.
+/// A tenant as stored: its first key only as a hash.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct Tenant {
     pub id: TenantId,
     pub name: String,
     pub api_key_hash: [u8; 32],
     pub created_at: UnixTime,
+}
+
+impl Tenant {
+    /// The tenant's first key, as stored beside it: it has the tenant's id.
+    pub fn first_key(&self, prefix: &str) -> ApiKey {
+        ApiKey {
+            id: KeyId(self.id.0),
+            tenant: self.id,
+            prefix: prefix.to_owned(),
+            hash: self.api_key_hash,
+            created_at: self.created_at,
+            revoked_at: None,
+        }
+    }
+}
+
+/// An API key's id (a UUIDv7; a tenant's first key has the tenant's id).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+pub struct KeyId(pub u128);
+
+impl std::fmt::Display for KeyId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        uuid::Uuid::from_u128(self.0).fmt(f)
+    }
+}
+
+impl std::str::FromStr for KeyId {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<KeyId> {
+        uuid::Uuid::try_parse(s)
+            .map(|u| KeyId(u.as_u128()))
+            .map_err(|_| Error::Corrupt("key id"))
+    }
+}
+
+/// A tenant's API key as stored: a hash and the key's first characters.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct ApiKey {
+    pub id: KeyId,
+    pub tenant: TenantId,
+    pub prefix: String,
+    pub hash: [u8; 32],
+    pub created_at: UnixTime,
+    pub revoked_at: Option<UnixTime>,
 }
 
 /// A virtual number in a tenant's pool.
@@ -88,7 +133,16 @@ pub enum Write {
         key: String,
         value: String,
     },
-    CreateTenant(Tenant),
+    /// A tenant and its first key.
+    CreateTenant(Tenant, ApiKey),
+    /// Another key of a tenant.
+    CreateKey(ApiKey),
+    /// A key stops working (on every node).
+    RevokeKey {
+        tenant: TenantId,
+        id: KeyId,
+        at: UnixTime,
+    },
     /// All or nothing.
     ImportNumbers(Vec<PoolNumber>),
     RetireNumber {
@@ -478,6 +532,8 @@ pub enum Change {
         committed_at: UnixMillis,
     },
     Tenants,
+    /// Keys were created or revoked.
+    Keys,
     Numbers,
     Webhooks,
     SmsSettings,
@@ -556,6 +612,13 @@ pub trait Store: Send + Sync + 'static {
     async fn get_meta(&self, key: &str) -> Result<Option<String>>;
 
     async fn tenants(&self) -> Result<Vec<Tenant>>;
+
+    /// Every API key, revoked ones included, oldest first.
+    async fn api_keys(&self) -> Result<Vec<ApiKey>>;
+
+    /// The key with this hash, straight from the database: how a node
+    /// learns of a key another node created a moment ago.
+    async fn api_key(&self, hash: [u8; 32]) -> Result<Option<ApiKey>>;
 
     /// Every number in every pool, for start-up.
     async fn all_numbers(&self) -> Result<Vec<PoolNumber>>;

@@ -32,6 +32,7 @@ use sqlx::{AssertSqlSafe, Connection};
 use tokio::sync::{Notify, mpsc, oneshot};
 use uuid::Uuid;
 
+use crate::ApiKey;
 use crate::rows::{
     self, MESSAGE_COLUMNS, PART_COLUMNS, binding, call_record, message, part, parts_key,
     pool_number, stored_event, webhook,
@@ -256,6 +257,7 @@ struct Writer {
 struct Touched {
     bindings: Vec<Uuid>,
     tenants: bool,
+    keys: bool,
     numbers: bool,
     webhooks: bool,
     sms_settings: bool,
@@ -497,6 +499,7 @@ fn notifications(node: u64, touched: &Touched) -> Vec<String> {
     let mut payloads = Vec::new();
     for (on, kind) in [
         (touched.tenants, 't'),
+        (touched.keys, 'k'),
         (touched.numbers, 'n'),
         (touched.webhooks, 'w'),
         (touched.sms_settings, 's'),
@@ -765,6 +768,23 @@ impl BindingArrays {
                 .map(|w| i32::try_from(w).unwrap_or(i32::MAX)),
         );
     }
+}
+
+async fn insert_key(conn: &mut PgConnection, key: &ApiKey) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO api_keys (id, tenant_id, prefix, hash, created_at, revoked_at) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(uuid(key.id.0))
+    .bind(uuid(key.tenant.0))
+    .bind(&key.prefix)
+    .bind(&key.hash[..])
+    .bind(key.created_at)
+    .bind(key.revoked_at)
+    .execute(&mut *conn)
+    .await
+    .map_err(conflict)?;
+    Ok(())
 }
 
 async fn insert_calls(conn: &mut PgConnection, calls: &[&CallRecord]) -> Result<()> {
@@ -1094,7 +1114,7 @@ async fn apply<'a>(
             .await
             .map_err(conflict)?;
         }
-        Write::CreateTenant(t) => {
+        Write::CreateTenant(t, key) => {
             sqlx::query(
                 "INSERT INTO tenants (id, name, api_key_hash, created_at) VALUES ($1, $2, $3, $4)",
             )
@@ -1105,7 +1125,25 @@ async fn apply<'a>(
             .execute(&mut *conn)
             .await
             .map_err(conflict)?;
+            insert_key(conn, key).await?;
             touched.tenants = true;
+            touched.keys = true;
+        }
+        Write::CreateKey(key) => {
+            insert_key(conn, key).await?;
+            touched.keys = true;
+        }
+        Write::RevokeKey { tenant, id, at } => {
+            sqlx::query(
+                "UPDATE api_keys SET revoked_at = $1 \
+                 WHERE id = $2 AND tenant_id = $3 AND revoked_at IS NULL",
+            )
+            .bind(at)
+            .bind(uuid(id.0))
+            .bind(uuid(tenant.0))
+            .execute(&mut *conn)
+            .await?;
+            touched.keys = true;
         }
         Write::ImportNumbers(numbers) => {
             // Pool order is the order given.
@@ -1677,6 +1715,7 @@ fn parse_notification(payload: &str, own: &str) -> Option<Change> {
     }
     match parts.next()? {
         "t" => Some(Change::Tenants),
+        "k" => Some(Change::Keys),
         "n" => Some(Change::Numbers),
         "w" => Some(Change::Webhooks),
         "s" => Some(Change::SmsSettings),
@@ -1753,6 +1792,25 @@ impl Store for PgStore {
                 .fetch_all(&self.pool)
                 .await?;
         rows.iter().map(rows::tenant).collect()
+    }
+
+    async fn api_keys(&self) -> Result<Vec<ApiKey>> {
+        let rows = sqlx::query(
+            "SELECT id, tenant_id, prefix, hash, created_at, revoked_at FROM api_keys ORDER BY created_at, id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(rows::api_key).collect()
+    }
+
+    async fn api_key(&self, hash: [u8; 32]) -> Result<Option<ApiKey>> {
+        let row = sqlx::query(
+            "SELECT id, tenant_id, prefix, hash, created_at, revoked_at FROM api_keys WHERE hash = $1",
+        )
+        .bind(&hash[..])
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(rows::api_key).transpose()
     }
 
     async fn all_numbers(&self) -> Result<Vec<PoolNumber>> {

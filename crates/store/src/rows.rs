@@ -13,8 +13,8 @@ use maskline_core::{
 use sqlx::Row;
 
 use crate::{
-    DeliveryState, Error, Fallback, IdempotencyRecord, Intercept, Part, PartsKey, PoolNumber,
-    Result, StoredEvent, StoredPrompt, StoredSmsSettings, Tenant, Webhook,
+    ApiKey, DeliveryState, Error, Fallback, IdempotencyRecord, Intercept, KeyId, Part, PartsKey,
+    PoolNumber, Result, StoredEvent, StoredPrompt, StoredSmsSettings, Tenant, Webhook,
 };
 
 /// One column of a row, as the back end stores it; `None` is SQL NULL.
@@ -131,6 +131,17 @@ pub(crate) fn tenant(r: &impl Cells) -> Result<Tenant> {
         name: text(r, "name")?.to_owned(),
         api_key_hash: hash(r, "api_key_hash")?,
         created_at: int(r, "created_at")?,
+    })
+}
+
+pub(crate) fn api_key(r: &impl Cells) -> Result<ApiKey> {
+    Ok(ApiKey {
+        id: KeyId(id(r, "id")?),
+        tenant: TenantId(id(r, "tenant_id")?),
+        prefix: text(r, "prefix")?.to_owned(),
+        hash: hash(r, "hash")?,
+        created_at: int(r, "created_at")?,
+        revoked_at: r.int("revoked_at")?,
     })
 }
 

@@ -18,6 +18,7 @@ use sqlx::{AssertSqlSafe, Connection};
 use std::sync::Arc;
 use tokio::sync::{Notify, mpsc, oneshot};
 
+use crate::ApiKey;
 use crate::rows::{
     self, MESSAGE_COLUMNS, PART_COLUMNS, binding, call_record, message, part, parts_key,
     pool_number, stored_event, webhook,
@@ -510,6 +511,23 @@ async fn insert_bindings(conn: &mut SqliteConnection, writes: &[&Write]) -> Resu
     insert_events(conn, &events).await
 }
 
+async fn insert_key(conn: &mut SqliteConnection, key: &ApiKey) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO api_keys (id, tenant_id, prefix, hash, created_at, revoked_at) \
+         VALUES (?, ?, ?, ?, ?, ?)",
+    )
+    .bind(uuid_bytes(key.id.0))
+    .bind(uuid_bytes(key.tenant.0))
+    .bind(&key.prefix)
+    .bind(&key.hash[..])
+    .bind(key.created_at)
+    .bind(key.revoked_at)
+    .execute(&mut *conn)
+    .await
+    .map_err(conflict)?;
+    Ok(())
+}
+
 async fn apply(conn: &mut SqliteConnection, write: &Write) -> Result<()> {
     match write {
         Write::PutMeta { key, value } => {
@@ -523,7 +541,7 @@ async fn apply(conn: &mut SqliteConnection, write: &Write) -> Result<()> {
             .await
             .map_err(conflict)?;
         }
-        Write::CreateTenant(t) => {
+        Write::CreateTenant(t, key) => {
             sqlx::query(
                 "INSERT INTO tenants (id, name, api_key_hash, created_at) VALUES (?, ?, ?, ?)",
             )
@@ -534,6 +552,19 @@ async fn apply(conn: &mut SqliteConnection, write: &Write) -> Result<()> {
             .execute(&mut *conn)
             .await
             .map_err(conflict)?;
+            insert_key(conn, key).await?;
+        }
+        Write::CreateKey(key) => insert_key(conn, key).await?,
+        Write::RevokeKey { tenant, id, at } => {
+            sqlx::query(
+                "UPDATE api_keys SET revoked_at = ? \
+                 WHERE id = ? AND tenant_id = ? AND revoked_at IS NULL",
+            )
+            .bind(at)
+            .bind(uuid_bytes(id.0))
+            .bind(uuid_bytes(tenant.0))
+            .execute(&mut *conn)
+            .await?;
         }
         Write::ImportNumbers(numbers) => {
             for n in numbers {
@@ -968,6 +999,25 @@ impl Store for SqliteStore {
                 .fetch_all(&self.reads)
                 .await?;
         rows.iter().map(rows::tenant).collect()
+    }
+
+    async fn api_keys(&self) -> Result<Vec<ApiKey>> {
+        let rows = sqlx::query(
+            "SELECT id, tenant_id, prefix, hash, created_at, revoked_at FROM api_keys ORDER BY created_at, id",
+        )
+        .fetch_all(&self.reads)
+        .await?;
+        rows.iter().map(rows::api_key).collect()
+    }
+
+    async fn api_key(&self, hash: [u8; 32]) -> Result<Option<ApiKey>> {
+        let row = sqlx::query(
+            "SELECT id, tenant_id, prefix, hash, created_at, revoked_at FROM api_keys WHERE hash = ?",
+        )
+        .bind(&hash[..])
+        .fetch_optional(&self.reads)
+        .await?;
+        row.as_ref().map(rows::api_key).transpose()
     }
 
     async fn all_numbers(&self) -> Result<Vec<PoolNumber>> {

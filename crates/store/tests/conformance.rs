@@ -16,9 +16,9 @@ use maskline_core::{
 use maskline_core::{EventId, EventType};
 use maskline_core::{MessageId, MessageReason, MessageStatus};
 use maskline_store::{
-    BindingFilter, CallFilter, DeliveryOutcome, DeliveryState, Error, ExpiredBinding, Fallback,
-    IdempotencyRecord, Intercept, MessageFilter, NewEvent, NextStep, Page, Part, PartsKey,
-    PoolNumber, Receipt, SqliteStore, Store, Submit, Tenant, Webhook, Write,
+    ApiKey, BindingFilter, CallFilter, DeliveryOutcome, DeliveryState, Error, ExpiredBinding,
+    Fallback, IdempotencyRecord, Intercept, KeyId, MessageFilter, NewEvent, NextStep, Page, Part,
+    PartsKey, PoolNumber, Receipt, SqliteStore, Store, Submit, Tenant, Webhook, Write,
 };
 
 fn tenant(n: u128) -> Tenant {
@@ -97,8 +97,12 @@ fn call(id: u128, t: u128, invited_at: i64) -> CallRecord {
 }
 
 async fn setup(s: &dyn Store) {
-    s.enqueue(Write::CreateTenant(tenant(1))).await.unwrap();
-    s.enqueue(Write::CreateTenant(tenant(2))).await.unwrap();
+    s.enqueue(Write::CreateTenant(tenant(1), tenant(1).first_key("mlk_")))
+        .await
+        .unwrap();
+    s.enqueue(Write::CreateTenant(tenant(2), tenant(2).first_key("mlk_")))
+        .await
+        .unwrap();
     s.enqueue(Write::ImportNumbers(vec![pool(1, 1), pool(1, 2)]))
         .await
         .unwrap();
@@ -572,7 +576,8 @@ async fn tenants_and_meta_round_trip(s: Arc<dyn Store>) {
     let mut dup = tenant(3);
     dup.api_key_hash = tenant(1).api_key_hash;
     assert!(matches!(
-        s.enqueue(Write::CreateTenant(dup)).await,
+        s.enqueue(Write::CreateTenant(dup.clone(), dup.first_key("mlk_")))
+            .await,
         Err(Error::Conflict(_))
     ));
 }
@@ -1951,6 +1956,57 @@ async fn texts_handed_over_together_are_each_recorded(s: Arc<dyn Store>) {
 }
 
 /// Every case, for one back end.
+async fn keys_are_created_found_by_hash_and_revoked(s: Arc<dyn Store>) {
+    setup(s.as_ref()).await;
+    // Each tenant's first key is stored with it, under the tenant's id.
+    let all = s.api_keys().await.unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[0], tenant(1).first_key("mlk_"));
+    let second = ApiKey {
+        id: KeyId(77),
+        tenant: TenantId(1),
+        prefix: "mlk_second".into(),
+        hash: [77; 32],
+        created_at: 2_000,
+        revoked_at: None,
+    };
+    s.enqueue(Write::CreateKey(second.clone())).await.unwrap();
+    assert_eq!(s.api_key([77; 32]).await.unwrap(), Some(second.clone()));
+    assert_eq!(s.api_key([78; 32]).await.unwrap(), None);
+    // A hash is one key's only.
+    let clash = ApiKey {
+        id: KeyId(78),
+        ..second.clone()
+    };
+    assert!(matches!(
+        s.enqueue(Write::CreateKey(clash)).await,
+        Err(Error::Conflict(_))
+    ));
+    // Revoking another tenant's key changes nothing.
+    s.enqueue(Write::RevokeKey {
+        tenant: TenantId(2),
+        id: KeyId(77),
+        at: 3_000,
+    })
+    .await
+    .unwrap();
+    assert_eq!(s.api_key([77; 32]).await.unwrap().unwrap().revoked_at, None);
+    s.enqueue(Write::RevokeKey {
+        tenant: TenantId(1),
+        id: KeyId(77),
+        at: 3_000,
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        s.api_key([77; 32]).await.unwrap().unwrap().revoked_at,
+        Some(3_000)
+    );
+    let all = s.api_keys().await.unwrap();
+    assert_eq!(all.len(), 3);
+    assert_eq!(all.last().unwrap().revoked_at, Some(3_000));
+}
+
 macro_rules! every_case {
     ($backend:ident, $open:expr) => {
         conformance!(
@@ -1990,6 +2046,7 @@ macro_rules! every_case {
                 texts_follow_their_binding_and_are_purged_after_it,
                 the_latest_connected_call_names_the_binding,
                 texts_handed_over_together_are_each_recorded,
+                keys_are_created_found_by_hash_and_revoked,
             ]
         );
     };

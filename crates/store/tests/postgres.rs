@@ -44,12 +44,16 @@ fn binding(id: u128, mode: Mode, on: u64, a: u64, b: Option<u64>, created: i64) 
 }
 
 async fn setup(s: &dyn Store) {
-    s.enqueue(Write::CreateTenant(Tenant {
+    let tenant = Tenant {
         id: TenantId(1),
         name: "t".into(),
         api_key_hash: [1; 32],
         created_at: 0,
-    }))
+    };
+    s.enqueue(Write::CreateTenant(
+        tenant.clone(),
+        tenant.first_key("mlk_"),
+    ))
     .await
     .unwrap();
     s.enqueue(Write::ImportNumbers(
@@ -392,6 +396,8 @@ async fn other_nodes_hear_of_each_commit() {
     assert!(two.changes().is_none(), "the feed is handed out once");
     setup(&*one).await;
     assert_eq!(next_change(&mut two_rx).await, Change::Tenants);
+    // The tenant's first key came with it.
+    assert_eq!(next_change(&mut two_rx).await, Change::Keys);
     assert_eq!(next_change(&mut two_rx).await, Change::Numbers);
     create(&*one, binding(1, Mode::Axb, 1, 1, Some(2), 1_000))
         .await
@@ -456,6 +462,8 @@ async fn other_nodes_hear_of_prompt_changes() {
     let mut two_rx = two.changes().unwrap();
     setup(&*one).await;
     assert_eq!(next_change(&mut two_rx).await, Change::Tenants);
+    // The tenant's first key came with it.
+    assert_eq!(next_change(&mut two_rx).await, Change::Keys);
     assert_eq!(next_change(&mut two_rx).await, Change::Numbers);
     one.enqueue(Write::PutPrompt {
         tenant: TenantId(1),
