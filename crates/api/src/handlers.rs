@@ -42,8 +42,8 @@ type ApiResult<T> = Result<T, Problem>;
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListParams {
-    cursor: Option<String>,
-    limit: Option<u32>,
+    pub(crate) cursor: Option<String>,
+    pub(crate) limit: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -83,7 +83,7 @@ pub struct CallListParams {
     until: Option<String>,
 }
 
-fn limit(limit: Option<u32>) -> ApiResult<u32> {
+pub(crate) fn limit(limit: Option<u32>) -> ApiResult<u32> {
     match limit.unwrap_or(DEFAULT_LIMIT) {
         l @ 1..=MAX_LIMIT => Ok(l),
         _ => Err(Problem::bad_request(
@@ -94,11 +94,11 @@ fn limit(limit: Option<u32>) -> ApiResult<u32> {
     }
 }
 
-fn encode_cursor(key: &str) -> String {
+pub(crate) fn encode_cursor(key: &str) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key)
 }
 
-fn decode_cursor<T>(
+pub(crate) fn decode_cursor<T>(
     cursor: Option<&str>,
     parse: impl Fn(&str) -> Option<T>,
 ) -> ApiResult<Option<T>> {
@@ -114,7 +114,7 @@ fn decode_cursor<T>(
 
 /// Cuts the extra item fetched to detect a next page; the cursor is the
 /// last item's `key`, encoded.
-fn page_of<T, V>(
+pub(crate) fn page_of<T, V>(
     rows: Vec<T>,
     limit: u32,
     key: impl Fn(&T) -> String,
@@ -124,7 +124,7 @@ fn page_of<T, V>(
 }
 
 /// [`page_of`] with the cursor as `cursor` writes it.
-fn page_with<T, V>(
+pub(crate) fn page_with<T, V>(
     mut rows: Vec<T>,
     limit: u32,
     cursor: impl Fn(&T) -> String,

@@ -2,14 +2,15 @@
 //! downtime (create the new one, deploy it, revoke the old one). `POST
 //! /v1/keys` shows a key once; lists show its first characters only.
 
-use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::{Extension, Json};
 use maskline_engine::store::{ApiKey, KeyId};
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::AppState;
+use crate::audit::AuditObject;
 use crate::extract::{PathParam, TenantAuth};
 use crate::problem::{Problem, ProblemBody};
 use crate::types::{ListPage, rfc3339};
@@ -54,10 +55,11 @@ pub struct KeyCreated {
 pub async fn create_key(
     State(state): State<AppState>,
     TenantAuth(tenant): TenantAuth,
-) -> Result<(StatusCode, Json<KeyCreated>), Problem> {
+) -> Result<(StatusCode, Extension<AuditObject>, Json<KeyCreated>), Problem> {
     let (key, secret) = state.engine.create_key(tenant).await?;
     Ok((
         StatusCode::CREATED,
+        Extension(AuditObject(format!("/v1/keys/{}", key.id))),
         Json(KeyCreated {
             id: key.id.to_string(),
             key: secret,

@@ -27,6 +27,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+pub mod audit;
 pub mod edge;
 pub mod extract;
 pub mod handlers;
@@ -132,6 +133,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(handlers::create_tenant, handlers::list_tenants))
         .routes(routes!(keys::create_key, keys::list_keys))
         .routes(routes!(keys::revoke_key))
+        .routes(routes!(audit::list_audit))
         .routes(routes!(handlers::import_numbers, handlers::list_numbers))
         .routes(routes!(handlers::retire_number))
         .routes(routes!(handlers::create_binding, handlers::list_bindings))
@@ -193,6 +195,10 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.edge.request_timeout,
             edge::request_timeout,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            audit::record,
         ))
         .layer(axum::middleware::from_fn(metrics::track))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

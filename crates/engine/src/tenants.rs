@@ -289,3 +289,31 @@ impl Engine {
         Ok(self.store.tenants().await?)
     }
 }
+
+impl Engine {
+    /// Queues an entry of the audit log. Not waited for: the request it
+    /// records has already been answered, and the entry commits with the
+    /// writer's next batch.
+    pub fn record_audit(&self, entry: maskline_store::AuditEntry) {
+        drop(self.store.enqueue(Write::Audit(entry)));
+    }
+
+    /// `tenant`'s audit log, newest first, before sequence number `before`.
+    pub async fn audit(
+        &self,
+        tenant: TenantId,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<(i64, maskline_store::AuditEntry)>> {
+        Ok(self
+            .store
+            .audit(
+                tenant,
+                maskline_store::Page {
+                    after: before,
+                    limit,
+                },
+            )
+            .await?)
+    }
+}

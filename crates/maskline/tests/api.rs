@@ -1090,3 +1090,96 @@ async fn a_tenant_has_several_keys_lists_them_by_prefix_and_revokes_them() {
     let (st, _) = s.call("GET", "/v1/bindings", Some(&second), None).await;
     assert_eq!(st, 200);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_write_is_in_the_audit_log_with_its_key_and_no_number() {
+    let (_d, s, tenant, first) = setup(&[&x(1), &x(2)]).await;
+    let (_, created) = s.call("POST", "/v1/keys", Some(&first), None).await;
+    let (second, second_id) = (
+        created["key"].as_str().unwrap().to_owned(),
+        created["id"].as_str().unwrap().to_owned(),
+    );
+    let (st, b) = s
+        .bind(
+            &second,
+            json!({"mode": "axb", "a": party(1), "b": party(2)}),
+        )
+        .await;
+    assert_eq!(st, 201, "{b}");
+    let id = b["id"].as_str().unwrap();
+    let (st, _) = s
+        .call("DELETE", &format!("/v1/bindings/{id}"), Some(&first), None)
+        .await;
+    assert_eq!(st, 200);
+    // Reads and refusals are not writes.
+    s.call("GET", "/v1/bindings", Some(&first), None).await;
+    let (st, _) = s
+        .bind(
+            &first,
+            json!({"mode": "axb", "a": "not a number", "b": party(2)}),
+        )
+        .await;
+    assert_eq!(st, 400);
+    // The admin acting for the tenant is recorded with no key id.
+    let (st, _) = s
+        .client
+        .delete(format!("{}/v1/numbers/{}", s.base, x(2)))
+        .bearer_auth(ADMIN_KEY)
+        .header("Maskline-Tenant", &tenant)
+        .send()
+        .await
+        .map(|r| (r.status().as_u16(), ()))
+        .unwrap();
+    assert_eq!(st, 204);
+
+    // The import of setup, then the four writes above.
+    let log = eventually(10, "five entries in the audit log", || async {
+        let (_, page) = s.call("GET", "/v1/audit?limit=2", Some(&first), None).await;
+        let mut all = page["items"].as_array()?.clone();
+        let mut cursor = page["next_cursor"].as_str().map(str::to_owned);
+        while let Some(c) = cursor {
+            let (_, next) = s
+                .call(
+                    "GET",
+                    &format!("/v1/audit?limit=2&cursor={c}"),
+                    Some(&first),
+                    None,
+                )
+                .await;
+            all.extend(next["items"].as_array()?.iter().cloned());
+            cursor = next["next_cursor"].as_str().map(str::to_owned);
+        }
+        (all.len() == 5).then_some(all)
+    })
+    .await;
+    let actions: Vec<&str> = log.iter().map(|e| e["action"].as_str().unwrap()).collect();
+    assert_eq!(
+        actions,
+        [
+            "DELETE /v1/numbers/{number}",
+            "DELETE /v1/bindings/{id}",
+            "POST /v1/bindings",
+            "POST /v1/keys",
+            "POST /v1/numbers",
+        ],
+        "newest first"
+    );
+    assert!(log[0]["key_id"].is_null(), "{}", log[0]);
+    assert_eq!(log[2]["key_id"], second_id.as_str());
+    assert_eq!(log[2]["object"], format!("/v1/bindings/{id}"));
+    assert_eq!(log[3]["object"], format!("/v1/keys/{second_id}"));
+    assert_eq!(log[2]["source"], "127.0.0.1");
+    assert_eq!(log[2]["status"], 201);
+    // The number in the admin's path is masked.
+    let text = serde_json::to_string(&log).unwrap();
+    assert!(!text.contains(&x(2)[3..]), "{text}");
+    assert!(
+        log[0]["object"].as_str().unwrap().contains("****"),
+        "{}",
+        log[0]
+    );
+    // Another tenant sees none of it.
+    let (_, other) = s.create_tenant("other").await;
+    let (_, page) = s.call("GET", "/v1/audit", Some(&other), None).await;
+    assert_eq!(page["items"].as_array().unwrap().len(), 0);
+}

@@ -94,6 +94,22 @@ impl std::str::FromStr for KeyId {
     }
 }
 
+/// One write a tenant's request made, as the audit log keeps it.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct AuditEntry {
+    pub tenant: TenantId,
+    /// The key used; `None`: the admin key acting for the tenant.
+    pub key: Option<KeyId>,
+    /// Method and route template, e.g. `POST /v1/bindings`.
+    pub action: String,
+    /// What it acted on: an id, or the request's path with numbers masked.
+    pub object: String,
+    pub status: u16,
+    pub at: UnixMillis,
+    /// The client's IP address.
+    pub source: Option<String>,
+}
+
 /// A tenant's API key as stored: a hash and the key's first characters.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct ApiKey {
@@ -137,6 +153,8 @@ pub enum Write {
     CreateTenant(Tenant, ApiKey),
     /// Another key of a tenant.
     CreateKey(ApiKey),
+    /// An entry of the audit log.
+    Audit(AuditEntry),
     /// A key stops working (on every node).
     RevokeKey {
         tenant: TenantId,
@@ -612,6 +630,10 @@ pub trait Store: Send + Sync + 'static {
     async fn get_meta(&self, key: &str) -> Result<Option<String>>;
 
     async fn tenants(&self) -> Result<Vec<Tenant>>;
+
+    /// A tenant's audit log, newest first, before sequence number
+    /// `page.after` (the cursor).
+    async fn audit(&self, tenant: TenantId, page: Page<i64>) -> Result<Vec<(i64, AuditEntry)>>;
 
     /// Every API key, revoked ones included, oldest first.
     async fn api_keys(&self) -> Result<Vec<ApiKey>>;

@@ -32,11 +32,11 @@ use sqlx::{AssertSqlSafe, Connection};
 use tokio::sync::{Notify, mpsc, oneshot};
 use uuid::Uuid;
 
-use crate::ApiKey;
 use crate::rows::{
     self, MESSAGE_COLUMNS, PART_COLUMNS, binding, call_record, message, part, parts_key,
     pool_number, stored_event, webhook,
 };
+use crate::{ApiKey, AuditEntry};
 use crate::{
     BindingFilter, CallFilter, Change, DeliveryState, Error, IdempotencyRecord, MessageFilter,
     NewEvent, NextStep, Page, Part, PartsKey, PoolNumber, Receipt, Result, Store, StoredEvent,
@@ -1129,6 +1129,21 @@ async fn apply<'a>(
             touched.tenants = true;
             touched.keys = true;
         }
+        Write::Audit(e) => {
+            sqlx::query(
+                "INSERT INTO audit (tenant_id, key_id, action, object, status, at, source) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(uuid(e.tenant.0))
+            .bind(e.key.map(|k| uuid(k.0)))
+            .bind(&e.action)
+            .bind(&e.object)
+            .bind(i32::from(e.status))
+            .bind(e.at)
+            .bind(e.source.as_deref())
+            .execute(&mut *conn)
+            .await?;
+        }
         Write::CreateKey(key) => {
             insert_key(conn, key).await?;
             touched.keys = true;
@@ -1792,6 +1807,19 @@ impl Store for PgStore {
                 .fetch_all(&self.pool)
                 .await?;
         rows.iter().map(rows::tenant).collect()
+    }
+
+    async fn audit(&self, tenant: TenantId, page: Page<i64>) -> Result<Vec<(i64, AuditEntry)>> {
+        let rows = sqlx::query(
+            "SELECT seq, tenant_id, key_id, action, object, status, at, source FROM audit WHERE tenant_id = $1 AND seq < $2 \
+             ORDER BY seq DESC LIMIT $3",
+        )
+        .bind(uuid(tenant.0))
+        .bind(page.after.unwrap_or(i64::MAX))
+        .bind(i64::from(page.limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(rows::audit_entry).collect()
     }
 
     async fn api_keys(&self) -> Result<Vec<ApiKey>> {

@@ -13,8 +13,8 @@ use maskline_core::{
 use sqlx::Row;
 
 use crate::{
-    ApiKey, DeliveryState, Error, Fallback, IdempotencyRecord, Intercept, KeyId, Part, PartsKey,
-    PoolNumber, Result, StoredEvent, StoredPrompt, StoredSmsSettings, Tenant, Webhook,
+    ApiKey, AuditEntry, DeliveryState, Error, Fallback, IdempotencyRecord, Intercept, KeyId, Part,
+    PartsKey, PoolNumber, Result, StoredEvent, StoredPrompt, StoredSmsSettings, Tenant, Webhook,
 };
 
 /// One column of a row, as the back end stores it; `None` is SQL NULL.
@@ -132,6 +132,21 @@ pub(crate) fn tenant(r: &impl Cells) -> Result<Tenant> {
         api_key_hash: hash(r, "api_key_hash")?,
         created_at: int(r, "created_at")?,
     })
+}
+
+pub(crate) fn audit_entry(r: &impl Cells) -> Result<(i64, AuditEntry)> {
+    Ok((
+        int(r, "seq")?,
+        AuditEntry {
+            tenant: TenantId(id(r, "tenant_id")?),
+            key: r.id("key_id")?.map(KeyId),
+            action: text(r, "action")?.to_owned(),
+            object: text(r, "object")?.to_owned(),
+            status: u16::try_from(int(r, "status")?).map_err(|_| Error::Corrupt("status"))?,
+            at: int(r, "at")?,
+            source: r.text("source")?.map(str::to_owned),
+        },
+    ))
 }
 
 pub(crate) fn api_key(r: &impl Cells) -> Result<ApiKey> {

@@ -18,11 +18,11 @@ use sqlx::{AssertSqlSafe, Connection};
 use std::sync::Arc;
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use crate::ApiKey;
 use crate::rows::{
     self, MESSAGE_COLUMNS, PART_COLUMNS, binding, call_record, message, part, parts_key,
     pool_number, stored_event, webhook,
 };
+use crate::{ApiKey, AuditEntry};
 use crate::{
     BindingFilter, CallFilter, DeliveryState, Error, IdempotencyRecord, MessageFilter, NewEvent,
     NextStep, Page, Part, PartsKey, PoolNumber, Receipt, Result, Store, StoredEvent, StoredPrompt,
@@ -554,6 +554,21 @@ async fn apply(conn: &mut SqliteConnection, write: &Write) -> Result<()> {
             .map_err(conflict)?;
             insert_key(conn, key).await?;
         }
+        Write::Audit(e) => {
+            sqlx::query(
+                "INSERT INTO audit (tenant_id, key_id, action, object, status, at, source) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(uuid_bytes(e.tenant.0))
+            .bind(e.key.map(|k| uuid_bytes(k.0)))
+            .bind(&e.action)
+            .bind(&e.object)
+            .bind(i32::from(e.status))
+            .bind(e.at)
+            .bind(e.source.as_deref())
+            .execute(&mut *conn)
+            .await?;
+        }
         Write::CreateKey(key) => insert_key(conn, key).await?,
         Write::RevokeKey { tenant, id, at } => {
             sqlx::query(
@@ -999,6 +1014,19 @@ impl Store for SqliteStore {
                 .fetch_all(&self.reads)
                 .await?;
         rows.iter().map(rows::tenant).collect()
+    }
+
+    async fn audit(&self, tenant: TenantId, page: Page<i64>) -> Result<Vec<(i64, AuditEntry)>> {
+        let rows = sqlx::query(
+            "SELECT seq, tenant_id, key_id, action, object, status, at, source FROM audit WHERE tenant_id = ? AND seq < ? \
+             ORDER BY seq DESC LIMIT ?",
+        )
+        .bind(uuid_bytes(tenant.0))
+        .bind(page.after.unwrap_or(i64::MAX))
+        .bind(i64::from(page.limit))
+        .fetch_all(&self.reads)
+        .await?;
+        rows.iter().map(rows::audit_entry).collect()
     }
 
     async fn api_keys(&self) -> Result<Vec<ApiKey>> {

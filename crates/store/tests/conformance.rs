@@ -16,9 +16,10 @@ use maskline_core::{
 use maskline_core::{EventId, EventType};
 use maskline_core::{MessageId, MessageReason, MessageStatus};
 use maskline_store::{
-    ApiKey, BindingFilter, CallFilter, DeliveryOutcome, DeliveryState, Error, ExpiredBinding,
-    Fallback, IdempotencyRecord, Intercept, KeyId, MessageFilter, NewEvent, NextStep, Page, Part,
-    PartsKey, PoolNumber, Receipt, SqliteStore, Store, Submit, Tenant, Webhook, Write,
+    ApiKey, AuditEntry, BindingFilter, CallFilter, DeliveryOutcome, DeliveryState, Error,
+    ExpiredBinding, Fallback, IdempotencyRecord, Intercept, KeyId, MessageFilter, NewEvent,
+    NextStep, Page, Part, PartsKey, PoolNumber, Receipt, SqliteStore, Store, Submit, Tenant,
+    Webhook, Write,
 };
 
 fn tenant(n: u128) -> Tenant {
@@ -2007,6 +2008,48 @@ async fn keys_are_created_found_by_hash_and_revoked(s: Arc<dyn Store>) {
     assert_eq!(all.last().unwrap().revoked_at, Some(3_000));
 }
 
+async fn the_audit_log_lists_a_tenants_entries_newest_first(s: Arc<dyn Store>) {
+    setup(s.as_ref()).await;
+    let entry = |tenant: u128, n: i64| AuditEntry {
+        tenant: TenantId(tenant),
+        key: (n % 2 == 0).then_some(KeyId(tenant)),
+        action: "POST /v1/bindings".into(),
+        object: format!("binding-{n}"),
+        status: 201,
+        at: 1_000 + n,
+        source: Some("127.0.0.1".into()),
+    };
+    for (tenant, n) in [(1, 1), (2, 2), (1, 3), (1, 4)] {
+        s.enqueue(Write::Audit(entry(tenant, n))).await.unwrap();
+    }
+    let first = s
+        .audit(
+            TenantId(1),
+            Page {
+                after: None,
+                limit: 2,
+            },
+        )
+        .await
+        .unwrap();
+    let objects: Vec<&str> = first.iter().map(|(_, e)| e.object.as_str()).collect();
+    assert_eq!(objects, ["binding-4", "binding-3"]);
+    assert_eq!(first[0].1, entry(1, 4));
+    let rest = s
+        .audit(
+            TenantId(1),
+            Page {
+                after: Some(first[1].0),
+                limit: 2,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(rest.len(), 1);
+    assert_eq!(rest[0].1, entry(1, 1));
+    assert_eq!(rest[0].1.key, None);
+}
+
 macro_rules! every_case {
     ($backend:ident, $open:expr) => {
         conformance!(
@@ -2047,6 +2090,7 @@ macro_rules! every_case {
                 the_latest_connected_call_names_the_binding,
                 texts_handed_over_together_are_each_recorded,
                 keys_are_created_found_by_hash_and_revoked,
+                the_audit_log_lists_a_tenants_entries_newest_first,
             ]
         );
     };
