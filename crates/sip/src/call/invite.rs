@@ -635,7 +635,13 @@ impl B2bua {
                 b_invite: 0,
                 b_responded: false,
                 cancel_b: false,
-                max_call_seconds: connect.max_call_seconds,
+                // A call no binding bounds still ends: an open line through
+                // the carrier trunk is what toll fraud runs on.
+                max_call_seconds: Some(
+                    connect
+                        .max_call_seconds
+                        .unwrap_or(super::DEFAULT_MAX_CALL_SECONDS),
+                ),
                 record: connect.record,
                 recording: false,
                 callee_whisper: connect.callee_whisper,

@@ -241,6 +241,10 @@ pub(crate) enum Resume {
     Verdict(TxId, Verdict),
 }
 
+/// How long an answered call may last when its binding sets no
+/// `max_call_seconds`.
+pub(crate) const DEFAULT_MAX_CALL_SECONDS: u32 = 3600;
+
 pub(crate) struct B2bua {
     ep: Endpoint<CallLayer>,
     media: Box<dyn MediaPlane>,

@@ -996,3 +996,29 @@ async fn a_response_with_the_right_branch_but_another_call_id_is_ignored() {
     let sent = h.take();
     assert_eq!(Harness::codes_to(&sent, caller()), [200]);
 }
+
+#[tokio::test]
+async fn a_call_without_a_limit_ends_after_an_hour() {
+    let mut h = Harness::new(None).await;
+    let (_, ok) = answered(&mut h, "long").await;
+    h.from(caller(), &from_caller(&ok, "ACK", 1, "ack-long"))
+        .await;
+    h.take();
+    // Just under the hour: still up (moved in steps, as a clock would).
+    for _ in 0..59 {
+        h.advance(Duration::from_secs(60)).await;
+    }
+    h.advance(Duration::from_secs(59)).await;
+    let sent = h.take();
+    assert!(
+        !sent.iter().any(|(_, m)| m.method() == Some(&Method::Bye)),
+        "ended before the hour"
+    );
+    h.advance(Duration::from_secs(2)).await;
+    let sent = h.take();
+    let byes = sent
+        .iter()
+        .filter(|(_, m)| m.method() == Some(&Method::Bye))
+        .count();
+    assert_eq!(byes, 2, "both legs get a BYE at the hour");
+}
