@@ -139,6 +139,7 @@ impl From<Domain> for Problem {
             | Domain::InvalidEventType => (S::BAD_REQUEST, "invalid_field"),
             Domain::MissingB => (S::BAD_REQUEST, "missing_b"),
             Domain::SameParty => (S::BAD_REQUEST, "same_party"),
+            Domain::PartyIsVirtual => (S::UNPROCESSABLE_ENTITY, "party_is_virtual"),
             Domain::PoolExhausted => (S::CONFLICT, "pool_exhausted"),
             Domain::NumberTaken => (S::CONFLICT, "number_taken"),
             Domain::NumberNotFound => (S::NOT_FOUND, "not_found"),

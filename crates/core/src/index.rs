@@ -972,6 +972,7 @@ impl Index {
         rng: &mut R,
     ) -> Result<Allocation, Error> {
         validate_parties(req.mode, req.a, req.b)?;
+        self.check_real(req.a, req.b)?;
         if req.mode == Mode::Axe
             && (req.extension_len == 0 || req.extension_len > crate::binding::MAX_EXTENSION_LEN)
         {
@@ -1445,6 +1446,9 @@ impl Index {
         let r = self.find_id(id).ok_or(Error::BindingNotFound)?;
         let rec = *self.rec(r);
         validate_parties(rec.mode, rec.a, b)?;
+        if rec.b != b {
+            self.check_real(rec.a, b)?;
+        }
         if rec.b == b {
             return Ok(());
         }
@@ -1539,6 +1543,20 @@ impl Index {
         }
         self.insert(nb, now)?;
         Ok(dropped)
+    }
+
+    /// Refuses a party that is a virtual number of any pool: a call to it
+    /// would come back to Maskline (a loop, or a way to chain pools).
+    fn check_real(&self, a: Number, b: Option<Number>) -> Result<(), Error> {
+        let is_virtual = |n: Number| {
+            self.number_ix
+                .get(&n)
+                .is_some_and(|&i| !self.numbers[i as usize].retired)
+        };
+        if is_virtual(a) || b.is_some_and(is_virtual) {
+            return Err(Error::PartyIsVirtual);
+        }
+        Ok(())
     }
 
     /// Every tenant's pool: (tenant, number) pairs, retired numbers left out.

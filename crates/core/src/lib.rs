@@ -66,6 +66,8 @@ pub enum Error {
     MissingB,
     #[error("a and b must be different numbers")]
     SameParty,
+    #[error("a party is a virtual number of a pool")]
+    PartyIsVirtual,
     #[error("no number in the pool can serve this binding")]
     PoolExhausted,
     #[error("the number belongs to another pool")]

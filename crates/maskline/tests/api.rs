@@ -1183,3 +1183,45 @@ async fn every_write_is_in_the_audit_log_with_its_key_and_no_number() {
     let (_, page) = s.call("GET", "/v1/audit", Some(&other), None).await;
     assert_eq!(page["items"].as_array().unwrap().len(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_virtual_number_is_never_a_party() {
+    let (_d, s, _t, key) = setup(&[&x(1), &x(2)]).await;
+    let (_, other) = s.create_tenant("other").await;
+    s.import(&other, &[&x(3)]).await;
+    // Its own pool's, another pool's, as A or as B, in E.164 or national form.
+    for (a, b) in [
+        (party(1), x(2)),
+        (x(3), party(1)),
+        (party(1), x(3).trim_start_matches("+86").to_owned()),
+    ] {
+        let (st, p) = s.bind(&key, json!({"mode": "axb", "a": a, "b": b})).await;
+        assert_eq!(
+            (st, p["code"].as_str()),
+            (422, Some("party_is_virtual")),
+            "{a} {b}: {p}"
+        );
+    }
+    let (st, b) = s
+        .bind(&key, json!({"mode": "axb", "a": party(1), "b": party(2)}))
+        .await;
+    assert_eq!(st, 201, "{b}");
+    let id = b["id"].as_str().unwrap();
+    let (st, p) = s
+        .call(
+            "PATCH",
+            &format!("/v1/bindings/{id}"),
+            Some(&key),
+            Some(json!({"b": x(3)})),
+        )
+        .await;
+    assert_eq!(
+        (st, p["code"].as_str()),
+        (422, Some("party_is_virtual")),
+        "{p}"
+    );
+    let (_, got) = s
+        .call("GET", &format!("/v1/bindings/{id}"), Some(&key), None)
+        .await;
+    assert_eq!(got["b"], party(2), "a refused PATCH changes nothing");
+}
