@@ -98,6 +98,9 @@ pub struct Config {
     pub idempotency_ttl_secs: i64,
     /// How far back ended bindings seed sticky reuse at start-up.
     pub sticky_window_secs: i64,
+    /// Ended records (bindings, CDRs, events, audit entries, recordings)
+    /// older than this are purged; `0`: kept for ever.
+    pub retention_days: u32,
     /// How far back a sender's last call to a shared X routes its texts.
     pub sms_affinity_secs: i64,
     /// How long the accepting node holds a relay before any node may claim
@@ -114,6 +117,7 @@ impl Default for Config {
             extension_len: 4,
             idempotency_ttl_secs: 86_400,
             sticky_window_secs: 30 * 86_400,
+            retention_days: 180,
             sms_affinity_secs: 72 * 3600,
             sms_relay_lease_ms: 30_000,
         }

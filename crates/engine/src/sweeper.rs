@@ -40,6 +40,11 @@ impl Sweeper {
             ticks += 1;
             if ticks.is_multiple_of(10) {
                 self.engine.purge_messages();
+                self.engine.purge_expired();
+            }
+            // About once an hour: recordings are files, found by walking.
+            if ticks.is_multiple_of(3_600) {
+                self.engine.purge_recordings();
             }
             // About once a minute at the default interval.
             if ticks.is_multiple_of(60) {
@@ -62,7 +67,49 @@ impl Sweeper {
 /// this (the SMS edge relays what came long before).
 const PARTS_KEPT_MS: i64 = 7 * 86_400_000;
 
+/// Rows of each kind one retention step purges: bounded, so that the
+/// writer serves other writes between steps (one step every ten sweeps).
+const RETENTION_BATCH: u32 = 1_000;
+
 impl Engine {
+    /// The retention cut-off (Unix seconds), when retention is on.
+    fn retention_cutoff(&self) -> Option<UnixTime> {
+        let days = i64::from(self.config.retention_days);
+        (days > 0).then(|| now() - days * 86_400)
+    }
+
+    /// One retention step: up to a batch of each kind of ended record past
+    /// `MASKLINE_RETENTION_DAYS` (queued; a failure is logged and retried).
+    pub fn purge_expired(&self) {
+        let Some(before) = self.retention_cutoff() else {
+            return;
+        };
+        let ack = self.store.enqueue(Write::PurgeExpired {
+            before,
+            batch: RETENTION_BATCH,
+        });
+        tokio::spawn(async move {
+            if let Err(e) = ack.await {
+                tracing::warn!(error = %e, "purging records past retention failed");
+            }
+        });
+    }
+
+    /// Deletes recordings past retention, off the async threads.
+    pub fn purge_recordings(&self) {
+        let (Some(before), Some(recordings)) =
+            (self.retention_cutoff(), self.recordings().cloned())
+        else {
+            return;
+        };
+        let before = std::time::UNIX_EPOCH + Duration::from_secs(before.max(0) as u64);
+        tokio::task::spawn_blocking(move || match recordings.purge_before(before) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(recordings = n, "recordings past retention deleted"),
+            Err(e) => tracing::warn!(error = %e, "deleting recordings past retention failed"),
+        });
+    }
+
     /// Forgets texts a cool-down after their binding ended, and parts that
     /// never made a text (queued; a failure is logged and retried next time).
     pub fn purge_messages(&self) {

@@ -72,6 +72,8 @@ pub struct Config {
     pub max_ttl_secs: i64,
     pub extension_length: u8,
     pub shutdown_grace_secs: u64,
+    /// Ended records older than this many days are purged; 0: never.
+    pub retention_days: u32,
     /// Webhook and intercept URLs may point at loopback, private and other
     /// non-public addresses (refused otherwise: SSRF).
     pub webhook_allow_private: bool,
@@ -129,6 +131,7 @@ impl fmt::Debug for Config {
             .field("sip_max_transactions", &self.sip_max_transactions)
             .field("sip_max_dialogs", &self.sip_max_dialogs)
             .field("cooldown_secs", &self.cooldown_secs)
+            .field("retention_days", &self.retention_days)
             .field("default_ttl_secs", &self.default_ttl_secs)
             .field("max_ttl_secs", &self.max_ttl_secs)
             .field("extension_length", &self.extension_length)
@@ -189,6 +192,7 @@ pub const KEYS: &[Key] = &[
     key("rtp_timeout_secs", Some("60")),
     key("media_threads", Some("1")),
     key("cooldown_secs", Some("3600")),
+    key("retention_days", Some("180")),
     key("default_ttl_secs", Some("86400")),
     key("max_ttl_secs", Some("15552000")),
     key("extension_length", Some("4")),
@@ -470,6 +474,7 @@ impl Config {
             rtp_timeout_secs: int("rtp_timeout_secs", 1, 86400)? as u64,
             media_threads: int("media_threads", 1, 64)? as usize,
             cooldown_secs,
+            retention_days: int("retention_days", 0, 36_500)? as u32,
             default_ttl_secs,
             max_ttl_secs,
             extension_length: int(
@@ -541,6 +546,7 @@ impl Config {
             extension_len: self.extension_length,
             sms_affinity_secs: self.sms_affinity_hours * 3600,
             sms_relay_lease_ms: self.sms_relay_lease_secs as i64 * 1000,
+            retention_days: self.retention_days,
             ..maskline_engine::Config::default()
         }
     }

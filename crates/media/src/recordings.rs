@@ -65,6 +65,9 @@ pub trait Recordings: Send + Sync {
     fn open(&self, key: &RecordingKey) -> Result<Option<StoredRecording>>;
     /// Whether there was one to delete.
     fn delete(&self, key: &RecordingKey) -> Result<bool>;
+    /// Retention: deletes every recording last written before `before`;
+    /// how many went.
+    fn purge_before(&self, before: std::time::SystemTime) -> Result<usize>;
 }
 
 /// Recordings as files: `<root>/<tenant>/<call>.wav`, directories 0700 and
@@ -141,6 +144,28 @@ impl Recordings for DirRecordings {
             Err(e) => absent(e).map(|_: Option<()>| false),
         }
     }
+
+    fn purge_before(&self, before: std::time::SystemTime) -> Result<usize> {
+        let mut purged = 0;
+        for tenant in fs::read_dir(&self.root)? {
+            let tenant = tenant?;
+            if !tenant.file_type()?.is_dir() {
+                continue;
+            }
+            for file in fs::read_dir(tenant.path())? {
+                let file = file?;
+                let old = file.metadata()?.modified()? < before;
+                if old && file.path().extension().is_some_and(|e| e == "wav") {
+                    match fs::remove_file(file.path()) {
+                        Ok(()) => purged += 1,
+                        Err(e) if e.kind() == ErrorKind::NotFound => {}
+                        Err(e) => return Err(Error::Io(e)),
+                    }
+                }
+            }
+        }
+        Ok(purged)
+    }
 }
 
 #[cfg(test)]
@@ -149,6 +174,21 @@ mod tests {
     use std::path::Path;
 
     use super::*;
+
+    #[test]
+    fn retention_purges_recordings_written_before_the_cutoff_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DirRecordings::new(dir.path().join("recordings")).unwrap();
+        let old = RecordingKey::new("t1", "old").unwrap();
+        let new = RecordingKey::new("t2", "new").unwrap();
+        store.create(&old).unwrap().finish().unwrap();
+        let cutoff = std::time::SystemTime::now() + std::time::Duration::from_millis(50);
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        store.create(&new).unwrap().finish().unwrap();
+        assert_eq!(store.purge_before(cutoff).unwrap(), 1);
+        assert!(store.len(&old).unwrap().is_none());
+        assert!(store.len(&new).unwrap().is_some());
+    }
 
     #[test]
     fn keys_name_no_other_path() {

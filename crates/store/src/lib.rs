@@ -292,6 +292,14 @@ pub enum Write {
         ends_before: UnixTime,
         parts_before: UnixMillis,
     },
+    /// Retention: forgets up to `batch` rows of each kind that ended before
+    /// `before` (Unix seconds): bindings, CDRs, events no longer pending,
+    /// audit entries. Bounded, so that it never holds the writer long;
+    /// repeated until nothing is left.
+    PurgeExpired {
+        before: UnixTime,
+        batch: u32,
+    },
 }
 
 /// The parts of one concatenated text: its sender, X and the reference

@@ -1590,6 +1590,44 @@ async fn apply<'a>(
                 .await?;
             touched.prompts = true;
         }
+        Write::PurgeExpired { before, batch } => {
+            let before_ms = before.saturating_mul(1000);
+            sqlx::query(
+                "DELETE FROM bindings WHERE id IN (SELECT id FROM bindings WHERE ends_at < $1 LIMIT $2)",
+            )
+            .bind(before)
+            .bind(i64::from(*batch))
+            .execute(&mut *conn)
+            .await?;
+            sqlx::query(
+                "DELETE FROM slots WHERE ctid IN (SELECT ctid FROM slots WHERE live_until < $1 LIMIT $2)",
+            )
+            .bind(before)
+            .bind(i64::from(*batch))
+            .execute(&mut *conn)
+            .await?;
+            sqlx::query(
+                "DELETE FROM calls WHERE id IN (SELECT id FROM calls WHERE ended_at < $1 LIMIT $2)",
+            )
+            .bind(before_ms)
+            .bind(i64::from(*batch))
+            .execute(&mut *conn)
+            .await?;
+            sqlx::query(
+                "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE created_at < $1 AND state <> 'pending' LIMIT $2)",
+            )
+            .bind(before_ms)
+            .bind(i64::from(*batch))
+            .execute(&mut *conn)
+            .await?;
+            sqlx::query(
+                "DELETE FROM audit WHERE seq IN (SELECT seq FROM audit WHERE at < $1 LIMIT $2)",
+            )
+            .bind(before_ms)
+            .bind(i64::from(*batch))
+            .execute(&mut *conn)
+            .await?;
+        }
         Write::PurgeMessages {
             ends_before,
             parts_before,

@@ -944,6 +944,37 @@ async fn apply(conn: &mut SqliteConnection, write: &Write) -> Result<()> {
                 .execute(&mut *conn)
                 .await?;
         }
+        Write::PurgeExpired { before, batch } => {
+            let before_ms = before.saturating_mul(1000);
+            sqlx::query(
+                "DELETE FROM bindings WHERE id IN (SELECT id FROM bindings WHERE ends_at < ? LIMIT ?)",
+            )
+            .bind(before)
+            .bind(i64::from(*batch))
+            .execute(&mut *conn)
+            .await?;
+            sqlx::query(
+                "DELETE FROM calls WHERE id IN (SELECT id FROM calls WHERE ended_at < ? LIMIT ?)",
+            )
+            .bind(before_ms)
+            .bind(i64::from(*batch))
+            .execute(&mut *conn)
+            .await?;
+            sqlx::query(
+                "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE created_at < ? AND state <> 'pending' LIMIT ?)",
+            )
+            .bind(before_ms)
+            .bind(i64::from(*batch))
+            .execute(&mut *conn)
+            .await?;
+            sqlx::query(
+                "DELETE FROM audit WHERE seq IN (SELECT seq FROM audit WHERE at < ? LIMIT ?)",
+            )
+            .bind(before_ms)
+            .bind(i64::from(*batch))
+            .execute(&mut *conn)
+            .await?;
+        }
         Write::PurgeMessages {
             ends_before,
             parts_before,

@@ -2050,6 +2050,103 @@ async fn the_audit_log_lists_a_tenants_entries_newest_first(s: Arc<dyn Store>) {
     assert_eq!(rest[0].1.key, None);
 }
 
+async fn retention_purges_what_ended_before_the_cutoff_a_batch_at_a_time(s: Arc<dyn Store>) {
+    setup(s.as_ref()).await;
+    // Bindings ending at 1_500 and 2_500 s; the cut-off is 2_000 s.
+    for (id, a, expires_at) in [(1, 1, 1_500), (2, 3, 2_500)] {
+        s.enqueue(Write::CreateBinding {
+            binding: binding(id, 1, a, a + 1, expires_at),
+            idempotency: None,
+            // Not for delivery: none is pending.
+            events: vec![event(id, 1, EventType::BindingCreated, id, false)],
+        })
+        .await
+        .unwrap();
+    }
+    // Calls ending before and after it (ms), audit entries too.
+    for (id, invited_at) in [(1, 1_000_000), (2, 1_100_000), (3, 2_100_000)] {
+        s.enqueue(Write::RecordCall {
+            record: call(id, 1, invited_at),
+            events: Vec::new(),
+        })
+        .await
+        .unwrap();
+    }
+    for at in [1_000_000, 3_000_000] {
+        s.enqueue(Write::Audit(AuditEntry {
+            tenant: TenantId(1),
+            key: None,
+            action: "POST /v1/bindings".into(),
+            object: "x".into(),
+            status: 201,
+            at,
+            source: None,
+        }))
+        .await
+        .unwrap();
+    }
+    let calls = |s: Arc<dyn Store>| async move {
+        s.calls(TenantId(1), &CallFilter::default(), page(100))
+            .await
+            .unwrap()
+            .iter()
+            .map(|c| c.id.0)
+            .collect::<Vec<_>>()
+    };
+    // One of each kind a step.
+    s.enqueue(Write::PurgeExpired {
+        before: 2_000,
+        batch: 1,
+    })
+    .await
+    .unwrap();
+    assert_eq!(calls(s.clone()).await.len(), 2, "a batch of one");
+    s.enqueue(Write::PurgeExpired {
+        before: 2_000,
+        batch: 1,
+    })
+    .await
+    .unwrap();
+    assert_eq!(calls(s.clone()).await, [3]);
+    assert!(
+        s.binding(TenantId(1), BindingId(1))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        s.binding(TenantId(1), BindingId(2))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let audit = s
+        .audit(
+            TenantId(1),
+            Page {
+                after: None,
+                limit: 10,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(audit.len(), 1);
+    assert_eq!(audit[0].1.at, 3_000_000);
+    // Events of 1_000_001 and 1_000_002 ms are past the cut-off (2_000 s).
+    let events = s
+        .events(
+            TenantId(1),
+            &[],
+            Page {
+                after: None,
+                limit: 10,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(events.is_empty(), "{events:?}");
+}
+
 macro_rules! every_case {
     ($backend:ident, $open:expr) => {
         conformance!(
@@ -2091,6 +2188,7 @@ macro_rules! every_case {
                 texts_handed_over_together_are_each_recorded,
                 keys_are_created_found_by_hash_and_revoked,
                 the_audit_log_lists_a_tenants_entries_newest_first,
+                retention_purges_what_ended_before_the_cutoff_a_batch_at_a_time,
             ]
         );
     };
