@@ -15,13 +15,19 @@
 #   direct       no relay: the generator's sockets send to each other (what
 #                the generator itself adds to delay and jitter)
 #
-# Each call is two UDP sockets on 127.0.0.1 (caller, callee), each sending
-# 172-byte RTP (160 bytes of PCMU) every 20 ms to the relay: 100 packets/s a
-# call. A run sends for WARMUP + SECS seconds and measures the last SECS:
-# loss (sent − received), duplicates, reordering, one-way delay and the jitter
-# the path adds (|arrival interval − sending interval| of consecutive
-# packets), the relay's CPU (/proc/PID/stat) and its RSS with no call and
-# with the calls set up, and the generator's own CPU (it shares the cores).
+# Each call is two G.711 streams (caller, callee), each 172-byte RTP (160
+# bytes of PCMU) every 20 ms to the relay's port facing it: 100 packets/s a
+# call. The generator uses a few UDP sockets on 127.0.0.1 for all calls
+# (SOCKETS on each side, large receive buffers), sends with sendmmsg in
+# slices of SLICE_US and receives with recvmmsg; the arrival time is the
+# kernel's receive stamp (SO_TIMESTAMPNS); see relay_load.rs. A run sends for
+# WARMUP + SECS seconds and measures the last SECS: loss (sent − received),
+# where lost packets were dropped (the generator's sockets or the relay's, from
+# /proc/net/udp), duplicates, reordering, packets on the wrong socket or from
+# the wrong source, one-way delay and the jitter the path adds (|arrival
+# interval − sending interval| of consecutive packets), the relay's CPU
+# (/proc/PID/stat) and its RSS with no call and with the calls set up, and the
+# generator's own CPU (it shares the cores).
 #
 #   bench/media_relay.sh                                   # the ladder, ~10 min
 #   CALLS="500 2000" SECS=10 bench/media_relay.sh          # a quicker look
@@ -31,11 +37,14 @@
 #
 # Settings (environment): CALLS ("250 500 1000 1500 2000 2500"); SECS (15);
 # WARMUP (3); TARGETS ("direct maskline:1 maskline:2 rtpengine:2"); REPEAT (1:
-# runs of each target per step); SENDERS (2) and RECEIVERS (1): the
-# generator's threads; RX_NAP_US (100: see relay_load.rs); PORTS
+# runs of each target per step); SENDERS (1) and RECEIVERS (1): the
+# generator's threads; SOCKETS (2: the generator's sockets on each side);
+# SLICE_US (100), TX_BATCH (16), RX_NAP_US (200): see relay_load.rs; PORTS
 # (14000-25999: the relays' port range, 4 ports a call, below the ephemeral
-# range the generator's sockets come from); WAIT_IDLE (300: seconds to wait
-# before a run while a rustc is running; 0: do not wait); MAX_OTHER (15) and
+# range the generator's sockets come from); WAIT_IDLE (600: seconds to wait
+# before a run while a rustc, cc, ld, cargo or sipp is running, then until
+# the machine has been idle for IDLE_SECS (5) in a row; 0: do not wait);
+# MAX_OTHER (15) and
 # RETRIES (3): a run during which other processes used more than MAX_OTHER %
 # of a core (the machine's busy time from /proc/stat less the relay's and the
 # generator's; the two accountings disagree by up to about 30 %, so this only
@@ -56,11 +65,15 @@ SECS=${SECS:-15}
 WARMUP=${WARMUP:-3}
 TARGETS=${TARGETS:-direct maskline:1 maskline:2 rtpengine:2}
 REPEAT=${REPEAT:-1}
-SENDERS=${SENDERS:-2}
+SENDERS=${SENDERS:-1}
 RECEIVERS=${RECEIVERS:-1}
-RX_NAP_US=${RX_NAP_US:-100}
+SOCKETS=${SOCKETS:-2}
+SLICE_US=${SLICE_US:-100}
+TX_BATCH=${TX_BATCH:-16}
+RX_NAP_US=${RX_NAP_US:-200}
 PORTS=${PORTS:-14000-25999}
-WAIT_IDLE=${WAIT_IDLE:-300}
+WAIT_IDLE=${WAIT_IDLE:-600}
+IDLE_SECS=${IDLE_SECS:-5}
 MAX_OTHER=${MAX_OTHER:-15}
 RETRIES=${RETRIES:-3}
 OUT=${OUT:-}
@@ -86,10 +99,10 @@ if pgrep -x rtpengine >/dev/null; then
     "(ours listen on their own ports), but it shares the CPU if it has traffic"
 fi
 
-# Sockets: the generator 2 a call, each relay 2 (Maskline) or 4 (rtpengine).
+# Sockets: each relay 2 a call (Maskline) or 4 (rtpengine).
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-echo "== building (cargo build --release -p maskline-media --example relay_load)"
+echo "== building (cargo build --release -p maskline-media --example relay_load${CARGO_TARGET_DIR:+, CARGO_TARGET_DIR=$CARGO_TARGET_DIR})"
 BIN=$(cargo build --release -p maskline-media --example relay_load --message-format=json-render-diagnostics \
   | grep -o '"executable":"[^"]*relay_load"' | tail -1 | cut -d'"' -f4)
 [[ -x "$BIN" ]] || { echo "build failed" >&2; exit 1; }
@@ -102,14 +115,42 @@ field() { # line key: the value of key=value in a result line
   tr ' ' '\n' <<<"$1" | sed -n "s/^$2=//p"
 }
 
+BUILDERS="rustc cc ld cargo sipp"
+builder_running() {
+  local n
+  for n in $BUILDERS; do pgrep -x "$n" >/dev/null && return 0; done
+  return 1
+}
+
+# The machine's idle share over 1 s, in percent of all CPUs.
+idle_pct() {
+  local a b
+  a=$(awk '/^cpu / {print $5 + $6, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9}' /proc/stat)
+  sleep 1
+  b=$(awk '/^cpu / {print $5 + $6, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9}' /proc/stat)
+  awk -v a="$a" -v b="$b" 'BEGIN { split(a, x, " "); split(b, y, " "); print int(100 * (y[1] - x[1]) / (y[2] - x[2] + 0.001)) }'
+}
+
+# Waits (up to WAIT_IDLE s) until no build or sipp runs and the machine has
+# been at least 90 % idle for IDLE_SECS seconds in a row. BUSY says whether
+# the wait gave up.
 wait_idle() {
-  local waited=0
-  while (( waited < WAIT_IDLE )) && pgrep -x rustc >/dev/null; do
-    (( waited == 0 )) && echo "   (a rustc is running: waiting up to ${WAIT_IDLE} s)"
-    sleep 5
-    waited=$(( waited + 5 ))
+  local waited=0 quiet=0
+  BUSY=-
+  (( WAIT_IDLE == 0 )) && return
+  while (( waited < WAIT_IDLE )); do
+    if ! builder_running && (( $(idle_pct) >= 90 )); then
+      quiet=$(( quiet + 1 ))
+      (( quiet >= IDLE_SECS )) && return
+    else
+      (( quiet == 0 && waited == 0 )) && echo "   (the machine is busy: waiting up to ${WAIT_IDLE} s)"
+      quiet=0
+      sleep 2
+      waited=$(( waited + 2 ))
+    fi
+    waited=$(( waited + 1 ))
   done
-  pgrep -x rustc >/dev/null && BUSY=rustc || BUSY=-
+  BUSY=busy
 }
 
 RESULTS=$(mktemp /tmp/media-relay-bench.XXXXXX)
@@ -122,7 +163,8 @@ for calls in $CALLS; do
       threads=${t#*:}
       [[ "$threads" == "$t" ]] && threads=1
       args=(drive --target "$name" --calls "$calls" --secs "$SECS" --warmup "$WARMUP"
-            --senders "$SENDERS" --receivers "$RECEIVERS" --rx-nap-us "$RX_NAP_US"
+            --senders "$SENDERS" --receivers "$RECEIVERS" --sockets "$SOCKETS"
+            --slice-us "$SLICE_US" --tx-batch "$TX_BATCH" --rx-nap-us "$RX_NAP_US"
             --ports "$PORTS" $GEN_ARGS)
       [[ -n "$RELAY_CPUS" ]] && args+=(--relay-cpus "$RELAY_CPUS")
       case $name in
@@ -155,19 +197,23 @@ for calls in $CALLS; do
 done
 
 echo
-echo "| calls | relay | packets/s sent | lost | reord. | delay p50 / p99 | jitter p50 / p99 / max | relay CPU | µs CPU a packet | generator CPU | other CPU | KB a call | late sends |"
-echo "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+echo "| calls | relay | packets/s sent | lost | dropped in relay / generator sockets | reord. | delay p50 / p99 | jitter p50 / p99 / max | relay CPU | µs CPU a packet | generator CPU | gen. µs a packet | other CPU | KB a call | late sends |"
+echo "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 awk '{
   delete f
   for (i = 2; i <= NF; i++) { split($i, kv, "="); f[kv[1]] = kv[2] }
   relay = f["target"]
   if (f["workers"] != "-") relay = relay ":" f["workers"]
-  printf "| %s | %s | %d | %s (%s %%) | %s | %s / %s µs | %s / %s / %s µs | %s %% | %s | %s %% | %s %%%s | %s | %s |\n",
-    f["calls"], relay, f["achieved_pps"], f["lost"], f["loss_pct"], f["reorders"],
+  printf "| %s | %s | %d | %s (%s %%) | %s / %s | %s | %s / %s µs | %s / %s / %s µs | %s %% | %s | %s %% | %s | %s %%%s | %s | %s |\n",
+    f["calls"], relay, f["achieved_pps"], f["lost"], f["loss_pct"], f["relay_sock_drops"], f["gen_sock_drops"], f["reorders"],
     f["lat_p50_us"], f["lat_p99_us"], f["jit_p50_us"], f["jit_p99_us"], f["jit_max_us"],
-    f["relay_cpu_pct"], f["relay_us_per_pkt"], f["gen_cpu_pct"], f["other_cpu_pct"],
-    (f["busy"] == "-" ? "" : " (rustc)"), f["kb_per_call"], f["late_sends"]
+    f["relay_cpu_pct"], f["relay_us_per_pkt"], f["gen_cpu_pct"], f["gen_us_per_pkt"], f["other_cpu_pct"],
+    (f["busy"] == "-" ? "" : " (busy)"), f["kb_per_call"], f["late_sends"]
+  if (f["dups"] + f["misrouted"] + f["foreign"] + f["send_errors"] + f["user_stamps"] > 0)
+    printf "|   | (%s calls, %s: dups %s, wrong socket %s, wrong source %s, foreign %s, send errors %s, user stamps %s) |\n",
+      f["calls"], relay, f["dups"], f["wrong_socket"], f["wrong_source"], f["foreign"], f["send_errors"], f["user_stamps"]
 }' "$RESULTS"
 echo
 echo "Packets/s sent: the measured packets over the time the generator took to send them (the offered rate, 100 a call, unless it fell behind: see late sends)."
 echo "CPU in % of one core (200 % = the machine). Jitter: |arrival interval − sending interval| of consecutive packets of a stream."
+echo "Generator µs a packet: its CPU over the packets it sent and received. Dropped: full receive buffers, whole run (/proc/net/udp)."

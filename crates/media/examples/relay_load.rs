@@ -4,65 +4,105 @@
 //!
 //! ```text
 //! relay_load drive --target maskline|rtpengine|direct --calls N --secs S
-//!     [--warmup 3] [--workers 1] [--ports 14000-25999] [--senders 1]
-//!     [--receivers 1] [--rtpengine rtpengine] [--rtpengine-threads 2]
-//!     [--rx-nap-us 100] [--relay-cpus LIST]
+//!     [--warmup 3] [--workers 1] [--ports 14000-25999] [--sockets 2]
+//!     [--senders 1] [--receivers 1] [--slice-us 100] [--tx-batch 16]
+//!     [--rx-nap-us 200]
+//!     [--rcvbuf-mb 16] [--rtpengine rtpengine] [--rtpengine-threads 2]
+//!     [--relay-cpus LIST]
 //! relay_load serve-maskline --calls N [--ports 14000-25999] [--workers 1]
 //!     [--max-secs 600]
 //! ```
 //!
-//! `drive` is the load generator. Each call has two UDP sockets on
-//! 127.0.0.1, the caller's and the callee's; each sends a G.711 stream
-//! (12-byte RTP header, 160 bytes of PCMU) every 20 ms to the relay's port
-//! facing it, and receives the other's stream relayed. The relay runs in a
-//! process of its own so that its CPU (`/proc/PID/stat`, utime + stime over
-//! the measured window) and memory (`VmRSS` with no call, then with N calls
-//! set up) can be read:
+//! `drive` is the load generator. Each call is two G.711 streams, the
+//! caller's and the callee's: 172-byte RTP (12-byte header, 160 bytes of
+//! PCMU) every 20 ms, sent to the relay's port facing that leg, and
+//! received relayed from the relay's port facing the other leg. 100
+//! packets/s a call; 2,000 calls are 200,000 packets/s.
 //!
-//! - `maskline`: this program's `serve-maskline` mode as a child, a
+//! The generator is built to cost little per packet, so that the relay
+//! under test gets the cores: it does not have two sockets per call but
+//! `--sockets` (2) on each side, all on 127.0.0.1. Call `c` uses caller-side
+//! socket `c % sockets` and callee-side socket `c % sockets`; the relay is
+//! told those addresses as the legs' remotes (Maskline: `LegMedia.remote`;
+//! rtpengine: the SDP of the offer and the answer), so every call names
+//! the same few generator addresses. Each socket has a large receive buffer
+//! (`SO_RCVBUFFORCE`, `--rcvbuf-mb`; `SO_RCVBUF` when not allowed) so that a
+//! receiver's nap does not overflow it.
+//!
+//! - Sending: `--senders` threads (1) spread the streams evenly over each
+//!   20 ms. A sender wakes every `--slice-us` (100 µs, more with the timer
+//!   slack), takes every packet that is due (never one early), and sends
+//!   them with `sendmmsg`, one call per socket and at most `--tx-batch`
+//!   (16) packets a call (each message has its own destination). A
+//!   packet's payload carries its stream, its sequence number, whether it
+//!   is in the measured window, and its send stamp: `CLOCK_REALTIME`, read
+//!   just before the `sendmmsg` that carries it (so a packet later in the
+//!   call left up to that call's length after its stamp; the result
+//!   reports the calls' mean and largest length).
+//! - Receiving: `--receivers` threads (1) read their sockets with
+//!   `recvmmsg` (64 a call, non-blocking) until a short batch, then nap
+//!   `--rx-nap-us` (200) instead of waiting in epoll, so a packet's arrival
+//!   wakes no thread: on loopback the relay's `sendto` would otherwise pay
+//!   for waking the generator (on a real network it wakes nobody). Arrival
+//!   is the kernel's receive stamp (`SO_TIMESTAMPNS`, `CLOCK_REALTIME`,
+//!   taken when the relay's send hands the packet to the loopback device),
+//!   so the nap and the batching do not add to the measured delay; a packet
+//!   without one (counted) gets the time `recvmmsg` returned.
+//! - Checks, per stream (identified by the stamp in its payload): loss
+//!   (sent in the window − received), duplicates, reordering, packets that
+//!   arrived on another socket than the one the stream's receiving leg
+//!   uses, or from another source than the relay's port facing that leg
+//!   (`direct`: the sending socket), packets that are not ours, send
+//!   errors; the one-way delay (arrival − send stamp) and the jitter: for
+//!   consecutive packets of a stream, |arrival interval − sending interval|
+//!   (RFC 3550's D), against the real send stamps. Both over the packets
+//!   sent after `--warmup` (3 s); CPU over the same `--secs` window. At the
+//!   end it reads the drop counters of every UDP socket (`/proc/net/udp`)
+//!   to tell where lost packets were dropped: in the generator's sockets
+//!   or the relay's.
+//!
+//! The relay runs in a process of its own so that its CPU
+//! (`/proc/PID/stat`, utime + stime over the measured window) and memory
+//! (`VmRSS` with no call, then with N calls set up) can be read; the tool
+//! reads its own CPU too (it shares the cores), and the machine's busy
+//! time, to tell a quiet run from a disturbed one:
+//!
+//! - `maskline:W`: this program's `serve-maskline` mode as a child, a
 //!   `maskline_media::relay::Relay` with `--workers` threads; its sessions
 //!   get both legs (PCMU) and `Update::Bridge(true)` over stdin.
-//! - `rtpengine`: `rtpengine --table=-1` (userspace only, no kernel
-//!   forwarding), started under `timeout`, each call made with an ng `offer`
-//!   and `answer` naming the generator's sockets.
-//! - `direct`: no relay; each socket sends straight to the other. What the
-//!   generator itself adds to delay and jitter on this machine.
+//! - `rtpengine:T`: `rtpengine --table=-1` (userspace only, no kernel
+//!   forwarding), started under `timeout`, each call made with an ng
+//!   `offer` and `answer` naming the generator's sockets.
+//! - `direct`: no relay; the caller-side sockets send straight to the
+//!   callee-side ones and back. What the generator itself costs and adds
+//!   to delay and jitter on this machine.
 //!
-//! Sender threads pace the streams (spread evenly over the 20 ms) and stamp
-//! each packet's payload with its stream, sequence and send time; receiver
-//! threads (epoll) count packets per stream (loss, duplicates, reordering,
-//! packets arriving on the wrong socket) and record the one-way delay and
-//! the jitter: for consecutive packets of a stream, |arrival interval −
-//! sending interval| (RFC 3550's D). Both are taken over the packets sent
-//! after `--warmup`; CPU over the same `--secs` window. One `result` line of
-//! `key=value` pairs is printed at the end.
-//!
-//! A receiver naps `--rx-nap-us` (100) after each batch instead of waiting
-//! in epoll: a packet that arrives then wakes no thread. On loopback the
-//! relay's `sendto` would otherwise pay for waking the generator (on a real
-//! network it wakes nobody), and the generator would spend most of its CPU
-//! on wake-ups. The price: an arrival is stamped up to about 160 µs late
-//! (the nap and the timer slack), which the `direct` baseline shows.
+//! One `result` line of `key=value` pairs is printed at the end.
 //!
 //! Bounded: all traffic is on 127.0.0.1; the run has a deadline (setup
 //! 120 s + warmup + secs + 30 s) after which a watchdog stops the relay and
 //! exits; the relay is stopped on every exit path (the Maskline child also
 //! exits when its stdin closes, rtpengine when its `timeout` expires).
 
-use std::collections::HashMap;
-use std::io::{BufRead, BufReader, ErrorKind, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader, ErrorKind, IoSlice, IoSliceMut, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use maskline_media::Codec;
 use maskline_media::relay::{Relay, RelayConfig, Update};
 use maskline_media::session::{Leg, LegMedia};
-use mio::net::UdpSocket;
-use mio::{Events, Interest, Poll, Token};
+use nix::errno::Errno;
+use nix::sys::socket::{
+    ControlMessage, ControlMessageOwned, MsgFlags, MultiHeaders, SockaddrIn, getsockopt, recvmmsg,
+    sendmmsg, setsockopt, sockopt,
+};
+use nix::sys::time::TimeSpec;
 
 type Res<T> = Result<T, String>;
 
@@ -72,9 +112,11 @@ const HEADER: usize = 12;
 const PAYLOAD: usize = 160;
 const PACKET: usize = HEADER + PAYLOAD;
 const MAGIC: u32 = 0x4d4c_5242;
-/// How early a packet may be sent rather than sleep for it.
-const EARLY_NS: u64 = 50_000;
 const DEFAULT_PORTS: (u16, u16) = (14_000, 25_999);
+/// Messages a `sendmmsg` or `recvmmsg` carries at most.
+const BATCH: usize = 64;
+/// A receive buffer: larger than a packet, so a larger datagram shows.
+const RX_BUF: usize = 512;
 
 fn main() {
     let argv: Vec<String> = std::env::args().skip(1).collect();
@@ -333,8 +375,8 @@ fn clock_ticks() -> u64 {
 
 // === drive ===
 
-/// Where a call's two streams go: the caller's socket sends to `to[0]`,
-/// the callee's to `to[1]`.
+/// Where a call's two streams go: the caller-side socket sends to `to[0]`
+/// (the relay's port facing the caller), the callee-side one to `to[1]`.
 struct Setup {
     relay_pid: Option<u32>,
     rss_base_kb: Option<u64>,
@@ -343,9 +385,48 @@ struct Setup {
 }
 
 struct Load {
+    /// The schedule's origin (monotonic, for pacing).
     t0: Instant,
     warmup_rounds: u32,
     rounds: u32,
+}
+
+/// The generator's sockets: `--sockets` on each side, caller side first.
+/// Socket `side * per_side + i` is side `side`'s socket `i`.
+struct Sockets {
+    all: Vec<UdpSocket>,
+    per_side: usize,
+}
+
+impl Sockets {
+    /// The socket a call's leg on `side` uses.
+    fn of(&self, call: usize, side: usize) -> usize {
+        side * self.per_side + call % self.per_side
+    }
+}
+
+fn v4(addr: SocketAddr) -> Res<SocketAddrV4> {
+    match addr {
+        SocketAddr::V4(a) => Ok(a),
+        SocketAddr::V6(a) => Err(format!("{a} is not IPv4")),
+    }
+}
+
+/// A UDP socket on 127.0.0.1 with large buffers and kernel receive stamps.
+fn generator_socket(buffer: usize) -> Res<(UdpSocket, usize)> {
+    let socket = UdpSocket::bind(SocketAddr::new(LOOPBACK, 0)).map_err(io("binding"))?;
+    socket.set_nonblocking(true).map_err(io("nonblocking"))?;
+    // SO_RCVBUFFORCE goes past net.core.rmem_max (needs CAP_NET_ADMIN).
+    if setsockopt(&socket, sockopt::RcvBufForce, &buffer).is_err() {
+        let _ = setsockopt(&socket, sockopt::RcvBuf, &buffer);
+    }
+    if setsockopt(&socket, sockopt::SndBufForce, &buffer).is_err() {
+        let _ = setsockopt(&socket, sockopt::SndBuf, &buffer);
+    }
+    setsockopt(&socket, sockopt::ReceiveTimestampns, &true)
+        .map_err(|e| format!("SO_TIMESTAMPNS: {e}"))?;
+    let got = getsockopt(&socket, sockopt::RcvBuf).map_err(|e| format!("SO_RCVBUF: {e}"))?;
+    Ok((socket, got))
 }
 
 fn drive(args: &[String]) -> Res<()> {
@@ -355,8 +436,13 @@ fn drive(args: &[String]) -> Res<()> {
     let secs: u64 = args.num("secs", 10)?;
     let warmup: u64 = args.num("warmup", 3)?;
     let workers: usize = args.num("workers", 1)?;
+    let per_side: usize = args.num::<usize>("sockets", 2)?.clamp(1, 64);
     let senders: usize = args.num::<usize>("senders", 1)?.max(1);
-    let receivers: usize = args.num::<usize>("receivers", 1)?.max(1);
+    let receivers: usize = args.num::<usize>("receivers", 1)?.clamp(1, 2 * per_side);
+    let slice_ns: u64 = args.num::<u64>("slice-us", 100)? * 1000;
+    let tx_batch: usize = args.num::<usize>("tx-batch", 16)?.clamp(1, BATCH);
+    let nap = Duration::from_micros(args.num("rx-nap-us", 200)?);
+    let rcvbuf: usize = args.num::<usize>("rcvbuf-mb", 16)? << 20;
     let ports = args.range("ports", DEFAULT_PORTS)?;
     if calls == 0 || secs == 0 {
         return Err("--calls and --secs must be positive".into());
@@ -375,16 +461,23 @@ fn drive(args: &[String]) -> Res<()> {
         std::process::exit(3);
     });
 
-    // The generator's sockets: caller then callee, call by call.
-    let mut sockets = Vec::with_capacity(2 * calls);
-    for _ in 0..2 * calls {
-        let socket = UdpSocket::bind(SocketAddr::new(LOOPBACK, 0)).map_err(io("binding"))?;
-        sockets.push(socket);
+    let mut all = Vec::with_capacity(2 * per_side);
+    let mut rcvbuf_got = 0;
+    for _ in 0..2 * per_side {
+        let (socket, got) = generator_socket(rcvbuf)?;
+        all.push(socket);
+        rcvbuf_got = got;
     }
-    let local: Vec<SocketAddr> = sockets
+    let sockets = Sockets { all, per_side };
+    let addrs: Vec<SocketAddr> = sockets
+        .all
         .iter()
         .map(|s| s.local_addr().map_err(io("local_addr")))
         .collect::<Res<_>>()?;
+    // Each call's two legs: the generator's addresses the relay sends to.
+    let local: Vec<[SocketAddr; 2]> = (0..calls)
+        .map(|c| [addrs[sockets.of(c, 0)], addrs[sockets.of(c, 1)]])
+        .collect();
 
     // The relay's CPUs (`taskset -c` list); a generator pinned with
     // taskset must give them, or the relay inherits its CPUs.
@@ -397,40 +490,34 @@ fn drive(args: &[String]) -> Res<()> {
             relay_pid: None,
             rss_base_kb: None,
             rss_calls_kb: None,
-            to: (0..calls)
-                .map(|c| [local[2 * c + 1], local[2 * c]])
-                .collect(),
+            to: local.iter().map(|&[a, b]| [b, a]).collect(),
         },
         other => return Err(format!("unknown --target {other}")),
     };
     let setup_secs = setup_started.elapsed().as_secs_f64();
     for to in setup.to.iter().flatten() {
         if !to.ip().is_loopback() {
-            return Err(format!("the relay named {to}, not 127.0.0.1"));
+            return Err(format!("the relay named {to}, not 127.0.0.1")); // never elsewhere
         }
     }
 
-    // Receivers: each polls the sockets of every `receivers`-th call.
-    let mut polls: Vec<(Poll, Vec<Arc<UdpSocket>>, Vec<u32>)> = (0..receivers)
-        .map(|_| Poll::new().map(|p| (p, Vec::new(), Vec::new())))
-        .collect::<std::io::Result<_>>()
-        .map_err(io("poll"))?;
-    let mut shared = Vec::with_capacity(2 * calls);
-    for (i, mut socket) in sockets.into_iter().enumerate() {
-        let (poll, socks, expect) = &mut polls[(i / 2) % receivers];
-        poll.registry()
-            .register(&mut socket, Token(socks.len()), Interest::READABLE)
-            .map_err(io("register"))?;
-        let socket = Arc::new(socket);
-        socks.push(socket.clone());
-        // The caller's socket (even) hears the callee's stream, and back.
-        expect.push((i ^ 1) as u32);
-        shared.push(socket);
-    }
+    // Streams: 2c is call c's caller (side 0), 2c + 1 its callee (side 1).
+    // Stream k leaves by its side's socket to `to[c][side]`, and arrives
+    // on the other side's socket from `to[c][1 - side]`: the relay's port
+    // facing the receiving leg (`direct`: the sending socket).
+    let streams = 2 * calls;
+    let expect: Vec<(usize, SocketAddrV4)> = (0..streams)
+        .map(|k| {
+            let (c, side) = (k / 2, k % 2);
+            Ok((sockets.of(c, 1 - side), v4(setup.to[c][1 - side])?))
+        })
+        .collect::<Res<_>>()?;
+    let expect = Arc::new(expect);
+    let my_ports: HashSet<u16> = addrs.iter().map(SocketAddr::port).collect();
+    let relay_ports: HashSet<u16> = setup.to.iter().flatten().map(SocketAddr::port).collect();
 
     let warmup_rounds = (warmup * 1_000_000_000 / PERIOD_NS) as u32;
     let rounds = warmup_rounds + (secs * 1_000_000_000 / PERIOD_NS) as u32;
-    let streams = 2 * calls;
     let load = Arc::new(Load {
         // A moment to start the threads.
         t0: Instant::now() + Duration::from_millis(100),
@@ -438,22 +525,28 @@ fn drive(args: &[String]) -> Res<()> {
         rounds,
     });
     let stop = Arc::new(AtomicBool::new(false));
-    let nap = Duration::from_micros(args.num("rx-nap-us", 100)?);
-    let rx_threads: Vec<_> = polls
-        .into_iter()
-        .map(|(poll, socks, expect)| {
-            let (load, stop) = (load.clone(), stop.clone());
+    let sockets = Arc::new(sockets);
+
+    // Receivers: thread r reads sockets r, r + receivers, ...
+    let rx_threads: Vec<_> = (0..receivers)
+        .map(|r| {
+            let (load, stop, sockets, expect) =
+                (load.clone(), stop.clone(), sockets.clone(), expect.clone());
             thread::Builder::new()
                 .name("rx".into())
-                .spawn(move || receive(poll, socks, expect, &load, &stop, nap))
+                .spawn(move || {
+                    let mine: Vec<usize> = (r..sockets.all.len()).step_by(receivers).collect();
+                    receive(&sockets, &mine, &expect, &load, &stop, nap)
+                })
                 .map_err(io("spawn"))
         })
         .collect::<Res<_>>()?;
     let mut outs: Vec<Vec<Out>> = (0..senders).map(|_| Vec::new()).collect();
-    for (k, socket) in shared.into_iter().enumerate() {
+    for k in 0..streams {
+        let (c, side) = (k / 2, k % 2);
         outs[k % senders].push(Out {
-            socket,
-            to: setup.to[k / 2][k % 2],
+            socket: sockets.of(c, side),
+            to: SockaddrIn::from(v4(setup.to[c][side])?),
             stream: k as u32,
             phase_ns: k as u64 * PERIOD_NS / streams as u64,
         });
@@ -461,10 +554,10 @@ fn drive(args: &[String]) -> Res<()> {
     let tx_threads: Vec<_> = outs
         .into_iter()
         .map(|outs| {
-            let load = load.clone();
+            let (load, sockets) = (load.clone(), sockets.clone());
             thread::Builder::new()
                 .name("tx".into())
-                .spawn(move || send(outs, &load))
+                .spawn(move || send(outs, &sockets, &load, slice_ns, tx_batch))
                 .map_err(io("spawn"))
         })
         .collect::<Res<_>>()?;
@@ -478,11 +571,13 @@ fn drive(args: &[String]) -> Res<()> {
     let relay_t0 = relay_pid.as_deref().and_then(cpu_ticks);
     let self_t0 = cpu_ticks("self");
     let machine_t0 = machine_busy_ticks();
+    let snmp_t0 = udp_snmp();
     let load_t0 = loadavg();
     sleep_until(window_end);
     let relay_t1 = relay_pid.as_deref().and_then(cpu_ticks);
     let self_t1 = cpu_ticks("self");
     let machine_t1 = machine_busy_ticks();
+    let snmp_t1 = udp_snmp();
     let rss_end_kb = relay_pid.as_deref().and_then(|p| status_kb(p, "VmRSS"));
     let hwm_kb = relay_pid.as_deref().and_then(|p| status_kb(p, "VmHWM"));
 
@@ -496,6 +591,19 @@ fn drive(args: &[String]) -> Res<()> {
     for t in rx_threads {
         got.add(&t.join().map_err(|_| "a receiver panicked")?);
     }
+    // Where packets were dropped for a full receive buffer, over the whole
+    // run: read while the relay's sockets still exist.
+    let drops = udp_drops();
+    let gen_drops: u64 = drops
+        .iter()
+        .filter(|(p, _)| my_ports.contains(p))
+        .map(|(_, d)| d)
+        .sum();
+    let relay_drops: u64 = drops
+        .iter()
+        .filter(|(p, _)| relay_ports.contains(p) && !my_ports.contains(p))
+        .map(|(_, d)| d)
+        .sum();
     stop_children();
 
     let tck = clock_ticks() as f64;
@@ -523,16 +631,31 @@ fn drive(args: &[String]) -> Res<()> {
     };
     let us_per_pkt = relay_cpu.map(|c| c / 100.0 * 1e6 / relayed_pps.max(1.0));
     let us_per_call_s = relay_cpu.map(|c| c / 100.0 * 1e6 / calls as f64);
+    // The generator's CPU a packet it handled (sent, and received).
+    let gen_us_per_pkt = gen_cpu.map(|c| c / 100.0 * 1e6 / (achieved_pps + relayed_pps).max(1.0));
+    let snmp = |i: usize| match (&snmp_t0, &snmp_t1) {
+        (Some(a), Some(b)) => b
+            .get(i)
+            .zip(a.get(i))
+            .map_or("-".into(), |(b, a)| b.saturating_sub(*a).to_string()),
+        _ => "-".to_string(),
+    };
     let kb = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
     println!(
         "result target={target} workers={w} calls={calls} secs={secs} setup_s={setup_secs:.1} \
+         sockets={per_side} rcvbuf_kb={rcvbuf_kb} \
          offered_pps={offered} achieved_pps={achieved_pps:.0} sent={sent_n} received={received} lost={lost} \
          loss_pct={loss_pct:.4} dups={dups} reorders={reorders} misrouted={misrouted} \
+         wrong_socket={wrong_socket} wrong_source={wrong_source} foreign={foreign} \
          send_errors={send_errors} late_sends={late} max_send_lag_us={lag} \
+         tx_calls={tx_calls} tx_batch={tx_batch_avg:.1} tx_call_us={tx_call_us:.1} tx_call_max_us={tx_call_max_us} \
+         rx_calls={rx_calls} rx_batch={rx_batch:.1} user_stamps={user_stamps} \
+         gen_sock_drops={gen_drops} relay_sock_drops={relay_drops} udp_rcvbuf_errors={rcvbuf_errors} udp_in_errors={in_errors} \
          lat_p50_us={lp50} lat_p99_us={lp99} lat_max_us={lmax} \
          jit_p50_us={jp50} jit_p99_us={jp99} jit_p999_us={jp999} jit_max_us={jmax} \
          relay_cpu_pct={rcpu} relay_us_per_pkt={upp} relay_us_per_call_s={upc} \
-         gen_cpu_pct={gcpu} machine_cpu_pct={mcpu} other_cpu_pct={ocpu} rss_base_kb={rb} rss_calls_kb={rc} rss_end_kb={re} hwm_kb={hwm} \
+         gen_cpu_pct={gcpu} gen_us_per_pkt={gupp} machine_cpu_pct={mcpu} other_cpu_pct={ocpu} \
+         rss_base_kb={rb} rss_calls_kb={rc} rss_end_kb={re} hwm_kb={hwm} \
          kb_per_call={kpc} load1={load1}",
         w = if target == "maskline" {
             workers.to_string()
@@ -541,16 +664,29 @@ fn drive(args: &[String]) -> Res<()> {
         } else {
             "-".into()
         },
+        rcvbuf_kb = rcvbuf_got / 1024,
         offered = streams as u64 * 1_000_000_000 / PERIOD_NS,
         sent_n = sent.measured,
         received = got.received,
         loss_pct = lost as f64 * 100.0 / sent.measured.max(1) as f64,
         dups = got.dups,
         reorders = got.reorders,
-        misrouted = got.misrouted,
+        misrouted = got.wrong_socket + got.wrong_source,
+        wrong_socket = got.wrong_socket,
+        wrong_source = got.wrong_source,
+        foreign = got.foreign,
         send_errors = sent.errors,
         late = sent.late,
         lag = sent.max_lag_ns / 1000,
+        tx_calls = sent.calls,
+        tx_batch_avg = sent.packets as f64 / sent.calls.max(1) as f64,
+        tx_call_us = sent.call_ns as f64 / 1000.0 / sent.calls.max(1) as f64,
+        tx_call_max_us = sent.call_max_ns / 1000,
+        rx_calls = got.calls,
+        rx_batch = got.packets as f64 / got.calls.max(1) as f64,
+        user_stamps = got.user_stamps,
+        rcvbuf_errors = snmp(4),
+        in_errors = snmp(2),
         lp50 = got.latency.quantile_us(0.5),
         lp99 = got.latency.quantile_us(0.99),
         lmax = got.latency.max_ns / 1000,
@@ -562,6 +698,7 @@ fn drive(args: &[String]) -> Res<()> {
         upp = opt(us_per_pkt, 2),
         upc = opt(us_per_call_s, 1),
         gcpu = opt(gen_cpu, 1),
+        gupp = opt(gen_us_per_pkt, 2),
         mcpu = opt(machine_cpu, 1),
         ocpu = opt(other_cpu, 1),
         rb = kb(setup.rss_base_kb),
@@ -572,6 +709,35 @@ fn drive(args: &[String]) -> Res<()> {
         load1 = load_t0,
     );
     Ok(())
+}
+
+/// The `Udp:` counters of `/proc/net/snmp` (this network namespace):
+/// InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors ...
+fn udp_snmp() -> Option<Vec<u64>> {
+    let snmp = std::fs::read_to_string("/proc/net/snmp").ok()?;
+    let line = snmp.lines().filter(|l| l.starts_with("Udp: ")).nth(1)?;
+    Some(
+        line.split_whitespace()
+            .skip(1)
+            .filter_map(|f| f.parse().ok())
+            .collect(),
+    )
+}
+
+/// Every IPv4 UDP socket's local port and drop count (`/proc/net/udp`).
+fn udp_drops() -> Vec<(u16, u64)> {
+    let table = std::fs::read_to_string("/proc/net/udp").unwrap_or_default();
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let port = fields.get(1)?.rsplit_once(':')?.1;
+            let port = u16::from_str_radix(port, 16).ok()?;
+            let drops = fields.last()?.parse().ok()?;
+            Some((port, drops))
+        })
+        .collect()
 }
 
 fn loadavg() -> String {
@@ -609,7 +775,7 @@ fn setup_maskline(
     ports: (u16, u16),
     workers: usize,
     limit: u64,
-    local: &[SocketAddr],
+    local: &[[SocketAddr; 2]],
 ) -> Res<Setup> {
     let exe = std::env::current_exe().map_err(io("current_exe"))?;
     let mut child = pinned(exe.as_os_str(), cpus)
@@ -651,8 +817,8 @@ fn setup_maskline(
         return Err("serve-maskline did not open its sessions".into());
     }
     let mut legs = String::with_capacity(calls * 40);
-    for c in 0..calls {
-        legs.push_str(&format!("leg {} {}\n", local[2 * c], local[2 * c + 1]));
+    for [caller, callee] in local.iter().take(calls) {
+        legs.push_str(&format!("leg {caller} {callee}\n"));
     }
     stdin
         .write_all(legs.as_bytes())
@@ -680,7 +846,7 @@ fn setup_rtpengine(
     calls: usize,
     ports: (u16, u16),
     limit: u64,
-    local: &[SocketAddr],
+    local: &[[SocketAddr; 2]],
 ) -> Res<Setup> {
     let ng = std::net::UdpSocket::bind(SocketAddr::new(LOOPBACK, 0)).map_err(io("ng socket"))?;
     let ng_port = {
@@ -764,7 +930,7 @@ fn setup_rtpengine(
     let rss_base_kb = status_kb(&pid_s, "VmRSS");
     let mut to = Vec::with_capacity(calls);
     let run = std::process::id();
-    for c in 0..calls {
+    for (c, [caller, callee]) in local.iter().enumerate().take(calls) {
         let call_id = format!("relay-load-{run}-{c}");
         let from_tag = format!("caller-{c}");
         let to_tag = format!("callee-{c}");
@@ -772,7 +938,7 @@ fn setup_rtpengine(
             ("command", B::s("offer")),
             ("call-id", B::s(&call_id)),
             ("from-tag", B::s(&from_tag)),
-            ("sdp", B::s(&sdp(local[2 * c], c))),
+            ("sdp", B::s(&sdp(*caller, c))),
         ])?;
         // The offer as rtpengine rewrote it goes to the callee: it names
         // the port the callee sends to.
@@ -782,7 +948,7 @@ fn setup_rtpengine(
             ("call-id", B::s(&call_id)),
             ("from-tag", B::s(&from_tag)),
             ("to-tag", B::s(&to_tag)),
-            ("sdp", B::s(&sdp(local[2 * c + 1], c))),
+            ("sdp", B::s(&sdp(*callee, c))),
         ])?;
         let to_caller_side = sdp_address(&answer)?;
         to.push([to_caller_side, to_callee_side]);
@@ -992,8 +1158,9 @@ impl Ng {
 // === senders ===
 
 struct Out {
-    socket: Arc<UdpSocket>,
-    to: SocketAddr,
+    /// Index into the generator's sockets.
+    socket: usize,
+    to: SockaddrIn,
     stream: u32,
     phase_ns: u64,
 }
@@ -1008,6 +1175,12 @@ struct SendStats {
     max_lag_ns: u64,
     /// When the last packet went, from the start.
     last_ns: u64,
+    /// `sendmmsg` calls, the packets they carried, and their length
+    /// (from the stamp to the call's return).
+    calls: u64,
+    packets: u64,
+    call_ns: u64,
+    call_max_ns: u64,
 }
 
 impl SendStats {
@@ -1017,6 +1190,10 @@ impl SendStats {
         self.late += o.late;
         self.max_lag_ns = self.max_lag_ns.max(o.max_lag_ns);
         self.last_ns = self.last_ns.max(o.last_ns);
+        self.calls += o.calls;
+        self.packets += o.packets;
+        self.call_ns += o.call_ns;
+        self.call_max_ns = self.call_max_ns.max(o.call_max_ns);
     }
 }
 
@@ -1024,45 +1201,156 @@ fn ns_since(t0: Instant) -> u64 {
     Instant::now().saturating_duration_since(t0).as_nanos() as u64
 }
 
-fn send(mut outs: Vec<Out>, load: &Load) -> SendStats {
-    outs.sort_by_key(|o| o.phase_ns);
-    let mut stats = SendStats::default();
-    let mut packet = [0xFFu8; PACKET];
-    for round in 0..load.rounds {
-        let measured = round >= load.warmup_rounds;
-        let base = u64::from(round) * PERIOD_NS;
-        for out in &outs {
-            let due = base + out.phase_ns;
-            let now = ns_since(load.t0);
-            // A sleep takes 50 µs or more (the timer slack): packets due
-            // sooner go now, in a burst of at most about 100 µs of them.
-            // Each carries its real send time, so jitter is not skewed.
-            if due > now + EARLY_NS {
-                thread::sleep(Duration::from_nanos(due - now));
-            } else if now > due {
-                let lag = now - due;
-                stats.max_lag_ns = stats.max_lag_ns.max(lag);
-                if lag > 2_000_000 {
-                    stats.late += 1;
+/// `CLOCK_REALTIME` in ns: the clock of the kernel's receive stamps.
+fn wall_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// The packets due for one socket, sent by one `sendmmsg` (or more, past
+/// [`BATCH`]).
+struct Pending {
+    packets: Vec<[u8; PACKET]>,
+    to: Vec<Option<SockaddrIn>>,
+    /// Each packet's due time (from `t0`) and whether it is measured.
+    due: Vec<(u64, bool)>,
+    headers: MultiHeaders<SockaddrIn>,
+}
+
+impl Pending {
+    fn new() -> Pending {
+        Pending {
+            packets: Vec::with_capacity(BATCH),
+            to: Vec::with_capacity(BATCH),
+            due: Vec::with_capacity(BATCH),
+            headers: MultiHeaders::preallocate(BATCH, None),
+        }
+    }
+
+    fn push(&mut self, out: &Out, round: u32, due: u64, measured: bool) {
+        let mut packet = [0xFFu8; PACKET];
+        // RTP: version 2, PCMU, sequence and timestamp of this stream.
+        packet[0] = 0x80;
+        packet[1] = 0;
+        packet[2..4].copy_from_slice(&(round as u16).to_be_bytes());
+        packet[4..8].copy_from_slice(&round.wrapping_mul(160).to_be_bytes());
+        packet[8..12].copy_from_slice(&out.stream.to_be_bytes());
+        // The stamp: magic, stream, sequence, measured, send time.
+        packet[12..16].copy_from_slice(&MAGIC.to_be_bytes());
+        packet[16..20].copy_from_slice(&out.stream.to_be_bytes());
+        packet[20..24].copy_from_slice(&round.to_be_bytes());
+        packet[24] = u8::from(measured);
+        self.packets.push(packet);
+        self.to.push(Some(out.to));
+        self.due.push((due, measured));
+    }
+
+    /// Sends the pending packets, at most `per_call` a `sendmmsg`, each
+    /// call's packets stamped with the time just before it.
+    fn flush(&mut self, socket: &UdpSocket, load: &Load, per_call: usize, stats: &mut SendStats) {
+        if self.packets.is_empty() {
+            return;
+        }
+        let now = ns_since(load.t0);
+        for &(due, _) in &self.due {
+            let lag = now.saturating_sub(due);
+            stats.max_lag_ns = stats.max_lag_ns.max(lag);
+            if lag > 2_000_000 {
+                stats.late += 1;
+            }
+        }
+        stats.last_ns = now;
+        let n = self.packets.len();
+        let mut done = 0;
+        while done < n {
+            let end = n.min(done + per_call);
+            let stamp = wall_ns();
+            for packet in &mut self.packets[done..end] {
+                packet[25..33].copy_from_slice(&stamp.to_be_bytes());
+            }
+            let slices: Vec<[IoSlice; 1]> = self.packets[done..end]
+                .iter()
+                .map(|p| [IoSlice::new(p)])
+                .collect();
+            let no_cmsgs: [ControlMessage; 0] = [];
+            let result = sendmmsg(
+                socket.as_raw_fd(),
+                &mut self.headers,
+                &slices,
+                &self.to[done..end],
+                no_cmsgs,
+                MsgFlags::MSG_DONTWAIT,
+            )
+            .map(Iterator::count);
+            match result {
+                Ok(k) if k > 0 => {
+                    let measured = self.due[done..done + k].iter().filter(|d| d.1).count();
+                    stats.measured += measured as u64;
+                    stats.packets += k as u64;
+                    done += k;
+                }
+                Err(Errno::EINTR) => {}
+                // The first message failed (a full buffer, or an ICMP
+                // error from an earlier send): it is counted and skipped.
+                Ok(_) | Err(_) => {
+                    stats.errors += 1;
+                    done += 1;
                 }
             }
-            // RTP: version 2, PCMU, sequence and timestamp of this stream.
-            packet[0] = 0x80;
-            packet[1] = 0;
-            packet[2..4].copy_from_slice(&(round as u16).to_be_bytes());
-            packet[4..8].copy_from_slice(&round.wrapping_mul(160).to_be_bytes());
-            packet[8..12].copy_from_slice(&out.stream.to_be_bytes());
-            packet[12..16].copy_from_slice(&MAGIC.to_be_bytes());
-            packet[16..20].copy_from_slice(&out.stream.to_be_bytes());
-            packet[20..24].copy_from_slice(&round.to_be_bytes());
-            packet[24] = u8::from(measured);
-            packet[25..33].copy_from_slice(&ns_since(load.t0).to_be_bytes());
-            stats.last_ns = ns_since(load.t0);
-            match out.socket.send_to(&packet, out.to) {
-                Ok(_) if measured => stats.measured += 1,
-                Ok(_) => {}
-                Err(_) => stats.errors += 1,
+            let took = wall_ns().saturating_sub(stamp);
+            stats.calls += 1;
+            stats.call_ns += took;
+            stats.call_max_ns = stats.call_max_ns.max(took);
+        }
+        self.packets.clear();
+        self.to.clear();
+        self.due.clear();
+    }
+}
+
+fn send(
+    mut outs: Vec<Out>,
+    sockets: &Sockets,
+    load: &Load,
+    slice_ns: u64,
+    per_call: usize,
+) -> SendStats {
+    outs.sort_by_key(|o| o.phase_ns);
+    let mut stats = SendStats::default();
+    if outs.is_empty() {
+        return stats;
+    }
+    let mut pending: Vec<Pending> = sockets.all.iter().map(|_| Pending::new()).collect();
+    let due = |round: u32, out: &Out| u64::from(round) * PERIOD_NS + out.phase_ns;
+    let (mut round, mut next) = (0u32, 0usize);
+    while round < load.rounds {
+        let woke = ns_since(load.t0);
+        // Everything due by now, never a packet early.
+        while round < load.rounds && due(round, &outs[next]) <= woke {
+            let out = &outs[next];
+            let batch = &mut pending[out.socket];
+            batch.push(out, round, due(round, out), round >= load.warmup_rounds);
+            if batch.packets.len() == BATCH {
+                batch.flush(&sockets.all[out.socket], load, per_call, &mut stats);
             }
+            next += 1;
+            if next == outs.len() {
+                next = 0;
+                round += 1;
+            }
+        }
+        for (batch, socket) in pending.iter_mut().zip(&sockets.all) {
+            batch.flush(socket, load, per_call, &mut stats);
+        }
+        if round >= load.rounds {
+            break;
+        }
+        // The next slice, or the next packet if it is due later.
+        let wake = due(round, &outs[next]).max(woke + slice_ns);
+        let now = ns_since(load.t0);
+        if wake > now {
+            thread::sleep(Duration::from_nanos(wake - now));
         }
     }
     stats
@@ -1141,7 +1429,18 @@ struct RecvStats {
     received: u64,
     dups: u64,
     reorders: u64,
-    misrouted: u64,
+    /// Ours, but on another socket than the stream's receiving leg uses.
+    wrong_socket: u64,
+    /// On the right socket, from another address than the relay's port
+    /// facing that leg.
+    wrong_source: u64,
+    /// Not a packet of this run (size, magic or stream).
+    foreign: u64,
+    /// Packets without a kernel receive stamp.
+    user_stamps: u64,
+    /// `recvmmsg` calls that returned packets, and the packets.
+    calls: u64,
+    packets: u64,
     latency: Hist,
     jitter: Hist,
 }
@@ -1152,7 +1451,12 @@ impl RecvStats {
             received: 0,
             dups: 0,
             reorders: 0,
-            misrouted: 0,
+            wrong_socket: 0,
+            wrong_source: 0,
+            foreign: 0,
+            user_stamps: 0,
+            calls: 0,
+            packets: 0,
             latency: Hist::new(),
             jitter: Hist::new(),
         }
@@ -1162,22 +1466,76 @@ impl RecvStats {
         self.received += o.received;
         self.dups += o.dups;
         self.reorders += o.reorders;
-        self.misrouted += o.misrouted;
+        self.wrong_socket += o.wrong_socket;
+        self.wrong_source += o.wrong_source;
+        self.foreign += o.foreign;
+        self.user_stamps += o.user_stamps;
+        self.calls += o.calls;
+        self.packets += o.packets;
         self.latency.add(&o.latency);
         self.jitter.add(&o.jitter);
     }
 }
 
+/// One datagram as `recvmmsg` returned it: length, source, kernel stamp,
+/// truncated.
+type Got = (usize, Option<SocketAddrV4>, Option<u64>, bool);
+
+/// Reads up to [`BATCH`] datagrams from a socket into `buffers`: how many
+/// came (0 when none was waiting), or `None` when the socket fails.
+fn read_batch(
+    socket: &UdpSocket,
+    headers: &mut MultiHeaders<SockaddrIn>,
+    buffers: &mut [[u8; RX_BUF]; BATCH],
+    got: &mut [Got; BATCH],
+) -> Option<usize> {
+    loop {
+        let mut slices = buffers.each_mut().map(|b| [IoSliceMut::new(b)]);
+        match recvmmsg(
+            socket.as_raw_fd(),
+            headers,
+            slices.iter_mut(),
+            MsgFlags::MSG_DONTWAIT,
+            None,
+        ) {
+            Ok(results) => {
+                let mut count = 0;
+                for (slot, message) in got.iter_mut().zip(results) {
+                    let stamp = message.cmsgs().ok().and_then(|mut cmsgs| {
+                        cmsgs.find_map(|c| match c {
+                            ControlMessageOwned::ScmTimestampns(t) => {
+                                Some(t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+                            }
+                            _ => None,
+                        })
+                    });
+                    *slot = (
+                        message.bytes,
+                        message.address.map(SocketAddrV4::from),
+                        stamp,
+                        message.flags.contains(MsgFlags::MSG_TRUNC),
+                    );
+                    count += 1;
+                }
+                return Some(count);
+            }
+            Err(Errno::EAGAIN) => return Some(0),
+            Err(Errno::EINTR) => {}
+            Err(_) => return None,
+        }
+    }
+}
+
 fn receive(
-    mut poll: Poll,
-    sockets: Vec<Arc<UdpSocket>>,
-    expect: Vec<u32>,
+    sockets: &Sockets,
+    mine: &[usize],
+    expect: &[(usize, SocketAddrV4)],
     load: &Load,
     stop: &AtomicBool,
     nap: Duration,
 ) -> RecvStats {
     let words = (load.rounds as usize).div_ceil(64);
-    let mut streams: Vec<StreamRx> = (0..sockets.len())
+    let mut streams: Vec<StreamRx> = (0..expect.len())
         .map(|_| StreamRx {
             last: None,
             max_seq: None,
@@ -1185,92 +1543,127 @@ fn receive(
         })
         .collect();
     let mut stats = RecvStats::new();
-    let mut events = Events::with_capacity(1024);
-    let mut buf = [0u8; 2048];
+    let mut headers =
+        MultiHeaders::<SockaddrIn>::preallocate(BATCH, Some(nix::cmsg_space!(TimeSpec)));
+    let mut buffers = Box::new([[0u8; RX_BUF]; BATCH]);
+    let mut got: [Got; BATCH] = [(0, None, None, false); BATCH];
     let mut errors = 0u32;
     loop {
-        if let Err(e) = poll.poll(&mut events, Some(Duration::from_millis(100)))
-            && e.kind() != ErrorKind::Interrupted
-        {
-            eprintln!("relay_load: poll: {e}");
-            break;
-        }
-        if events.is_empty() && stop.load(Ordering::Relaxed) {
-            break;
-        }
-        for event in &events {
-            let i = event.token().0;
-            let (Some(socket), Some(rx)) = (sockets.get(i), streams.get_mut(i)) else {
-                continue;
-            };
+        let mut any = false;
+        for &s in mine {
+            let socket = &sockets.all[s];
             loop {
-                let n = match socket.recv_from(&mut buf) {
-                    Ok((n, _)) => n,
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                let Some(count) = read_batch(socket, &mut headers, &mut buffers, &mut got) else {
                     // An ICMP error from an earlier send surfaces once;
                     // anything that keeps failing is not spun on.
-                    Err(_) => {
-                        errors += 1;
-                        if errors > 1000 {
-                            break;
-                        }
-                        continue;
+                    errors += 1;
+                    if errors > 1000 {
+                        break;
                     }
-                };
-                let arrived = ns_since(load.t0) as i64;
-                if n != PACKET || buf[12..16] != MAGIC.to_be_bytes() {
-                    stats.misrouted += 1;
                     continue;
-                }
-                let word = |r: std::ops::Range<usize>| -> u32 {
-                    let mut b = [0u8; 4];
-                    b.copy_from_slice(&buf[r]);
-                    u32::from_be_bytes(b)
                 };
-                let (stream, seq) = (word(16..20), word(20..24));
-                if stream != expect[i] {
-                    stats.misrouted += 1;
-                    continue;
+                if count == 0 {
+                    break;
                 }
-                let mut sent = [0u8; 8];
-                sent.copy_from_slice(&buf[25..33]);
-                let transit = arrived - u64::from_be_bytes(sent) as i64;
-                if let Some((last_seq, last_transit)) = rx.last
-                    && last_seq.wrapping_add(1) == seq
-                    && buf[24] == 1
+                any = true;
+                let read_at = wall_ns();
+                stats.calls += 1;
+                stats.packets += count as u64;
+                for (&(len, from, stamp, truncated), buf) in
+                    got.iter().zip(buffers.iter()).take(count)
                 {
-                    stats.jitter.record((transit - last_transit).unsigned_abs());
+                    account(
+                        &mut stats,
+                        &mut streams,
+                        expect,
+                        s,
+                        (len, from, stamp, truncated),
+                        buf,
+                        read_at,
+                    );
                 }
-                rx.last = Some((seq, transit));
-                if buf[24] != 1 {
-                    continue;
-                }
-                let (w, bit) = ((seq / 64) as usize, 1u64 << (seq % 64));
-                let Some(word) = rx.seen.get_mut(w) else {
-                    stats.misrouted += 1;
-                    continue;
-                };
-                if *word & bit != 0 {
-                    stats.dups += 1;
-                    continue;
-                }
-                *word |= bit;
-                stats.received += 1;
-                stats.latency.record(transit.max(0) as u64);
-                if rx.max_seq.is_some_and(|m| seq < m) {
-                    stats.reorders += 1;
-                } else {
-                    rx.max_seq = Some(seq);
+                if count < BATCH {
+                    break;
                 }
             }
         }
-        if !nap.is_zero() && !events.is_empty() {
-            // Lets packets gather while this thread is not waiting in
-            // epoll: their arrival then wakes no thread (a wake-up costs
-            // more than the packet), for up to `nap` more on their
-            // arrival time.
-            thread::sleep(nap);
+        if !any && stop.load(Ordering::Relaxed) {
+            break;
         }
+        // Lets packets gather while this thread is not waiting in epoll:
+        // their arrival then wakes no thread (a wake-up costs more than
+        // the packet). Their arrival time is the kernel's stamp, so the
+        // nap does not add to it.
+        thread::sleep(nap);
     }
     stats
+}
+
+/// Checks and counts one datagram that arrived on socket `at`.
+fn account(
+    stats: &mut RecvStats,
+    streams: &mut [StreamRx],
+    expect: &[(usize, SocketAddrV4)],
+    at: usize,
+    (len, from, stamp, truncated): Got,
+    buf: &[u8; RX_BUF],
+    read_at: u64,
+) {
+    let word = |r: std::ops::Range<usize>| -> u32 {
+        let mut b = [0u8; 4];
+        b.copy_from_slice(&buf[r]);
+        u32::from_be_bytes(b)
+    };
+    if len != PACKET || truncated || word(12..16) != MAGIC {
+        stats.foreign += 1;
+        return;
+    }
+    let (stream, seq) = (word(16..20) as usize, word(20..24));
+    let (Some(&(socket, source)), Some(rx)) = (expect.get(stream), streams.get_mut(stream)) else {
+        stats.foreign += 1;
+        return;
+    };
+    if socket != at {
+        stats.wrong_socket += 1;
+        return;
+    }
+    if from != Some(source) {
+        stats.wrong_source += 1;
+        return;
+    }
+    let arrived = stamp.unwrap_or_else(|| {
+        stats.user_stamps += 1;
+        read_at
+    });
+    let mut sent = [0u8; 8];
+    sent.copy_from_slice(&buf[25..33]);
+    let transit = arrived as i64 - u64::from_be_bytes(sent) as i64;
+    let measured = buf[24] == 1;
+    if let Some((last_seq, last_transit)) = rx.last
+        && last_seq.wrapping_add(1) == seq
+        && measured
+    {
+        stats.jitter.record((transit - last_transit).unsigned_abs());
+    }
+    rx.last = Some((seq, transit));
+    if !measured {
+        return;
+    }
+    let (w, bit) = ((seq / 64) as usize, 1u64 << (seq % 64));
+    let Some(word) = rx.seen.get_mut(w) else {
+        stats.foreign += 1;
+        return;
+    };
+    if *word & bit != 0 {
+        stats.dups += 1;
+        return;
+    }
+    *word |= bit;
+    stats.received += 1;
+    stats.latency.record(transit.max(0) as u64);
+    if rx.max_seq.is_some_and(|m| seq < m) {
+        stats.reorders += 1;
+    } else {
+        rx.max_seq = Some(seq);
+    }
 }
