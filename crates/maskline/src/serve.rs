@@ -84,6 +84,7 @@ pub async fn migrate(config: Config) -> anyhow::Result<()> {
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
     init_logging(config.log_format);
+    raise_open_files();
     tracing::info!(?config, "starting");
 
     let store = open_store(&config).await?;
@@ -299,4 +300,23 @@ fn show_admin_key(key: &str, data_dir: &std::path::Path) -> anyhow::Result<()> {
         "admin API key generated and written to this file (mode 0600): store it elsewhere, then delete the file"
     );
     Ok(())
+}
+
+/// Every anchored call holds two sockets: the soft limit on open files
+/// (often 1,024) is raised to the hard one, and the log says what a node
+/// can carry.
+fn raise_open_files() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    let limit = if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        hard
+    } else {
+        soft
+    };
+    tracing::info!(
+        open_files = limit,
+        "open-file limit (two a call in progress, for its media)"
+    );
 }

@@ -534,6 +534,26 @@ async fn each_event_is_sent_once_and_in_order_when_nothing_fails() {
     }
 }
 
+/// The port a receiver listens on.
+fn port_of(rx: &Receiver) -> String {
+    rx.url
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .to_owned()
+}
+
+/// The tenant's newest event once an attempt to deliver it is recorded.
+async fn first_attempt(s: &Server, key: &str) -> Value {
+    eventually(10, "a failed attempt recorded", || async {
+        let (_, page) = s.call("GET", "/v1/events", Some(key), None).await;
+        let e = page["items"][0].clone();
+        (e["delivery"]["attempts"].as_u64() >= Some(1)).then_some(e)
+    })
+    .await
+}
+
 /// As shipped: callbacks may reach public addresses only.
 const PUBLIC_ONLY: [(&str, &str); 4] = [
     ("MASKLINE_ADMIN_KEY", common::ADMIN_KEY),
@@ -548,13 +568,7 @@ async fn callback_urls_to_the_operators_network_are_refused_by_address_name_and_
     let mut s = Server::start_with(dir.path(), &PUBLIC_ONLY).await;
     let key = tenant_with_numbers(&s, "acme", 1).await;
     let rx = Receiver::start().await;
-    let port = rx
-        .url
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .trim_end_matches('/')
-        .to_owned();
+    let port = port_of(&rx);
     // By address, in the forms a URL can spell it, and by a name that
     // resolves to loopback.
     for url in [
@@ -605,13 +619,7 @@ async fn callback_urls_to_the_operators_network_are_refused_by_address_name_and_
     // never connected to once they are not: each connection is checked,
     // for an address and for a name.
     let named = Receiver::start().await;
-    let named_port = named
-        .url
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .trim_end_matches('/')
-        .to_owned();
+    let named_port = port_of(&named);
     let other = tenant_with_numbers(&s, "other", 10).await;
     s.env.retain(|(k, _)| k != "MASKLINE_WEBHOOK_ALLOW_PRIVATE");
     s.env
@@ -631,12 +639,7 @@ async fn callback_urls_to_the_operators_network_are_refused_by_address_name_and_
     bind_axb(&s, &key, 1, 2).await;
     bind_axb(&s, &other, 1, 2).await;
     for k in [&key, &other] {
-        let e = eventually(10, "a failed attempt recorded", || async {
-            let (_, page) = s.call("GET", "/v1/events", Some(k), None).await;
-            let e = page["items"][0].clone();
-            (e["delivery"]["attempts"].as_u64() >= Some(1)).then_some(e)
-        })
-        .await;
+        let e = first_attempt(&s, k).await;
         assert_eq!(e["delivery"]["last_error"], "address not allowed", "{e}");
         assert!(e["delivery"]["last_status"].is_null(), "{e}");
     }
@@ -659,12 +662,7 @@ async fn callback_urls_to_the_operators_network_are_refused_by_address_name_and_
     .await;
     put_webhook(&s, &key, json!({ "url": bouncer.url })).await;
     bind_axb(&s, &key, 1, 2).await;
-    let e = eventually(10, "a failed attempt recorded", || async {
-        let (_, page) = s.call("GET", "/v1/events", Some(&key), None).await;
-        let e = page["items"][0].clone();
-        (e["delivery"]["attempts"].as_u64() >= Some(1)).then_some(e)
-    })
-    .await;
+    let e = first_attempt(&s, &key).await;
     assert_eq!(e["delivery"]["last_status"], 307, "{e}");
     assert_eq!(e["delivery"]["state"], "pending", "{e}");
     assert!(!bouncer.requests().is_empty());

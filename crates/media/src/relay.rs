@@ -783,6 +783,21 @@ mod tests {
         }
     }
 
+    /// A PCMU packet of 20 ms, silent, number `sequence` of stream `ssrc`.
+    fn pcmu(sequence: u16, ssrc: u32) -> Vec<u8> {
+        let mut p = vec![0u8; HEADER_LEN + 160];
+        RtpHeader {
+            marker: false,
+            payload_type: 0,
+            sequence,
+            timestamp: u32::from(sequence) * 160,
+            ssrc,
+        }
+        .write(&mut p)
+        .unwrap();
+        p
+    }
+
     /// A small range somewhere no other test is likely to be: the tests
     /// run in parallel, and other test processes too.
     fn free_range(pairs: u16) -> RangeInclusive<u16> {
@@ -803,16 +818,7 @@ mod tests {
         let to_b_port = SocketAddr::new(relay.addr(), anchor.ports[1]);
         let mut buf = [0u8; 2048];
         for i in 0..20u16 {
-            let mut p = vec![0u8; HEADER_LEN + 160];
-            RtpHeader {
-                marker: false,
-                payload_type: 0,
-                sequence: i,
-                timestamp: u32::from(i) * 160,
-                ssrc: 0xA,
-            }
-            .write(&mut p)
-            .unwrap();
+            let p = pcmu(i, 0xA);
             a.send_to(&p, to_a_port).unwrap();
             let (n, from) = b.recv_from(&mut buf).unwrap();
             assert_eq!(from, to_b_port, "the callee hears Maskline, not the caller");
@@ -837,16 +843,7 @@ mod tests {
         // More than two batches, sent before the worker can read one.
         let burst = 3 * BATCH as u16 - 1;
         for i in 0..burst {
-            let mut p = vec![0u8; HEADER_LEN + 160];
-            RtpHeader {
-                marker: false,
-                payload_type: 0,
-                sequence: i,
-                timestamp: u32::from(i) * 160,
-                ssrc: 0xB,
-            }
-            .write(&mut p)
-            .unwrap();
+            let mut p = pcmu(i, 0xB);
             p[HEADER_LEN] = i as u8;
             a.send_to(&p, to_a_port).unwrap();
         }
@@ -935,16 +932,8 @@ mod tests {
         let to_a_port = SocketAddr::new(relay.addr(), anchor.ports[0]);
         let mut buf = [0u8; 2048];
         for i in 0..25u16 {
-            let mut p = vec![0x55u8; HEADER_LEN + 160];
-            RtpHeader {
-                marker: false,
-                payload_type: 0,
-                sequence: i,
-                timestamp: u32::from(i) * 160,
-                ssrc: 7,
-            }
-            .write(&mut p)
-            .unwrap();
+            let mut p = pcmu(i, 7);
+            p[HEADER_LEN..].fill(0x55);
             a.send_to(&p, to_a_port).unwrap();
             b.recv_from(&mut buf).unwrap();
             std::thread::sleep(Duration::from_millis(20));
