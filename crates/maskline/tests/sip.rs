@@ -1548,8 +1548,18 @@ async fn required_extensions_get_420_and_a_merged_invite_gets_482() {
     let status = uas.wait(Duration::from_secs(PEER_SECS)).await;
     assert_eq!(status.code(), Some(0), "{}", uas.report());
     assert_eq!(uas.received_requests("INVITE").len(), 1, "{}", uas.report());
-    let cdrs = rig.cdrs(&binding, 1).await;
-    assert_cdr(&cdrs[0], Some("a_to_b"), 487, "caller", "cancelled");
+    // Each refused INVITE is on record too, under the binding it would reach.
+    let cdrs = rig.cdrs(&binding, 3).await;
+    let with = |status: u64| {
+        cdrs.iter()
+            .find(|c| c["final_status"] == status)
+            .unwrap_or_else(|| panic!("no CDR with {status}: {cdrs:#?}"))
+    };
+    assert_cdr(with(487), Some("a_to_b"), 487, "caller", "cancelled");
+    for status in [420, 482] {
+        assert_eq!(with(status)["release_reason"], "failed", "{cdrs:#?}");
+        assert_eq!(with(status)["caller"], a(), "{cdrs:#?}");
+    }
 }
 
 // === events and the intercept callback ===
