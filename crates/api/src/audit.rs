@@ -54,7 +54,9 @@ pub(crate) async fn record(
             .get::<MatchedPath>()
             .map_or("unmatched", MatchedPath::as_str)
     );
-    let path = masked_path(req.uri().path(), state.region);
+    // Masked only if the write is recorded (routing and SMS ingress are
+    // writes by switches, not tenants, and hot).
+    let path = req.uri().path().to_owned();
     let source = crate::edge::peer(req.extensions()).map(|a| a.ip().to_string());
     let response = next.run(req).await;
     let actor = *slot.0.lock();
@@ -71,7 +73,7 @@ pub(crate) async fn record(
                 .headers()
                 .get(axum::http::header::LOCATION)
                 .and_then(|v| v.to_str().ok())
-                .map_or(path, str::to_owned),
+                .map_or_else(|| masked_path(&path, state.region), str::to_owned),
         };
         state.engine.record_audit(AuditEntry {
             tenant: actor.tenant,
@@ -92,12 +94,12 @@ fn masked_path(path: &str, region: Region) -> String {
     path.split('/')
         .map(|segment| {
             let decoded = segment.replace("%2B", "+").replace("%2b", "+");
-            let digits = decoded.bytes().filter(u8::is_ascii_digit).count();
+            if decoded.bytes().filter(u8::is_ascii_digit).count() < 7 {
+                return segment.to_owned();
+            }
             match Number::parse(&decoded, region) {
-                Ok(n) if digits >= 7 => n.masked().to_string(),
-                _ if digits >= 7 && decoded.bytes().all(|b| b.is_ascii_digit() || b == b'+') => {
-                    "****".to_owned()
-                }
+                Ok(n) => n.masked().to_string(),
+                _ if decoded.bytes().all(|b| b.is_ascii_digit() || b == b'+') => "****".to_owned(),
                 _ => segment.to_owned(),
             }
         })

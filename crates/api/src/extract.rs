@@ -181,11 +181,9 @@ impl FromRequestParts<AppState> for TenantAuth {
         // Counted once the tenant is known, whoever's key it was.
         state.rate_limits.check(tenant)?;
         // Who acted, for the audit log.
-        let actor = Actor { tenant, key };
         if let Some(slot) = parts.extensions.get::<crate::audit::ActorSlot>() {
-            *slot.0.lock() = Some(actor);
+            *slot.0.lock() = Some(Actor { tenant, key });
         }
-        parts.extensions.insert(actor);
         Ok(TenantAuth(tenant))
     }
 }
