@@ -19,6 +19,7 @@
 #                                             # of the embedded SQLite store
 #   SERIES=1 bench/http_binds.sh              # also binds/s second by second
 #                                             # (the server's counter, scraped)
+#   MASKLINE_BIN=/path/maskline bench/http_binds.sh   # that binary, unbuilt
 #
 # PG=1: a schema of its own (bench_binds_<pid>_<random>) in the database that
 # PGHOST/PGPORT/PGUSER/PGDATABASE name (127.0.0.1, 5432, postgres, test),
@@ -47,8 +48,13 @@ for tool in wrk curl python3 $([[ "$PG" == 1 ]] && echo psql); do
   command -v "$tool" >/dev/null || { echo "needs $tool (wrk: apt-get install -y wrk)" >&2; exit 1; }
 done
 
-echo "== building (cargo build --release -p maskline)"
-cargo build --release -p maskline 2>&1 | tail -1
+# MASKLINE_BIN: a binary built elsewhere (bench/sealing.sh runs an older
+# build beside this one); unset, the release binary is built here.
+if [[ -z "${MASKLINE_BIN:-}" ]]; then
+  echo "== building (cargo build --release -p maskline)"
+  cargo build --release -p maskline 2>&1 | tail -1
+  MASKLINE_BIN=target/release/maskline
+fi
 
 HTTP_PORT=$(free_port)
 SIP_PORT=$(free_port)
@@ -92,7 +98,7 @@ MASKLINE_SIP_LISTEN="127.0.0.1:${SIP_PORT}" \
 MASKLINE_ADMIN_KEY="$ADMIN" \
 MASKLINE_RATE_LIMIT=0 \
 MASKLINE_LOG="${MASKLINE_LOG:-warn}" \
-  target/release/maskline serve >"$DATA/server.log" 2>&1 &
+  "$MASKLINE_BIN" serve >"$DATA/server.log" 2>&1 &
 SERVER_PID=$!
 
 for _ in $(seq 1 300); do

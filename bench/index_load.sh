@@ -88,7 +88,8 @@ start_and_wait_ready() { # name url
   http=$(free_port)
   sip=$(free_port)
   NODE_BASE="http://127.0.0.1:${http}"
-  local env=(MASKLINE_DATA_DIR="$DATA/$name.db" MASKLINE_HTTP_LISTEN="127.0.0.1:${http}"
+  local env=(MASKLINE_DATA_DIR="$DATA/$name.db" MASKLINE_MASTER_KEY_FILE="$DATA/master.key"
+    MASKLINE_HTTP_LISTEN="127.0.0.1:${http}"
     MASKLINE_SIP_LISTEN="127.0.0.1:${sip}" MASKLINE_ADMIN_KEY="$ADMIN" MASKLINE_RATE_LIMIT=0
     MASKLINE_SWITCH_KEY="$SWITCH" MASKLINE_LOG=info)
   [[ -n "$url" ]] && env+=(MASKLINE_DATABASE_URL="$url")

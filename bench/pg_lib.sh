@@ -90,7 +90,7 @@ start_node() {
   sip=$(free_port)
   NODE_BASE="http://127.0.0.1:${http}"
   if [[ -n "$url" ]]; then set -- MASKLINE_DATABASE_URL="$url" "$@"; fi
-  env MASKLINE_DATA_DIR="$DATA/$name.db" \
+  env MASKLINE_DATA_DIR="$DATA/$name.db" MASKLINE_MASTER_KEY_FILE="$DATA/master.key" \
     MASKLINE_HTTP_LISTEN="127.0.0.1:${http}" \
     MASKLINE_SIP_LISTEN="127.0.0.1:${sip}" \
     MASKLINE_ADMIN_KEY="$ADMIN" \

@@ -79,6 +79,7 @@ pub struct CallListParams {
     cursor: Option<String>,
     limit: Option<u32>,
     binding_id: Option<String>,
+    party: Option<String>,
     since: Option<String>,
     until: Option<String>,
 }
@@ -138,7 +139,7 @@ pub(crate) fn page_with<T, V>(
     }
 }
 
-fn number(state: &AppState, s: &str, field: &str) -> ApiResult<Number> {
+pub(crate) fn number(state: &AppState, s: &str, field: &str) -> ApiResult<Number> {
     Number::parse(s, state.region).map_err(|_| Problem::invalid_number(field))
 }
 
@@ -667,6 +668,7 @@ pub async fn delete_binding(
 #[utoipa::path(get, path = "/v1/calls", tag = "calls",
     params(
         ("binding_id" = Option<String>, Query,),
+        ("party" = Option<String>, Query, description = "Calls from or to this real number (encode `+` as %2B)"),
         ("since" = Option<String>, Query, description = "RFC 3339; calls invited at or after it (encode `+` as %2B)"),
         ("until" = Option<String>, Query, description = "RFC 3339; calls invited before it"),
         ("cursor" = Option<String>, Query,),
@@ -704,8 +706,14 @@ pub async fn list_calls(
             "until must not be before since",
         ));
     }
+    let party = q
+        .party
+        .as_deref()
+        .map(|p| number(&state, p, "party"))
+        .transpose()?;
     let filter = CallFilter {
         binding,
+        party,
         since,
         until,
     };

@@ -161,6 +161,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(handlers::list_messages))
         .routes(routes!(handlers::list_binding_messages))
         .routes(routes!(handlers::list_party_bindings))
+        .routes(routes!(recordings::erase_party))
         .routes(routes!(
             handlers::put_sms_settings,
             handlers::get_sms_settings

@@ -149,3 +149,66 @@ pub async fn delete_recording(
         Err(Problem::not_found("recording"))
     }
 }
+
+/// Deletes the recordings of every CDR of `tenant` naming `party` (its
+/// erasure, before the CDRs lose the number); how many there were.
+pub(crate) async fn delete_party_recordings(
+    state: &AppState,
+    tenant: TenantId,
+    party: maskline_core::Number,
+) -> Result<usize, Problem> {
+    let Some(store) = state.engine.recordings().cloned() else {
+        return Ok(0);
+    };
+    let filter = maskline_engine::store::CallFilter {
+        party: Some(party),
+        ..Default::default()
+    };
+    let mut keys = Vec::new();
+    let mut after = None;
+    loop {
+        let page = state
+            .engine
+            .calls(
+                tenant,
+                &filter,
+                maskline_engine::store::Page { after, limit: 1000 },
+            )
+            .await?;
+        keys.extend(
+            page.iter()
+                .filter_map(|c| RecordingKey::new(&tenant.to_string(), &c.id.to_string())),
+        );
+        match page.last() {
+            Some(last) if page.len() == 1000 => after = Some(last.id),
+            _ => break,
+        }
+    }
+    blocking(move || {
+        let mut deleted = 0;
+        for key in &keys {
+            deleted += usize::from(store.delete(key)?);
+        }
+        Ok(deleted)
+    })
+    .await
+}
+
+#[utoipa::path(delete, path = "/v1/parties/{number}", tag = "calls",
+    params(("number" = String, Path, description = "The party's real number")),
+    responses(
+        (status = 204, description = "Erased: the party's ended bindings, their events and texts, and its CDRs' recordings are gone; its CDRs keep only its mask"),
+        (status = 400, description = "Not a phone number (`invalid_number`)", body = ProblemBody, content_type = "application/problem+json"),
+    ),
+    security(("tenant_key" = [])))]
+pub async fn erase_party(
+    State(state): State<AppState>,
+    TenantAuth(tenant): TenantAuth,
+    PathParam(raw): PathParam,
+) -> ApiResult<StatusCode> {
+    let party = crate::handlers::number(&state, &raw, "number")?;
+    let recordings = delete_party_recordings(&state, tenant, party).await?;
+    state.engine.erase_party(tenant, party).await?;
+    tracing::info!(%tenant, party = %party.masked(), recordings, "party erased");
+    Ok(StatusCode::NO_CONTENT)
+}

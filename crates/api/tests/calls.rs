@@ -92,6 +92,7 @@ fn call(tenant: TenantId, i: u128) -> CallRecord {
         released_by: ReleasedBy::Caller,
         release_reason: ReleaseReason::Normal,
         refusal: None,
+        erased: Default::default(),
     }
 }
 
@@ -174,7 +175,8 @@ async fn calls_list_refuses_bad_queries_precisely() {
         ("cursor=%21%21", "invalid_parameter", Some("cursor")),
         ("limit=0", "invalid_parameter", Some("limit")),
         ("limit=1001", "invalid_parameter", Some("limit")),
-        ("party=%2B8613800000001", "invalid_parameter", None),
+        ("party=12345", "invalid_number", Some("party")),
+        ("caller=%2B8613800000001", "invalid_parameter", None),
     ] {
         let (st, p) = app.get(&format!("/v1/calls?{query}")).await;
         assert_eq!(st, StatusCode::BAD_REQUEST, "{query}: {p}");

@@ -98,6 +98,16 @@ pub struct CallRecord {
     pub released_by: ReleasedBy,
     pub release_reason: ReleaseReason,
     pub refusal: Option<Refusal>,
+    /// What is left of a party erased from the record (`DELETE
+    /// /v1/parties/{number}`): its masked number, the number itself gone.
+    pub erased: Erased,
+}
+
+/// The masked numbers of a CDR's erased parties (`+86138****0000`).
+#[derive(Clone, PartialEq, Eq, Debug, Default)]
+pub struct Erased {
+    pub caller: Option<String>,
+    pub callee: Option<String>,
 }
 
 impl CallRecord {
@@ -316,6 +326,7 @@ mod tests {
             released_by: ReleasedBy::System,
             release_reason: ReleaseReason::Refused,
             refusal: Some(Refusal::NoBinding),
+            erased: Default::default(),
         }
     }
 

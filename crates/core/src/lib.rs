@@ -30,7 +30,9 @@ pub use binding::{
     Binding, BindingId, BindingStatus, Controls, EndReason, Extension, MAX_EXTENSION_LEN,
     MAX_WARN_BEFORE_END_SECS, Mode, TenantId, UnixTime,
 };
-pub use call::{CallId, CallRecord, Refusal, ReleaseReason, ReleasedBy, UnixMillis, q850_text};
+pub use call::{
+    CallId, CallRecord, Erased, Refusal, ReleaseReason, ReleasedBy, UnixMillis, q850_text,
+};
 pub use event::{EventId, EventPattern, EventType, selected};
 pub use index::{
     AllocRequest, Allocation, AreaMatch, Census, Index, NewBinding, NumberUsage, PoolStat,

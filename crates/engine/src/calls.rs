@@ -1,6 +1,6 @@
 //! Call detail records: written by the SIP layer, listed by the API.
 
-use maskline_core::{CallId, CallRecord, EventType, ReleaseReason, TenantId};
+use maskline_core::{CallId, CallRecord, EventType, Number, ReleaseReason, TenantId};
 use maskline_store::{CallFilter, Page, Write, WriteAck};
 
 use crate::{Engine, Result};
@@ -25,6 +25,21 @@ impl Engine {
         };
         let events = self.call_event(kind, &record).into_iter().collect();
         self.store.enqueue(Write::RecordCall { record, events })
+    }
+
+    /// Erases `party` from `tenant`'s ended records (see
+    /// [`Write::EraseParty`]): bindings whose cool-down is over go with their
+    /// events and texts, CDRs keep the party's mask. Live bindings are kept:
+    /// they still route.
+    pub async fn erase_party(&self, tenant: TenantId, party: Number) -> Result<()> {
+        self.store
+            .enqueue(Write::EraseParty {
+                tenant,
+                party,
+                ended_before: crate::now() - self.config.cooldown_secs,
+            })
+            .await?;
+        Ok(())
     }
 
     /// A tenant's CDRs in id (arrival) order.

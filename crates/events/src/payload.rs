@@ -303,8 +303,15 @@ impl CallView {
             binding_id: c.binding.map(|b| b.to_string()),
             direction: c.direction.map(Direction::as_str),
             x: c.x.map(|n| n.to_string()),
-            caller: c.caller.map(|n| n.to_string()),
-            callee: c.callee.map(|n| n.to_string()),
+            // An erased party shows as its mask.
+            caller: c
+                .caller
+                .map(|n| n.to_string())
+                .or_else(|| c.erased.caller.clone()),
+            callee: c
+                .callee
+                .map(|n| n.to_string())
+                .or_else(|| c.erased.callee.clone()),
             invited_at: rfc3339_millis(c.invited_at),
             ringing_at: c.ringing_at.map(rfc3339_millis),
             answered_at: c.answered_at.map(rfc3339_millis),
@@ -406,6 +413,7 @@ mod tests {
             released_by: ReleasedBy::Caller,
             release_reason: ReleaseReason::Normal,
             refusal: None,
+            erased: Default::default(),
         }
     }
 

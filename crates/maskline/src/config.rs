@@ -37,6 +37,8 @@ pub use maskline_sip::Cidr;
 #[derive(Clone)]
 pub struct Config {
     pub data_dir: PathBuf,
+    /// The master key's file (`<data_dir>/master.key` unless set).
+    pub master_key_file: PathBuf,
     pub database_url: Option<String>,
     pub database_pool_size: u32,
     pub database_statement_timeout_ms: u64,
@@ -105,6 +107,7 @@ impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
             .field("data_dir", &self.data_dir)
+            .field("master_key_file", &self.master_key_file)
             .field("database_url", &self.database_url.as_ref().map(|_| "<set>"))
             .field("database_pool_size", &self.database_pool_size)
             .field(
@@ -166,6 +169,7 @@ const fn key(name: &'static str, default: Option<&'static str>) -> Key {
 pub const KEYS: &[Key] = &[
     key("data_dir", Some("./maskline-data")),
     key("database_url", None),
+    key("master_key_file", None),
     key("database_pool_size", Some("8")),
     key("database_statement_timeout_ms", Some("10000")),
     key("http_listen", Some("127.0.0.1:8080")),
@@ -445,8 +449,12 @@ impl Config {
             let src = get("data_dir").map_or("data_dir", |(_, s)| s);
             err(src, "must not be empty")
         })?;
+        let master_key_file = text("master_key_file")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(&data_dir).join("master.key"));
         Ok(Config {
             data_dir: PathBuf::from(data_dir),
+            master_key_file,
             database_url,
             database_pool_size: int("database_pool_size", 1, 256)? as u32,
             database_statement_timeout_ms: int("database_statement_timeout_ms", 0, 3600000)? as u64,

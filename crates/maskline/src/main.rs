@@ -52,6 +52,11 @@ enum Command {
         #[command(flatten)]
         server: cli::ServerArgs,
     },
+    /// The keys that seal stored values (works on the database directly).
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
     /// Ask the running server for a route decision (switch key).
     Route {
         #[arg(long)]
@@ -71,6 +76,14 @@ enum Command {
 enum TenantCommand {
     /// Create a tenant and print its id and API key (shown once).
     Create { name: String },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Add a data key under the master key; it seals new values from a few
+    /// seconds on, and running servers reseal older values in the background
+    /// while every key still reads.
+    Rotate,
 }
 
 #[derive(Subcommand)]
@@ -125,6 +138,9 @@ fn main() -> ExitCode {
             Command::Serve => serve::run(config).await,
             Command::Migrate => serve::migrate(config).await,
             Command::CheckConfig => Ok(()),
+            Command::Keys {
+                command: KeysCommand::Rotate,
+            } => serve::rotate_keys(config).await,
             Command::Tenant {
                 command: TenantCommand::Create { name },
                 server,

@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use maskline_api::AppState;
 use maskline_engine::{Engine, Sweeper};
+use maskline_store::seal::{Column, MasterKey};
 use maskline_store::{PgStore, SqliteStore};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use tokio::sync::watch;
@@ -54,18 +55,75 @@ const FINE_BUCKETS: &[f64] = &[
 
 /// PostgreSQL when `database_url` is set, else the embedded store.
 async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn maskline_store::Store>> {
-    if let Some(options) = config.postgres() {
+    private_dir(&config.data_dir)?;
+    let master = MasterKey::load_or_create(&config.master_key_file)
+        .context("cannot use the master key (MASKLINE_MASTER_KEY_FILE)")?;
+    if let Some(mut options) = config.postgres() {
+        options.master = master;
         let store = PgStore::open(options)
             .await
             .context("cannot open the PostgreSQL store (MASKLINE_DATABASE_URL)")?;
         return Ok(Arc::new(store));
     }
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
-    let store = SqliteStore::open(&config.data_dir)
+    let store = SqliteStore::open_sealed(&config.data_dir, master)
         .await
         .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
     Ok(Arc::new(store))
+}
+
+/// Recordings sealed with the store's keys.
+struct RecordingSealer(Arc<maskline_store::seal::Keyring>);
+
+impl maskline_media::sealed::Sealer for RecordingSealer {
+    fn seal(&self, aad: &[u8], clear: &[u8]) -> Vec<u8> {
+        self.0.seal_bytes(Column::Recording, aad, clear)
+    }
+
+    fn open(&self, aad: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
+        self.0.open_bytes(Column::Recording, aad, sealed).ok()
+    }
+
+    fn overhead(&self) -> usize {
+        maskline_store::seal::BYTES_OVERHEAD
+    }
+}
+
+/// Creates the data directory owner-only, or takes group and other access
+/// away from one that exists (it holds the database, recordings, and by
+/// default the master key).
+fn private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("cannot make data directory {} private", dir.display()))
+}
+
+/// `maskline keys rotate`: a new data key in the database the
+/// configuration names, under the existing master key.
+pub async fn rotate_keys(config: Config) -> anyhow::Result<()> {
+    let master = MasterKey::load(&config.master_key_file)
+        .context("cannot read the master key (MASKLINE_MASTER_KEY_FILE)")?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let (id, from) = match config.postgres() {
+        Some(mut options) => {
+            options.master = master;
+            PgStore::rotate_keys(&options, now).await
+        }
+        None => SqliteStore::rotate_keys(&config.data_dir, &master, now).await,
+    }
+    .context("cannot rotate the data keys")?;
+    println!(
+        "data key {id} seals new values from {} s on; running servers reseal older values \
+         in the background (every key keeps reading)",
+        from - now
+    );
+    Ok(())
 }
 
 /// `maskline migrate`: applies the PostgreSQL schema's migrations and exits
@@ -98,7 +156,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     );
     let recordings_dir = config.data_dir.join("recordings");
     let recordings = maskline_media::recordings::DirRecordings::new(&recordings_dir)
-        .with_context(|| format!("cannot use {} for recordings", recordings_dir.display()))?;
+        .with_context(|| format!("cannot use {} for recordings", recordings_dir.display()))?
+        .sealed(Arc::new(RecordingSealer(store.keys())));
     engine.set_recordings(Arc::new(recordings));
     if let Some(changes) = changes {
         tokio::spawn(engine.clone().follow(changes));

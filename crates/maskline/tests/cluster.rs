@@ -19,11 +19,15 @@ use tokio::net::{TcpListener, TcpStream};
 
 /// A node of a cluster on `db` (a PostgreSQL URL).
 async fn node(dir: &std::path::Path, db: &str, extra: &[(&str, &str)]) -> Server {
+    // One master key for the cluster, as a deployment shares the file.
+    let master = dir.parent().unwrap().join("master.key");
+    let master = master.to_str().unwrap();
     let mut env = vec![
         ("MASKLINE_ADMIN_KEY", ADMIN_KEY),
         ("MASKLINE_SWITCH_KEY", SWITCH_KEY),
         ("MASKLINE_DATABASE_URL", db),
         ("MASKLINE_DATABASE_POOL_SIZE", "4"),
+        ("MASKLINE_MASTER_KEY_FILE", master),
     ];
     env.extend_from_slice(extra);
     Server::start_with(dir, &env).await

@@ -796,3 +796,195 @@ async fn a_bindings_call_prompts_reach_the_parties_they_are_for() {
         "the callee hears last_minute"
     );
 }
+
+/// Every file under `dir` (recursively) that holds any of `needles`, with
+/// the needle.
+fn files_holding(dir: &std::path::Path, needles: &[String]) -> Vec<(std::path::PathBuf, String)> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let bytes = std::fs::read(&path).unwrap();
+            for n in needles {
+                if bytes.windows(n.len()).any(|w| w == n.as_bytes()) {
+                    found.push((path.clone(), n.clone()));
+                }
+            }
+        }
+    }
+    found
+}
+
+/// A party's digits as they could leak: E.164, national, the last eight.
+fn digit_forms(e164: &str) -> Vec<String> {
+    let digits = e164.trim_start_matches('+');
+    vec![
+        digits.to_owned(),
+        digits[2..].to_owned(),
+        digits[digits.len() - 8..].to_owned(),
+    ]
+}
+
+/// The privacy contract's black-box check on the embedded store: after a
+/// bind, a recorded call with audio, a text and a webhook secret, no
+/// party's digits are anywhere in the data directory's raw files (database,
+/// WAL, recordings), nor in the logs.
+#[tokio::test(flavor = "multi_thread")]
+async fn no_party_digits_are_stored_in_clear_after_binds_calls_recordings_and_texts() {
+    // Digits that no X, id or time here contains by chance.
+    let (party_a, party_b) = ("+8613847319256", "+8613962748135");
+    let callee = Party::new();
+    let mut uas = callee_uas(&callee, Codec::Pcma);
+    // No cool-down: an unbound binding is at once an ended record to erase.
+    let rig = Rig::start(&uas, &[("MASKLINE_COOLDOWN_SECS", "0")]).await;
+    let binding = rig
+        .bind(
+            json!({"mode": "axb", "a": party_a, "b": party_b, "expires_in": 600,
+                     "external_ref": "order-1", "controls": {"record": true}}),
+        )
+        .await;
+    let x = binding["x"].as_str().unwrap().to_owned();
+    let (st, v) = rig
+        .server
+        .call(
+            "PUT",
+            "/v1/webhook",
+            Some(&rig.key),
+            Some(json!({"url": "http://127.0.0.1:9/hook"})),
+        )
+        .await;
+    assert!(st == 200 || st == 201, "{st} {v}");
+    let secret = v["secret"].as_str().unwrap().to_owned();
+    let media_port = sipp::free_sip_port().to_string();
+    let mut uac = rig.uac(
+        "uac_pcap.xml",
+        party_a,
+        &x,
+        Transport::Udp,
+        &["-mi", "127.0.0.1", "-mp", &media_port],
+    );
+    let got = tokio::task::spawn_blocking(move || callee.receive_stream(PEER_SECS))
+        .await
+        .unwrap();
+    assert!(got.len() > 100, "the caller's audio reached the callee");
+    both_succeed(&mut uac, &mut uas).await;
+    let cdrs = rig.cdrs(&binding, 1).await;
+    let id = cdrs[0]["id"].as_str().unwrap().to_owned();
+    eventually(15, "the recording on the CDR", || async {
+        let cdrs = rig.calls(None).await;
+        cdrs.into_iter()
+            .find(|c| c["id"] == json!(id) && c["recording"].is_object())
+    })
+    .await;
+    let (st, v) = rig
+        .server
+        .call(
+            "POST",
+            "/v1/sms/inbound",
+            Some(SWITCH_KEY),
+            Some(json!({"from": party_a, "to": x,
+                        "text": format!("call me back on {party_b}"), "gateway_id": "gw-1"})),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    // What the API gives back is whole: the store opened what it sealed.
+    let (st, listed) = rig
+        .server
+        .call("GET", "/v1/messages", Some(&rig.key), None)
+        .await;
+    assert_eq!(st, 200);
+    assert!(listed.to_string().contains("call me back on"), "{listed}");
+    let response = rig
+        .server
+        .client
+        .get(format!("{}/v1/calls/{id}/recording", rig.server.base))
+        .bearer_auth(&rig.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let wav = response.bytes().await.unwrap();
+    let frames = maskline_media::wav::read_recording(&wav[..], 64 << 20).unwrap();
+    assert!(frames.len() > 8000, "{} frames recorded", frames.len());
+
+    let mut needles = digit_forms(party_a);
+    needles.extend(digit_forms(party_b));
+    needles.push(secret);
+    needles.push("call me back".to_owned());
+    let data = rig.server.dir.join("data");
+    // While it runs (the WAL holds the latest commits), and once stopped.
+    assert_eq!(files_holding(&data, &needles), vec![]);
+    let recordings: Vec<_> = std::fs::read_dir(data.join("recordings"))
+        .unwrap()
+        .flat_map(|t| std::fs::read_dir(t.unwrap().path()).unwrap())
+        .map(|f| std::fs::read(f.unwrap().path()).unwrap())
+        .collect();
+    assert_eq!(recordings.len(), 1);
+    assert!(!recordings[0].starts_with(b"RIFF"), "a recording in clear");
+
+    // Erasure: once the binding has ended, DELETE /v1/parties/{A} removes
+    // A's ended binding, its texts and its CDR's recording; the CDR stays
+    // with A's mask.
+    let binding_path = format!("/v1/bindings/{}", binding["id"].as_str().unwrap());
+    let (st, v) = rig
+        .server
+        .call("DELETE", &binding_path, Some(&rig.key), None)
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let (st, v) = rig
+        .server
+        .call(
+            "DELETE",
+            "/v1/parties/%2B8613847319256",
+            Some(&rig.key),
+            None,
+        )
+        .await;
+    assert_eq!(st, 204, "{v}");
+    let (st, _) = rig
+        .server
+        .call("GET", &binding_path, Some(&rig.key), None)
+        .await;
+    assert_eq!(st, 404, "the ended binding is gone");
+    let cdr = rig
+        .calls(None)
+        .await
+        .into_iter()
+        .find(|c| c["id"] == json!(id))
+        .expect("the CDR stays");
+    assert_eq!(cdr["caller"], json!("+86138****9256"), "{cdr:#}");
+    assert_eq!(cdr["callee"], json!(party_b));
+    assert!(cdr["recording"].is_null(), "{cdr:#}");
+    let (st, _) = rig
+        .server
+        .call(
+            "GET",
+            &format!("/v1/calls/{id}/recording"),
+            Some(&rig.key),
+            None,
+        )
+        .await;
+    assert_eq!(st, 404);
+    let (_, listed) = rig
+        .server
+        .call("GET", "/v1/messages", Some(&rig.key), None)
+        .await;
+    assert_eq!(listed["items"], json!([]), "{listed}");
+    let (st, v) = rig
+        .server
+        .call("DELETE", "/v1/parties/12345", Some(&rig.key), None)
+        .await;
+    assert_eq!((st, v["code"].as_str()), (400, Some("invalid_number")), "{v}");
+    let mut server = rig.server;
+    assert!(server.stop().success());
+    assert_eq!(files_holding(&data, &needles), vec![]);
+    let logs = server.logs();
+    for n in digit_forms(party_a).iter().chain(&digit_forms(party_b)) {
+        assert!(!logs.contains(n.as_str()), "{n} in the logs");
+    }
+}

@@ -337,11 +337,13 @@ async fn another_node_follows_prompt_changes() {
     let (d1, d2) = (dir.path().join("1"), dir.path().join("2"));
     std::fs::create_dir_all(&d1).unwrap();
     std::fs::create_dir_all(&d2).unwrap();
+    let master = dir.path().join("master.key");
     let env = [
         ("MASKLINE_ADMIN_KEY", ADMIN_KEY),
         ("MASKLINE_SWITCH_KEY", SWITCH_KEY),
         ("MASKLINE_DATABASE_URL", url.as_str()),
         ("MASKLINE_DATABASE_POOL_SIZE", "4"),
+        ("MASKLINE_MASTER_KEY_FILE", master.to_str().unwrap()),
     ];
     let (one, two) = tokio::join!(Server::start_with(&d1, &env), Server::start_with(&d2, &env));
     let (_, key) = one.create_tenant("shop").await;

@@ -124,7 +124,92 @@ both_stores!(
     kill_9_after_deliver_sm_resp_loses_no_text,
     http_gateways_push_texts_with_the_same_decisions,
     a_receipt_before_the_submit_answer_still_settles_the_text,
+    texts_and_their_parties_are_sealed_at_rest,
 );
+
+/// The privacy contract's black-box check for texts: after binds and
+/// texts relayed both ways, no party's digits (E.164, national, the last
+/// eight) and no text are in the data directory's raw files, nor, on
+/// PostgreSQL, in a `pg_dump` of the schema.
+async fn texts_and_their_parties_are_sealed_at_rest(pg: bool) {
+    let (party_a, party_b) = ("+8613847319256", "+8613962748135");
+    let smsc = Smsc::start(&[]).await;
+    let rig = Rig::start(&smsc, pg, &[]).await;
+    let b = rig
+        .bind(json!({"mode": "axb", "a": party_a, "b": party_b}))
+        .await;
+    let xx = b["x"].as_str().unwrap().to_owned();
+    for (from, to, text) in [
+        (party_a, party_b, "the parcel is at gate 7"),
+        (party_b, party_a, "thanks, coming down"),
+    ] {
+        let (st, r) = rig
+            .server
+            .call(
+                "POST",
+                "/v1/sms/inbound",
+                Some(SWITCH_KEY),
+                Some(json!({"from": from, "to": xx, "text": text, "gateway_id": "gw-1"})),
+            )
+            .await;
+        assert_eq!((st, r["status"].as_str()), (200, Some("relayed")), "{r}");
+        eventually(20, "the text relayed over SMPP", || async {
+            texts_to(&smsc.submits(), to)
+                .contains(&text.to_owned())
+                .then_some(())
+        })
+        .await;
+    }
+    let mut needles = Vec::new();
+    for p in [party_a, party_b] {
+        let digits = p.trim_start_matches('+');
+        needles.push(digits.to_owned());
+        needles.push(digits[2..].to_owned());
+        needles.push(digits[digits.len() - 8..].to_owned());
+    }
+    needles.extend(["parcel is at gate".to_owned(), "coming down".to_owned()]);
+    let holding = |bytes: &[u8]| -> Vec<String> {
+        needles
+            .iter()
+            .filter(|n| bytes.windows(n.len()).any(|w| w == n.as_bytes()))
+            .cloned()
+            .collect()
+    };
+    let mut stack = vec![rig.server.dir.join("data")];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let found = holding(&std::fs::read(&path).unwrap());
+                assert!(found.is_empty(), "{} holds {found:?}", path.display());
+            }
+        }
+    }
+    if let Some(schema) = &rig._schema {
+        let dump = std::process::Command::new("pg_dump")
+            .args(["--data-only", "--schema", &schema.name, "-d"])
+            .arg(maskline_store::testing::server_url())
+            .output()
+            .expect("pg_dump (postgresql-client)");
+        assert!(
+            dump.status.success(),
+            "{}",
+            String::from_utf8_lossy(&dump.stderr)
+        );
+        assert!(
+            String::from_utf8_lossy(&dump.stdout).contains("COPY"),
+            "the dump holds the tables"
+        );
+        let found = holding(&dump.stdout);
+        assert!(found.is_empty(), "pg_dump holds {found:?}");
+    }
+    // And the API still gives every text back whole.
+    let listed = rig.messages("").await;
+    assert_eq!(listed.len(), 2, "{listed:#?}");
+    assert!(listed.iter().any(|m| m["text"] == "thanks, coming down"));
+}
 
 async fn axb_texts_relay_both_ways_from_x_and_receipts_settle_them(pg: bool) {
     let mut smsc = Smsc::start(&[]).await;

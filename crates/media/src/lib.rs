@@ -54,6 +54,7 @@ pub mod recordings;
 pub mod relay;
 pub mod rtp;
 pub mod sdp;
+pub mod sealed;
 pub mod session;
 pub mod tones;
 pub mod wav;

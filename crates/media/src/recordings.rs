@@ -1,14 +1,18 @@
 //! Where call recordings are kept: behind [`Recordings`], so that an object
 //! store can replace the data directory when several nodes serve one
 //! tenant. [`DirRecordings`] keeps them as files under a directory, one
-//! folder per tenant, readable by the service's user only.
+//! folder per tenant, readable by the service's user only, and sealed
+//! (`crate::sealed`) when given a [`Sealer`].
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, ErrorKind, Read};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::PathBuf;
 
+use std::sync::Arc;
+
 use crate::relay::RecordingSink;
+use crate::sealed::{self, SealedWriter, Sealer};
 use crate::wav::RecordingWriter;
 use crate::{Error, Result, SAMPLE_RATE};
 
@@ -70,10 +74,12 @@ pub trait Recordings: Send + Sync {
     fn purge_before(&self, before: std::time::SystemTime) -> Result<usize>;
 }
 
-/// Recordings as files: `<root>/<tenant>/<call>.wav`, directories 0700 and
-/// files 0600.
+/// Recordings as files: `<root>/<tenant>/<call>.rec` sealed, or
+/// `<call>.wav` in clear (no sealer, or written before sealing);
+/// directories 0700 and files 0600.
 pub struct DirRecordings {
     root: PathBuf,
+    sealer: Option<Arc<dyn Sealer>>,
 }
 
 impl DirRecordings {
@@ -83,13 +89,39 @@ impl DirRecordings {
             .recursive(true)
             .mode(0o700)
             .create(&root)?;
-        Ok(DirRecordings { root })
+        Ok(DirRecordings { root, sealer: None })
+    }
+
+    /// New recordings are sealed by `sealer`.
+    pub fn sealed(mut self, sealer: Arc<dyn Sealer>) -> DirRecordings {
+        self.sealer = Some(sealer);
+        self
     }
 
     fn path(&self, key: &RecordingKey) -> PathBuf {
         self.root
             .join(&key.tenant)
             .join(format!("{}.wav", key.call))
+    }
+
+    fn sealed_path(&self, key: &RecordingKey) -> PathBuf {
+        self.root
+            .join(&key.tenant)
+            .join(format!("{}.rec", key.call))
+    }
+
+    /// What the records of `key` are sealed under.
+    fn name(key: &RecordingKey) -> String {
+        format!("{}/{}", key.tenant, key.call)
+    }
+
+    fn sealer(&self) -> Result<&Arc<dyn Sealer>> {
+        self.sealer.as_ref().ok_or_else(|| {
+            Error::Io(std::io::Error::new(
+                ErrorKind::InvalidData,
+                "a sealed recording, and no keys to open it",
+            ))
+        })
     }
 }
 
@@ -103,7 +135,16 @@ fn absent<T>(e: std::io::Error) -> Result<Option<T>> {
 
 impl Recordings for DirRecordings {
     fn create(&self, key: &RecordingKey) -> Result<Box<dyn RecordingSink>> {
-        let path = self.path(key);
+        let path = match self.sealer {
+            Some(_) => self.sealed_path(key),
+            None => self.path(key),
+        };
+        if self.path(key).exists() || self.sealed_path(key).exists() {
+            return Err(Error::Io(std::io::Error::new(
+                ErrorKind::AlreadyExists,
+                "the call has a recording",
+            )));
+        }
         if let Some(dir) = path.parent() {
             fs::DirBuilder::new()
                 .recursive(true)
@@ -115,10 +156,22 @@ impl Recordings for DirRecordings {
             .create_new(true)
             .mode(0o600)
             .open(&path)?;
-        Ok(Box::new(RecordingWriter::new(BufWriter::new(file))?))
+        match &self.sealer {
+            Some(sealer) => Ok(Box::new(SealedWriter::new(
+                file,
+                sealer.clone(),
+                Self::name(key),
+            )?)),
+            None => Ok(Box::new(RecordingWriter::new(BufWriter::new(file))?)),
+        }
     }
 
     fn len(&self, key: &RecordingKey) -> Result<Option<u64>> {
+        match File::open(self.sealed_path(key)) {
+            Ok(mut file) => return sealed::wav_len(&mut file, &**self.sealer()?).map(Some),
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::Io(e)),
+        }
         match fs::metadata(self.path(key)) {
             Ok(m) => Ok(Some(m.len())),
             Err(e) => absent(e),
@@ -126,6 +179,15 @@ impl Recordings for DirRecordings {
     }
 
     fn open(&self, key: &RecordingKey) -> Result<Option<StoredRecording>> {
+        match File::open(self.sealed_path(key)) {
+            Ok(file) => {
+                let (reader, len) =
+                    sealed::wav_reader(file, self.sealer()?.clone(), Self::name(key))?;
+                return Ok(Some(StoredRecording { reader, len }));
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::Io(e)),
+        }
         match File::open(self.path(key)) {
             Ok(file) => {
                 let len = file.metadata()?.len();
@@ -139,10 +201,16 @@ impl Recordings for DirRecordings {
     }
 
     fn delete(&self, key: &RecordingKey) -> Result<bool> {
-        match fs::remove_file(self.path(key)) {
-            Ok(()) => Ok(true),
-            Err(e) => absent(e).map(|_: Option<()>| false),
+        let mut deleted = false;
+        for path in [self.sealed_path(key), self.path(key)] {
+            match fs::remove_file(path) {
+                Ok(()) => deleted = true,
+                Err(e) => {
+                    absent::<()>(e)?;
+                }
+            }
         }
+        Ok(deleted)
     }
 
     fn purge_before(&self, before: std::time::SystemTime) -> Result<usize> {
@@ -155,7 +223,11 @@ impl Recordings for DirRecordings {
             for file in fs::read_dir(tenant.path())? {
                 let file = file?;
                 let old = file.metadata()?.modified()? < before;
-                if old && file.path().extension().is_some_and(|e| e == "wav") {
+                let recording = file
+                    .path()
+                    .extension()
+                    .is_some_and(|e| e == "wav" || e == "rec");
+                if old && recording {
                     match fs::remove_file(file.path()) {
                         Ok(()) => purged += 1,
                         Err(e) if e.kind() == ErrorKind::NotFound => {}
@@ -222,6 +294,40 @@ mod tests {
         assert_eq!(mode(path.parent().unwrap()), 0o700);
         assert!(store.delete(&key).unwrap());
         assert!(!store.delete(&key).unwrap());
+        assert_eq!(store.len(&key).unwrap(), None);
+    }
+
+    #[test]
+    fn sealed_recordings_are_written_sealed_and_read_as_wav() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DirRecordings::new(dir.path().join("recordings"))
+            .unwrap()
+            .sealed(Arc::new(crate::sealed::tests::TestSealer));
+        let key = RecordingKey::new("t1", "c1").unwrap();
+        let mut sink = store.create(&key).unwrap();
+        sink.write_frame(&[100; 160], &[-100; 160]).unwrap();
+        // Readable while the call still runs: what was flushed.
+        sink.flush().unwrap();
+        assert_eq!(store.len(&key).unwrap(), Some(44 + 160 * 4));
+        sink.write_frame(&[100; 160], &[-100; 160]).unwrap();
+        assert_eq!(sink.finish().unwrap(), 320);
+        assert!(store.create(&key).is_err(), "never overwritten");
+        let raw = fs::read(store.sealed_path(&key)).unwrap();
+        assert!(raw.starts_with(crate::sealed::MAGIC));
+        let stored = store.open(&key).unwrap().unwrap();
+        assert_eq!(stored.len, 44 + 320 * 4);
+        let samples = crate::wav::read_recording(stored.reader, 1 << 20).unwrap();
+        assert_eq!(samples, vec![[100, -100]; 320]);
+        // A recording from before sealing is still read.
+        let clear = RecordingKey::new("t1", "old").unwrap();
+        DirRecordings::new(dir.path().join("recordings"))
+            .unwrap()
+            .create(&clear)
+            .unwrap()
+            .finish()
+            .unwrap();
+        assert_eq!(store.len(&clear).unwrap(), Some(44));
+        assert!(store.delete(&key).unwrap() && store.delete(&clear).unwrap());
         assert_eq!(store.len(&key).unwrap(), None);
     }
 }

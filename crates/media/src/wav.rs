@@ -330,12 +330,7 @@ impl<W: Write + Seek> RecordingWriter<W> {
             .filter(|&n| n as u64 + HEADER_LEN - 8 <= u32::MAX as u64)
             .ok_or(Error::RecordingTooLong)?;
         self.frame.clear();
-        for i in 0..samples {
-            let left = caller.get(i).copied().unwrap_or(0);
-            let right = callee.get(i).copied().unwrap_or(0);
-            self.frame.extend_from_slice(&left.to_le_bytes());
-            self.frame.extend_from_slice(&right.to_le_bytes());
-        }
+        interleave(caller, callee, &mut self.frame);
         if let Err(e) = self.out.write_all(&self.frame) {
             // Part of the frame may be written: go back to the last whole
             // frame, so that what follows keeps the channels in step.
@@ -376,8 +371,20 @@ impl<W: Write + Seek> RecordingWriter<W> {
     }
 }
 
+/// Appends one stretch of both legs to `out` as a recording's audio: frames
+/// of (caller, callee) PCM16 little-endian, the shorter leg padded with
+/// silence.
+pub(crate) fn interleave(caller: &[i16], callee: &[i16], out: &mut Vec<u8>) {
+    for i in 0..caller.len().max(callee.len()) {
+        let left = caller.get(i).copied().unwrap_or(0);
+        let right = callee.get(i).copied().unwrap_or(0);
+        out.extend_from_slice(&left.to_le_bytes());
+        out.extend_from_slice(&right.to_le_bytes());
+    }
+}
+
 /// The canonical 44-byte header of a recording holding `data_len` bytes.
-fn header(data_len: u32) -> [u8; HEADER_LEN as usize] {
+pub(crate) fn header(data_len: u32) -> [u8; HEADER_LEN as usize] {
     let mut h = [0u8; HEADER_LEN as usize];
     let block_align = RECORDING_FRAME as u16;
     h[0..4].copy_from_slice(b"RIFF");

@@ -21,7 +21,9 @@ use maskline_core::{
 use tokio::sync::oneshot;
 
 mod postgres;
+mod reseal;
 mod rows;
+pub mod seal;
 mod sqlite;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -49,6 +51,12 @@ pub enum Error {
     Corrupt(&'static str),
     #[error("the store's writer has stopped")]
     WriterGone,
+    /// The master key, or the data keys it wraps, cannot be used.
+    #[error("encryption keys: {0}")]
+    Keys(String),
+    /// A value sealed under a data key this node has not read (yet).
+    #[error("value sealed under unknown data key {0}")]
+    UnknownKey(u32),
 }
 
 /// A tenant as stored: its first key only as a hash.
@@ -299,6 +307,22 @@ pub enum Write {
     PurgeExpired {
         before: UnixTime,
         batch: u32,
+    },
+    /// Seals under the current data key up to `batch` rows a table that
+    /// are not (after `maskline keys rotate`, or left in clear by an older
+    /// build). The store queues these itself; repeated until none are left.
+    Reseal {
+        batch: u32,
+    },
+    /// Erases `party` from `tenant`'s ended records: bindings that ended
+    /// (cool-down included) at or before `ended_before` (seconds) and their
+    /// events and texts go; CDRs keep the party's mask only
+    /// ([`maskline_core::Erased`]) and lose the events about calls without
+    /// a binding.
+    EraseParty {
+        tenant: TenantId,
+        party: Number,
+        ended_before: UnixTime,
     },
 }
 
@@ -587,6 +611,8 @@ pub struct BindingFilter {
 #[derive(Clone, Debug, Default)]
 pub struct CallFilter {
     pub binding: Option<BindingId>,
+    /// Calls from or to this party.
+    pub party: Option<Number>,
     pub since: Option<UnixMillis>,
     pub until: Option<UnixMillis>,
 }
@@ -634,6 +660,10 @@ pub trait Store: Send + Sync + 'static {
     fn degraded(&self) -> Option<String> {
         None
     }
+
+    /// The keys the store seals with, for what is kept beside it
+    /// (recordings).
+    fn keys(&self) -> std::sync::Arc<seal::Keyring>;
 
     async fn get_meta(&self, key: &str) -> Result<Option<String>>;
 

@@ -36,6 +36,7 @@ use crate::rows::{
     self, MESSAGE_COLUMNS, PART_COLUMNS, binding, call_record, message, part, parts_key,
     pool_number, stored_event, webhook,
 };
+use crate::seal::{Column, Keyring, MasterKey, MetaRows};
 use crate::{ApiKey, AuditEntry};
 use crate::{
     BindingFilter, CallFilter, Change, DeliveryState, Error, IdempotencyRecord, MessageFilter,
@@ -70,10 +71,11 @@ const CATCH_UP_MARGIN_SECS: i64 = 30;
 
 const BINDING_COLUMNS: &str = "id, tenant_id, mode, x, extension, a, b, area, external_ref, \
      a_to_b, b_to_a, max_call_seconds, record, sms, created_at, updated_at, expires_at, \
-     ended_at, end_reason, call_prompts, warn_before_end_seconds";
+     ended_at, end_reason, call_prompts, warn_before_end_seconds, a_sealed, b_sealed";
 
 const CALL_COLUMNS: &str = "id, tenant_id, binding_id, direction, x, caller, callee, invited_at, \
-     ringing_at, answered_at, ended_at, final_status, released_by, release_reason, refusal";
+     ringing_at, answered_at, ended_at, final_status, released_by, release_reason, refusal, \
+     caller_sealed, callee_sealed";
 
 const EVENT_COLUMNS: &str = "seq, id, tenant_id, type, subject, created_at, body, state, \
      attempts, next_attempt_at, retry_from, last_status, last_error, delivered_at";
@@ -95,6 +97,9 @@ pub struct PgOptions {
     /// The cool-down after a binding ends: bindings hold their slots in the
     /// database until it is over, as in memory. Every node must use the same.
     pub cooldown_secs: i64,
+    /// Wraps the database's data keys; every node needs the same one. A
+    /// fresh in-memory key unless set (tests: one schema, one process).
+    pub master: MasterKey,
 }
 
 impl PgOptions {
@@ -104,6 +109,7 @@ impl PgOptions {
             pool_size: 8,
             statement_timeout: Duration::from_secs(10),
             cooldown_secs,
+            master: MasterKey::ephemeral(),
         })
     }
 
@@ -135,6 +141,7 @@ pub struct PgStore {
     events_signal: Arc<Notify>,
     changes: parking_lot::Mutex<Option<mpsc::UnboundedReceiver<Change>>>,
     health: Arc<Health>,
+    keys: Arc<Keyring>,
 }
 
 /// What `/healthz` reports about the database.
@@ -200,11 +207,14 @@ impl PgStore {
             health.clone(),
         ));
 
-        let writer = PgConnection::connect_with(&session).await?;
+        let mut writer = PgConnection::connect_with(&session).await?;
+        let keys = Arc::new(load_keys(&mut writer, options.master.clone()).await?);
+        seal_clear_rows(&mut writer, &keys).await?;
         let (tx, rx) = mpsc::unbounded_channel();
         let events_signal = Arc::new(Notify::new());
         let writer_state = Writer {
             conn: Some(writer),
+            keys: keys.clone(),
             session,
             cooldown: options.cooldown_secs,
             node,
@@ -224,13 +234,200 @@ impl PgStore {
             .name("maskline-store-writer".into())
             .spawn(move || runtime.block_on(writer_state.run(rx)))
             .map_err(|e| Error::Database(sqlx::Error::Io(e)))?;
+        tokio::spawn(crate::reseal::keep_keys(
+            Arc::downgrade(&keys),
+            PgKeys {
+                reads: pool.clone(),
+                writes: tx.downgrade(),
+            },
+        ));
         Ok(PgStore {
             writes: tx,
             pool,
             events_signal,
             changes: parking_lot::Mutex::new(Some(changes_rx)),
             health,
+            keys,
         })
+    }
+}
+
+/// The back end as [`crate::reseal::keep_keys`] sees it. The writer is held
+/// weakly: a store that is dropped lets its writer end.
+struct PgKeys {
+    reads: PgPool,
+    writes: mpsc::WeakUnboundedSender<(Write, oneshot::Sender<Result<()>>)>,
+}
+
+impl crate::reseal::KeyStore for PgKeys {
+    fn keyring_rows(&self) -> crate::reseal::BoxFuture<'_, Result<MetaRows>> {
+        Box::pin(async move {
+            Ok(
+                sqlx::query_as("SELECT key, value FROM meta WHERE key LIKE 'seal.%' ORDER BY key")
+                    .fetch_all(&self.reads)
+                    .await?,
+            )
+        })
+    }
+
+    fn any_stale(&self, stale: crate::reseal::Stale) -> crate::reseal::BoxFuture<'_, Result<bool>> {
+        Box::pin(async move {
+            for table in crate::reseal::TABLES {
+                let found = sqlx::query(AssertSqlSafe(table.select("ctid::text", stale, 1)))
+                    .fetch_optional(&self.reads)
+                    .await?;
+                if found.is_some() {
+                    return Ok(true);
+                }
+            }
+            Ok(false)
+        })
+    }
+
+    fn reseal(&self, batch: u32) -> crate::reseal::BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            let writes = self.writes.upgrade().ok_or(Error::WriterGone)?;
+            let (tx, rx) = oneshot::channel();
+            writes
+                .send((Write::Reseal { batch }, tx))
+                .map_err(|_| Error::WriterGone)?;
+            drop(writes);
+            WriteAck(rx).await
+        })
+    }
+}
+
+impl PgStore {
+    /// `maskline keys rotate` on PostgreSQL: adds a data key that seals from
+    /// [`crate::seal::ROTATION_DELAY_SECS`] on; every node reads it and
+    /// reseals in the background. Returns the new key's id and when it
+    /// starts sealing.
+    pub async fn rotate_keys(options: &PgOptions, now: i64) -> Result<(u32, i64)> {
+        let mut conn = PgConnection::connect_with(&options.session()).await?;
+        let rows = keyring_rows(&mut conn).await?;
+        let plan = crate::seal::Rotation::plan(&options.master, &rows, now)?;
+        let mut tx = conn.begin().await?;
+        sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2)")
+            .bind(&plan.key_row.0)
+            .bind(&plan.key_row.1)
+            .execute(&mut *tx)
+            .await
+            .map_err(|_| Error::Keys("another rotation ran at the same time".into()))?;
+        let set =
+            sqlx::query("UPDATE meta SET value = $1 WHERE key = 'seal.current' AND value = $2")
+                .bind(&plan.current)
+                .bind(&plan.was_current)
+                .execute(&mut *tx)
+                .await?;
+        if set.rows_affected() != 1 {
+            return Err(Error::Keys("another rotation ran at the same time".into()));
+        }
+        tx.commit().await?;
+        Ok((plan.id, plan.from))
+    }
+}
+
+/// The database's keyring: its `seal.*` meta rows, made by the first node
+/// to open it (the others' inserts do nothing, and they read the winner's).
+async fn load_keys(conn: &mut PgConnection, master: MasterKey) -> Result<Keyring> {
+    let mut rows = keyring_rows(conn).await?;
+    if rows.is_empty() {
+        let (k, v): (Vec<String>, Vec<String>) = Keyring::genesis(&master).into_iter().unzip();
+        // One statement: the genesis rows go in whole or not at all.
+        sqlx::query(
+            "INSERT INTO meta (key, value) SELECT * FROM UNNEST($1::text[], $2::text[]) \
+             ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(k)
+        .bind(v)
+        .execute(&mut *conn)
+        .await?;
+        rows = keyring_rows(conn).await?;
+    }
+    Keyring::from_meta(master, &rows)
+}
+
+async fn keyring_rows(conn: &mut PgConnection) -> Result<MetaRows> {
+    Ok(
+        sqlx::query_as("SELECT key, value FROM meta WHERE key LIKE 'seal.%' ORDER BY key")
+            .fetch_all(&mut *conn)
+            .await?,
+    )
+}
+
+/// Seals, a batch at a time, everything not sealed under the current key.
+async fn seal_clear_rows(conn: &mut PgConnection, keys: &Keyring) -> Result<u64> {
+    let mut total = 0;
+    loop {
+        let mut tx = conn.begin().await?;
+        let n = reseal_rows(&mut tx, keys, crate::reseal::Stale::Clear, 500).await?;
+        tx.commit().await?;
+        total += n;
+        if n == 0 {
+            if total > 0 {
+                tracing::info!(
+                    rows = total,
+                    key = keys.current_key(),
+                    "sealed stored values"
+                );
+            }
+            return Ok(total);
+        }
+    }
+}
+
+/// Reseals at most `limit` rows a table; the rows it changed. Rows are
+/// named by `ctid`, and each update also compares the values it replaces,
+/// so a row another node changed meanwhile is left to the next pass.
+async fn reseal_rows(
+    conn: &mut PgConnection,
+    keys: &Keyring,
+    stale: crate::reseal::Stale,
+    limit: u32,
+) -> Result<u64> {
+    use crate::reseal::{Cell, TABLES, columns, resealed};
+    let mut changed = 0;
+    for table in TABLES {
+        let cols = columns(table);
+        let rows = sqlx::query(AssertSqlSafe(table.select("ctid::text", stale, limit)))
+            .fetch_all(&mut *conn)
+            .await?;
+        let update = table.update("ctid", "::tid", |i| format!("${i}"));
+        for row in &rows {
+            let handle: String = sqlx::Row::try_get(row, "handle")?;
+            let old = cols
+                .iter()
+                .map(|&(c, bytes)| {
+                    Ok(if bytes {
+                        sqlx::Row::try_get::<Option<Vec<u8>>, _>(row, c)?
+                            .map_or(Cell::Null, Cell::Bytes)
+                    } else {
+                        sqlx::Row::try_get::<Option<String>, _>(row, c)?
+                            .map_or(Cell::Null, Cell::Text)
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let new = resealed(table, keys, &old)?;
+            let mut q = sqlx::query(AssertSqlSafe(update.clone()));
+            for c in new.iter() {
+                q = bind_cell(q, c);
+            }
+            q = q.bind(handle);
+            for c in old.iter() {
+                q = bind_cell(q, c);
+            }
+            changed += q.execute(&mut *conn).await?.rows_affected();
+        }
+    }
+    Ok(changed)
+}
+
+fn bind_cell<'q>(q: PgQuery<'q>, c: &crate::reseal::Cell) -> PgQuery<'q> {
+    use crate::reseal::Cell;
+    match c {
+        Cell::Null => q.bind(None::<String>),
+        Cell::Text(t) => q.bind(t.clone()),
+        Cell::Bytes(b) => q.bind(b.clone()),
     }
 }
 
@@ -239,6 +436,7 @@ impl PgStore {
 struct Writer {
     /// `None` while the database is unreachable.
     conn: Option<PgConnection>,
+    keys: Arc<Keyring>,
     session: PgConnectOptions,
     cooldown: i64,
     node: u64,
@@ -337,7 +535,16 @@ impl Writer {
                     }
                 },
             };
-            match apply_batch(conn, ops, self.cooldown, self.node, &self.channel).await {
+            match apply_batch(
+                conn,
+                &self.keys,
+                ops,
+                self.cooldown,
+                self.node,
+                &self.channel,
+            )
+            .await
+            {
                 Ok(()) => return Ok(()),
                 Err(e) if is_retryable(&e) && attempt < 3 => {
                     tracing::debug!(error = %e, attempt, "transaction retried");
@@ -393,6 +600,7 @@ fn is_connection_lost(e: &Error) -> bool {
 
 async fn apply_batch(
     conn: &mut PgConnection,
+    keys: &Keyring,
     ops: &[Op],
     cooldown: i64,
     node: u64,
@@ -402,7 +610,7 @@ async fn apply_batch(
         .iter()
         .all(|op| matches!(op.write, Write::CreateBinding { .. }))
     {
-        return create_batch(conn, ops, cooldown, node, channel).await;
+        return create_batch(conn, keys, ops, cooldown, node, channel).await;
     }
     let mut tx = conn.begin().await?;
     let mut events: Vec<&NewEvent> = Vec::new();
@@ -416,7 +624,8 @@ async fn apply_batch(
                     .take_while(|op| matches!(op.write, Write::CreateBinding { .. }))
                     .count();
                 let writes: Vec<&Write> = rest[..n].iter().map(|op| &op.write).collect();
-                insert_bindings(&mut tx, &writes, cooldown, &mut events, &mut touched).await?;
+                insert_bindings(&mut tx, keys, &writes, cooldown, &mut events, &mut touched)
+                    .await?;
                 n
             }
             Write::RecordCall { .. } => {
@@ -431,7 +640,7 @@ async fn apply_batch(
                         events.extend(e);
                     }
                 }
-                insert_calls(&mut tx, &calls).await?;
+                insert_calls(&mut tx, keys, &calls).await?;
                 n
             }
             Write::MessageSubmitted { .. } => {
@@ -449,11 +658,11 @@ async fn apply_batch(
                     .take_while(|op| matches!(op.write, Write::RecordMessage { .. }))
                     .count();
                 let writes: Vec<&Write> = rest[..n].iter().map(|op| &op.write).collect();
-                insert_messages(&mut tx, &writes, &mut events).await?;
+                insert_messages(&mut tx, keys, &writes, &mut events).await?;
                 n
             }
             other => {
-                apply(&mut tx, other, cooldown, &mut events, &mut touched).await?;
+                apply(&mut tx, keys, other, cooldown, &mut events, &mut touched).await?;
                 1
             }
         };
@@ -465,7 +674,7 @@ async fn apply_batch(
             .bind(EVENTS_LOCK)
             .execute(&mut *tx)
             .await?;
-        insert_events(&mut tx, &events).await?;
+        insert_events(&mut tx, keys, &events).await?;
     }
     notify(&mut tx, node, channel, &touched).await?;
     tx.commit().await?;
@@ -532,6 +741,7 @@ fn uuid(id: u128) -> Uuid {
 /// The rows of a run of `CreateBinding` writes, as column arrays; their
 /// events join `events`.
 fn new_bindings<'a>(
+    keys: &Keyring,
     writes: &[&'a Write],
     cooldown: i64,
     events: &mut Vec<&'a NewEvent>,
@@ -546,14 +756,14 @@ fn new_bindings<'a>(
             events: e,
         } = write
         {
-            c.push(b, cooldown);
+            c.push(keys, b, cooldown);
             touched.bindings.push(uuid(b.id.0));
             if let Some(r) = idempotency {
                 k.tenant.push(uuid(r.tenant.0));
                 k.key.push(r.key.clone());
                 k.hash.push(r.request_hash.to_vec());
                 k.status.push(i32::from(r.status));
-                k.body.push(r.body.clone());
+                k.body.push(keys.seal_str(Column::IdempotencyBody, &r.body));
                 k.created_at.push(r.created_at);
             }
             events.extend(e);
@@ -564,20 +774,23 @@ fn new_bindings<'a>(
 
 async fn insert_bindings<'a>(
     conn: &mut PgConnection,
+    keys: &Keyring,
     writes: &[&'a Write],
     cooldown: i64,
     events: &mut Vec<&'a NewEvent>,
     touched: &mut Touched,
 ) -> Result<()> {
-    let (c, k) = new_bindings(writes, cooldown, events, touched);
+    let (c, k) = new_bindings(keys, writes, cooldown, events, touched);
     let insert = sqlx::query(
         "INSERT INTO bindings (id, tenant_id, mode, x, extension, a, b, area, external_ref, \
          a_to_b, b_to_a, max_call_seconds, record, sms, created_at, updated_at, expires_at, \
-         ended_at, end_reason, ends_at, live_until, call_prompts, warn_before_end_seconds) \
+         ended_at, end_reason, ends_at, live_until, call_prompts, warn_before_end_seconds, \
+         a_sealed, b_sealed) \
          SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], \
          $6::text[], $7::text[], $8::text[], $9::text[], $10::bool[], $11::bool[], $12::int8[], \
          $13::bool[], $14::bool[], $15::int8[], $16::int8[], $17::int8[], $18::int8[], \
-         $19::text[], $20::int8[], $21::int8[], $22::int4[], $23::int4[])",
+         $19::text[], $20::int8[], $21::int8[], $22::int4[], $23::int4[], $24::text[], \
+         $25::text[])",
     );
     c.bind_to(insert)
         .execute(&mut *conn)
@@ -602,6 +815,7 @@ async fn insert_bindings<'a>(
 /// transaction that commits before the answer comes back.
 async fn create_batch(
     conn: &mut PgConnection,
+    keys: &Keyring,
     ops: &[Op],
     cooldown: i64,
     node: u64,
@@ -610,12 +824,12 @@ async fn create_batch(
     let writes: Vec<&Write> = ops.iter().map(|op| &op.write).collect();
     let mut events = Vec::new();
     let mut touched = Touched::default();
-    let (c, k) = new_bindings(&writes, cooldown, &mut events, &mut touched);
-    let e = EventArrays::new(&events);
+    let (c, k) = new_bindings(keys, &writes, cooldown, &mut events, &mut touched);
+    let e = EventArrays::new(keys, &events);
     let call = sqlx::query(
         "SELECT create_bindings($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
          $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, \
-         $32, $33, $34, $35, $36, $37, $38, $39, $40)",
+         $32, $33, $34, $35, $36, $37, $38, $39, $40, $41, $42)",
     );
     e.bind_to(k.bind_to(c.bind_to(call)))
         .bind(EVENTS_LOCK)
@@ -678,6 +892,8 @@ struct BindingArrays {
     live_until: Vec<i64>,
     call_prompts: Vec<i32>,
     warn: Vec<Option<i32>>,
+    a_sealed: Vec<String>,
+    b_sealed: Vec<Option<String>>,
 }
 
 impl BindingArrays {
@@ -706,6 +922,8 @@ impl BindingArrays {
             .bind(self.live_until)
             .bind(self.call_prompts)
             .bind(self.warn)
+            .bind(self.a_sealed)
+            .bind(self.b_sealed)
     }
 
     fn with_capacity(n: usize) -> BindingArrays {
@@ -733,17 +951,23 @@ impl BindingArrays {
             live_until: Vec::with_capacity(n),
             call_prompts: Vec::with_capacity(n),
             warn: Vec::with_capacity(n),
+            a_sealed: Vec::with_capacity(n),
+            b_sealed: Vec::with_capacity(n),
         }
     }
 
-    fn push(&mut self, b: &Binding, cooldown: i64) {
+    fn push(&mut self, keys: &Keyring, b: &Binding, cooldown: i64) {
         self.id.push(uuid(b.id.0));
         self.tenant.push(uuid(b.tenant.0));
         self.mode.push(b.mode.as_str());
         self.x.push(b.x.to_string());
         self.extension.push(b.extension.map(|e| e.to_string()));
-        self.a.push(b.a.to_string());
-        self.b.push(b.b.map(|n| n.to_string()));
+        let (a, party_b) = (b.a.to_string(), b.b.map(|n| n.to_string()));
+        self.a.push(keys.blind(&a));
+        self.b.push(party_b.as_deref().map(|n| keys.blind(n)));
+        self.a_sealed.push(keys.seal_str(Column::BindingA, &a));
+        self.b_sealed
+            .push(party_b.map(|n| keys.seal_str(Column::BindingB, &n)));
         self.area
             .push(b.area.as_ref().map(|a| a.as_str().to_owned()));
         self.external_ref.push(b.external_ref.clone());
@@ -787,7 +1011,11 @@ async fn insert_key(conn: &mut PgConnection, key: &ApiKey) -> Result<()> {
     Ok(())
 }
 
-async fn insert_calls(conn: &mut PgConnection, calls: &[&CallRecord]) -> Result<()> {
+async fn insert_calls(
+    conn: &mut PgConnection,
+    keys: &Keyring,
+    calls: &[&CallRecord],
+) -> Result<()> {
     let n = calls.len();
     let mut id = Vec::with_capacity(n);
     let mut tenant = Vec::with_capacity(n);
@@ -804,14 +1032,24 @@ async fn insert_calls(conn: &mut PgConnection, calls: &[&CallRecord]) -> Result<
     let mut released_by = Vec::with_capacity(n);
     let mut reason = Vec::with_capacity(n);
     let mut refusal = Vec::with_capacity(n);
+    let mut caller_sealed = Vec::with_capacity(n);
+    let mut callee_sealed = Vec::with_capacity(n);
     for c in calls {
         id.push(uuid(c.id.0));
         tenant.push(c.tenant.map(|t| uuid(t.0)));
         binding.push(c.binding.map(|b| uuid(b.0)));
         direction.push(c.direction.map(Direction::as_str));
         x.push(c.x.map(|n| n.to_string()));
-        caller.push(c.caller.map(|n| n.to_string()));
-        callee.push(c.callee.map(|n| n.to_string()));
+        caller.push(c.caller.map(|n| keys.blind(&n.to_string())));
+        callee.push(c.callee.map(|n| keys.blind(&n.to_string())));
+        caller_sealed.push(
+            c.caller
+                .map(|n| keys.seal_str(Column::CallCaller, &n.to_string())),
+        );
+        callee_sealed.push(
+            c.callee
+                .map(|n| keys.seal_str(Column::CallCallee, &n.to_string())),
+        );
         invited.push(c.invited_at);
         ringing.push(c.ringing_at);
         answered.push(c.answered_at);
@@ -824,7 +1062,8 @@ async fn insert_calls(conn: &mut PgConnection, calls: &[&CallRecord]) -> Result<
     let sql = format!(
         "INSERT INTO calls ({CALL_COLUMNS}) SELECT * FROM UNNEST($1::uuid[], $2::uuid[], \
          $3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[], $8::int8[], $9::int8[], \
-         $10::int8[], $11::int8[], $12::int4[], $13::text[], $14::text[], $15::text[])"
+         $10::int8[], $11::int8[], $12::int4[], $13::text[], $14::text[], $15::text[], \
+         $16::text[], $17::text[])"
     );
     sqlx::query(AssertSqlSafe(sql))
         .bind(id)
@@ -842,6 +1081,8 @@ async fn insert_calls(conn: &mut PgConnection, calls: &[&CallRecord]) -> Result<
         .bind(released_by)
         .bind(reason)
         .bind(refusal)
+        .bind(caller_sealed)
+        .bind(callee_sealed)
         .execute(&mut *conn)
         .await
         .map_err(conflict)?;
@@ -849,23 +1090,20 @@ async fn insert_calls(conn: &mut PgConnection, calls: &[&CallRecord]) -> Result<
 }
 
 /// Column arrays of a multi-row event insert.
-struct EventArrays<'a> {
+struct EventArrays {
     id: Vec<Uuid>,
     tenant: Vec<Uuid>,
     kind: Vec<&'static str>,
     subject: Vec<Uuid>,
     created: Vec<i64>,
-    body: Vec<&'a str>,
+    body: Vec<String>,
     state: Vec<&'static str>,
     next: Vec<Option<i64>>,
 }
 
-impl<'a> EventArrays<'a> {
+impl EventArrays {
     /// Binds the columns as the next parameters, in the order above.
-    fn bind_to<'q>(self, q: PgQuery<'q>) -> PgQuery<'q>
-    where
-        'a: 'q,
-    {
+    fn bind_to(self, q: PgQuery<'_>) -> PgQuery<'_> {
         q.bind(self.id)
             .bind(self.tenant)
             .bind(self.kind)
@@ -876,7 +1114,7 @@ impl<'a> EventArrays<'a> {
             .bind(self.next)
     }
 
-    fn new(events: &[&'a NewEvent]) -> EventArrays<'a> {
+    fn new(keys: &Keyring, events: &[&NewEvent]) -> EventArrays {
         let n = events.len();
         let mut a = EventArrays {
             id: Vec::with_capacity(n),
@@ -894,7 +1132,7 @@ impl<'a> EventArrays<'a> {
             a.kind.push(e.kind.as_str());
             a.subject.push(uuid(e.subject));
             a.created.push(e.created_at);
-            a.body.push(e.body.as_str());
+            a.body.push(keys.seal_str(Column::EventBody, &e.body));
             let s = if e.deliver {
                 DeliveryState::Pending
             } else {
@@ -907,8 +1145,12 @@ impl<'a> EventArrays<'a> {
     }
 }
 
-async fn insert_events(conn: &mut PgConnection, events: &[&NewEvent]) -> Result<()> {
-    let e = EventArrays::new(events);
+async fn insert_events(
+    conn: &mut PgConnection,
+    keys: &Keyring,
+    events: &[&NewEvent],
+) -> Result<()> {
+    let e = EventArrays::new(keys, events);
     // WITH ORDINALITY ... ORDER BY: seq follows the order given.
     let insert = sqlx::query(
         "INSERT INTO events (id, tenant_id, type, subject, created_at, body, state, \
@@ -986,6 +1228,7 @@ async fn mark_submitted(conn: &mut PgConnection, writes: &[&Write]) -> Result<()
 /// they were assembled from; their events join `events`.
 async fn insert_messages<'a>(
     conn: &mut PgConnection,
+    keys: &Keyring,
     writes: &[&'a Write],
     events: &mut Vec<&'a NewEvent>,
 ) -> Result<()> {
@@ -1006,6 +1249,8 @@ async fn insert_messages<'a>(
     let mut created = Vec::with_capacity(n);
     let mut updated = Vec::with_capacity(n);
     let mut ends = Vec::with_capacity(n);
+    let mut sender_sealed = Vec::with_capacity(n);
+    let mut recipient_sealed = Vec::with_capacity(n);
     let (mut relay_ids, mut dues) = (Vec::new(), Vec::new());
     for write in writes {
         let Write::RecordMessage {
@@ -1022,9 +1267,13 @@ async fn insert_messages<'a>(
         binding.push(m.binding.map(|b| uuid(b.0)));
         direction.push(m.direction.map(Direction::as_str));
         x.push(m.x.to_string());
-        sender.push(m.from.to_string());
-        recipient.push(m.to.map(|n| n.to_string()));
-        body.push(m.text.as_str());
+        let from = m.from.to_string();
+        sender.push(keys.blind(&from));
+        recipient.push(m.to.map(|n| keys.blind(&n.to_string())));
+        sender_sealed.push(keys.seal_str(Column::MessageSender, &from));
+        recipient_sealed
+            .push(m.to.map(|n| keys.seal_str(Column::MessageRecipient, &n.to_string())));
+        body.push(keys.seal_str(Column::MessageBody, &m.text));
         code.push(m.pickup_code.as_deref());
         status.push(m.status.as_str());
         reason.push(m.reason.map(|r| r.as_str()));
@@ -1045,7 +1294,7 @@ async fn insert_messages<'a>(
                 "DELETE FROM message_parts WHERE x = $1 AND sender = $2 AND reference = $3",
             )
             .bind(key.x.to_string())
-            .bind(key.from.to_string())
+            .bind(keys.blind(&key.from.to_string()))
             .bind(i32::from(key.reference))
             .execute(&mut *conn)
             .await?;
@@ -1060,7 +1309,7 @@ async fn insert_messages<'a>(
         "INSERT INTO messages ({MESSAGE_COLUMNS}) SELECT * FROM UNNEST($1::uuid[], $2::uuid[], \
          $3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], \
          $10::text[], $11::text[], $12::int4[], $13::text[], $14::int8[], $15::int8[], \
-         $16::int8[])"
+         $16::int8[], $17::text[], $18::text[])"
     );
     sqlx::query(AssertSqlSafe(sql))
         .bind(id)
@@ -1079,6 +1328,8 @@ async fn insert_messages<'a>(
         .bind(created)
         .bind(updated)
         .bind(ends)
+        .bind(sender_sealed)
+        .bind(recipient_sealed)
         .execute(&mut *conn)
         .await
         .map_err(conflict)?;
@@ -1097,6 +1348,7 @@ async fn insert_messages<'a>(
 
 async fn apply<'a>(
     conn: &mut PgConnection,
+    keys: &Keyring,
     write: &'a Write,
     cooldown: i64,
     events: &mut Vec<&'a NewEvent>,
@@ -1210,7 +1462,7 @@ async fn apply<'a>(
             touched.numbers = true;
         }
         Write::CreateBinding { .. } => {
-            insert_bindings(conn, &[write], cooldown, events, touched).await?;
+            insert_bindings(conn, keys, &[write], cooldown, events, touched).await?;
         }
         Write::UpdateBinding {
             binding: b,
@@ -1220,10 +1472,10 @@ async fn apply<'a>(
                 "UPDATE bindings SET b = $1, a_to_b = $2, b_to_a = $3, max_call_seconds = $4, \
                  record = $5, sms = $6, updated_at = $7, expires_at = $8, ended_at = $9, \
                  end_reason = $10, ends_at = $11, live_until = $12, call_prompts = $15, \
-                 warn_before_end_seconds = $16 \
+                 warn_before_end_seconds = $16, b_sealed = $17 \
                  WHERE id = $13 AND tenant_id = $14",
             )
-            .bind(b.b.map(|n| n.to_string()))
+            .bind(b.b.map(|n| keys.blind(&n.to_string())))
             .bind(b.controls.a_to_b)
             .bind(b.controls.b_to_a)
             .bind(b.controls.max_call_seconds.map(i64::from))
@@ -1243,6 +1495,7 @@ async fn apply<'a>(
                     .warn_before_end_seconds
                     .map(|w| i32::try_from(w).unwrap_or(i32::MAX)),
             )
+            .bind(b.b.map(|n| keys.seal_str(Column::BindingB, &n.to_string())))
             .execute(&mut *conn)
             .await
             .map_err(conflict)?;
@@ -1292,7 +1545,7 @@ async fn apply<'a>(
                 .await?;
         }
         Write::RecordCall { record, events: e } => {
-            insert_calls(conn, &[record]).await?;
+            insert_calls(conn, keys, &[record]).await?;
             events.extend(e);
         }
         Write::RecordEvents(e) => events.extend(e),
@@ -1311,7 +1564,7 @@ async fn apply<'a>(
             .bind(uuid(w.tenant.0))
             .bind(&w.url)
             .bind(patterns.join(" "))
-            .bind(&w.secret)
+            .bind(keys.seal_str(Column::WebhookSecret, &w.secret))
             .bind(w.intercept.as_ref().map(|i| i.url.clone()))
             .bind(w.intercept.as_ref().map(|i| i.fallback.as_str()))
             .bind(
@@ -1396,22 +1649,24 @@ async fn apply<'a>(
                 return Err(Error::Conflict(format!("event {event} does not exist")));
             }
         }
-        Write::RecordMessage { .. } => insert_messages(conn, &[write], events).await?,
+        Write::RecordMessage { .. } => insert_messages(conn, keys, &[write], events).await?,
         Write::RecordPart(p) => {
             let sql = format!(
                 "INSERT INTO message_parts ({PART_COLUMNS}) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING"
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT DO NOTHING"
             );
             sqlx::query(AssertSqlSafe(sql))
                 .bind(p.key.x.to_string())
-                .bind(p.key.from.to_string())
+                .bind(keys.blind(&p.key.from.to_string()))
                 .bind(i32::from(p.key.reference))
                 .bind(i32::from(p.seq))
                 .bind(i32::from(p.total))
                 .bind(i32::from(p.coding))
-                .bind(p.bytes.as_slice())
+                .bind(&[][..] as &[u8])
                 .bind(p.received_at)
                 .bind(p.ingress.as_str())
+                .bind(keys.seal_str(Column::PartSender, &p.key.from.to_string()))
+                .bind(keys.seal(Column::PartBytes, &p.bytes))
                 .execute(&mut *conn)
                 .await?;
         }
@@ -1589,6 +1844,35 @@ async fn apply<'a>(
                 .execute(&mut *conn)
                 .await?;
             touched.prompts = true;
+        }
+        Write::EraseParty {
+            tenant,
+            party,
+            ended_before,
+        } => {
+            let (sql, mask) = crate::rows::erasure(keys, *party);
+            let token = keys.blind(&party.to_string());
+            for statement in sql {
+                let mut q = sqlx::query(AssertSqlSafe(statement.text('$')));
+                for &arg in statement.args {
+                    q = match arg {
+                        crate::rows::EraseArg::Tenant => q.bind(uuid(tenant.0)),
+                        crate::rows::EraseArg::Token => q.bind(token.clone()),
+                        crate::rows::EraseArg::EndedBefore => q.bind(*ended_before),
+                        crate::rows::EraseArg::Mask(column) => q.bind(mask(column)),
+                    };
+                }
+                q.execute(&mut *conn).await?;
+            }
+        }
+        Write::Reseal { batch } => {
+            reseal_rows(
+                conn,
+                keys,
+                crate::reseal::Stale::NotUnder(keys.current_key()),
+                *batch,
+            )
+            .await?;
         }
         Write::PurgeExpired { before, batch } => {
             let before_ms = before.saturating_mul(1000);
@@ -1832,6 +2116,10 @@ impl Store for PgStore {
         }
     }
 
+    fn keys(&self) -> Arc<Keyring> {
+        self.keys.clone()
+    }
+
     async fn get_meta(&self, key: &str) -> Result<Option<String>> {
         Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
             .bind(key)
@@ -1906,7 +2194,7 @@ impl Store for PgStore {
                 .bind(min_ends_at)
                 .fetch(&mut *tx);
             while let Some(row) = rows.try_next().await? {
-                each(binding(&row)?);
+                each(binding(&row, &self.keys)?);
                 n += 1;
             }
         }
@@ -1922,7 +2210,7 @@ impl Store for PgStore {
             .bind(since)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(binding).collect()
+        rows.iter().map(|r| binding(r, &self.keys)).collect()
     }
 
     async fn numbers(&self, tenant: TenantId, page: Page<Number>) -> Result<Vec<PoolNumber>> {
@@ -1946,7 +2234,7 @@ impl Store for PgStore {
             .bind(uuid(tenant.0))
             .fetch_optional(&self.pool)
             .await?;
-        row.as_ref().map(binding).transpose()
+        row.as_ref().map(|r| binding(r, &self.keys)).transpose()
     }
 
     async fn bindings_by_id(&self, ids: &[BindingId]) -> Result<Vec<Binding>> {
@@ -1956,7 +2244,7 @@ impl Store for PgStore {
             .bind(ids)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(binding).collect()
+        rows.iter().map(|r| binding(r, &self.keys)).collect()
     }
 
     async fn bindings_on(&self, x: Number, ends_after: UnixTime) -> Result<Vec<Binding>> {
@@ -1968,7 +2256,7 @@ impl Store for PgStore {
             .bind(ends_after)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(binding).collect()
+        rows.iter().map(|r| binding(r, &self.keys)).collect()
     }
 
     async fn bindings(
@@ -2014,7 +2302,7 @@ impl Store for PgStore {
             q = q.bind(r.clone());
         }
         if let Some(party) = filter.party {
-            q = q.bind(party.to_string());
+            q = q.bind(self.keys.blind(&party.to_string()));
         }
         if let Some((lower, upper)) = bounds {
             for bound in [lower, upper].into_iter().flatten() {
@@ -2022,7 +2310,7 @@ impl Store for PgStore {
             }
         }
         let rows = q.bind(i64::from(page.limit)).fetch_all(&self.pool).await?;
-        rows.iter().map(binding).collect()
+        rows.iter().map(|r| binding(r, &self.keys)).collect()
     }
 
     async fn idempotency(&self, tenant: TenantId, key: &str) -> Result<Option<IdempotencyRecord>> {
@@ -2034,7 +2322,8 @@ impl Store for PgStore {
         .bind(key)
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|r| rows::idempotency(&r, tenant, key)).transpose()
+        row.map(|r| rows::idempotency(&r, &self.keys, tenant, key))
+            .transpose()
     }
 
     async fn calls(
@@ -2047,6 +2336,10 @@ impl Store for PgStore {
         let mut sql = format!("SELECT {CALL_COLUMNS} FROM calls WHERE tenant_id = $1 AND id > $2");
         if filter.binding.is_some() {
             sql.push_str(&format!(" AND binding_id = {}", p.next()));
+        }
+        if filter.party.is_some() {
+            let party = p.next();
+            sql.push_str(&format!(" AND (caller = {party} OR callee = {party})"));
         }
         if filter.since.is_some() {
             sql.push_str(&format!(" AND invited_at >= {}", p.next()));
@@ -2061,6 +2354,9 @@ impl Store for PgStore {
         if let Some(b) = filter.binding {
             q = q.bind(uuid(b.0));
         }
+        if let Some(party) = filter.party {
+            q = q.bind(self.keys.blind(&party.to_string()));
+        }
         if let Some(since) = filter.since {
             q = q.bind(since);
         }
@@ -2068,7 +2364,7 @@ impl Store for PgStore {
             q = q.bind(until);
         }
         let rows = q.bind(i64::from(page.limit)).fetch_all(&self.pool).await?;
-        rows.iter().map(call_record).collect()
+        rows.iter().map(|r| call_record(r, &self.keys)).collect()
     }
 
     async fn webhooks(&self) -> Result<Vec<Webhook>> {
@@ -2078,7 +2374,7 @@ impl Store for PgStore {
         )
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(webhook).collect()
+        rows.iter().map(|r| webhook(r, &self.keys)).collect()
     }
 
     async fn event(&self, tenant: TenantId, id: EventId) -> Result<Option<StoredEvent>> {
@@ -2088,7 +2384,9 @@ impl Store for PgStore {
             .bind(uuid(tenant.0))
             .fetch_optional(&self.pool)
             .await?;
-        row.as_ref().map(stored_event).transpose()
+        row.as_ref()
+            .map(|r| stored_event(r, &self.keys))
+            .transpose()
     }
 
     async fn events(
@@ -2109,7 +2407,7 @@ impl Store for PgStore {
             .bind(i64::from(page.limit))
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(stored_event).collect()
+        rows.iter().map(|r| stored_event(r, &self.keys)).collect()
     }
 
     async fn claim_due_events(
@@ -2141,7 +2439,7 @@ impl Store for PgStore {
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(stored_event).collect()
+        rows.iter().map(|r| stored_event(r, &self.keys)).collect()
     }
 
     async fn pending_events(&self) -> Result<u64> {
@@ -2159,7 +2457,7 @@ impl Store for PgStore {
             .bind(uuid(tenant.0))
             .fetch_optional(&self.pool)
             .await?;
-        row.as_ref().map(message).transpose()
+        row.as_ref().map(|r| message(r, &self.keys)).transpose()
     }
 
     async fn messages(
@@ -2188,7 +2486,7 @@ impl Store for PgStore {
             q = q.bind(st.as_str());
         }
         let rows = q.bind(i64::from(page.limit)).fetch_all(&self.pool).await?;
-        rows.iter().map(message).collect()
+        rows.iter().map(|r| message(r, &self.keys)).collect()
     }
 
     async fn message_by_submit(&self, link: &str, smsc_id: &str) -> Result<Option<Message>> {
@@ -2201,7 +2499,7 @@ impl Store for PgStore {
             .bind(smsc_id)
             .fetch_optional(&self.pool)
             .await?;
-        row.as_ref().map(message).transpose()
+        row.as_ref().map(|r| message(r, &self.keys)).transpose()
     }
 
     async fn unmatched_receipts(&self, limit: u32) -> Result<Vec<Receipt>> {
@@ -2230,22 +2528,23 @@ impl Store for PgStore {
         );
         let rows = sqlx::query(AssertSqlSafe(sql))
             .bind(key.x.to_string())
-            .bind(key.from.to_string())
+            .bind(self.keys.blind(&key.from.to_string()))
             .bind(i32::from(key.reference))
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(part).collect()
+        rows.iter().map(|r| part(r, &self.keys)).collect()
     }
 
     async fn stale_parts(&self, before: UnixMillis) -> Result<Vec<PartsKey>> {
         let rows = sqlx::query(
-            "SELECT x, sender, reference FROM message_parts GROUP BY x, sender, reference \
+            "SELECT x, sender, reference, MIN(sender_sealed) AS sender_sealed FROM message_parts \
+             GROUP BY x, sender, reference \
              HAVING MIN(received_at) < $1",
         )
         .bind(before)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(parts_key).collect()
+        rows.iter().map(|r| parts_key(r, &self.keys)).collect()
     }
 
     async fn claim_due_relays(
@@ -2268,7 +2567,7 @@ impl Store for PgStore {
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(message).collect()
+        rows.iter().map(|r| message(r, &self.keys)).collect()
     }
 
     async fn sms_settings(&self) -> Result<Vec<StoredSmsSettings>> {
@@ -2308,7 +2607,7 @@ impl Store for PgStore {
              ORDER BY invited_at DESC LIMIT 1",
         )
         .bind(x.to_string())
-        .bind(caller.to_string())
+        .bind(self.keys.blind(&caller.to_string()))
         .bind(since)
         .fetch_optional(&self.pool)
         .await?;

@@ -6,12 +6,13 @@ use std::str::FromStr;
 
 use maskline_core::sms::{Filter, FilterMode, Message, Rule, RuleAction, Sender, Settings};
 use maskline_core::{
-    Area, Binding, BindingId, CallId, CallRecord, Controls, Direction, EndReason, EventId,
+    Area, Binding, BindingId, CallId, CallRecord, Controls, Direction, EndReason, Erased, EventId,
     EventType, Extension, MessageId, MessageReason, MessageStatus, Mode, Number, Refusal,
     ReleaseReason, ReleasedBy, TenantId,
 };
 use sqlx::Row;
 
+use crate::seal::{Column, Keyring, is_blind};
 use crate::{
     ApiKey, AuditEntry, DeliveryState, Error, Fallback, IdempotencyRecord, Intercept, KeyId, Part,
     PartsKey, PoolNumber, Result, StoredEvent, StoredPrompt, StoredSmsSettings, Tenant, Webhook,
@@ -114,6 +115,170 @@ fn opt_number(r: &impl Cells, col: &'static str) -> Result<Option<Number>> {
     r.text(col)?.map(|s| number(s, col)).transpose()
 }
 
+/// A party's number or sender's name: opened from `sealed` (`<col>_sealed`),
+/// or, in a row written before sealing, `col` itself in clear. `col` holding
+/// a blind token without its sealed value is a corrupt row.
+fn party_text(
+    r: &impl Cells,
+    keys: &Keyring,
+    col: &'static str,
+    sealed: &'static str,
+    column: Column,
+) -> Result<Option<String>> {
+    match r.text(sealed)? {
+        Some(s) => keys.open_string(column, s).map(Some),
+        None => match r.text(col)? {
+            Some(c) if is_blind(c) => Err(Error::Corrupt(sealed)),
+            c => Ok(c.map(str::to_owned)),
+        },
+    }
+}
+
+fn party(
+    r: &impl Cells,
+    keys: &Keyring,
+    col: &'static str,
+    sealed: &'static str,
+    column: Column,
+) -> Result<Option<Number>> {
+    party_text(r, keys, col, sealed, column)?
+        .map(|s| number(&s, col))
+        .transpose()
+}
+
+/// What an erased party's sealed column holds before its mask.
+pub(crate) const ERASED_MARK: &str = "*";
+
+/// A CDR's party: its number, or the mask an erasure left.
+fn call_party(
+    r: &impl Cells,
+    keys: &Keyring,
+    col: &'static str,
+    sealed: &'static str,
+    column: Column,
+) -> Result<(Option<Number>, Option<String>)> {
+    match party_text(r, keys, col, sealed, column)? {
+        Some(t) => match t.strip_prefix(ERASED_MARK) {
+            Some(mask) => Ok((None, Some(mask.to_owned()))),
+            None => Ok((Some(number(&t, col)?), None)),
+        },
+        None => Ok((None, None)),
+    }
+}
+
+/// What a statement of an erasure binds, in order.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum EraseArg {
+    Tenant,
+    Token,
+    EndedBefore,
+    /// The sealed mask for this column.
+    Mask(Column),
+}
+
+/// One statement of an erasure: SQL with `{}` where each argument goes.
+pub(crate) struct EraseStatement {
+    sql: &'static str,
+    pub args: &'static [EraseArg],
+    /// Only PostgreSQL has the table (`slots`).
+    pub postgres_only: bool,
+}
+
+impl EraseStatement {
+    /// The SQL with `?` placeholders (`'?'`) or `$1`, `$2`, … (`'$'`).
+    pub fn text(&self, style: char) -> String {
+        let mut out = String::with_capacity(self.sql.len() + 16);
+        let mut n = 0;
+        for (i, part) in self.sql.split("{}").enumerate() {
+            if i > 0 {
+                n += 1;
+                match style {
+                    '$' => out.push_str(&format!("${n}")),
+                    _ => out.push('?'),
+                }
+            }
+            out.push_str(part);
+        }
+        out
+    }
+}
+
+use EraseArg::{EndedBefore, Mask, Token};
+
+/// Erasing a party (`Write::EraseParty`), the same SQL on both back ends, in
+/// order: what refers to a record goes before the record. Bindings are those
+/// whose cool-down is over; texts those whose binding's is; every CDR naming
+/// the party keeps only its mask. The second value seals a column's mask.
+pub(crate) fn erasure(
+    keys: &Keyring,
+    party: Number,
+) -> (&'static [EraseStatement], impl Fn(Column) -> String + '_) {
+    static STATEMENTS: &[EraseStatement] = &[
+        EraseStatement {
+            sql: "DELETE FROM events WHERE subject IN (SELECT id FROM bindings WHERE \
+                  tenant_id = {} AND (a = {} OR b = {}) AND ends_at <= {})",
+            args: &[EraseArg::Tenant, Token, Token, EndedBefore],
+            postgres_only: false,
+        },
+        EraseStatement {
+            sql: "DELETE FROM slots WHERE binding_id IN (SELECT id FROM bindings WHERE \
+                  tenant_id = {} AND (a = {} OR b = {}) AND ends_at <= {})",
+            args: &[EraseArg::Tenant, Token, Token, EndedBefore],
+            postgres_only: true,
+        },
+        EraseStatement {
+            sql: "DELETE FROM bindings WHERE tenant_id = {} AND (a = {} OR b = {}) \
+                  AND ends_at <= {}",
+            args: &[EraseArg::Tenant, Token, Token, EndedBefore],
+            postgres_only: false,
+        },
+        EraseStatement {
+            sql: "DELETE FROM relays WHERE message_id IN (SELECT id FROM messages WHERE \
+                  tenant_id = {} AND (sender = {} OR recipient = {}) AND ends_at <= {})",
+            args: &[EraseArg::Tenant, Token, Token, EndedBefore],
+            postgres_only: false,
+        },
+        EraseStatement {
+            sql: "DELETE FROM message_submits WHERE message_id IN (SELECT id FROM messages \
+                  WHERE tenant_id = {} AND (sender = {} OR recipient = {}) AND ends_at <= {})",
+            args: &[EraseArg::Tenant, Token, Token, EndedBefore],
+            postgres_only: false,
+        },
+        EraseStatement {
+            sql: "DELETE FROM messages WHERE tenant_id = {} AND (sender = {} OR recipient = {}) \
+                  AND ends_at <= {}",
+            args: &[EraseArg::Tenant, Token, Token, EndedBefore],
+            postgres_only: false,
+        },
+        EraseStatement {
+            sql: "DELETE FROM events WHERE subject IN (SELECT id FROM calls WHERE \
+                  tenant_id = {} AND (caller = {} OR callee = {}) AND binding_id IS NULL)",
+            args: &[EraseArg::Tenant, Token, Token],
+            postgres_only: false,
+        },
+        EraseStatement {
+            sql: "UPDATE calls SET caller = NULL, caller_sealed = {} \
+                  WHERE tenant_id = {} AND caller = {}",
+            args: &[Mask(Column::CallCaller), EraseArg::Tenant, Token],
+            postgres_only: false,
+        },
+        EraseStatement {
+            sql: "UPDATE calls SET callee = NULL, callee_sealed = {} \
+                  WHERE tenant_id = {} AND callee = {}",
+            args: &[Mask(Column::CallCallee), EraseArg::Tenant, Token],
+            postgres_only: false,
+        },
+    ];
+    let mask =
+        move |column: Column| keys.seal_str(column, &format!("{ERASED_MARK}{}", party.masked()));
+    (STATEMENTS, mask)
+}
+
+/// A column sealed in place (a clear value is one written before sealing).
+fn opened(r: &impl Cells, keys: &Keyring, col: &'static str, column: Column) -> Result<String> {
+    keys.open_string(column, text(r, col)?)
+}
+
 fn area(r: &impl Cells) -> Result<Option<Area>> {
     r.text("area")?
         .map(|a| Area::new(a).map_err(|_| Error::Corrupt("area")))
@@ -171,6 +336,7 @@ pub(crate) fn pool_number(r: &impl Cells) -> Result<PoolNumber> {
 
 pub(crate) fn idempotency(
     r: &impl Cells,
+    keys: &Keyring,
     tenant: TenantId,
     key: &str,
 ) -> Result<IdempotencyRecord> {
@@ -179,7 +345,7 @@ pub(crate) fn idempotency(
         key: key.to_owned(),
         request_hash: hash(r, "request_hash")?,
         status: narrow(int(r, "status")?, "status")?,
-        body: text(r, "body")?.to_owned(),
+        body: opened(r, keys, "body", Column::IdempotencyBody)?,
         created_at: int(r, "created_at")?,
     })
 }
@@ -200,7 +366,7 @@ pub(crate) fn call_prompts(c: &Controls) -> i32 {
     bits as i32
 }
 
-pub(crate) fn binding(r: &impl Cells) -> Result<Binding> {
+pub(crate) fn binding(r: &impl Cells, keys: &Keyring) -> Result<Binding> {
     Ok(Binding {
         id: BindingId(id(r, "id")?),
         tenant: TenantId(id(r, "tenant_id")?),
@@ -210,8 +376,8 @@ pub(crate) fn binding(r: &impl Cells) -> Result<Binding> {
             .text("extension")?
             .map(|e| Extension::from_str(e).map_err(|_| Error::Corrupt("extension")))
             .transpose()?,
-        a: number(text(r, "a")?, "a")?,
-        b: opt_number(r, "b")?,
+        a: party(r, keys, "a", "a_sealed", Column::BindingA)?.ok_or(Error::Corrupt("a"))?,
+        b: party(r, keys, "b", "b_sealed", Column::BindingB)?,
         area: area(r)?,
         external_ref: r.text("external_ref")?.map(str::to_owned),
         controls: Controls {
@@ -241,7 +407,9 @@ pub(crate) fn binding(r: &impl Cells) -> Result<Binding> {
     })
 }
 
-pub(crate) fn call_record(r: &impl Cells) -> Result<CallRecord> {
+pub(crate) fn call_record(r: &impl Cells, keys: &Keyring) -> Result<CallRecord> {
+    let (caller, caller_mask) = call_party(r, keys, "caller", "caller_sealed", Column::CallCaller)?;
+    let (callee, callee_mask) = call_party(r, keys, "callee", "callee_sealed", Column::CallCallee)?;
     Ok(CallRecord {
         id: CallId(id(r, "id")?),
         tenant: r.id("tenant_id")?.map(TenantId),
@@ -251,8 +419,8 @@ pub(crate) fn call_record(r: &impl Cells) -> Result<CallRecord> {
             .map(|d| name(d, Direction::parse, "direction"))
             .transpose()?,
         x: opt_number(r, "x")?,
-        caller: opt_number(r, "caller")?,
-        callee: opt_number(r, "callee")?,
+        caller,
+        callee,
         invited_at: int(r, "invited_at")?,
         ringing_at: r.int("ringing_at")?,
         answered_at: r.int("answered_at")?,
@@ -268,10 +436,14 @@ pub(crate) fn call_record(r: &impl Cells) -> Result<CallRecord> {
             .text("refusal")?
             .map(|f| name(f, Refusal::parse, "refusal"))
             .transpose()?,
+        erased: Erased {
+            caller: caller_mask,
+            callee: callee_mask,
+        },
     })
 }
 
-pub(crate) fn webhook(r: &impl Cells) -> Result<Webhook> {
+pub(crate) fn webhook(r: &impl Cells, keys: &Keyring) -> Result<Webhook> {
     let intercept = match r.text("intercept_url")? {
         None => None,
         Some(url) => Some(Intercept {
@@ -291,13 +463,13 @@ pub(crate) fn webhook(r: &impl Cells) -> Result<Webhook> {
             .split_whitespace()
             .map(|p| p.parse().map_err(|_| Error::Corrupt("events")))
             .collect::<Result<_>>()?,
-        secret: text(r, "secret")?.to_owned(),
+        secret: opened(r, keys, "secret", Column::WebhookSecret)?,
         intercept,
         updated_at: int(r, "updated_at")?,
     })
 }
 
-pub(crate) fn stored_event(r: &impl Cells) -> Result<StoredEvent> {
+pub(crate) fn stored_event(r: &impl Cells, keys: &Keyring) -> Result<StoredEvent> {
     Ok(StoredEvent {
         seq: int(r, "seq")?,
         id: EventId(id(r, "id")?),
@@ -305,7 +477,7 @@ pub(crate) fn stored_event(r: &impl Cells) -> Result<StoredEvent> {
         kind: EventType::parse(text(r, "type")?).ok_or(Error::Corrupt("type"))?,
         subject: id(r, "subject")?,
         created_at: int(r, "created_at")?,
-        body: text(r, "body")?.to_owned(),
+        body: opened(r, keys, "body", Column::EventBody)?,
         state: DeliveryState::parse(text(r, "state")?).ok_or(Error::Corrupt("state"))?,
         attempts: narrow(int(r, "attempts")?, "attempts")?,
         next_attempt_at: r.int("next_attempt_at")?,
@@ -322,9 +494,9 @@ pub(crate) fn stored_event(r: &impl Cells) -> Result<StoredEvent> {
 /// The `messages` columns, in the order both back ends bind them.
 pub(crate) const MESSAGE_COLUMNS: &str = "id, tenant_id, binding_id, direction, x, sender, \
      recipient, body, pickup_code, status, reason, parts, ingress, created_at, updated_at, \
-     ends_at";
+     ends_at, sender_sealed, recipient_sealed";
 
-pub(crate) fn message(r: &impl Cells) -> Result<Message> {
+pub(crate) fn message(r: &impl Cells, keys: &Keyring) -> Result<Message> {
     Ok(Message {
         id: MessageId(id(r, "id")?),
         tenant: r.id("tenant_id")?.map(TenantId),
@@ -334,9 +506,18 @@ pub(crate) fn message(r: &impl Cells) -> Result<Message> {
             .map(|d| name(d, Direction::parse, "direction"))
             .transpose()?,
         x: number(text(r, "x")?, "x")?,
-        from: sender(text(r, "sender")?)?,
-        to: opt_number(r, "recipient")?,
-        text: text(r, "body")?.to_owned(),
+        from: sender(
+            &party_text(r, keys, "sender", "sender_sealed", Column::MessageSender)?
+                .ok_or(Error::Corrupt("sender"))?,
+        )?,
+        to: party(
+            r,
+            keys,
+            "recipient",
+            "recipient_sealed",
+            Column::MessageRecipient,
+        )?,
+        text: opened(r, keys, "body", Column::MessageBody)?,
         pickup_code: r.text("pickup_code")?.map(str::to_owned),
         status: name(text(r, "status")?, MessageStatus::parse, "status")?,
         reason: r
@@ -355,25 +536,32 @@ fn sender(s: &str) -> Result<Sender> {
     Sender::parse_stored(s).map_err(|_| Error::Corrupt("sender"))
 }
 
-pub(crate) const PART_COLUMNS: &str =
-    "x, sender, reference, seq, total, coding, bytes, received_at, ingress";
+pub(crate) const PART_COLUMNS: &str = "x, sender, reference, seq, total, coding, bytes, \
+     received_at, ingress, sender_sealed, bytes_sealed";
 
-pub(crate) fn part(r: &impl Cells) -> Result<Part> {
+pub(crate) fn part(r: &impl Cells, keys: &Keyring) -> Result<Part> {
     Ok(Part {
-        key: parts_key(r)?,
+        key: parts_key(r, keys)?,
         seq: narrow(int(r, "seq")?, "seq")?,
         total: narrow(int(r, "total")?, "total")?,
         coding: narrow(int(r, "coding")?, "coding")?,
-        bytes: r.bytes("bytes")?,
+        bytes: match r.text("bytes_sealed")? {
+            Some(s) => keys.open(Column::PartBytes, s)?,
+            None => r.bytes("bytes")?,
+        },
         received_at: int(r, "received_at")?,
         ingress: text(r, "ingress")?.to_owned(),
     })
 }
 
-pub(crate) fn parts_key(r: &impl Cells) -> Result<PartsKey> {
+/// A part's key; `sender_sealed` must be among the columns read.
+pub(crate) fn parts_key(r: &impl Cells, keys: &Keyring) -> Result<PartsKey> {
     Ok(PartsKey {
         x: number(text(r, "x")?, "x")?,
-        from: sender(text(r, "sender")?)?,
+        from: sender(
+            &party_text(r, keys, "sender", "sender_sealed", Column::PartSender)?
+                .ok_or(Error::Corrupt("sender"))?,
+        )?,
         reference: narrow(int(r, "reference")?, "reference")?,
     })
 }

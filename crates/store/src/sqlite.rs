@@ -2,7 +2,7 @@
 //! writer connection that group-commits queued writes, and a small pool of
 //! read connections.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use futures_util::TryStreamExt;
@@ -22,6 +22,7 @@ use crate::rows::{
     self, MESSAGE_COLUMNS, PART_COLUMNS, binding, call_record, message, part, parts_key,
     pool_number, stored_event, webhook,
 };
+use crate::seal::{Column, Keyring, MasterKey, MetaRows};
 use crate::{ApiKey, AuditEntry};
 use crate::{
     BindingFilter, CallFilter, DeliveryState, Error, IdempotencyRecord, MessageFilter, NewEvent,
@@ -37,14 +38,15 @@ const MAX_BATCH: usize = 256;
 
 const BINDING_COLUMNS: &str = "id, tenant_id, mode, x, extension, a, b, area, external_ref, \
      a_to_b, b_to_a, max_call_seconds, record, sms, created_at, updated_at, expires_at, \
-     ended_at, end_reason, call_prompts, warn_before_end_seconds";
+     ended_at, end_reason, call_prompts, warn_before_end_seconds, a_sealed, b_sealed";
 
 /// The `calls` columns, in the order `bind_call` binds them and
 /// `call_record` reads them; one list for the INSERT and the SELECT.
 macro_rules! call_columns {
     () => {
         "id, tenant_id, binding_id, direction, x, caller, callee, invited_at, ringing_at, \
-         answered_at, ended_at, final_status, released_by, release_reason, refusal"
+         answered_at, ended_at, final_status, released_by, release_reason, refusal, \
+         caller_sealed, callee_sealed"
     };
 }
 const CALL_COLUMNS: &str = call_columns!();
@@ -56,6 +58,7 @@ pub struct SqliteStore {
     writes: mpsc::UnboundedSender<(Write, oneshot::Sender<Result<()>>)>,
     reads: SqlitePool,
     events_signal: Arc<Notify>,
+    keys: Arc<Keyring>,
 }
 
 struct Op {
@@ -64,15 +67,29 @@ struct Op {
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) `dir/maskline.db`, applies migrations and
-    /// starts the writer task.
+    /// [`SqliteStore::open_sealed`] with the master key in `dir/master.key`
+    /// (created when missing).
     pub async fn open(dir: &Path) -> Result<SqliteStore> {
+        let master = MasterKey::load_or_create(&dir.join("master.key"))?;
+        SqliteStore::open_sealed(dir, master).await
+    }
+
+    /// Opens (creating if needed) `dir/maskline.db`, owner-only, applies
+    /// migrations, reads (or on a new database creates) its data keys under
+    /// `master`, seals what an older build left in clear, and starts the
+    /// writer task.
+    pub async fn open_sealed(dir: &Path, master: MasterKey) -> Result<SqliteStore> {
+        let file = dir.join("maskline.db");
+        private_file(&file)?;
         let options = SqliteConnectOptions::new()
-            .filename(dir.join("maskline.db"))
+            .filename(&file)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
+            // Deleted rows (purged, erased) are overwritten, not left in
+            // free pages for a copy of the file to give back.
+            .pragma("secure_delete", "on")
             .busy_timeout(Duration::from_secs(10));
         // Six statement kinds times MAX_INSERT_ROWS shapes (multi-row
         // inserts and the IN lists of texts handed over), plus the others.
@@ -83,6 +100,8 @@ impl SqliteStore {
         sqlx::migrate!("./migrations/sqlite")
             .run(&mut writer)
             .await?;
+        let keys = Arc::new(load_keys(&mut writer, master).await?);
+        seal_clear_rows(&mut writer, &keys).await?;
         let reads = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options.read_only(true))
@@ -99,20 +118,234 @@ impl SqliteStore {
             .map_err(|e| Error::Database(sqlx::Error::Io(e)))?;
         std::thread::Builder::new()
             .name("maskline-store-writer".into())
-            .spawn(move || runtime.block_on(write_loop(writer, rx, signal)))
+            .spawn({
+                let keys = keys.clone();
+                move || runtime.block_on(write_loop(writer, keys, rx, signal))
+            })
             .map_err(|e| Error::Database(sqlx::Error::Io(e)))?;
+        tokio::spawn(crate::reseal::keep_keys(
+            Arc::downgrade(&keys),
+            SqliteKeys {
+                reads: reads.clone(),
+                writes: tx.downgrade(),
+            },
+        ));
         Ok(SqliteStore {
             writes: tx,
             reads,
             events_signal,
+            keys,
         })
     }
+}
+
+/// The back end as [`crate::reseal::keep_keys`] sees it. The writer is held
+/// weakly: a store that is dropped lets its writer end.
+struct SqliteKeys {
+    reads: SqlitePool,
+    writes: mpsc::WeakUnboundedSender<(Write, oneshot::Sender<Result<()>>)>,
+}
+
+impl crate::reseal::KeyStore for SqliteKeys {
+    fn keyring_rows(&self) -> crate::reseal::BoxFuture<'_, Result<MetaRows>> {
+        Box::pin(async move {
+            Ok(
+                sqlx::query_as("SELECT key, value FROM meta WHERE key LIKE 'seal.%' ORDER BY key")
+                    .fetch_all(&self.reads)
+                    .await?,
+            )
+        })
+    }
+
+    fn any_stale(&self, stale: crate::reseal::Stale) -> crate::reseal::BoxFuture<'_, Result<bool>> {
+        Box::pin(async move {
+            for table in crate::reseal::TABLES {
+                let found = sqlx::query(AssertSqlSafe(table.select("rowid", stale, 1)))
+                    .fetch_optional(&self.reads)
+                    .await?;
+                if found.is_some() {
+                    return Ok(true);
+                }
+            }
+            Ok(false)
+        })
+    }
+
+    fn reseal(&self, batch: u32) -> crate::reseal::BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            let writes = self.writes.upgrade().ok_or(Error::WriterGone)?;
+            let (tx, rx) = oneshot::channel();
+            writes
+                .send((Write::Reseal { batch }, tx))
+                .map_err(|_| Error::WriterGone)?;
+            drop(writes);
+            WriteAck(rx).await
+        })
+    }
+}
+
+impl SqliteStore {
+    /// `maskline keys rotate` on the embedded store in `dir`: adds a data
+    /// key that seals from [`crate::seal::ROTATION_DELAY_SECS`] on; a
+    /// running server reads it and reseals in the background. Returns the
+    /// new key's id and when it starts sealing.
+    pub async fn rotate_keys(dir: &Path, master: &MasterKey, now: i64) -> Result<(u32, i64)> {
+        let file = dir.join("maskline.db");
+        if !file.exists() {
+            return Err(Error::Keys(format!("no database at {}", file.display())));
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(&file)
+            .busy_timeout(Duration::from_secs(10));
+        let mut conn = SqliteConnection::connect_with(&options).await?;
+        let rows = keyring_rows(&mut conn).await?;
+        let plan = crate::seal::Rotation::plan(master, &rows, now)?;
+        let mut tx = conn.begin().await?;
+        sqlx::query("INSERT INTO meta (key, value) VALUES (?, ?)")
+            .bind(&plan.key_row.0)
+            .bind(&plan.key_row.1)
+            .execute(&mut *tx)
+            .await
+            .map_err(|_| Error::Keys("another rotation ran at the same time".into()))?;
+        let set = sqlx::query("UPDATE meta SET value = ? WHERE key = 'seal.current' AND value = ?")
+            .bind(&plan.current)
+            .bind(&plan.was_current)
+            .execute(&mut *tx)
+            .await?;
+        if set.rows_affected() != 1 {
+            return Err(Error::Keys("another rotation ran at the same time".into()));
+        }
+        tx.commit().await?;
+        Ok((plan.id, plan.from))
+    }
+}
+
+/// Creates `file` empty and owner-only if it does not exist (SQLite gives
+/// its `-wal` and `-shm` files the database file's mode), and takes group
+/// and other access away from one that does.
+fn private_file(file: &Path) -> Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let io = |e| Error::Database(sqlx::Error::Io(e));
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(file)
+        .map_err(io)?;
+    for suffix in ["", "-wal", "-shm"] {
+        let f = PathBuf::from(format!("{}{suffix}", file.display()));
+        if f.exists() {
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+        }
+    }
+    Ok(())
+}
+
+/// The database's keyring: its `seal.*` meta rows, made on first open.
+async fn load_keys(conn: &mut SqliteConnection, master: MasterKey) -> Result<Keyring> {
+    let mut rows = keyring_rows(conn).await?;
+    if rows.is_empty() {
+        let mut tx = conn.begin().await?;
+        for (k, v) in Keyring::genesis(&master) {
+            sqlx::query("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)")
+                .bind(k)
+                .bind(v)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        rows = keyring_rows(conn).await?;
+    }
+    Keyring::from_meta(master, &rows)
+}
+
+/// Seals, a batch at a time, everything not sealed under the current key.
+async fn seal_clear_rows(conn: &mut SqliteConnection, keys: &Keyring) -> Result<u64> {
+    let mut total = 0;
+    loop {
+        let mut tx = conn.begin().await?;
+        let n = reseal_rows(&mut tx, keys, crate::reseal::Stale::Clear, 500).await?;
+        tx.commit().await?;
+        total += n;
+        if n == 0 {
+            if total > 0 {
+                tracing::info!(
+                    rows = total,
+                    key = keys.current_key(),
+                    "sealed stored values"
+                );
+            }
+            return Ok(total);
+        }
+    }
+}
+
+/// Reseals at most `limit` rows a table; the rows it changed.
+async fn reseal_rows(
+    conn: &mut SqliteConnection,
+    keys: &Keyring,
+    stale: crate::reseal::Stale,
+    limit: u32,
+) -> Result<u64> {
+    use crate::reseal::{Cell, TABLES, columns, resealed};
+    let mut changed = 0;
+    for table in TABLES {
+        let cols = columns(table);
+        let rows = sqlx::query(AssertSqlSafe(table.select("rowid", stale, limit)))
+            .fetch_all(&mut *conn)
+            .await?;
+        let update = table.update("rowid", "", |_| "?".to_owned());
+        for row in &rows {
+            let handle: i64 = sqlx::Row::try_get(row, "handle")?;
+            let old = cols
+                .iter()
+                .map(|&(c, bytes)| {
+                    Ok(if bytes {
+                        sqlx::Row::try_get::<Option<Vec<u8>>, _>(row, c)?
+                            .map_or(Cell::Null, Cell::Bytes)
+                    } else {
+                        sqlx::Row::try_get::<Option<String>, _>(row, c)?
+                            .map_or(Cell::Null, Cell::Text)
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let new = resealed(table, keys, &old)?;
+            let mut q = sqlx::query(AssertSqlSafe(update.clone()));
+            for c in new.iter() {
+                q = bind_cell(q, c);
+            }
+            q = q.bind(handle);
+            for c in old.iter() {
+                q = bind_cell(q, c);
+            }
+            changed += q.execute(&mut *conn).await?.rows_affected();
+        }
+    }
+    Ok(changed)
+}
+
+fn bind_cell<'q>(q: SqliteQuery<'q>, c: &crate::reseal::Cell) -> SqliteQuery<'q> {
+    use crate::reseal::Cell;
+    match c {
+        Cell::Null => q.bind(None::<String>),
+        Cell::Text(t) => q.bind(t.clone()),
+        Cell::Bytes(b) => q.bind(b.clone()),
+    }
+}
+
+async fn keyring_rows(conn: &mut SqliteConnection) -> Result<MetaRows> {
+    Ok(
+        sqlx::query_as("SELECT key, value FROM meta WHERE key LIKE 'seal.%' ORDER BY key")
+            .fetch_all(&mut *conn)
+            .await?,
+    )
 }
 
 // === the writer ===
 
 async fn write_loop(
     mut conn: SqliteConnection,
+    keys: Arc<Keyring>,
     mut rx: mpsc::UnboundedReceiver<(Write, oneshot::Sender<Result<()>>)>,
     events_signal: Arc<Notify>,
 ) {
@@ -123,7 +356,7 @@ async fn write_loop(
             .map(|(write, ack)| Op { write, ack })
             .collect();
         let wakes = batch.iter().any(|op| op.write.wakes_sender());
-        match apply_all(&mut conn, &batch).await {
+        match apply_all(&mut conn, &keys, &batch).await {
             Ok(()) => {
                 if wakes {
                     events_signal.notify_one();
@@ -138,7 +371,7 @@ async fn write_loop(
                 // and its own answer.
                 tracing::debug!(error = %batch_error, "group commit failed, retrying writes one by one");
                 for op in batch {
-                    let result = apply_all(&mut conn, std::slice::from_ref(&op)).await;
+                    let result = apply_all(&mut conn, &keys, std::slice::from_ref(&op)).await;
                     match &result {
                         Ok(()) if op.write.wakes_sender() => events_signal.notify_one(),
                         Ok(()) => {}
@@ -151,7 +384,7 @@ async fn write_loop(
     }
 }
 
-async fn apply_all(conn: &mut SqliteConnection, ops: &[Op]) -> Result<()> {
+async fn apply_all(conn: &mut SqliteConnection, keys: &Keyring, ops: &[Op]) -> Result<()> {
     let mut tx = conn.begin().await?;
     let mut rest = ops;
     while let Some(first) = rest.first() {
@@ -163,7 +396,7 @@ async fn apply_all(conn: &mut SqliteConnection, ops: &[Op]) -> Result<()> {
             Write::CreateBinding { .. } => {
                 let n = run(|w| matches!(w, Write::CreateBinding { .. }));
                 let writes: Vec<&Write> = rest[..n].iter().map(|op| &op.write).collect();
-                insert_bindings(&mut tx, &writes).await?;
+                insert_bindings(&mut tx, keys, &writes).await?;
                 n
             }
             Write::RecordCall { .. } => {
@@ -176,14 +409,17 @@ async fn apply_all(conn: &mut SqliteConnection, ops: &[Op]) -> Result<()> {
                         events.extend(e);
                     }
                 }
-                insert_rows(&mut tx, CALLS_INSERT, CALLS_ROW, &calls, bind_call).await?;
-                insert_events(&mut tx, &events).await?;
+                insert_rows(&mut tx, CALLS_INSERT, CALLS_ROW, &calls, |q, c| {
+                    bind_call(q, c, keys)
+                })
+                .await?;
+                insert_events(&mut tx, keys, &events).await?;
                 n
             }
             Write::RecordMessage { .. } => {
                 let n = run(|w| matches!(w, Write::RecordMessage { .. }));
                 let writes: Vec<&Write> = rest[..n].iter().map(|op| &op.write).collect();
-                insert_messages(&mut tx, &writes).await?;
+                insert_messages(&mut tx, keys, &writes).await?;
                 n
             }
             Write::MessageSubmitted { .. } => {
@@ -201,11 +437,11 @@ async fn apply_all(conn: &mut SqliteConnection, ops: &[Op]) -> Result<()> {
                         _ => &[],
                     })
                     .collect();
-                insert_events(&mut tx, &events).await?;
+                insert_events(&mut tx, keys, &events).await?;
                 n
             }
             other => {
-                apply(&mut tx, other).await?;
+                apply(&mut tx, keys, other).await?;
                 1
             }
         };
@@ -222,17 +458,19 @@ const MAX_INSERT_ROWS: usize = 64;
 
 const BINDINGS_INSERT: &str = "INSERT INTO bindings (id, tenant_id, mode, x, extension, a, b, \
      area, external_ref, a_to_b, b_to_a, max_call_seconds, record, sms, created_at, updated_at, \
-     expires_at, ended_at, end_reason, ends_at, call_prompts, warn_before_end_seconds) VALUES ";
-const BINDINGS_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+     expires_at, ended_at, end_reason, ends_at, call_prompts, warn_before_end_seconds, a_sealed, \
+     b_sealed) VALUES ";
+const BINDINGS_ROW: &str =
+    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 const IDEMPOTENCY_INSERT: &str =
     "INSERT INTO idempotency (tenant_id, key, request_hash, status, body, created_at) VALUES ";
 const IDEMPOTENCY_ROW: &str = "(?, ?, ?, ?, ?, ?)";
 const CALLS_INSERT: &str = concat!("INSERT INTO calls (", call_columns!(), ") VALUES ");
-const CALLS_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+const CALLS_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 const EVENTS_INSERT: &str = "INSERT INTO events (id, tenant_id, type, subject, created_at, body, \
      state, next_attempt_at, retry_from) VALUES ";
 const EVENTS_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?)";
-const MESSAGES_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+const MESSAGES_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 
 fn multi_row(head: &str, row: &str, rows: usize) -> String {
     let mut sql = String::with_capacity(head.len() + rows * (row.len() + 1));
@@ -248,14 +486,14 @@ fn multi_row(head: &str, row: &str, rows: usize) -> String {
 
 type SqliteQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>;
 
-fn bind_binding<'q>(q: SqliteQuery<'q>, b: &Binding) -> SqliteQuery<'q> {
+fn bind_binding<'q>(q: SqliteQuery<'q>, b: &Binding, keys: &Keyring) -> SqliteQuery<'q> {
     q.bind(uuid_bytes(b.id.0))
         .bind(uuid_bytes(b.tenant.0))
         .bind(b.mode.as_str())
         .bind(b.x.to_string())
         .bind(b.extension.map(|e| e.to_string()))
-        .bind(b.a.to_string())
-        .bind(b.b.map(|n| n.to_string()))
+        .bind(keys.blind(&b.a.to_string()))
+        .bind(b.b.map(|n| keys.blind(&n.to_string())))
         .bind(b.area.as_ref().map(|a| a.as_str().to_owned()))
         .bind(b.external_ref.clone())
         .bind(b.controls.a_to_b)
@@ -271,25 +509,31 @@ fn bind_binding<'q>(q: SqliteQuery<'q>, b: &Binding) -> SqliteQuery<'q> {
         .bind(b.ends_at())
         .bind(rows::call_prompts(&b.controls))
         .bind(b.controls.warn_before_end_seconds.map(i64::from))
+        .bind(keys.seal_str(Column::BindingA, &b.a.to_string()))
+        .bind(b.b.map(|n| keys.seal_str(Column::BindingB, &n.to_string())))
 }
 
-fn bind_idempotency<'q>(q: SqliteQuery<'q>, rec: &IdempotencyRecord) -> SqliteQuery<'q> {
+fn bind_idempotency<'q>(
+    q: SqliteQuery<'q>,
+    rec: &IdempotencyRecord,
+    keys: &Keyring,
+) -> SqliteQuery<'q> {
     q.bind(uuid_bytes(rec.tenant.0))
         .bind(rec.key.clone())
         .bind(rec.request_hash.to_vec())
         .bind(i64::from(rec.status))
-        .bind(rec.body.clone())
+        .bind(keys.seal_str(Column::IdempotencyBody, &rec.body))
         .bind(rec.created_at)
 }
 
-fn bind_call<'q>(q: SqliteQuery<'q>, c: &&CallRecord) -> SqliteQuery<'q> {
+fn bind_call<'q>(q: SqliteQuery<'q>, c: &&CallRecord, keys: &Keyring) -> SqliteQuery<'q> {
     q.bind(uuid_bytes(c.id.0))
         .bind(c.tenant.map(|t| uuid_bytes(t.0)))
         .bind(c.binding.map(|b| uuid_bytes(b.0)))
         .bind(c.direction.map(Direction::as_str))
         .bind(c.x.map(|n| n.to_string()))
-        .bind(c.caller.map(|n| n.to_string()))
-        .bind(c.callee.map(|n| n.to_string()))
+        .bind(c.caller.map(|n| keys.blind(&n.to_string())))
+        .bind(c.callee.map(|n| keys.blind(&n.to_string())))
         .bind(c.invited_at)
         .bind(c.ringing_at)
         .bind(c.answered_at)
@@ -298,9 +542,17 @@ fn bind_call<'q>(q: SqliteQuery<'q>, c: &&CallRecord) -> SqliteQuery<'q> {
         .bind(c.released_by.as_str())
         .bind(c.release_reason.as_str())
         .bind(c.refusal.map(Refusal::as_str))
+        .bind(
+            c.caller
+                .map(|n| keys.seal_str(Column::CallCaller, &n.to_string())),
+        )
+        .bind(
+            c.callee
+                .map(|n| keys.seal_str(Column::CallCallee, &n.to_string())),
+        )
 }
 
-fn bind_event<'q>(q: SqliteQuery<'q>, e: &&NewEvent) -> SqliteQuery<'q> {
+fn bind_event<'q>(q: SqliteQuery<'q>, e: &&NewEvent, keys: &Keyring) -> SqliteQuery<'q> {
     let state = if e.deliver {
         DeliveryState::Pending
     } else {
@@ -311,21 +563,22 @@ fn bind_event<'q>(q: SqliteQuery<'q>, e: &&NewEvent) -> SqliteQuery<'q> {
         .bind(e.kind.as_str())
         .bind(uuid_bytes(e.subject))
         .bind(e.created_at)
-        .bind(e.body.clone())
+        .bind(keys.seal_str(Column::EventBody, &e.body))
         .bind(state.as_str())
         .bind(e.deliver.then_some(e.created_at))
         .bind(e.created_at)
 }
 
-fn bind_message<'q>(q: SqliteQuery<'q>, m: &&Message) -> SqliteQuery<'q> {
+fn bind_message<'q>(q: SqliteQuery<'q>, m: &&Message, keys: &Keyring) -> SqliteQuery<'q> {
+    let from = m.from.to_string();
     q.bind(uuid_bytes(m.id.0))
         .bind(m.tenant.map(|t| uuid_bytes(t.0)))
         .bind(m.binding.map(|b| uuid_bytes(b.0)))
         .bind(m.direction.map(Direction::as_str))
         .bind(m.x.to_string())
-        .bind(m.from.to_string())
-        .bind(m.to.map(|n| n.to_string()))
-        .bind(m.text.clone())
+        .bind(keys.blind(&from))
+        .bind(m.to.map(|n| keys.blind(&n.to_string())))
+        .bind(keys.seal_str(Column::MessageBody, &m.text))
         .bind(m.pickup_code.clone())
         .bind(m.status.as_str())
         .bind(m.reason.map(|r| r.as_str()))
@@ -334,11 +587,17 @@ fn bind_message<'q>(q: SqliteQuery<'q>, m: &&Message) -> SqliteQuery<'q> {
         .bind(m.created_at)
         .bind(m.updated_at)
         .bind(m.ends_at)
+        .bind(keys.seal_str(Column::MessageSender, &from))
+        .bind(m.to.map(|n| keys.seal_str(Column::MessageRecipient, &n.to_string())))
 }
 
 /// Inserts a run of `RecordMessage` writes: their texts, their events, and
 /// drops the parts they were assembled from.
-async fn insert_messages(conn: &mut SqliteConnection, writes: &[&Write]) -> Result<()> {
+async fn insert_messages(
+    conn: &mut SqliteConnection,
+    keys: &Keyring,
+    writes: &[&Write],
+) -> Result<()> {
     let mut messages = Vec::with_capacity(writes.len());
     let mut relays = Vec::new();
     let mut events = Vec::new();
@@ -360,7 +619,7 @@ async fn insert_messages(conn: &mut SqliteConnection, writes: &[&Write]) -> Resu
                     "DELETE FROM message_parts WHERE x = ? AND sender = ? AND reference = ?",
                 )
                 .bind(key.x.to_string())
-                .bind(key.from.to_string())
+                .bind(keys.blind(&key.from.to_string()))
                 .bind(i64::from(key.reference))
                 .execute(&mut *conn)
                 .await?;
@@ -371,7 +630,10 @@ async fn insert_messages(conn: &mut SqliteConnection, writes: &[&Write]) -> Resu
         }
     }
     let head = format!("INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES ");
-    insert_rows(conn, &head, MESSAGES_ROW, &messages, bind_message).await?;
+    insert_rows(conn, &head, MESSAGES_ROW, &messages, |q, m| {
+        bind_message(q, m, keys)
+    })
+    .await?;
     insert_rows(
         conn,
         "INSERT INTO relays (message_id, due) VALUES ",
@@ -380,7 +642,7 @@ async fn insert_messages(conn: &mut SqliteConnection, writes: &[&Write]) -> Resu
         |q, (id, due)| q.bind(id.clone()).bind(*due),
     )
     .await?;
-    insert_events(conn, &events).await
+    insert_events(conn, keys, &events).await
 }
 
 /// A run of `MessageSubmitted` writes in a few statements: the texts are
@@ -456,8 +718,15 @@ async fn mark_submitted(conn: &mut SqliteConnection, writes: &[&Write]) -> Resul
     Ok(())
 }
 
-async fn insert_events(conn: &mut SqliteConnection, events: &[&NewEvent]) -> Result<()> {
-    insert_rows(conn, EVENTS_INSERT, EVENTS_ROW, events, bind_event).await
+async fn insert_events(
+    conn: &mut SqliteConnection,
+    keys: &Keyring,
+    events: &[&NewEvent],
+) -> Result<()> {
+    insert_rows(conn, EVENTS_INSERT, EVENTS_ROW, events, |q, e| {
+        bind_event(q, e, keys)
+    })
+    .await
 }
 
 /// Inserts `rows` with multi-row INSERTs of at most [`MAX_INSERT_ROWS`] rows.
@@ -466,7 +735,7 @@ async fn insert_rows<T>(
     head: &str,
     row: &str,
     rows: &[T],
-    bind: for<'q> fn(SqliteQuery<'q>, &T) -> SqliteQuery<'q>,
+    bind: impl for<'q> Fn(SqliteQuery<'q>, &T) -> SqliteQuery<'q>,
 ) -> Result<()> {
     for chunk in rows.chunks(MAX_INSERT_ROWS) {
         let mut q = sqlx::query(AssertSqlSafe(multi_row(head, row, chunk.len())));
@@ -480,7 +749,11 @@ async fn insert_rows<T>(
 
 /// Inserts a run of `CreateBinding` writes, bindings and idempotency records,
 /// at most [`MAX_INSERT_ROWS`] rows a statement.
-async fn insert_bindings(conn: &mut SqliteConnection, writes: &[&Write]) -> Result<()> {
+async fn insert_bindings(
+    conn: &mut SqliteConnection,
+    keys: &Keyring,
+    writes: &[&Write],
+) -> Result<()> {
     let mut bindings = Vec::with_capacity(writes.len());
     let mut records = Vec::new();
     let mut events = Vec::new();
@@ -497,7 +770,7 @@ async fn insert_bindings(conn: &mut SqliteConnection, writes: &[&Write]) -> Resu
         }
     }
     insert_rows(conn, BINDINGS_INSERT, BINDINGS_ROW, &bindings, |q, b| {
-        bind_binding(q, b)
+        bind_binding(q, b, keys)
     })
     .await?;
     insert_rows(
@@ -505,10 +778,10 @@ async fn insert_bindings(conn: &mut SqliteConnection, writes: &[&Write]) -> Resu
         IDEMPOTENCY_INSERT,
         IDEMPOTENCY_ROW,
         &records,
-        |q, r| bind_idempotency(q, r),
+        |q, r| bind_idempotency(q, r, keys),
     )
     .await?;
-    insert_events(conn, &events).await
+    insert_events(conn, keys, &events).await
 }
 
 async fn insert_key(conn: &mut SqliteConnection, key: &ApiKey) -> Result<()> {
@@ -528,7 +801,7 @@ async fn insert_key(conn: &mut SqliteConnection, key: &ApiKey) -> Result<()> {
     Ok(())
 }
 
-async fn apply(conn: &mut SqliteConnection, write: &Write) -> Result<()> {
+async fn apply(conn: &mut SqliteConnection, keys: &Keyring, write: &Write) -> Result<()> {
     match write {
         Write::PutMeta { key, value } => {
             sqlx::query(
@@ -619,15 +892,16 @@ async fn apply(conn: &mut SqliteConnection, write: &Write) -> Result<()> {
                 .execute(&mut *conn)
                 .await?;
         }
-        Write::CreateBinding { .. } => insert_bindings(conn, &[write]).await?,
+        Write::CreateBinding { .. } => insert_bindings(conn, keys, &[write]).await?,
         Write::UpdateBinding { binding: b, events } => {
             let done = sqlx::query(
-                "UPDATE bindings SET b = ?, a_to_b = ?, b_to_a = ?, max_call_seconds = ?, \
+                "UPDATE bindings SET b = ?, b_sealed = ?, a_to_b = ?, b_to_a = ?, max_call_seconds = ?, \
                  record = ?, sms = ?, call_prompts = ?, warn_before_end_seconds = ?, \
                  updated_at = ?, expires_at = ?, ended_at = ?, \
                  end_reason = ?, ends_at = ? WHERE id = ? AND tenant_id = ?",
             )
-            .bind(b.b.map(|n| n.to_string()))
+            .bind(b.b.map(|n| keys.blind(&n.to_string())))
+            .bind(b.b.map(|n| keys.seal_str(Column::BindingB, &n.to_string())))
             .bind(b.controls.a_to_b)
             .bind(b.controls.b_to_a)
             .bind(b.controls.max_call_seconds.map(i64::from))
@@ -652,7 +926,7 @@ async fn apply(conn: &mut SqliteConnection, write: &Write) -> Result<()> {
                 .bind(uuid_bytes(b.id.0))
                 .execute(&mut *conn)
                 .await?;
-            insert_events(conn, &events.iter().collect::<Vec<_>>()).await?;
+            insert_events(conn, keys, &events.iter().collect::<Vec<_>>()).await?;
         }
         Write::ExpireBindings { ended, at } => {
             for e in ended {
@@ -670,7 +944,7 @@ async fn apply(conn: &mut SqliteConnection, write: &Write) -> Result<()> {
                 if done.rows_affected() == 1
                     && let Some(event) = &e.event
                 {
-                    insert_events(conn, &[event]).await?;
+                    insert_events(conn, keys, &[event]).await?;
                 }
             }
         }
@@ -681,11 +955,14 @@ async fn apply(conn: &mut SqliteConnection, write: &Write) -> Result<()> {
                 .await?;
         }
         Write::RecordCall { record, events } => {
-            insert_rows(conn, CALLS_INSERT, CALLS_ROW, &[record], bind_call).await?;
-            insert_events(conn, &events.iter().collect::<Vec<_>>()).await?;
+            insert_rows(conn, CALLS_INSERT, CALLS_ROW, &[record], |q, c| {
+                bind_call(q, c, keys)
+            })
+            .await?;
+            insert_events(conn, keys, &events.iter().collect::<Vec<_>>()).await?;
         }
         Write::RecordEvents(events) => {
-            insert_events(conn, &events.iter().collect::<Vec<_>>()).await?;
+            insert_events(conn, keys, &events.iter().collect::<Vec<_>>()).await?;
         }
         Write::PutWebhook(w) => {
             let patterns: Vec<&str> = w.events.iter().map(|p| p.as_str()).collect();
@@ -702,7 +979,7 @@ async fn apply(conn: &mut SqliteConnection, write: &Write) -> Result<()> {
             .bind(uuid_bytes(w.tenant.0))
             .bind(&w.url)
             .bind(patterns.join(" "))
-            .bind(&w.secret)
+            .bind(keys.seal_str(Column::WebhookSecret, &w.secret))
             .bind(w.intercept.as_ref().map(|i| i.url.clone()))
             .bind(w.intercept.as_ref().map(|i| i.fallback.as_str()))
             .bind(w.intercept.as_ref().map(|i| i64::from(i.timeout_ms)))
@@ -768,22 +1045,25 @@ async fn apply(conn: &mut SqliteConnection, write: &Write) -> Result<()> {
                 return Err(Error::Conflict(format!("event {event} does not exist")));
             }
         }
-        Write::RecordMessage { .. } => insert_messages(conn, &[write]).await?,
+        Write::RecordMessage { .. } => insert_messages(conn, keys, &[write]).await?,
         Write::RecordPart(p) => {
             let sql = format!(
-                "INSERT INTO message_parts ({PART_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                "INSERT INTO message_parts ({PART_COLUMNS}) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
                  ON CONFLICT DO NOTHING"
             );
             sqlx::query(AssertSqlSafe(sql))
                 .bind(p.key.x.to_string())
-                .bind(p.key.from.to_string())
+                .bind(keys.blind(&p.key.from.to_string()))
                 .bind(i64::from(p.key.reference))
                 .bind(i64::from(p.seq))
                 .bind(i64::from(p.total))
                 .bind(i64::from(p.coding))
-                .bind(p.bytes.as_slice())
+                .bind(&[][..])
                 .bind(p.received_at)
                 .bind(p.ingress.as_str())
+                .bind(keys.seal_str(Column::PartSender, &p.key.from.to_string()))
+                .bind(keys.seal(Column::PartBytes, &p.bytes))
                 .execute(&mut *conn)
                 .await?;
         }
@@ -856,7 +1136,7 @@ async fn apply(conn: &mut SqliteConnection, write: &Write) -> Result<()> {
                 .execute(&mut *conn)
                 .await?;
                 if done.rows_affected() == 1 {
-                    insert_events(conn, &[event]).await?;
+                    insert_events(conn, keys, &[event]).await?;
                 }
             }
         }
@@ -943,6 +1223,35 @@ async fn apply(conn: &mut SqliteConnection, write: &Write) -> Result<()> {
                 .bind(name.as_str())
                 .execute(&mut *conn)
                 .await?;
+        }
+        Write::EraseParty {
+            tenant,
+            party,
+            ended_before,
+        } => {
+            let (sql, mask) = crate::rows::erasure(keys, *party);
+            let token = keys.blind(&party.to_string());
+            for statement in sql.iter().filter(|s| !s.postgres_only) {
+                let mut q = sqlx::query(AssertSqlSafe(statement.text('?')));
+                for &arg in statement.args {
+                    q = match arg {
+                        crate::rows::EraseArg::Tenant => q.bind(uuid_bytes(tenant.0)),
+                        crate::rows::EraseArg::Token => q.bind(token.clone()),
+                        crate::rows::EraseArg::EndedBefore => q.bind(*ended_before),
+                        crate::rows::EraseArg::Mask(column) => q.bind(mask(column)),
+                    };
+                }
+                q.execute(&mut *conn).await?;
+            }
+        }
+        Write::Reseal { batch } => {
+            reseal_rows(
+                conn,
+                keys,
+                crate::reseal::Stale::NotUnder(keys.current_key()),
+                *batch,
+            )
+            .await?;
         }
         Write::PurgeExpired { before, batch } => {
             let before_ms = before.saturating_mul(1000);
@@ -1032,6 +1341,10 @@ impl Store for SqliteStore {
         self.events_signal.clone()
     }
 
+    fn keys(&self) -> Arc<Keyring> {
+        self.keys.clone()
+    }
+
     async fn get_meta(&self, key: &str) -> Result<Option<String>> {
         Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = ?")
             .bind(key)
@@ -1098,7 +1411,7 @@ impl Store for SqliteStore {
             .fetch(&self.reads);
         let mut n = 0;
         while let Some(row) = rows.try_next().await? {
-            each(binding(&row)?);
+            each(binding(&row, &self.keys)?);
             n += 1;
         }
         Ok(n)
@@ -1114,7 +1427,7 @@ impl Store for SqliteStore {
             .bind(since)
             .fetch_all(&self.reads)
             .await?;
-        rows.iter().map(binding).collect()
+        rows.iter().map(|r| binding(r, &self.keys)).collect()
     }
 
     async fn bindings_on(&self, x: Number, ends_after: UnixTime) -> Result<Vec<Binding>> {
@@ -1124,7 +1437,7 @@ impl Store for SqliteStore {
             .bind(ends_after)
             .fetch_all(&self.reads)
             .await?;
-        rows.iter().map(binding).collect()
+        rows.iter().map(|r| binding(r, &self.keys)).collect()
     }
 
     async fn numbers(&self, tenant: TenantId, page: Page<Number>) -> Result<Vec<PoolNumber>> {
@@ -1147,7 +1460,7 @@ impl Store for SqliteStore {
             .bind(uuid_bytes(tenant.0))
             .fetch_optional(&self.reads)
             .await?;
-        row.as_ref().map(binding).transpose()
+        row.as_ref().map(|r| binding(r, &self.keys)).transpose()
     }
 
     async fn bindings_by_id(&self, ids: &[BindingId]) -> Result<Vec<Binding>> {
@@ -1162,7 +1475,7 @@ impl Store for SqliteStore {
                 q = q.bind(uuid_bytes(id.0));
             }
             for row in q.fetch_all(&self.reads).await? {
-                out.push(binding(&row)?);
+                out.push(binding(&row, &self.keys)?);
             }
         }
         Ok(out)
@@ -1202,7 +1515,8 @@ impl Store for SqliteStore {
             q = q.bind(r.clone());
         }
         if let Some(p) = filter.party {
-            q = q.bind(p.to_string()).bind(p.to_string());
+            let token = self.keys.blind(&p.to_string());
+            q = q.bind(token.clone()).bind(token);
         }
         if let Some((_, first, second)) = status {
             q = q.bind(first);
@@ -1211,7 +1525,7 @@ impl Store for SqliteStore {
             }
         }
         let rows = q.bind(i64::from(page.limit)).fetch_all(&self.reads).await?;
-        rows.iter().map(binding).collect()
+        rows.iter().map(|r| binding(r, &self.keys)).collect()
     }
 
     async fn idempotency(&self, tenant: TenantId, key: &str) -> Result<Option<IdempotencyRecord>> {
@@ -1223,7 +1537,8 @@ impl Store for SqliteStore {
         .bind(key)
         .fetch_optional(&self.reads)
         .await?;
-        row.map(|r| rows::idempotency(&r, tenant, key)).transpose()
+        row.map(|r| rows::idempotency(&r, &self.keys, tenant, key))
+            .transpose()
     }
 
     async fn calls(
@@ -1249,6 +1564,9 @@ impl Store for SqliteStore {
         if filter.binding.is_some() {
             sql.push_str(" AND binding_id = ?");
         }
+        if filter.party.is_some() {
+            sql.push_str(" AND (caller = ? OR callee = ?)");
+        }
         if filter.since.is_some() {
             sql.push_str(" AND invited_at >= ?");
         }
@@ -1262,6 +1580,10 @@ impl Store for SqliteStore {
         if let Some(b) = filter.binding {
             q = q.bind(uuid_bytes(b.0));
         }
+        if let Some(p) = filter.party {
+            let token = self.keys.blind(&p.to_string());
+            q = q.bind(token.clone()).bind(token);
+        }
         if let Some(since) = filter.since {
             q = q.bind(since);
         }
@@ -1269,7 +1591,7 @@ impl Store for SqliteStore {
             q = q.bind(until);
         }
         let rows = q.bind(i64::from(page.limit)).fetch_all(&self.reads).await?;
-        rows.iter().map(call_record).collect()
+        rows.iter().map(|r| call_record(r, &self.keys)).collect()
     }
 
     async fn webhooks(&self) -> Result<Vec<Webhook>> {
@@ -1279,7 +1601,7 @@ impl Store for SqliteStore {
         )
         .fetch_all(&self.reads)
         .await?;
-        rows.iter().map(webhook).collect()
+        rows.iter().map(|r| webhook(r, &self.keys)).collect()
     }
 
     async fn event(&self, tenant: TenantId, id: EventId) -> Result<Option<StoredEvent>> {
@@ -1289,7 +1611,9 @@ impl Store for SqliteStore {
             .bind(uuid_bytes(tenant.0))
             .fetch_optional(&self.reads)
             .await?;
-        row.as_ref().map(stored_event).transpose()
+        row.as_ref()
+            .map(|r| stored_event(r, &self.keys))
+            .transpose()
     }
 
     async fn events(
@@ -1313,7 +1637,7 @@ impl Store for SqliteStore {
             q = q.bind(t.as_str());
         }
         let rows = q.bind(i64::from(page.limit)).fetch_all(&self.reads).await?;
-        rows.iter().map(stored_event).collect()
+        rows.iter().map(|r| stored_event(r, &self.keys)).collect()
     }
 
     async fn claim_due_events(
@@ -1340,7 +1664,10 @@ impl Store for SqliteStore {
             .bind(i64::from(limit))
             .fetch_all(&self.reads)
             .await?;
-        let events = rows.iter().map(stored_event).collect::<Result<Vec<_>>>()?;
+        let events = rows
+            .iter()
+            .map(|r| stored_event(r, &self.keys))
+            .collect::<Result<Vec<_>>>()?;
         if !events.is_empty() {
             self.enqueue(Write::LeaseEvents {
                 events: events.iter().map(|e| e.id).collect(),
@@ -1365,7 +1692,7 @@ impl Store for SqliteStore {
             .bind(uuid_bytes(tenant.0))
             .fetch_optional(&self.reads)
             .await?;
-        row.as_ref().map(message).transpose()
+        row.as_ref().map(|r| message(r, &self.keys)).transpose()
     }
 
     async fn messages(
@@ -1394,7 +1721,7 @@ impl Store for SqliteStore {
             q = q.bind(st.as_str());
         }
         let rows = q.bind(i64::from(page.limit)).fetch_all(&self.reads).await?;
-        rows.iter().map(message).collect()
+        rows.iter().map(|r| message(r, &self.keys)).collect()
     }
 
     async fn message_by_submit(&self, link: &str, smsc_id: &str) -> Result<Option<Message>> {
@@ -1407,7 +1734,7 @@ impl Store for SqliteStore {
             .bind(smsc_id)
             .fetch_optional(&self.reads)
             .await?;
-        row.as_ref().map(message).transpose()
+        row.as_ref().map(|r| message(r, &self.keys)).transpose()
     }
 
     async fn unmatched_receipts(&self, limit: u32) -> Result<Vec<Receipt>> {
@@ -1436,22 +1763,23 @@ impl Store for SqliteStore {
         );
         let rows = sqlx::query(AssertSqlSafe(sql))
             .bind(key.x.to_string())
-            .bind(key.from.to_string())
+            .bind(self.keys.blind(&key.from.to_string()))
             .bind(i64::from(key.reference))
             .fetch_all(&self.reads)
             .await?;
-        rows.iter().map(part).collect()
+        rows.iter().map(|r| part(r, &self.keys)).collect()
     }
 
     async fn stale_parts(&self, before: UnixMillis) -> Result<Vec<PartsKey>> {
         let rows = sqlx::query(
-            "SELECT x, sender, reference FROM message_parts GROUP BY x, sender, reference \
+            "SELECT x, sender, reference, MIN(sender_sealed) AS sender_sealed FROM message_parts \
+             GROUP BY x, sender, reference \
              HAVING MIN(received_at) < ?",
         )
         .bind(before)
         .fetch_all(&self.reads)
         .await?;
-        rows.iter().map(parts_key).collect()
+        rows.iter().map(|r| parts_key(r, &self.keys)).collect()
     }
 
     async fn claim_due_relays(
@@ -1470,7 +1798,10 @@ impl Store for SqliteStore {
             .bind(i64::from(limit))
             .fetch_all(&self.reads)
             .await?;
-        let messages = rows.iter().map(message).collect::<Result<Vec<_>>>()?;
+        let messages = rows
+            .iter()
+            .map(|r| message(r, &self.keys))
+            .collect::<Result<Vec<_>>>()?;
         if !messages.is_empty() {
             self.enqueue(Write::LeaseRelays {
                 messages: messages.iter().map(|m| m.id).collect(),
@@ -1519,7 +1850,7 @@ impl Store for SqliteStore {
              ORDER BY invited_at DESC LIMIT 1",
         )
         .bind(x.to_string())
-        .bind(caller.to_string())
+        .bind(self.keys.blind(&caller.to_string()))
         .bind(since)
         .fetch_optional(&self.reads)
         .await?;

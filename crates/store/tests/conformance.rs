@@ -94,6 +94,7 @@ fn call(id: u128, t: u128, invited_at: i64) -> CallRecord {
         released_by: ReleasedBy::Callee,
         release_reason: ReleaseReason::Normal,
         refusal: None,
+        erased: Default::default(),
     }
 }
 
@@ -938,6 +939,7 @@ async fn calls_round_trip_every_field(s: Arc<dyn Store>) {
         released_by: ReleasedBy::System,
         release_reason: ReleaseReason::Refused,
         refusal: Some(Refusal::NoBinding),
+        erased: Default::default(),
     };
     let mut written = vec![answered, bare];
     // Every name of every enum, so none is stored in a form the reader refuses.
@@ -1093,6 +1095,7 @@ async fn call_filters_and_pages(s: Arc<dyn Store>) {
     assert_eq!(
         all(CallFilter {
             binding: Some(BindingId(10)),
+            party: Some(party(1)),
             since: Some(1_001),
             until: Some(3_001),
         })
@@ -2189,6 +2192,7 @@ macro_rules! every_case {
                 keys_are_created_found_by_hash_and_revoked,
                 the_audit_log_lists_a_tenants_entries_newest_first,
                 retention_purges_what_ended_before_the_cutoff_a_batch_at_a_time,
+                erasure_removes_a_partys_ended_records_and_masks_its_cdrs,
             ]
         );
     };
@@ -2249,7 +2253,12 @@ async fn sqlite_refuses_unknown_call_names() {
         ("release_reason", "'boredom'", "release_reason"),
         ("refusal", "'because'", "refusal"),
         ("final_status", "70000", "final_status"),
-        ("caller", "'13800000000'", "caller"),
+        // A clear number from before sealing that is not E.164.
+        ("caller_sealed = NULL, caller", "'13800000000'", "caller"),
+        // A sealed value that does not open.
+        ("caller_sealed", "'ml1:1:AAAA'", "calls.caller"),
+        // A blind token whose sealed value is gone.
+        ("caller_sealed = NULL, caller", "'~abc'", "caller_sealed"),
         ("binding_id", "x'0102'", "id"),
     ]
     .into_iter()
@@ -2277,4 +2286,420 @@ async fn sqlite_refuses_unknown_call_names() {
             .await
             .unwrap();
     }
+}
+
+// === sealing (encryption at rest) ===
+
+/// A binding, a CDR and an event carrying the parties' numbers.
+async fn write_parties(s: &dyn Store) {
+    setup(s).await;
+    s.enqueue(Write::CreateBinding {
+        binding: binding(10, 1, 1, 2, 5_000),
+        idempotency: None,
+        events: vec![NewEvent {
+            body: format!(r#"{{"a":"{}"}}"#, party(1)),
+            ..event(1, 1, EventType::BindingCreated, 10, true)
+        }],
+    })
+    .await
+    .unwrap();
+    s.enqueue(Write::RecordCall {
+        record: call(1, 1, 1_000),
+        events: Vec::new(),
+    })
+    .await
+    .unwrap();
+}
+
+/// What an older build wrote in clear, rewritten so by raw SQL.
+const UNSEAL: [&str; 3] = [
+    "UPDATE bindings SET a = '+8613800000001', a_sealed = NULL, \
+     b = '+8613800000002', b_sealed = NULL",
+    "UPDATE calls SET caller = '+8613800000001', caller_sealed = NULL, \
+     callee = '+8613800000002', callee_sealed = NULL",
+    "UPDATE events SET body = '{\"a\":\"+8613800000001\"}'",
+];
+
+/// What must hold of a store whose rows were sealed: everything reads back
+/// and a party is found by number.
+async fn reads_sealed_parties(s: &dyn Store) {
+    let b = s
+        .binding(TenantId(1), BindingId(10))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((b.a, b.b), (party(1), Some(party(2))));
+    let by_party = s
+        .bindings(
+            TenantId(1),
+            &BindingFilter {
+                party: Some(party(2)),
+                ..BindingFilter::default()
+            },
+            page(10),
+        )
+        .await
+        .unwrap();
+    assert_eq!(by_party.len(), 1);
+    let calls = s
+        .calls(TenantId(1), &CallFilter::default(), page(10))
+        .await
+        .unwrap();
+    assert_eq!(calls[0].caller, Some(party(1)));
+    assert_eq!(
+        s.last_call_binding(num(1), party(1), 0).await.unwrap(),
+        Some(BindingId(10))
+    );
+    let e = s.event(TenantId(1), EventId(1)).await.unwrap().unwrap();
+    assert_eq!(e.body, format!(r#"{{"a":"{}"}}"#, party(1)));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_seals_parties_and_rows_an_older_build_wrote_in_clear() {
+    use sqlx::Connection;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("maskline.db");
+    let text_of = |sql: &'static str| {
+        let file = file.clone();
+        async move {
+            let mut raw = sqlx::SqliteConnection::connect(&format!("sqlite://{}", file.display()))
+                .await
+                .unwrap();
+            let v: Vec<String> = sqlx::query_scalar(sql).fetch_all(&mut raw).await.unwrap();
+            v.join("\n")
+        }
+    };
+    {
+        let s = SqliteStore::open(dir.path()).await.unwrap();
+        write_parties(&s).await;
+        reads_sealed_parties(&s).await;
+        let stored = text_of(
+            "SELECT a || b || a_sealed || b_sealed FROM bindings \
+             UNION ALL SELECT caller || callee || caller_sealed || callee_sealed FROM calls \
+             UNION ALL SELECT body FROM events",
+        )
+        .await;
+        assert!(!stored.contains("13800000001"), "{stored}");
+        assert!(!stored.contains("13800000002"), "{stored}");
+        let mut raw = sqlx::SqliteConnection::connect(&format!("sqlite://{}", file.display()))
+            .await
+            .unwrap();
+        for sql in UNSEAL {
+            sqlx::query(sql).execute(&mut raw).await.unwrap();
+        }
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o077, 0, "the database is owner-only");
+    // Reopened, the clear rows are sealed before anything reads them.
+    let s = SqliteStore::open(dir.path()).await.unwrap();
+    let stored = text_of(
+        "SELECT a || b || a_sealed || b_sealed FROM bindings \
+         UNION ALL SELECT caller || callee || caller_sealed FROM calls \
+         UNION ALL SELECT body FROM events",
+    )
+    .await;
+    assert!(!stored.contains("13800000001"), "{stored}");
+    reads_sealed_parties(&s).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_seals_parties_and_rows_an_older_build_wrote_in_clear() {
+    let schema = pg::Schema::create().await;
+    let stored = async || {
+        let mut raw = schema.connect().await;
+        let v: Vec<String> = sqlx::query_scalar(
+            "SELECT a || b || a_sealed || b_sealed FROM bindings \
+             UNION ALL SELECT caller || callee || caller_sealed FROM calls \
+             UNION ALL SELECT body FROM events UNION ALL SELECT key FROM slots",
+        )
+        .fetch_all(&mut raw)
+        .await
+        .unwrap();
+        v.join("\n")
+    };
+    {
+        let s = schema.open(100).await;
+        write_parties(&*s).await;
+        reads_sealed_parties(&*s).await;
+        let text = stored().await;
+        assert!(!text.contains("13800000001"), "{text}");
+        let mut raw = schema.connect().await;
+        for sql in UNSEAL {
+            sqlx::query(sql).execute(&mut raw).await.unwrap();
+        }
+        // (Triggers moved the slots to the clear numbers, as an older
+        // build had them.)
+        let slots: Vec<String> = sqlx::query_scalar("SELECT key FROM slots ORDER BY key")
+            .fetch_all(&mut raw)
+            .await
+            .unwrap();
+        assert_eq!(slots, ["+8613800000001", "+8613800000002"]);
+    }
+    let s = schema.open(100).await;
+    let text = stored().await;
+    assert!(!text.contains("13800000001"), "{text}");
+    assert!(!text.contains("13800000002"), "{text}");
+    reads_sealed_parties(&*s).await;
+    // Another master key opens nothing: the node refuses to start.
+    let mut options = schema.options(100);
+    options.master = maskline_store::seal::MasterKey::ephemeral();
+    let err = maskline_store::PgStore::open(options).await.err().unwrap();
+    assert!(err.to_string().contains("another master key"), "{err}");
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// Key rotation under writes: a store keeps writing while a rotation
+/// lands; the node learns the key, reseals every row under it in the
+/// background, and every record, old and new, reads back whole.
+async fn rotation_under_writes(
+    s: Arc<dyn Store>,
+    rotate: impl std::future::Future<Output = (u32, i64)>,
+    stale_under_old: impl AsyncFn() -> i64,
+) {
+    setup(&*s).await;
+    // Bindings 100.. on one X each would clash: parties differ per binding.
+    let bind = |i: u64| {
+        let mut b = binding(100 + i as u128, 1, 1000 + i, 5000 + i, 9_999_999_999);
+        b.x = num(1 + i % 2);
+        b.external_ref = Some(format!("r{i}"));
+        Write::CreateBinding {
+            binding: b,
+            idempotency: None,
+            events: vec![NewEvent {
+                body: format!(r#"{{"n":"{}"}}"#, party(1000 + i)),
+                ..event(
+                    100 + i as u128,
+                    1,
+                    EventType::BindingCreated,
+                    100 + i as u128,
+                    false,
+                )
+            }],
+        }
+    };
+    for i in 0..300 {
+        s.enqueue(bind(i)).await.unwrap();
+    }
+    let (id, _) = rotate.await;
+    assert_eq!(id, 2);
+    // Writes go on while the node switches and reseals.
+    let writer = {
+        let s = s.clone();
+        tokio::spawn(async move {
+            for i in 300..600 {
+                s.enqueue(bind(i)).await.unwrap();
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(40);
+    loop {
+        let left = stale_under_old().await;
+        if left == 0 && writer.is_finished() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{left} rows not resealed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    writer.await.unwrap();
+    assert_eq!(s.keys().key_ids(), [1, 2]);
+    for i in 0..600u64 {
+        let b = s
+            .binding(TenantId(1), BindingId(100 + i as u128))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((b.a, b.b), (party(1000 + i), Some(party(5000 + i))));
+        let e = s
+            .event(TenantId(1), EventId(100 + i as u128))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(e.body, format!(r#"{{"n":"{}"}}"#, party(1000 + i)));
+    }
+    let found = s
+        .bindings(
+            TenantId(1),
+            &BindingFilter {
+                party: Some(party(1005)),
+                ..BindingFilter::default()
+            },
+            page(10),
+        )
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_key_rotation_under_writes_reseals_and_reads_everything() {
+    use sqlx::Connection;
+    let dir = tempfile::tempdir().unwrap();
+    let s: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).await.unwrap());
+    let master = maskline_store::seal::MasterKey::load(&dir.path().join("master.key")).unwrap();
+    let path = dir.path().to_owned();
+    let file = dir.path().join("maskline.db");
+    rotation_under_writes(
+        s,
+        async move {
+            // As if rotated ten seconds ago: the new key seals at once.
+            let now = unix_now() - maskline_store::seal::ROTATION_DELAY_SECS;
+            SqliteStore::rotate_keys(&path, &master, now).await.unwrap()
+        },
+        async || {
+            let mut raw =
+                sqlx::SqliteConnection::connect(&format!("sqlite://{}?mode=ro", file.display()))
+                    .await
+                    .unwrap();
+            sqlx::query_scalar(
+                "SELECT (SELECT count(*) FROM bindings WHERE a_sealed NOT LIKE 'ml1:2:%') + \
+                 (SELECT count(*) FROM events WHERE body NOT LIKE 'ml1:2:%')",
+            )
+            .fetch_one(&mut raw)
+            .await
+            .unwrap()
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_key_rotation_under_writes_reseals_and_reads_everything() {
+    let schema = pg::Schema::create().await;
+    let s = schema.open(100).await;
+    let options = schema.options(100);
+    rotation_under_writes(
+        s,
+        async move {
+            let now = unix_now() - maskline_store::seal::ROTATION_DELAY_SECS;
+            maskline_store::PgStore::rotate_keys(&options, now)
+                .await
+                .unwrap()
+        },
+        async || {
+            let mut raw = schema.connect().await;
+            sqlx::query_scalar(
+                "SELECT (SELECT count(*) FROM bindings WHERE a_sealed NOT LIKE 'ml1:2:%') + \
+                 (SELECT count(*) FROM events WHERE body NOT LIKE 'ml1:2:%')",
+            )
+            .fetch_one(&mut raw)
+            .await
+            .unwrap()
+        },
+    )
+    .await;
+}
+
+// === erasure ===
+
+async fn erasure_removes_a_partys_ended_records_and_masks_its_cdrs(s: Arc<dyn Store>) {
+    setup(&*s).await;
+    let ended = binding(10, 1, 1, 2, 5_000);
+    let mut live = binding(11, 1, 1, 3, 9_999_999_999);
+    live.x = num(2);
+    let elsewhere = binding(12, 2, 1, 2, 5_000);
+    for (b, ev) in [(&ended, 1), (&live, 2), (&elsewhere, 3)] {
+        s.enqueue(Write::CreateBinding {
+            binding: b.clone(),
+            idempotency: None,
+            events: vec![event(
+                ev,
+                b.tenant.0,
+                EventType::BindingCreated,
+                b.id.0,
+                false,
+            )],
+        })
+        .await
+        .unwrap();
+    }
+    // A CDR of the ended binding, and one of a call that matched no binding.
+    let mut on_ended = call(1, 1, 1_000);
+    on_ended.binding = Some(BindingId(10));
+    let mut unbound = call(2, 1, 2_000);
+    unbound.binding = None;
+    unbound.callee = None;
+    for c in [on_ended.clone(), unbound.clone()] {
+        let subject = c.binding.map_or(c.id.0, |b| b.0);
+        s.enqueue(Write::RecordCall {
+            events: vec![event(10 + c.id.0, 1, EventType::CallEnded, subject, false)],
+            record: c,
+        })
+        .await
+        .unwrap();
+    }
+    // A text from the party on the ended binding.
+    let mut text = message(1, Some(1), MessageStatus::Relayed, 1_000);
+    text.binding = Some(BindingId(10));
+    text.from = Sender::Number(party(1));
+    text.to = Some(party(2));
+    s.enqueue(record(text, None, Vec::new())).await.unwrap();
+
+    s.enqueue(Write::EraseParty {
+        tenant: TenantId(1),
+        party: party(1),
+        ended_before: 6_000,
+    })
+    .await
+    .unwrap();
+
+    assert_eq!(s.binding(TenantId(1), BindingId(10)).await.unwrap(), None);
+    assert_eq!(
+        s.binding(TenantId(1), BindingId(11)).await.unwrap(),
+        Some(live),
+        "a live binding still routes"
+    );
+    assert_eq!(
+        s.binding(TenantId(2), BindingId(12)).await.unwrap(),
+        Some(elsewhere),
+        "another tenant's records are its own"
+    );
+    assert_eq!(s.event(TenantId(1), EventId(1)).await.unwrap(), None);
+    assert!(s.event(TenantId(1), EventId(2)).await.unwrap().is_some());
+    assert!(s.event(TenantId(2), EventId(3)).await.unwrap().is_some());
+    assert_eq!(
+        s.event(TenantId(1), EventId(12)).await.unwrap(),
+        None,
+        "the event of the call without a binding"
+    );
+    assert_eq!(s.message(TenantId(1), MessageId(1)).await.unwrap(), None);
+    let cdrs = s
+        .calls(TenantId(1), &CallFilter::default(), page(10))
+        .await
+        .unwrap();
+    assert_eq!(cdrs.len(), 2, "CDRs stay, counted");
+    let mask = party(1).masked().to_string();
+    for c in &cdrs {
+        assert_eq!(c.caller, None);
+        assert_eq!(c.erased.caller.as_deref(), Some(mask.as_str()));
+    }
+    assert_eq!(cdrs[0].callee, Some(party(2)), "the other party stays");
+    assert_eq!(cdrs[0].erased.callee, None);
+    let of = |p| CallFilter {
+        party: Some(p),
+        ..CallFilter::default()
+    };
+    assert!(
+        s.calls(TenantId(1), &of(party(1)), page(10))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        s.calls(TenantId(1), &of(party(2)), page(10))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 }

@@ -615,3 +615,59 @@ async fn an_unreachable_database_fails_open() {
     let opts = maskline_store::PgOptions::from_url(&url, 100).unwrap();
     assert!(maskline_store::PgStore::open(opts).await.is_err());
 }
+
+/// `sslmode` in the URL is honoured: `require` encrypts every connection
+/// the store makes, and `verify-full` against roots that did not sign the
+/// server's certificate refuses to connect at all.
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_honour_sslmode() {
+    let schema = pg::Schema::create().await;
+    let mut opts =
+        maskline_store::PgOptions::from_url(&format!("{}&sslmode=require", schema.url()), 100)
+            .unwrap();
+    opts.master = schema.master.clone();
+    let store = maskline_store::PgStore::open(opts).await.unwrap();
+    store.tenants().await.unwrap();
+    let mut conn = schema.connect().await;
+    // No other test asks for TLS: the encrypted sessions named `maskline`
+    // are this store's writer, listener and reader.
+    let encrypted: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) \
+         WHERE a.application_name = 'maskline' AND s.ssl",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert!(encrypted >= 3, "{encrypted} encrypted sessions");
+    drop(store);
+    // A root store without the server's (self-signed) issuer.
+    let roots = tempfile::NamedTempFile::new().unwrap();
+    let other = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-new",
+            "-x509",
+            "-days",
+            "1",
+            "-nodes",
+            "-subj",
+            "/CN=other",
+        ])
+        .args(["-keyout", "/dev/null", "-out"])
+        .arg(roots.path())
+        .output()
+        .expect("openssl");
+    assert!(other.status.success());
+    let url = format!(
+        "{}&sslmode=verify-full&sslrootcert={}",
+        schema.url(),
+        roots.path().display()
+    );
+    let mut opts = maskline_store::PgOptions::from_url(&url, 100).unwrap();
+    opts.master = schema.master.clone();
+    let err = maskline_store::PgStore::open(opts)
+        .await
+        .err()
+        .expect("refused");
+    assert!(!err.to_string().is_empty());
+}

@@ -103,6 +103,7 @@ fn cdr_of(
         released_by: ReleasedBy::System,
         release_reason: ReleaseReason::Refused,
         refusal: None,
+        erased: Default::default(),
     };
     (cdr, extension)
 }

@@ -92,6 +92,9 @@ pub fn server_addr() -> SocketAddr {
 /// A schema dropped (with everything in it) when this is dropped.
 pub struct Schema {
     pub name: String,
+    /// Every node opened on the schema shares it, as real nodes share
+    /// `MASKLINE_MASTER_KEY_FILE`.
+    pub master: crate::seal::MasterKey,
 }
 
 impl Schema {
@@ -120,7 +123,10 @@ impl Schema {
             .execute(&mut conn)
             .await
             .unwrap();
-        Schema { name }
+        Schema {
+            name,
+            master: crate::seal::MasterKey::ephemeral(),
+        }
     }
 
     /// The server's URL with this schema first on the search path.
@@ -131,7 +137,9 @@ impl Schema {
     }
 
     pub fn options(&self, cooldown_secs: i64) -> PgOptions {
-        PgOptions::from_url(&self.url(), cooldown_secs).unwrap()
+        let mut options = PgOptions::from_url(&self.url(), cooldown_secs).unwrap();
+        options.master = self.master.clone();
+        options
     }
 
     pub async fn open(&self, cooldown_secs: i64) -> Arc<dyn Store> {

@@ -55,10 +55,20 @@ if ! "${as_owner[@]}" "$bin/initdb" --pgdata="$dir/data" --username=postgres --a
     tail -c 16384 "$log"
     finish
 fi
+# TLS as a packaged server has it (a self-signed certificate), so that
+# clients' sslmode is tested against a real handshake.
+ssl=()
+if command -v openssl >/dev/null \
+    && openssl req -new -x509 -days 7 -nodes -subj /CN=localhost \
+        -keyout "$dir/data/server.key" -out "$dir/data/server.crt" >>"$log" 2>&1 \
+    && chmod 600 "$dir/data/server.key" \
+    && { [ -z "$owner" ] || chown "$owner" "$dir/data/server.key" "$dir/data/server.crt"; }; then
+    ssl=(-c ssl=on)
+fi
 # Throwaway data: durability on disk buys nothing here.
 "${as_owner[@]}" "$bin/postgres" -D "$dir/data" -p "$port" -c listen_addresses=127.0.0.1 \
     -c unix_socket_directories="$dir" -c fsync=off -c full_page_writes=off \
-    -c max_connections=300 </dev/null >>"$log" 2>&1 &
+    -c max_connections=300 "${ssl[@]}" </dev/null >>"$log" 2>&1 &
 pg=$!
 cat >/dev/null
 finish

@@ -1,0 +1,409 @@
+//! Sealing what is not sealed under the current key: rows an older build
+//! wrote in clear, and, after `maskline keys rotate`, rows sealed under an
+//! older data key. Both back ends run the same statements (only their
+//! placeholders and row handles differ), a bounded batch at a time, each
+//! update conditional on the value it replaces so that a row changed
+//! meanwhile is left to the next pass.
+
+use crate::seal::{Column, Keyring};
+use crate::{Error, Result};
+
+/// How a sealed value is kept.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Kind {
+    /// A party number or sender: `col` holds its blind token, `sealed` the
+    /// value (both clear in `col` for a row from before sealing).
+    Party { col: &'static str },
+    /// Sealed in place; clear before sealing.
+    InPlace,
+    /// `message_parts.bytes`: the bytes sealed into `sealed`, `bytes` emptied.
+    Bytes,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Field {
+    pub kind: Kind,
+    pub sealed: &'static str,
+    pub column: Column,
+}
+
+pub(crate) struct Table {
+    pub name: &'static str,
+    pub fields: &'static [Field],
+}
+
+const fn party(col: &'static str, sealed: &'static str, column: Column) -> Field {
+    Field {
+        kind: Kind::Party { col },
+        sealed,
+        column,
+    }
+}
+
+const fn in_place(col: &'static str, column: Column) -> Field {
+    Field {
+        kind: Kind::InPlace,
+        sealed: col,
+        column,
+    }
+}
+
+/// Every sealed column of the schema.
+pub(crate) const TABLES: &[Table] = &[
+    Table {
+        name: "bindings",
+        fields: &[
+            party("a", "a_sealed", Column::BindingA),
+            party("b", "b_sealed", Column::BindingB),
+        ],
+    },
+    Table {
+        name: "calls",
+        fields: &[
+            party("caller", "caller_sealed", Column::CallCaller),
+            party("callee", "callee_sealed", Column::CallCallee),
+        ],
+    },
+    Table {
+        name: "messages",
+        fields: &[
+            party("sender", "sender_sealed", Column::MessageSender),
+            party("recipient", "recipient_sealed", Column::MessageRecipient),
+            in_place("body", Column::MessageBody),
+        ],
+    },
+    Table {
+        name: "message_parts",
+        fields: &[
+            party("sender", "sender_sealed", Column::PartSender),
+            Field {
+                kind: Kind::Bytes,
+                sealed: "bytes_sealed",
+                column: Column::PartBytes,
+            },
+        ],
+    },
+    Table {
+        name: "events",
+        fields: &[in_place("body", Column::EventBody)],
+    },
+    Table {
+        name: "idempotency",
+        fields: &[in_place("body", Column::IdempotencyBody)],
+    },
+    Table {
+        name: "webhooks",
+        fields: &[in_place("secret", Column::WebhookSecret)],
+    },
+];
+
+/// Which rows a pass takes.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Stale {
+    /// Rows written in clear (by a build from before sealing).
+    Clear,
+    /// Rows not sealed under this key (clear ones included).
+    NotUnder(u32),
+}
+
+impl Field {
+    /// The SQL condition "this field is `stale`".
+    fn stale(&self, stale: Stale) -> String {
+        let current = match stale {
+            Stale::NotUnder(k) => k,
+            Stale::Clear => {
+                return match self.kind {
+                    Kind::Party { col } => {
+                        format!("({col} IS NOT NULL AND {} IS NULL)", self.sealed)
+                    }
+                    Kind::InPlace => format!("{} NOT LIKE 'ml1:%'", self.sealed),
+                    Kind::Bytes => format!("{} IS NULL", self.sealed),
+                };
+            }
+        };
+        let like = Keyring::like_key(current);
+        match self.kind {
+            Kind::Party { col } => format!(
+                "({col} IS NOT NULL AND ({s} IS NULL OR {s} NOT LIKE '{like}'))",
+                s = self.sealed
+            ),
+            Kind::InPlace => format!("{} NOT LIKE '{like}'", self.sealed),
+            Kind::Bytes => format!("({s} IS NULL OR {s} NOT LIKE '{like}')", s = self.sealed),
+        }
+    }
+
+    /// The columns a pass reads (and compares before it writes).
+    fn read(&self) -> Vec<&'static str> {
+        match self.kind {
+            Kind::Party { col } => vec![col, self.sealed],
+            Kind::InPlace => vec![self.sealed],
+            Kind::Bytes => vec!["bytes", self.sealed],
+        }
+    }
+}
+
+impl Table {
+    /// `SELECT <handle>, <columns> FROM t WHERE <any field stale> LIMIT n`.
+    pub fn select(&self, handle: &str, stale: Stale, limit: u32) -> String {
+        let cols: Vec<&str> = self.fields.iter().flat_map(Field::read).collect();
+        let stale: Vec<String> = self.fields.iter().map(|f| f.stale(stale)).collect();
+        format!(
+            "SELECT {handle} AS handle, {} FROM {} WHERE {} LIMIT {limit}",
+            cols.join(", "),
+            self.name,
+            stale.join(" OR ")
+        )
+    }
+
+    /// `UPDATE t SET <every column read> = … WHERE <handle> = …<cast> AND
+    /// <each column read> IS NOT DISTINCT FROM <what was read>`, with
+    /// placeholders from `p(1)` on: new values, the handle, then old values.
+    pub fn update(&self, handle: &str, cast: &str, p: fn(usize) -> String) -> String {
+        let cols: Vec<&str> = self.fields.iter().flat_map(Field::read).collect();
+        let n = cols.len();
+        let set: Vec<String> = cols
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c} = {}", p(i + 1)))
+            .collect();
+        let same: Vec<String> = cols
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c} IS NOT DISTINCT FROM {}", p(n + 2 + i)))
+            .collect();
+        format!(
+            "UPDATE {} SET {} WHERE {handle} = {}{cast} AND {}",
+            self.name,
+            set.join(", "),
+            p(n + 1),
+            same.join(" AND ")
+        )
+    }
+}
+
+/// A cell a pass reads or writes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Cell {
+    Null,
+    Text(String),
+    Bytes(Vec<u8>),
+}
+
+impl Cell {
+    fn text(&self) -> Option<&str> {
+        match self {
+            Cell::Text(t) => Some(t),
+            _ => None,
+        }
+    }
+}
+
+/// The new cells of one row, in the order [`Table::update`] sets them,
+/// given the cells read in the same order.
+pub(crate) fn resealed(table: &Table, keys: &Keyring, old: &[Cell]) -> Result<Vec<Cell>> {
+    let mut out = Vec::with_capacity(old.len());
+    let mut cells = old.iter();
+    let mut next = || cells.next().ok_or(Error::Corrupt(table.name));
+    for f in table.fields {
+        match f.kind {
+            Kind::Party { col } => {
+                let (token, sealed) = (next()?, next()?);
+                let clear = match (sealed.text(), token.text()) {
+                    (Some(s), _) => Some(keys.open_string(f.column, s)?),
+                    (None, Some(c)) if !crate::seal::is_blind(c) => Some(c.to_owned()),
+                    (None, Some(_)) => return Err(Error::Corrupt(col)),
+                    (None, None) => None,
+                };
+                match clear {
+                    Some(c) => {
+                        out.push(Cell::Text(keys.blind(&c)));
+                        out.push(Cell::Text(keys.seal_str(f.column, &c)));
+                    }
+                    None => out.extend([Cell::Null, Cell::Null]),
+                }
+            }
+            Kind::InPlace => {
+                let v = next()?.text().ok_or(Error::Corrupt(f.sealed))?;
+                out.push(Cell::Text(keys.seal(f.column, &keys.open(f.column, v)?)));
+            }
+            Kind::Bytes => {
+                let (bytes, sealed) = (next()?, next()?);
+                let clear = match (sealed.text(), bytes) {
+                    (Some(s), _) => keys.open(f.column, s)?,
+                    (None, Cell::Bytes(b)) => b.clone(),
+                    _ => return Err(Error::Corrupt("bytes")),
+                };
+                out.push(Cell::Bytes(Vec::new()));
+                out.push(Cell::Text(keys.seal(f.column, &clear)));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The columns read for `table`, for decoding a row.
+pub(crate) fn columns(table: &Table) -> Vec<(&'static str, bool)> {
+    table
+        .fields
+        .iter()
+        .flat_map(|f| {
+            f.read()
+                .into_iter()
+                .map(move |c| (c, matches!(f.kind, Kind::Bytes) && c == "bytes"))
+        })
+        .collect()
+}
+
+/// What [`keep_keys`] needs of a back end.
+pub(crate) trait KeyStore: Send + Sync + 'static {
+    /// The `seal.*` rows of `meta`.
+    fn keyring_rows(&self) -> BoxFuture<'_, Result<crate::seal::MetaRows>>;
+    /// Whether some row is `stale`.
+    fn any_stale(&self, stale: Stale) -> BoxFuture<'_, Result<bool>>;
+    /// Queues a [`crate::Write::Reseal`] and waits for it.
+    fn reseal(&self, batch: u32) -> BoxFuture<'_, Result<()>>;
+}
+
+pub(crate) type BoxFuture<'a, T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// Rows a background reseal takes per table and write: small, so that the
+/// writer's other work waits little behind it.
+const BACKGROUND_BATCH: u32 = 200;
+/// How often a node reads the keyring (a rotation takes effect after
+/// `maskline keys rotate`'s delay, longer than this).
+const REFRESH: std::time::Duration = std::time::Duration::from_secs(2);
+/// After resealing under a new key, look once more this much later, for
+/// rows another node sealed under the old one while it switched.
+const RECHECK_SECS: u64 = 30;
+
+/// Follows the database's keyring (keys another process added) and, when
+/// the sealing key changes, reseals every row under it in the background.
+/// Ends once the store (the keyring's owner) is gone.
+pub(crate) async fn keep_keys(keys: std::sync::Weak<Keyring>, db: impl KeyStore) {
+    let Some(first) = keys.upgrade().map(|k| k.current_key()) else {
+        return;
+    };
+    // The key everything is known to be sealed under, and when to look again.
+    let mut clean_under = first;
+    // Once at start: rows sealed under an older key while no node ran.
+    let mut recheck = Some(std::time::Instant::now());
+    loop {
+        tokio::time::sleep(REFRESH).await;
+        let Some(ring) = keys.upgrade() else {
+            return;
+        };
+        match db.keyring_rows().await.and_then(|rows| ring.refresh(&rows)) {
+            Ok(()) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the keyring");
+                continue;
+            }
+        }
+        let current = ring.current_key();
+        drop(ring);
+        let due = recheck.is_some_and(|at| at <= std::time::Instant::now());
+        if current == clean_under && !due {
+            continue;
+        }
+        let mut resealed = 0u64;
+        loop {
+            match db.any_stale(Stale::NotUnder(current)).await {
+                Ok(false) => break,
+                Ok(true) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot look for values to reseal");
+                    break;
+                }
+            }
+            if let Err(e) = db.reseal(BACKGROUND_BATCH).await {
+                tracing::warn!(error = %e, "resealing failed; trying again later");
+                break;
+            }
+            resealed += 1;
+            if keys.strong_count() == 0 {
+                return;
+            }
+        }
+        if current != clean_under {
+            tracing::info!(
+                key = current,
+                batches = resealed,
+                "stored values resealed under the new key"
+            );
+            recheck =
+                Some(std::time::Instant::now() + std::time::Duration::from_secs(RECHECK_SECS));
+            clean_under = current;
+        } else {
+            recheck = None;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::seal::MasterKey;
+
+    fn keys() -> Keyring {
+        let master = MasterKey::ephemeral();
+        Keyring::from_meta(master.clone(), &Keyring::genesis(&master)).unwrap()
+    }
+
+    #[test]
+    fn statements_name_every_sealed_column() {
+        let t = &TABLES[0];
+        assert_eq!(
+            t.select("rowid", Stale::NotUnder(3), 10),
+            "SELECT rowid AS handle, a, a_sealed, b, b_sealed FROM bindings WHERE \
+             (a IS NOT NULL AND (a_sealed IS NULL OR a_sealed NOT LIKE 'ml1:3:%')) OR \
+             (b IS NOT NULL AND (b_sealed IS NULL OR b_sealed NOT LIKE 'ml1:3:%')) LIMIT 10"
+        );
+        assert_eq!(
+            TABLES[4].update("ctid", "::tid", |i| format!("${i}")),
+            "UPDATE events SET body = $1 WHERE ctid = $2::tid AND body IS NOT DISTINCT FROM $3"
+        );
+    }
+
+    #[test]
+    fn clear_rows_get_tokens_and_sealed_values() {
+        let keys = keys();
+        let old = [
+            Cell::Text("+8613800000000".into()),
+            Cell::Null,
+            Cell::Null,
+            Cell::Null,
+        ];
+        let new = resealed(&TABLES[0], &keys, &old).unwrap();
+        assert_eq!(new[0], Cell::Text(keys.blind("+8613800000000")));
+        let Cell::Text(sealed) = &new[1] else {
+            panic!()
+        };
+        assert_eq!(
+            keys.open_string(Column::BindingA, sealed).unwrap(),
+            "+8613800000000"
+        );
+        assert_eq!(new[2..], [Cell::Null, Cell::Null]);
+        // A second pass keeps the token and opens what the first sealed.
+        let again = resealed(&TABLES[0], &keys, &new).unwrap();
+        assert_eq!(again[0], new[0]);
+        assert_ne!(again[1], new[1]);
+    }
+
+    #[test]
+    fn part_bytes_move_into_the_sealed_column() {
+        let keys = keys();
+        let old = [
+            Cell::Text("TAOBAO".into()),
+            Cell::Null,
+            Cell::Bytes(vec![0, 1, 2]),
+            Cell::Null,
+        ];
+        let new = resealed(&TABLES[3], &keys, &old).unwrap();
+        assert_eq!(new[2], Cell::Bytes(vec![]));
+        let Cell::Text(sealed) = &new[3] else {
+            panic!()
+        };
+        assert_eq!(keys.open(Column::PartBytes, sealed).unwrap(), [0, 1, 2]);
+    }
+}

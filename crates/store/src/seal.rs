@@ -1,0 +1,706 @@
+//! Encryption at rest: every party number, message text, webhook secret,
+//! stored response and event body goes into the database sealed.
+//!
+//! - The **master key** (32 random bytes, hex in a 0600 file,
+//!   `MASKLINE_MASTER_KEY_FILE`) never reaches the database. It wraps:
+//! - **data keys** (`meta` rows `seal.key.<id>`), one of which is current
+//!   (`seal.current`: `<id> <from>`, sealing with it starts at `from`, a few
+//!   seconds after a rotation wrote it, so that every node has read the key
+//!   before any value sealed with it reaches them). Old keys stay readable.
+//! - the **blind key** (`seal.blind`): the HMAC-SHA256 key of the blind
+//!   index, the deterministic token stored where a party number is looked up
+//!   or kept unique. It is never rotated: a new one would change every
+//!   token, and lookups are by token.
+//!
+//! A sealed value is text, `ml1:<key id>:<base64url(nonce ‖ ciphertext)>`,
+//! XChaCha20-Poly1305 with a random 192-bit nonce, the column's name as
+//! associated data (a value copied into another column does not open). A
+//! column that held clear text before this build reads a value without the
+//! prefix as clear (rows an older node wrote); [`Column`] says which may.
+
+use std::collections::HashMap;
+use std::fs::{self, OpenOptions};
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use hmac::{Hmac, Mac};
+use parking_lot::RwLock;
+use sha2::Sha256;
+
+use crate::{Error, Result};
+
+/// The prefix of every sealed value.
+const PREFIX: &str = "ml1:";
+/// The prefix of every blind token (never a digit or `+`, so a token is never
+/// mistaken for a number written before sealing).
+const BLIND_PREFIX: char = '~';
+const NONCE_LEN: usize = 24;
+/// Bytes [`Keyring::seal_bytes`] adds: key id, nonce, tag.
+pub const BYTES_OVERHEAD: usize = 4 + NONCE_LEN + 16;
+
+/// Where a sealed value lives: its name is the associated data, so a value
+/// opens only in the column it was sealed for.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
+pub enum Column {
+    BindingA,
+    BindingB,
+    CallCaller,
+    CallCallee,
+    MessageSender,
+    MessageRecipient,
+    MessageBody,
+    PartSender,
+    PartBytes,
+    EventBody,
+    IdempotencyBody,
+    WebhookSecret,
+    Recording,
+}
+
+impl Column {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Column::BindingA => "bindings.a",
+            Column::BindingB => "bindings.b",
+            Column::CallCaller => "calls.caller",
+            Column::CallCallee => "calls.callee",
+            Column::MessageSender => "messages.sender",
+            Column::MessageRecipient => "messages.recipient",
+            Column::MessageBody => "messages.body",
+            Column::PartSender => "message_parts.sender",
+            Column::PartBytes => "message_parts.bytes",
+            Column::EventBody => "events.body",
+            Column::IdempotencyBody => "idempotency.body",
+            Column::WebhookSecret => "webhooks.secret",
+            Column::Recording => "recording",
+        }
+    }
+}
+
+/// The key that wraps the data keys, read from (or generated into) a file
+/// that only its owner may read.
+#[derive(Clone)]
+pub struct MasterKey(XChaCha20Poly1305);
+
+impl std::fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MasterKey(…)")
+    }
+}
+
+impl MasterKey {
+    /// A fresh random key that lives only in memory (tests, throwaway
+    /// stores).
+    pub fn ephemeral() -> MasterKey {
+        MasterKey(XChaCha20Poly1305::new(&XChaCha20Poly1305::generate_key(
+            &mut OsRng,
+        )))
+    }
+
+    /// Reads the key at `path`, or creates it (mode 0600) when there is
+    /// none. Written whole to a file of its own and then linked into place,
+    /// so that nodes starting at once never read a half-written key and all
+    /// end up with the one that was linked first.
+    pub fn load_or_create(path: &Path) -> Result<MasterKey> {
+        match fs::read_to_string(path) {
+            Ok(text) => MasterKey::parse(text.trim()).ok_or_else(|| {
+                Error::Keys(format!(
+                    "{} does not hold a master key (64 hex digits)",
+                    path.display()
+                ))
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let key = XChaCha20Poly1305::generate_key(&mut OsRng);
+                let cannot = |what: &str, e: std::io::Error| {
+                    Error::Keys(format!("cannot {what} {}: {e}", path.display()))
+                };
+                let tmp = path.with_extension(format!("new-{}", std::process::id()));
+                let mut file = OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(&tmp)
+                    .map_err(|e| cannot("create", e))?;
+                file.write_all(hex(&key).as_bytes())
+                    .and_then(|()| file.write_all(b"\n"))
+                    .and_then(|()| file.sync_all())
+                    .map_err(|e| cannot("write", e))?;
+                let linked = fs::hard_link(&tmp, path);
+                let _ = fs::remove_file(&tmp);
+                match linked {
+                    Ok(()) => Ok(MasterKey(XChaCha20Poly1305::new(&key))),
+                    // Another process made it first: theirs it is.
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        MasterKey::load_or_create(path)
+                    }
+                    Err(e) => Err(cannot("create", e)),
+                }
+            }
+            Err(e) => Err(Error::Keys(format!("cannot read {}: {e}", path.display()))),
+        }
+    }
+
+    /// Reads the key at `path`, which must exist.
+    pub fn load(path: &Path) -> Result<MasterKey> {
+        let text = fs::read_to_string(path)
+            .map_err(|e| Error::Keys(format!("cannot read {}: {e}", path.display())))?;
+        MasterKey::parse(text.trim()).ok_or_else(|| {
+            Error::Keys(format!(
+                "{} does not hold a master key (64 hex digits)",
+                path.display()
+            ))
+        })
+    }
+
+    fn parse(text: &str) -> Option<MasterKey> {
+        let bytes = unhex(text)?;
+        let key: [u8; 32] = bytes.try_into().ok()?;
+        Some(MasterKey(XChaCha20Poly1305::new(&key.into())))
+    }
+
+    fn wrap(&self, name: &str, key: &[u8]) -> String {
+        seal_with(&self.0, name, key)
+    }
+
+    fn unwrap(&self, name: &str, wrapped: &str) -> Result<Vec<u8>> {
+        open_with(&self.0, name, wrapped).ok_or_else(|| {
+            Error::Keys(format!(
+                "the master key does not open `{name}`: this database was sealed under \
+                 another master key (MASKLINE_MASTER_KEY_FILE)"
+            ))
+        })
+    }
+}
+
+/// Seconds between `maskline keys rotate` and the new key sealing: every
+/// node reads the keyring every 2 s, so each knows the key before any value
+/// sealed with it reaches it.
+pub const ROTATION_DELAY_SECS: i64 = 10;
+
+/// The statements of a rotation, for either back end: the new key's row
+/// (inserted, failing if another rotation took its id) and the new
+/// `seal.current` (set only where it still holds what was read).
+pub struct Rotation {
+    pub id: u32,
+    pub key_row: (String, String),
+    pub current: String,
+    pub was_current: String,
+    pub from: i64,
+}
+
+impl Rotation {
+    /// The rotation of the keyring `rows` describe, sealing from `now` plus
+    /// [`ROTATION_DELAY_SECS`].
+    pub fn plan(master: &MasterKey, rows: &MetaRows, now: i64) -> Result<Rotation> {
+        let was_current = rows
+            .iter()
+            .find(|(k, _)| k == META_CURRENT)
+            .map(|(_, v)| v.clone())
+            .ok_or_else(|| {
+                Error::Keys("the database has no keys yet: start the server on it once".into())
+            })?;
+        let (id, added) = Keyring::rotation(master, rows, now, ROTATION_DELAY_SECS)?;
+        let mut key_row = None;
+        let mut current = None;
+        for (k, v) in added {
+            if k == META_CURRENT {
+                current = Some(v);
+            } else {
+                key_row = Some((k, v));
+            }
+        }
+        match (key_row, current) {
+            (Some(key_row), Some(current)) => Ok(Rotation {
+                id,
+                key_row,
+                current,
+                was_current,
+                from: now + ROTATION_DELAY_SECS,
+            }),
+            _ => Err(Error::Keys("rotation".into())),
+        }
+    }
+}
+
+/// The `meta` rows a keyring is made of, as (key, value).
+pub type MetaRows = Vec<(String, String)>;
+
+/// The data keys, which one seals, and the blind key. Shared by a store's
+/// writer and readers; [`Keyring::refresh`] learns keys another process
+/// added.
+pub struct Keyring {
+    master: MasterKey,
+    keys: RwLock<HashMap<u32, XChaCha20Poly1305>>,
+    current: RwLock<Current>,
+    blind: Hmac<Sha256>,
+}
+
+#[derive(Clone)]
+struct Current {
+    id: u32,
+    from: i64,
+    /// The key sealing before `from`.
+    previous: u32,
+    /// The ciphers of `id` and `previous`, kept here so that sealing never
+    /// looks a key up.
+    ciphers: Option<(XChaCha20Poly1305, XChaCha20Poly1305)>,
+}
+
+impl std::fmt::Debug for Keyring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let c = self.current.read();
+        f.debug_struct("Keyring")
+            .field("current", &c.id)
+            .field("from", &c.from)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a keyring's `meta` rows are named.
+pub const META_PREFIX: &str = "seal.";
+const META_BLIND: &str = "seal.blind";
+const META_CURRENT: &str = "seal.current";
+
+fn meta_key(id: u32) -> String {
+    format!("seal.key.{id}")
+}
+
+impl Keyring {
+    /// The rows a new database starts with: data key 1, current from the
+    /// beginning, and the blind key.
+    pub fn genesis(master: &MasterKey) -> MetaRows {
+        let data = XChaCha20Poly1305::generate_key(&mut OsRng);
+        let blind = XChaCha20Poly1305::generate_key(&mut OsRng);
+        vec![
+            (meta_key(1), master.wrap(&meta_key(1), &data)),
+            (META_BLIND.to_owned(), master.wrap(META_BLIND, &blind)),
+            (META_CURRENT.to_owned(), "1 0 1".to_owned()),
+        ]
+    }
+
+    /// The rows a rotation adds: the next data key, current `delay_secs`
+    /// after `now`.
+    pub fn rotation(
+        master: &MasterKey,
+        rows: &MetaRows,
+        now: i64,
+        delay_secs: i64,
+    ) -> Result<(u32, MetaRows)> {
+        let ring = Keyring::from_meta(master.clone(), rows)?;
+        let next = ring.keys.read().keys().max().copied().unwrap_or(0) + 1;
+        let sealing = ring.sealing_key(now);
+        let data = XChaCha20Poly1305::generate_key(&mut OsRng);
+        Ok((
+            next,
+            vec![
+                (meta_key(next), master.wrap(&meta_key(next), &data)),
+                (
+                    META_CURRENT.to_owned(),
+                    format!("{next} {} {sealing}", now + delay_secs),
+                ),
+            ],
+        ))
+    }
+
+    /// The keyring the `meta` rows describe (every row whose key starts with
+    /// [`META_PREFIX`]).
+    pub fn from_meta(master: MasterKey, rows: &MetaRows) -> Result<Keyring> {
+        let blind = rows
+            .iter()
+            .find(|(k, _)| k == META_BLIND)
+            .ok_or_else(|| Error::Keys("the database has no blind-index key".into()))?;
+        let blind = master.unwrap(META_BLIND, &blind.1)?;
+        let ring = Keyring {
+            blind: <Hmac<Sha256> as Mac>::new_from_slice(&blind)
+                .map_err(|_| Error::Keys("blind-index key".into()))?,
+            master,
+            keys: RwLock::new(HashMap::new()),
+            current: RwLock::new(Current {
+                id: 0,
+                from: 0,
+                previous: 0,
+                ciphers: None,
+            }),
+        };
+        ring.refresh(rows)?;
+        Ok(ring)
+    }
+
+    /// Learns the data keys and current key in `rows` (keys are only ever
+    /// added).
+    pub fn refresh(&self, rows: &MetaRows) -> Result<()> {
+        let mut current = None;
+        for (k, v) in rows {
+            if let Some(id) = k.strip_prefix("seal.key.") {
+                let id: u32 = id
+                    .parse()
+                    .map_err(|_| Error::Keys(format!("bad key row `{k}`")))?;
+                if self.keys.read().contains_key(&id) {
+                    continue;
+                }
+                let key = self.master.unwrap(k, v)?;
+                let key: [u8; 32] = key
+                    .try_into()
+                    .map_err(|_| Error::Keys(format!("`{k}` is not a 256-bit key")))?;
+                self.keys
+                    .write()
+                    .insert(id, XChaCha20Poly1305::new(&key.into()));
+            } else if k == META_CURRENT {
+                let mut parts = v.split(' ').map(str::parse::<i64>);
+                let (Some(Ok(id)), Some(Ok(from)), Some(Ok(previous))) =
+                    (parts.next(), parts.next(), parts.next())
+                else {
+                    return Err(Error::Keys(format!("bad `{META_CURRENT}` row `{v}`")));
+                };
+                current = Some((id as u32, from, previous as u32));
+            }
+        }
+        let (id, from, previous) =
+            current.ok_or_else(|| Error::Keys("no current data key".into()))?;
+        let keys = self.keys.read();
+        let (Some(key), Some(previous_key)) = (keys.get(&id), keys.get(&previous)) else {
+            return Err(Error::Keys(format!(
+                "the current data key {id} is not in the database"
+            )));
+        };
+        let ciphers = Some((key.clone(), previous_key.clone()));
+        drop(keys);
+        *self.current.write() = Current {
+            id,
+            from,
+            previous,
+            ciphers,
+        };
+        Ok(())
+    }
+
+    /// The id of the key that seals at `now`.
+    pub fn sealing_key(&self, now: i64) -> u32 {
+        let c = self.current.read();
+        if now >= c.from { c.id } else { c.previous }
+    }
+
+    /// The id of the key sealing now.
+    pub fn current_key(&self) -> u32 {
+        self.sealing_key(now())
+    }
+
+    /// The key ids this keyring reads.
+    pub fn key_ids(&self) -> Vec<u32> {
+        let mut ids: Vec<u32> = self.keys.read().keys().copied().collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// `clear` sealed for `column` under the current key.
+    pub fn seal(&self, column: Column, clear: &[u8]) -> String {
+        let c = self.current.read();
+        // A keyring exists only once `refresh` has set the ciphers.
+        let Some((current, previous)) = &c.ciphers else {
+            unreachable!("a keyring is built with its current key")
+        };
+        let (id, key) = if now() >= c.from {
+            (c.id, current)
+        } else {
+            (c.previous, previous)
+        };
+        let mut out = format!("{PREFIX}{id}:");
+        out.push_str(&seal_with(key, column.name(), clear));
+        out
+    }
+
+    pub fn seal_str(&self, column: Column, clear: &str) -> String {
+        self.seal(column, clear.as_bytes())
+    }
+
+    /// Opens a value of `column`. A value without the sealed prefix is one
+    /// written in clear before sealing (by an older build): it is returned
+    /// as it is.
+    pub fn open(&self, column: Column, stored: &str) -> Result<Vec<u8>> {
+        let Some(rest) = stored.strip_prefix(PREFIX) else {
+            return Ok(stored.as_bytes().to_vec());
+        };
+        let (id, body) = rest.split_once(':').ok_or(Error::Corrupt(column.name()))?;
+        let id: u32 = id.parse().map_err(|_| Error::Corrupt(column.name()))?;
+        let keys = self.keys.read();
+        let key = keys.get(&id).ok_or(Error::UnknownKey(id))?;
+        open_with(key, column.name(), body).ok_or(Error::Corrupt(column.name()))
+    }
+
+    pub fn open_string(&self, column: Column, stored: &str) -> Result<String> {
+        String::from_utf8(self.open(column, stored)?).map_err(|_| Error::Corrupt(column.name()))
+    }
+
+    /// `clear` sealed as bytes (for files: recordings) under the current
+    /// key: its id (`u32` big-endian), the nonce, the ciphertext. `context`
+    /// joins the column's name as associated data.
+    pub fn seal_bytes(&self, column: Column, context: &[u8], clear: &[u8]) -> Vec<u8> {
+        let c = self.current.read();
+        let Some((current, previous)) = &c.ciphers else {
+            unreachable!("a keyring is built with its current key")
+        };
+        let (id, key) = if now() >= c.from {
+            (c.id, current)
+        } else {
+            (c.previous, previous)
+        };
+        let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
+        let aad = [column.name().as_bytes(), b"/", context].concat();
+        let Ok(ct) = key.encrypt(
+            &nonce,
+            Payload {
+                msg: clear,
+                aad: &aad,
+            },
+        ) else {
+            unreachable!("XChaCha20-Poly1305 seals any length this store writes")
+        };
+        let mut out = Vec::with_capacity(BYTES_OVERHEAD + clear.len());
+        out.extend_from_slice(&id.to_be_bytes());
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&ct);
+        out
+    }
+
+    /// What [`Keyring::seal_bytes`] sealed, if it opens.
+    pub fn open_bytes(&self, column: Column, context: &[u8], sealed: &[u8]) -> Result<Vec<u8>> {
+        let corrupt = Error::Corrupt(column.name());
+        if sealed.len() < BYTES_OVERHEAD {
+            return Err(corrupt);
+        }
+        let (id, rest) = sealed.split_at(4);
+        let id = u32::from_be_bytes([id[0], id[1], id[2], id[3]]);
+        let (nonce, ct) = rest.split_at(NONCE_LEN);
+        let nonce: [u8; NONCE_LEN] = nonce
+            .try_into()
+            .map_err(|_| Error::Corrupt(column.name()))?;
+        let keys = self.keys.read();
+        let key = keys.get(&id).ok_or(Error::UnknownKey(id))?;
+        let aad = [column.name().as_bytes(), b"/", context].concat();
+        key.decrypt(&XNonce::from(nonce), Payload { msg: ct, aad: &aad })
+            .map_err(|_| corrupt)
+    }
+
+    /// The blind token of `clear` (a party number in E.164, or a sender's
+    /// name): equal values give equal tokens, and nothing else can be read
+    /// from one without the blind key.
+    pub fn blind(&self, clear: &str) -> String {
+        let mut mac = self.blind.clone();
+        mac.update(clear.as_bytes());
+        let tag = mac.finalize().into_bytes();
+        let mut out = String::with_capacity(23);
+        out.push(BLIND_PREFIX);
+        B64.encode_string(&tag[..16], &mut out);
+        out
+    }
+
+    /// Whether `stored` was sealed under key `id`.
+    pub fn sealed_under(stored: &str, id: u32) -> bool {
+        stored
+            .strip_prefix(PREFIX)
+            .and_then(|r| r.split_once(':'))
+            .is_some_and(|(k, _)| k.parse() == Ok(id))
+    }
+
+    /// The SQL `LIKE` pattern of values sealed under key `id`.
+    pub fn like_key(id: u32) -> String {
+        format!("{PREFIX}{id}:%")
+    }
+}
+
+/// Whether `stored` is a blind token rather than a clear value.
+pub fn is_blind(stored: &str) -> bool {
+    stored.starts_with(BLIND_PREFIX)
+}
+
+fn seal_with(key: &XChaCha20Poly1305, aad: &str, clear: &[u8]) -> String {
+    let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
+    let payload = Payload {
+        msg: clear,
+        aad: aad.as_bytes(),
+    };
+    // Encryption fails only past 256 GiB; nothing stored comes near.
+    let Ok(ct) = key.encrypt(&nonce, payload) else {
+        unreachable!("XChaCha20-Poly1305 seals any length this store writes")
+    };
+    let mut raw = Vec::with_capacity(NONCE_LEN + ct.len());
+    raw.extend_from_slice(&nonce);
+    raw.extend_from_slice(&ct);
+    B64.encode(raw)
+}
+
+fn open_with(key: &XChaCha20Poly1305, aad: &str, text: &str) -> Option<Vec<u8>> {
+    let raw = B64.decode(text).ok()?;
+    if raw.len() < NONCE_LEN + 16 {
+        return None;
+    }
+    let (nonce, ct) = raw.split_at(NONCE_LEN);
+    let nonce: [u8; NONCE_LEN] = nonce.try_into().ok()?;
+    key.decrypt(
+        &XNonce::from(nonce),
+        Payload {
+            msg: ct,
+            aad: aad.as_bytes(),
+        },
+    )
+    .ok()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn ring() -> (MasterKey, MetaRows, Keyring) {
+        let master = MasterKey::ephemeral();
+        let rows = Keyring::genesis(&master);
+        let ring = Keyring::from_meta(master.clone(), &rows).unwrap();
+        (master, rows, ring)
+    }
+
+    #[test]
+    fn sealed_values_open_in_their_column_only() {
+        let (_, _, ring) = ring();
+        let sealed = ring.seal_str(Column::BindingA, "+8613800000000");
+        assert!(sealed.starts_with("ml1:1:"));
+        assert!(!sealed.contains("13800000000"));
+        assert_eq!(
+            ring.open_string(Column::BindingA, &sealed).unwrap(),
+            "+8613800000000"
+        );
+        assert!(matches!(
+            ring.open(Column::BindingB, &sealed),
+            Err(Error::Corrupt("bindings.b"))
+        ));
+        // Two seals of one value differ (random nonces); blind tokens agree.
+        assert_ne!(sealed, ring.seal_str(Column::BindingA, "+8613800000000"));
+        assert_eq!(ring.blind("+8613800000000"), ring.blind("+8613800000000"));
+        assert_ne!(ring.blind("+8613800000000"), ring.blind("+8613800000001"));
+        assert!(is_blind(&ring.blind("+8613800000000")));
+    }
+
+    #[test]
+    fn clear_values_from_before_sealing_read_as_they_are() {
+        let (_, _, ring) = ring();
+        assert_eq!(
+            ring.open_string(Column::EventBody, "{\"a\":1}").unwrap(),
+            "{\"a\":1}"
+        );
+    }
+
+    #[test]
+    fn a_tampered_value_is_corrupt_not_garbage() {
+        let (_, _, ring) = ring();
+        let sealed = ring.seal_str(Column::MessageBody, "hello");
+        let mut bytes = sealed.into_bytes();
+        let last = bytes.len() - 3;
+        bytes[last] = if bytes[last] == b'A' { b'B' } else { b'A' };
+        let tampered = String::from_utf8(bytes).unwrap();
+        assert!(ring.open(Column::MessageBody, &tampered).is_err());
+        assert!(matches!(
+            ring.open(Column::MessageBody, "ml1:9:AAAA"),
+            Err(Error::UnknownKey(9))
+        ));
+    }
+
+    #[test]
+    fn another_master_key_opens_nothing() {
+        let (_, rows, _) = ring();
+        let err = Keyring::from_meta(MasterKey::ephemeral(), &rows).unwrap_err();
+        assert!(err.to_string().contains("another master key"), "{err}");
+    }
+
+    #[test]
+    fn rotation_seals_with_the_new_key_from_its_time_and_reads_both() {
+        let (master, mut rows, ring) = ring();
+        let old = ring.seal_str(Column::EventBody, "old");
+        let (id, added) = Keyring::rotation(&master, &rows, 1_000, 10).unwrap();
+        assert_eq!(id, 2);
+        rows.retain(|(k, _)| k != META_CURRENT);
+        rows.extend(added);
+        ring.refresh(&rows).unwrap();
+        assert_eq!(ring.sealing_key(1_005), 1);
+        assert_eq!(ring.sealing_key(1_010), 2);
+        assert_eq!(ring.key_ids(), [1, 2]);
+        let new = ring.seal_str(Column::EventBody, "new");
+        assert!(Keyring::sealed_under(&new, 2) && Keyring::sealed_under(&old, 1));
+        assert_eq!(ring.open_string(Column::EventBody, &old).unwrap(), "old");
+        assert_eq!(ring.open_string(Column::EventBody, &new).unwrap(), "new");
+        // The blind key stays: tokens agree across the rotation.
+        let again = Keyring::from_meta(master, &rows).unwrap();
+        assert_eq!(again.blind("+12025550100"), ring.blind("+12025550100"));
+        assert_eq!(again.open_string(Column::EventBody, &old).unwrap(), "old");
+    }
+
+    #[test]
+    fn the_master_key_file_is_created_private_and_read_back() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("master.key");
+        let a = MasterKey::load_or_create(&path).unwrap();
+        let mode = fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let b = MasterKey::load_or_create(&path).unwrap();
+        let rows = Keyring::genesis(&a);
+        Keyring::from_meta(b, &rows).unwrap();
+        fs::write(&path, "not a key").unwrap();
+        assert!(MasterKey::load_or_create(&path).is_err());
+    }
+
+    #[test]
+    fn sealed_bytes_name_their_key_and_context() {
+        let (_, _, ring) = ring();
+        let sealed = ring.seal_bytes(Column::Recording, b"t/c/0", b"audio");
+        assert_eq!(sealed.len(), BYTES_OVERHEAD + 5);
+        assert_eq!(&sealed[..4], &1u32.to_be_bytes());
+        assert_eq!(
+            ring.open_bytes(Column::Recording, b"t/c/0", &sealed)
+                .unwrap(),
+            b"audio"
+        );
+        assert!(
+            ring.open_bytes(Column::Recording, b"t/c/1", &sealed)
+                .is_err()
+        );
+        assert!(
+            ring.open_bytes(Column::Recording, b"t/c/0", &sealed[..20])
+                .is_err()
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn anything_sealed_opens_to_itself(clear in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let (_, _, ring) = ring();
+            let sealed = ring.seal(Column::PartBytes, &clear);
+            prop_assert_eq!(ring.open(Column::PartBytes, &sealed).unwrap(), clear);
+        }
+    }
+}
