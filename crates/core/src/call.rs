@@ -52,6 +52,10 @@ pub enum ReleaseReason {
     Refused,
     /// Maskline was shutting down.
     Shutdown,
+    /// The node carrying the call stopped without ending it (a crash, a
+    /// kill): the CDR was written from the node's open-call journal when it
+    /// started again, ending at its last sign of life.
+    NodeRestart,
 }
 
 /// A refusal's treatment, as recorded in the CDR.
@@ -131,6 +135,7 @@ impl CallRecord {
             | ReleaseReason::MediaTimeout => 102,
             ReleaseReason::Refused => self.refusal.map_or(21, Refusal::q850),
             ReleaseReason::Shutdown => 41,
+            ReleaseReason::NodeRestart => 38,
         }
     }
 
@@ -177,7 +182,7 @@ impl ReleasedBy {
 }
 
 impl ReleaseReason {
-    pub const ALL: [ReleaseReason; 13] = [
+    pub const ALL: [ReleaseReason; 14] = [
         ReleaseReason::Normal,
         ReleaseReason::Cancelled,
         ReleaseReason::Busy,
@@ -191,6 +196,7 @@ impl ReleaseReason {
         ReleaseReason::MediaTimeout,
         ReleaseReason::Refused,
         ReleaseReason::Shutdown,
+        ReleaseReason::NodeRestart,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -208,6 +214,7 @@ impl ReleaseReason {
             ReleaseReason::MediaTimeout => "media_timeout",
             ReleaseReason::Refused => "refused",
             ReleaseReason::Shutdown => "shutdown",
+            ReleaseReason::NodeRestart => "node_restart",
         }
     }
 

@@ -1,6 +1,6 @@
 //! Call detail records: written by the SIP layer, listed by the API.
 
-use maskline_core::{CallId, CallRecord, EventType, Number, ReleaseReason, TenantId};
+use maskline_core::{CallId, CallRecord, EventType, Number, ReleaseReason, ReleasedBy, TenantId};
 use maskline_store::{CallFilter, Page, Write, WriteAck};
 
 use crate::{Engine, Result};
@@ -27,6 +27,45 @@ impl Engine {
         self.store.enqueue(Write::RecordCall { record, events })
     }
 
+    /// Writes the CDRs of the calls this node connected and never ended (it
+    /// stopped without ending them: a crash, a kill): each ends at the
+    /// node's last sign of life (its heartbeat, [`Engine::heartbeat`]) or
+    /// at its own last event, whichever is later, `released_by` the system
+    /// with `node_restart`. Run at start-up, before calls are taken. The
+    /// number of CDRs written.
+    pub async fn close_open_calls(&self) -> Result<usize> {
+        let open = self.store.open_calls().await?;
+        if open.is_empty() {
+            return Ok(0);
+        }
+        let alive = self
+            .store
+            .get_meta(&heartbeat_key(self.store.node()))
+            .await?
+            .and_then(|v| v.parse::<i64>().ok());
+        let n = open.len();
+        for mut c in open {
+            let last = c.answered_at.or(c.ringing_at).unwrap_or(c.invited_at);
+            c.ended_at = alive.map_or(last, |a| a.max(last));
+            c.final_status = if c.answered_at.is_some() { 200 } else { 500 };
+            c.released_by = ReleasedBy::System;
+            c.release_reason = ReleaseReason::NodeRestart;
+            c.refusal = None;
+            self.record_call(c).await?;
+        }
+        tracing::warn!(calls = n, "CDRs written for calls cut by the node's stop");
+        Ok(n)
+    }
+
+    /// Notes that the node is alive (Unix ms), for the CDRs of calls a crash
+    /// cuts: the sweeper calls it every few seconds.
+    pub fn heartbeat(&self) -> WriteAck {
+        self.store.enqueue(Write::PutMeta {
+            key: heartbeat_key(self.store.node()),
+            value: maskline_events::unix_ms().to_string(),
+        })
+    }
+
     /// Erases `party` from `tenant`'s ended records (see
     /// [`Write::EraseParty`]): bindings whose cool-down is over go with their
     /// events and texts, CDRs keep the party's mask. Live bindings are kept:
@@ -51,4 +90,9 @@ impl Engine {
     ) -> Result<Vec<CallRecord>> {
         Ok(self.store.calls(tenant, filter, page).await?)
     }
+}
+
+/// The `meta` key of a node's heartbeat.
+fn heartbeat_key(node: &str) -> String {
+    format!("alive.{node}")
 }

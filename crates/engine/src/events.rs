@@ -83,12 +83,17 @@ impl Engine {
         Some(self.store.enqueue(Write::RecordEvents(vec![event])))
     }
 
-    /// Records a call's progress (`call.started`, `.ringing`, `.answered`).
+    /// Records a call's progress (`call.started`, `.ringing`, `.answered`)
+    /// with the call so far in the open-call journal, so that a crash
+    /// still leaves its CDR (`node_restart`, see [`Engine::close_open_calls`]).
     /// The ack resolves once it is durable; the SIP layer relays the
     /// progress to the caller only then.
     pub fn record_call_progress(&self, kind: EventType, call: &CallRecord) -> Option<WriteAck> {
         let event = self.call_event(kind, call)?;
-        Some(self.store.enqueue(Write::RecordEvents(vec![event])))
+        Some(self.store.enqueue(Write::OpenCall {
+            record: call.clone(),
+            events: vec![event],
+        }))
     }
 
     pub fn webhooks(&self) -> &Arc<maskline_events::Webhooks> {

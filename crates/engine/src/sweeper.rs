@@ -38,6 +38,16 @@ impl Sweeper {
             }
             self.engine.sweep_step(STEP_BUDGET);
             ticks += 1;
+            // Every 5 s at the default interval: the end given to calls a
+            // crash cuts (Engine::close_open_calls).
+            if ticks.is_multiple_of(5) {
+                let ack = self.engine.heartbeat();
+                tokio::spawn(async move {
+                    if let Err(e) = ack.await {
+                        tracing::warn!(error = %e, "recording the node's heartbeat failed");
+                    }
+                });
+            }
             if ticks.is_multiple_of(10) {
                 self.engine.purge_messages();
                 self.engine.purge_expired();

@@ -263,7 +263,8 @@ pub struct CallView {
     pub released_by: &'static str,
     /// `normal`, `cancelled`, `busy`, `declined`, `no_answer`, `not_found`,
     /// `failed`, `gateway_timeout`, `max_duration`, `peer_timeout`,
-    /// `media_timeout`, `refused` or `shutdown`. Requests from untrusted sources are refused
+    /// `media_timeout`, `refused`, `shutdown` or `node_restart` (the node
+    /// carrying the call stopped; the CDR ends at its last sign of life). Requests from untrusted sources are refused
     /// with 403 before any call exists, and leave no CDR.
     pub release_reason: &'static str,
     /// The ITU-T Q.850 cause of the release (16 normal clearing, 17 busy,

@@ -60,6 +60,7 @@ async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn maskline_store::S
         .context("cannot use the master key (MASKLINE_MASTER_KEY_FILE)")?;
     if let Some(mut options) = config.postgres() {
         options.master = master;
+        options.node = node_name(&config.data_dir)?;
         let store = PgStore::open(options)
             .await
             .context("cannot open the PostgreSQL store (MASKLINE_DATABASE_URL)")?;
@@ -85,6 +86,24 @@ impl maskline_media::sealed::Sealer for RecordingSealer {
 
     fn overhead(&self) -> usize {
         maskline_store::seal::BYTES_OVERHEAD
+    }
+}
+
+/// This node's name in a shared database's open-call journal: made once
+/// and kept in the data directory, so that it survives restarts and no
+/// other node has it.
+fn node_name(dir: &std::path::Path) -> anyhow::Result<String> {
+    let path = dir.join("node.id");
+    match std::fs::read_to_string(&path) {
+        Ok(s) if !s.trim().is_empty() => Ok(s.trim().to_owned()),
+        Ok(_) => anyhow::bail!("{} is empty", path.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let name = uuid::Uuid::now_v7().simple().to_string();
+            std::fs::write(&path, format!("{name}\n"))
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            Ok(name)
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
     }
 }
 
@@ -159,6 +178,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot use {} for recordings", recordings_dir.display()))?
         .sealed(Arc::new(RecordingSealer(store.keys())));
     engine.set_recordings(Arc::new(recordings));
+    // Calls a crash cut (the open-call journal) get their CDRs before any
+    // new call is taken.
+    engine
+        .close_open_calls()
+        .await
+        .context("cannot close the calls the last run left open")?;
     if let Some(changes) = changes {
         tokio::spawn(engine.clone().follow(changes));
     }

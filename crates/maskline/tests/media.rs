@@ -979,7 +979,11 @@ async fn no_party_digits_are_stored_in_clear_after_binds_calls_recordings_and_te
         .server
         .call("DELETE", "/v1/parties/12345", Some(&rig.key), None)
         .await;
-    assert_eq!((st, v["code"].as_str()), (400, Some("invalid_number")), "{v}");
+    assert_eq!(
+        (st, v["code"].as_str()),
+        (400, Some("invalid_number")),
+        "{v}"
+    );
     let mut server = rig.server;
     assert!(server.stop().success());
     assert_eq!(files_holding(&data, &needles), vec![]);

@@ -2173,3 +2173,65 @@ async fn kill_9_during_a_burst_loses_no_event_and_invents_none() {
         got.len()
     );
 }
+
+/// A node killed (SIGKILL) during an answered call leaves no call without
+/// its CDR: the open-call journal gives it one when the node starts again,
+/// `node_restart`, ending at the node's last heartbeat, with its
+/// `call.ended`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_cut_by_a_kill_gets_its_cdr_when_the_node_restarts() {
+    let mut uas = Sipp::uas("uas_answer.xml", Transport::Udp, &["-s", &b()]);
+    let mut rig = Rig::start(&uas, &[]).await;
+    let binding = rig.bind(axb()).await;
+    let x = binding["x"].as_str().unwrap().to_owned();
+    // The caller would hang up after a minute: the kill comes first.
+    let started = std::time::Instant::now();
+    let mut uac = rig.uac("uac_call.xml", &a(), &x, Transport::Udp, &["-d", "60000"]);
+    let key = rig.key.clone();
+    let answered = eventually(20, "call.answered", || {
+        let (server, key) = (&rig.server, key.clone());
+        async move {
+            let events = server.list_all("/v1/events", &key, 100).await;
+            events
+                .into_iter()
+                .find(|e| e["type"] == "call.answered")
+                .map(|e| e["data"]["id"].as_str().unwrap().to_owned())
+        }
+    })
+    .await;
+    // Long enough for heartbeats (every 5 s) after the answer.
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let up_for = started.elapsed();
+    rig.server.kill9();
+    uac.kill();
+    uas.kill();
+    rig.server.restart_after_kill9().await;
+    let cdrs = rig.calls(None).await;
+    assert_eq!(cdrs.len(), 1, "{cdrs:#?}");
+    let cdr = &cdrs[0];
+    assert_eq!(cdr["id"], json!(answered));
+    assert_eq!(cdr["release_reason"], "node_restart", "{cdr:#}");
+    assert_eq!(cdr["released_by"], "system");
+    assert_eq!(
+        (cdr["caller"].as_str(), cdr["callee"].as_str()),
+        (Some(a().as_str()), Some(b().as_str()))
+    );
+    assert!(cdr["answered_at"].is_string(), "{cdr:#}");
+    // It ends at a heartbeat after the answer, before the kill: not at the
+    // answer, not at the restart.
+    let talked = cdr["duration_ms"].as_i64().unwrap();
+    assert!(
+        talked > 0 && talked <= up_for.as_millis() as i64,
+        "{talked} ms talked, up {up_for:?}: {cdr:#}"
+    );
+    let events = rig.server.list_all("/v1/events", &rig.key, 100).await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e["type"] == "call.ended" && e["data"]["id"] == json!(answered)),
+        "{events:#?}"
+    );
+    // Once: a second restart writes nothing more.
+    rig.server.restart().await;
+    assert_eq!(rig.calls(None).await.len(), 1);
+}

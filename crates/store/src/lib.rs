@@ -314,6 +314,12 @@ pub enum Write {
     Reseal {
         batch: u32,
     },
+    /// A connected call's CDR so far into the open-call journal (replacing
+    /// what was there), with its progress events. `RecordCall` takes it out.
+    OpenCall {
+        record: CallRecord,
+        events: Vec<NewEvent>,
+    },
     /// Erases `party` from `tenant`'s ended records: bindings that ended
     /// (cool-down included) at or before `ended_before` (seconds) and their
     /// events and texts go; CDRs keep the party's mask only
@@ -536,6 +542,7 @@ impl Write {
             Write::CreateBinding { events, .. }
             | Write::UpdateBinding { events, .. }
             | Write::RecordCall { events, .. }
+            | Write::OpenCall { events, .. }
             | Write::RecordMessage { events, .. }
             | Write::RecordEvents(events) => any(events),
             Write::MessageOutcome { event, .. } => event.deliver,
@@ -664,6 +671,14 @@ pub trait Store: Send + Sync + 'static {
     /// The keys the store seals with, for what is kept beside it
     /// (recordings).
     fn keys(&self) -> std::sync::Arc<seal::Keyring>;
+
+    /// This node's name in the open-call journal (and its `alive.<node>`
+    /// meta key).
+    fn node(&self) -> &str;
+
+    /// This node's open-call journal: calls it connected whose CDR it has
+    /// not written (after a crash).
+    async fn open_calls(&self) -> Result<Vec<CallRecord>>;
 
     async fn get_meta(&self, key: &str) -> Result<Option<String>>;
 

@@ -100,6 +100,10 @@ pub struct PgOptions {
     /// Wraps the database's data keys; every node needs the same one. A
     /// fresh in-memory key unless set (tests: one schema, one process).
     pub master: MasterKey,
+    /// This node's name in the open-call journal: the same across its
+    /// restarts, unlike any other node's (the service keeps one in its data
+    /// directory). A random one unless set.
+    pub node: String,
 }
 
 impl PgOptions {
@@ -110,6 +114,7 @@ impl PgOptions {
             statement_timeout: Duration::from_secs(10),
             cooldown_secs,
             master: MasterKey::ephemeral(),
+            node: Uuid::now_v7().to_string(),
         })
     }
 
@@ -142,6 +147,7 @@ pub struct PgStore {
     changes: parking_lot::Mutex<Option<mpsc::UnboundedReceiver<Change>>>,
     health: Arc<Health>,
     keys: Arc<Keyring>,
+    node: String,
 }
 
 /// What `/healthz` reports about the database.
@@ -215,6 +221,7 @@ impl PgStore {
         let writer_state = Writer {
             conn: Some(writer),
             keys: keys.clone(),
+            journal: Arc::from(options.node.as_str()),
             session,
             cooldown: options.cooldown_secs,
             node,
@@ -248,6 +255,7 @@ impl PgStore {
             changes: parking_lot::Mutex::new(Some(changes_rx)),
             health,
             keys,
+            node: options.node.clone(),
         })
     }
 }
@@ -437,6 +445,8 @@ struct Writer {
     /// `None` while the database is unreachable.
     conn: Option<PgConnection>,
     keys: Arc<Keyring>,
+    /// This node's name in the open-call journal.
+    journal: Arc<str>,
     session: PgConnectOptions,
     cooldown: i64,
     node: u64,
@@ -538,6 +548,7 @@ impl Writer {
             match apply_batch(
                 conn,
                 &self.keys,
+                &self.journal,
                 ops,
                 self.cooldown,
                 self.node,
@@ -601,6 +612,7 @@ fn is_connection_lost(e: &Error) -> bool {
 async fn apply_batch(
     conn: &mut PgConnection,
     keys: &Keyring,
+    journal: &str,
     ops: &[Op],
     cooldown: i64,
     node: u64,
@@ -662,7 +674,16 @@ async fn apply_batch(
                 n
             }
             other => {
-                apply(&mut tx, keys, other, cooldown, &mut events, &mut touched).await?;
+                apply(
+                    &mut tx,
+                    keys,
+                    journal,
+                    other,
+                    cooldown,
+                    &mut events,
+                    &mut touched,
+                )
+                .await?;
                 1
             }
         };
@@ -1086,6 +1107,10 @@ async fn insert_calls(
         .execute(&mut *conn)
         .await
         .map_err(conflict)?;
+    sqlx::query("DELETE FROM open_calls WHERE id = ANY($1)")
+        .bind(calls.iter().map(|c| uuid(c.id.0)).collect::<Vec<_>>())
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 
@@ -1349,6 +1374,7 @@ async fn insert_messages<'a>(
 async fn apply<'a>(
     conn: &mut PgConnection,
     keys: &Keyring,
+    journal: &str,
     write: &'a Write,
     cooldown: i64,
     events: &mut Vec<&'a NewEvent>,
@@ -1546,6 +1572,47 @@ async fn apply<'a>(
         }
         Write::RecordCall { record, events: e } => {
             insert_calls(conn, keys, &[record]).await?;
+            events.extend(e);
+        }
+        Write::OpenCall {
+            record: c,
+            events: e,
+        } => {
+            let sql = format!(
+                "INSERT INTO open_calls (node, {CALL_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, \
+                 $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) \
+                 ON CONFLICT (id) DO UPDATE SET binding_id = excluded.binding_id, \
+                 direction = excluded.direction, callee = excluded.callee, \
+                 callee_sealed = excluded.callee_sealed, ringing_at = excluded.ringing_at, \
+                 answered_at = excluded.answered_at"
+            );
+            sqlx::query(AssertSqlSafe(sql))
+                .bind(journal)
+                .bind(uuid(c.id.0))
+                .bind(c.tenant.map(|t| uuid(t.0)))
+                .bind(c.binding.map(|b| uuid(b.0)))
+                .bind(c.direction.map(Direction::as_str))
+                .bind(c.x.map(|n| n.to_string()))
+                .bind(c.caller.map(|n| keys.blind(&n.to_string())))
+                .bind(c.callee.map(|n| keys.blind(&n.to_string())))
+                .bind(c.invited_at)
+                .bind(c.ringing_at)
+                .bind(c.answered_at)
+                .bind(c.ended_at)
+                .bind(i32::from(c.final_status))
+                .bind(c.released_by.as_str())
+                .bind(c.release_reason.as_str())
+                .bind(c.refusal.map(Refusal::as_str))
+                .bind(
+                    c.caller
+                        .map(|n| keys.seal_str(Column::CallCaller, &n.to_string())),
+                )
+                .bind(
+                    c.callee
+                        .map(|n| keys.seal_str(Column::CallCallee, &n.to_string())),
+                )
+                .execute(&mut *conn)
+                .await?;
             events.extend(e);
         }
         Write::RecordEvents(e) => events.extend(e),
@@ -2118,6 +2185,19 @@ impl Store for PgStore {
 
     fn keys(&self) -> Arc<Keyring> {
         self.keys.clone()
+    }
+
+    fn node(&self) -> &str {
+        &self.node
+    }
+
+    async fn open_calls(&self) -> Result<Vec<CallRecord>> {
+        let sql = format!("SELECT {CALL_COLUMNS} FROM open_calls WHERE node = $1 ORDER BY id");
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(&self.node)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| call_record(r, &self.keys)).collect()
     }
 
     async fn get_meta(&self, key: &str) -> Result<Option<String>> {

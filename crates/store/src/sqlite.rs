@@ -220,6 +220,23 @@ impl SqliteStore {
     }
 }
 
+/// The embedded store's node: it is the only one.
+const NODE: &str = "local";
+
+/// Takes the calls whose CDRs are written out of the open-call journal.
+async fn close_journal(conn: &mut SqliteConnection, calls: &[&CallRecord]) -> Result<()> {
+    for chunk in calls.chunks(MAX_INSERT_ROWS) {
+        let list = vec!["?"; chunk.len()].join(", ");
+        let sql = format!("DELETE FROM open_calls WHERE id IN ({list})");
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for c in chunk {
+            q = q.bind(uuid_bytes(c.id.0));
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
 /// Creates `file` empty and owner-only if it does not exist (SQLite gives
 /// its `-wal` and `-shm` files the database file's mode), and takes group
 /// and other access away from one that does.
@@ -413,6 +430,7 @@ async fn apply_all(conn: &mut SqliteConnection, keys: &Keyring, ops: &[Op]) -> R
                     bind_call(q, c, keys)
                 })
                 .await?;
+                close_journal(&mut tx, &calls).await?;
                 insert_events(&mut tx, keys, &events).await?;
                 n
             }
@@ -959,6 +977,22 @@ async fn apply(conn: &mut SqliteConnection, keys: &Keyring, write: &Write) -> Re
                 bind_call(q, c, keys)
             })
             .await?;
+            close_journal(conn, &[record]).await?;
+            insert_events(conn, keys, &events.iter().collect::<Vec<_>>()).await?;
+        }
+        Write::OpenCall { record, events } => {
+            let sql = concat!(
+                "INSERT INTO open_calls (node, ",
+                call_columns!(),
+                ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                 ON CONFLICT (id) DO UPDATE SET binding_id = excluded.binding_id, \
+                 direction = excluded.direction, callee = excluded.callee, \
+                 callee_sealed = excluded.callee_sealed, ringing_at = excluded.ringing_at, \
+                 answered_at = excluded.answered_at"
+            );
+            bind_call(sqlx::query(sql).bind(NODE), &record, keys)
+                .execute(&mut *conn)
+                .await?;
             insert_events(conn, keys, &events.iter().collect::<Vec<_>>()).await?;
         }
         Write::RecordEvents(events) => {
@@ -1343,6 +1377,19 @@ impl Store for SqliteStore {
 
     fn keys(&self) -> Arc<Keyring> {
         self.keys.clone()
+    }
+
+    fn node(&self) -> &str {
+        NODE
+    }
+
+    async fn open_calls(&self) -> Result<Vec<CallRecord>> {
+        let sql = format!("SELECT {CALL_COLUMNS} FROM open_calls WHERE node = ? ORDER BY id");
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(NODE)
+            .fetch_all(&self.reads)
+            .await?;
+        rows.iter().map(|r| call_record(r, &self.keys)).collect()
     }
 
     async fn get_meta(&self, key: &str) -> Result<Option<String>> {

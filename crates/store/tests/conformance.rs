@@ -2193,6 +2193,7 @@ macro_rules! every_case {
                 the_audit_log_lists_a_tenants_entries_newest_first,
                 retention_purges_what_ended_before_the_cutoff_a_batch_at_a_time,
                 erasure_removes_a_partys_ended_records_and_masks_its_cdrs,
+                the_open_call_journal_holds_a_call_until_its_cdr,
             ]
         );
     };
@@ -2701,5 +2702,46 @@ async fn erasure_removes_a_partys_ended_records_and_masks_its_cdrs(s: Arc<dyn St
             .unwrap()
             .len(),
         1
+    );
+}
+
+// === the open-call journal ===
+
+async fn the_open_call_journal_holds_a_call_until_its_cdr(s: Arc<dyn Store>) {
+    setup(&*s).await;
+    assert!(s.open_calls().await.unwrap().is_empty());
+    let mut progress = call(1, 1, 1_000);
+    progress.answered_at = None;
+    s.enqueue(Write::OpenCall {
+        record: progress.clone(),
+        events: vec![event(1, 1, EventType::CallStarted, 10, false)],
+    })
+    .await
+    .unwrap();
+    // The answer replaces what the journal held.
+    let answered = call(1, 1, 1_000);
+    s.enqueue(Write::OpenCall {
+        record: answered.clone(),
+        events: vec![event(2, 1, EventType::CallAnswered, 10, false)],
+    })
+    .await
+    .unwrap();
+    let open = s.open_calls().await.unwrap();
+    assert_eq!(open.len(), 1);
+    assert_eq!(open[0].answered_at, answered.answered_at);
+    assert_eq!(
+        (open[0].caller, open[0].callee),
+        (Some(party(1)), Some(party(2)))
+    );
+    assert!(s.event(TenantId(1), EventId(2)).await.unwrap().is_some());
+    s.enqueue(Write::RecordCall {
+        record: answered,
+        events: Vec::new(),
+    })
+    .await
+    .unwrap();
+    assert!(
+        s.open_calls().await.unwrap().is_empty(),
+        "its CDR closed it"
     );
 }
