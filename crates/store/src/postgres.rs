@@ -243,7 +243,7 @@ impl PgStore {
             .map_err(|e| Error::Database(sqlx::Error::Io(e)))?;
         tokio::spawn(crate::reseal::keep_keys(
             Arc::downgrade(&keys),
-            PgKeys {
+            KeysTask {
                 reads: pool.clone(),
                 writes: tx.downgrade(),
             },
@@ -260,51 +260,6 @@ impl PgStore {
     }
 }
 
-/// The back end as [`crate::reseal::keep_keys`] sees it. The writer is held
-/// weakly: a store that is dropped lets its writer end.
-struct PgKeys {
-    reads: PgPool,
-    writes: mpsc::WeakUnboundedSender<(Write, oneshot::Sender<Result<()>>)>,
-}
-
-impl crate::reseal::KeyStore for PgKeys {
-    fn keyring_rows(&self) -> crate::reseal::BoxFuture<'_, Result<MetaRows>> {
-        Box::pin(async move {
-            Ok(
-                sqlx::query_as("SELECT key, value FROM meta WHERE key LIKE 'seal.%' ORDER BY key")
-                    .fetch_all(&self.reads)
-                    .await?,
-            )
-        })
-    }
-
-    fn any_stale(&self, stale: crate::reseal::Stale) -> crate::reseal::BoxFuture<'_, Result<bool>> {
-        Box::pin(async move {
-            for table in crate::reseal::TABLES {
-                let found = sqlx::query(AssertSqlSafe(table.select("ctid::text", stale, 1)))
-                    .fetch_optional(&self.reads)
-                    .await?;
-                if found.is_some() {
-                    return Ok(true);
-                }
-            }
-            Ok(false)
-        })
-    }
-
-    fn reseal(&self, batch: u32) -> crate::reseal::BoxFuture<'_, Result<()>> {
-        Box::pin(async move {
-            let writes = self.writes.upgrade().ok_or(Error::WriterGone)?;
-            let (tx, rx) = oneshot::channel();
-            writes
-                .send((Write::Reseal { batch }, tx))
-                .map_err(|_| Error::WriterGone)?;
-            drop(writes);
-            WriteAck(rx).await
-        })
-    }
-}
-
 impl PgStore {
     /// `maskline keys rotate` on PostgreSQL: adds a data key that seals from
     /// [`crate::seal::ROTATION_DELAY_SECS`] on; every node reads it and
@@ -312,131 +267,20 @@ impl PgStore {
     /// starts sealing.
     pub async fn rotate_keys(options: &PgOptions, now: i64) -> Result<(u32, i64)> {
         let mut conn = PgConnection::connect_with(&options.session()).await?;
-        let rows = keyring_rows(&mut conn).await?;
-        let plan = crate::seal::Rotation::plan(&options.master, &rows, now)?;
-        let mut tx = conn.begin().await?;
-        sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2)")
-            .bind(&plan.key_row.0)
-            .bind(&plan.key_row.1)
-            .execute(&mut *tx)
-            .await
-            .map_err(|_| Error::Keys("another rotation ran at the same time".into()))?;
-        let set =
-            sqlx::query("UPDATE meta SET value = $1 WHERE key = 'seal.current' AND value = $2")
-                .bind(&plan.current)
-                .bind(&plan.was_current)
-                .execute(&mut *tx)
-                .await?;
-        if set.rows_affected() != 1 {
-            return Err(Error::Keys("another rotation ran at the same time".into()));
-        }
-        tx.commit().await?;
-        Ok((plan.id, plan.from))
+        rotate_in(&mut conn, &options.master, now).await
     }
 }
 
-/// The database's keyring: its `seal.*` meta rows, made by the first node
-/// to open it (the others' inserts do nothing, and they read the winner's).
-async fn load_keys(conn: &mut PgConnection, master: MasterKey) -> Result<Keyring> {
-    let mut rows = keyring_rows(conn).await?;
-    if rows.is_empty() {
-        let (k, v): (Vec<String>, Vec<String>) = Keyring::genesis(&master).into_iter().unzip();
-        // One statement: the genesis rows go in whole or not at all.
-        sqlx::query(
-            "INSERT INTO meta (key, value) SELECT * FROM UNNEST($1::text[], $2::text[]) \
-             ON CONFLICT (key) DO NOTHING",
-        )
-        .bind(k)
-        .bind(v)
-        .execute(&mut *conn)
-        .await?;
-        rows = keyring_rows(conn).await?;
-    }
-    Keyring::from_meta(master, &rows)
-}
-
-async fn keyring_rows(conn: &mut PgConnection) -> Result<MetaRows> {
-    Ok(
-        sqlx::query_as("SELECT key, value FROM meta WHERE key LIKE 'seal.%' ORDER BY key")
-            .fetch_all(&mut *conn)
-            .await?,
-    )
-}
-
-/// Seals, a batch at a time, everything not sealed under the current key.
-async fn seal_clear_rows(conn: &mut PgConnection, keys: &Keyring) -> Result<u64> {
-    let mut total = 0;
-    loop {
-        let mut tx = conn.begin().await?;
-        let n = reseal_rows(&mut tx, keys, crate::reseal::Stale::Clear, 500).await?;
-        tx.commit().await?;
-        total += n;
-        if n == 0 {
-            if total > 0 {
-                tracing::info!(
-                    rows = total,
-                    key = keys.current_key(),
-                    "sealed stored values"
-                );
-            }
-            return Ok(total);
-        }
-    }
-}
-
-/// Reseals at most `limit` rows a table; the rows it changed. Rows are
-/// named by `ctid`, and each update also compares the values it replaces,
-/// so a row another node changed meanwhile is left to the next pass.
-async fn reseal_rows(
-    conn: &mut PgConnection,
-    keys: &Keyring,
-    stale: crate::reseal::Stale,
-    limit: u32,
-) -> Result<u64> {
-    use crate::reseal::{Cell, TABLES, columns, resealed};
-    let mut changed = 0;
-    for table in TABLES {
-        let cols = columns(table);
-        let rows = sqlx::query(AssertSqlSafe(table.select("ctid::text", stale, limit)))
-            .fetch_all(&mut *conn)
-            .await?;
-        let update = table.update("ctid", "::tid", |i| format!("${i}"));
-        for row in &rows {
-            let handle: String = sqlx::Row::try_get(row, "handle")?;
-            let old = cols
-                .iter()
-                .map(|&(c, bytes)| {
-                    Ok(if bytes {
-                        sqlx::Row::try_get::<Option<Vec<u8>>, _>(row, c)?
-                            .map_or(Cell::Null, Cell::Bytes)
-                    } else {
-                        sqlx::Row::try_get::<Option<String>, _>(row, c)?
-                            .map_or(Cell::Null, Cell::Text)
-                    })
-                })
-                .collect::<Result<Vec<_>>>()?;
-            let new = resealed(table, keys, &old)?;
-            let mut q = sqlx::query(AssertSqlSafe(update.clone()));
-            for c in new.iter() {
-                q = bind_cell(q, c);
-            }
-            q = q.bind(handle);
-            for c in old.iter() {
-                q = bind_cell(q, c);
-            }
-            changed += q.execute(&mut *conn).await?.rows_affected();
-        }
-    }
-    Ok(changed)
-}
-
-fn bind_cell<'q>(q: PgQuery<'q>, c: &crate::reseal::Cell) -> PgQuery<'q> {
-    use crate::reseal::Cell;
-    match c {
-        Cell::Null => q.bind(None::<String>),
-        Cell::Text(t) => q.bind(t.clone()),
-        Cell::Bytes(b) => q.bind(b.clone()),
-    }
+crate::reseal::sealing_back_end! {
+    conn: PgConnection,
+    pool: PgPool,
+    query: PgQuery,
+    handle: "ctid::text" as String,
+    cast: "::tid",
+    placeholder: |i| format!("${i}"),
+    insert_meta: "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+    add_key: "INSERT INTO meta (key, value) VALUES ($1, $2)",
+    set_current: "UPDATE meta SET value = $1 WHERE key = 'seal.current' AND value = $2",
 }
 
 // === the writer ===

@@ -340,6 +340,202 @@ pub(crate) async fn keep_keys(keys: std::sync::Weak<Keyring>, db: impl KeyStore)
     }
 }
 
+/// The sealing code of a back end, one implementation for both: the
+/// keyring's rows, its creation, the reseal passes, the background task's
+/// view ([`KeyStore`]) and a rotation's writes. The back ends differ only in
+/// the types and the SQL spellings given here: the connection, pool and
+/// query types; how a row is named (`rowid`, an `i64`, in SQLite; `ctid`
+/// as text, cast back with `::tid`, in PostgreSQL); placeholders.
+macro_rules! sealing_back_end {
+    (
+        conn: $conn:ty,
+        pool: $pool:ty,
+        query: $query:ident,
+        handle: $handle:literal as $handle_ty:ty,
+        cast: $cast:literal,
+        placeholder: $ph:expr,
+        insert_meta: $insert_meta:literal,
+        add_key: $add_key:literal,
+        set_current: $set_current:literal $(,)?
+    ) => {
+        /// The `seal.*` rows of `meta`.
+        async fn keyring_rows(conn: &mut $conn) -> Result<MetaRows> {
+            Ok(
+                sqlx::query_as("SELECT key, value FROM meta WHERE key LIKE 'seal.%' ORDER BY key")
+                    .fetch_all(&mut *conn)
+                    .await?,
+            )
+        }
+
+        /// The database's keyring, made on first open (in one transaction;
+        /// a node that opens the database at the same moment waits on the
+        /// first row and then finds them all).
+        async fn load_keys(conn: &mut $conn, master: MasterKey) -> Result<Keyring> {
+            let mut rows = keyring_rows(conn).await?;
+            if rows.is_empty() {
+                let mut tx = conn.begin().await?;
+                for (k, v) in Keyring::genesis(&master) {
+                    sqlx::query($insert_meta)
+                        .bind(k)
+                        .bind(v)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                rows = keyring_rows(conn).await?;
+            }
+            Keyring::from_meta(master, &rows)
+        }
+
+        /// A rotation's writes (`maskline keys rotate`): the new key's row,
+        /// failing if another rotation took its id, and `seal.current`,
+        /// only where it still holds what the plan read.
+        async fn rotate_in(conn: &mut $conn, master: &MasterKey, now: i64) -> Result<(u32, i64)> {
+            let rows = keyring_rows(conn).await?;
+            let plan = crate::seal::Rotation::plan(master, &rows, now)?;
+            let raced = || Error::Keys("another rotation ran at the same time".into());
+            let mut tx = conn.begin().await?;
+            sqlx::query($add_key)
+                .bind(&plan.key_row.0)
+                .bind(&plan.key_row.1)
+                .execute(&mut *tx)
+                .await
+                .map_err(|_| raced())?;
+            let set = sqlx::query($set_current)
+                .bind(&plan.current)
+                .bind(&plan.was_current)
+                .execute(&mut *tx)
+                .await?;
+            if set.rows_affected() != 1 {
+                return Err(raced());
+            }
+            tx.commit().await?;
+            Ok((plan.id, plan.from))
+        }
+
+        /// Seals, a batch at a time, what an older build left in clear.
+        async fn seal_clear_rows(conn: &mut $conn, keys: &Keyring) -> Result<u64> {
+            let mut total = 0;
+            loop {
+                let mut tx = conn.begin().await?;
+                let n = reseal_rows(&mut tx, keys, crate::reseal::Stale::Clear, 500).await?;
+                tx.commit().await?;
+                total += n;
+                if n == 0 {
+                    if total > 0 {
+                        tracing::info!(
+                            rows = total,
+                            key = keys.current_key(),
+                            "sealed stored values"
+                        );
+                    }
+                    return Ok(total);
+                }
+            }
+        }
+
+        /// Reseals at most `limit` `stale` rows a table; the rows it
+        /// changed. Each update compares the values it replaces, so a row
+        /// changed meanwhile is left to the next pass.
+        async fn reseal_rows(
+            conn: &mut $conn,
+            keys: &Keyring,
+            stale: crate::reseal::Stale,
+            limit: u32,
+        ) -> Result<u64> {
+            use crate::reseal::{Cell, TABLES, columns, resealed};
+            fn bind_cell<'q>(q: $query<'q>, c: &Cell) -> $query<'q> {
+                match c {
+                    Cell::Null => q.bind(None::<String>),
+                    Cell::Text(t) => q.bind(t.clone()),
+                    Cell::Bytes(b) => q.bind(b.clone()),
+                }
+            }
+            let mut changed = 0;
+            for table in TABLES {
+                let cols = columns(table);
+                let rows = sqlx::query(AssertSqlSafe(table.select($handle, stale, limit)))
+                    .fetch_all(&mut *conn)
+                    .await?;
+                let update =
+                    table.update($handle.split("::").next().unwrap_or($handle), $cast, $ph);
+                for row in &rows {
+                    let handle: $handle_ty = sqlx::Row::try_get(row, "handle")?;
+                    let old = cols
+                        .iter()
+                        .map(|&(c, bytes)| {
+                            Ok(if bytes {
+                                sqlx::Row::try_get::<Option<Vec<u8>>, _>(row, c)?
+                                    .map_or(Cell::Null, Cell::Bytes)
+                            } else {
+                                sqlx::Row::try_get::<Option<String>, _>(row, c)?
+                                    .map_or(Cell::Null, Cell::Text)
+                            })
+                        })
+                        .collect::<Result<Vec<_>>>()?;
+                    let new = resealed(table, keys, &old)?;
+                    let mut q = sqlx::query(AssertSqlSafe(update.clone()));
+                    for c in new.iter() {
+                        q = bind_cell(q, c);
+                    }
+                    q = q.bind(handle);
+                    for c in old.iter() {
+                        q = bind_cell(q, c);
+                    }
+                    changed += q.execute(&mut *conn).await?.rows_affected();
+                }
+            }
+            Ok(changed)
+        }
+
+        /// The back end as [`crate::reseal::keep_keys`] sees it. The writer
+        /// is held weakly: a store that is dropped lets its writer end.
+        struct KeysTask {
+            reads: $pool,
+            writes: mpsc::WeakUnboundedSender<(Write, oneshot::Sender<Result<()>>)>,
+        }
+
+        impl crate::reseal::KeyStore for KeysTask {
+            fn keyring_rows(&self) -> crate::reseal::BoxFuture<'_, Result<MetaRows>> {
+                Box::pin(async move {
+                    let mut conn = self.reads.acquire().await?;
+                    keyring_rows(&mut conn).await
+                })
+            }
+
+            fn any_stale(
+                &self,
+                stale: crate::reseal::Stale,
+            ) -> crate::reseal::BoxFuture<'_, Result<bool>> {
+                Box::pin(async move {
+                    for table in crate::reseal::TABLES {
+                        let found = sqlx::query(AssertSqlSafe(table.select($handle, stale, 1)))
+                            .fetch_optional(&self.reads)
+                            .await?;
+                        if found.is_some() {
+                            return Ok(true);
+                        }
+                    }
+                    Ok(false)
+                })
+            }
+
+            fn reseal(&self, batch: u32) -> crate::reseal::BoxFuture<'_, Result<()>> {
+                Box::pin(async move {
+                    let writes = self.writes.upgrade().ok_or(Error::WriterGone)?;
+                    let (tx, rx) = oneshot::channel();
+                    writes
+                        .send((Write::Reseal { batch }, tx))
+                        .map_err(|_| Error::WriterGone)?;
+                    drop(writes);
+                    WriteAck(rx).await
+                })
+            }
+        }
+    };
+}
+pub(crate) use sealing_back_end;
+
 #[cfg(test)]
 mod tests {
     use super::*;

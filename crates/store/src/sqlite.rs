@@ -125,7 +125,7 @@ impl SqliteStore {
             .map_err(|e| Error::Database(sqlx::Error::Io(e)))?;
         tokio::spawn(crate::reseal::keep_keys(
             Arc::downgrade(&keys),
-            SqliteKeys {
+            KeysTask {
                 reads: reads.clone(),
                 writes: tx.downgrade(),
             },
@@ -135,51 +135,6 @@ impl SqliteStore {
             reads,
             events_signal,
             keys,
-        })
-    }
-}
-
-/// The back end as [`crate::reseal::keep_keys`] sees it. The writer is held
-/// weakly: a store that is dropped lets its writer end.
-struct SqliteKeys {
-    reads: SqlitePool,
-    writes: mpsc::WeakUnboundedSender<(Write, oneshot::Sender<Result<()>>)>,
-}
-
-impl crate::reseal::KeyStore for SqliteKeys {
-    fn keyring_rows(&self) -> crate::reseal::BoxFuture<'_, Result<MetaRows>> {
-        Box::pin(async move {
-            Ok(
-                sqlx::query_as("SELECT key, value FROM meta WHERE key LIKE 'seal.%' ORDER BY key")
-                    .fetch_all(&self.reads)
-                    .await?,
-            )
-        })
-    }
-
-    fn any_stale(&self, stale: crate::reseal::Stale) -> crate::reseal::BoxFuture<'_, Result<bool>> {
-        Box::pin(async move {
-            for table in crate::reseal::TABLES {
-                let found = sqlx::query(AssertSqlSafe(table.select("rowid", stale, 1)))
-                    .fetch_optional(&self.reads)
-                    .await?;
-                if found.is_some() {
-                    return Ok(true);
-                }
-            }
-            Ok(false)
-        })
-    }
-
-    fn reseal(&self, batch: u32) -> crate::reseal::BoxFuture<'_, Result<()>> {
-        Box::pin(async move {
-            let writes = self.writes.upgrade().ok_or(Error::WriterGone)?;
-            let (tx, rx) = oneshot::channel();
-            writes
-                .send((Write::Reseal { batch }, tx))
-                .map_err(|_| Error::WriterGone)?;
-            drop(writes);
-            WriteAck(rx).await
         })
     }
 }
@@ -198,25 +153,7 @@ impl SqliteStore {
             .filename(&file)
             .busy_timeout(Duration::from_secs(10));
         let mut conn = SqliteConnection::connect_with(&options).await?;
-        let rows = keyring_rows(&mut conn).await?;
-        let plan = crate::seal::Rotation::plan(master, &rows, now)?;
-        let mut tx = conn.begin().await?;
-        sqlx::query("INSERT INTO meta (key, value) VALUES (?, ?)")
-            .bind(&plan.key_row.0)
-            .bind(&plan.key_row.1)
-            .execute(&mut *tx)
-            .await
-            .map_err(|_| Error::Keys("another rotation ran at the same time".into()))?;
-        let set = sqlx::query("UPDATE meta SET value = ? WHERE key = 'seal.current' AND value = ?")
-            .bind(&plan.current)
-            .bind(&plan.was_current)
-            .execute(&mut *tx)
-            .await?;
-        if set.rows_affected() != 1 {
-            return Err(Error::Keys("another rotation ran at the same time".into()));
-        }
-        tx.commit().await?;
-        Ok((plan.id, plan.from))
+        rotate_in(&mut conn, master, now).await
     }
 }
 
@@ -258,104 +195,16 @@ fn private_file(file: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The database's keyring: its `seal.*` meta rows, made on first open.
-async fn load_keys(conn: &mut SqliteConnection, master: MasterKey) -> Result<Keyring> {
-    let mut rows = keyring_rows(conn).await?;
-    if rows.is_empty() {
-        let mut tx = conn.begin().await?;
-        for (k, v) in Keyring::genesis(&master) {
-            sqlx::query("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)")
-                .bind(k)
-                .bind(v)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        rows = keyring_rows(conn).await?;
-    }
-    Keyring::from_meta(master, &rows)
-}
-
-/// Seals, a batch at a time, everything not sealed under the current key.
-async fn seal_clear_rows(conn: &mut SqliteConnection, keys: &Keyring) -> Result<u64> {
-    let mut total = 0;
-    loop {
-        let mut tx = conn.begin().await?;
-        let n = reseal_rows(&mut tx, keys, crate::reseal::Stale::Clear, 500).await?;
-        tx.commit().await?;
-        total += n;
-        if n == 0 {
-            if total > 0 {
-                tracing::info!(
-                    rows = total,
-                    key = keys.current_key(),
-                    "sealed stored values"
-                );
-            }
-            return Ok(total);
-        }
-    }
-}
-
-/// Reseals at most `limit` rows a table; the rows it changed.
-async fn reseal_rows(
-    conn: &mut SqliteConnection,
-    keys: &Keyring,
-    stale: crate::reseal::Stale,
-    limit: u32,
-) -> Result<u64> {
-    use crate::reseal::{Cell, TABLES, columns, resealed};
-    let mut changed = 0;
-    for table in TABLES {
-        let cols = columns(table);
-        let rows = sqlx::query(AssertSqlSafe(table.select("rowid", stale, limit)))
-            .fetch_all(&mut *conn)
-            .await?;
-        let update = table.update("rowid", "", |_| "?".to_owned());
-        for row in &rows {
-            let handle: i64 = sqlx::Row::try_get(row, "handle")?;
-            let old = cols
-                .iter()
-                .map(|&(c, bytes)| {
-                    Ok(if bytes {
-                        sqlx::Row::try_get::<Option<Vec<u8>>, _>(row, c)?
-                            .map_or(Cell::Null, Cell::Bytes)
-                    } else {
-                        sqlx::Row::try_get::<Option<String>, _>(row, c)?
-                            .map_or(Cell::Null, Cell::Text)
-                    })
-                })
-                .collect::<Result<Vec<_>>>()?;
-            let new = resealed(table, keys, &old)?;
-            let mut q = sqlx::query(AssertSqlSafe(update.clone()));
-            for c in new.iter() {
-                q = bind_cell(q, c);
-            }
-            q = q.bind(handle);
-            for c in old.iter() {
-                q = bind_cell(q, c);
-            }
-            changed += q.execute(&mut *conn).await?.rows_affected();
-        }
-    }
-    Ok(changed)
-}
-
-fn bind_cell<'q>(q: SqliteQuery<'q>, c: &crate::reseal::Cell) -> SqliteQuery<'q> {
-    use crate::reseal::Cell;
-    match c {
-        Cell::Null => q.bind(None::<String>),
-        Cell::Text(t) => q.bind(t.clone()),
-        Cell::Bytes(b) => q.bind(b.clone()),
-    }
-}
-
-async fn keyring_rows(conn: &mut SqliteConnection) -> Result<MetaRows> {
-    Ok(
-        sqlx::query_as("SELECT key, value FROM meta WHERE key LIKE 'seal.%' ORDER BY key")
-            .fetch_all(&mut *conn)
-            .await?,
-    )
+crate::reseal::sealing_back_end! {
+    conn: SqliteConnection,
+    pool: SqlitePool,
+    query: SqliteQuery,
+    handle: "rowid" as i64,
+    cast: "",
+    placeholder: |_| "?".to_owned(),
+    insert_meta: "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING",
+    add_key: "INSERT INTO meta (key, value) VALUES (?, ?)",
+    set_current: "UPDATE meta SET value = ? WHERE key = 'seal.current' AND value = ?",
 }
 
 // === the writer ===
