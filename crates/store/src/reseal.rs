@@ -413,12 +413,29 @@ macro_rules! sealing_back_end {
             Ok((plan.id, plan.from))
         }
 
-        /// Seals, a batch at a time, what an older build left in clear.
+        /// Seals, a batch at a time, what an older build left in clear;
+        /// once done, `seal.clear_done` saves later starts the scan (a
+        /// clear row an older node writes after that is sealed in the
+        /// background, `keep_keys`).
         async fn seal_clear_rows(conn: &mut $conn, keys: &Keyring) -> Result<u64> {
+            let done: Option<String> =
+                sqlx::query_scalar("SELECT value FROM meta WHERE key = 'seal.clear_done'")
+                    .fetch_optional(&mut *conn)
+                    .await?;
+            if done.is_some() {
+                return Ok(0);
+            }
             let mut total = 0;
             loop {
                 let mut tx = conn.begin().await?;
                 let n = reseal_rows(&mut tx, keys, crate::reseal::Stale::Clear, 500).await?;
+                if n == 0 {
+                    sqlx::query($insert_meta)
+                        .bind("seal.clear_done")
+                        .bind("1")
+                        .execute(&mut *tx)
+                        .await?;
+                }
                 tx.commit().await?;
                 total += n;
                 if n == 0 {

@@ -26,10 +26,11 @@ use std::path::Path;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
+use chacha20poly1305::aead::{Aead, KeyInit, OsRng, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use hmac::{Hmac, Mac};
 use parking_lot::RwLock;
+use rand::Rng;
 use sha2::Sha256;
 
 use crate::{Error, Result};
@@ -450,7 +451,7 @@ impl Keyring {
         } else {
             (c.previous, previous)
         };
-        let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
+        let nonce = nonce();
         let aad = [column.name().as_bytes(), b"/", context].concat();
         let Ok(ct) = key.encrypt(
             &nonce,
@@ -519,8 +520,17 @@ pub fn is_blind(stored: &str) -> bool {
     stored.starts_with(BLIND_PREFIX)
 }
 
+/// A random 192-bit nonce from the thread's CSPRNG (ChaCha, seeded from the
+/// OS and reseeded by it): no system call per value, and at 192 bits random
+/// nonces never repeat in practice.
+fn nonce() -> XNonce {
+    let mut bytes = [0u8; NONCE_LEN];
+    rand::rng().fill_bytes(&mut bytes);
+    XNonce::from(bytes)
+}
+
 fn seal_with(key: &XChaCha20Poly1305, aad: &str, clear: &[u8]) -> String {
-    let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
+    let nonce = nonce();
     let payload = Payload {
         msg: clear,
         aad: aad.as_bytes(),

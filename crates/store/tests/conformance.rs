@@ -2312,8 +2312,10 @@ async fn write_parties(s: &dyn Store) {
     .unwrap();
 }
 
-/// What an older build wrote in clear, rewritten so by raw SQL.
-const UNSEAL: [&str; 3] = [
+/// What an older build wrote in clear, rewritten so by raw SQL (and the
+/// database as one that never had its clear rows sealed).
+const UNSEAL: [&str; 4] = [
+    "DELETE FROM meta WHERE key = 'seal.clear_done'",
     "UPDATE bindings SET a = '+8613800000001', a_sealed = NULL, \
      b = '+8613800000002', b_sealed = NULL",
     "UPDATE calls SET caller = '+8613800000001', caller_sealed = NULL, \
