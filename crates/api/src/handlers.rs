@@ -1055,6 +1055,56 @@ pub async fn get_sms_settings(
     Json(sms_settings_view(&state.engine.sms_settings(tenant)))
 }
 
+fn call_rules_view(r: &maskline_core::CallRules) -> CallRulesView {
+    let list = |l: &[maskline_core::Prefix]| l.iter().map(|p| p.as_str().to_owned()).collect();
+    CallRulesView {
+        allow_prefixes: list(&r.allow_prefixes),
+        deny_prefixes: list(&r.deny_prefixes),
+    }
+}
+
+#[utoipa::path(put, path = "/v1/settings/calls", tag = "calls",
+    request_body = CallRulesRequest,
+    responses(
+        (status = 200, body = CallRulesView),
+        (status = 400, description = "`invalid_field`: a prefix that is not `+` and 1 to 15 digits, or more than 256 in a list", body = ProblemBody, content_type = "application/problem+json"),
+    ),
+    security(("tenant_key" = [])))]
+pub async fn put_call_rules(
+    State(state): State<AppState>,
+    TenantAuth(tenant): TenantAuth,
+    body: JsonBody<CallRulesRequest>,
+) -> ApiResult<Json<CallRulesView>> {
+    let req = body.value;
+    let rules =
+        maskline_core::CallRules::new(&req.allow_prefixes, &req.deny_prefixes).map_err(|e| {
+            let field = if req.allow_prefixes.len() > maskline_core::call_rules::MAX_PREFIXES
+                || req
+                    .allow_prefixes
+                    .iter()
+                    .any(|p| maskline_core::Prefix::parse(p).is_err())
+            {
+                "allow_prefixes"
+            } else {
+                "deny_prefixes"
+            };
+            Problem::bad_request("invalid_field", field, e.to_string())
+        })?;
+    let view = call_rules_view(&rules);
+    state.engine.put_call_rules(tenant, rules).await?;
+    Ok(Json(view))
+}
+
+#[utoipa::path(get, path = "/v1/settings/calls", tag = "calls",
+    responses((status = 200, description = "The tenant's rules, or the defaults until set", body = CallRulesView)),
+    security(("tenant_key" = [])))]
+pub async fn get_call_rules(
+    State(state): State<AppState>,
+    TenantAuth(tenant): TenantAuth,
+) -> Json<CallRulesView> {
+    Json(call_rules_view(&state.engine.call_rules(tenant)))
+}
+
 // === webhooks and events ===
 
 /// Most subscription patterns in one webhook.

@@ -166,6 +166,7 @@ pub fn router(state: AppState) -> Router {
             handlers::put_sms_settings,
             handlers::get_sms_settings
         ))
+        .routes(routes!(handlers::put_call_rules, handlers::get_call_rules))
         .routes(routes!(prompts::list_prompts))
         .routes(routes!(prompts::put_prompt, prompts::delete_prompt))
         .routes(routes!(handlers::healthz))

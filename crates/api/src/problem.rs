@@ -140,6 +140,8 @@ impl From<Domain> for Problem {
             Domain::MissingB => (S::BAD_REQUEST, "missing_b"),
             Domain::SameParty => (S::BAD_REQUEST, "same_party"),
             Domain::PartyIsVirtual => (S::UNPROCESSABLE_ENTITY, "party_is_virtual"),
+            Domain::DestinationNotAllowed => (S::UNPROCESSABLE_ENTITY, "destination_not_allowed"),
+            Domain::InvalidPrefix => (S::BAD_REQUEST, "invalid_field"),
             Domain::PoolExhausted => (S::CONFLICT, "pool_exhausted"),
             Domain::NumberTaken => (S::CONFLICT, "number_taken"),
             Domain::NumberNotFound => (S::NOT_FOUND, "not_found"),

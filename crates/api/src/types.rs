@@ -395,6 +395,27 @@ pub struct SmsSettingsView {
     pub rules: Vec<RuleDto>,
 }
 
+/// A tenant's call rules against toll fraud. `PUT /v1/settings/calls`
+/// replaces them; until then a tenant's parties must be in the default
+/// region's country, and premium-rate and satellite ranges are denied.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CallRulesRequest {
+    /// E.164 prefixes (`+` and digits) a party's number must start with:
+    /// `["+86"]`. Empty: no party is allowed.
+    pub allow_prefixes: Vec<String>,
+    /// Prefixes no party's number may start with, even when allowed:
+    /// `["+86170", "+881"]`.
+    #[serde(default)]
+    pub deny_prefixes: Vec<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CallRulesView {
+    pub allow_prefixes: Vec<String>,
+    pub deny_prefixes: Vec<String>,
+}
+
 /// One of a party's live bindings: the numbers it can be reached on, and
 /// the last four digits users look a pick-up code up by.
 #[derive(Serialize, ToSchema)]

@@ -20,6 +20,7 @@
 
 pub mod binding;
 pub mod call;
+pub mod call_rules;
 pub mod event;
 pub mod index;
 pub mod number;
@@ -33,6 +34,7 @@ pub use binding::{
 pub use call::{
     CallId, CallRecord, Erased, Refusal, ReleaseReason, ReleasedBy, UnixMillis, q850_text,
 };
+pub use call_rules::{CallRules, Prefix};
 pub use event::{EventId, EventPattern, EventType, selected};
 pub use index::{
     AllocRequest, Allocation, AreaMatch, Census, Index, NewBinding, NumberUsage, PoolStat,
@@ -70,6 +72,12 @@ pub enum Error {
     SameParty,
     #[error("a party is a virtual number of a pool")]
     PartyIsVirtual,
+    #[error(
+        "a party's number is outside the tenant's allowed destinations (PUT /v1/settings/calls)"
+    )]
+    DestinationNotAllowed,
+    #[error("a prefix is `+` and 1 to 15 digits, at most 256 in a list")]
+    InvalidPrefix,
     #[error("no number in the pool can serve this binding")]
     PoolExhausted,
     #[error("the number belongs to another pool")]

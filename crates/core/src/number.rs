@@ -39,6 +39,13 @@ impl Region {
     pub fn as_str(&self) -> &str {
         self.0.as_ref()
     }
+
+    /// The region's country calling code (`86` for CN).
+    pub fn country_code(&self) -> Option<u16> {
+        phonenumber::metadata::DATABASE
+            .by_id(self.0.as_ref())
+            .map(|m| m.country_code())
+    }
 }
 
 impl FromStr for Region {

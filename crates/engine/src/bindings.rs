@@ -174,6 +174,7 @@ impl Engine {
             }
         }
         let expires_at = self.expiry_to_time(spec.expiry, now)?;
+        self.check_destinations(tenant, std::iter::once(spec.a).chain(spec.b))?;
         // Shared with each attempt's settling task: the key stays in flight
         // until our caller is done and the last write has settled.
         let guard = Arc::new(guard);
@@ -348,6 +349,7 @@ impl Engine {
             if current.mode == Mode::Axb && b.is_none() {
                 return Err(maskline_core::Error::MissingB.into());
             }
+            self.check_destinations(tenant, b)?;
             next.b = b;
         }
         if let Some(at) = patch.expires_at {

@@ -74,6 +74,7 @@ impl Engine {
             Change::Numbers => self.reload_numbers().await,
             Change::Webhooks => self.reload_webhooks().await,
             Change::SmsSettings => self.reload_sms_settings().await,
+            Change::CallRules => self.reload_call_rules().await,
             Change::Prompts => self.reload_prompts().await,
             Change::Interrupted => {
                 metrics::counter!("maskline_cluster_interruptions_total").increment(1);
@@ -214,6 +215,7 @@ impl Engine {
         self.reload_keys().await?;
         self.reload_webhooks().await?;
         self.reload_sms_settings().await?;
+        self.reload_call_rules().await?;
         self.reload_prompts().await?;
         let changed = self.store.changed_bindings(since).await?;
         tracing::info!(

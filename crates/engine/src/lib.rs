@@ -20,6 +20,7 @@ use maskline_store::Store;
 use parking_lot::{Mutex, RwLock};
 
 mod bindings;
+mod call_rules;
 mod calls;
 mod cluster;
 mod events;
@@ -106,6 +107,8 @@ pub struct Config {
     /// How long the accepting node holds a relay before any node may claim
     /// it.
     pub sms_relay_lease_ms: i64,
+    /// Whose country code the default call rules allow.
+    pub default_region: maskline_core::Region,
 }
 
 impl Default for Config {
@@ -120,6 +123,7 @@ impl Default for Config {
             retention_days: 180,
             sms_affinity_secs: 72 * 3600,
             sms_relay_lease_ms: 30_000,
+            default_region: maskline_core::Region::default(),
         }
     }
 }
@@ -140,6 +144,10 @@ pub struct Engine {
     /// Webhook changes of one tenant read, decide and write in turn.
     webhook_lock: tokio::sync::Mutex<()>,
     sms_settings: Arc<RwLock<sms::SmsSettingsMap>>,
+    /// Tenants' call rules; tenants without their own have the defaults.
+    call_rules: Arc<RwLock<call_rules::CallRulesMap>>,
+    call_rules_lock: Arc<tokio::sync::Mutex<()>>,
+    default_call_rules: Arc<maskline_core::CallRules>,
     /// Where call recordings are kept (set once at start-up).
     recordings: std::sync::OnceLock<Arc<dyn maskline_media::recordings::Recordings>>,
     /// SMS settings changes (and reloads after another node's) take turns.
@@ -168,6 +176,9 @@ impl Engine {
         }
         let webhooks = Arc::new(maskline_events::Webhooks::new(store.webhooks().await?));
         let sms_settings = Arc::new(sms::load_sms_settings(&*store).await?);
+        let call_rules = Arc::new(call_rules::load_call_rules(&*store).await?);
+        let default_call_rules =
+            Arc::new(maskline_core::CallRules::defaults(config.default_region));
         let prompts = prompts::load_prompts(&*store).await?;
         let horizon = now - config.cooldown_secs.max(config.sticky_window_secs);
         let (mut live, mut refused) = (0u64, 0u64);
@@ -208,6 +219,9 @@ impl Engine {
             webhooks,
             webhook_lock: tokio::sync::Mutex::new(()),
             sms_settings: Arc::new(RwLock::new(sms_settings)),
+            call_rules: Arc::new(RwLock::new(call_rules)),
+            call_rules_lock: Arc::default(),
+            default_call_rules,
             recordings: std::sync::OnceLock::new(),
             sms_lock: Arc::default(),
             outbox: sms::Outbox::default(),

@@ -555,6 +555,7 @@ impl Config {
             sms_affinity_secs: self.sms_affinity_hours * 3600,
             sms_relay_lease_ms: self.sms_relay_lease_secs as i64 * 1000,
             retention_days: self.retention_days,
+            default_region: self.default_region,
             ..maskline_engine::Config::default()
         }
     }

@@ -1225,3 +1225,107 @@ async fn a_virtual_number_is_never_a_party() {
         .await;
     assert_eq!(got["b"], party(2), "a refused PATCH changes nothing");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn call_rules_keep_parties_to_the_allowed_destinations() {
+    let (_d, s, _t, key) = setup(&[&x(1), &x(2)]).await;
+    let rules = |body: Value| {
+        let (s, key) = (&s, key.clone());
+        async move {
+            s.call("PUT", "/v1/settings/calls", Some(&key), Some(body))
+                .await
+        }
+    };
+    // Until set: the default region's country only, premium and satellite
+    // ranges denied.
+    let (st, got) = s.call("GET", "/v1/settings/calls", Some(&key), None).await;
+    assert_eq!(st, 200);
+    assert_eq!(got["allow_prefixes"], json!(["+86"]));
+    assert!(
+        got["deny_prefixes"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("+881"))
+    );
+    let us = "+12025550123";
+    let (st, p) = s
+        .bind(&key, json!({"mode": "axb", "a": party(1), "b": us}))
+        .await;
+    assert_eq!(
+        (st, p["code"].as_str()),
+        (422, Some("destination_not_allowed")),
+        "{p}"
+    );
+    // Allowing the US lets the number in; a denied range stays out.
+    let (st, v) =
+        rules(json!({"allow_prefixes": ["+86", "+1"], "deny_prefixes": ["+1202555"]})).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["deny_prefixes"], json!(["+1202555"]));
+    let (st, p) = s
+        .bind(&key, json!({"mode": "axb", "a": party(1), "b": us}))
+        .await;
+    assert_eq!(
+        (st, p["code"].as_str()),
+        (422, Some("destination_not_allowed")),
+        "{p}"
+    );
+    let (st, b) = s
+        .bind(
+            &key,
+            json!({"mode": "axb", "a": party(1), "b": "+12125550123"}),
+        )
+        .await;
+    assert_eq!(st, 201, "{b}");
+    // A PATCH to a denied B is refused and changes nothing.
+    let path = format!("/v1/bindings/{}", b["id"].as_str().unwrap());
+    let (st, p) = s
+        .call("PATCH", &path, Some(&key), Some(json!({"b": us})))
+        .await;
+    assert_eq!(
+        (st, p["code"].as_str()),
+        (422, Some("destination_not_allowed")),
+        "{p}"
+    );
+    let (_, got) = s.call("GET", &path, Some(&key), None).await;
+    assert_eq!(got["b"], "+12125550123");
+    // Bad rules are refused precisely and change nothing.
+    for (body, code, field) in [
+        (
+            json!({"allow_prefixes": ["86"]}),
+            "invalid_field",
+            Some("allow_prefixes"),
+        ),
+        (
+            json!({"allow_prefixes": ["+86"], "deny_prefixes": ["+8x"]}),
+            "invalid_field",
+            Some("deny_prefixes"),
+        ),
+        (
+            json!({"allow_prefixes": ["+86"], "max_calls_per_second": 5}),
+            "unknown_field",
+            Some("max_calls_per_second"),
+        ),
+        // Named in the detail, as every missing field is.
+        (json!({"deny_prefixes": []}), "invalid_field", None),
+    ] {
+        let (st, p) = rules(body.clone()).await;
+        assert_eq!(
+            (st, p["code"].as_str(), p["field"].as_str()),
+            (400, Some(code), field),
+            "{body}: {p}"
+        );
+    }
+    let (_, got) = s.call("GET", "/v1/settings/calls", Some(&key), None).await;
+    assert_eq!(got["allow_prefixes"], json!(["+86", "+1"]));
+    // Another tenant keeps the defaults.
+    let (_, other) = s.create_tenant("other").await;
+    let (_, got) = s
+        .call("GET", "/v1/settings/calls", Some(&other), None)
+        .await;
+    assert_eq!(got["allow_prefixes"], json!(["+86"]));
+    // The rules survive a restart.
+    let mut s = s;
+    s.restart().await;
+    let (_, got) = s.call("GET", "/v1/settings/calls", Some(&key), None).await;
+    assert_eq!(got["allow_prefixes"], json!(["+86", "+1"]));
+}

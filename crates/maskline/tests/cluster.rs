@@ -759,7 +759,12 @@ async fn kamailio_dispatcher_spreads_calls_over_two_nodes() {
         "{per_node:?}\n{}",
         klog()
     );
-    let cdrs = nodes[1].list_all("/v1/calls", &key, 100).await;
+    // A CDR is queued as the BYE is answered and commits a moment later.
+    let cdrs = eventually(10, "a CDR for each of the 20 calls", || async {
+        let cdrs = nodes[1].list_all("/v1/calls", &key, 100).await;
+        (cdrs.len() >= 20).then_some(cdrs)
+    })
+    .await;
     assert_eq!(cdrs.len(), 20);
     assert!(cdrs.iter().all(|c| c["final_status"] == 200), "{cdrs:?}");
 }
@@ -824,4 +829,46 @@ async fn a_key_works_on_every_node_as_soon_as_its_201_is_sent_and_revocation_rea
         (st == 401).then_some(())
     })
     .await;
+}
+
+/// Toll-fraud rules set on one node hold on the other as soon as it has
+/// heard of them: a bind there outside them is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn call_rules_set_on_one_node_hold_on_the_other() {
+    let schema = Schema::create().await;
+    let (_dir, one, two) = cluster(&schema, &[]).await;
+    let (_, key) = tenant_on_both(&one, &two, "acme").await;
+    one.import(&key, &[&x(1), &x(2)]).await;
+    let us = "+12125550123";
+    let (st, v) = one
+        .call(
+            "PUT",
+            "/v1/settings/calls",
+            Some(&key),
+            Some(json!({"allow_prefixes": ["+86", "+1"], "deny_prefixes": ["+86170"]})),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    eventually(10, "node 2 to allow the US", || async {
+        let (_, got) = two
+            .call("GET", "/v1/settings/calls", Some(&key), None)
+            .await;
+        (got["allow_prefixes"] == json!(["+86", "+1"])).then_some(())
+    })
+    .await;
+    let (st, b) = two
+        .bind(&key, json!({"mode": "axb", "a": party(1), "b": us}))
+        .await;
+    assert_eq!(st, 201, "{b}");
+    let (st, p) = two
+        .bind(
+            &key,
+            json!({"mode": "axb", "a": party(2), "b": "+8617012345678"}),
+        )
+        .await;
+    assert_eq!(
+        (st, p["code"].as_str()),
+        (422, Some("destination_not_allowed")),
+        "{p}"
+    );
 }

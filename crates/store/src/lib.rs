@@ -279,6 +279,12 @@ pub enum Write {
         settings: SmsSettings,
         updated_at: UnixTime,
     },
+    /// Sets (or replaces) a tenant's call rules.
+    PutCallRules {
+        tenant: TenantId,
+        rules: maskline_core::CallRules,
+        updated_at: UnixTime,
+    },
     /// Sets (or replaces) a tenant's recording of one prompt: `name` as the
     /// API spells it, `samples` 8 kHz mono PCM16 (validated by the caller).
     PutPrompt {
@@ -381,6 +387,14 @@ pub struct Receipt {
 pub struct MessageFilter {
     pub binding: Option<BindingId>,
     pub status: Option<MessageStatus>,
+}
+
+/// A tenant's call rules as stored.
+#[derive(Clone, Debug)]
+pub struct StoredCallRules {
+    pub tenant: TenantId,
+    pub rules: maskline_core::CallRules,
+    pub updated_at: UnixTime,
 }
 
 /// A tenant's SMS settings as stored.
@@ -594,6 +608,7 @@ pub enum Change {
     Numbers,
     Webhooks,
     SmsSettings,
+    CallRules,
     Prompts,
     /// The feed broke off; changes may be missed until [`Change::Resync`].
     Interrupted,
@@ -808,6 +823,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every tenant's SMS settings, for start-up.
     async fn sms_settings(&self) -> Result<Vec<StoredSmsSettings>>;
+
+    /// Every tenant's call rules (tenants without a row have the defaults).
+    async fn call_rules(&self) -> Result<Vec<StoredCallRules>>;
 
     /// Every tenant's own prompt recordings, for start-up.
     async fn prompts(&self) -> Result<Vec<StoredPrompt>>;

@@ -313,6 +313,7 @@ struct Touched {
     numbers: bool,
     webhooks: bool,
     sms_settings: bool,
+    call_rules: bool,
     prompts: bool,
 }
 
@@ -577,6 +578,7 @@ fn notifications(node: u64, touched: &Touched) -> Vec<String> {
         (touched.numbers, 'n'),
         (touched.webhooks, 'w'),
         (touched.sms_settings, 's'),
+        (touched.call_rules, 'r'),
         (touched.prompts, 'p'),
     ] {
         if on {
@@ -1776,6 +1778,26 @@ async fn apply<'a>(
                 q.execute(&mut *conn).await?;
             }
         }
+        Write::PutCallRules {
+            tenant,
+            rules,
+            updated_at,
+        } => {
+            sqlx::query(
+                "INSERT INTO call_rules (tenant_id, allow_prefixes, deny_prefixes, updated_at) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id) DO UPDATE SET \
+                 allow_prefixes = excluded.allow_prefixes, \
+                 deny_prefixes = excluded.deny_prefixes, updated_at = excluded.updated_at",
+            )
+            .bind(uuid(tenant.0))
+            .bind(rows::prefix_list(&rules.allow_prefixes))
+            .bind(rows::prefix_list(&rules.deny_prefixes))
+            .bind(updated_at)
+            .execute(&mut *conn)
+            .await
+            .map_err(conflict)?;
+            touched.call_rules = true;
+        }
         Write::Reseal { batch } => {
             reseal_rows(
                 conn,
@@ -1967,6 +1989,7 @@ fn parse_notification(payload: &str, own: &str) -> Option<Change> {
         "n" => Some(Change::Numbers),
         "w" => Some(Change::Webhooks),
         "s" => Some(Change::SmsSettings),
+        "r" => Some(Change::CallRules),
         "p" => Some(Change::Prompts),
         "b" => Some(Change::Bindings {
             committed_at: parts.next()?.parse().ok()?,
@@ -2510,6 +2533,15 @@ impl Store for PgStore {
             out.push(rows::sms_settings(r, rules)?);
         }
         Ok(out)
+    }
+
+    async fn call_rules(&self) -> Result<Vec<crate::StoredCallRules>> {
+        let rows = sqlx::query(
+            "SELECT tenant_id, allow_prefixes, deny_prefixes, updated_at FROM call_rules",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(rows::call_rules).collect()
     }
 
     async fn prompts(&self) -> Result<Vec<StoredPrompt>> {

@@ -592,6 +592,31 @@ pub(crate) fn sms_settings(
     })
 }
 
+/// A tenant's call rules row: prefixes space-separated.
+pub(crate) fn call_rules(r: &impl Cells) -> Result<crate::StoredCallRules> {
+    let list = |col: &'static str| -> Result<Vec<String>> {
+        Ok(text(r, col)?
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect())
+    };
+    Ok(crate::StoredCallRules {
+        tenant: TenantId(id(r, "tenant_id")?),
+        rules: maskline_core::CallRules::new(&list("allow_prefixes")?, &list("deny_prefixes")?)
+            .map_err(|_| Error::Corrupt("allow_prefixes"))?,
+        updated_at: int(r, "updated_at")?,
+    })
+}
+
+/// The call rules' two lists as both back ends store them.
+pub(crate) fn prefix_list(prefixes: &[maskline_core::Prefix]) -> String {
+    prefixes
+        .iter()
+        .map(|p| p.as_str())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// A prompt's samples as both back ends store them: PCM16 little-endian.
 pub(crate) fn pcm16_bytes(samples: &[i16]) -> Vec<u8> {
     samples.iter().flat_map(|s| s.to_le_bytes()).collect()

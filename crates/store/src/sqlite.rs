@@ -1127,6 +1127,25 @@ async fn apply(conn: &mut SqliteConnection, keys: &Keyring, write: &Write) -> Re
                 q.execute(&mut *conn).await?;
             }
         }
+        Write::PutCallRules {
+            tenant,
+            rules,
+            updated_at,
+        } => {
+            sqlx::query(
+                "INSERT INTO call_rules (tenant_id, allow_prefixes, deny_prefixes, updated_at) \
+                 VALUES (?, ?, ?, ?) ON CONFLICT (tenant_id) DO UPDATE SET \
+                 allow_prefixes = excluded.allow_prefixes, \
+                 deny_prefixes = excluded.deny_prefixes, updated_at = excluded.updated_at",
+            )
+            .bind(uuid_bytes(tenant.0))
+            .bind(rows::prefix_list(&rules.allow_prefixes))
+            .bind(rows::prefix_list(&rules.deny_prefixes))
+            .bind(updated_at)
+            .execute(&mut *conn)
+            .await
+            .map_err(conflict)?;
+        }
         Write::Reseal { batch } => {
             reseal_rows(
                 conn,
@@ -1724,6 +1743,15 @@ impl Store for SqliteStore {
             out.push(rows::sms_settings(r, rules)?);
         }
         Ok(out)
+    }
+
+    async fn call_rules(&self) -> Result<Vec<crate::StoredCallRules>> {
+        let rows = sqlx::query(
+            "SELECT tenant_id, allow_prefixes, deny_prefixes, updated_at FROM call_rules",
+        )
+        .fetch_all(&self.reads)
+        .await?;
+        rows.iter().map(rows::call_rules).collect()
     }
 
     async fn prompts(&self) -> Result<Vec<StoredPrompt>> {
