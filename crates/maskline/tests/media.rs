@@ -797,39 +797,6 @@ async fn a_bindings_call_prompts_reach_the_parties_they_are_for() {
     );
 }
 
-/// Every file under `dir` (recursively) that holds any of `needles`, with
-/// the needle.
-fn files_holding(dir: &std::path::Path, needles: &[String]) -> Vec<(std::path::PathBuf, String)> {
-    let mut found = Vec::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-                continue;
-            }
-            let bytes = std::fs::read(&path).unwrap();
-            for n in needles {
-                if bytes.windows(n.len()).any(|w| w == n.as_bytes()) {
-                    found.push((path.clone(), n.clone()));
-                }
-            }
-        }
-    }
-    found
-}
-
-/// A party's digits as they could leak: E.164, national, the last eight.
-fn digit_forms(e164: &str) -> Vec<String> {
-    let digits = e164.trim_start_matches('+');
-    vec![
-        digits.to_owned(),
-        digits[2..].to_owned(),
-        digits[digits.len() - 8..].to_owned(),
-    ]
-}
-
 /// The privacy contract's black-box check on the embedded store: after a
 /// bind, a recorded call with audio, a text and a webhook secret, no
 /// party's digits are anywhere in the data directory's raw files (database,

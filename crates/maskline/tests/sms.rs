@@ -160,33 +160,13 @@ async fn texts_and_their_parties_are_sealed_at_rest(pg: bool) {
         })
         .await;
     }
-    let mut needles = Vec::new();
-    for p in [party_a, party_b] {
-        let digits = p.trim_start_matches('+');
-        needles.push(digits.to_owned());
-        needles.push(digits[2..].to_owned());
-        needles.push(digits[digits.len() - 8..].to_owned());
-    }
+    let mut needles: Vec<String> = [party_a, party_b]
+        .iter()
+        .flat_map(|p| common::digit_forms(p))
+        .collect();
     needles.extend(["parcel is at gate".to_owned(), "coming down".to_owned()]);
-    let holding = |bytes: &[u8]| -> Vec<String> {
-        needles
-            .iter()
-            .filter(|n| bytes.windows(n.len()).any(|w| w == n.as_bytes()))
-            .cloned()
-            .collect()
-    };
-    let mut stack = vec![rig.server.dir.join("data")];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                let found = holding(&std::fs::read(&path).unwrap());
-                assert!(found.is_empty(), "{} holds {found:?}", path.display());
-            }
-        }
-    }
+    let found = common::files_holding(&rig.server.dir.join("data"), &needles);
+    assert!(found.is_empty(), "{found:?}");
     if let Some(schema) = &rig._schema {
         let dump = std::process::Command::new("pg_dump")
             .args(["--data-only", "--schema", &schema.name, "-d"])
@@ -202,7 +182,7 @@ async fn texts_and_their_parties_are_sealed_at_rest(pg: bool) {
             String::from_utf8_lossy(&dump.stdout).contains("COPY"),
             "the dump holds the tables"
         );
-        let found = holding(&dump.stdout);
+        let found = common::holding(&dump.stdout, &needles);
         assert!(found.is_empty(), "pg_dump holds {found:?}");
     }
     // And the API still gives every text back whole.

@@ -497,7 +497,7 @@ async fn apply_batch(
                         events.extend(e);
                     }
                 }
-                insert_calls(&mut tx, keys, &calls).await?;
+                insert_calls(&mut tx, keys, &calls, None).await?;
                 n
             }
             Write::MessageSubmitted { .. } => {
@@ -878,10 +878,13 @@ async fn insert_key(conn: &mut PgConnection, key: &ApiKey) -> Result<()> {
     Ok(())
 }
 
+/// Inserts CDRs and takes them out of the open-call journal; or, with
+/// `journal` (this node's name), puts calls so far into the journal.
 async fn insert_calls(
     conn: &mut PgConnection,
     keys: &Keyring,
     calls: &[&CallRecord],
+    journal: Option<&str>,
 ) -> Result<()> {
     let n = calls.len();
     let mut id = Vec::with_capacity(n);
@@ -926,13 +929,20 @@ async fn insert_calls(
         reason.push(c.release_reason.as_str());
         refusal.push(c.refusal.map(Refusal::as_str));
     }
-    let sql = format!(
-        "INSERT INTO calls ({CALL_COLUMNS}) SELECT * FROM UNNEST($1::uuid[], $2::uuid[], \
-         $3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[], $8::int8[], $9::int8[], \
-         $10::int8[], $11::int8[], $12::int4[], $13::text[], $14::text[], $15::text[], \
-         $16::text[], $17::text[])"
-    );
-    sqlx::query(AssertSqlSafe(sql))
+    let rows = "UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], \
+         $7::text[], $8::int8[], $9::int8[], $10::int8[], $11::int8[], $12::int4[], \
+         $13::text[], $14::text[], $15::text[], $16::text[], $17::text[])";
+    let sql = match journal {
+        None => format!("INSERT INTO calls ({CALL_COLUMNS}) SELECT * FROM {rows}"),
+        Some(_) => format!(
+            "INSERT INTO open_calls (node, {CALL_COLUMNS}) SELECT $18, * FROM {rows} \
+             ON CONFLICT (id) DO UPDATE SET binding_id = excluded.binding_id, \
+             direction = excluded.direction, callee = excluded.callee, \
+             callee_sealed = excluded.callee_sealed, ringing_at = excluded.ringing_at, \
+             answered_at = excluded.answered_at"
+        ),
+    };
+    let q = sqlx::query(AssertSqlSafe(sql))
         .bind(id)
         .bind(tenant)
         .bind(binding)
@@ -949,10 +959,12 @@ async fn insert_calls(
         .bind(reason)
         .bind(refusal)
         .bind(caller_sealed)
-        .bind(callee_sealed)
-        .execute(&mut *conn)
-        .await
-        .map_err(conflict)?;
+        .bind(callee_sealed);
+    if let Some(node) = journal {
+        q.bind(node).execute(&mut *conn).await?;
+        return Ok(());
+    }
+    q.execute(&mut *conn).await.map_err(conflict)?;
     sqlx::query("DELETE FROM open_calls WHERE id = ANY($1)")
         .bind(calls.iter().map(|c| uuid(c.id.0)).collect::<Vec<_>>())
         .execute(&mut *conn)
@@ -1417,48 +1429,11 @@ async fn apply<'a>(
                 .await?;
         }
         Write::RecordCall { record, events: e } => {
-            insert_calls(conn, keys, &[record]).await?;
+            insert_calls(conn, keys, &[record], None).await?;
             events.extend(e);
         }
-        Write::OpenCall {
-            record: c,
-            events: e,
-        } => {
-            let sql = format!(
-                "INSERT INTO open_calls (node, {CALL_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, \
-                 $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) \
-                 ON CONFLICT (id) DO UPDATE SET binding_id = excluded.binding_id, \
-                 direction = excluded.direction, callee = excluded.callee, \
-                 callee_sealed = excluded.callee_sealed, ringing_at = excluded.ringing_at, \
-                 answered_at = excluded.answered_at"
-            );
-            sqlx::query(AssertSqlSafe(sql))
-                .bind(journal)
-                .bind(uuid(c.id.0))
-                .bind(c.tenant.map(|t| uuid(t.0)))
-                .bind(c.binding.map(|b| uuid(b.0)))
-                .bind(c.direction.map(Direction::as_str))
-                .bind(c.x.map(|n| n.to_string()))
-                .bind(c.caller.map(|n| keys.blind(&n.to_string())))
-                .bind(c.callee.map(|n| keys.blind(&n.to_string())))
-                .bind(c.invited_at)
-                .bind(c.ringing_at)
-                .bind(c.answered_at)
-                .bind(c.ended_at)
-                .bind(i32::from(c.final_status))
-                .bind(c.released_by.as_str())
-                .bind(c.release_reason.as_str())
-                .bind(c.refusal.map(Refusal::as_str))
-                .bind(
-                    c.caller
-                        .map(|n| keys.seal_str(Column::CallCaller, &n.to_string())),
-                )
-                .bind(
-                    c.callee
-                        .map(|n| keys.seal_str(Column::CallCallee, &n.to_string())),
-                )
-                .execute(&mut *conn)
-                .await?;
+        Write::OpenCall { record, events: e } => {
+            insert_calls(conn, keys, &[record], Some(journal)).await?;
             events.extend(e);
         }
         Write::RecordEvents(e) => events.extend(e),

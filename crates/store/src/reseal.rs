@@ -262,6 +262,8 @@ pub(crate) trait KeyStore: Send + Sync + 'static {
     fn any_stale(&self, stale: Stale) -> BoxFuture<'_, Result<bool>>;
     /// Queues a [`crate::Write::Reseal`] and waits for it.
     fn reseal(&self, batch: u32) -> BoxFuture<'_, Result<()>>;
+    /// Records that every stored value is sealed under key `id`.
+    fn mark_sealed_under(&self, id: u32) -> BoxFuture<'_, Result<()>>;
 }
 
 pub(crate) type BoxFuture<'a, T> =
@@ -286,8 +288,14 @@ pub(crate) async fn keep_keys(keys: std::sync::Weak<Keyring>, db: impl KeyStore)
     };
     // The key everything is known to be sealed under, and when to look again.
     let mut clean_under = first;
-    // Once at start: rows sealed under an older key while no node ran.
-    let mut recheck = Some(std::time::Instant::now());
+    // Once at start, unless a finished pass recorded that all was sealed
+    // under this key (a look is a scan of every sealed table).
+    let marked = db.keyring_rows().await.ok().and_then(|rows| {
+        rows.into_iter()
+            .find(|(k, _)| k == META_SEALED_UNDER)
+            .and_then(|(_, v)| v.parse::<u32>().ok())
+    });
+    let mut recheck = (marked != Some(first)).then(std::time::Instant::now);
     loop {
         tokio::time::sleep(REFRESH).await;
         let Some(ring) = keys.upgrade() else {
@@ -307,23 +315,27 @@ pub(crate) async fn keep_keys(keys: std::sync::Weak<Keyring>, db: impl KeyStore)
             continue;
         }
         let mut resealed = 0u64;
-        loop {
+        let finished = loop {
             match db.any_stale(Stale::NotUnder(current)).await {
-                Ok(false) => break,
+                Ok(false) => break true,
                 Ok(true) => {}
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot look for values to reseal");
-                    break;
+                    break false;
                 }
             }
             if let Err(e) = db.reseal(BACKGROUND_BATCH).await {
                 tracing::warn!(error = %e, "resealing failed; trying again later");
-                break;
+                break false;
             }
             resealed += 1;
             if keys.strong_count() == 0 {
                 return;
             }
+        };
+        if !finished {
+            // Still due: the next tick tries again.
+            continue;
         }
         if current != clean_under {
             tracing::info!(
@@ -336,9 +348,16 @@ pub(crate) async fn keep_keys(keys: std::sync::Weak<Keyring>, db: impl KeyStore)
             clean_under = current;
         } else {
             recheck = None;
+            if let Err(e) = db.mark_sealed_under(current).await {
+                tracing::warn!(error = %e, "cannot record that every value is sealed");
+            }
         }
     }
 }
+
+/// The `meta` row naming the key every stored value was last found sealed
+/// under (by a finished pass of [`keep_keys`]).
+pub(crate) const META_SEALED_UNDER: &str = "seal.sealed_under";
 
 /// The sealing code of a back end, one implementation for both: the
 /// keyring's rows, its creation, the reseal passes, the background task's
@@ -415,8 +434,8 @@ macro_rules! sealing_back_end {
 
         /// Seals, a batch at a time, what an older build left in clear;
         /// once done, `seal.clear_done` saves later starts the scan (a
-        /// clear row an older node writes after that is sealed in the
-        /// background, `keep_keys`).
+        /// clear row an older node writes after that reads as clear and is
+        /// sealed by the next pass of `keep_keys`, after a rotation).
         async fn seal_clear_rows(conn: &mut $conn, keys: &Keyring) -> Result<u64> {
             let done: Option<String> =
                 sqlx::query_scalar("SELECT value FROM meta WHERE key = 'seal.clear_done'")
@@ -538,15 +557,25 @@ macro_rules! sealing_back_end {
             }
 
             fn reseal(&self, batch: u32) -> crate::reseal::BoxFuture<'_, Result<()>> {
-                Box::pin(async move {
-                    let writes = self.writes.upgrade().ok_or(Error::WriterGone)?;
-                    let (tx, rx) = oneshot::channel();
-                    writes
-                        .send((Write::Reseal { batch }, tx))
-                        .map_err(|_| Error::WriterGone)?;
-                    drop(writes);
-                    WriteAck(rx).await
-                })
+                Box::pin(self.write(Write::Reseal { batch }))
+            }
+
+            fn mark_sealed_under(&self, id: u32) -> crate::reseal::BoxFuture<'_, Result<()>> {
+                Box::pin(self.write(Write::PutMeta {
+                    key: crate::reseal::META_SEALED_UNDER.to_owned(),
+                    value: id.to_string(),
+                }))
+            }
+        }
+
+        impl KeysTask {
+            /// Queues `write` on the store's writer, if it is still there.
+            async fn write(&self, write: Write) -> Result<()> {
+                let writes = self.writes.upgrade().ok_or(Error::WriterGone)?;
+                let (tx, rx) = oneshot::channel();
+                writes.send((write, tx)).map_err(|_| Error::WriterGone)?;
+                drop(writes);
+                WriteAck(rx).await
             }
         }
     };

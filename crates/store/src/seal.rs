@@ -109,12 +109,7 @@ impl MasterKey {
     /// end up with the one that was linked first.
     pub fn load_or_create(path: &Path) -> Result<MasterKey> {
         match fs::read_to_string(path) {
-            Ok(text) => MasterKey::parse(text.trim()).ok_or_else(|| {
-                Error::Keys(format!(
-                    "{} does not hold a master key (64 hex digits)",
-                    path.display()
-                ))
-            }),
+            Ok(text) => MasterKey::from_text(path, &text),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let key = XChaCha20Poly1305::generate_key(&mut OsRng);
                 let cannot = |what: &str, e: std::io::Error| {
@@ -151,18 +146,20 @@ impl MasterKey {
     pub fn load(path: &Path) -> Result<MasterKey> {
         let text = fs::read_to_string(path)
             .map_err(|e| Error::Keys(format!("cannot read {}: {e}", path.display())))?;
-        MasterKey::parse(text.trim()).ok_or_else(|| {
-            Error::Keys(format!(
-                "{} does not hold a master key (64 hex digits)",
-                path.display()
-            ))
-        })
+        MasterKey::from_text(path, &text)
     }
 
-    fn parse(text: &str) -> Option<MasterKey> {
-        let bytes = unhex(text)?;
-        let key: [u8; 32] = bytes.try_into().ok()?;
-        Some(MasterKey(XChaCha20Poly1305::new(&key.into())))
+    /// The key in `text`, the contents of `path`.
+    fn from_text(path: &Path, text: &str) -> Result<MasterKey> {
+        unhex(text.trim())
+            .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+            .map(|key| MasterKey(XChaCha20Poly1305::new(&key.into())))
+            .ok_or_else(|| {
+                Error::Keys(format!(
+                    "{} does not hold a master key (64 hex digits)",
+                    path.display()
+                ))
+            })
     }
 
     fn wrap(&self, name: &str, key: &[u8]) -> String {
@@ -196,8 +193,8 @@ pub struct Rotation {
 }
 
 impl Rotation {
-    /// The rotation of the keyring `rows` describe, sealing from `now` plus
-    /// [`ROTATION_DELAY_SECS`].
+    /// The rotation of the keyring `rows` describe (which `master` must
+    /// open): the next data key, sealing [`ROTATION_DELAY_SECS`] after `now`.
     pub fn plan(master: &MasterKey, rows: &MetaRows, now: i64) -> Result<Rotation> {
         let was_current = rows
             .iter()
@@ -206,26 +203,18 @@ impl Rotation {
             .ok_or_else(|| {
                 Error::Keys("the database has no keys yet: start the server on it once".into())
             })?;
-        let (id, added) = Keyring::rotation(master, rows, now, ROTATION_DELAY_SECS)?;
-        let mut key_row = None;
-        let mut current = None;
-        for (k, v) in added {
-            if k == META_CURRENT {
-                current = Some(v);
-            } else {
-                key_row = Some((k, v));
-            }
-        }
-        match (key_row, current) {
-            (Some(key_row), Some(current)) => Ok(Rotation {
-                id,
-                key_row,
-                current,
-                was_current,
-                from: now + ROTATION_DELAY_SECS,
-            }),
-            _ => Err(Error::Keys("rotation".into())),
-        }
+        let ring = Keyring::from_meta(master.clone(), rows)?;
+        let id = ring.keys.read().keys().max().copied().unwrap_or(0) + 1;
+        let sealing = ring.sealing_key(now);
+        let from = now + ROTATION_DELAY_SECS;
+        let data = XChaCha20Poly1305::generate_key(&mut OsRng);
+        Ok(Rotation {
+            id,
+            key_row: (meta_key(id), master.wrap(&meta_key(id), &data)),
+            current: format!("{id} {from} {sealing}"),
+            was_current,
+            from,
+        })
     }
 }
 
@@ -283,30 +272,6 @@ impl Keyring {
             (META_BLIND.to_owned(), master.wrap(META_BLIND, &blind)),
             (META_CURRENT.to_owned(), "1 0 1".to_owned()),
         ]
-    }
-
-    /// The rows a rotation adds: the next data key, current `delay_secs`
-    /// after `now`.
-    pub fn rotation(
-        master: &MasterKey,
-        rows: &MetaRows,
-        now: i64,
-        delay_secs: i64,
-    ) -> Result<(u32, MetaRows)> {
-        let ring = Keyring::from_meta(master.clone(), rows)?;
-        let next = ring.keys.read().keys().max().copied().unwrap_or(0) + 1;
-        let sealing = ring.sealing_key(now);
-        let data = XChaCha20Poly1305::generate_key(&mut OsRng);
-        Ok((
-            next,
-            vec![
-                (meta_key(next), master.wrap(&meta_key(next), &data)),
-                (
-                    META_CURRENT.to_owned(),
-                    format!("{next} {} {sealing}", now + delay_secs),
-                ),
-            ],
-        ))
     }
 
     /// The keyring the `meta` rows describe (every row whose key starts with
@@ -387,6 +352,20 @@ impl Keyring {
         if now >= c.from { c.id } else { c.previous }
     }
 
+    /// The key that seals now, and its id.
+    fn sealing_cipher(&self) -> (u32, XChaCha20Poly1305) {
+        let c = self.current.read();
+        // A keyring exists only once `refresh` has set the ciphers.
+        let Some((current, previous)) = &c.ciphers else {
+            unreachable!("a keyring is built with its current key")
+        };
+        if now() >= c.from {
+            (c.id, current.clone())
+        } else {
+            (c.previous, previous.clone())
+        }
+    }
+
     /// The id of the key sealing now.
     pub fn current_key(&self) -> u32 {
         self.sealing_key(now())
@@ -401,18 +380,9 @@ impl Keyring {
 
     /// `clear` sealed for `column` under the current key.
     pub fn seal(&self, column: Column, clear: &[u8]) -> String {
-        let c = self.current.read();
-        // A keyring exists only once `refresh` has set the ciphers.
-        let Some((current, previous)) = &c.ciphers else {
-            unreachable!("a keyring is built with its current key")
-        };
-        let (id, key) = if now() >= c.from {
-            (c.id, current)
-        } else {
-            (c.previous, previous)
-        };
+        let (id, key) = self.sealing_cipher();
         let mut out = format!("{PREFIX}{id}:");
-        out.push_str(&seal_with(key, column.name(), clear));
+        out.push_str(&seal_with(&key, column.name(), clear));
         out
     }
 
@@ -442,15 +412,7 @@ impl Keyring {
     /// key: its id (`u32` big-endian), the nonce, the ciphertext. `context`
     /// joins the column's name as associated data.
     pub fn seal_bytes(&self, column: Column, context: &[u8], clear: &[u8]) -> Vec<u8> {
-        let c = self.current.read();
-        let Some((current, previous)) = &c.ciphers else {
-            unreachable!("a keyring is built with its current key")
-        };
-        let (id, key) = if now() >= c.from {
-            (c.id, current)
-        } else {
-            (c.previous, previous)
-        };
+        let (id, key) = self.sealing_cipher();
         let nonce = nonce();
         let aad = [column.name().as_bytes(), b"/", context].concat();
         let Ok(ct) = key.encrypt(
@@ -499,14 +461,6 @@ impl Keyring {
         out.push(BLIND_PREFIX);
         B64.encode_string(&tag[..16], &mut out);
         out
-    }
-
-    /// Whether `stored` was sealed under key `id`.
-    pub fn sealed_under(stored: &str, id: u32) -> bool {
-        stored
-            .strip_prefix(PREFIX)
-            .and_then(|r| r.split_once(':'))
-            .is_some_and(|(k, _)| k.parse() == Ok(id))
     }
 
     /// The SQL `LIKE` pattern of values sealed under key `id`.
@@ -651,16 +605,16 @@ mod tests {
     fn rotation_seals_with_the_new_key_from_its_time_and_reads_both() {
         let (master, mut rows, ring) = ring();
         let old = ring.seal_str(Column::EventBody, "old");
-        let (id, added) = Keyring::rotation(&master, &rows, 1_000, 10).unwrap();
-        assert_eq!(id, 2);
+        let plan = Rotation::plan(&master, &rows, 1_000).unwrap();
+        assert_eq!(plan.id, 2);
         rows.retain(|(k, _)| k != META_CURRENT);
-        rows.extend(added);
+        rows.extend([plan.key_row, (META_CURRENT.to_owned(), plan.current)]);
         ring.refresh(&rows).unwrap();
-        assert_eq!(ring.sealing_key(1_005), 1);
-        assert_eq!(ring.sealing_key(1_010), 2);
+        assert_eq!(ring.sealing_key(1_000 + ROTATION_DELAY_SECS - 1), 1);
+        assert_eq!(ring.sealing_key(1_000 + ROTATION_DELAY_SECS), 2);
         assert_eq!(ring.key_ids(), [1, 2]);
         let new = ring.seal_str(Column::EventBody, "new");
-        assert!(Keyring::sealed_under(&new, 2) && Keyring::sealed_under(&old, 1));
+        assert!(new.starts_with("ml1:2:") && old.starts_with("ml1:1:"));
         assert_eq!(ring.open_string(Column::EventBody, &old).unwrap(), "old");
         assert_eq!(ring.open_string(Column::EventBody, &new).unwrap(), "new");
         // The blind key stays: tokens agree across the rotation.

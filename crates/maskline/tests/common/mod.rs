@@ -335,6 +335,51 @@ pub fn party(n: u32) -> String {
     format!("+86138{n:08}")
 }
 
+/// Every file under `dir` (recursively) that holds any of `needles`, with
+/// the needle.
+pub fn files_holding(
+    dir: &std::path::Path,
+    needles: &[String],
+) -> Vec<(std::path::PathBuf, String)> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let bytes = std::fs::read(&path).unwrap();
+            found.extend(
+                holding(&bytes, needles)
+                    .into_iter()
+                    .map(|n| (path.clone(), n)),
+            );
+        }
+    }
+    found
+}
+
+/// A party's digits as they could leak: E.164, national, the last eight.
+pub fn digit_forms(e164: &str) -> Vec<String> {
+    let digits = e164.trim_start_matches('+');
+    vec![
+        digits.to_owned(),
+        digits[2..].to_owned(),
+        digits[digits.len() - 8..].to_owned(),
+    ]
+}
+
+/// Which of `needles` occur in `bytes`.
+pub fn holding(bytes: &[u8], needles: &[String]) -> Vec<String> {
+    needles
+        .iter()
+        .filter(|n| bytes.windows(n.len()).any(|w| w == n.as_bytes()))
+        .cloned()
+        .collect()
+}
+
 /// Polls `f` until it returns `Some`, or panics after `secs`.
 pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
 where
