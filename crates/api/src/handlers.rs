@@ -1055,11 +1055,18 @@ pub async fn get_sms_settings(
     Json(sms_settings_view(&state.engine.sms_settings(tenant)))
 }
 
-fn call_rules_view(r: &maskline_core::CallRules) -> CallRulesView {
+/// A call cap: at least one call, at most a million.
+const CALL_CAP_RANGE: std::ops::RangeInclusive<u32> = 1..=1_000_000;
+
+fn call_rules_view(r: &maskline_core::CallRules, load: maskline_core::TenantLoad) -> CallRulesView {
     let list = |l: &[maskline_core::Prefix]| l.iter().map(|p| p.as_str().to_owned()).collect();
     CallRulesView {
+        calls_in_progress: load.active,
+        calls_last_second: load.per_second,
         allow_prefixes: list(&r.allow_prefixes),
         deny_prefixes: list(&r.deny_prefixes),
+        max_concurrent_calls: r.caps.max_concurrent_calls,
+        max_calls_per_second: r.caps.max_calls_per_second,
     }
 }
 
@@ -1067,7 +1074,7 @@ fn call_rules_view(r: &maskline_core::CallRules) -> CallRulesView {
     request_body = CallRulesRequest,
     responses(
         (status = 200, body = CallRulesView),
-        (status = 400, description = "`invalid_field`: a prefix that is not `+` and 1 to 15 digits, or more than 256 in a list", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 400, description = "`invalid_field`: a prefix that is not `+` and 1 to 15 digits, more than 256 in a list, or a cap outside 1 to 1,000,000", body = ProblemBody, content_type = "application/problem+json"),
     ),
     security(("tenant_key" = [])))]
 pub async fn put_call_rules(
@@ -1090,7 +1097,27 @@ pub async fn put_call_rules(
             };
             Problem::bad_request("invalid_field", field, e.to_string())
         })?;
-    let view = call_rules_view(&rules);
+    for (value, field) in [
+        (req.max_concurrent_calls, "max_concurrent_calls"),
+        (req.max_calls_per_second, "max_calls_per_second"),
+    ] {
+        if !value.is_none_or(|v| CALL_CAP_RANGE.contains(&v)) {
+            return Err(Problem::bad_request(
+                "invalid_field",
+                field,
+                format!(
+                    "`{field}` is {} to {}, or null for no cap",
+                    CALL_CAP_RANGE.start(),
+                    CALL_CAP_RANGE.end()
+                ),
+            ));
+        }
+    }
+    let rules = rules.with_caps(maskline_core::CallCaps {
+        max_concurrent_calls: req.max_concurrent_calls,
+        max_calls_per_second: req.max_calls_per_second,
+    });
+    let view = call_rules_view(&rules, state.engine.call_load(tenant));
     state.engine.put_call_rules(tenant, rules).await?;
     Ok(Json(view))
 }
@@ -1102,7 +1129,10 @@ pub async fn get_call_rules(
     State(state): State<AppState>,
     TenantAuth(tenant): TenantAuth,
 ) -> Json<CallRulesView> {
-    Json(call_rules_view(&state.engine.call_rules(tenant)))
+    Json(call_rules_view(
+        &state.engine.call_rules(tenant),
+        state.engine.call_load(tenant),
+    ))
 }
 
 // === webhooks and events ===

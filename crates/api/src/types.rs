@@ -408,12 +408,27 @@ pub struct CallRulesRequest {
     /// `["+86170", "+881"]`.
     #[serde(default)]
     pub deny_prefixes: Vec<String>,
+    /// Most calls of the tenant in progress at once, over every node;
+    /// beyond it calls get `503`. Absent or `null`: no cap.
+    #[serde(default)]
+    pub max_concurrent_calls: Option<u32>,
+    /// Most calls of the tenant started in any one second, over every node;
+    /// beyond it calls get `503`. Absent or `null`: no cap.
+    #[serde(default)]
+    pub max_calls_per_second: Option<u32>,
 }
 
 #[derive(Serialize, ToSchema)]
 pub struct CallRulesView {
     pub allow_prefixes: Vec<String>,
     pub deny_prefixes: Vec<String>,
+    pub max_concurrent_calls: Option<u32>,
+    pub max_calls_per_second: Option<u32>,
+    /// The tenant's calls through the trunk in progress now, over every node
+    /// (the other nodes' as they last reported them, within 250 ms).
+    pub calls_in_progress: u32,
+    /// The tenant's calls started in the last second, likewise.
+    pub calls_last_second: u32,
 }
 
 /// One of a party's live bindings: the numbers it can be reached on, and

@@ -77,6 +77,11 @@ pub enum Refusal {
     /// The tenant's intercept callback denied the call (or failed, with a
     /// `deny` fallback).
     Intercepted,
+    /// The callee is outside the tenant's call rules as they are now (the
+    /// rules changed after the binding was made).
+    DestinationNotAllowed,
+    /// The tenant's `max_concurrent_calls` or `max_calls_per_second`.
+    CallLimit,
 }
 
 /// One inbound INVITE and what became of it.
@@ -245,19 +250,22 @@ pub fn q850_text(cause: u8) -> &'static str {
 
 impl Refusal {
     /// The Q.850 cause of this refusal (RFC 3398: 1 unallocated number,
-    /// 21 call rejected, 22 number changed, 28 invalid number format, 38
-    /// network out of order).
+    /// 21 call rejected, 22 number changed, 28 invalid number format, 34 no
+    /// circuit available, 38 network out of order).
     pub fn q850(self) -> u8 {
         match self {
-            Refusal::DirectionForbidden | Refusal::Intercepted => 21,
+            Refusal::DirectionForbidden | Refusal::Intercepted | Refusal::DestinationNotAllowed => {
+                21
+            }
             Refusal::NoBinding | Refusal::NoB => 1,
             Refusal::Expired => 22,
             Refusal::ExtensionRequired | Refusal::InvalidNumber => 28,
             Refusal::NoGateway => 38,
+            Refusal::CallLimit => 34,
         }
     }
 
-    pub const ALL: [Refusal; 8] = [
+    pub const ALL: [Refusal; 10] = [
         Refusal::DirectionForbidden,
         Refusal::NoBinding,
         Refusal::Expired,
@@ -266,6 +274,8 @@ impl Refusal {
         Refusal::InvalidNumber,
         Refusal::NoGateway,
         Refusal::Intercepted,
+        Refusal::DestinationNotAllowed,
+        Refusal::CallLimit,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -278,6 +288,8 @@ impl Refusal {
             Refusal::InvalidNumber => "invalid_number",
             Refusal::NoGateway => "no_gateway",
             Refusal::Intercepted => "intercepted",
+            Refusal::DestinationNotAllowed => "destination_not_allowed",
+            Refusal::CallLimit => "call_limit",
         }
     }
 

@@ -43,6 +43,22 @@ impl Prefix {
 pub struct CallRules {
     pub allow_prefixes: Vec<Prefix>,
     pub deny_prefixes: Vec<Prefix>,
+    pub caps: CallCaps,
+}
+
+/// How many of a tenant's calls may run through the trunk at once, and
+/// start in any one second, counted over every node (see
+/// [`crate::call_load`]). `None`: no cap.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct CallCaps {
+    pub max_concurrent_calls: Option<u32>,
+    pub max_calls_per_second: Option<u32>,
+}
+
+impl CallCaps {
+    pub fn is_capped(&self) -> bool {
+        self.max_concurrent_calls.is_some() || self.max_calls_per_second.is_some()
+    }
 }
 
 impl CallRules {
@@ -59,6 +75,7 @@ impl CallRules {
                 .iter()
                 .map(|p| Prefix((*p).to_owned()))
                 .collect(),
+            caps: CallCaps::default(),
         }
     }
 
@@ -74,7 +91,12 @@ impl CallRules {
         Ok(CallRules {
             allow_prefixes: parse(allow)?,
             deny_prefixes: parse(deny)?,
+            caps: CallCaps::default(),
         })
+    }
+
+    pub fn with_caps(self, caps: CallCaps) -> CallRules {
+        CallRules { caps, ..self }
     }
 
     /// Whether `n` may be a party.

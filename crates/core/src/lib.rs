@@ -20,6 +20,7 @@
 
 pub mod binding;
 pub mod call;
+pub mod call_load;
 pub mod call_rules;
 pub mod event;
 pub mod index;
@@ -34,7 +35,8 @@ pub use binding::{
 pub use call::{
     CallId, CallRecord, Erased, Refusal, ReleaseReason, ReleasedBy, UnixMillis, q850_text,
 };
-pub use call_rules::{CallRules, Prefix};
+pub use call_load::{CallLoad, OverCap, TenantLoad};
+pub use call_rules::{CallCaps, CallRules, Prefix};
 pub use event::{EventId, EventPattern, EventType, selected};
 pub use index::{
     AllocRequest, Allocation, AreaMatch, Census, Index, NewBinding, NumberUsage, PoolStat,

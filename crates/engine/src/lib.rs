@@ -31,6 +31,7 @@ mod sweeper;
 mod tenants;
 
 pub use bindings::{BindingPatch, BindingSpec, ControlsPatch, Created, Expiry, IdempotencyKey};
+pub use call_rules::Admission;
 pub use events::WebhookSpec;
 pub use maskline_core as core;
 pub use maskline_store as store;
@@ -148,6 +149,8 @@ pub struct Engine {
     call_rules: Arc<RwLock<call_rules::CallRulesMap>>,
     call_rules_lock: Arc<tokio::sync::Mutex<()>>,
     default_call_rules: Arc<maskline_core::CallRules>,
+    /// Tenants' calls against their caps: this node's, and the others'.
+    call_load: Arc<Mutex<maskline_core::CallLoad>>,
     /// Where call recordings are kept (set once at start-up).
     recordings: std::sync::OnceLock<Arc<dyn maskline_media::recordings::Recordings>>,
     /// SMS settings changes (and reloads after another node's) take turns.
@@ -222,6 +225,7 @@ impl Engine {
             call_rules: Arc::new(RwLock::new(call_rules)),
             call_rules_lock: Arc::default(),
             default_call_rules,
+            call_load: Arc::default(),
             recordings: std::sync::OnceLock::new(),
             sms_lock: Arc::default(),
             outbox: sms::Outbox::default(),

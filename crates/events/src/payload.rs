@@ -273,7 +273,8 @@ pub struct CallView {
     pub release_cause: u8,
     /// Set when `release_reason` is `refused`: `direction_forbidden`,
     /// `no_binding`, `expired`, `no_b`, `extension_required`,
-    /// `invalid_number`, `no_gateway` or `intercepted`.
+    /// `invalid_number`, `no_gateway`, `intercepted`,
+    /// `destination_not_allowed` or `call_limit`.
     pub refusal: Option<&'static str>,
     /// The call's recording, when it has one (`null` in `call.ended`: the
     /// recording is finished just after; `call.recorded` follows).

@@ -186,6 +186,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .context("cannot close the calls the last run left open")?;
     if let Some(changes) = changes {
         tokio::spawn(engine.clone().follow(changes));
+        // Other nodes count this node's calls against tenants' caps.
+        tokio::spawn(
+            engine
+                .clone()
+                .share_call_load(std::time::Duration::from_millis(250)),
+        );
     }
     if let Some(key) = engine
         .ensure_admin_key(config.admin_key.as_deref())

@@ -1301,9 +1301,24 @@ async fn call_rules_keep_parties_to_the_allowed_destinations() {
             Some("deny_prefixes"),
         ),
         (
-            json!({"allow_prefixes": ["+86"], "max_calls_per_second": 5}),
-            "unknown_field",
+            json!({"allow_prefixes": ["+86"], "max_calls_per_second": 0}),
+            "invalid_field",
             Some("max_calls_per_second"),
+        ),
+        (
+            json!({"allow_prefixes": ["+86"], "max_concurrent_calls": 1_000_001}),
+            "invalid_field",
+            Some("max_concurrent_calls"),
+        ),
+        (
+            json!({"allow_prefixes": ["+86"], "max_concurrent_calls": -1}),
+            "invalid_field",
+            Some("max_concurrent_calls"),
+        ),
+        (
+            json!({"allow_prefixes": ["+86"], "max_calls": 5}),
+            "unknown_field",
+            Some("max_calls"),
         ),
         // Named in the detail, as every missing field is.
         (json!({"deny_prefixes": []}), "invalid_field", None),
@@ -1317,6 +1332,16 @@ async fn call_rules_keep_parties_to_the_allowed_destinations() {
     }
     let (_, got) = s.call("GET", "/v1/settings/calls", Some(&key), None).await;
     assert_eq!(got["allow_prefixes"], json!(["+86", "+1"]));
+    assert_eq!(got["max_concurrent_calls"], Value::Null);
+    // Caps are kept with the prefixes.
+    let (st, v) = rules(json!({"allow_prefixes": ["+86", "+1"],
+        "max_concurrent_calls": 20, "max_calls_per_second": 5}))
+    .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(
+        (&v["max_concurrent_calls"], &v["max_calls_per_second"]),
+        (&json!(20), &json!(5))
+    );
     // Another tenant keeps the defaults.
     let (_, other) = s.create_tenant("other").await;
     let (_, got) = s
@@ -1328,4 +1353,8 @@ async fn call_rules_keep_parties_to_the_allowed_destinations() {
     s.restart().await;
     let (_, got) = s.call("GET", "/v1/settings/calls", Some(&key), None).await;
     assert_eq!(got["allow_prefixes"], json!(["+86", "+1"]));
+    assert_eq!(
+        (&got["max_concurrent_calls"], &got["max_calls_per_second"]),
+        (&json!(20), &json!(5))
+    );
 }

@@ -631,12 +631,15 @@ async fn migrate_applies_the_schema_and_serve_then_starts_on_it() {
 /// The README's cluster example, as shipped in `examples/cluster/`: Kamailio's
 /// dispatcher in front of two nodes on one PostgreSQL spreads a trunk's
 /// calls over both, and each call connects through whichever node took it.
-#[tokio::test(flavor = "multi_thread")]
-async fn kamailio_dispatcher_spreads_calls_over_two_nodes() {
-    use common::sipp::{self, Sipp, Transport};
+/// Two nodes taking calls over UDP (their SIP ports returned) and sending
+/// them to `gateway`, with a tenant whose binding party 1 <-> party 2 on
+/// x(1) routes on both (its key returned).
+async fn sip_cluster(
+    schema: &Schema,
+    gateway: &common::sipp::Sipp,
+) -> (tempfile::TempDir, Vec<Server>, [u16; 2], String) {
+    use common::sipp::{self, Transport};
 
-    let schema = Schema::create().await;
-    let gateway = Sipp::uas("uas_answer.xml", Transport::Udp, &["-m", "40"]);
     let (p1, p2) = (sipp::free_sip_port(), sipp::free_sip_port());
     let base = [
         (
@@ -675,6 +678,16 @@ async fn kamailio_dispatcher_spreads_calls_over_two_nodes() {
         )
         .await;
     }
+    (dir, nodes, [p1, p2], key)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kamailio_dispatcher_spreads_calls_over_two_nodes() {
+    use common::sipp::{self, Sipp, Transport};
+
+    let schema = Schema::create().await;
+    let gateway = Sipp::uas("uas_answer.xml", Transport::Udp, &["-m", "40"]);
+    let (_dir, nodes, [p1, p2], key) = sip_cluster(&schema, &gateway).await;
 
     // Kamailio with the example's configuration, its nodes and port set by
     // its defines.
@@ -871,4 +884,98 @@ async fn call_rules_set_on_one_node_hold_on_the_other() {
         (422, Some("destination_not_allowed")),
         "{p}"
     );
+}
+
+/// A tenant's concurrent-call cap holds over both nodes: with its one call
+/// up on node 1, node 2 refuses the next with 503 (once node 1's report of
+/// it has arrived), and takes it again when that call has ended.
+#[tokio::test(flavor = "multi_thread")]
+async fn call_caps_hold_across_two_nodes() {
+    use common::sipp::{Sipp, Transport};
+
+    let schema = Schema::create().await;
+    let mut gateway = Sipp::uas("uas_answer.xml", Transport::Udp, &["-m", "10"]);
+    let (_dir, nodes, ports, key) = sip_cluster(&schema, &gateway).await;
+    let rules = |n: usize| {
+        let (node, key) = (&nodes[n], &key);
+        async move {
+            let (st, v) = node
+                .call("GET", "/v1/settings/calls", Some(key), None)
+                .await;
+            assert_eq!(st, 200, "{v}");
+            v
+        }
+    };
+    let (st, v) = nodes[0]
+        .call(
+            "PUT",
+            "/v1/settings/calls",
+            Some(&key),
+            Some(json!({"allow_prefixes": ["+86"], "max_concurrent_calls": 1})),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    eventually(10, "node 2 to learn the cap", || async {
+        (rules(1).await["max_concurrent_calls"] == 1).then_some(())
+    })
+    .await;
+    let call = |n: usize, scenario: &str, extra: &[&str]| {
+        Sipp::uac(
+            scenario,
+            &format!("127.0.0.1:{}", ports[n]),
+            Transport::Udp,
+            &x(1),
+            &[("caller", &party(1))],
+            extra,
+        )
+    };
+
+    let mut live = call(0, "uac_call.xml", &["-d", "4000"]);
+    eventually(10, "node 2 to count node 1's call", || async {
+        (rules(1).await["calls_in_progress"] == 1).then_some(())
+    })
+    .await;
+    let mut over = call(1, "uac_expect_fail.xml", &[]);
+    assert_eq!(
+        over.wait(Duration::from_secs(30)).await.code(),
+        Some(0),
+        "{}",
+        over.report()
+    );
+    assert_eq!(over.invite_final_status(), Some(503), "{}", over.report());
+    assert_eq!(
+        live.wait(Duration::from_secs(30)).await.code(),
+        Some(0),
+        "{}",
+        live.report()
+    );
+    eventually(10, "node 2 to see the call end", || async {
+        (rules(1).await["calls_in_progress"] == 0).then_some(())
+    })
+    .await;
+    let mut next = call(1, "uac_call.xml", &["-d", "100"]);
+    assert_eq!(
+        next.wait(Duration::from_secs(30)).await.code(),
+        Some(0),
+        "{}",
+        next.report()
+    );
+    gateway.kill();
+    assert_eq!(
+        gateway.received_requests("INVITE").len(),
+        2,
+        "{}",
+        gateway.report()
+    );
+    let cdrs = eventually(10, "the three CDRs", || async {
+        let cdrs = nodes[1].list_all("/v1/calls", &key, 100).await;
+        (cdrs.len() >= 3).then_some(cdrs)
+    })
+    .await;
+    let limited: Vec<_> = cdrs
+        .iter()
+        .filter(|c| c["refusal"] == "call_limit")
+        .collect();
+    assert_eq!(limited.len(), 1, "{cdrs:#?}");
+    assert_eq!(limited[0]["final_status"], 503, "{cdrs:#?}");
 }

@@ -670,6 +670,135 @@ async fn ended_binding_is_refused_410_with_a_reason_and_nothing_goes_out() {
     assert_never_saw(&uac, "caller", &b());
 }
 
+/// The tenant's call rules and its calls counted against them.
+async fn call_rules(rig: &Rig, body: Option<Value>) -> Value {
+    let method = if body.is_some() { "PUT" } else { "GET" };
+    let (st, v) = rig
+        .server
+        .call(method, "/v1/settings/calls", Some(&rig.key), body)
+        .await;
+    assert_eq!(st, 200, "{v}");
+    v
+}
+
+/// Toll fraud: a tenant's concurrent-call and calls-per-second caps refuse
+/// the calls beyond them with 503 before anything goes out, and rules
+/// changed after a binding was made hold for its next call.
+#[tokio::test(flavor = "multi_thread")]
+async fn calls_beyond_the_tenants_caps_get_503_and_changed_rules_hold_at_call_time() {
+    let mut uas = Sipp::uas("uas_answer.xml", Transport::Udp, &["-s", &b(), "-m", "10"]);
+    let rig = Rig::start(&uas, &[]).await;
+    let binding = rig.bind(axb()).await;
+    let x = binding["x"].as_str().unwrap().to_owned();
+    call_rules(
+        &rig,
+        Some(json!({"allow_prefixes": ["+86"], "max_concurrent_calls": 1})),
+    )
+    .await;
+
+    // One call up (the caller hangs up after 4 s) fills the cap.
+    let mut live = rig.uac("uac_call.xml", &a(), &x, Transport::Udp, &["-d", "4000"]);
+    {
+        let rig = &rig;
+        eventually(PEER_SECS, "the call to count", || async move {
+            (call_rules(rig, None).await["calls_in_progress"] == 1).then_some(())
+        })
+        .await;
+    }
+    let mut over = rig.uac("uac_expect_fail.xml", &b(), &x, Transport::Udp, &[]);
+    over.succeeds(PEER_SECS).await;
+    assert_eq!(over.invite_final_status(), Some(503), "{}", over.report());
+    let refusal = final_response(&over, "INVITE");
+    assert!(
+        sipp::headers(&refusal, "Reason")
+            .iter()
+            .any(|r| r.starts_with("Q.850") && r.contains("cause=34")),
+        "Q.850 no circuit available: {refusal}"
+    );
+    assert!(live.running(), "the first call is still up");
+    live.succeeds(PEER_SECS).await;
+    {
+        let rig = &rig;
+        eventually(
+            PEER_SECS,
+            "the ended call to stop counting",
+            || async move { (call_rules(rig, None).await["calls_in_progress"] == 0).then_some(()) },
+        )
+        .await;
+    }
+    // Once it ended, the next call goes through.
+    let mut next = rig.uac("uac_call.xml", &a(), &x, Transport::Udp, &["-d", "100"]);
+    next.succeeds(PEER_SECS).await;
+    assert_eq!(uas.received_requests("INVITE").len(), 2, "{}", uas.report());
+
+    // Rules changed after the binding was made: B is now denied.
+    call_rules(
+        &rig,
+        Some(json!({"allow_prefixes": ["+86"], "deny_prefixes": [b()]})),
+    )
+    .await;
+    let mut denied = rig.uac("uac_expect_fail.xml", &a(), &x, Transport::Udp, &[]);
+    denied.succeeds(PEER_SECS).await;
+    assert_eq!(
+        denied.invite_final_status(),
+        Some(403),
+        "{}",
+        denied.report()
+    );
+    assert_reason(&final_response(&denied, "INVITE"));
+    assert_eq!(uas.received_requests("INVITE").len(), 2, "{}", uas.report());
+
+    // One call a second: of three started within a few milliseconds, the
+    // first goes out and the others are refused.
+    call_rules(
+        &rig,
+        Some(json!({"allow_prefixes": ["+86"], "max_calls_per_second": 1})),
+    )
+    .await;
+    {
+        let rig = &rig;
+        eventually(PEER_SECS, "a second without calls", || async move {
+            (call_rules(rig, None).await["calls_last_second"] == 0).then_some(())
+        })
+        .await;
+    }
+    let mut burst = rig.uac(
+        "uac_call.xml",
+        &a(),
+        &x,
+        Transport::Udp,
+        &["-d", "100", "-m", "3", "-r", "100"],
+    );
+    // Refused calls fail the scenario: only its end matters here.
+    let _ = burst.wait(Duration::from_secs(PEER_SECS)).await;
+
+    let cdrs = rig.cdrs(&binding, 7).await;
+    let refused =
+        |why: &str| -> Vec<&Value> { cdrs.iter().filter(|c| c["refusal"] == why).collect() };
+    let limited = refused("call_limit");
+    assert!(
+        (2..=3).contains(&limited.len()),
+        "the concurrent refusal and one or two of the burst: {cdrs:#?}"
+    );
+    for c in &limited {
+        assert_cdr(c, None, 503, "system", "refused");
+        assert_eq!(c["release_cause"], 34, "{c:#}");
+    }
+    let not_allowed = refused("destination_not_allowed");
+    assert_eq!(not_allowed.len(), 1, "{cdrs:#?}");
+    assert_cdr(not_allowed[0], None, 403, "system", "refused");
+    assert_eq!(not_allowed[0]["release_cause"], 21, "{:#}", not_allowed[0]);
+    let placed = cdrs.iter().filter(|c| c["direction"] == "a_to_b").count();
+    uas.kill();
+    assert_eq!(
+        uas.received_requests("INVITE").len(),
+        placed,
+        "every call placed and no other: {}",
+        uas.report()
+    );
+    assert_eq!(placed, 7 - limited.len() - 1, "{cdrs:#?}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn forbidden_direction_is_refused_403_and_the_allowed_one_connects() {
     let mut uas = Sipp::uas("uas_answer.xml", Transport::Udp, &["-s", &b()]);

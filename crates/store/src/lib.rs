@@ -285,6 +285,13 @@ pub enum Write {
         rules: maskline_core::CallRules,
         updated_at: UnixTime,
     },
+    /// Replaces this node's report of its tenants' calls (for the other
+    /// nodes' call caps): `loads` is all of it, a tenant absent has none.
+    PutCallLoad {
+        node: String,
+        at: UnixMillis,
+        loads: Vec<maskline_core::TenantLoad>,
+    },
     /// Sets (or replaces) a tenant's recording of one prompt: `name` as the
     /// API spells it, `samples` 8 kHz mono PCM16 (validated by the caller).
     PutPrompt {
@@ -826,6 +833,14 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every tenant's call rules (tenants without a row have the defaults).
     async fn call_rules(&self) -> Result<Vec<StoredCallRules>>;
+
+    /// The calls the nodes other than `except` last reported
+    /// ([`Write::PutCallLoad`]) at or after `since`, summed per tenant.
+    async fn call_loads(
+        &self,
+        except: &str,
+        since: UnixMillis,
+    ) -> Result<Vec<maskline_core::TenantLoad>>;
 
     /// Every tenant's own prompt recordings, for start-up.
     async fn prompts(&self) -> Result<Vec<StoredPrompt>>;

@@ -1759,19 +1759,43 @@ async fn apply<'a>(
             updated_at,
         } => {
             sqlx::query(
-                "INSERT INTO call_rules (tenant_id, allow_prefixes, deny_prefixes, updated_at) \
-                 VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id) DO UPDATE SET \
+                "INSERT INTO call_rules (tenant_id, allow_prefixes, deny_prefixes, updated_at, \
+                 max_concurrent_calls, max_calls_per_second) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant_id) DO UPDATE SET \
                  allow_prefixes = excluded.allow_prefixes, \
-                 deny_prefixes = excluded.deny_prefixes, updated_at = excluded.updated_at",
+                 deny_prefixes = excluded.deny_prefixes, updated_at = excluded.updated_at, \
+                 max_concurrent_calls = excluded.max_concurrent_calls, \
+                 max_calls_per_second = excluded.max_calls_per_second",
             )
             .bind(uuid(tenant.0))
             .bind(rows::prefix_list(&rules.allow_prefixes))
             .bind(rows::prefix_list(&rules.deny_prefixes))
             .bind(updated_at)
+            .bind(rules.caps.max_concurrent_calls.map(i64::from))
+            .bind(rules.caps.max_calls_per_second.map(i64::from))
             .execute(&mut *conn)
             .await
             .map_err(conflict)?;
             touched.call_rules = true;
+        }
+        Write::PutCallLoad { node, at, loads } => {
+            sqlx::query("DELETE FROM call_load WHERE node = $1")
+                .bind(node)
+                .execute(&mut *conn)
+                .await?;
+            for l in loads {
+                sqlx::query(
+                    "INSERT INTO call_load (node, tenant_id, active, per_second, at) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(node)
+                .bind(uuid(l.tenant.0))
+                .bind(i64::from(l.active))
+                .bind(i64::from(l.per_second))
+                .bind(at)
+                .execute(&mut *conn)
+                .await?;
+            }
         }
         Write::Reseal { batch } => {
             reseal_rows(
@@ -2512,11 +2536,28 @@ impl Store for PgStore {
 
     async fn call_rules(&self) -> Result<Vec<crate::StoredCallRules>> {
         let rows = sqlx::query(
-            "SELECT tenant_id, allow_prefixes, deny_prefixes, updated_at FROM call_rules",
+            "SELECT tenant_id, allow_prefixes, deny_prefixes, updated_at, max_concurrent_calls, \
+             max_calls_per_second FROM call_rules",
         )
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(rows::call_rules).collect()
+    }
+
+    async fn call_loads(
+        &self,
+        except: &str,
+        since: UnixMillis,
+    ) -> Result<Vec<maskline_core::TenantLoad>> {
+        let rows = sqlx::query(
+            "SELECT tenant_id, SUM(active)::BIGINT AS active, SUM(per_second)::BIGINT AS per_second \
+             FROM call_load WHERE node <> $1 AND at >= $2 GROUP BY tenant_id",
+        )
+        .bind(except)
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(rows::tenant_load).collect()
     }
 
     async fn prompts(&self) -> Result<Vec<StoredPrompt>> {

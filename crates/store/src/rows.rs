@@ -603,8 +603,25 @@ pub(crate) fn call_rules(r: &impl Cells) -> Result<crate::StoredCallRules> {
     Ok(crate::StoredCallRules {
         tenant: TenantId(id(r, "tenant_id")?),
         rules: maskline_core::CallRules::new(&list("allow_prefixes")?, &list("deny_prefixes")?)
-            .map_err(|_| Error::Corrupt("allow_prefixes"))?,
+            .map_err(|_| Error::Corrupt("allow_prefixes"))?
+            .with_caps(maskline_core::CallCaps {
+                max_concurrent_calls: cap(r, "max_concurrent_calls")?,
+                max_calls_per_second: cap(r, "max_calls_per_second")?,
+            }),
         updated_at: int(r, "updated_at")?,
+    })
+}
+
+fn cap(r: &impl Cells, col: &'static str) -> Result<Option<u32>> {
+    r.int(col)?.map(|v| narrow(v, col)).transpose()
+}
+
+/// One node's report of a tenant's calls (`call_load`, summed).
+pub(crate) fn tenant_load(r: &impl Cells) -> Result<maskline_core::TenantLoad> {
+    Ok(maskline_core::TenantLoad {
+        tenant: TenantId(id(r, "tenant_id")?),
+        active: narrow(int(r, "active")?, "active")?,
+        per_second: narrow(int(r, "per_second")?, "per_second")?,
     })
 }
 

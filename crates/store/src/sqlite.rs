@@ -1133,18 +1133,42 @@ async fn apply(conn: &mut SqliteConnection, keys: &Keyring, write: &Write) -> Re
             updated_at,
         } => {
             sqlx::query(
-                "INSERT INTO call_rules (tenant_id, allow_prefixes, deny_prefixes, updated_at) \
-                 VALUES (?, ?, ?, ?) ON CONFLICT (tenant_id) DO UPDATE SET \
+                "INSERT INTO call_rules (tenant_id, allow_prefixes, deny_prefixes, updated_at, \
+                 max_concurrent_calls, max_calls_per_second) \
+                 VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (tenant_id) DO UPDATE SET \
                  allow_prefixes = excluded.allow_prefixes, \
-                 deny_prefixes = excluded.deny_prefixes, updated_at = excluded.updated_at",
+                 deny_prefixes = excluded.deny_prefixes, updated_at = excluded.updated_at, \
+                 max_concurrent_calls = excluded.max_concurrent_calls, \
+                 max_calls_per_second = excluded.max_calls_per_second",
             )
             .bind(uuid_bytes(tenant.0))
             .bind(rows::prefix_list(&rules.allow_prefixes))
             .bind(rows::prefix_list(&rules.deny_prefixes))
             .bind(updated_at)
+            .bind(rules.caps.max_concurrent_calls.map(i64::from))
+            .bind(rules.caps.max_calls_per_second.map(i64::from))
             .execute(&mut *conn)
             .await
             .map_err(conflict)?;
+        }
+        Write::PutCallLoad { node, at, loads } => {
+            sqlx::query("DELETE FROM call_load WHERE node = ?")
+                .bind(node)
+                .execute(&mut *conn)
+                .await?;
+            for l in loads {
+                sqlx::query(
+                    "INSERT INTO call_load (node, tenant_id, active, per_second, at) \
+                     VALUES (?, ?, ?, ?, ?)",
+                )
+                .bind(node)
+                .bind(uuid_bytes(l.tenant.0))
+                .bind(i64::from(l.active))
+                .bind(i64::from(l.per_second))
+                .bind(at)
+                .execute(&mut *conn)
+                .await?;
+            }
         }
         Write::Reseal { batch } => {
             reseal_rows(
@@ -1747,11 +1771,28 @@ impl Store for SqliteStore {
 
     async fn call_rules(&self) -> Result<Vec<crate::StoredCallRules>> {
         let rows = sqlx::query(
-            "SELECT tenant_id, allow_prefixes, deny_prefixes, updated_at FROM call_rules",
+            "SELECT tenant_id, allow_prefixes, deny_prefixes, updated_at, max_concurrent_calls, \
+             max_calls_per_second FROM call_rules",
         )
         .fetch_all(&self.reads)
         .await?;
         rows.iter().map(rows::call_rules).collect()
+    }
+
+    async fn call_loads(
+        &self,
+        except: &str,
+        since: UnixMillis,
+    ) -> Result<Vec<maskline_core::TenantLoad>> {
+        let rows = sqlx::query(
+            "SELECT tenant_id, SUM(active) AS active, SUM(per_second) AS per_second \
+             FROM call_load WHERE node <> ? AND at >= ? GROUP BY tenant_id",
+        )
+        .bind(except)
+        .bind(since)
+        .fetch_all(&self.reads)
+        .await?;
+        rows.iter().map(rows::tenant_load).collect()
     }
 
     async fn prompts(&self) -> Result<Vec<StoredPrompt>> {

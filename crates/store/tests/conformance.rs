@@ -2194,6 +2194,7 @@ macro_rules! every_case {
                 retention_purges_what_ended_before_the_cutoff_a_batch_at_a_time,
                 erasure_removes_a_partys_ended_records_and_masks_its_cdrs,
                 the_open_call_journal_holds_a_call_until_its_cdr,
+                call_rules_and_caps_round_trip_and_nodes_report_their_calls,
             ]
         );
     };
@@ -2705,6 +2706,77 @@ async fn erasure_removes_a_partys_ended_records_and_masks_its_cdrs(s: Arc<dyn St
             .len(),
         1
     );
+}
+
+// === call rules, caps and the nodes' calls ===
+
+async fn call_rules_and_caps_round_trip_and_nodes_report_their_calls(s: Arc<dyn Store>) {
+    use maskline_core::{CallCaps, CallRules, TenantLoad};
+
+    setup(&*s).await;
+    let rules = CallRules::new(&["+86".into(), "+1".into()], &["+86170".into()])
+        .unwrap()
+        .with_caps(CallCaps {
+            max_concurrent_calls: Some(30),
+            max_calls_per_second: None,
+        });
+    s.enqueue(Write::PutCallRules {
+        tenant: TenantId(1),
+        rules: rules.clone(),
+        updated_at: 10,
+    })
+    .await
+    .unwrap();
+    let stored = s.call_rules().await.unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!((stored[0].tenant, &stored[0].rules), (TenantId(1), &rules));
+    // A replacement drops a cap it no longer names.
+    let uncapped = rules.clone().with_caps(CallCaps::default());
+    s.enqueue(Write::PutCallRules {
+        tenant: TenantId(1),
+        rules: uncapped.clone(),
+        updated_at: 11,
+    })
+    .await
+    .unwrap();
+    assert_eq!(s.call_rules().await.unwrap()[0].rules, uncapped);
+
+    let load = |t: u128, active: u32, per_second: u32| TenantLoad {
+        tenant: TenantId(t),
+        active,
+        per_second,
+    };
+    let report = |node: &str, at: i64, loads: Vec<TenantLoad>| Write::PutCallLoad {
+        node: node.to_owned(),
+        at,
+        loads,
+    };
+    s.enqueue(report("a", 1_000, vec![load(1, 3, 1), load(2, 1, 0)]))
+        .await
+        .unwrap();
+    s.enqueue(report("b", 1_500, vec![load(1, 2, 4)]))
+        .await
+        .unwrap();
+    s.enqueue(report("c", 200, vec![load(1, 50, 50)]))
+        .await
+        .unwrap();
+    let mut seen = s.call_loads("z", 900).await.unwrap();
+    seen.sort_by_key(|l| l.tenant.0);
+    assert_eq!(
+        seen,
+        vec![load(1, 5, 5), load(2, 1, 0)],
+        "c's report is stale"
+    );
+    // A node's own report is not counted, and a new one replaces it whole.
+    assert_eq!(s.call_loads("a", 900).await.unwrap(), vec![load(1, 2, 4)]);
+    s.enqueue(report("a", 2_000, vec![load(2, 7, 7)]))
+        .await
+        .unwrap();
+    let mut seen = s.call_loads("b", 900).await.unwrap();
+    seen.sort_by_key(|l| l.tenant.0);
+    assert_eq!(seen, vec![load(2, 7, 7)]);
+    s.enqueue(report("a", 2_100, Vec::new())).await.unwrap();
+    assert!(s.call_loads("b", 900).await.unwrap().is_empty());
 }
 
 // === the open-call journal ===

@@ -62,6 +62,8 @@ fn treatment(refusal: Refusal) -> (u16, &'static str) {
         Refusal::InvalidNumber => (404, "SIP;cause=404;text=\"not a phone number\""),
         Refusal::NoGateway => (503, "SIP;cause=503;text=\"no outbound gateway\""),
         Refusal::Intercepted => (403, "SIP;cause=403;text=\"call not allowed\""),
+        Refusal::DestinationNotAllowed => (403, "SIP;cause=403;text=\"destination not allowed\""),
+        Refusal::CallLimit => (503, "SIP;cause=503;text=\"call limit\""),
     }
 }
 
@@ -226,6 +228,35 @@ impl B2bua {
     ) {
         cdr.tenant = Some(connect.tenant);
         cdr.binding = Some(connect.binding);
+        // The tenant's rules as they are now (they may have changed since
+        // the binding was made), and its caps: before anything is asked or
+        // placed.
+        let refusal = if !self.engine.call_rules(connect.tenant).allows(connect.to) {
+            Some(Refusal::DestinationNotAllowed)
+        } else {
+            match self.engine.admit_call(connect.tenant) {
+                Ok(admission) => {
+                    self.admitted.insert(cdr.id, admission);
+                    None
+                }
+                Err(over) => {
+                    metrics::counter!("maskline_call_limit_refusals_total", "cap" => match over {
+                        maskline_core::OverCap::Concurrent => "concurrent",
+                        maskline_core::OverCap::PerSecond => "per_second",
+                    })
+                    .increment(1);
+                    Some(Refusal::CallLimit)
+                }
+            }
+        };
+        if let Some(refusal) = refusal {
+            let tag = early.map(|(mut media, tag)| {
+                media.close(&mut *self.media);
+                tag
+            });
+            self.refuse_in(sid, refusal, cdr, tag);
+            return;
+        }
         cdr.direction = Some(connect.direction);
         cdr.callee = Some(connect.to);
         let intercept = self
@@ -598,6 +629,7 @@ impl B2bua {
             contact,
         };
         let call = self.new_call_id();
+        let cdr_id = cdr.id;
         self.by_media.insert(media.id, call);
         self.ep.add_dialog(
             a_leg.local_tag.clone(),
@@ -655,6 +687,7 @@ impl B2bua {
                 events_issued: 0,
                 events_durable: 0,
                 held: VecDeque::new(),
+                _admission: self.admitted.remove(&cdr_id),
             },
         );
         // Not awaited before the outbound INVITE (setup is not delayed);

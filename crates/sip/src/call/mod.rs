@@ -128,6 +128,8 @@ struct Call {
     events_issued: u32,
     events_durable: u32,
     held: VecDeque<Held>,
+    /// Counts against the tenant's call caps until the call is dropped.
+    _admission: Option<maskline_engine::Admission>,
 }
 
 impl Call {
@@ -260,6 +262,9 @@ pub(crate) struct B2bua {
     intercepting: HashMap<TxId, Intercepting>,
     /// INVITEs answered with early media before any outbound leg.
     preludes: HashMap<Id, prelude::Prelude>,
+    /// Connect decisions counted against their tenant's caps, by CDR, until
+    /// their call is placed or refused.
+    admitted: HashMap<maskline_core::CallId, maskline_engine::Admission>,
     effects: VecDeque<Effect>,
     draining: bool,
     hard_stop: Option<Instant>,
@@ -289,6 +294,7 @@ impl B2bua {
             calls: HashMap::new(),
             intercepting: HashMap::new(),
             preludes: HashMap::new(),
+            admitted: HashMap::new(),
             effects: VecDeque::new(),
             draining: false,
             hard_stop: None,
@@ -501,6 +507,8 @@ impl B2bua {
     }
 
     fn write_cdr(&mut self, cdr: CallRecord) {
+        // Refused or cut before its call was placed.
+        self.admitted.remove(&cdr.id);
         metrics::counter!("maskline_calls_total", "outcome" => cdr.release_reason.as_str())
             .increment(1);
         let ack = self.engine.record_call(cdr);

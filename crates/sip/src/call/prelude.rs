@@ -66,8 +66,13 @@ pub(super) fn announcement(refusal: Refusal) -> Option<PromptName> {
     match refusal {
         Refusal::Expired => Some(PromptName::Expired),
         Refusal::NoBinding | Refusal::NoB => Some(PromptName::NoBinding),
-        Refusal::DirectionForbidden | Refusal::Intercepted => Some(PromptName::Forbidden),
-        Refusal::ExtensionRequired | Refusal::InvalidNumber | Refusal::NoGateway => None,
+        Refusal::DirectionForbidden | Refusal::Intercepted | Refusal::DestinationNotAllowed => {
+            Some(PromptName::Forbidden)
+        }
+        Refusal::ExtensionRequired
+        | Refusal::InvalidNumber
+        | Refusal::NoGateway
+        | Refusal::CallLimit => None,
     }
 }
 
