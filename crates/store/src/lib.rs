@@ -21,6 +21,7 @@ use maskline_core::{
 use tokio::sync::oneshot;
 
 mod postgres;
+mod reads;
 mod reseal;
 mod rows;
 pub mod seal;

@@ -32,10 +32,7 @@ use sqlx::{AssertSqlSafe, Connection};
 use tokio::sync::{Notify, mpsc, oneshot};
 use uuid::Uuid;
 
-use crate::rows::{
-    self, MESSAGE_COLUMNS, PART_COLUMNS, binding, call_record, message, part, parts_key,
-    pool_number, stored_event, webhook,
-};
+use crate::rows::{self, MESSAGE_COLUMNS, PART_COLUMNS, binding, message, stored_event};
 use crate::seal::{Column, Keyring, MasterKey, MetaRows};
 use crate::{ApiKey, AuditEntry};
 use crate::{
@@ -2013,15 +2010,15 @@ fn unix_ms() -> i64 {
 
 // === reads ===
 
-/// Numbered placeholders for SQL built from fixed fragments.
-struct Params(usize);
-
-impl Params {
-    fn next(&mut self) -> String {
-        self.0 += 1;
-        format!("${}", self.0)
-    }
-}
+crate::reads::shared_reads!(
+    store: PgStore,
+    pool: pool,
+    id: uuid,
+    numbers_in_import_order: "seq",
+    tenant_id: Uuid,
+    reference: i32,
+    calls_by_time: "",
+);
 
 #[async_trait::async_trait]
 impl Store for PgStore {
@@ -2058,67 +2055,31 @@ impl Store for PgStore {
     }
 
     async fn open_calls(&self) -> Result<Vec<CallRecord>> {
-        let sql = format!("SELECT {CALL_COLUMNS} FROM open_calls WHERE node = $1 ORDER BY id");
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(&self.node)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(|r| call_record(r, &self.keys)).collect()
+        self.read_open_calls().await
     }
 
     async fn get_meta(&self, key: &str) -> Result<Option<String>> {
-        Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await?)
+        self.read_get_meta(key).await
     }
 
     async fn tenants(&self) -> Result<Vec<Tenant>> {
-        let rows =
-            sqlx::query("SELECT id, name, api_key_hash, created_at FROM tenants ORDER BY id")
-                .fetch_all(&self.pool)
-                .await?;
-        rows.iter().map(rows::tenant).collect()
+        self.read_tenants().await
     }
 
     async fn audit(&self, tenant: TenantId, page: Page<i64>) -> Result<Vec<(i64, AuditEntry)>> {
-        let rows = sqlx::query(
-            "SELECT seq, tenant_id, key_id, action, object, status, at, source FROM audit WHERE tenant_id = $1 AND seq < $2 \
-             ORDER BY seq DESC LIMIT $3",
-        )
-        .bind(uuid(tenant.0))
-        .bind(page.after.unwrap_or(i64::MAX))
-        .bind(i64::from(page.limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(rows::audit_entry).collect()
+        self.read_audit(tenant, page).await
     }
 
     async fn api_keys(&self) -> Result<Vec<ApiKey>> {
-        let rows = sqlx::query(
-            "SELECT id, tenant_id, prefix, hash, created_at, revoked_at FROM api_keys ORDER BY created_at, id",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(rows::api_key).collect()
+        self.read_api_keys().await
     }
 
     async fn api_key(&self, hash: [u8; 32]) -> Result<Option<ApiKey>> {
-        let row = sqlx::query(
-            "SELECT id, tenant_id, prefix, hash, created_at, revoked_at FROM api_keys WHERE hash = $1",
-        )
-        .bind(&hash[..])
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(rows::api_key).transpose()
+        self.read_api_key(hash).await
     }
 
     async fn all_numbers(&self) -> Result<Vec<PoolNumber>> {
-        let rows =
-            sqlx::query("SELECT number, tenant_id, area, created_at FROM numbers ORDER BY seq")
-                .fetch_all(&self.pool)
-                .await?;
-        rows.iter().map(pool_number).collect()
+        self.read_all_numbers().await
     }
 
     async fn scan_bindings(
@@ -2160,27 +2121,11 @@ impl Store for PgStore {
     }
 
     async fn numbers(&self, tenant: TenantId, page: Page<Number>) -> Result<Vec<PoolNumber>> {
-        let rows = sqlx::query(
-            "SELECT number, tenant_id, area, created_at FROM numbers \
-             WHERE tenant_id = $1 AND number > $2 ORDER BY number LIMIT $3",
-        )
-        .bind(uuid(tenant.0))
-        .bind(page.after.map(|n| n.to_string()).unwrap_or_default())
-        .bind(i64::from(page.limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(pool_number).collect()
+        self.read_numbers(tenant, page).await
     }
 
     async fn binding(&self, tenant: TenantId, id: BindingId) -> Result<Option<Binding>> {
-        let sql =
-            format!("SELECT {BINDING_COLUMNS} FROM bindings WHERE id = $1 AND tenant_id = $2");
-        let row = sqlx::query(AssertSqlSafe(sql))
-            .bind(uuid(id.0))
-            .bind(uuid(tenant.0))
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(|r| binding(r, &self.keys)).transpose()
+        self.read_binding(tenant, id).await
     }
 
     async fn bindings_by_id(&self, ids: &[BindingId]) -> Result<Vec<Binding>> {
@@ -2211,65 +2156,11 @@ impl Store for PgStore {
         filter: &BindingFilter,
         page: Page<BindingId>,
     ) -> Result<Vec<Binding>> {
-        use maskline_core::BindingStatus;
-        // Built from fixed fragments only; every value is a bound parameter.
-        let mut p = Params(2);
-        let mut sql =
-            format!("SELECT {BINDING_COLUMNS} FROM bindings WHERE tenant_id = $1 AND id > $2");
-        if filter.external_ref.is_some() {
-            sql.push_str(&format!(" AND external_ref = {}", p.next()));
-        }
-        if filter.party.is_some() {
-            let party = p.next();
-            sql.push_str(&format!(" AND (a = {party} OR b = {party})"));
-        }
-        // `ends_at` bounds: (exclusive lower, inclusive upper).
-        let bounds = filter.status.map(|(status, now, cooldown)| {
-            let cooled = now.saturating_sub(cooldown);
-            match status {
-                BindingStatus::Active => (Some(now), None),
-                BindingStatus::Cooling => (Some(cooled), Some(now)),
-                BindingStatus::Ended => (None, Some(cooled)),
-            }
-        });
-        if let Some((lower, upper)) = bounds {
-            if lower.is_some() {
-                sql.push_str(&format!(" AND ends_at > {}", p.next()));
-            }
-            if upper.is_some() {
-                sql.push_str(&format!(" AND ends_at <= {}", p.next()));
-            }
-        }
-        sql.push_str(&format!(" ORDER BY id LIMIT {}", p.next()));
-        let mut q = sqlx::query(AssertSqlSafe(sql))
-            .bind(uuid(tenant.0))
-            .bind(uuid(page.after.map_or(0, |id| id.0)));
-        if let Some(r) = &filter.external_ref {
-            q = q.bind(r.clone());
-        }
-        if let Some(party) = filter.party {
-            q = q.bind(self.keys.blind(&party.to_string()));
-        }
-        if let Some((lower, upper)) = bounds {
-            for bound in [lower, upper].into_iter().flatten() {
-                q = q.bind(bound);
-            }
-        }
-        let rows = q.bind(i64::from(page.limit)).fetch_all(&self.pool).await?;
-        rows.iter().map(|r| binding(r, &self.keys)).collect()
+        self.read_bindings(tenant, filter, page).await
     }
 
     async fn idempotency(&self, tenant: TenantId, key: &str) -> Result<Option<IdempotencyRecord>> {
-        let row = sqlx::query(
-            "SELECT request_hash, status, body, created_at FROM idempotency \
-             WHERE tenant_id = $1 AND key = $2",
-        )
-        .bind(uuid(tenant.0))
-        .bind(key)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| rows::idempotency(&r, &self.keys, tenant, key))
-            .transpose()
+        self.read_idempotency(tenant, key).await
     }
 
     async fn calls(
@@ -2278,61 +2169,15 @@ impl Store for PgStore {
         filter: &CallFilter,
         page: Page<CallId>,
     ) -> Result<Vec<CallRecord>> {
-        let mut p = Params(2);
-        let mut sql = format!("SELECT {CALL_COLUMNS} FROM calls WHERE tenant_id = $1 AND id > $2");
-        if filter.binding.is_some() {
-            sql.push_str(&format!(" AND binding_id = {}", p.next()));
-        }
-        if filter.party.is_some() {
-            let party = p.next();
-            sql.push_str(&format!(" AND (caller = {party} OR callee = {party})"));
-        }
-        if filter.since.is_some() {
-            sql.push_str(&format!(" AND invited_at >= {}", p.next()));
-        }
-        if filter.until.is_some() {
-            sql.push_str(&format!(" AND invited_at < {}", p.next()));
-        }
-        sql.push_str(&format!(" ORDER BY id LIMIT {}", p.next()));
-        let mut q = sqlx::query(AssertSqlSafe(sql))
-            .bind(uuid(tenant.0))
-            .bind(uuid(page.after.map_or(0, |id| id.0)));
-        if let Some(b) = filter.binding {
-            q = q.bind(uuid(b.0));
-        }
-        if let Some(party) = filter.party {
-            q = q.bind(self.keys.blind(&party.to_string()));
-        }
-        if let Some(since) = filter.since {
-            q = q.bind(since);
-        }
-        if let Some(until) = filter.until {
-            q = q.bind(until);
-        }
-        let rows = q.bind(i64::from(page.limit)).fetch_all(&self.pool).await?;
-        rows.iter().map(|r| call_record(r, &self.keys)).collect()
+        self.read_calls(tenant, filter, page).await
     }
 
     async fn webhooks(&self) -> Result<Vec<Webhook>> {
-        let rows = sqlx::query(
-            "SELECT tenant_id, url, events, secret, intercept_url, intercept_fallback, \
-             intercept_timeout_ms, updated_at FROM webhooks ORDER BY tenant_id",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(|r| webhook(r, &self.keys)).collect()
+        self.read_webhooks().await
     }
 
     async fn event(&self, tenant: TenantId, id: EventId) -> Result<Option<StoredEvent>> {
-        let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = $1 AND tenant_id = $2");
-        let row = sqlx::query(AssertSqlSafe(sql))
-            .bind(uuid(id.0))
-            .bind(uuid(tenant.0))
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref()
-            .map(|r| stored_event(r, &self.keys))
-            .transpose()
+        self.read_event(tenant, id).await
     }
 
     async fn events(
@@ -2389,21 +2234,11 @@ impl Store for PgStore {
     }
 
     async fn pending_events(&self) -> Result<u64> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE state = 'pending'")
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(u64::try_from(n).unwrap_or(0))
+        self.read_pending_events().await
     }
 
     async fn message(&self, tenant: TenantId, id: MessageId) -> Result<Option<Message>> {
-        let sql =
-            format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = $1 AND tenant_id = $2");
-        let row = sqlx::query(AssertSqlSafe(sql))
-            .bind(uuid(id.0))
-            .bind(uuid(tenant.0))
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(|r| message(r, &self.keys)).transpose()
+        self.read_message(tenant, id).await
     }
 
     async fn messages(
@@ -2412,85 +2247,23 @@ impl Store for PgStore {
         filter: &MessageFilter,
         page: Page<MessageId>,
     ) -> Result<Vec<Message>> {
-        let mut p = Params(2);
-        let mut sql =
-            format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE tenant_id = $1 AND id > $2");
-        if filter.binding.is_some() {
-            sql.push_str(&format!(" AND binding_id = {}", p.next()));
-        }
-        if filter.status.is_some() {
-            sql.push_str(&format!(" AND status = {}", p.next()));
-        }
-        sql.push_str(&format!(" ORDER BY id LIMIT {}", p.next()));
-        let mut q = sqlx::query(AssertSqlSafe(sql))
-            .bind(uuid(tenant.0))
-            .bind(uuid(page.after.map_or(0, |id| id.0)));
-        if let Some(b) = filter.binding {
-            q = q.bind(uuid(b.0));
-        }
-        if let Some(st) = filter.status {
-            q = q.bind(st.as_str());
-        }
-        let rows = q.bind(i64::from(page.limit)).fetch_all(&self.pool).await?;
-        rows.iter().map(|r| message(r, &self.keys)).collect()
+        self.read_messages(tenant, filter, page).await
     }
 
     async fn message_by_submit(&self, link: &str, smsc_id: &str) -> Result<Option<Message>> {
-        let sql = format!(
-            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = \
-             (SELECT message_id FROM message_submits WHERE link = $1 AND smsc_id = $2)"
-        );
-        let row = sqlx::query(AssertSqlSafe(sql))
-            .bind(link)
-            .bind(smsc_id)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(|r| message(r, &self.keys)).transpose()
+        self.read_message_by_submit(link, smsc_id).await
     }
 
     async fn unmatched_receipts(&self, limit: u32) -> Result<Vec<Receipt>> {
-        let rows: Vec<(String, String, bool, i64)> = sqlx::query_as(
-            "SELECT link, smsc_id, delivered, received_at FROM unmatched_receipts \
-             ORDER BY received_at LIMIT $1",
-        )
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(link, smsc_id, delivered, received_at)| Receipt {
-                link,
-                smsc_id,
-                delivered,
-                received_at,
-            })
-            .collect())
+        self.read_unmatched_receipts(limit).await
     }
 
     async fn parts(&self, key: &PartsKey) -> Result<Vec<Part>> {
-        let sql = format!(
-            "SELECT {PART_COLUMNS} FROM message_parts \
-             WHERE x = $1 AND sender = $2 AND reference = $3 ORDER BY seq"
-        );
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(key.x.to_string())
-            .bind(self.keys.blind(&key.from.to_string()))
-            .bind(i32::from(key.reference))
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(|r| part(r, &self.keys)).collect()
+        self.read_parts(key).await
     }
 
     async fn stale_parts(&self, before: UnixMillis) -> Result<Vec<PartsKey>> {
-        let rows = sqlx::query(
-            "SELECT x, sender, reference, MIN(sender_sealed) AS sender_sealed FROM message_parts \
-             GROUP BY x, sender, reference \
-             HAVING MIN(received_at) < $1",
-        )
-        .bind(before)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(|r| parts_key(r, &self.keys)).collect()
+        self.read_stale_parts(before).await
     }
 
     async fn claim_due_relays(
@@ -2517,31 +2290,11 @@ impl Store for PgStore {
     }
 
     async fn sms_settings(&self) -> Result<Vec<StoredSmsSettings>> {
-        let rows = sqlx::query("SELECT tenant_id, prefix, filter, updated_at FROM sms_settings")
-            .fetch_all(&self.pool)
-            .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in &rows {
-            let tenant: Uuid = sqlx::Row::try_get(r, "tenant_id")?;
-            let rules: Vec<(String, String)> = sqlx::query_as(
-                "SELECT pattern, action FROM sms_rules WHERE tenant_id = $1 ORDER BY position",
-            )
-            .bind(tenant)
-            .fetch_all(&self.pool)
-            .await?;
-            out.push(rows::sms_settings(r, rules)?);
-        }
-        Ok(out)
+        self.read_sms_settings().await
     }
 
     async fn call_rules(&self) -> Result<Vec<crate::StoredCallRules>> {
-        let rows = sqlx::query(
-            "SELECT tenant_id, allow_prefixes, deny_prefixes, updated_at, max_concurrent_calls, \
-             max_calls_per_second FROM call_rules",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(rows::call_rules).collect()
+        self.read_call_rules().await
     }
 
     async fn call_loads(
@@ -2549,22 +2302,11 @@ impl Store for PgStore {
         except: &str,
         since: UnixMillis,
     ) -> Result<Vec<maskline_core::TenantLoad>> {
-        let rows = sqlx::query(
-            "SELECT tenant_id, SUM(active)::BIGINT AS active, SUM(per_second)::BIGINT AS per_second \
-             FROM call_load WHERE node <> $1 AND at >= $2 GROUP BY tenant_id",
-        )
-        .bind(except)
-        .bind(since)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(rows::tenant_load).collect()
+        self.read_call_loads(except, since).await
     }
 
     async fn prompts(&self) -> Result<Vec<StoredPrompt>> {
-        let rows = sqlx::query("SELECT tenant_id, name, samples, updated_at FROM prompts")
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(rows::prompt).collect()
+        self.read_prompts().await
     }
 
     async fn last_call_binding(

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use futures_util::TryStreamExt;
 use maskline_core::{
-    Area, Binding, BindingId, BindingStatus, CallId, CallRecord, Direction, EndReason, EventId,
-    EventType, Number, Refusal, TenantId, UnixMillis, UnixTime,
+    Area, Binding, BindingId, CallId, CallRecord, Direction, EndReason, EventId, EventType, Number,
+    Refusal, TenantId, UnixMillis, UnixTime,
 };
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
@@ -18,10 +18,7 @@ use sqlx::{AssertSqlSafe, Connection};
 use std::sync::Arc;
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use crate::rows::{
-    self, MESSAGE_COLUMNS, PART_COLUMNS, binding, call_record, message, part, parts_key,
-    pool_number, stored_event, webhook,
-};
+use crate::rows::{self, MESSAGE_COLUMNS, PART_COLUMNS, binding, message, stored_event};
 use crate::seal::{Column, Keyring, MasterKey, MetaRows};
 use crate::{ApiKey, AuditEntry};
 use crate::{
@@ -1254,6 +1251,16 @@ fn conflict(e: sqlx::Error) -> Error {
 
 // === reads ===
 
+crate::reads::shared_reads!(
+    store: SqliteStore,
+    pool: reads,
+    id: uuid_bytes,
+    numbers_in_import_order: "rowid",
+    tenant_id: Vec<u8>,
+    reference: i64,
+    calls_by_time: " INDEXED BY calls_by_time",
+);
+
 #[async_trait::async_trait]
 impl Store for SqliteStore {
     fn enqueue(&self, write: Write) -> WriteAck {
@@ -1276,67 +1283,31 @@ impl Store for SqliteStore {
     }
 
     async fn open_calls(&self) -> Result<Vec<CallRecord>> {
-        let sql = format!("SELECT {CALL_COLUMNS} FROM open_calls WHERE node = ? ORDER BY id");
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(NODE)
-            .fetch_all(&self.reads)
-            .await?;
-        rows.iter().map(|r| call_record(r, &self.keys)).collect()
+        self.read_open_calls().await
     }
 
     async fn get_meta(&self, key: &str) -> Result<Option<String>> {
-        Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = ?")
-            .bind(key)
-            .fetch_optional(&self.reads)
-            .await?)
+        self.read_get_meta(key).await
     }
 
     async fn tenants(&self) -> Result<Vec<Tenant>> {
-        let rows =
-            sqlx::query("SELECT id, name, api_key_hash, created_at FROM tenants ORDER BY id")
-                .fetch_all(&self.reads)
-                .await?;
-        rows.iter().map(rows::tenant).collect()
+        self.read_tenants().await
     }
 
     async fn audit(&self, tenant: TenantId, page: Page<i64>) -> Result<Vec<(i64, AuditEntry)>> {
-        let rows = sqlx::query(
-            "SELECT seq, tenant_id, key_id, action, object, status, at, source FROM audit WHERE tenant_id = ? AND seq < ? \
-             ORDER BY seq DESC LIMIT ?",
-        )
-        .bind(uuid_bytes(tenant.0))
-        .bind(page.after.unwrap_or(i64::MAX))
-        .bind(i64::from(page.limit))
-        .fetch_all(&self.reads)
-        .await?;
-        rows.iter().map(rows::audit_entry).collect()
+        self.read_audit(tenant, page).await
     }
 
     async fn api_keys(&self) -> Result<Vec<ApiKey>> {
-        let rows = sqlx::query(
-            "SELECT id, tenant_id, prefix, hash, created_at, revoked_at FROM api_keys ORDER BY created_at, id",
-        )
-        .fetch_all(&self.reads)
-        .await?;
-        rows.iter().map(rows::api_key).collect()
+        self.read_api_keys().await
     }
 
     async fn api_key(&self, hash: [u8; 32]) -> Result<Option<ApiKey>> {
-        let row = sqlx::query(
-            "SELECT id, tenant_id, prefix, hash, created_at, revoked_at FROM api_keys WHERE hash = ?",
-        )
-        .bind(&hash[..])
-        .fetch_optional(&self.reads)
-        .await?;
-        row.as_ref().map(rows::api_key).transpose()
+        self.read_api_key(hash).await
     }
 
     async fn all_numbers(&self) -> Result<Vec<PoolNumber>> {
-        let rows =
-            sqlx::query("SELECT number, tenant_id, area, created_at FROM numbers ORDER BY rowid")
-                .fetch_all(&self.reads)
-                .await?;
-        rows.iter().map(pool_number).collect()
+        self.read_all_numbers().await
     }
 
     async fn scan_bindings(
@@ -1380,26 +1351,11 @@ impl Store for SqliteStore {
     }
 
     async fn numbers(&self, tenant: TenantId, page: Page<Number>) -> Result<Vec<PoolNumber>> {
-        let rows = sqlx::query(
-            "SELECT number, tenant_id, area, created_at FROM numbers \
-             WHERE tenant_id = ? AND number > ? ORDER BY number LIMIT ?",
-        )
-        .bind(uuid_bytes(tenant.0))
-        .bind(page.after.map(|n| n.to_string()).unwrap_or_default())
-        .bind(i64::from(page.limit))
-        .fetch_all(&self.reads)
-        .await?;
-        rows.iter().map(pool_number).collect()
+        self.read_numbers(tenant, page).await
     }
 
     async fn binding(&self, tenant: TenantId, id: BindingId) -> Result<Option<Binding>> {
-        let sql = format!("SELECT {BINDING_COLUMNS} FROM bindings WHERE id = ? AND tenant_id = ?");
-        let row = sqlx::query(AssertSqlSafe(sql))
-            .bind(uuid_bytes(id.0))
-            .bind(uuid_bytes(tenant.0))
-            .fetch_optional(&self.reads)
-            .await?;
-        row.as_ref().map(|r| binding(r, &self.keys)).transpose()
+        self.read_binding(tenant, id).await
     }
 
     async fn bindings_by_id(&self, ids: &[BindingId]) -> Result<Vec<Binding>> {
@@ -1426,58 +1382,11 @@ impl Store for SqliteStore {
         filter: &BindingFilter,
         page: Page<BindingId>,
     ) -> Result<Vec<Binding>> {
-        // Built from fixed fragments only; every value is a bound parameter.
-        let mut sql =
-            format!("SELECT {BINDING_COLUMNS} FROM bindings WHERE tenant_id = ? AND id > ?");
-        if filter.external_ref.is_some() {
-            sql.push_str(" AND external_ref = ?");
-        }
-        if filter.party.is_some() {
-            sql.push_str(" AND (a = ? OR b = ?)");
-        }
-        let status = filter.status.map(|(status, now, cooldown)| {
-            let cooled = now.saturating_sub(cooldown);
-            match status {
-                BindingStatus::Active => (" AND ends_at > ?", now, None),
-                BindingStatus::Cooling => (" AND ends_at <= ? AND ends_at > ?", now, Some(cooled)),
-                BindingStatus::Ended => (" AND ends_at <= ?", cooled, None),
-            }
-        });
-        if let Some((fragment, _, _)) = status {
-            sql.push_str(fragment);
-        }
-        sql.push_str(" ORDER BY id LIMIT ?");
-        let mut q = sqlx::query(AssertSqlSafe(sql))
-            .bind(uuid_bytes(tenant.0))
-            .bind(uuid_bytes(page.after.map_or(0, |id| id.0)));
-        if let Some(r) = &filter.external_ref {
-            q = q.bind(r.clone());
-        }
-        if let Some(p) = filter.party {
-            let token = self.keys.blind(&p.to_string());
-            q = q.bind(token.clone()).bind(token);
-        }
-        if let Some((_, first, second)) = status {
-            q = q.bind(first);
-            if let Some(s) = second {
-                q = q.bind(s);
-            }
-        }
-        let rows = q.bind(i64::from(page.limit)).fetch_all(&self.reads).await?;
-        rows.iter().map(|r| binding(r, &self.keys)).collect()
+        self.read_bindings(tenant, filter, page).await
     }
 
     async fn idempotency(&self, tenant: TenantId, key: &str) -> Result<Option<IdempotencyRecord>> {
-        let row = sqlx::query(
-            "SELECT request_hash, status, body, created_at FROM idempotency \
-             WHERE tenant_id = ? AND key = ?",
-        )
-        .bind(uuid_bytes(tenant.0))
-        .bind(key)
-        .fetch_optional(&self.reads)
-        .await?;
-        row.map(|r| rows::idempotency(&r, &self.keys, tenant, key))
-            .transpose()
+        self.read_idempotency(tenant, key).await
     }
 
     async fn calls(
@@ -1486,73 +1395,15 @@ impl Store for SqliteStore {
         filter: &CallFilter,
         page: Page<CallId>,
     ) -> Result<Vec<CallRecord>> {
-        // Built from fixed fragments only; every value is a bound parameter.
-        // A binding's calls are few: its (tenant, binding, id) index serves
-        // any filter. Otherwise, with `since`, reading the window by time and
-        // sorting it beats walking the tenant's whole history in id order to
-        // reach the window, which is what the planner (no statistics) picks:
-        // a client polling for new CDRs would get slower every day.
-        let by_time = filter.binding.is_none() && filter.since.is_some();
-        let index = if by_time {
-            " INDEXED BY calls_by_time"
-        } else {
-            ""
-        };
-        let mut sql =
-            format!("SELECT {CALL_COLUMNS} FROM calls{index} WHERE tenant_id = ? AND id > ?");
-        if filter.binding.is_some() {
-            sql.push_str(" AND binding_id = ?");
-        }
-        if filter.party.is_some() {
-            sql.push_str(" AND (caller = ? OR callee = ?)");
-        }
-        if filter.since.is_some() {
-            sql.push_str(" AND invited_at >= ?");
-        }
-        if filter.until.is_some() {
-            sql.push_str(" AND invited_at < ?");
-        }
-        sql.push_str(" ORDER BY id LIMIT ?");
-        let mut q = sqlx::query(AssertSqlSafe(sql))
-            .bind(uuid_bytes(tenant.0))
-            .bind(uuid_bytes(page.after.map_or(0, |id| id.0)));
-        if let Some(b) = filter.binding {
-            q = q.bind(uuid_bytes(b.0));
-        }
-        if let Some(p) = filter.party {
-            let token = self.keys.blind(&p.to_string());
-            q = q.bind(token.clone()).bind(token);
-        }
-        if let Some(since) = filter.since {
-            q = q.bind(since);
-        }
-        if let Some(until) = filter.until {
-            q = q.bind(until);
-        }
-        let rows = q.bind(i64::from(page.limit)).fetch_all(&self.reads).await?;
-        rows.iter().map(|r| call_record(r, &self.keys)).collect()
+        self.read_calls(tenant, filter, page).await
     }
 
     async fn webhooks(&self) -> Result<Vec<Webhook>> {
-        let rows = sqlx::query(
-            "SELECT tenant_id, url, events, secret, intercept_url, intercept_fallback, \
-             intercept_timeout_ms, updated_at FROM webhooks ORDER BY tenant_id",
-        )
-        .fetch_all(&self.reads)
-        .await?;
-        rows.iter().map(|r| webhook(r, &self.keys)).collect()
+        self.read_webhooks().await
     }
 
     async fn event(&self, tenant: TenantId, id: EventId) -> Result<Option<StoredEvent>> {
-        let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = ? AND tenant_id = ?");
-        let row = sqlx::query(AssertSqlSafe(sql))
-            .bind(uuid_bytes(id.0))
-            .bind(uuid_bytes(tenant.0))
-            .fetch_optional(&self.reads)
-            .await?;
-        row.as_ref()
-            .map(|r| stored_event(r, &self.keys))
-            .transpose()
+        self.read_event(tenant, id).await
     }
 
     async fn events(
@@ -1618,20 +1469,11 @@ impl Store for SqliteStore {
     }
 
     async fn pending_events(&self) -> Result<u64> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE state = 'pending'")
-            .fetch_one(&self.reads)
-            .await?;
-        Ok(u64::try_from(n).unwrap_or(0))
+        self.read_pending_events().await
     }
 
     async fn message(&self, tenant: TenantId, id: MessageId) -> Result<Option<Message>> {
-        let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ? AND tenant_id = ?");
-        let row = sqlx::query(AssertSqlSafe(sql))
-            .bind(uuid_bytes(id.0))
-            .bind(uuid_bytes(tenant.0))
-            .fetch_optional(&self.reads)
-            .await?;
-        row.as_ref().map(|r| message(r, &self.keys)).transpose()
+        self.read_message(tenant, id).await
     }
 
     async fn messages(
@@ -1640,85 +1482,23 @@ impl Store for SqliteStore {
         filter: &MessageFilter,
         page: Page<MessageId>,
     ) -> Result<Vec<Message>> {
-        // Built from fixed fragments only; every value is a bound parameter.
-        let mut sql =
-            format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE tenant_id = ? AND id > ?");
-        if filter.binding.is_some() {
-            sql.push_str(" AND binding_id = ?");
-        }
-        if filter.status.is_some() {
-            sql.push_str(" AND status = ?");
-        }
-        sql.push_str(" ORDER BY id LIMIT ?");
-        let mut q = sqlx::query(AssertSqlSafe(sql))
-            .bind(uuid_bytes(tenant.0))
-            .bind(uuid_bytes(page.after.map_or(0, |id| id.0)));
-        if let Some(b) = filter.binding {
-            q = q.bind(uuid_bytes(b.0));
-        }
-        if let Some(st) = filter.status {
-            q = q.bind(st.as_str());
-        }
-        let rows = q.bind(i64::from(page.limit)).fetch_all(&self.reads).await?;
-        rows.iter().map(|r| message(r, &self.keys)).collect()
+        self.read_messages(tenant, filter, page).await
     }
 
     async fn message_by_submit(&self, link: &str, smsc_id: &str) -> Result<Option<Message>> {
-        let sql = format!(
-            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = \
-             (SELECT message_id FROM message_submits WHERE link = ? AND smsc_id = ?)"
-        );
-        let row = sqlx::query(AssertSqlSafe(sql))
-            .bind(link)
-            .bind(smsc_id)
-            .fetch_optional(&self.reads)
-            .await?;
-        row.as_ref().map(|r| message(r, &self.keys)).transpose()
+        self.read_message_by_submit(link, smsc_id).await
     }
 
     async fn unmatched_receipts(&self, limit: u32) -> Result<Vec<Receipt>> {
-        let rows: Vec<(String, String, bool, i64)> = sqlx::query_as(
-            "SELECT link, smsc_id, delivered, received_at FROM unmatched_receipts \
-             ORDER BY received_at LIMIT ?",
-        )
-        .bind(i64::from(limit))
-        .fetch_all(&self.reads)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(link, smsc_id, delivered, received_at)| Receipt {
-                link,
-                smsc_id,
-                delivered,
-                received_at,
-            })
-            .collect())
+        self.read_unmatched_receipts(limit).await
     }
 
     async fn parts(&self, key: &PartsKey) -> Result<Vec<Part>> {
-        let sql = format!(
-            "SELECT {PART_COLUMNS} FROM message_parts \
-             WHERE x = ? AND sender = ? AND reference = ? ORDER BY seq"
-        );
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(key.x.to_string())
-            .bind(self.keys.blind(&key.from.to_string()))
-            .bind(i64::from(key.reference))
-            .fetch_all(&self.reads)
-            .await?;
-        rows.iter().map(|r| part(r, &self.keys)).collect()
+        self.read_parts(key).await
     }
 
     async fn stale_parts(&self, before: UnixMillis) -> Result<Vec<PartsKey>> {
-        let rows = sqlx::query(
-            "SELECT x, sender, reference, MIN(sender_sealed) AS sender_sealed FROM message_parts \
-             GROUP BY x, sender, reference \
-             HAVING MIN(received_at) < ?",
-        )
-        .bind(before)
-        .fetch_all(&self.reads)
-        .await?;
-        rows.iter().map(|r| parts_key(r, &self.keys)).collect()
+        self.read_stale_parts(before).await
     }
 
     async fn claim_due_relays(
@@ -1752,31 +1532,11 @@ impl Store for SqliteStore {
     }
 
     async fn sms_settings(&self) -> Result<Vec<StoredSmsSettings>> {
-        let rows = sqlx::query("SELECT tenant_id, prefix, filter, updated_at FROM sms_settings")
-            .fetch_all(&self.reads)
-            .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in &rows {
-            let tenant: Vec<u8> = sqlx::Row::try_get(r, "tenant_id")?;
-            let rules: Vec<(String, String)> = sqlx::query_as(
-                "SELECT pattern, action FROM sms_rules WHERE tenant_id = ? ORDER BY position",
-            )
-            .bind(tenant)
-            .fetch_all(&self.reads)
-            .await?;
-            out.push(rows::sms_settings(r, rules)?);
-        }
-        Ok(out)
+        self.read_sms_settings().await
     }
 
     async fn call_rules(&self) -> Result<Vec<crate::StoredCallRules>> {
-        let rows = sqlx::query(
-            "SELECT tenant_id, allow_prefixes, deny_prefixes, updated_at, max_concurrent_calls, \
-             max_calls_per_second FROM call_rules",
-        )
-        .fetch_all(&self.reads)
-        .await?;
-        rows.iter().map(rows::call_rules).collect()
+        self.read_call_rules().await
     }
 
     async fn call_loads(
@@ -1784,22 +1544,11 @@ impl Store for SqliteStore {
         except: &str,
         since: UnixMillis,
     ) -> Result<Vec<maskline_core::TenantLoad>> {
-        let rows = sqlx::query(
-            "SELECT tenant_id, SUM(active) AS active, SUM(per_second) AS per_second \
-             FROM call_load WHERE node <> ? AND at >= ? GROUP BY tenant_id",
-        )
-        .bind(except)
-        .bind(since)
-        .fetch_all(&self.reads)
-        .await?;
-        rows.iter().map(rows::tenant_load).collect()
+        self.read_call_loads(except, since).await
     }
 
     async fn prompts(&self) -> Result<Vec<StoredPrompt>> {
-        let rows = sqlx::query("SELECT tenant_id, name, samples, updated_at FROM prompts")
-            .fetch_all(&self.reads)
-            .await?;
-        rows.iter().map(rows::prompt).collect()
+        self.read_prompts().await
     }
 
     async fn last_call_binding(

@@ -1,0 +1,512 @@
+//! The reads both back ends run as the same SQL, written once.
+//!
+//! `shared_reads!` expands, in each back end's module, to an inherent
+//! `read_*` method per read that its `Store` implementation delegates to.
+//! Placeholders are `$1`, `$2`, … in both: PostgreSQL's own, and SQLite
+//! binds `$NNN` by its number. What differs is passed in: the read pool,
+//! how an id is bound (a 16-byte BLOB or a UUID), and the odd spelling
+//! (the column numbers keep their import order in; the integer type of a
+//! concatenated text's reference; SQLite's index hint for a window of CDRs). The column lists and row readers named
+//! here resolve in the module that expands the macro.
+//!
+//! Reads that differ for a reason stay in their back end: where PostgreSQL
+//! wants a fixed statement for its plan cache (`events`, `claim_*`), an
+//! array instead of an IN list (`bindings_by_id`) or its `live_until`
+//! column (`bindings_on`, the start-up scan), and SQLite its index hints.
+
+/// Numbered placeholders for SQL built from fragments: `$1`, `$2`, …
+pub(crate) struct Params(pub(crate) usize);
+
+impl Params {
+    pub(crate) fn next(&mut self) -> String {
+        self.0 += 1;
+        format!("${}", self.0)
+    }
+}
+
+macro_rules! shared_reads {
+    (
+        store: $store:ty,
+        pool: $pool:ident,
+        id: $id:ident,
+        numbers_in_import_order: $order:literal,
+        tenant_id: $tenant_id:ty,
+        reference: $reference:ty,
+        calls_by_time: $calls_by_time:literal $(,)?
+    ) => {
+        impl $store {
+            pub(crate) async fn read_open_calls(&self) -> Result<Vec<CallRecord>> {
+                let sql =
+                    format!("SELECT {CALL_COLUMNS} FROM open_calls WHERE node = $1 ORDER BY id");
+                let rows = sqlx::query(AssertSqlSafe(sql))
+                    .bind(Store::node(self))
+                    .fetch_all(&self.$pool)
+                    .await?;
+                rows.iter()
+                    .map(|r| $crate::rows::call_record(r, &self.keys))
+                    .collect()
+            }
+
+            pub(crate) async fn read_get_meta(&self, key: &str) -> Result<Option<String>> {
+                Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
+                    .bind(key)
+                    .fetch_optional(&self.$pool)
+                    .await?)
+            }
+
+            pub(crate) async fn read_tenants(&self) -> Result<Vec<Tenant>> {
+                let rows = sqlx::query(
+                    "SELECT id, name, api_key_hash, created_at FROM tenants ORDER BY id",
+                )
+                .fetch_all(&self.$pool)
+                .await?;
+                rows.iter().map($crate::rows::tenant).collect()
+            }
+
+            pub(crate) async fn read_audit(
+                &self,
+                tenant: TenantId,
+                page: Page<i64>,
+            ) -> Result<Vec<(i64, AuditEntry)>> {
+                let rows = sqlx::query(
+                    "SELECT seq, tenant_id, key_id, action, object, status, at, source \
+                     FROM audit WHERE tenant_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3",
+                )
+                .bind($id(tenant.0))
+                .bind(page.after.unwrap_or(i64::MAX))
+                .bind(i64::from(page.limit))
+                .fetch_all(&self.$pool)
+                .await?;
+                rows.iter().map($crate::rows::audit_entry).collect()
+            }
+
+            pub(crate) async fn read_api_keys(&self) -> Result<Vec<ApiKey>> {
+                let rows = sqlx::query(
+                    "SELECT id, tenant_id, prefix, hash, created_at, revoked_at FROM api_keys \
+                     ORDER BY created_at, id",
+                )
+                .fetch_all(&self.$pool)
+                .await?;
+                rows.iter().map($crate::rows::api_key).collect()
+            }
+
+            pub(crate) async fn read_api_key(&self, hash: [u8; 32]) -> Result<Option<ApiKey>> {
+                let row = sqlx::query(
+                    "SELECT id, tenant_id, prefix, hash, created_at, revoked_at FROM api_keys \
+                     WHERE hash = $1",
+                )
+                .bind(&hash[..])
+                .fetch_optional(&self.$pool)
+                .await?;
+                row.as_ref().map($crate::rows::api_key).transpose()
+            }
+
+            pub(crate) async fn read_all_numbers(&self) -> Result<Vec<PoolNumber>> {
+                let rows = sqlx::query(concat!(
+                    "SELECT number, tenant_id, area, created_at FROM numbers ORDER BY ",
+                    $order
+                ))
+                .fetch_all(&self.$pool)
+                .await?;
+                rows.iter().map($crate::rows::pool_number).collect()
+            }
+
+            pub(crate) async fn read_numbers(
+                &self,
+                tenant: TenantId,
+                page: Page<Number>,
+            ) -> Result<Vec<PoolNumber>> {
+                let rows = sqlx::query(
+                    "SELECT number, tenant_id, area, created_at FROM numbers \
+                     WHERE tenant_id = $1 AND number > $2 ORDER BY number LIMIT $3",
+                )
+                .bind($id(tenant.0))
+                .bind(page.after.map(|n| n.to_string()).unwrap_or_default())
+                .bind(i64::from(page.limit))
+                .fetch_all(&self.$pool)
+                .await?;
+                rows.iter().map($crate::rows::pool_number).collect()
+            }
+
+            pub(crate) async fn read_binding(
+                &self,
+                tenant: TenantId,
+                id: BindingId,
+            ) -> Result<Option<Binding>> {
+                let sql = format!(
+                    "SELECT {BINDING_COLUMNS} FROM bindings WHERE id = $1 AND tenant_id = $2"
+                );
+                let row = sqlx::query(AssertSqlSafe(sql))
+                    .bind($id(id.0))
+                    .bind($id(tenant.0))
+                    .fetch_optional(&self.$pool)
+                    .await?;
+                row.as_ref()
+                    .map(|r| $crate::rows::binding(r, &self.keys))
+                    .transpose()
+            }
+
+            pub(crate) async fn read_bindings(
+                &self,
+                tenant: TenantId,
+                filter: &BindingFilter,
+                page: Page<BindingId>,
+            ) -> Result<Vec<Binding>> {
+                use maskline_core::BindingStatus;
+                // Built from fixed fragments only; every value is a bound
+                // parameter.
+                let mut p = $crate::reads::Params(2);
+                let mut sql = format!(
+                    "SELECT {BINDING_COLUMNS} FROM bindings WHERE tenant_id = $1 AND id > $2"
+                );
+                if filter.external_ref.is_some() {
+                    sql.push_str(&format!(" AND external_ref = {}", p.next()));
+                }
+                if filter.party.is_some() {
+                    let party = p.next();
+                    sql.push_str(&format!(" AND (a = {party} OR b = {party})"));
+                }
+                // `ends_at` bounds: (exclusive lower, inclusive upper).
+                let bounds = filter.status.map(|(status, now, cooldown)| {
+                    let cooled = now.saturating_sub(cooldown);
+                    match status {
+                        BindingStatus::Active => (Some(now), None),
+                        BindingStatus::Cooling => (Some(cooled), Some(now)),
+                        BindingStatus::Ended => (None, Some(cooled)),
+                    }
+                });
+                if let Some((lower, upper)) = bounds {
+                    if lower.is_some() {
+                        sql.push_str(&format!(" AND ends_at > {}", p.next()));
+                    }
+                    if upper.is_some() {
+                        sql.push_str(&format!(" AND ends_at <= {}", p.next()));
+                    }
+                }
+                sql.push_str(&format!(" ORDER BY id LIMIT {}", p.next()));
+                let mut q = sqlx::query(AssertSqlSafe(sql))
+                    .bind($id(tenant.0))
+                    .bind($id(page.after.map_or(0, |id| id.0)));
+                if let Some(r) = &filter.external_ref {
+                    q = q.bind(r.clone());
+                }
+                if let Some(party) = filter.party {
+                    q = q.bind(self.keys.blind(&party.to_string()));
+                }
+                if let Some((lower, upper)) = bounds {
+                    for bound in [lower, upper].into_iter().flatten() {
+                        q = q.bind(bound);
+                    }
+                }
+                let rows = q
+                    .bind(i64::from(page.limit))
+                    .fetch_all(&self.$pool)
+                    .await?;
+                rows.iter()
+                    .map(|r| $crate::rows::binding(r, &self.keys))
+                    .collect()
+            }
+
+            pub(crate) async fn read_calls(
+                &self,
+                tenant: TenantId,
+                filter: &CallFilter,
+                page: Page<CallId>,
+            ) -> Result<Vec<CallRecord>> {
+                // Built from fixed fragments only; every value is a bound
+                // parameter. A binding's calls are few: its (tenant, binding,
+                // id) index serves any filter. Otherwise, with `since`,
+                // reading the window by time and sorting it beats walking the
+                // tenant's whole history in id order to reach the window,
+                // which is what SQLite's planner (no statistics) picks: a
+                // client polling for new CDRs would get slower every day.
+                let by_time = filter.binding.is_none() && filter.since.is_some();
+                let hint = if by_time { $calls_by_time } else { "" };
+                let mut p = $crate::reads::Params(2);
+                let mut sql = format!(
+                    "SELECT {CALL_COLUMNS} FROM calls{hint} WHERE tenant_id = $1 AND id > $2"
+                );
+                if filter.binding.is_some() {
+                    sql.push_str(&format!(" AND binding_id = {}", p.next()));
+                }
+                if filter.party.is_some() {
+                    let party = p.next();
+                    sql.push_str(&format!(" AND (caller = {party} OR callee = {party})"));
+                }
+                if filter.since.is_some() {
+                    sql.push_str(&format!(" AND invited_at >= {}", p.next()));
+                }
+                if filter.until.is_some() {
+                    sql.push_str(&format!(" AND invited_at < {}", p.next()));
+                }
+                sql.push_str(&format!(" ORDER BY id LIMIT {}", p.next()));
+                let mut q = sqlx::query(AssertSqlSafe(sql))
+                    .bind($id(tenant.0))
+                    .bind($id(page.after.map_or(0, |id| id.0)));
+                if let Some(b) = filter.binding {
+                    q = q.bind($id(b.0));
+                }
+                if let Some(party) = filter.party {
+                    q = q.bind(self.keys.blind(&party.to_string()));
+                }
+                if let Some(since) = filter.since {
+                    q = q.bind(since);
+                }
+                if let Some(until) = filter.until {
+                    q = q.bind(until);
+                }
+                let rows = q
+                    .bind(i64::from(page.limit))
+                    .fetch_all(&self.$pool)
+                    .await?;
+                rows.iter()
+                    .map(|r| $crate::rows::call_record(r, &self.keys))
+                    .collect()
+            }
+
+            pub(crate) async fn read_idempotency(
+                &self,
+                tenant: TenantId,
+                key: &str,
+            ) -> Result<Option<IdempotencyRecord>> {
+                let row = sqlx::query(
+                    "SELECT request_hash, status, body, created_at FROM idempotency \
+                     WHERE tenant_id = $1 AND key = $2",
+                )
+                .bind($id(tenant.0))
+                .bind(key)
+                .fetch_optional(&self.$pool)
+                .await?;
+                row.map(|r| $crate::rows::idempotency(&r, &self.keys, tenant, key))
+                    .transpose()
+            }
+
+            pub(crate) async fn read_webhooks(&self) -> Result<Vec<Webhook>> {
+                let rows = sqlx::query(
+                    "SELECT tenant_id, url, events, secret, intercept_url, intercept_fallback, \
+                     intercept_timeout_ms, updated_at FROM webhooks ORDER BY tenant_id",
+                )
+                .fetch_all(&self.$pool)
+                .await?;
+                rows.iter()
+                    .map(|r| $crate::rows::webhook(r, &self.keys))
+                    .collect()
+            }
+
+            pub(crate) async fn read_event(
+                &self,
+                tenant: TenantId,
+                id: EventId,
+            ) -> Result<Option<StoredEvent>> {
+                let sql = format!(
+                    "SELECT {EVENT_COLUMNS} FROM events WHERE id = $1 AND tenant_id = $2"
+                );
+                let row = sqlx::query(AssertSqlSafe(sql))
+                    .bind($id(id.0))
+                    .bind($id(tenant.0))
+                    .fetch_optional(&self.$pool)
+                    .await?;
+                row.as_ref()
+                    .map(|r| $crate::rows::stored_event(r, &self.keys))
+                    .transpose()
+            }
+
+            pub(crate) async fn read_pending_events(&self) -> Result<u64> {
+                let n: i64 =
+                    sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE state = 'pending'")
+                        .fetch_one(&self.$pool)
+                        .await?;
+                Ok(u64::try_from(n).unwrap_or(0))
+            }
+
+            pub(crate) async fn read_message(
+                &self,
+                tenant: TenantId,
+                id: MessageId,
+            ) -> Result<Option<Message>> {
+                let sql = format!(
+                    "SELECT {} FROM messages WHERE id = $1 AND tenant_id = $2",
+                    $crate::rows::MESSAGE_COLUMNS
+                );
+                let row = sqlx::query(AssertSqlSafe(sql))
+                    .bind($id(id.0))
+                    .bind($id(tenant.0))
+                    .fetch_optional(&self.$pool)
+                    .await?;
+                row.as_ref()
+                    .map(|r| $crate::rows::message(r, &self.keys))
+                    .transpose()
+            }
+
+            pub(crate) async fn read_messages(
+                &self,
+                tenant: TenantId,
+                filter: &MessageFilter,
+                page: Page<MessageId>,
+            ) -> Result<Vec<Message>> {
+                // Built from fixed fragments only; every value is a bound
+                // parameter.
+                let mut p = $crate::reads::Params(2);
+                let mut sql = format!(
+                    "SELECT {} FROM messages WHERE tenant_id = $1 AND id > $2",
+                    $crate::rows::MESSAGE_COLUMNS
+                );
+                if filter.binding.is_some() {
+                    sql.push_str(&format!(" AND binding_id = {}", p.next()));
+                }
+                if filter.status.is_some() {
+                    sql.push_str(&format!(" AND status = {}", p.next()));
+                }
+                sql.push_str(&format!(" ORDER BY id LIMIT {}", p.next()));
+                let mut q = sqlx::query(AssertSqlSafe(sql))
+                    .bind($id(tenant.0))
+                    .bind($id(page.after.map_or(0, |id| id.0)));
+                if let Some(b) = filter.binding {
+                    q = q.bind($id(b.0));
+                }
+                if let Some(st) = filter.status {
+                    q = q.bind(st.as_str());
+                }
+                let rows = q
+                    .bind(i64::from(page.limit))
+                    .fetch_all(&self.$pool)
+                    .await?;
+                rows.iter()
+                    .map(|r| $crate::rows::message(r, &self.keys))
+                    .collect()
+            }
+
+            pub(crate) async fn read_message_by_submit(
+                &self,
+                link: &str,
+                smsc_id: &str,
+            ) -> Result<Option<Message>> {
+                let sql = format!(
+                    "SELECT {} FROM messages WHERE id = \
+                     (SELECT message_id FROM message_submits WHERE link = $1 AND smsc_id = $2)",
+                    $crate::rows::MESSAGE_COLUMNS
+                );
+                let row = sqlx::query(AssertSqlSafe(sql))
+                    .bind(link)
+                    .bind(smsc_id)
+                    .fetch_optional(&self.$pool)
+                    .await?;
+                row.as_ref()
+                    .map(|r| $crate::rows::message(r, &self.keys))
+                    .transpose()
+            }
+
+            pub(crate) async fn read_unmatched_receipts(&self, limit: u32) -> Result<Vec<Receipt>> {
+                let rows: Vec<(String, String, bool, i64)> = sqlx::query_as(
+                    "SELECT link, smsc_id, delivered, received_at FROM unmatched_receipts \
+                     ORDER BY received_at LIMIT $1",
+                )
+                .bind(i64::from(limit))
+                .fetch_all(&self.$pool)
+                .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(link, smsc_id, delivered, received_at)| Receipt {
+                        link,
+                        smsc_id,
+                        delivered,
+                        received_at,
+                    })
+                    .collect())
+            }
+
+            pub(crate) async fn read_parts(&self, key: &PartsKey) -> Result<Vec<Part>> {
+                let sql = format!(
+                    "SELECT {} FROM message_parts \
+                     WHERE x = $1 AND sender = $2 AND reference = $3 ORDER BY seq",
+                    $crate::rows::PART_COLUMNS
+                );
+                let rows = sqlx::query(AssertSqlSafe(sql))
+                    .bind(key.x.to_string())
+                    .bind(self.keys.blind(&key.from.to_string()))
+                    .bind(<$reference>::from(key.reference))
+                    .fetch_all(&self.$pool)
+                    .await?;
+                rows.iter()
+                    .map(|r| $crate::rows::part(r, &self.keys))
+                    .collect()
+            }
+
+            pub(crate) async fn read_stale_parts(
+                &self,
+                before: UnixMillis,
+            ) -> Result<Vec<PartsKey>> {
+                let rows = sqlx::query(
+                    "SELECT x, sender, reference, MIN(sender_sealed) AS sender_sealed \
+                     FROM message_parts GROUP BY x, sender, reference \
+                     HAVING MIN(received_at) < $1",
+                )
+                .bind(before)
+                .fetch_all(&self.$pool)
+                .await?;
+                rows.iter()
+                    .map(|r| $crate::rows::parts_key(r, &self.keys))
+                    .collect()
+            }
+
+            pub(crate) async fn read_sms_settings(&self) -> Result<Vec<StoredSmsSettings>> {
+                let rows =
+                    sqlx::query("SELECT tenant_id, prefix, filter, updated_at FROM sms_settings")
+                        .fetch_all(&self.$pool)
+                        .await?;
+                let mut out = Vec::with_capacity(rows.len());
+                for r in &rows {
+                    let tenant: $tenant_id = sqlx::Row::try_get(r, "tenant_id")?;
+                    let rules: Vec<(String, String)> = sqlx::query_as(
+                        "SELECT pattern, action FROM sms_rules WHERE tenant_id = $1 \
+                         ORDER BY position",
+                    )
+                    .bind(tenant)
+                    .fetch_all(&self.$pool)
+                    .await?;
+                    out.push($crate::rows::sms_settings(r, rules)?);
+                }
+                Ok(out)
+            }
+
+            pub(crate) async fn read_call_rules(&self) -> Result<Vec<$crate::StoredCallRules>> {
+                let rows = sqlx::query(
+                    "SELECT tenant_id, allow_prefixes, deny_prefixes, updated_at, \
+                     max_concurrent_calls, max_calls_per_second FROM call_rules",
+                )
+                .fetch_all(&self.$pool)
+                .await?;
+                rows.iter().map($crate::rows::call_rules).collect()
+            }
+
+            pub(crate) async fn read_call_loads(
+                &self,
+                except: &str,
+                since: UnixMillis,
+            ) -> Result<Vec<maskline_core::TenantLoad>> {
+                // SUM of integers is an integer in SQLite and a NUMERIC in
+                // PostgreSQL: the cast makes both a 64-bit integer.
+                let rows = sqlx::query(
+                    "SELECT tenant_id, CAST(SUM(active) AS BIGINT) AS active, \
+                     CAST(SUM(per_second) AS BIGINT) AS per_second \
+                     FROM call_load WHERE node <> $1 AND at >= $2 GROUP BY tenant_id",
+                )
+                .bind(except)
+                .bind(since)
+                .fetch_all(&self.$pool)
+                .await?;
+                rows.iter().map($crate::rows::tenant_load).collect()
+            }
+
+            pub(crate) async fn read_prompts(&self) -> Result<Vec<StoredPrompt>> {
+                let rows =
+                    sqlx::query("SELECT tenant_id, name, samples, updated_at FROM prompts")
+                        .fetch_all(&self.$pool)
+                        .await?;
+                rows.iter().map($crate::rows::prompt).collect()
+            }
+        }
+    };
+}
+
+pub(crate) use shared_reads;
