@@ -1,10 +1,14 @@
 -- wrk script for bench/http_binds.sh: POST /v1/bindings (axb) with parties
 -- that no other request uses, counting every response that is not 201.
 --
--- wrk -s bench/binds.lua URL -- <api key> <party offset>
+-- wrk -s bench/binds.lua URL -- <api key> <party offset> [sequential|scattered]
 --   Thread t's k-th request binds A = +86138<8 digits> and B = +86139<8 digits>
---   with digits = offset + t * 10,000,000 + k, so runs with different offsets
---   (warm-up, measurement) never reuse a party.
+--   with n = offset + t * 10,000,000 + k, so runs with different offsets
+--   (warm-up, measurement) never reuse a party. `sequential` (the default):
+--   digits = n, so each thread's parties follow one another and land at the
+--   end of every index on them. `scattered`: digits = n * 73,939,133 mod 10^8
+--   (a bijection: the factor is prime to 10^8), parties spread over the whole
+--   range as real callers' numbers are.
 
 local threads = {}
 local counter = 1
@@ -18,6 +22,7 @@ end
 function init(args)
   key = args[1]
   offset = tonumber(args[2] or "0")
+  scattered = args[3] == "scattered"
   base = offset + (tid - 1) * 10000000
   k = 0
   non201 = 0
@@ -30,7 +35,12 @@ end
 
 function request()
   k = k + 1
-  local digits = string.format("%08d", base + k)
+  local n = base + k
+  if scattered then
+    -- Exact in a double: n * factor < 2^53.
+    n = (n * 73939133) % 100000000
+  end
+  local digits = string.format("%08d", n)
   local body = '{"mode":"axb","a":"+86138' .. digits .. '","b":"+86139' .. digits
     .. '","expires_in":3600}'
   return wrk.format(nil, "/v1/bindings", nil, body)

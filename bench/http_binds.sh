@@ -20,6 +20,10 @@
 #   SERIES=1 bench/http_binds.sh              # also binds/s second by second
 #                                             # (the server's counter, scraped)
 #   MASKLINE_BIN=/path/maskline bench/http_binds.sh   # that binary, unbuilt
+#   PARTIES=scattered bench/http_binds.sh     # party numbers spread over their
+#                                             # range as real ones are (default
+#                                             # sequential: each thread's follow
+#                                             # one another; see bench/binds.lua)
 #
 # PG=1: a schema of its own (bench_binds_<pid>_<random>) in the database that
 # PGHOST/PGPORT/PGUSER/PGDATABASE name (127.0.0.1, 5432, postgres, test),
@@ -37,6 +41,7 @@ cd "$(dirname "$0")/.."
 . bench/lib.sh
 CONNS=${CONNS:-64}
 THREADS=${THREADS:-2}
+PARTIES=${PARTIES:-sequential}
 DURATION=${DURATION:-20s}
 WARMUP=${WARMUP:-3s}
 NUMBERS=${NUMBERS:-1000}
@@ -161,10 +166,10 @@ for cores, name in sorted(rows, reverse=True):
 
 [[ "$PG" == 1 ]] && echo "== machine busy before the run (anything): $(machine_busy 1) of $(nproc) cores"
 echo "== warm-up: wrk -c ${CONNS} -t ${THREADS} -d ${WARMUP}"
-wrk -c "$CONNS" -t "$THREADS" -d "$WARMUP" -s bench/binds.lua "$BASE" -- "$API_KEY" 0 \
+wrk -c "$CONNS" -t "$THREADS" -d "$WARMUP" -s bench/binds.lua "$BASE" -- "$API_KEY" 0 "$PARTIES" \
   | grep '^RESULT' || true
 
-echo "== measuring: wrk -c ${CONNS} -t ${THREADS} -d ${DURATION} --latency"
+echo "== measuring: wrk -c ${CONNS} -t ${THREADS} -d ${DURATION} --latency (parties ${PARTIES})"
 PERF_PID=""
 case "${PERF:-0}" in
   1) perf record -F 999 -p "$SERVER_PID" -o "$DATA/perf.data" -- sleep "${DURATION%s}" \
@@ -190,7 +195,7 @@ thread_ticks "$SERVER_PID" >"$DATA/threads.before"
 t0=$(date +%s.%N)
 /usr/bin/time -f 'WRK_CPU user=%U sys=%S wall=%e' -o "$DATA/wrk.time" \
   wrk -c "$CONNS" -t "$THREADS" -d "$DURATION" --latency -s bench/binds.lua "$BASE" \
-  -- "$API_KEY" 50000000 | tee "$DATA/wrk.out"
+  -- "$API_KEY" 50000000 "$PARTIES" | tee "$DATA/wrk.out"
 t1=$(date +%s.%N)
 after=$(cpu_ticks "$SERVER_PID")
 thread_ticks "$SERVER_PID" >"$DATA/threads.after"

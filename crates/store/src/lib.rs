@@ -21,6 +21,7 @@ use maskline_core::{
 use tokio::sync::oneshot;
 
 mod postgres;
+mod presealed;
 mod reads;
 mod reseal;
 mod rows;

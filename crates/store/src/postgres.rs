@@ -138,7 +138,7 @@ impl PgOptions {
 }
 
 pub struct PgStore {
-    writes: mpsc::UnboundedSender<(Write, oneshot::Sender<Result<()>>)>,
+    writes: mpsc::UnboundedSender<crate::presealed::Queued>,
     pool: PgPool,
     events_signal: Arc<Notify>,
     changes: parking_lot::Mutex<Option<mpsc::UnboundedReceiver<Change>>>,
@@ -315,12 +315,12 @@ struct Touched {
 }
 
 impl Writer {
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<(Write, oneshot::Sender<Result<()>>)>) {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<crate::presealed::Queued>) {
         let mut queued = Vec::with_capacity(MAX_BATCH);
         while rx.recv_many(&mut queued, MAX_BATCH).await > 0 {
             let batch: Vec<Op> = queued
                 .drain(..)
-                .map(|(write, ack)| Op { write, ack })
+                .map(|(write, _, ack)| Op { write, ack })
                 .collect();
             let wakes = batch.iter().any(|op| op.write.wakes_sender());
             match self.commit(&batch).await {
@@ -629,6 +629,7 @@ fn new_bindings<'a>(
                 k.status.push(i32::from(r.status));
                 k.body.push(keys.seal_str(Column::IdempotencyBody, &r.body));
                 k.created_at.push(r.created_at);
+                k.binding.push(uuid(b.id.0));
             }
             events.extend(e);
         }
@@ -662,9 +663,10 @@ async fn insert_bindings<'a>(
         .map_err(conflict)?;
     if !k.key.is_empty() {
         let insert = sqlx::query(
-            "INSERT INTO idempotency (tenant_id, key, request_hash, status, body, created_at) \
+            "INSERT INTO idempotency (tenant_id, key, request_hash, status, body, created_at, \
+             binding_id) \
              SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::bytea[], $4::int4[], $5::text[], \
-             $6::int8[])",
+             $6::int8[], $7::uuid[])",
         );
         k.bind_to(insert)
             .execute(&mut *conn)
@@ -675,7 +677,8 @@ async fn insert_bindings<'a>(
 }
 
 /// A batch of nothing but new bindings, in one statement and so one round
-/// trip (`create_bindings`, `0003_create_batch.sql`): it runs in an implicit
+/// trip (`create_bindings`, `0003_create_batch.sql`, last redefined in
+/// `0016_idempotency_binding.sql`): it runs in an implicit
 /// transaction that commits before the answer comes back.
 async fn create_batch(
     conn: &mut PgConnection,
@@ -693,7 +696,7 @@ async fn create_batch(
     let call = sqlx::query(
         "SELECT create_bindings($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
          $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, \
-         $32, $33, $34, $35, $36, $37, $38, $39, $40, $41, $42)",
+         $32, $33, $34, $35, $36, $37, $38, $39, $40, $41, $42, $43)",
     );
     e.bind_to(k.bind_to(c.bind_to(call)))
         .bind(EVENTS_LOCK)
@@ -714,6 +717,8 @@ struct IdempotencyArrays {
     status: Vec<i32>,
     body: Vec<String>,
     created_at: Vec<i64>,
+    /// The binding each response created.
+    binding: Vec<Uuid>,
 }
 
 /// A statement being given its parameters in order.
@@ -728,6 +733,7 @@ impl IdempotencyArrays {
             .bind(self.status)
             .bind(self.body)
             .bind(self.created_at)
+            .bind(self.binding)
     }
 }
 
@@ -2024,7 +2030,7 @@ crate::reads::shared_reads!(
 impl Store for PgStore {
     fn enqueue(&self, write: Write) -> WriteAck {
         let (tx, rx) = oneshot::channel();
-        let _ = self.writes.send((write, tx));
+        let _ = self.writes.send((write, None, tx));
         WriteAck(rx)
     }
 

@@ -528,7 +528,7 @@ macro_rules! sealing_back_end {
         /// is held weakly: a store that is dropped lets its writer end.
         struct KeysTask {
             reads: $pool,
-            writes: mpsc::WeakUnboundedSender<(Write, oneshot::Sender<Result<()>>)>,
+            writes: mpsc::WeakUnboundedSender<crate::presealed::Queued>,
         }
 
         impl crate::reseal::KeyStore for KeysTask {
@@ -573,7 +573,9 @@ macro_rules! sealing_back_end {
             async fn write(&self, write: Write) -> Result<()> {
                 let writes = self.writes.upgrade().ok_or(Error::WriterGone)?;
                 let (tx, rx) = oneshot::channel();
-                writes.send((write, tx)).map_err(|_| Error::WriterGone)?;
+                writes
+                    .send((write, None, tx))
+                    .map_err(|_| Error::WriterGone)?;
                 drop(writes);
                 WriteAck(rx).await
             }

@@ -227,6 +227,12 @@ pub(crate) fn erasure(
             postgres_only: true,
         },
         EraseStatement {
+            sql: "DELETE FROM idempotency WHERE binding_id IN (SELECT id FROM bindings WHERE \
+                  tenant_id = {} AND (a = {} OR b = {}) AND ends_at <= {})",
+            args: &[EraseArg::Tenant, Token, Token, EndedBefore],
+            postgres_only: false,
+        },
+        EraseStatement {
             sql: "DELETE FROM bindings WHERE tenant_id = {} AND (a = {} OR b = {}) \
                   AND ends_at <= {}",
             args: &[EraseArg::Tenant, Token, Token, EndedBefore],

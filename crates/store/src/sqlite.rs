@@ -18,6 +18,7 @@ use sqlx::{AssertSqlSafe, Connection};
 use std::sync::Arc;
 use tokio::sync::{Notify, mpsc, oneshot};
 
+use crate::presealed::{self, Parties, Queued, SealedBinding};
 use crate::rows::{self, MESSAGE_COLUMNS, PART_COLUMNS, binding, message, stored_event};
 use crate::seal::{Column, Keyring, MasterKey, MetaRows};
 use crate::{ApiKey, AuditEntry};
@@ -52,7 +53,7 @@ const EVENT_COLUMNS: &str = "seq, id, tenant_id, type, subject, created_at, body
      attempts, next_attempt_at, retry_from, last_status, last_error, delivered_at";
 
 pub struct SqliteStore {
-    writes: mpsc::UnboundedSender<(Write, oneshot::Sender<Result<()>>)>,
+    writes: mpsc::UnboundedSender<Queued>,
     reads: SqlitePool,
     events_signal: Arc<Notify>,
     keys: Arc<Keyring>,
@@ -60,6 +61,7 @@ pub struct SqliteStore {
 
 struct Op {
     write: Write,
+    sealed: Option<SealedBinding>,
     ack: oneshot::Sender<Result<()>>,
 }
 
@@ -209,14 +211,14 @@ crate::reseal::sealing_back_end! {
 async fn write_loop(
     mut conn: SqliteConnection,
     keys: Arc<Keyring>,
-    mut rx: mpsc::UnboundedReceiver<(Write, oneshot::Sender<Result<()>>)>,
+    mut rx: mpsc::UnboundedReceiver<Queued>,
     events_signal: Arc<Notify>,
 ) {
     let mut queued = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut queued, MAX_BATCH).await > 0 {
         let batch: Vec<Op> = queued
             .drain(..)
-            .map(|(write, ack)| Op { write, ack })
+            .map(|(write, sealed, ack)| Op { write, sealed, ack })
             .collect();
         let wakes = batch.iter().any(|op| op.write.wakes_sender());
         match apply_all(&mut conn, &keys, &batch).await {
@@ -258,7 +260,10 @@ async fn apply_all(conn: &mut SqliteConnection, keys: &Keyring, ops: &[Op]) -> R
         let n = match &first.write {
             Write::CreateBinding { .. } => {
                 let n = run(|w| matches!(w, Write::CreateBinding { .. }));
-                let writes: Vec<&Write> = rest[..n].iter().map(|op| &op.write).collect();
+                let writes: Vec<_> = rest[..n]
+                    .iter()
+                    .map(|op| (&op.write, op.sealed.as_ref()))
+                    .collect();
                 insert_bindings(&mut tx, keys, &writes).await?;
                 n
             }
@@ -326,9 +331,9 @@ const BINDINGS_INSERT: &str = "INSERT INTO bindings (id, tenant_id, mode, x, ext
      b_sealed) VALUES ";
 const BINDINGS_ROW: &str =
     "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
-const IDEMPOTENCY_INSERT: &str =
-    "INSERT INTO idempotency (tenant_id, key, request_hash, status, body, created_at) VALUES ";
-const IDEMPOTENCY_ROW: &str = "(?, ?, ?, ?, ?, ?)";
+const IDEMPOTENCY_INSERT: &str = "INSERT INTO idempotency (tenant_id, key, request_hash, status, body, created_at, \
+     binding_id) VALUES ";
+const IDEMPOTENCY_ROW: &str = "(?, ?, ?, ?, ?, ?, ?)";
 const CALLS_INSERT: &str = concat!("INSERT INTO calls (", call_columns!(), ") VALUES ");
 const CALLS_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 const EVENTS_INSERT: &str = "INSERT INTO events (id, tenant_id, type, subject, created_at, body, \
@@ -350,14 +355,14 @@ fn multi_row(head: &str, row: &str, rows: usize) -> String {
 
 type SqliteQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>;
 
-fn bind_binding<'q>(q: SqliteQuery<'q>, b: &Binding, keys: &Keyring) -> SqliteQuery<'q> {
+fn bind_binding<'q>(q: SqliteQuery<'q>, (b, sealed): &(&Binding, &Parties)) -> SqliteQuery<'q> {
     q.bind(uuid_bytes(b.id.0))
         .bind(uuid_bytes(b.tenant.0))
         .bind(b.mode.as_str())
         .bind(b.x.to_string())
         .bind(b.extension.map(|e| e.to_string()))
-        .bind(keys.blind(&b.a.to_string()))
-        .bind(b.b.map(|n| keys.blind(&n.to_string())))
+        .bind(sealed.a_token.clone())
+        .bind(sealed.b_token.clone())
         .bind(b.area.as_ref().map(|a| a.as_str().to_owned()))
         .bind(b.external_ref.clone())
         .bind(b.controls.a_to_b)
@@ -373,21 +378,22 @@ fn bind_binding<'q>(q: SqliteQuery<'q>, b: &Binding, keys: &Keyring) -> SqliteQu
         .bind(b.ends_at())
         .bind(rows::call_prompts(&b.controls))
         .bind(b.controls.warn_before_end_seconds.map(i64::from))
-        .bind(keys.seal_str(Column::BindingA, &b.a.to_string()))
-        .bind(b.b.map(|n| keys.seal_str(Column::BindingB, &n.to_string())))
+        .bind(sealed.a_sealed.clone())
+        .bind(sealed.b_sealed.clone())
 }
 
+/// A stored response, its sealed body, and the binding it created.
 fn bind_idempotency<'q>(
     q: SqliteQuery<'q>,
-    rec: &IdempotencyRecord,
-    keys: &Keyring,
+    (rec, sealed_body, binding): &(&IdempotencyRecord, &str, BindingId),
 ) -> SqliteQuery<'q> {
     q.bind(uuid_bytes(rec.tenant.0))
         .bind(rec.key.clone())
         .bind(rec.request_hash.to_vec())
         .bind(i64::from(rec.status))
-        .bind(keys.seal_str(Column::IdempotencyBody, &rec.body))
+        .bind(sealed_body.to_string())
         .bind(rec.created_at)
+        .bind(uuid_bytes(binding.0))
 }
 
 fn bind_call<'q>(q: SqliteQuery<'q>, c: &&CallRecord, keys: &Keyring) -> SqliteQuery<'q> {
@@ -416,7 +422,7 @@ fn bind_call<'q>(q: SqliteQuery<'q>, c: &&CallRecord, keys: &Keyring) -> SqliteQ
         )
 }
 
-fn bind_event<'q>(q: SqliteQuery<'q>, e: &&NewEvent, keys: &Keyring) -> SqliteQuery<'q> {
+fn bind_event<'q>(q: SqliteQuery<'q>, (e, sealed_body): &(&NewEvent, String)) -> SqliteQuery<'q> {
     let state = if e.deliver {
         DeliveryState::Pending
     } else {
@@ -427,7 +433,7 @@ fn bind_event<'q>(q: SqliteQuery<'q>, e: &&NewEvent, keys: &Keyring) -> SqliteQu
         .bind(e.kind.as_str())
         .bind(uuid_bytes(e.subject))
         .bind(e.created_at)
-        .bind(keys.seal_str(Column::EventBody, &e.body))
+        .bind(sealed_body.clone())
         .bind(state.as_str())
         .bind(e.deliver.then_some(e.created_at))
         .bind(e.created_at)
@@ -587,10 +593,19 @@ async fn insert_events(
     keys: &Keyring,
     events: &[&NewEvent],
 ) -> Result<()> {
-    insert_rows(conn, EVENTS_INSERT, EVENTS_ROW, events, |q, e| {
-        bind_event(q, e, keys)
-    })
-    .await
+    let sealed: Vec<_> = events
+        .iter()
+        .map(|e| (*e, keys.seal_str(Column::EventBody, &e.body)))
+        .collect();
+    insert_sealed_events(conn, &sealed).await
+}
+
+/// Inserts events whose bodies are sealed already.
+async fn insert_sealed_events(
+    conn: &mut SqliteConnection,
+    events: &[(&NewEvent, String)],
+) -> Result<()> {
+    insert_rows(conn, EVENTS_INSERT, EVENTS_ROW, events, bind_event).await
 }
 
 /// Inserts `rows` with multi-row INSERTs of at most [`MAX_INSERT_ROWS`] rows.
@@ -616,36 +631,49 @@ async fn insert_rows<T>(
 async fn insert_bindings(
     conn: &mut SqliteConnection,
     keys: &Keyring,
-    writes: &[&Write],
+    writes: &[(&Write, Option<&SealedBinding>)],
 ) -> Result<()> {
+    // Sealed here only when `enqueue` did not (a write applied alone).
+    let here: Vec<Option<SealedBinding>> = writes
+        .iter()
+        .map(|(w, sealed)| {
+            sealed
+                .is_none()
+                .then(|| presealed::preseal(w, keys))
+                .flatten()
+        })
+        .collect();
     let mut bindings = Vec::with_capacity(writes.len());
     let mut records = Vec::new();
     let mut events = Vec::new();
-    for write in writes {
-        if let Write::CreateBinding {
-            binding,
-            idempotency,
-            events: e,
-        } = write
-        {
-            bindings.push(binding);
-            records.extend(idempotency.iter());
-            events.extend(e);
+    for ((write, sealed), here) in writes.iter().zip(&here) {
+        let (
+            Write::CreateBinding {
+                binding,
+                idempotency,
+                events: e,
+            },
+            Some(sealed),
+        ) = (write, sealed.or(here.as_ref()))
+        else {
+            continue;
+        };
+        bindings.push((binding, &sealed.parties));
+        if let (Some(r), Some(body)) = (idempotency, &sealed.idempotency_body) {
+            records.push((r, body.as_str(), binding.id));
         }
+        events.extend(e.iter().zip(sealed.event_bodies.iter().cloned()));
     }
-    insert_rows(conn, BINDINGS_INSERT, BINDINGS_ROW, &bindings, |q, b| {
-        bind_binding(q, b, keys)
-    })
-    .await?;
+    insert_rows(conn, BINDINGS_INSERT, BINDINGS_ROW, &bindings, bind_binding).await?;
     insert_rows(
         conn,
         IDEMPOTENCY_INSERT,
         IDEMPOTENCY_ROW,
         &records,
-        |q, r| bind_idempotency(q, r, keys),
+        bind_idempotency,
     )
     .await?;
-    insert_events(conn, keys, &events).await
+    insert_sealed_events(conn, &events).await
 }
 
 async fn insert_key(conn: &mut SqliteConnection, key: &ApiKey) -> Result<()> {
@@ -756,7 +784,7 @@ async fn apply(conn: &mut SqliteConnection, keys: &Keyring, write: &Write) -> Re
                 .execute(&mut *conn)
                 .await?;
         }
-        Write::CreateBinding { .. } => insert_bindings(conn, keys, &[write]).await?,
+        Write::CreateBinding { .. } => insert_bindings(conn, keys, &[(write, None)]).await?,
         Write::UpdateBinding { binding: b, events } => {
             let done = sqlx::query(
                 "UPDATE bindings SET b = ?, b_sealed = ?, a_to_b = ?, b_to_a = ?, max_call_seconds = ?, \
@@ -1265,8 +1293,10 @@ crate::reads::shared_reads!(
 impl Store for SqliteStore {
     fn enqueue(&self, write: Write) -> WriteAck {
         let (tx, rx) = oneshot::channel();
+        // Sealed here, on the caller's thread, not on the single writer's.
+        let sealed = presealed::preseal(&write, &self.keys);
         // A closed channel drops `tx`, and the ack reports `WriterGone`.
-        let _ = self.writes.send((write, tx));
+        let _ = self.writes.send((write, sealed, tx));
         WriteAck(rx)
     }
 

@@ -2612,10 +2612,19 @@ async fn erasure_removes_a_partys_ended_records_and_masks_its_cdrs(s: Arc<dyn St
     let mut live = binding(11, 1, 1, 3, 9_999_999_999);
     live.x = num(2);
     let elsewhere = binding(12, 2, 1, 2, 5_000);
+    // Each with the stored response of its bind, keyed by its event's number.
+    let response = |b: &Binding, key: &str| IdempotencyRecord {
+        tenant: b.tenant,
+        key: key.into(),
+        request_hash: [7; 32],
+        status: 201,
+        body: format!("{{\"a\":\"{}\"}}", b.a),
+        created_at: 1_000,
+    };
     for (b, ev) in [(&ended, 1), (&live, 2), (&elsewhere, 3)] {
         s.enqueue(Write::CreateBinding {
             binding: b.clone(),
-            idempotency: None,
+            idempotency: Some(response(b, &format!("k{ev}"))),
             events: vec![event(
                 ev,
                 b.tenant.0,
@@ -2658,6 +2667,13 @@ async fn erasure_removes_a_partys_ended_records_and_masks_its_cdrs(s: Arc<dyn St
     .unwrap();
 
     assert_eq!(s.binding(TenantId(1), BindingId(10)).await.unwrap(), None);
+    assert_eq!(
+        s.idempotency(TenantId(1), "k1").await.unwrap(),
+        None,
+        "the stored response of the erased binding holds its numbers"
+    );
+    assert!(s.idempotency(TenantId(1), "k2").await.unwrap().is_some());
+    assert!(s.idempotency(TenantId(2), "k3").await.unwrap().is_some());
     assert_eq!(
         s.binding(TenantId(1), BindingId(11)).await.unwrap(),
         Some(live),
