@@ -34,18 +34,65 @@ impl Engine {
     /// with `node_restart`. Run at start-up, before calls are taken. The
     /// number of CDRs written.
     pub async fn close_open_calls(&self) -> Result<usize> {
-        let open = self.store.open_calls().await?;
-        if open.is_empty() {
-            return Ok(0);
+        let me = self.store.node().to_owned();
+        let open = self.store.open_calls(&me).await?;
+        let alive = self.last_heartbeat(&me).await?;
+        let n = self.close_calls(open, alive).await?;
+        if n > 0 {
+            tracing::warn!(calls = n, "CDRs written for calls cut by the node's stop");
         }
-        let alive = self
+        Ok(n)
+    }
+
+    /// Writes the CDRs of the calls that other nodes left open and that no
+    /// node will close: each such node has given no sign of life (heartbeat)
+    /// for `node_timeout_secs`, as one that crashed and never came back
+    /// (replaced, its data directory and name gone). As
+    /// [`Engine::close_open_calls`] does for this node's own. Should the node
+    /// return after all, its own CDR of such a call is refused as a
+    /// duplicate. The number of CDRs written.
+    pub async fn close_orphaned_calls(&self) -> Result<usize> {
+        let me = self.store.node().to_owned();
+        let now = maskline_events::unix_ms();
+        let timeout_ms = i64::from(self.config.node_timeout_secs) * 1_000;
+        let mut closed = 0;
+        for node in self.store.open_call_nodes().await? {
+            if node == me {
+                continue;
+            }
+            let alive = self.last_heartbeat(&node).await?;
+            let open = self.store.open_calls(&node).await?;
+            // A node that died before its first heartbeat: its calls' own
+            // last events are its last signs of life.
+            let last_sign = alive.or_else(|| open.iter().map(last_event).max());
+            if last_sign.is_some_and(|at| now - at < timeout_ms) {
+                continue;
+            }
+            let n = self.close_calls(open, alive).await?;
+            tracing::warn!(
+                node = %node,
+                calls = n,
+                "CDRs written for calls of a node silent for longer than its timeout"
+            );
+            closed += n;
+        }
+        Ok(closed)
+    }
+
+    async fn last_heartbeat(&self, node: &str) -> Result<Option<i64>> {
+        Ok(self
             .store
-            .get_meta(&heartbeat_key(self.store.node()))
+            .get_meta(&heartbeat_key(node))
             .await?
-            .and_then(|v| v.parse::<i64>().ok());
+            .and_then(|v| v.parse::<i64>().ok()))
+    }
+
+    /// Ends `open` calls at `alive` (or each at its last event, if later)
+    /// with `node_restart`, and records them.
+    async fn close_calls(&self, open: Vec<CallRecord>, alive: Option<i64>) -> Result<usize> {
         let n = open.len();
         for mut c in open {
-            let last = c.answered_at.or(c.ringing_at).unwrap_or(c.invited_at);
+            let last = last_event(&c);
             c.ended_at = alive.map_or(last, |a| a.max(last));
             c.final_status = if c.answered_at.is_some() { 200 } else { 500 };
             c.released_by = ReleasedBy::System;
@@ -53,7 +100,6 @@ impl Engine {
             c.refusal = None;
             self.record_call(c).await?;
         }
-        tracing::warn!(calls = n, "CDRs written for calls cut by the node's stop");
         Ok(n)
     }
 
@@ -90,6 +136,11 @@ impl Engine {
     ) -> Result<Vec<CallRecord>> {
         Ok(self.store.calls(tenant, filter, page).await?)
     }
+}
+
+/// When a call in the journal last progressed.
+fn last_event(c: &CallRecord) -> i64 {
+    c.answered_at.or(c.ringing_at).unwrap_or(c.invited_at)
 }
 
 /// The `meta` key of a node's heartbeat.

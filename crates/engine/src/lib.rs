@@ -110,6 +110,9 @@ pub struct Config {
     pub sms_relay_lease_ms: i64,
     /// Whose country code the default call rules allow.
     pub default_region: maskline_core::Region,
+    /// A node silent (no heartbeat) this long is gone: another node writes
+    /// the CDRs of the calls it left open.
+    pub node_timeout_secs: u32,
 }
 
 impl Default for Config {
@@ -125,6 +128,7 @@ impl Default for Config {
             sms_affinity_secs: 72 * 3600,
             sms_relay_lease_ms: 30_000,
             default_region: maskline_core::Region::default(),
+            node_timeout_secs: 300,
         }
     }
 }

@@ -31,6 +31,8 @@ impl Sweeper {
         let mut ticker = tokio::time::interval(self.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut ticks: u64 = 0;
+        // A pass over silent nodes' calls is running (one at a time).
+        let orphans = Arc::new(std::sync::atomic::AtomicBool::new(false));
         loop {
             tokio::select! {
                 _ = &mut shutdown => return,
@@ -51,6 +53,16 @@ impl Sweeper {
             if ticks.is_multiple_of(10) {
                 self.engine.purge_messages();
                 self.engine.purge_expired();
+                if !orphans.load(std::sync::atomic::Ordering::Relaxed) {
+                    orphans.store(true, std::sync::atomic::Ordering::Relaxed);
+                    let (engine, orphans) = (self.engine.clone(), orphans.clone());
+                    tokio::spawn(async move {
+                        if let Err(e) = engine.close_orphaned_calls().await {
+                            tracing::warn!(error = %e, "closing the calls of a silent node failed");
+                        }
+                        orphans.store(false, std::sync::atomic::Ordering::Relaxed);
+                    });
+                }
             }
             // About once an hour: recordings are files, found by walking.
             if ticks.is_multiple_of(3_600) {

@@ -76,6 +76,9 @@ pub struct Config {
     pub shutdown_grace_secs: u64,
     /// Ended records older than this many days are purged; 0: never.
     pub retention_days: u32,
+    /// A node without a heartbeat this long is gone: another closes its
+    /// calls.
+    pub node_timeout_secs: u32,
     /// Webhook and intercept URLs may point at loopback, private and other
     /// non-public addresses (refused otherwise: SSRF).
     pub webhook_allow_private: bool,
@@ -135,6 +138,7 @@ impl fmt::Debug for Config {
             .field("sip_max_dialogs", &self.sip_max_dialogs)
             .field("cooldown_secs", &self.cooldown_secs)
             .field("retention_days", &self.retention_days)
+            .field("node_timeout_secs", &self.node_timeout_secs)
             .field("default_ttl_secs", &self.default_ttl_secs)
             .field("max_ttl_secs", &self.max_ttl_secs)
             .field("extension_length", &self.extension_length)
@@ -197,6 +201,7 @@ pub const KEYS: &[Key] = &[
     key("media_threads", Some("1")),
     key("cooldown_secs", Some("3600")),
     key("retention_days", Some("180")),
+    key("node_timeout_secs", Some("300")),
     key("default_ttl_secs", Some("86400")),
     key("max_ttl_secs", Some("15552000")),
     key("extension_length", Some("4")),
@@ -483,6 +488,8 @@ impl Config {
             media_threads: int("media_threads", 1, 64)? as usize,
             cooldown_secs,
             retention_days: int("retention_days", 0, 36_500)? as u32,
+            // Above the 5 s heartbeat, with room for a slow database.
+            node_timeout_secs: int("node_timeout_secs", 15, 86_400)? as u32,
             default_ttl_secs,
             max_ttl_secs,
             extension_length: int(
@@ -555,6 +562,7 @@ impl Config {
             sms_affinity_secs: self.sms_affinity_hours * 3600,
             sms_relay_lease_ms: self.sms_relay_lease_secs as i64 * 1000,
             retention_days: self.retention_days,
+            node_timeout_secs: self.node_timeout_secs,
             default_region: self.default_region,
             ..maskline_engine::Config::default()
         }

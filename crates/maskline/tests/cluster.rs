@@ -637,6 +637,7 @@ async fn migrate_applies_the_schema_and_serve_then_starts_on_it() {
 async fn sip_cluster(
     schema: &Schema,
     gateway: &common::sipp::Sipp,
+    extra: &[(&str, &str)],
 ) -> (tempfile::TempDir, Vec<Server>, [u16; 2], String) {
     use common::sipp::{self, Transport};
 
@@ -657,6 +658,7 @@ async fn sip_cluster(
         let mut env: Vec<(&str, &str)> =
             base.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         env.push(("MASKLINE_SIP_LISTEN", &listen));
+        env.extend_from_slice(extra);
         nodes.push(node(&d, &schema.url(), &env).await);
         eventually(10, "the node's SIP port", || async move {
             sipp::port_bound(Transport::Udp, port).then_some(())
@@ -687,7 +689,7 @@ async fn kamailio_dispatcher_spreads_calls_over_two_nodes() {
 
     let schema = Schema::create().await;
     let gateway = Sipp::uas("uas_answer.xml", Transport::Udp, &["-m", "40"]);
-    let (_dir, nodes, [p1, p2], key) = sip_cluster(&schema, &gateway).await;
+    let (_dir, nodes, [p1, p2], key) = sip_cluster(&schema, &gateway, &[]).await;
 
     // Kamailio with the example's configuration, its nodes and port set by
     // its defines.
@@ -895,7 +897,7 @@ async fn call_caps_hold_across_two_nodes() {
 
     let schema = Schema::create().await;
     let mut gateway = Sipp::uas("uas_answer.xml", Transport::Udp, &["-m", "10"]);
-    let (_dir, nodes, ports, key) = sip_cluster(&schema, &gateway).await;
+    let (_dir, nodes, ports, key) = sip_cluster(&schema, &gateway, &[]).await;
     let rules = |n: usize| {
         let (node, key) = (&nodes[n], &key);
         async move {
@@ -978,4 +980,67 @@ async fn call_caps_hold_across_two_nodes() {
         .collect();
     assert_eq!(limited.len(), 1, "{cdrs:#?}");
     assert_eq!(limited[0]["final_status"], 503, "{cdrs:#?}");
+}
+
+/// A node killed for good during an answered call: once it has been silent
+/// for MASKLINE_NODE_TIMEOUT_SECS, the other node writes the call's CDR
+/// (`node_restart`), once.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_calls_of_a_node_that_never_returns_get_their_cdrs_from_another() {
+    use common::sipp::{Sipp, Transport};
+
+    let schema = Schema::create().await;
+    let mut gateway = Sipp::uas("uas_answer_wait_bye.xml", Transport::Udp, &[]);
+    let (_dir, mut nodes, ports, key) =
+        sip_cluster(&schema, &gateway, &[("MASKLINE_NODE_TIMEOUT_SECS", "15")]).await;
+    let mut caller = Sipp::uac(
+        "uac_wait_bye.xml",
+        &format!("127.0.0.1:{}", ports[1]),
+        Transport::Udp,
+        &x(1),
+        &[("caller", &party(1))],
+        &[],
+    );
+    {
+        let gateway = &gateway;
+        eventually(30, "the call to be answered", || async move {
+            (!gateway.received_requests("ACK").is_empty()).then_some(())
+        })
+        .await;
+    }
+    let answered = Instant::now();
+    // The answer is in node 2's open-call journal before it dies.
+    eventually(10, "the journal to hold the answered call", || async {
+        let mut conn = schema.connect().await;
+        let n: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM open_calls WHERE answered_at IS NOT NULL")
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+        (n == 1).then_some(())
+    })
+    .await;
+    let up_for = answered.elapsed();
+    nodes[1].kill9();
+    caller.kill();
+    gateway.kill();
+
+    let cdr = eventually(60, "node 1 to write the dead node's CDR", || async {
+        let cdrs = nodes[0].list_all("/v1/calls", &key, 100).await;
+        cdrs.into_iter()
+            .find(|c| c["release_reason"] == "node_restart")
+    })
+    .await;
+    assert_eq!(cdr["final_status"], 200, "{cdr:#}");
+    assert_eq!(cdr["released_by"], "system", "{cdr:#}");
+    // It ends at the dead node's last heartbeat, not when it was found.
+    let talked = cdr["duration_ms"].as_i64().unwrap();
+    assert!(
+        talked <= up_for.as_millis() as i64 + 1_000,
+        "{talked} ms talked, up {up_for:?}: {cdr:#}"
+    );
+    // Later passes find nothing left to close.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let cdrs = nodes[0].list_all("/v1/calls", &key, 100).await;
+    assert_eq!(cdrs.len(), 1, "{cdrs:#?}");
 }

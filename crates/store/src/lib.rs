@@ -700,9 +700,12 @@ pub trait Store: Send + Sync + 'static {
     /// meta key).
     fn node(&self) -> &str;
 
-    /// This node's open-call journal: calls it connected whose CDR it has
-    /// not written (after a crash).
-    async fn open_calls(&self) -> Result<Vec<CallRecord>>;
+    /// A node's open-call journal: calls it connected whose CDR it has not
+    /// written (after a crash).
+    async fn open_calls(&self, node: &str) -> Result<Vec<CallRecord>>;
+
+    /// The nodes with calls in the open-call journal.
+    async fn open_call_nodes(&self) -> Result<Vec<String>>;
 
     async fn get_meta(&self, key: &str) -> Result<Option<String>>;
 

@@ -35,16 +35,24 @@ macro_rules! shared_reads {
         calls_by_time: $calls_by_time:literal $(,)?
     ) => {
         impl $store {
-            pub(crate) async fn read_open_calls(&self) -> Result<Vec<CallRecord>> {
+            pub(crate) async fn read_open_calls(&self, node: &str) -> Result<Vec<CallRecord>> {
                 let sql =
                     format!("SELECT {CALL_COLUMNS} FROM open_calls WHERE node = $1 ORDER BY id");
                 let rows = sqlx::query(AssertSqlSafe(sql))
-                    .bind(Store::node(self))
+                    .bind(node)
                     .fetch_all(&self.$pool)
                     .await?;
                 rows.iter()
                     .map(|r| $crate::rows::call_record(r, &self.keys))
                     .collect()
+            }
+
+            pub(crate) async fn read_open_call_nodes(&self) -> Result<Vec<String>> {
+                Ok(
+                    sqlx::query_scalar("SELECT DISTINCT node FROM open_calls ORDER BY node")
+                        .fetch_all(&self.$pool)
+                        .await?,
+                )
             }
 
             pub(crate) async fn read_get_meta(&self, key: &str) -> Result<Option<String>> {

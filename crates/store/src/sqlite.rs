@@ -1312,8 +1312,12 @@ impl Store for SqliteStore {
         NODE
     }
 
-    async fn open_calls(&self) -> Result<Vec<CallRecord>> {
-        self.read_open_calls().await
+    async fn open_calls(&self, node: &str) -> Result<Vec<CallRecord>> {
+        self.read_open_calls(node).await
+    }
+
+    async fn open_call_nodes(&self) -> Result<Vec<String>> {
+        self.read_open_call_nodes().await
     }
 
     async fn get_meta(&self, key: &str) -> Result<Option<String>> {

@@ -2799,7 +2799,9 @@ async fn call_rules_and_caps_round_trip_and_nodes_report_their_calls(s: Arc<dyn 
 
 async fn the_open_call_journal_holds_a_call_until_its_cdr(s: Arc<dyn Store>) {
     setup(&*s).await;
-    assert!(s.open_calls().await.unwrap().is_empty());
+    let node = s.node().to_owned();
+    assert!(s.open_calls(&node).await.unwrap().is_empty());
+    assert!(s.open_call_nodes().await.unwrap().is_empty());
     let mut progress = call(1, 1, 1_000);
     progress.answered_at = None;
     s.enqueue(Write::OpenCall {
@@ -2816,8 +2818,10 @@ async fn the_open_call_journal_holds_a_call_until_its_cdr(s: Arc<dyn Store>) {
     })
     .await
     .unwrap();
-    let open = s.open_calls().await.unwrap();
+    let open = s.open_calls(&node).await.unwrap();
     assert_eq!(open.len(), 1);
+    assert_eq!(s.open_call_nodes().await.unwrap(), vec![node.clone()]);
+    assert!(s.open_calls("another").await.unwrap().is_empty());
     assert_eq!(open[0].answered_at, answered.answered_at);
     assert_eq!(
         (open[0].caller, open[0].callee),
@@ -2831,7 +2835,8 @@ async fn the_open_call_journal_holds_a_call_until_its_cdr(s: Arc<dyn Store>) {
     .await
     .unwrap();
     assert!(
-        s.open_calls().await.unwrap().is_empty(),
+        s.open_calls(&node).await.unwrap().is_empty(),
         "its CDR closed it"
     );
+    assert!(s.open_call_nodes().await.unwrap().is_empty());
 }
