@@ -68,6 +68,10 @@ impl Sweeper {
             if ticks.is_multiple_of(3_600) {
                 self.engine.purge_recordings();
             }
+            // After a key rotation (a pass is nearly free until then).
+            if ticks.is_multiple_of(30) {
+                self.engine.reseal_recordings();
+            }
             // About once a minute at the default interval.
             if ticks.is_multiple_of(60) {
                 let before = now() - self.engine.config.idempotency_ttl_secs;
@@ -114,6 +118,19 @@ impl Engine {
             if let Err(e) = ack.await {
                 tracing::warn!(error = %e, "purging records past retention failed");
             }
+        });
+    }
+
+    /// Seals finished recordings again under the current key, off the
+    /// runtime (files are read and rewritten).
+    pub fn reseal_recordings(&self) {
+        let Some(recordings) = self.recordings().cloned() else {
+            return;
+        };
+        tokio::task::spawn_blocking(move || match recordings.reseal() {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(recordings = n, "recordings sealed under the current key"),
+            Err(e) => tracing::warn!(error = %e, "resealing recordings failed"),
         });
     }
 

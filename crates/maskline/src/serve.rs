@@ -87,6 +87,17 @@ impl maskline_media::sealed::Sealer for RecordingSealer {
     fn overhead(&self) -> usize {
         maskline_store::seal::BYTES_OVERHEAD
     }
+
+    fn sealing_key(&self) -> u32 {
+        self.0.current_key()
+    }
+
+    fn is_current(&self, sealed: &[u8]) -> bool {
+        // `seal_bytes` starts each value with its key's id.
+        sealed
+            .first_chunk::<4>()
+            .is_some_and(|id| u32::from_be_bytes(*id) == self.0.current_key())
+    }
 }
 
 /// This node's name in a shared database's open-call journal: made once

@@ -557,6 +557,41 @@ async fn a_recorded_call_leaves_a_two_channel_wav_listed_on_its_cdr() {
     assert!(share_at(&right, 440.0) > 0.05, "the callee on the right");
     assert!(share_at(&left, 440.0) < share_at(&left, 1000.0) / 10.0);
 
+    // `maskline keys rotate` beside the running server: the finished
+    // recording is sealed again under the new key (its records name it) and
+    // plays back the same.
+    let mut rec = Vec::new();
+    for tenant in std::fs::read_dir(rig.server.dir.join("data/recordings")).unwrap() {
+        for file in std::fs::read_dir(tenant.unwrap().path()).unwrap() {
+            rec.push(file.unwrap().path());
+        }
+    }
+    assert_eq!(rec.len(), 1, "{rec:?}");
+    assert!(rec[0].extension().is_some_and(|e| e == "rec"), "{rec:?}");
+    let rec = rec.remove(0);
+    let key_of = |p: &std::path::Path| {
+        let b = std::fs::read(p).unwrap();
+        u32::from_be_bytes(b[12..16].try_into().unwrap())
+    };
+    let before = key_of(&rec);
+    rig.server.cli(&["keys", "rotate"]);
+    eventually(90, "the recording sealed under the new key", || async {
+        (key_of(&rec) != before).then_some(())
+    })
+    .await;
+    let again = rig
+        .server
+        .client
+        .get(format!("{}{path}", rig.server.base))
+        .bearer_auth(&rig.key)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(again, wav, "the same recording under the new key");
+
     // call.recorded is an event of the tenant's.
     let events = rig.server.list_all("/v1/events", &rig.key, 100).await;
     assert!(

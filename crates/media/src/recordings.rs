@@ -4,12 +4,13 @@
 //! folder per tenant, readable by the service's user only, and sealed
 //! (`crate::sealed`) when given a [`Sealer`].
 
+use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, ErrorKind, Read};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::PathBuf;
-
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crate::relay::RecordingSink;
 use crate::sealed::{self, SealedWriter, Sealer};
@@ -72,6 +73,10 @@ pub trait Recordings: Send + Sync {
     /// Retention: deletes every recording last written before `before`;
     /// how many went.
     fn purge_before(&self, before: std::time::SystemTime) -> Result<usize>;
+    /// After a key rotation: seals every finished recording held under an
+    /// older key again under the current one; how many were. Cheap when the
+    /// sealing key has not changed since the last whole pass.
+    fn reseal(&self) -> Result<usize>;
 }
 
 /// Recordings as files: `<root>/<tenant>/<call>.rec` sealed, or
@@ -80,6 +85,63 @@ pub trait Recordings: Send + Sync {
 pub struct DirRecordings {
     root: PathBuf,
     sealer: Option<Arc<dyn Sealer>>,
+    /// Recordings being written: never resealed (their writer appends to
+    /// the file it opened).
+    active: Arc<Mutex<HashSet<PathBuf>>>,
+    /// The sealing key of the last whole reseal pass (`u32::MAX`: none yet).
+    resealed_under: AtomicU32,
+    /// One reseal pass at a time: two would write the same file aside.
+    resealing: Mutex<()>,
+    /// Held to replace a recording by its resealed copy and to delete one,
+    /// so that a recording deleted meanwhile is never put back.
+    replacing: Mutex<()>,
+}
+
+/// A recording being written, known as such until its writer is dropped.
+struct Tracked {
+    sink: Box<dyn RecordingSink>,
+    active: Arc<Mutex<HashSet<PathBuf>>>,
+    path: PathBuf,
+}
+
+impl RecordingSink for Tracked {
+    fn write_frame(&mut self, caller: &[i16], callee: &[i16]) -> Result<()> {
+        self.sink.write_frame(caller, callee)
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.sink.flush()
+    }
+
+    fn finish(mut self: Box<Self>) -> Result<u32> {
+        let sink = std::mem::replace(&mut self.sink, Box::new(Finished));
+        sink.finish()
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        if let Ok(mut active) = self.active.lock() {
+            active.remove(&self.path);
+        }
+    }
+}
+
+/// What a finished [`Tracked`] holds.
+struct Finished;
+
+impl RecordingSink for Finished {
+    fn write_frame(&mut self, _: &[i16], _: &[i16]) -> Result<()> {
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>) -> Result<u32> {
+        Ok(0)
+    }
 }
 
 impl DirRecordings {
@@ -89,7 +151,14 @@ impl DirRecordings {
             .recursive(true)
             .mode(0o700)
             .create(&root)?;
-        Ok(DirRecordings { root, sealer: None })
+        Ok(DirRecordings {
+            root,
+            sealer: None,
+            active: Arc::default(),
+            resealed_under: AtomicU32::new(u32::MAX),
+            resealing: Mutex::new(()),
+            replacing: Mutex::new(()),
+        })
     }
 
     /// New recordings are sealed by `sealer`.
@@ -125,6 +194,10 @@ impl DirRecordings {
     }
 }
 
+fn poisoned() -> Error {
+    Error::Io(std::io::Error::other("a recordings lock was poisoned"))
+}
+
 fn absent<T>(e: std::io::Error) -> Result<Option<T>> {
     if e.kind() == ErrorKind::NotFound {
         Ok(None)
@@ -156,14 +229,18 @@ impl Recordings for DirRecordings {
             .create_new(true)
             .mode(0o600)
             .open(&path)?;
-        match &self.sealer {
-            Some(sealer) => Ok(Box::new(SealedWriter::new(
-                file,
-                sealer.clone(),
-                Self::name(key),
-            )?)),
-            None => Ok(Box::new(RecordingWriter::new(BufWriter::new(file))?)),
+        let sink: Box<dyn RecordingSink> = match &self.sealer {
+            Some(sealer) => Box::new(SealedWriter::new(file, sealer.clone(), Self::name(key))?),
+            None => Box::new(RecordingWriter::new(BufWriter::new(file))?),
+        };
+        if let Ok(mut active) = self.active.lock() {
+            active.insert(path.clone());
         }
+        Ok(Box::new(Tracked {
+            sink,
+            active: self.active.clone(),
+            path,
+        }))
     }
 
     fn len(&self, key: &RecordingKey) -> Result<Option<u64>> {
@@ -201,7 +278,10 @@ impl Recordings for DirRecordings {
     }
 
     fn delete(&self, key: &RecordingKey) -> Result<bool> {
+        let _replacing = self.replacing.lock().map_err(|_| poisoned())?;
         let mut deleted = false;
+        // A resealed copy a crash left aside goes too, not counted.
+        let _ = fs::remove_file(self.sealed_path(key).with_extension("reseal"));
         for path in [self.sealed_path(key), self.path(key)] {
             match fs::remove_file(path) {
                 Ok(()) => deleted = true,
@@ -226,8 +306,9 @@ impl Recordings for DirRecordings {
                 let recording = file
                     .path()
                     .extension()
-                    .is_some_and(|e| e == "wav" || e == "rec");
+                    .is_some_and(|e| e == "wav" || e == "rec" || e == "reseal");
                 if old && recording {
+                    let _replacing = self.replacing.lock().map_err(|_| poisoned())?;
                     match fs::remove_file(file.path()) {
                         Ok(()) => purged += 1,
                         Err(e) if e.kind() == ErrorKind::NotFound => {}
@@ -237,6 +318,65 @@ impl Recordings for DirRecordings {
             }
         }
         Ok(purged)
+    }
+
+    fn reseal(&self) -> Result<usize> {
+        let Some(sealer) = &self.sealer else {
+            return Ok(0);
+        };
+        let under = sealer.sealing_key();
+        if self.resealed_under.load(Ordering::Relaxed) == under {
+            return Ok(0);
+        }
+        let Ok(_pass) = self.resealing.try_lock() else {
+            return Ok(0);
+        };
+        let (mut resealed, mut skipped) = (0, false);
+        for tenant in fs::read_dir(&self.root)? {
+            let tenant = tenant?;
+            if !tenant.file_type()?.is_dir() {
+                continue;
+            }
+            for file in fs::read_dir(tenant.path())? {
+                let path = file?.path();
+                if path.extension().is_none_or(|e| e != "rec") {
+                    continue;
+                }
+                if self.active.lock().map_or(true, |a| a.contains(&path)) {
+                    skipped = true;
+                    continue;
+                }
+                let (Some(tenant), Some(call)) = (
+                    tenant.file_name().to_str().map(str::to_owned),
+                    path.file_stem().and_then(|c| c.to_str()).map(str::to_owned),
+                ) else {
+                    continue;
+                };
+                let aside =
+                    match sealed::reseal_aside(&path, &**sealer, &format!("{tenant}/{call}")) {
+                        Ok(Some(aside)) => aside,
+                        Ok(None) => continue,
+                        // Deleted meanwhile (by its API or retention).
+                        Err(Error::Io(e)) if e.kind() == ErrorKind::NotFound => continue,
+                        Err(e) => return Err(e),
+                    };
+                let _replacing = self.replacing.lock().map_err(|_| poisoned())?;
+                if path.exists() {
+                    fs::rename(&aside, &path)?;
+                    if let Some(dir) = path.parent() {
+                        File::open(dir)?.sync_all()?;
+                    }
+                    resealed += 1;
+                } else {
+                    fs::remove_file(&aside)?;
+                }
+            }
+        }
+        // Recordings still being written wait for the next pass.
+        if !skipped {
+            self.resealed_under.store(under, Ordering::Relaxed);
+        }
+        Ok(resealed)
     }
 }
 
@@ -298,11 +438,62 @@ mod tests {
     }
 
     #[test]
+    fn a_rotation_reseals_finished_recordings_and_leaves_one_being_written() {
+        use crate::sealed::tests::TestSealer;
+
+        let dir = tempfile::tempdir().unwrap();
+        let sealer = Arc::new(TestSealer::default());
+        let store = DirRecordings::new(dir.path().join("recordings"))
+            .unwrap()
+            .sealed(sealer.clone());
+        let done = RecordingKey::new("t1", "done").unwrap();
+        let mut sink = store.create(&done).unwrap();
+        for _ in 0..200 {
+            sink.write_frame(&[100; 160], &[-100; 160]).unwrap();
+        }
+        sink.finish().unwrap();
+        let running = RecordingKey::new("t2", "running").unwrap();
+        let mut live = store.create(&running).unwrap();
+        live.write_frame(&[5; 160], &[-5; 160]).unwrap();
+        live.flush().unwrap();
+        assert_eq!(store.reseal().unwrap(), 0, "nothing under another key");
+
+        let before = fs::read(store.sealed_path(&done)).unwrap();
+        sealer.key.store(7, Ordering::Relaxed);
+        assert_eq!(store.reseal().unwrap(), 1, "only the finished one");
+        let after = fs::read(store.sealed_path(&done)).unwrap();
+        assert_ne!(before, after);
+        assert_eq!(before.len(), after.len());
+        let mode = fs::metadata(store.sealed_path(&done))
+            .unwrap()
+            .permissions();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+            0o600
+        );
+        let samples =
+            crate::wav::read_recording(store.open(&done).unwrap().unwrap().reader, 1 << 22)
+                .unwrap();
+        assert_eq!(samples, vec![[100, -100]; 200 * 160]);
+        // The one being written is left to a later pass, which reseals it
+        // once its call has ended.
+        live.write_frame(&[5; 160], &[-5; 160]).unwrap();
+        assert_eq!(live.finish().unwrap(), 320);
+        assert_eq!(store.reseal().unwrap(), 1);
+        assert_eq!(store.reseal().unwrap(), 0, "done until the next rotation");
+        let samples =
+            crate::wav::read_recording(store.open(&running).unwrap().unwrap().reader, 1 << 20)
+                .unwrap();
+        assert_eq!(samples, vec![[5, -5]; 320]);
+        assert!(!dir.path().join("recordings/t1/done.reseal").exists());
+    }
+
+    #[test]
     fn sealed_recordings_are_written_sealed_and_read_as_wav() {
         let dir = tempfile::tempdir().unwrap();
         let store = DirRecordings::new(dir.path().join("recordings"))
             .unwrap()
-            .sealed(Arc::new(crate::sealed::tests::TestSealer));
+            .sealed(Arc::new(crate::sealed::tests::TestSealer::default()));
         let key = RecordingKey::new("t1", "c1").unwrap();
         let mut sink = store.create(&key).unwrap();
         sink.write_frame(&[100; 160], &[-100; 160]).unwrap();

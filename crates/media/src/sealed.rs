@@ -30,6 +30,10 @@ pub trait Sealer: Send + Sync {
     fn open(&self, aad: &[u8], sealed: &[u8]) -> Option<Vec<u8>>;
     /// How many bytes longer a sealed record is than its audio.
     fn overhead(&self) -> usize;
+    /// The key new records are sealed under (it changes when keys rotate).
+    fn sealing_key(&self) -> u32;
+    /// Whether `sealed` is sealed under [`Sealer::sealing_key`].
+    fn is_current(&self, sealed: &[u8]) -> bool;
 }
 
 fn aad(name: &str, index: u64) -> Vec<u8> {
@@ -138,6 +142,61 @@ fn scan(file: &mut File, overhead: usize) -> Result<(Vec<(u64, u32)>, u64)> {
     Ok((records, audio))
 }
 
+/// Seals the recording at `path` (named `name`) again under the sealer's
+/// current key, if any of its records is under another: written aside, to
+/// `<path>.reseal` (owner-only) and synced, whose path is returned for the
+/// caller to rename over `path` (so a crash leaves one whole recording or
+/// the other). `None` when it had nothing to do. The recording must not be
+/// being written.
+pub fn reseal_aside(
+    path: &std::path::Path,
+    sealer: &dyn Sealer,
+    name: &str,
+) -> Result<Option<std::path::PathBuf>> {
+    use std::os::unix::fs::OpenOptionsExt;
+
+    let mut file = File::open(path)?;
+    let (records, _) = scan(&mut file, sealer.overhead())?;
+    let mut sealed = Vec::with_capacity(records.len());
+    for &(offset, len) in &records {
+        let mut bytes = vec![0u8; len as usize];
+        file.seek(SeekFrom::Start(offset))?;
+        file.read_exact(&mut bytes)?;
+        sealed.push(bytes);
+    }
+    if sealed.iter().all(|r| sealer.is_current(r)) {
+        return Ok(None);
+    }
+    let aside = path.with_extension("reseal");
+    match std::fs::remove_file(&aside) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e.into()),
+        _ => {}
+    }
+    let out = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&aside)?;
+    let mut out = BufWriter::new(out);
+    out.write_all(MAGIC)?;
+    for (index, record) in sealed.iter().enumerate() {
+        let aad = aad(name, index as u64);
+        let clear = sealer.open(&aad, record).ok_or_else(|| {
+            Error::Io(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "a record of the recording does not open",
+            ))
+        })?;
+        let again = sealer.seal(&aad, &clear);
+        let len = u32::try_from(again.len()).map_err(|_| Error::RecordingTooLong)?;
+        out.write_all(&len.to_be_bytes())?;
+        out.write_all(&again)?;
+    }
+    let out = out.into_inner().map_err(|e| Error::Io(e.into_error()))?;
+    out.sync_all()?;
+    Ok(Some(aside))
+}
+
 /// The WAV length (header included) of the sealed recording in `file`.
 pub fn wav_len(file: &mut File, sealer: &dyn Sealer) -> Result<u64> {
     Ok(44 + scan(file, sealer.overhead())?.1)
@@ -203,26 +262,41 @@ impl Read for SealedReader {
 pub(crate) mod tests {
     use super::*;
 
-    /// A stand-in sealer for the media crate's own tests: XOR with a byte
-    /// and a checksum of the associated data (the service's is the store's
-    /// AEAD keyring, tested there).
-    pub(crate) struct TestSealer;
+    /// A stand-in sealer for the media crate's own tests: XOR with the key
+    /// byte, then the key and a checksum of the associated data (the
+    /// service's is the store's AEAD keyring, tested there). Every key it
+    /// ever had opens; `key` seals.
+    #[derive(Default)]
+    pub(crate) struct TestSealer {
+        pub(crate) key: std::sync::atomic::AtomicU8,
+    }
 
     impl Sealer for TestSealer {
         fn seal(&self, aad: &[u8], clear: &[u8]) -> Vec<u8> {
-            let mut out: Vec<u8> = clear.iter().map(|b| b ^ 0x5A).collect();
+            let key = self.key.load(std::sync::atomic::Ordering::Relaxed);
+            let mut out: Vec<u8> = clear.iter().map(|b| b ^ 0x5A ^ key).collect();
+            out.push(key);
             out.push(aad.iter().fold(0u8, |a, b| a.wrapping_add(*b)));
             out
         }
 
         fn open(&self, aad: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
-            let (body, sum) = sealed.split_at(sealed.len().checked_sub(1)?);
-            (sum[0] == aad.iter().fold(0u8, |a, b| a.wrapping_add(*b)))
-                .then(|| body.iter().map(|b| b ^ 0x5A).collect())
+            let (body, tail) = sealed.split_at(sealed.len().checked_sub(2)?);
+            let key = tail[0];
+            (tail[1] == aad.iter().fold(0u8, |a, b| a.wrapping_add(*b)))
+                .then(|| body.iter().map(|b| b ^ 0x5A ^ key).collect())
         }
 
         fn overhead(&self) -> usize {
-            1
+            2
+        }
+
+        fn sealing_key(&self) -> u32 {
+            u32::from(self.key.load(std::sync::atomic::Ordering::Relaxed))
+        }
+
+        fn is_current(&self, sealed: &[u8]) -> bool {
+            sealed.len() >= 2 && u32::from(sealed[sealed.len() - 2]) == self.sealing_key()
         }
     }
 
@@ -230,7 +304,7 @@ pub(crate) mod tests {
     fn a_sealed_recording_reads_back_as_its_wav_up_to_the_last_whole_record() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r");
-        let sealer: Arc<dyn Sealer> = Arc::new(TestSealer);
+        let sealer: Arc<dyn Sealer> = Arc::new(TestSealer::default());
         let mut w = Box::new(
             SealedWriter::new(File::create(&path).unwrap(), sealer.clone(), "t/c".into()).unwrap(),
         );

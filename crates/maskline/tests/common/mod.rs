@@ -147,6 +147,28 @@ impl Server {
         }
     }
 
+    /// Runs `maskline <args>` on this server's data directory and
+    /// variables (as an operator on its machine would), and asserts that it
+    /// succeeded.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        let out = Command::new(bin())
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("MASKLINE_DATA_DIR", self.dir.join("data"))
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .output()
+            .expect("run maskline");
+        assert!(
+            out.status.success(),
+            "maskline {args:?}: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
     /// SIGKILL: no chance to flush anything.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
