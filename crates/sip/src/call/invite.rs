@@ -484,6 +484,7 @@ impl B2bua {
         };
         let Some(req) = self.ep.request(sid) else {
             media.close(&mut *self.media);
+            self.admitted.remove(&cdr.id);
             return;
         };
         let offer = match sdp_of(req) {
@@ -558,6 +559,7 @@ impl B2bua {
             (self.cfg.outbound, self.ep.request(sid), self.ep.peer(sid))
         else {
             media.close(&mut *self.media);
+            self.admitted.remove(&cdr.id);
             return;
         };
         let adv = self.cfg.advertise.as_str();
