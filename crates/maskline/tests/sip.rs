@@ -797,6 +797,8 @@ async fn calls_beyond_the_tenants_caps_get_503_and_changed_rules_hold_at_call_ti
         uas.report()
     );
     assert_eq!(placed, 7 - limited.len() - 1, "{cdrs:#?}");
+    // Every call, placed or refused, gave its place back with its CDR.
+    assert_eq!(call_rules(&rig, None).await["calls_in_progress"], 0);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -631,7 +631,6 @@ impl B2bua {
             contact,
         };
         let call = self.new_call_id();
-        let cdr_id = cdr.id;
         self.by_media.insert(media.id, call);
         self.ep.add_dialog(
             a_leg.local_tag.clone(),
@@ -689,7 +688,6 @@ impl B2bua {
                 events_issued: 0,
                 events_durable: 0,
                 held: VecDeque::new(),
-                _admission: self.admitted.remove(&cdr_id),
             },
         );
         // Not awaited before the outbound INVITE (setup is not delayed);

@@ -128,8 +128,6 @@ struct Call {
     events_issued: u32,
     events_durable: u32,
     held: VecDeque<Held>,
-    /// Counts against the tenant's call caps until the call is dropped.
-    _admission: Option<maskline_engine::Admission>,
 }
 
 impl Call {
@@ -262,8 +260,9 @@ pub(crate) struct B2bua {
     intercepting: HashMap<TxId, Intercepting>,
     /// INVITEs answered with early media before any outbound leg.
     preludes: HashMap<Id, prelude::Prelude>,
-    /// Connect decisions counted against their tenant's caps, by CDR, until
-    /// their call is placed or refused.
+    /// Calls counted against their tenant's caps, by CDR: from the connect
+    /// decision until the CDR is written (the call ended or was refused),
+    /// not until its transactions have run out.
     admitted: HashMap<maskline_core::CallId, maskline_engine::Admission>,
     effects: VecDeque<Effect>,
     draining: bool,
@@ -507,7 +506,7 @@ impl B2bua {
     }
 
     fn write_cdr(&mut self, cdr: CallRecord) {
-        // Refused or cut before its call was placed.
+        // The call no longer counts against its tenant's caps.
         self.admitted.remove(&cdr.id);
         metrics::counter!("maskline_calls_total", "outcome" => cdr.release_reason.as_str())
             .increment(1);
