@@ -424,8 +424,9 @@ pub struct CallRulesView {
     pub deny_prefixes: Vec<String>,
     pub max_concurrent_calls: Option<u32>,
     pub max_calls_per_second: Option<u32>,
-    /// The tenant's calls through the trunk in progress now, over every node
-    /// (the other nodes' as they last reported them, within 250 ms).
+    /// The tenant's calls through the trunk in progress now: this node's,
+    /// and while any tenant has caps, the other nodes' as they last reported
+    /// them (within 250 ms).
     pub calls_in_progress: u32,
     /// The tenant's calls started in the last second, likewise.
     pub calls_last_second: u32,

@@ -131,8 +131,12 @@ impl Engine {
         loop {
             ticker.tick().await;
             let capped = self.call_rules.read().values().any(|r| r.caps.is_capped());
-            if !capped && !published {
-                continue;
+            if !capped {
+                // Not read while no tenant has caps: forget what was.
+                self.call_load.lock().set_remote([]);
+                if !published {
+                    continue;
+                }
             }
             let at = maskline_events::unix_ms();
             let loads = match capped {

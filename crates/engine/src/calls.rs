@@ -37,7 +37,7 @@ impl Engine {
         let me = self.store.node().to_owned();
         let open = self.store.open_calls(&me).await?;
         let alive = self.last_heartbeat(&me).await?;
-        let n = self.close_calls(open, alive).await?;
+        let n = self.close_calls(open, alive).await;
         if n > 0 {
             tracing::warn!(calls = n, "CDRs written for calls cut by the node's stop");
         }
@@ -45,38 +45,68 @@ impl Engine {
     }
 
     /// Writes the CDRs of the calls that other nodes left open and that no
-    /// node will close: each such node has given no sign of life (heartbeat)
-    /// for `node_timeout_secs`, as one that crashed and never came back
+    /// node will close: each such node has given no sign of life for
+    /// `node_timeout_secs`, as one that crashed and never came back
     /// (replaced, its data directory and name gone). As
-    /// [`Engine::close_open_calls`] does for this node's own. Should the node
-    /// return after all, its own CDR of such a call is refused as a
-    /// duplicate. The number of CDRs written.
+    /// [`Engine::close_open_calls`] does for this node's own. The number of
+    /// CDRs written.
+    ///
+    /// Silence is what this node saw: the other's heartbeat (`alive.<node>`)
+    /// unchanged over `node_timeout_secs` of this node's reads, every one of
+    /// which succeeded. A read that fails (the database is away, and no node
+    /// can beat) starts the watch again, so an outage never makes the nodes
+    /// close each other's calls.
     pub async fn close_orphaned_calls(&self) -> Result<usize> {
-        let me = self.store.node().to_owned();
-        let now = maskline_events::unix_ms();
-        let timeout_ms = i64::from(self.config.node_timeout_secs) * 1_000;
+        let watched = self.watch_heartbeats().await;
+        let silent = match watched {
+            Ok(silent) => silent,
+            Err(e) => {
+                self.heartbeats_seen.lock().clear();
+                return Err(e);
+            }
+        };
         let mut closed = 0;
-        for node in self.store.open_call_nodes().await? {
-            if node == me {
-                continue;
-            }
-            let alive = self.last_heartbeat(&node).await?;
+        for (node, alive) in silent {
             let open = self.store.open_calls(&node).await?;
-            // A node that died before its first heartbeat: its calls' own
-            // last events are its last signs of life.
-            let last_sign = alive.or_else(|| open.iter().map(last_event).max());
-            if last_sign.is_some_and(|at| now - at < timeout_ms) {
-                continue;
+            let n = self.close_calls(open, alive).await;
+            if n > 0 {
+                tracing::warn!(
+                    node = %node,
+                    calls = n,
+                    "CDRs written for the calls of a node silent for longer than its timeout"
+                );
             }
-            let n = self.close_calls(open, alive).await?;
-            tracing::warn!(
-                node = %node,
-                calls = n,
-                "CDRs written for calls of a node silent for longer than its timeout"
-            );
             closed += n;
         }
         Ok(closed)
+    }
+
+    /// Reads the heartbeat of every other node with open calls; those whose
+    /// heartbeat has not changed for `node_timeout_secs` of watching, with
+    /// their last one.
+    async fn watch_heartbeats(&self) -> Result<Vec<(String, Option<i64>)>> {
+        let me = self.store.node().to_owned();
+        let timeout = std::time::Duration::from_secs(u64::from(self.config.node_timeout_secs));
+        let mut beats = Vec::new();
+        for node in self.store.open_call_nodes().await? {
+            if node != me {
+                let alive = self.last_heartbeat(&node).await?;
+                beats.push((node, alive));
+            }
+        }
+        let now = std::time::Instant::now();
+        let mut seen = self.heartbeats_seen.lock();
+        seen.retain(|node, _| beats.iter().any(|(n, _)| n == node));
+        let mut silent = Vec::new();
+        for (node, alive) in beats {
+            let (last, since) = seen.entry(node.clone()).or_insert((alive, now));
+            if *last != alive {
+                (*last, *since) = (alive, now);
+            } else if now.duration_since(*since) >= timeout {
+                silent.push((node, alive));
+            }
+        }
+        Ok(silent)
     }
 
     async fn last_heartbeat(&self, node: &str) -> Result<Option<i64>> {
@@ -88,9 +118,12 @@ impl Engine {
     }
 
     /// Ends `open` calls at `alive` (or each at its last event, if later)
-    /// with `node_restart`, and records them.
-    async fn close_calls(&self, open: Vec<CallRecord>, alive: Option<i64>) -> Result<usize> {
-        let n = open.len();
+    /// with `node_restart`, and records them; how many it wrote. A call whose
+    /// CDR exists already (another node closed it first) is only taken out
+    /// of the journal; one that fails otherwise is logged and left for the
+    /// next try.
+    async fn close_calls(&self, open: Vec<CallRecord>, alive: Option<i64>) -> usize {
+        let mut written = 0;
         for mut c in open {
             let last = last_event(&c);
             c.ended_at = alive.map_or(last, |a| a.max(last));
@@ -98,9 +131,20 @@ impl Engine {
             c.released_by = ReleasedBy::System;
             c.release_reason = ReleaseReason::NodeRestart;
             c.refusal = None;
-            self.record_call(c).await?;
+            let id = c.id;
+            match self.record_call(c).await {
+                Ok(()) => written += 1,
+                Err(maskline_store::Error::Conflict(_)) => {
+                    if let Err(e) = self.store.enqueue(Write::ForgetOpenCalls(vec![id])).await {
+                        tracing::warn!(cdr = %id, error = %e, "cannot take a closed call out of the journal");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(cdr = %id, error = %e, "cannot write the CDR of a call cut by a node's stop");
+                }
+            }
         }
-        Ok(n)
+        written
     }
 
     /// Notes that the node is alive (Unix ms), for the CDRs of calls a crash

@@ -11,7 +11,7 @@
 // Input must never reach a panic: no unwrap/expect outside tests.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -155,6 +155,9 @@ pub struct Engine {
     default_call_rules: Arc<maskline_core::CallRules>,
     /// Tenants' calls against their caps: this node's, and the others'.
     call_load: Arc<Mutex<maskline_core::CallLoad>>,
+    /// Other nodes' heartbeats as this node last read them, and since when
+    /// unchanged ([`Engine::close_orphaned_calls`]).
+    heartbeats_seen: Mutex<HashMap<String, (Option<i64>, std::time::Instant)>>,
     /// Where call recordings are kept (set once at start-up).
     recordings: std::sync::OnceLock<Arc<dyn maskline_media::recordings::Recordings>>,
     /// SMS settings changes (and reloads after another node's) take turns.
@@ -230,6 +233,7 @@ impl Engine {
             call_rules_lock: Arc::default(),
             default_call_rules,
             call_load: Arc::default(),
+            heartbeats_seen: Mutex::default(),
             recordings: std::sync::OnceLock::new(),
             sms_lock: Arc::default(),
             outbox: sms::Outbox::default(),

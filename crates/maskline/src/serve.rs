@@ -92,10 +92,9 @@ impl maskline_media::sealed::Sealer for RecordingSealer {
         self.0.current_key()
     }
 
-    fn is_current(&self, sealed: &[u8]) -> bool {
+    fn is_current(&self, head: &[u8]) -> bool {
         // `seal_bytes` starts each value with its key's id.
-        sealed
-            .first_chunk::<4>()
+        head.first_chunk::<4>()
             .is_some_and(|id| u32::from_be_bytes(*id) == self.0.current_key())
     }
 }

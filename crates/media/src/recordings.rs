@@ -4,7 +4,7 @@
 //! folder per tenant, readable by the service's user only, and sealed
 //! (`crate::sealed`) when given a [`Sealer`].
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, ErrorKind, Read};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -85,9 +85,9 @@ pub trait Recordings: Send + Sync {
 pub struct DirRecordings {
     root: PathBuf,
     sealer: Option<Arc<dyn Sealer>>,
-    /// Recordings being written: never resealed (their writer appends to
-    /// the file it opened).
-    active: Arc<Mutex<HashSet<PathBuf>>>,
+    /// Recordings being written, with the key sealing when each began:
+    /// never resealed (their writer appends to the file it opened).
+    active: Arc<Mutex<HashMap<PathBuf, u32>>>,
     /// The sealing key of the last whole reseal pass (`u32::MAX`: none yet).
     resealed_under: AtomicU32,
     /// One reseal pass at a time: two would write the same file aside.
@@ -100,7 +100,7 @@ pub struct DirRecordings {
 /// A recording being written, known as such until its writer is dropped.
 struct Tracked {
     sink: Box<dyn RecordingSink>,
-    active: Arc<Mutex<HashSet<PathBuf>>>,
+    active: Arc<Mutex<HashMap<PathBuf, u32>>>,
     path: PathBuf,
 }
 
@@ -224,6 +224,17 @@ impl Recordings for DirRecordings {
                 .mode(0o700)
                 .create(dir)?;
         }
+        // Known as being written before the file exists: a reseal pass never
+        // sees it otherwise. `tracked` takes it out again on any error.
+        if let Ok(mut active) = self.active.lock() {
+            let key = self.sealer.as_ref().map_or(0, |s| s.sealing_key());
+            active.insert(path.clone(), key);
+        }
+        let mut tracked = Tracked {
+            sink: Box::new(Finished),
+            active: self.active.clone(),
+            path: path.clone(),
+        };
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -233,14 +244,8 @@ impl Recordings for DirRecordings {
             Some(sealer) => Box::new(SealedWriter::new(file, sealer.clone(), Self::name(key))?),
             None => Box::new(RecordingWriter::new(BufWriter::new(file))?),
         };
-        if let Ok(mut active) = self.active.lock() {
-            active.insert(path.clone());
-        }
-        Ok(Box::new(Tracked {
-            sink,
-            active: self.active.clone(),
-            path,
-        }))
+        tracked.sink = sink;
+        Ok(Box::new(tracked))
     }
 
     fn len(&self, key: &RecordingKey) -> Result<Option<u64>> {
@@ -342,9 +347,15 @@ impl Recordings for DirRecordings {
                 if path.extension().is_none_or(|e| e != "rec") {
                     continue;
                 }
-                if self.active.lock().map_or(true, |a| a.contains(&path)) {
-                    skipped = true;
-                    continue;
+                // Being written: left alone, and to a later pass only if it
+                // began under an older key (its records may be under it).
+                match self.active.lock().map(|a| a.get(&path).copied()) {
+                    Ok(None) => {}
+                    Ok(Some(began_under)) => {
+                        skipped |= began_under != under;
+                        continue;
+                    }
+                    Err(_) => return Err(poisoned()),
                 }
                 let (Some(tenant), Some(call)) = (
                     tenant.file_name().to_str().map(str::to_owned),
@@ -352,14 +363,24 @@ impl Recordings for DirRecordings {
                 ) else {
                     continue;
                 };
-                let aside =
-                    match sealed::reseal_aside(&path, &**sealer, &format!("{tenant}/{call}")) {
-                        Ok(Some(aside)) => aside,
-                        Ok(None) => continue,
-                        // Deleted meanwhile (by its API or retention).
-                        Err(Error::Io(e)) if e.kind() == ErrorKind::NotFound => continue,
-                        Err(e) => return Err(e),
-                    };
+                let aside = match sealed::reseal_aside(
+                    &path,
+                    &**sealer,
+                    &format!("{tenant}/{call}"),
+                ) {
+                    Ok(Some(aside)) => aside,
+                    Ok(None) => continue,
+                    // Deleted meanwhile (by its API or retention).
+                    Err(Error::Io(e)) if e.kind() == ErrorKind::NotFound => continue,
+                    // One that cannot be read (cut short before its
+                    // first record, a record that does not open) stays
+                    // as it is and stops no other.
+                    Err(e) => {
+                        let _ = fs::remove_file(path.with_extension("reseal"));
+                        tracing::warn!(file = %path.display(), error = %e, "cannot seal a recording again");
+                        continue;
+                    }
+                };
                 let _replacing = self.replacing.lock().map_err(|_| poisoned())?;
                 if path.exists() {
                     fs::rename(&aside, &path)?;
@@ -368,7 +389,10 @@ impl Recordings for DirRecordings {
                     }
                     resealed += 1;
                 } else {
-                    fs::remove_file(&aside)?;
+                    match fs::remove_file(&aside) {
+                        Err(e) if e.kind() != ErrorKind::NotFound => return Err(e.into()),
+                        _ => {}
+                    }
                 }
             }
         }
@@ -459,11 +483,28 @@ mod tests {
         assert_eq!(store.reseal().unwrap(), 0, "nothing under another key");
 
         let before = fs::read(store.sealed_path(&done)).unwrap();
+        // A day old, for retention; and a file that is no recording.
+        let day_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(86_400);
+        File::options()
+            .write(true)
+            .open(store.sealed_path(&done))
+            .unwrap()
+            .set_modified(day_ago)
+            .unwrap();
+        fs::write(dir.path().join("recordings/t1/aaa-bad.rec"), b"MLREC0").unwrap();
         sealer.key.store(7, Ordering::Relaxed);
         assert_eq!(store.reseal().unwrap(), 1, "only the finished one");
         let after = fs::read(store.sealed_path(&done)).unwrap();
         assert_ne!(before, after);
         assert_eq!(before.len(), after.len());
+        assert_eq!(
+            fs::metadata(store.sealed_path(&done))
+                .unwrap()
+                .modified()
+                .unwrap(),
+            day_ago,
+            "as old as it was"
+        );
         let mode = fs::metadata(store.sealed_path(&done))
             .unwrap()
             .permissions();

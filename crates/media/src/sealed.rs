@@ -32,9 +32,13 @@ pub trait Sealer: Send + Sync {
     fn overhead(&self) -> usize;
     /// The key new records are sealed under (it changes when keys rotate).
     fn sealing_key(&self) -> u32;
-    /// Whether `sealed` is sealed under [`Sealer::sealing_key`].
-    fn is_current(&self, sealed: &[u8]) -> bool;
+    /// Whether a record is sealed under [`Sealer::sealing_key`], from its
+    /// first [`RECORD_HEAD`] bytes (or all of it, when shorter).
+    fn is_current(&self, head: &[u8]) -> bool;
 }
+
+/// How much of a record [`Sealer::is_current`] is given.
+pub const RECORD_HEAD: usize = 16;
 
 fn aad(name: &str, index: u64) -> Vec<u8> {
     format!("recording/{name}/{index}").into_bytes()
@@ -156,15 +160,17 @@ pub fn reseal_aside(
     use std::os::unix::fs::OpenOptionsExt;
 
     let mut file = File::open(path)?;
+    let modified = file.metadata()?.modified()?;
     let (records, _) = scan(&mut file, sealer.overhead())?;
-    let mut sealed = Vec::with_capacity(records.len());
+    // Each record's head names its key: read no more to find none stale.
+    let mut current = true;
     for &(offset, len) in &records {
-        let mut bytes = vec![0u8; len as usize];
+        let mut head = vec![0u8; (len as usize).min(RECORD_HEAD)];
         file.seek(SeekFrom::Start(offset))?;
-        file.read_exact(&mut bytes)?;
-        sealed.push(bytes);
+        file.read_exact(&mut head)?;
+        current &= sealer.is_current(&head);
     }
-    if sealed.iter().all(|r| sealer.is_current(r)) {
+    if current {
         return Ok(None);
     }
     let aside = path.with_extension("reseal");
@@ -179,9 +185,13 @@ pub fn reseal_aside(
         .open(&aside)?;
     let mut out = BufWriter::new(out);
     out.write_all(MAGIC)?;
-    for (index, record) in sealed.iter().enumerate() {
+    // One record in memory at a time.
+    for (index, &(offset, len)) in records.iter().enumerate() {
+        let mut record = vec![0u8; len as usize];
+        file.seek(SeekFrom::Start(offset))?;
+        file.read_exact(&mut record)?;
         let aad = aad(name, index as u64);
-        let clear = sealer.open(&aad, record).ok_or_else(|| {
+        let clear = sealer.open(&aad, &record).ok_or_else(|| {
             Error::Io(io::Error::new(
                 io::ErrorKind::InvalidData,
                 "a record of the recording does not open",
@@ -193,6 +203,8 @@ pub fn reseal_aside(
         out.write_all(&again)?;
     }
     let out = out.into_inner().map_err(|e| Error::Io(e.into_error()))?;
+    // Retention goes by a recording's age: the copy keeps the original's.
+    out.set_modified(modified)?;
     out.sync_all()?;
     Ok(Some(aside))
 }
@@ -274,17 +286,15 @@ pub(crate) mod tests {
     impl Sealer for TestSealer {
         fn seal(&self, aad: &[u8], clear: &[u8]) -> Vec<u8> {
             let key = self.key.load(std::sync::atomic::Ordering::Relaxed);
-            let mut out: Vec<u8> = clear.iter().map(|b| b ^ 0x5A ^ key).collect();
-            out.push(key);
-            out.push(aad.iter().fold(0u8, |a, b| a.wrapping_add(*b)));
+            let mut out = vec![key, aad.iter().fold(0u8, |a, b| a.wrapping_add(*b))];
+            out.extend(clear.iter().map(|b| b ^ 0x5A ^ key));
             out
         }
 
         fn open(&self, aad: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
-            let (body, tail) = sealed.split_at(sealed.len().checked_sub(2)?);
-            let key = tail[0];
-            (tail[1] == aad.iter().fold(0u8, |a, b| a.wrapping_add(*b)))
-                .then(|| body.iter().map(|b| b ^ 0x5A ^ key).collect())
+            let (head, body) = sealed.split_at_checked(2)?;
+            (head[1] == aad.iter().fold(0u8, |a, b| a.wrapping_add(*b)))
+                .then(|| body.iter().map(|b| b ^ 0x5A ^ head[0]).collect())
         }
 
         fn overhead(&self) -> usize {
@@ -295,8 +305,9 @@ pub(crate) mod tests {
             u32::from(self.key.load(std::sync::atomic::Ordering::Relaxed))
         }
 
-        fn is_current(&self, sealed: &[u8]) -> bool {
-            sealed.len() >= 2 && u32::from(sealed[sealed.len() - 2]) == self.sealing_key()
+        fn is_current(&self, head: &[u8]) -> bool {
+            head.first()
+                .is_some_and(|&k| u32::from(k) == self.sealing_key())
         }
     }
 

@@ -335,6 +335,9 @@ pub enum Write {
         record: CallRecord,
         events: Vec<NewEvent>,
     },
+    /// Takes calls out of the open-call journal without a CDR (their CDR
+    /// was written already, by another node).
+    ForgetOpenCalls(Vec<CallId>),
     /// Erases `party` from `tenant`'s ended records: bindings that ended
     /// (cool-down included) at or before `ended_before` (seconds) and their
     /// events and texts go; CDRs keep the party's mask only

@@ -1435,6 +1435,12 @@ async fn apply<'a>(
             insert_calls(conn, keys, &[record], None).await?;
             events.extend(e);
         }
+        Write::ForgetOpenCalls(ids) => {
+            sqlx::query("DELETE FROM open_calls WHERE id = ANY($1)")
+                .bind(ids.iter().map(|c| uuid(c.0)).collect::<Vec<_>>())
+                .execute(&mut *conn)
+                .await?;
+        }
         Write::OpenCall { record, events: e } => {
             insert_calls(conn, keys, &[record], Some(journal)).await?;
             events.extend(e);

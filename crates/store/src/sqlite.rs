@@ -854,6 +854,14 @@ async fn apply(conn: &mut SqliteConnection, keys: &Keyring, write: &Write) -> Re
             close_journal(conn, &[record]).await?;
             insert_events(conn, keys, &events.iter().collect::<Vec<_>>()).await?;
         }
+        Write::ForgetOpenCalls(ids) => {
+            for id in ids {
+                sqlx::query("DELETE FROM open_calls WHERE id = ?")
+                    .bind(uuid_bytes(id.0))
+                    .execute(&mut *conn)
+                    .await?;
+            }
+        }
         Write::OpenCall { record, events } => {
             let sql = concat!(
                 "INSERT INTO open_calls (node, ",
