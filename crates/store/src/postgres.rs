@@ -32,6 +32,7 @@ use sqlx::{AssertSqlSafe, Connection};
 use tokio::sync::{Notify, mpsc, oneshot};
 use uuid::Uuid;
 
+use crate::presealed::{self, Parties, SealedBinding};
 use crate::rows::{self, MESSAGE_COLUMNS, PART_COLUMNS, binding, message, stored_event};
 use crate::seal::{Column, Keyring, MasterKey, MetaRows};
 use crate::{ApiKey, AuditEntry};
@@ -158,7 +159,31 @@ struct Health {
 
 struct Op {
     write: Write,
+    /// What `enqueue` sealed of it (a new binding's values).
+    sealed: Option<SealedBinding>,
     ack: oneshot::Sender<Result<()>>,
+}
+
+impl Op {
+    fn presealed(&self) -> (&Write, Option<&SealedBinding>) {
+        (&self.write, self.sealed.as_ref())
+    }
+}
+
+/// Event bodies `enqueue` sealed, by event.
+type SealedBodies<'a> = std::collections::HashMap<EventId, &'a str>;
+
+/// The event bodies sealed ahead in `ops`.
+fn sealed_bodies(ops: &[Op]) -> SealedBodies<'_> {
+    let mut bodies = SealedBodies::new();
+    for op in ops {
+        if let (Write::CreateBinding { events, .. }, Some(sealed)) = (&op.write, &op.sealed) {
+            for (e, body) in events.iter().zip(&sealed.event_bodies) {
+                bodies.insert(e.id, body.as_str());
+            }
+        }
+    }
+    bodies
 }
 
 /// Applies the migrations in `migrations/postgres` (under PostgreSQL's
@@ -320,7 +345,7 @@ impl Writer {
         while rx.recv_many(&mut queued, MAX_BATCH).await > 0 {
             let batch: Vec<Op> = queued
                 .drain(..)
-                .map(|(write, _, ack)| Op { write, ack })
+                .map(|(write, sealed, ack)| Op { write, sealed, ack })
                 .collect();
             let wakes = batch.iter().any(|op| op.write.wakes_sender());
             match self.commit(&batch).await {
@@ -477,7 +502,7 @@ async fn apply_batch(
                     .iter()
                     .take_while(|op| matches!(op.write, Write::CreateBinding { .. }))
                     .count();
-                let writes: Vec<&Write> = rest[..n].iter().map(|op| &op.write).collect();
+                let writes: Vec<_> = rest[..n].iter().map(Op::presealed).collect();
                 insert_bindings(&mut tx, keys, &writes, cooldown, &mut events, &mut touched)
                     .await?;
                 n
@@ -537,7 +562,7 @@ async fn apply_batch(
             .bind(EVENTS_LOCK)
             .execute(&mut *tx)
             .await?;
-        insert_events(&mut tx, keys, &events).await?;
+        insert_events(&mut tx, keys, &events, &sealed_bodies(ops)).await?;
     }
     notify(&mut tx, node, channel, &touched).await?;
     tx.commit().await?;
@@ -606,28 +631,36 @@ fn uuid(id: u128) -> Uuid {
 /// events join `events`.
 fn new_bindings<'a>(
     keys: &Keyring,
-    writes: &[&'a Write],
+    writes: &[(&'a Write, Option<&'a SealedBinding>)],
     cooldown: i64,
     events: &mut Vec<&'a NewEvent>,
     touched: &mut Touched,
 ) -> (BindingArrays, IdempotencyArrays) {
     let mut c = BindingArrays::with_capacity(writes.len());
     let mut k = IdempotencyArrays::default();
-    for write in writes {
+    for (write, sealed) in writes {
         if let Write::CreateBinding {
             binding: b,
             idempotency,
             events: e,
         } = write
         {
-            c.push(keys, b, cooldown);
+            // Sealed here only when `enqueue` did not.
+            match sealed {
+                Some(s) => c.push(b, &s.parties, cooldown),
+                None => c.push(b, &Parties::of(b, keys), cooldown),
+            }
             touched.bindings.push(uuid(b.id.0));
             if let Some(r) = idempotency {
                 k.tenant.push(uuid(r.tenant.0));
                 k.key.push(r.key.clone());
                 k.hash.push(r.request_hash.to_vec());
                 k.status.push(i32::from(r.status));
-                k.body.push(keys.seal_str(Column::IdempotencyBody, &r.body));
+                k.body.push(
+                    sealed
+                        .and_then(|s| s.idempotency_body.clone())
+                        .unwrap_or_else(|| keys.seal_str(Column::IdempotencyBody, &r.body)),
+                );
                 k.created_at.push(r.created_at);
                 k.binding.push(uuid(b.id.0));
             }
@@ -640,7 +673,7 @@ fn new_bindings<'a>(
 async fn insert_bindings<'a>(
     conn: &mut PgConnection,
     keys: &Keyring,
-    writes: &[&'a Write],
+    writes: &[(&'a Write, Option<&'a SealedBinding>)],
     cooldown: i64,
     events: &mut Vec<&'a NewEvent>,
     touched: &mut Touched,
@@ -688,11 +721,11 @@ async fn create_batch(
     node: u64,
     channel: &str,
 ) -> Result<()> {
-    let writes: Vec<&Write> = ops.iter().map(|op| &op.write).collect();
+    let writes: Vec<_> = ops.iter().map(Op::presealed).collect();
     let mut events = Vec::new();
     let mut touched = Touched::default();
     let (c, k) = new_bindings(keys, &writes, cooldown, &mut events, &mut touched);
-    let e = EventArrays::new(keys, &events);
+    let e = EventArrays::new(keys, &events, &sealed_bodies(ops));
     let call = sqlx::query(
         "SELECT create_bindings($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
          $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, \
@@ -826,18 +859,16 @@ impl BindingArrays {
         }
     }
 
-    fn push(&mut self, keys: &Keyring, b: &Binding, cooldown: i64) {
+    fn push(&mut self, b: &Binding, parties: &Parties, cooldown: i64) {
         self.id.push(uuid(b.id.0));
         self.tenant.push(uuid(b.tenant.0));
         self.mode.push(b.mode.as_str());
         self.x.push(b.x.to_string());
         self.extension.push(b.extension.map(|e| e.to_string()));
-        let (a, party_b) = (b.a.to_string(), b.b.map(|n| n.to_string()));
-        self.a.push(keys.blind(&a));
-        self.b.push(party_b.as_deref().map(|n| keys.blind(n)));
-        self.a_sealed.push(keys.seal_str(Column::BindingA, &a));
-        self.b_sealed
-            .push(party_b.map(|n| keys.seal_str(Column::BindingB, &n)));
+        self.a.push(parties.a_token.clone());
+        self.b.push(parties.b_token.clone());
+        self.a_sealed.push(parties.a_sealed.clone());
+        self.b_sealed.push(parties.b_sealed.clone());
         self.area
             .push(b.area.as_ref().map(|a| a.as_str().to_owned()));
         self.external_ref.push(b.external_ref.clone());
@@ -1000,7 +1031,8 @@ impl EventArrays {
             .bind(self.next)
     }
 
-    fn new(keys: &Keyring, events: &[&NewEvent]) -> EventArrays {
+    /// `sealed`: bodies sealed already; the others are sealed here.
+    fn new(keys: &Keyring, events: &[&NewEvent], sealed: &SealedBodies<'_>) -> EventArrays {
         let n = events.len();
         let mut a = EventArrays {
             id: Vec::with_capacity(n),
@@ -1018,7 +1050,10 @@ impl EventArrays {
             a.kind.push(e.kind.as_str());
             a.subject.push(uuid(e.subject));
             a.created.push(e.created_at);
-            a.body.push(keys.seal_str(Column::EventBody, &e.body));
+            a.body.push(match sealed.get(&e.id) {
+                Some(body) => (*body).to_owned(),
+                None => keys.seal_str(Column::EventBody, &e.body),
+            });
             let s = if e.deliver {
                 DeliveryState::Pending
             } else {
@@ -1035,8 +1070,9 @@ async fn insert_events(
     conn: &mut PgConnection,
     keys: &Keyring,
     events: &[&NewEvent],
+    sealed: &SealedBodies<'_>,
 ) -> Result<()> {
-    let e = EventArrays::new(keys, events);
+    let e = EventArrays::new(keys, events, sealed);
     // WITH ORDINALITY ... ORDER BY: seq follows the order given.
     let insert = sqlx::query(
         "INSERT INTO events (id, tenant_id, type, subject, created_at, body, state, \
@@ -1349,7 +1385,7 @@ async fn apply<'a>(
             touched.numbers = true;
         }
         Write::CreateBinding { .. } => {
-            insert_bindings(conn, keys, &[write], cooldown, events, touched).await?;
+            insert_bindings(conn, keys, &[(write, None)], cooldown, events, touched).await?;
         }
         Write::UpdateBinding {
             binding: b,
@@ -2036,7 +2072,9 @@ crate::reads::shared_reads!(
 impl Store for PgStore {
     fn enqueue(&self, write: Write) -> WriteAck {
         let (tx, rx) = oneshot::channel();
-        let _ = self.writes.send((write, None, tx));
+        // Sealed here, on the caller's thread, not on the writer's.
+        let sealed = presealed::preseal(&write, &self.keys);
+        let _ = self.writes.send((write, sealed, tx));
         WriteAck(rx)
     }
 

@@ -15,9 +15,7 @@ use tokio::sync::oneshot;
 use crate::seal::{Column, Keyring};
 use crate::{IdempotencyRecord, NewEvent, Result, Write};
 
-/// A queued write, what `enqueue` sealed of it (SQLite seals new bindings
-/// ahead; PostgreSQL, whose writer builds column arrays, does not yet), and
-/// where its answer goes.
+/// A queued write, what `enqueue` sealed of it, and where its answer goes.
 pub(crate) type Queued = (Write, Option<SealedBinding>, oneshot::Sender<Result<()>>);
 
 /// The blind tokens and sealed values of a binding's parties.
