@@ -532,14 +532,14 @@ async fn a_recorded_call_leaves_a_two_channel_wav_listed_on_its_cdr() {
     })
     .await;
     assert_eq!(listed["recording"]["url"], json!(path));
-    let response = rig
-        .server
-        .client
-        .get(format!("{}{path}", rig.server.base))
-        .bearer_auth(&rig.key)
-        .send()
-        .await
-        .unwrap();
+    let get_recording = || {
+        rig.server
+            .client
+            .get(format!("{}{path}", rig.server.base))
+            .bearer_auth(&rig.key)
+            .send()
+    };
+    let response = get_recording().await.unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(
         response.headers()["content-type"].to_str().unwrap(),
@@ -579,17 +579,7 @@ async fn a_recorded_call_leaves_a_two_channel_wav_listed_on_its_cdr() {
         (key_of(&rec) != before).then_some(())
     })
     .await;
-    let again = rig
-        .server
-        .client
-        .get(format!("{}{path}", rig.server.base))
-        .bearer_auth(&rig.key)
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let again = get_recording().await.unwrap().bytes().await.unwrap();
     assert_eq!(again, wav, "the same recording under the new key");
 
     // call.recorded is an event of the tenant's.
