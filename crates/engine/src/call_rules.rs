@@ -99,11 +99,14 @@ impl std::fmt::Debug for Admission {
 }
 
 impl Engine {
-    /// Counts a call of `tenant` through the trunk if its caps
-    /// (`max_concurrent_calls`, `max_calls_per_second`, over every node)
+    /// Counts a call of `tenant` through the trunk if `caps` (its rules'
+    /// `max_concurrent_calls`, `max_calls_per_second`, over every node)
     /// allow one more; it counts until the [`Admission`] is dropped.
-    pub fn admit_call(&self, tenant: TenantId) -> std::result::Result<Admission, OverCap> {
-        let caps = self.call_rules(tenant).caps;
+    pub fn admit_call(
+        &self,
+        tenant: TenantId,
+        caps: maskline_core::CallCaps,
+    ) -> std::result::Result<Admission, OverCap> {
         self.call_load
             .lock()
             .admit(tenant, caps, maskline_events::unix_ms())

@@ -231,10 +231,11 @@ impl B2bua {
         // The tenant's rules as they are now (they may have changed since
         // the binding was made), and its caps: before anything is asked or
         // placed.
-        let refusal = if !self.engine.call_rules(connect.tenant).allows(connect.to) {
+        let rules = self.engine.call_rules(connect.tenant);
+        let refusal = if !rules.allows(connect.to) {
             Some(Refusal::DestinationNotAllowed)
         } else {
-            match self.engine.admit_call(connect.tenant) {
+            match self.engine.admit_call(connect.tenant, rules.caps) {
                 Ok(admission) => {
                     self.admitted.insert(cdr.id, admission);
                     None
