@@ -94,31 +94,62 @@ impl Server {
     }
 
     async fn spawn(&mut self) {
-        self.starts += 1;
-        let out = std::fs::File::create(self.stdout_path(self.starts)).expect("stdout file");
-        let err = std::fs::File::create(self.stderr_path(self.starts)).expect("stderr file");
-        let mut cmd = Command::new(bin());
-        cmd.arg("serve")
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("MASKLINE_DATA_DIR", self.dir.join("data"))
-            .env("MASKLINE_HTTP_LISTEN", format!("127.0.0.1:{}", self.port))
-            .env("MASKLINE_SIP_LISTEN", format!("127.0.0.1:{}", free_port()))
-            .env("MASKLINE_LOG", "debug")
-            // The tests' receivers listen on loopback; the SSRF tests set
-            // it back to false.
-            .env("MASKLINE_WEBHOOK_ALLOW_PRIVATE", "true")
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err);
-        for (k, v) in &self.env {
-            cmd.env(k, v);
+        // A port from `free_port` is free only when it is chosen: until the
+        // server binds it, another process's outgoing connection may take
+        // it as its ephemeral port. A start that fails on that alone is
+        // tried again, on a new SIP port and, on a first start, a new HTTP
+        // port (a restart keeps its HTTP address, which tests hold).
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            self.starts += 1;
+            let out = std::fs::File::create(self.stdout_path(self.starts)).expect("stdout file");
+            let err = std::fs::File::create(self.stderr_path(self.starts)).expect("stderr file");
+            let mut cmd = Command::new(bin());
+            cmd.arg("serve")
+                .env_clear()
+                .env("PATH", std::env::var("PATH").unwrap_or_default())
+                .env("MASKLINE_DATA_DIR", self.dir.join("data"))
+                .env("MASKLINE_HTTP_LISTEN", format!("127.0.0.1:{}", self.port))
+                .env("MASKLINE_SIP_LISTEN", format!("127.0.0.1:{}", free_port()))
+                .env("MASKLINE_LOG", "debug")
+                // The tests' receivers listen on loopback; the SSRF tests set
+                // it back to false.
+                .env("MASKLINE_WEBHOOK_ALLOW_PRIVATE", "true")
+                .stdin(Stdio::null())
+                .stdout(out)
+                .stderr(err);
+            for (k, v) in &self.env {
+                cmd.env(k, v);
+            }
+            self.child = Some(cmd.spawn().expect("spawn maskline"));
+            match self.wait_ready().await {
+                Ok(()) => return,
+                Err(status) => {
+                    let this_start = format!(
+                        "{}{}",
+                        std::fs::read_to_string(self.stdout_path(self.starts)).unwrap_or_default(),
+                        std::fs::read_to_string(self.stderr_path(self.starts)).unwrap_or_default()
+                    );
+                    let port_taken = this_start.contains("Address already in use");
+                    assert!(
+                        port_taken && attempts < 5,
+                        "maskline exited during start-up ({status}):\n{}",
+                        self.logs()
+                    );
+                    if self.starts == attempts {
+                        self.port = free_port();
+                        self.base = format!("http://127.0.0.1:{}", self.port);
+                    } else {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }
+            }
         }
-        self.child = Some(cmd.spawn().expect("spawn maskline"));
-        self.wait_ready().await;
     }
 
-    async fn wait_ready(&mut self) {
+    /// Waits for `/healthz`; the exit status if the server exited first.
+    async fn wait_ready(&mut self) -> Result<(), std::process::ExitStatus> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(r) = self
@@ -128,15 +159,13 @@ impl Server {
                 .await
                 && r.status().is_success()
             {
-                return;
+                return Ok(());
             }
             if let Some(child) = self.child.as_mut()
                 && let Ok(Some(status)) = child.try_wait()
             {
-                panic!(
-                    "maskline exited during start-up ({status}):\n{}",
-                    self.logs()
-                );
+                self.child = None;
+                return Err(status);
             }
             assert!(
                 Instant::now() < deadline,
