@@ -131,8 +131,8 @@ fn private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
         .with_context(|| format!("cannot make data directory {} private", dir.display()))
 }
 
-/// `maskline keys rotate`: a new data key in the database the
-/// configuration names, under the existing master key.
+/// `maskline keys rotate`: a new data key and blind key in the database
+/// the configuration names, under the existing master key.
 pub async fn rotate_keys(config: Config) -> anyhow::Result<()> {
     let master = MasterKey::load(&config.master_key_file)
         .context("cannot read the master key (MASKLINE_MASTER_KEY_FILE)")?;
@@ -148,8 +148,8 @@ pub async fn rotate_keys(config: Config) -> anyhow::Result<()> {
     }
     .context("cannot rotate the data keys")?;
     println!(
-        "data key {id} seals new values from {} s on; running servers reseal older values \
-         in the background (every key keeps reading)",
+        "data key {id} and its blind key seal new values from {} s on; running servers \
+         reseal older values and their tokens in the background (every key keeps reading)",
         from - now
     );
     Ok(())

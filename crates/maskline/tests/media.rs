@@ -581,6 +581,17 @@ async fn a_recorded_call_leaves_a_two_channel_wav_listed_on_its_cdr() {
     .await;
     let again = get_recording().await.unwrap().bytes().await.unwrap();
     assert_eq!(again, wav, "the same recording under the new key");
+    // The blind key turned with it: the CDR is still found by its parties'
+    // numbers, whether or not the reseal has reached its row.
+    for party in [&binding["a"], &binding["b"]] {
+        let number = party.as_str().unwrap().replace('+', "%2B");
+        let found = rig
+            .server
+            .list_all(&format!("/v1/calls?party={number}"), &rig.key, 10)
+            .await;
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert_eq!(found[0]["id"], json!(id));
+    }
 
     // call.recorded is an event of the tenant's.
     let events = rig.server.list_all("/v1/events", &rig.key, 100).await;

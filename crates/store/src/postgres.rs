@@ -303,6 +303,10 @@ crate::reseal::sealing_back_end! {
     insert_meta: "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
     add_key: "INSERT INTO meta (key, value) VALUES ($1, $2)",
     set_current: "UPDATE meta SET value = $1 WHERE key = 'seal.current' AND value = $2",
+    retoken: (
+        "SELECT set_config('maskline.retoken', 'on', true)",
+        "SELECT set_config('maskline.retoken', 'off', true)",
+    ),
 }
 
 // === the writer ===
@@ -1212,11 +1216,13 @@ async fn insert_messages<'a>(
         if let Some(key) = assembled_from {
             // A node assembling the same parts at once waits on these rows
             // and then finds none: one text, not two.
+            let [token, previous] = keys.lookup_tokens(&key.from.to_string());
             let dropped = sqlx::query(
-                "DELETE FROM message_parts WHERE x = $1 AND sender = $2 AND reference = $3",
+                "DELETE FROM message_parts WHERE x = $1 AND sender IN ($2, $3) AND reference = $4",
             )
             .bind(key.x.to_string())
-            .bind(keys.blind(&key.from.to_string()))
+            .bind(token)
+            .bind(previous)
             .bind(i32::from(key.reference))
             .execute(&mut *conn)
             .await?;
@@ -1783,19 +1789,20 @@ async fn apply<'a>(
             party,
             ended_before,
         } => {
-            let (sql, mask) = crate::rows::erasure(keys, *party);
-            let token = keys.blind(&party.to_string());
-            for statement in sql {
-                let mut q = sqlx::query(AssertSqlSafe(statement.text('$')));
-                for &arg in statement.args {
-                    q = match arg {
-                        crate::rows::EraseArg::Tenant => q.bind(uuid(tenant.0)),
-                        crate::rows::EraseArg::Token => q.bind(token.clone()),
-                        crate::rows::EraseArg::EndedBefore => q.bind(*ended_before),
-                        crate::rows::EraseArg::Mask(column) => q.bind(mask(column)),
-                    };
+            let (sql, mask, tokens) = crate::rows::erasure(keys, *party);
+            for token in tokens {
+                for statement in sql {
+                    let mut q = sqlx::query(AssertSqlSafe(statement.text('$')));
+                    for &arg in statement.args {
+                        q = match arg {
+                            crate::rows::EraseArg::Tenant => q.bind(uuid(tenant.0)),
+                            crate::rows::EraseArg::Token => q.bind(token.clone()),
+                            crate::rows::EraseArg::EndedBefore => q.bind(*ended_before),
+                            crate::rows::EraseArg::Mask(column) => q.bind(mask(column)),
+                        };
+                    }
+                    q.execute(&mut *conn).await?;
                 }
-                q.execute(&mut *conn).await?;
             }
         }
         Write::PutCallRules {
@@ -1846,7 +1853,7 @@ async fn apply<'a>(
             reseal_rows(
                 conn,
                 keys,
-                crate::reseal::Stale::NotUnder(keys.current_key()),
+                crate::reseal::Stale::not_under(keys, keys.current_key())?,
                 *batch,
             )
             .await?;
@@ -2369,13 +2376,15 @@ impl Store for PgStore {
         caller: Number,
         since: UnixMillis,
     ) -> Result<Option<BindingId>> {
+        let [token, previous] = self.keys.lookup_tokens(&caller.to_string());
         let id: Option<Uuid> = sqlx::query_scalar(
-            "SELECT binding_id FROM calls WHERE x = $1 AND caller = $2 AND invited_at >= $3 \
-             AND binding_id IS NOT NULL AND direction IS NOT NULL \
+            "SELECT binding_id FROM calls WHERE x = $1 AND caller IN ($2, $3) \
+             AND invited_at >= $4 AND binding_id IS NOT NULL AND direction IS NOT NULL \
              ORDER BY invited_at DESC LIMIT 1",
         )
         .bind(x.to_string())
-        .bind(self.keys.blind(&caller.to_string()))
+        .bind(token)
+        .bind(previous)
         .bind(since)
         .fetch_optional(&self.pool)
         .await?;

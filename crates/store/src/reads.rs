@@ -171,8 +171,8 @@ macro_rules! shared_reads {
                     sql.push_str(&format!(" AND external_ref = {}", p.next()));
                 }
                 if filter.party.is_some() {
-                    let party = p.next();
-                    sql.push_str(&format!(" AND (a = {party} OR b = {party})"));
+                    let (t, u) = (p.next(), p.next());
+                    sql.push_str(&format!(" AND (a IN ({t}, {u}) OR b IN ({t}, {u}))"));
                 }
                 // `ends_at` bounds: (exclusive lower, inclusive upper).
                 let bounds = filter.status.map(|(status, now, cooldown)| {
@@ -199,7 +199,9 @@ macro_rules! shared_reads {
                     q = q.bind(r.clone());
                 }
                 if let Some(party) = filter.party {
-                    q = q.bind(self.keys.blind(&party.to_string()));
+                    for token in self.keys.lookup_tokens(&party.to_string()) {
+                        q = q.bind(token);
+                    }
                 }
                 if let Some((lower, upper)) = bounds {
                     for bound in [lower, upper].into_iter().flatten() {
@@ -238,8 +240,10 @@ macro_rules! shared_reads {
                     sql.push_str(&format!(" AND binding_id = {}", p.next()));
                 }
                 if filter.party.is_some() {
-                    let party = p.next();
-                    sql.push_str(&format!(" AND (caller = {party} OR callee = {party})"));
+                    let (t, u) = (p.next(), p.next());
+                    sql.push_str(&format!(
+                        " AND (caller IN ({t}, {u}) OR callee IN ({t}, {u}))"
+                    ));
                 }
                 if filter.since.is_some() {
                     sql.push_str(&format!(" AND invited_at >= {}", p.next()));
@@ -255,7 +259,9 @@ macro_rules! shared_reads {
                     q = q.bind($id(b.0));
                 }
                 if let Some(party) = filter.party {
-                    q = q.bind(self.keys.blind(&party.to_string()));
+                    for token in self.keys.lookup_tokens(&party.to_string()) {
+                        q = q.bind(token);
+                    }
                 }
                 if let Some(since) = filter.since {
                     q = q.bind(since);
@@ -426,18 +432,25 @@ macro_rules! shared_reads {
             pub(crate) async fn read_parts(&self, key: &PartsKey) -> Result<Vec<Part>> {
                 let sql = format!(
                     "SELECT {} FROM message_parts \
-                     WHERE x = $1 AND sender = $2 AND reference = $3 ORDER BY seq",
+                     WHERE x = $1 AND sender IN ($2, $3) AND reference = $4 ORDER BY seq",
                     $crate::rows::PART_COLUMNS
                 );
+                let [token, previous] = self.keys.lookup_tokens(&key.from.to_string());
                 let rows = sqlx::query(AssertSqlSafe(sql))
                     .bind(key.x.to_string())
-                    .bind(self.keys.blind(&key.from.to_string()))
+                    .bind(token)
+                    .bind(previous)
                     .bind(<$reference>::from(key.reference))
                     .fetch_all(&self.$pool)
                     .await?;
-                rows.iter()
+                let mut parts = rows
+                    .iter()
                     .map(|r| $crate::rows::part(r, &self.keys))
-                    .collect()
+                    .collect::<Result<Vec<Part>>>()?;
+                // A part the SMSC sent again across a rotation is stored
+                // under both tokens: one of each number counts.
+                parts.dedup_by_key(|p| p.seq);
+                Ok(parts)
             }
 
             pub(crate) async fn read_stale_parts(

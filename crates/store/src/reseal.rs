@@ -102,15 +102,26 @@ pub(crate) const TABLES: &[Table] = &[
 pub(crate) enum Stale {
     /// Rows written in clear (by a build from before sealing).
     Clear,
-    /// Rows not sealed under this key (clear ones included).
-    NotUnder(u32),
+    /// Rows not sealed under data key `key` (clear ones included), or
+    /// whose tokens are not under its blind key (tagged `blind`).
+    NotUnder { key: u32, blind: Option<u32> },
+}
+
+impl Stale {
+    /// Rows not sealed under data key `key` and its blind key.
+    pub fn not_under(keys: &Keyring, key: u32) -> Result<Stale> {
+        Ok(Stale::NotUnder {
+            key,
+            blind: keys.blind_tag(key)?,
+        })
+    }
 }
 
 impl Field {
     /// The SQL condition "this field is `stale`".
     fn stale(&self, stale: Stale) -> String {
-        let current = match stale {
-            Stale::NotUnder(k) => k,
+        let (current, blind) = match stale {
+            Stale::NotUnder { key, blind } => (key, blind),
             Stale::Clear => {
                 return match self.kind {
                     Kind::Party { col } => {
@@ -123,10 +134,16 @@ impl Field {
         };
         let like = Keyring::like_key(current);
         match self.kind {
-            Kind::Party { col } => format!(
-                "({col} IS NOT NULL AND ({s} IS NULL OR {s} NOT LIKE '{like}'))",
-                s = self.sealed
-            ),
+            Kind::Party { col } => {
+                let token_stale = match blind {
+                    Some(tag) => format!(" OR {col} NOT LIKE '{}'", Keyring::like_blind(tag)),
+                    None => String::new(),
+                };
+                format!(
+                    "({col} IS NOT NULL AND ({s} IS NULL OR {s} NOT LIKE '{like}'{token_stale}))",
+                    s = self.sealed
+                )
+            }
             Kind::InPlace => format!("{} NOT LIKE '{like}'", self.sealed),
             Kind::Bytes => format!("({s} IS NULL OR {s} NOT LIKE '{like}')", s = self.sealed),
         }
@@ -309,14 +326,22 @@ pub(crate) async fn keep_keys(keys: std::sync::Weak<Keyring>, db: impl KeyStore)
             }
         }
         let current = ring.current_key();
+        let stale = Stale::not_under(&ring, current);
         drop(ring);
+        let stale = match stale {
+            Ok(stale) => stale,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the keyring");
+                continue;
+            }
+        };
         let due = recheck.is_some_and(|at| at <= std::time::Instant::now());
         if current == clean_under && !due {
             continue;
         }
         let mut resealed = 0u64;
         let finished = loop {
-            match db.any_stale(Stale::NotUnder(current)).await {
+            match db.any_stale(stale).await {
                 Ok(false) => break true,
                 Ok(true) => {}
                 Err(e) => {
@@ -375,7 +400,8 @@ macro_rules! sealing_back_end {
         placeholder: $ph:expr,
         insert_meta: $insert_meta:literal,
         add_key: $add_key:literal,
-        set_current: $set_current:literal $(,)?
+        set_current: $set_current:literal,
+        retoken: ($retoken_on:literal, $retoken_off:literal $(,)?) $(,)?
     ) => {
         /// The `seal.*` rows of `meta`.
         async fn keyring_rows(conn: &mut $conn) -> Result<MetaRows> {
@@ -406,20 +432,22 @@ macro_rules! sealing_back_end {
             Keyring::from_meta(master, &rows)
         }
 
-        /// A rotation's writes (`maskline keys rotate`): the new key's row,
-        /// failing if another rotation took its id, and `seal.current`,
+        /// A rotation's writes (`maskline keys rotate`): the new keys' rows,
+        /// failing if another rotation took their id, and `seal.current`,
         /// only where it still holds what the plan read.
         async fn rotate_in(conn: &mut $conn, master: &MasterKey, now: i64) -> Result<(u32, i64)> {
             let rows = keyring_rows(conn).await?;
             let plan = crate::seal::Rotation::plan(master, &rows, now)?;
             let raced = || Error::Keys("another rotation ran at the same time".into());
             let mut tx = conn.begin().await?;
-            sqlx::query($add_key)
-                .bind(&plan.key_row.0)
-                .bind(&plan.key_row.1)
-                .execute(&mut *tx)
-                .await
-                .map_err(|_| raced())?;
+            for (key, value) in [&plan.key_row, &plan.blind_row] {
+                sqlx::query($add_key)
+                    .bind(key)
+                    .bind(value)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|_| raced())?;
+            }
             let set = sqlx::query($set_current)
                 .bind(&plan.current)
                 .bind(&plan.was_current)
@@ -487,6 +515,9 @@ macro_rules! sealing_back_end {
                     Cell::Bytes(b) => q.bind(b.clone()),
                 }
             }
+            // Tokens change under bindings that keep their parties: the
+            // database lets their slots follow (PostgreSQL's 0017).
+            sqlx::query($retoken_on).execute(&mut *conn).await?;
             let mut changed = 0;
             for table in TABLES {
                 let cols = columns(table);
@@ -521,6 +552,7 @@ macro_rules! sealing_back_end {
                     changed += q.execute(&mut *conn).await?.rows_affected();
                 }
             }
+            sqlx::query($retoken_off).execute(&mut *conn).await?;
             Ok(changed)
         }
 
@@ -598,10 +630,33 @@ mod tests {
     fn statements_name_every_sealed_column() {
         let t = &TABLES[0];
         assert_eq!(
-            t.select("rowid", Stale::NotUnder(3), 10),
+            t.select(
+                "rowid",
+                Stale::NotUnder {
+                    key: 3,
+                    blind: None
+                },
+                10
+            ),
             "SELECT rowid AS handle, a, a_sealed, b, b_sealed FROM bindings WHERE \
              (a IS NOT NULL AND (a_sealed IS NULL OR a_sealed NOT LIKE 'ml1:3:%')) OR \
              (b IS NOT NULL AND (b_sealed IS NULL OR b_sealed NOT LIKE 'ml1:3:%')) LIMIT 10"
+        );
+        // Once blind keys have turned too, a token under another is stale.
+        assert_eq!(
+            t.select(
+                "rowid",
+                Stale::NotUnder {
+                    key: 3,
+                    blind: Some(3)
+                },
+                10
+            ),
+            "SELECT rowid AS handle, a, a_sealed, b, b_sealed FROM bindings WHERE \
+             (a IS NOT NULL AND (a_sealed IS NULL OR a_sealed NOT LIKE 'ml1:3:%' \
+             OR a NOT LIKE '~3:%')) OR \
+             (b IS NOT NULL AND (b_sealed IS NULL OR b_sealed NOT LIKE 'ml1:3:%' \
+             OR b NOT LIKE '~3:%')) LIMIT 10"
         );
         assert_eq!(
             TABLES[4].update("ctid", "::tid", |i| format!("${i}")),

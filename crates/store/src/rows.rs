@@ -208,11 +208,17 @@ use EraseArg::{EndedBefore, Mask, Token};
 /// Erasing a party (`Write::EraseParty`), the same SQL on both back ends, in
 /// order: what refers to a record goes before the record. Bindings are those
 /// whose cool-down is over; texts those whose binding's is; every CDR naming
-/// the party keeps only its mask. The second value seals a column's mask.
+/// the party keeps only its mask. The second value seals a column's mask;
+/// the third is the party's tokens: the statements run once for each (rows
+/// the reseal after a rotation has not reached hold the previous one).
 pub(crate) fn erasure(
     keys: &Keyring,
     party: Number,
-) -> (&'static [EraseStatement], impl Fn(Column) -> String + '_) {
+) -> (
+    &'static [EraseStatement],
+    impl Fn(Column) -> String + '_,
+    Vec<String>,
+) {
     static STATEMENTS: &[EraseStatement] = &[
         EraseStatement {
             sql: "DELETE FROM events WHERE subject IN (SELECT id FROM bindings WHERE \
@@ -277,7 +283,9 @@ pub(crate) fn erasure(
     ];
     let mask =
         move |column: Column| keys.seal_str(column, &format!("{ERASED_MARK}{}", party.masked()));
-    (STATEMENTS, mask)
+    let mut tokens = keys.lookup_tokens(&party.to_string()).to_vec();
+    tokens.dedup();
+    (STATEMENTS, mask, tokens)
 }
 
 /// A column sealed in place (a clear value is one written before sealing).

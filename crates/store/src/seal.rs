@@ -7,10 +7,15 @@
 //!   (`seal.current`: `<id> <from>`, sealing with it starts at `from`, a few
 //!   seconds after a rotation wrote it, so that every node has read the key
 //!   before any value sealed with it reaches them). Old keys stay readable.
-//! - the **blind key** (`seal.blind`): the HMAC-SHA256 key of the blind
-//!   index, the deterministic token stored where a party number is looked up
-//!   or kept unique. It is never rotated: a new one would change every
-//!   token, and lookups are by token.
+//! - **blind keys**: the HMAC-SHA256 keys of the blind index, the
+//!   deterministic token stored where a party number is looked up or kept
+//!   unique. The first (`seal.blind`) makes untagged tokens (`~<base64>`);
+//!   a rotation to data key `n` adds `seal.blind.<n>`, whose tokens are
+//!   tagged (`~<n>:<base64>`) and which takes over with that data key. The
+//!   background reseal rewrites every token with the values it reseals;
+//!   until it has, lookups ask for a number's token under both the current
+//!   and the previous blind key ([`Keyring::lookup_tokens`]), which is why
+//!   a rotation waits for the previous one's reseal to finish.
 //!
 //! A sealed value is text, `ml1:<key id>:<base64url(nonce ‖ ciphertext)>`,
 //! XChaCha20-Poly1305 with a random 192-bit nonce, the column's name as
@@ -181,12 +186,15 @@ impl MasterKey {
 /// sealed with it reaches it.
 pub const ROTATION_DELAY_SECS: i64 = 10;
 
-/// The statements of a rotation, for either back end: the new key's row
-/// (inserted, failing if another rotation took its id) and the new
+/// The statements of a rotation, for either back end: the new key's rows
+/// (data and blind key, inserted, failing if another rotation took its id)
+/// and the new
 /// `seal.current` (set only where it still holds what was read).
 pub struct Rotation {
     pub id: u32,
     pub key_row: (String, String),
+    /// The blind key that takes over with the data key.
+    pub blind_row: (String, String),
     pub current: String,
     pub was_current: String,
     pub from: i64,
@@ -204,13 +212,29 @@ impl Rotation {
                 Error::Keys("the database has no keys yet: start the server on it once".into())
             })?;
         let ring = Keyring::from_meta(master.clone(), rows)?;
+        let current = ring.current.read().id;
+        let sealed_under = rows
+            .iter()
+            .find(|(k, _)| k == crate::reseal::META_SEALED_UNDER)
+            .and_then(|(_, v)| v.parse::<u32>().ok());
+        if sealed_under != Some(current) {
+            // Lookups ask for a number's token under two blind keys, the
+            // current and the previous: a third could hide rows from them.
+            return Err(Error::Keys(format!(
+                "the values sealed before key {current} are still being resealed under it \
+                 (a running server does that within a minute or so of the last rotation, \
+                 or of its start); rotate again once it has finished"
+            )));
+        }
         let id = ring.keys.read().keys().max().copied().unwrap_or(0) + 1;
         let sealing = ring.sealing_key(now);
         let from = now + ROTATION_DELAY_SECS;
         let data = XChaCha20Poly1305::generate_key(&mut OsRng);
+        let blind = XChaCha20Poly1305::generate_key(&mut OsRng);
         Ok(Rotation {
             id,
             key_row: (meta_key(id), master.wrap(&meta_key(id), &data)),
+            blind_row: (blind_key(id), master.wrap(&blind_key(id), &blind)),
             current: format!("{id} {from} {sealing}"),
             was_current,
             from,
@@ -221,14 +245,38 @@ impl Rotation {
 /// The `meta` rows a keyring is made of, as (key, value).
 pub type MetaRows = Vec<(String, String)>;
 
-/// The data keys, which one seals, and the blind key. Shared by a store's
+/// The data keys, which one seals, and the blind keys. Shared by a store's
 /// writer and readers; [`Keyring::refresh`] learns keys another process
 /// added.
 pub struct Keyring {
     master: MasterKey,
     keys: RwLock<HashMap<u32, XChaCha20Poly1305>>,
     current: RwLock<Current>,
-    blind: Hmac<Sha256>,
+    /// By id: 0 is `seal.blind`, `n` came with data key `n`.
+    blinds: RwLock<HashMap<u32, Hmac<Sha256>>>,
+}
+
+/// A blind key and its id (which tags its tokens unless it is 0).
+#[derive(Clone)]
+struct Blind {
+    id: u32,
+    mac: Hmac<Sha256>,
+}
+
+impl Blind {
+    fn token(&self, clear: &str) -> String {
+        let mut mac = self.mac.clone();
+        mac.update(clear.as_bytes());
+        let tag = mac.finalize().into_bytes();
+        let mut out = String::with_capacity(28);
+        out.push(BLIND_PREFIX);
+        if self.id != 0 {
+            out.push_str(&self.id.to_string());
+            out.push(':');
+        }
+        B64.encode_string(&tag[..16], &mut out);
+        out
+    }
 }
 
 #[derive(Clone)]
@@ -240,6 +288,8 @@ struct Current {
     /// The ciphers of `id` and `previous`, kept here so that sealing never
     /// looks a key up.
     ciphers: Option<(XChaCha20Poly1305, XChaCha20Poly1305)>,
+    /// The blind keys that go with `id` and with `previous`.
+    blinds: Option<(Blind, Blind)>,
 }
 
 impl std::fmt::Debug for Keyring {
@@ -261,9 +311,14 @@ fn meta_key(id: u32) -> String {
     format!("seal.key.{id}")
 }
 
+fn blind_key(id: u32) -> String {
+    format!("{META_BLIND}.{id}")
+}
+
 impl Keyring {
     /// The rows a new database starts with: data key 1, current from the
-    /// beginning, and the blind key.
+    /// beginning, the first blind key, and "everything (nothing yet) is
+    /// sealed under key 1".
     pub fn genesis(master: &MasterKey) -> MetaRows {
         let data = XChaCha20Poly1305::generate_key(&mut OsRng);
         let blind = XChaCha20Poly1305::generate_key(&mut OsRng);
@@ -271,20 +326,17 @@ impl Keyring {
             (meta_key(1), master.wrap(&meta_key(1), &data)),
             (META_BLIND.to_owned(), master.wrap(META_BLIND, &blind)),
             (META_CURRENT.to_owned(), "1 0 1".to_owned()),
+            (crate::reseal::META_SEALED_UNDER.to_owned(), "1".to_owned()),
         ]
     }
 
     /// The keyring the `meta` rows describe (every row whose key starts with
     /// [`META_PREFIX`]).
     pub fn from_meta(master: MasterKey, rows: &MetaRows) -> Result<Keyring> {
-        let blind = rows
-            .iter()
-            .find(|(k, _)| k == META_BLIND)
-            .ok_or_else(|| Error::Keys("the database has no blind-index key".into()))?;
-        let blind = master.unwrap(META_BLIND, &blind.1)?;
+        if !rows.iter().any(|(k, _)| k == META_BLIND) {
+            return Err(Error::Keys("the database has no blind-index key".into()));
+        }
         let ring = Keyring {
-            blind: <Hmac<Sha256> as Mac>::new_from_slice(&blind)
-                .map_err(|_| Error::Keys("blind-index key".into()))?,
             master,
             keys: RwLock::new(HashMap::new()),
             current: RwLock::new(Current {
@@ -292,18 +344,38 @@ impl Keyring {
                 from: 0,
                 previous: 0,
                 ciphers: None,
+                blinds: None,
             }),
+            blinds: RwLock::new(HashMap::new()),
         };
         ring.refresh(rows)?;
         Ok(ring)
     }
 
-    /// Learns the data keys and current key in `rows` (keys are only ever
-    /// added).
+    /// Learns the data keys, blind keys and current key in `rows` (keys
+    /// are only ever added).
     pub fn refresh(&self, rows: &MetaRows) -> Result<()> {
         let mut current = None;
         for (k, v) in rows {
-            if let Some(id) = k.strip_prefix("seal.key.") {
+            let blind_id = if k == META_BLIND {
+                Some(0)
+            } else {
+                k.strip_prefix("seal.blind.")
+                    .map(|id| {
+                        id.parse::<u32>()
+                            .map_err(|_| Error::Keys(format!("bad key row `{k}`")))
+                    })
+                    .transpose()?
+            };
+            if let Some(id) = blind_id {
+                if self.blinds.read().contains_key(&id) {
+                    continue;
+                }
+                let key = self.master.unwrap(k, v)?;
+                let mac = <Hmac<Sha256> as Mac>::new_from_slice(&key)
+                    .map_err(|_| Error::Keys(format!("`{k}` is not a blind-index key")))?;
+                self.blinds.write().insert(id, mac);
+            } else if let Some(id) = k.strip_prefix("seal.key.") {
                 let id: u32 = id
                     .parse()
                     .map_err(|_| Error::Keys(format!("bad key row `{k}`")))?;
@@ -337,13 +409,31 @@ impl Keyring {
         };
         let ciphers = Some((key.clone(), previous_key.clone()));
         drop(keys);
+        let blinds = Some((self.blind_for(id)?, self.blind_for(previous)?));
         *self.current.write() = Current {
             id,
             from,
             previous,
             ciphers,
+            blinds,
         };
         Ok(())
+    }
+
+    /// The blind key that goes with data key `id`: the newest one not
+    /// newer than it (keys rotated before blind keys were rotated share
+    /// the first).
+    fn blind_for(&self, id: u32) -> Result<Blind> {
+        let blinds = self.blinds.read();
+        blinds
+            .iter()
+            .filter(|(b, _)| **b <= id)
+            .max_by_key(|(b, _)| **b)
+            .map(|(b, mac)| Blind {
+                id: *b,
+                mac: mac.clone(),
+            })
+            .ok_or_else(|| Error::Keys("the database has no blind-index key".into()))
     }
 
     /// The id of the key that seals at `now`.
@@ -451,21 +541,47 @@ impl Keyring {
     }
 
     /// The blind token of `clear` (a party number in E.164, or a sender's
-    /// name): equal values give equal tokens, and nothing else can be read
-    /// from one without the blind key.
+    /// name) to store now: equal values give equal tokens, and nothing else
+    /// can be read from one without the blind key.
     pub fn blind(&self, clear: &str) -> String {
-        let mut mac = self.blind.clone();
-        mac.update(clear.as_bytes());
-        let tag = mac.finalize().into_bytes();
-        let mut out = String::with_capacity(23);
-        out.push(BLIND_PREFIX);
-        B64.encode_string(&tag[..16], &mut out);
-        out
+        let c = self.current.read();
+        let Some((current, previous)) = &c.blinds else {
+            unreachable!("a keyring is built with its current key")
+        };
+        if now() >= c.from {
+            current.token(clear)
+        } else {
+            previous.token(clear)
+        }
+    }
+
+    /// The tokens a lookup of `clear` asks for: under the current blind
+    /// key and under the previous one (equal when a rotation brought no
+    /// new blind key), so that rows not yet resealed are found.
+    pub fn lookup_tokens(&self, clear: &str) -> [String; 2] {
+        let c = self.current.read();
+        let Some((current, previous)) = &c.blinds else {
+            unreachable!("a keyring is built with its current key")
+        };
+        [current.token(clear), previous.token(clear)]
     }
 
     /// The SQL `LIKE` pattern of values sealed under key `id`.
     pub fn like_key(id: u32) -> String {
         format!("{PREFIX}{id}:%")
+    }
+
+    /// The tag of the tokens of the blind key that goes with data key `id`;
+    /// `None` for the first blind key, whose tokens carry none (and no
+    /// other kind can exist while it is current).
+    pub fn blind_tag(&self, id: u32) -> Result<Option<u32>> {
+        let blind = self.blind_for(id)?;
+        Ok((blind.id != 0).then_some(blind.id))
+    }
+
+    /// The SQL `LIKE` pattern of the tokens tagged `tag`.
+    pub fn like_blind(tag: u32) -> String {
+        format!("{BLIND_PREFIX}{tag}:%")
     }
 }
 
@@ -607,8 +723,13 @@ mod tests {
         let old = ring.seal_str(Column::EventBody, "old");
         let plan = Rotation::plan(&master, &rows, 1_000).unwrap();
         assert_eq!(plan.id, 2);
+        let token = ring.blind("+12025550100");
         rows.retain(|(k, _)| k != META_CURRENT);
-        rows.extend([plan.key_row, (META_CURRENT.to_owned(), plan.current)]);
+        rows.extend([
+            plan.key_row,
+            plan.blind_row,
+            (META_CURRENT.to_owned(), plan.current),
+        ]);
         ring.refresh(&rows).unwrap();
         assert_eq!(ring.sealing_key(1_000 + ROTATION_DELAY_SECS - 1), 1);
         assert_eq!(ring.sealing_key(1_000 + ROTATION_DELAY_SECS), 2);
@@ -617,10 +738,44 @@ mod tests {
         assert!(new.starts_with("ml1:2:") && old.starts_with("ml1:1:"));
         assert_eq!(ring.open_string(Column::EventBody, &old).unwrap(), "old");
         assert_eq!(ring.open_string(Column::EventBody, &new).unwrap(), "new");
-        // The blind key stays: tokens agree across the rotation.
-        let again = Keyring::from_meta(master, &rows).unwrap();
-        assert_eq!(again.blind("+12025550100"), ring.blind("+12025550100"));
+        let again = Keyring::from_meta(master.clone(), &rows).unwrap();
         assert_eq!(again.open_string(Column::EventBody, &old).unwrap(), "old");
+        // The blind key turned with the data key (this clock is long past
+        // `from`): new tokens are tagged, lookups ask for both.
+        let new_token = ring.blind("+12025550100");
+        assert!(token.starts_with('~') && !token.contains(':'));
+        assert!(new_token.starts_with("~2:") && is_blind(&new_token));
+        assert_ne!(new_token[3..], token[1..]);
+        assert_eq!(
+            ring.lookup_tokens("+12025550100"),
+            [new_token.clone(), token]
+        );
+        assert_eq!(again.blind("+12025550100"), new_token);
+        assert_eq!(ring.blind_tag(1).unwrap(), None);
+        assert_eq!(ring.blind_tag(2).unwrap(), Some(2));
+        assert_eq!(Keyring::like_blind(2), "~2:%");
+        // Until a pass has found everything under key 2, another rotation
+        // would leave tokens no lookup asks for: it is refused.
+        let err = Rotation::plan(&master, &rows, 2_000).err().unwrap();
+        assert!(err.to_string().contains("still being resealed"), "{err}");
+        rows.retain(|(k, _)| k != crate::reseal::META_SEALED_UNDER);
+        rows.push((crate::reseal::META_SEALED_UNDER.to_owned(), "2".to_owned()));
+        let third = Rotation::plan(&master, &rows, 2_000).unwrap();
+        assert_eq!((third.id, third.blind_row.0.as_str()), (3, "seal.blind.3"));
+    }
+
+    #[test]
+    fn data_keys_rotated_before_blind_keys_were_share_the_first() {
+        let (master, mut rows, _) = ring();
+        let data = XChaCha20Poly1305::generate_key(&mut OsRng);
+        rows.retain(|(k, _)| k != META_CURRENT);
+        rows.push((meta_key(2), master.wrap(&meta_key(2), &data)));
+        rows.push((META_CURRENT.to_owned(), "2 0 1".to_owned()));
+        let ring = Keyring::from_meta(master, &rows).unwrap();
+        let [current, previous] = ring.lookup_tokens("+12025550100");
+        assert_eq!(current, previous);
+        assert!(!current.contains(':'));
+        assert_eq!(ring.blind_tag(2).unwrap(), None);
     }
 
     #[test]

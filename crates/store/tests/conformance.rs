@@ -2566,7 +2566,8 @@ async fn sqlite_key_rotation_under_writes_reseals_and_reads_everything() {
                     .await
                     .unwrap();
             sqlx::query_scalar(
-                "SELECT (SELECT count(*) FROM bindings WHERE a_sealed NOT LIKE 'ml1:2:%') + \
+                "SELECT (SELECT count(*) FROM bindings WHERE a_sealed NOT LIKE 'ml1:2:%' \
+                 OR a NOT LIKE '~2:%' OR b NOT LIKE '~2:%') + \
                  (SELECT count(*) FROM events WHERE body NOT LIKE 'ml1:2:%')",
             )
             .fetch_one(&mut raw)
@@ -2593,13 +2594,222 @@ async fn postgres_key_rotation_under_writes_reseals_and_reads_everything() {
         async || {
             let mut raw = schema.connect().await;
             sqlx::query_scalar(
-                "SELECT (SELECT count(*) FROM bindings WHERE a_sealed NOT LIKE 'ml1:2:%') + \
+                "SELECT (SELECT count(*) FROM bindings WHERE a_sealed NOT LIKE 'ml1:2:%' \
+                 OR a NOT LIKE '~2:%' OR b NOT LIKE '~2:%') + \
                  (SELECT count(*) FROM events WHERE body NOT LIKE 'ml1:2:%')",
             )
             .fetch_one(&mut raw)
             .await
             .unwrap()
         },
+    )
+    .await;
+}
+
+/// A rotation turns the blind key with the data key: a party's rows are
+/// found under their previous tokens until the reseal reaches them and
+/// under the new ones after; and on PostgreSQL (`slots` is the last word on
+/// allocation there) an ended binding whose token changes after a newer
+/// binding of its party took the new token leaves the slot to the newer.
+async fn blind_key_rotation(
+    s: Arc<dyn Store>,
+    rotate: impl std::future::Future<Output = (u32, i64)>,
+    meta: impl AsyncFn() -> Vec<(String, String)>,
+    not_under_new_blind_key: impl AsyncFn() -> i64,
+    slots: bool,
+) {
+    setup(&*s).await;
+    let mut ended = binding(200, 1, 2000, 2001, 5_000);
+    ended.external_ref = None;
+    let mut first = call(201, 1, 1_000_000);
+    (first.binding, first.caller, first.callee) =
+        (Some(BindingId(200)), Some(party(2000)), Some(party(2001)));
+    s.enqueue(Write::CreateBinding {
+        binding: ended,
+        idempotency: None,
+        events: Vec::new(),
+    })
+    .await
+    .unwrap();
+    s.enqueue(Write::RecordCall {
+        record: first,
+        events: Vec::new(),
+    })
+    .await
+    .unwrap();
+
+    let (id, _) = rotate.await;
+    assert_eq!(id, 2);
+    // This node learns the keys at once (the background task would within
+    // 2 s, and reseal in the same breath): what it writes from now on is
+    // under the new blind key while the rows above still hold the old one.
+    s.keys().refresh(&meta().await).unwrap();
+    assert_eq!(s.keys().current_key(), 2);
+    let mut newer = binding(202, 1, 2000, 2002, 9_999_999_999);
+    (newer.created_at, newer.updated_at) = (10_000, 10_000);
+    let mut second = call(203, 1, 2_000_000);
+    (second.binding, second.caller, second.callee) =
+        (Some(BindingId(202)), Some(party(2000)), Some(party(2002)));
+    s.enqueue(Write::CreateBinding {
+        binding: newer,
+        idempotency: None,
+        events: Vec::new(),
+    })
+    .await
+    .unwrap();
+    s.enqueue(Write::RecordCall {
+        record: second,
+        events: Vec::new(),
+    })
+    .await
+    .unwrap();
+
+    let found = async || {
+        let calls = s
+            .calls(
+                TenantId(1),
+                &CallFilter {
+                    party: Some(party(2000)),
+                    ..CallFilter::default()
+                },
+                page(10),
+            )
+            .await
+            .unwrap();
+        let bindings = s
+            .bindings(
+                TenantId(1),
+                &BindingFilter {
+                    party: Some(party(2000)),
+                    ..BindingFilter::default()
+                },
+                page(10),
+            )
+            .await
+            .unwrap();
+        (
+            calls.iter().map(|c| c.id.0).collect::<Vec<_>>(),
+            bindings.iter().map(|b| b.id.0).collect::<Vec<_>>(),
+            s.last_call_binding(num(1), party(2000), 0).await.unwrap(),
+        )
+    };
+    let both = (vec![201, 203], vec![200, 202], Some(BindingId(202)));
+    assert_eq!(found().await, both, "right after the rotation");
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(40);
+    loop {
+        let left = not_under_new_blind_key().await;
+        if left == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{left} rows still hold tokens of the old blind key"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(found().await, both, "after the reseal");
+
+    if slots {
+        // The newer binding still holds party 2000 on X: an overlapping one
+        // is refused by the database, not only by the nodes' memories.
+        let mut clash = binding(204, 1, 2000, 2003, 9_999_999_999);
+        (clash.created_at, clash.updated_at) = (10_500, 10_500);
+        let refused = s
+            .enqueue(Write::CreateBinding {
+                binding: clash,
+                idempotency: None,
+                events: Vec::new(),
+            })
+            .await;
+        assert!(
+            matches!(refused, Err(maskline_store::Error::Taken(_))),
+            "{refused:?}"
+        );
+    }
+    // Erasure finds the party under its new token.
+    s.enqueue(Write::EraseParty {
+        tenant: TenantId(1),
+        party: party(2001),
+        ended_before: 6_000,
+    })
+    .await
+    .unwrap();
+    assert_eq!(s.binding(TenantId(1), BindingId(200)).await.unwrap(), None);
+    assert!(
+        s.binding(TenantId(1), BindingId(202))
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+
+const NOT_UNDER_BLIND_KEY_2: &str = "SELECT \
+    (SELECT count(*) FROM bindings WHERE a NOT LIKE '~2:%' OR b NOT LIKE '~2:%') + \
+    (SELECT count(*) FROM calls WHERE caller NOT LIKE '~2:%' OR callee NOT LIKE '~2:%')";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_blind_key_rotation_finds_rows_under_either_key() {
+    use sqlx::Connection;
+    let dir = tempfile::tempdir().unwrap();
+    let s: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).await.unwrap());
+    let master = maskline_store::seal::MasterKey::load(&dir.path().join("master.key")).unwrap();
+    let path = dir.path().to_owned();
+    let file = dir.path().join("maskline.db");
+    let raw = async || {
+        sqlx::SqliteConnection::connect(&format!("sqlite://{}?mode=ro", file.display()))
+            .await
+            .unwrap()
+    };
+    blind_key_rotation(
+        s,
+        async move {
+            let now = unix_now() - maskline_store::seal::ROTATION_DELAY_SECS;
+            SqliteStore::rotate_keys(&path, &master, now).await.unwrap()
+        },
+        async || {
+            sqlx::query_as("SELECT key, value FROM meta WHERE key LIKE 'seal.%'")
+                .fetch_all(&mut raw().await)
+                .await
+                .unwrap()
+        },
+        async || {
+            sqlx::query_scalar(NOT_UNDER_BLIND_KEY_2)
+                .fetch_one(&mut raw().await)
+                .await
+                .unwrap()
+        },
+        false,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_blind_key_rotation_finds_rows_under_either_key_and_keeps_slots() {
+    let schema = pg::Schema::create().await;
+    let s = schema.open(100).await;
+    let options = schema.options(100);
+    blind_key_rotation(
+        s,
+        async move {
+            let now = unix_now() - maskline_store::seal::ROTATION_DELAY_SECS;
+            maskline_store::PgStore::rotate_keys(&options, now)
+                .await
+                .unwrap()
+        },
+        async || {
+            sqlx::query_as("SELECT key, value FROM meta WHERE key LIKE 'seal.%'")
+                .fetch_all(&mut schema.connect().await)
+                .await
+                .unwrap()
+        },
+        async || {
+            sqlx::query_scalar(NOT_UNDER_BLIND_KEY_2)
+                .fetch_one(&mut schema.connect().await)
+                .await
+                .unwrap()
+        },
+        true,
     )
     .await;
 }
