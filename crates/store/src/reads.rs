@@ -465,9 +465,17 @@ macro_rules! shared_reads {
                 .bind(before)
                 .fetch_all(&self.$pool)
                 .await?;
-                rows.iter()
-                    .map(|r| $crate::rows::parts_key(r, &self.keys))
-                    .collect()
+                let mut keys = Vec::with_capacity(rows.len());
+                let mut seen = std::collections::HashSet::with_capacity(rows.len());
+                for r in &rows {
+                    let key = $crate::rows::parts_key(r, &self.keys)?;
+                    // One text's parts under two tokens (a rotation came
+                    // between them) are one text.
+                    if seen.insert(key.clone()) {
+                        keys.push(key);
+                    }
+                }
+                Ok(keys)
             }
 
             pub(crate) async fn read_sms_settings(&self) -> Result<Vec<StoredSmsSettings>> {
