@@ -51,7 +51,10 @@
 # tells quiet from busy) is run again after 20 s, up to RETRIES times, and the
 # quietest attempt kept; OUT (a file to append every attempt's raw result
 # line to); GEN_ARGS (more options for `relay_load drive`); GEN_CPUS and
-# RELAY_CPUS (taskset -c lists pinning the generator and the relay).
+# RELAY_CPUS (taskset -c lists pinning the generator and the relay);
+# RT_PRIORITY (0: the relay's threads under SCHED_FIFO at this priority:
+# Maskline's RTP workers as `MASKLINE_RTP_PRIORITY` sets them, rtpengine's
+# with --scheduling=fifo --priority; needs root or CAP_SYS_NICE).
 #
 # Needs rtpengine (Debian's rtpengine-daemon: installed with apt-get when
 # missing, which needs root), timeout (coreutils), cargo. Every process it
@@ -79,6 +82,7 @@ RETRIES=${RETRIES:-3}
 OUT=${OUT:-}
 GEN_ARGS=${GEN_ARGS:-}
 RELAY_CPUS=${RELAY_CPUS:-}
+RT_PRIORITY=${RT_PRIORITY:-0}
 GEN_CPUS=${GEN_CPUS:-}
 PIN=()
 [[ -n "$GEN_CPUS" ]] && PIN=(taskset -c "$GEN_CPUS")
@@ -165,7 +169,7 @@ for calls in $CALLS; do
       args=(drive --target "$name" --calls "$calls" --secs "$SECS" --warmup "$WARMUP"
             --senders "$SENDERS" --receivers "$RECEIVERS" --sockets "$SOCKETS"
             --slice-us "$SLICE_US" --tx-batch "$TX_BATCH" --rx-nap-us "$RX_NAP_US"
-            --ports "$PORTS" $GEN_ARGS)
+            --ports "$PORTS" --rt-priority "$RT_PRIORITY" $GEN_ARGS)
       [[ -n "$RELAY_CPUS" ]] && args+=(--relay-cpus "$RELAY_CPUS")
       case $name in
         maskline) args+=(--workers "$threads") ;;

@@ -69,6 +69,8 @@ pub struct Config {
     pub rtp_ports: std::ops::RangeInclusive<u16>,
     pub rtp_timeout_secs: u64,
     pub media_threads: usize,
+    /// `SCHED_FIFO` priority of the RTP workers; `None` (0): ordinary.
+    pub rtp_priority: Option<u8>,
     pub cooldown_secs: i64,
     pub default_ttl_secs: i64,
     pub max_ttl_secs: i64,
@@ -199,6 +201,7 @@ pub const KEYS: &[Key] = &[
     key("rtp_ports", Some("20000-29999")),
     key("rtp_timeout_secs", Some("60")),
     key("media_threads", Some("1")),
+    key("rtp_priority", Some("0")),
     key("cooldown_secs", Some("3600")),
     key("retention_days", Some("180")),
     key("node_timeout_secs", Some("300")),
@@ -486,6 +489,10 @@ impl Config {
             rtp_ports,
             rtp_timeout_secs: int("rtp_timeout_secs", 1, 86400)? as u64,
             media_threads: int("media_threads", 1, 64)? as usize,
+            rtp_priority: match int("rtp_priority", 0, 99)? {
+                0 => None,
+                p => Some(p as u8),
+            },
             cooldown_secs,
             retention_days: int("retention_days", 0, 36_500)? as u32,
             // Above the 5 s heartbeat, with room for a slow database.

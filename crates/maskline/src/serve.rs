@@ -360,6 +360,7 @@ async fn sip_config(config: &Config) -> anyhow::Result<maskline_sip::Config> {
             ports: config.rtp_ports.clone(),
             rtp_timeout: Duration::from_secs(config.rtp_timeout_secs),
             workers: config.media_threads,
+            realtime_priority: config.rtp_priority,
         },
         // Mandarin where the numbers are Chinese, English elsewhere.
         language: if config.default_region.as_str() == "CN" {

@@ -8,9 +8,9 @@
 //!     [--senders 1] [--receivers 1] [--slice-us 100] [--tx-batch 16]
 //!     [--rx-nap-us 200]
 //!     [--rcvbuf-mb 16] [--rtpengine rtpengine] [--rtpengine-threads 2]
-//!     [--relay-cpus LIST]
+//!     [--relay-cpus LIST] [--rt-priority 0: the relay's threads under SCHED_FIFO]
 //! relay_load serve-maskline --calls N [--ports 14000-25999] [--workers 1]
-//!     [--max-secs 600]
+//!     [--max-secs 600] [--rt-priority 0]
 //! ```
 //!
 //! `drive` is the load generator. Each call is two G.711 streams, the
@@ -200,6 +200,8 @@ fn serve(args: &[String]) -> Res<()> {
     let (lo, hi) = args.range("ports", DEFAULT_PORTS)?;
     let workers: usize = args.num("workers", 1)?;
     let max_secs: u64 = args.num("max-secs", 600)?;
+    // `MASKLINE_RTP_PRIORITY`: the workers under SCHED_FIFO; 0: ordinary.
+    let rt_priority: u8 = args.num("rt-priority", 0)?;
     thread::spawn(move || {
         thread::sleep(Duration::from_secs(max_secs));
         eprintln!("serve-maskline: time limit of {max_secs} s reached");
@@ -211,6 +213,7 @@ fn serve(args: &[String]) -> Res<()> {
             ports: lo..=hi,
             rtp_timeout: Duration::from_secs(3600),
             workers,
+            realtime_priority: (rt_priority > 0).then_some(rt_priority),
         },
         |_| {},
     )
@@ -484,7 +487,15 @@ fn drive(args: &[String]) -> Res<()> {
     let cpus = args.0.get("relay-cpus").map(String::as_str);
     let setup_started = Instant::now();
     let setup = match target.as_str() {
-        "maskline" => setup_maskline(cpus, calls, ports, workers, limit, &local)?,
+        "maskline" => setup_maskline(
+            cpus,
+            calls,
+            ports,
+            workers,
+            args.num("rt-priority", 0)?,
+            limit,
+            &local,
+        )?,
         "rtpengine" => setup_rtpengine(&args, cpus, calls, ports, limit, &local)?,
         "direct" => Setup {
             relay_pid: None,
@@ -774,6 +785,7 @@ fn setup_maskline(
     calls: usize,
     ports: (u16, u16),
     workers: usize,
+    rt_priority: u8,
     limit: u64,
     local: &[[SocketAddr; 2]],
 ) -> Res<Setup> {
@@ -782,6 +794,7 @@ fn setup_maskline(
         .args(["serve-maskline", "--calls", &calls.to_string()])
         .args(["--ports", &format!("{}-{}", ports.0, ports.1)])
         .args(["--workers", &workers.to_string()])
+        .args(["--rt-priority", &rt_priority.to_string()])
         .args(["--max-secs", &limit.to_string()])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -878,6 +891,11 @@ fn setup_rtpengine(
             "--num-threads={}",
             args.str("rtpengine-threads", "2")
         ))
+        // The same real-time scheduling as Maskline's workers get.
+        .args(match args.num::<u8>("rt-priority", 0)? {
+            0 => Vec::new(),
+            p => vec!["--scheduling=fifo".to_owned(), format!("--priority={p}")],
+        })
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log_file)

@@ -46,6 +46,13 @@ pub struct RelayConfig {
     pub rtp_timeout: Duration,
     /// Worker threads.
     pub workers: usize,
+    /// Run the worker threads under `SCHED_FIFO` at this priority (1–99),
+    /// so that a packet is relayed when it arrives, not when the scheduler
+    /// next gets round to a thread that shares the cores with signalling,
+    /// the database or anything else. `None`: ordinary scheduling. Needs
+    /// `CAP_SYS_NICE` (or an `RLIMIT_RTPRIO`); without it the workers warn
+    /// and run ordinarily.
+    pub realtime_priority: Option<u8>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -232,6 +239,35 @@ fn record(rx: Receiver<Recording>, queued: Arc<AtomicUsize>, events: EventSink) 
     }
 }
 
+/// Puts the calling thread under `SCHED_FIFO` at `priority`. A worker
+/// does not spin (it waits in `epoll` whenever its sockets are empty), so
+/// it cannot starve the machine; the kernel's real-time throttling is the
+/// backstop.
+fn realtime(priority: u8) {
+    use thread_priority::{
+        RealtimeThreadSchedulePolicy, ThreadPriority, ThreadPriorityValue, ThreadSchedulePolicy,
+        set_thread_priority_and_policy, thread_native_id,
+    };
+    let set = ThreadPriorityValue::try_from(priority)
+        .map_err(|e| e.to_string())
+        .and_then(|value| {
+            set_thread_priority_and_policy(
+                thread_native_id(),
+                ThreadPriority::Crossplatform(value),
+                ThreadSchedulePolicy::Realtime(RealtimeThreadSchedulePolicy::Fifo),
+            )
+            .map_err(|e| format!("{e:?}"))
+        });
+    match set {
+        Ok(()) => tracing::debug!(priority, "RTP worker runs under SCHED_FIFO"),
+        Err(e) => tracing::warn!(
+            priority,
+            error = %e,
+            "cannot run the RTP worker under SCHED_FIFO (needs CAP_SYS_NICE); it runs ordinarily"
+        ),
+    }
+}
+
 enum Command {
     Open {
         id: SessionId,
@@ -298,9 +334,15 @@ impl Relay {
                 ports: ports.clone(),
                 rtp_timeout: cfg.rtp_timeout,
             };
+            let priority = cfg.realtime_priority;
             let thread = std::thread::Builder::new()
                 .name(format!("maskline-rtp-{n}"))
-                .spawn(move || worker.run())?;
+                .spawn(move || {
+                    if let Some(p) = priority {
+                        realtime(p);
+                    }
+                    worker.run()
+                })?;
             workers.push(WorkerHandle {
                 commands: tx,
                 waker,
@@ -759,6 +801,7 @@ mod tests {
 
     fn config(ports: RangeInclusive<u16>) -> RelayConfig {
         RelayConfig {
+            realtime_priority: None,
             addr: "127.0.0.1".parse().unwrap(),
             ports,
             rtp_timeout: Duration::from_secs(60),
@@ -807,7 +850,21 @@ mod tests {
 
     #[test]
     fn a_bridged_session_relays_real_datagrams_both_ways() {
-        let relay = Relay::start(config(free_range(8)), |_| {}).unwrap();
+        relays_both_ways(config(free_range(8)));
+    }
+
+    #[test]
+    fn workers_asked_to_run_under_sched_fifo_relay_the_same() {
+        // Under SCHED_FIFO where allowed (root, CAP_SYS_NICE), warned and
+        // ordinary where not: either way the packets go through.
+        relays_both_ways(RelayConfig {
+            realtime_priority: Some(10),
+            ..config(free_range(8))
+        });
+    }
+
+    fn relays_both_ways(cfg: RelayConfig) {
+        let relay = Relay::start(cfg, |_| {}).unwrap();
         let (a, b) = (peer(), peer());
         let anchor = relay.open().unwrap();
         assert!(anchor.ports.iter().all(|p| p % 2 == 0));

@@ -195,6 +195,7 @@ impl Harness {
                 ports: 20_000..=29_999,
                 rtp_timeout: Duration::from_secs(60),
                 workers: 1,
+                realtime_priority: None,
             },
             language: Language::Zh,
             limits: crate::Limits::default(),
