@@ -131,6 +131,77 @@ pub struct ApiKey {
     pub revoked_at: Option<UnixTime>,
 }
 
+/// A console account's id (a UUIDv7).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+pub struct UserId(pub u128);
+
+impl std::fmt::Display for UserId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        uuid::Uuid::from_u128(self.0).fmt(f)
+    }
+}
+
+/// What a console account may do (the console contract).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum Role {
+    /// Manages tenants; belongs to none.
+    Admin,
+    /// Also manages its tenant's keys, webhooks, users and settings.
+    Owner,
+    /// May reveal one record's numbers (audited).
+    Operator,
+    /// Sees every party number masked.
+    Viewer,
+}
+
+impl Role {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Owner => "owner",
+            Role::Operator => "operator",
+            Role::Viewer => "viewer",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        Some(match s {
+            "admin" => Role::Admin,
+            "owner" => Role::Owner,
+            "operator" => Role::Operator,
+            "viewer" => Role::Viewer,
+            _ => return None,
+        })
+    }
+}
+
+/// A console account as stored.
+#[derive(Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: UserId,
+    /// Lower-cased: the sign-in name.
+    pub email: String,
+    /// Argon2id, as a PHC string.
+    pub password_hash: String,
+    pub role: Role,
+    /// `None` for an admin, the tenant's id for everyone else.
+    pub tenant: Option<TenantId>,
+    pub created_at: UnixTime,
+    /// Failed sign-ins since the last good one.
+    pub failed_signins: u32,
+    pub locked_until: Option<UnixTime>,
+}
+
+impl std::fmt::Debug for User {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("User")
+            .field("id", &self.id)
+            .field("role", &self.role)
+            .field("tenant", &self.tenant)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A virtual number in a tenant's pool.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct PoolNumber {
@@ -165,6 +236,15 @@ pub enum Write {
     CreateKey(ApiKey),
     /// An entry of the audit log.
     Audit(AuditEntry),
+    /// A console account; a taken email is `Error::Conflict`.
+    CreateUser(User),
+    /// What a sign-in attempt left: the failures counted since the last
+    /// good one, and the end of a lockout.
+    SignInOutcome {
+        user: UserId,
+        failed_signins: u32,
+        locked_until: Option<UnixTime>,
+    },
     /// A key stops working (on every node).
     RevokeKey {
         tenant: TenantId,
@@ -724,6 +804,12 @@ pub trait Store: Send + Sync + 'static {
     /// The key with this hash, straight from the database: how a node
     /// learns of a key another node created a moment ago.
     async fn api_key(&self, hash: [u8; 32]) -> Result<Option<ApiKey>>;
+
+    /// The console account signing in with `email` (lower-cased).
+    async fn user_by_email(&self, email: &str) -> Result<Option<User>>;
+
+    /// Console accounts, oldest first: `tenant`'s, or every one for `None`.
+    async fn users(&self, tenant: Option<TenantId>) -> Result<Vec<User>>;
 
     /// Every number in every pool, for start-up.
     async fn all_numbers(&self) -> Result<Vec<PoolNumber>>;

@@ -35,7 +35,7 @@ use uuid::Uuid;
 use crate::presealed::{self, Parties, SealedBinding};
 use crate::rows::{self, MESSAGE_COLUMNS, PART_COLUMNS, binding, message, stored_event};
 use crate::seal::{Column, Keyring, MasterKey, MetaRows};
-use crate::{ApiKey, AuditEntry};
+use crate::{ApiKey, AuditEntry, User};
 use crate::{
     BindingFilter, CallFilter, Change, DeliveryState, Error, IdempotencyRecord, MessageFilter,
     NewEvent, NextStep, Page, Part, PartsKey, PoolNumber, Receipt, Result, Store, StoredEvent,
@@ -1329,6 +1329,35 @@ async fn apply<'a>(
             insert_key(conn, key).await?;
             touched.keys = true;
         }
+        Write::CreateUser(u) => {
+            sqlx::query(
+                "INSERT INTO users (id, email, password_hash, role, tenant_id, created_at, \
+                 failed_signins, locked_until) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(uuid(u.id.0))
+            .bind(&u.email)
+            .bind(&u.password_hash)
+            .bind(u.role.as_str())
+            .bind(u.tenant.map(|t| uuid(t.0)))
+            .bind(u.created_at)
+            .bind(i32::try_from(u.failed_signins).unwrap_or(i32::MAX))
+            .bind(u.locked_until)
+            .execute(&mut *conn)
+            .await
+            .map_err(conflict)?;
+        }
+        Write::SignInOutcome {
+            user,
+            failed_signins,
+            locked_until,
+        } => {
+            sqlx::query("UPDATE users SET failed_signins = $1, locked_until = $2 WHERE id = $3")
+                .bind(i32::try_from(*failed_signins).unwrap_or(i32::MAX))
+                .bind(locked_until)
+                .bind(uuid(user.0))
+                .execute(&mut *conn)
+                .await?;
+        }
         Write::RevokeKey { tenant, id, at } => {
             sqlx::query(
                 "UPDATE api_keys SET revoked_at = $1 \
@@ -2137,6 +2166,14 @@ impl Store for PgStore {
 
     async fn api_key(&self, hash: [u8; 32]) -> Result<Option<ApiKey>> {
         self.read_api_key(hash).await
+    }
+
+    async fn user_by_email(&self, email: &str) -> Result<Option<User>> {
+        self.read_user_by_email(email).await
+    }
+
+    async fn users(&self, tenant: Option<TenantId>) -> Result<Vec<User>> {
+        self.read_users(tenant).await
     }
 
     async fn all_numbers(&self) -> Result<Vec<PoolNumber>> {

@@ -98,6 +98,39 @@ macro_rules! shared_reads {
                 rows.iter().map($crate::rows::api_key).collect()
             }
 
+            pub(crate) async fn read_user_by_email(&self, email: &str) -> Result<Option<User>> {
+                let sql = format!(
+                    "SELECT {} FROM users WHERE email = $1",
+                    $crate::rows::USER_COLUMNS
+                );
+                let row = sqlx::query(AssertSqlSafe(sql))
+                    .bind(email)
+                    .fetch_optional(&self.$pool)
+                    .await?;
+                row.as_ref().map($crate::rows::user).transpose()
+            }
+
+            pub(crate) async fn read_users(&self, tenant: Option<TenantId>) -> Result<Vec<User>> {
+                let cols = $crate::rows::USER_COLUMNS;
+                let rows = match tenant {
+                    Some(t) => {
+                        let sql =
+                            format!("SELECT {cols} FROM users WHERE tenant_id = $1 ORDER BY id");
+                        sqlx::query(AssertSqlSafe(sql))
+                            .bind($id(t.0))
+                            .fetch_all(&self.$pool)
+                            .await?
+                    }
+                    None => {
+                        let sql = format!("SELECT {cols} FROM users ORDER BY id");
+                        sqlx::query(AssertSqlSafe(sql))
+                            .fetch_all(&self.$pool)
+                            .await?
+                    }
+                };
+                rows.iter().map($crate::rows::user).collect()
+            }
+
             pub(crate) async fn read_api_key(&self, hash: [u8; 32]) -> Result<Option<ApiKey>> {
                 let row = sqlx::query(
                     "SELECT id, tenant_id, prefix, hash, created_at, revoked_at FROM api_keys \

@@ -15,7 +15,8 @@ use sqlx::Row;
 use crate::seal::{Column, Keyring, is_blind};
 use crate::{
     ApiKey, AuditEntry, DeliveryState, Error, Fallback, IdempotencyRecord, Intercept, KeyId, Part,
-    PartsKey, PoolNumber, Result, StoredEvent, StoredPrompt, StoredSmsSettings, Tenant, Webhook,
+    PartsKey, PoolNumber, Result, Role, StoredEvent, StoredPrompt, StoredSmsSettings, Tenant, User,
+    UserId, Webhook,
 };
 
 /// One column of a row, as the back end stores it; `None` is SQL NULL.
@@ -336,6 +337,23 @@ pub(crate) fn api_key(r: &impl Cells) -> Result<ApiKey> {
         hash: hash(r, "hash")?,
         created_at: int(r, "created_at")?,
         revoked_at: r.int("revoked_at")?,
+    })
+}
+
+pub(crate) const USER_COLUMNS: &str =
+    "id, email, password_hash, role, tenant_id, created_at, failed_signins, locked_until";
+
+pub(crate) fn user(r: &impl Cells) -> Result<User> {
+    Ok(User {
+        id: UserId(id(r, "id")?),
+        email: text(r, "email")?.to_owned(),
+        password_hash: text(r, "password_hash")?.to_owned(),
+        role: name(text(r, "role")?, Role::parse, "role")?,
+        tenant: r.id("tenant_id")?.map(TenantId),
+        created_at: int(r, "created_at")?,
+        failed_signins: u32::try_from(int(r, "failed_signins")?)
+            .map_err(|_| Error::Corrupt("failed_signins"))?,
+        locked_until: r.int("locked_until")?,
     })
 }
 

@@ -21,7 +21,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use crate::presealed::{self, Parties, Queued, SealedBinding};
 use crate::rows::{self, MESSAGE_COLUMNS, PART_COLUMNS, binding, message, stored_event};
 use crate::seal::{Column, Keyring, MasterKey, MetaRows};
-use crate::{ApiKey, AuditEntry};
+use crate::{ApiKey, AuditEntry, User};
 use crate::{
     BindingFilter, CallFilter, DeliveryState, Error, IdempotencyRecord, MessageFilter, NewEvent,
     NextStep, Page, Part, PartsKey, PoolNumber, Receipt, Result, Store, StoredEvent, StoredPrompt,
@@ -739,6 +739,35 @@ async fn apply(conn: &mut SqliteConnection, keys: &Keyring, write: &Write) -> Re
             .await?;
         }
         Write::CreateKey(key) => insert_key(conn, key).await?,
+        Write::CreateUser(u) => {
+            sqlx::query(
+                "INSERT INTO users (id, email, password_hash, role, tenant_id, created_at, \
+                 failed_signins, locked_until) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(uuid_bytes(u.id.0))
+            .bind(&u.email)
+            .bind(&u.password_hash)
+            .bind(u.role.as_str())
+            .bind(u.tenant.map(|t| uuid_bytes(t.0)))
+            .bind(u.created_at)
+            .bind(i64::from(u.failed_signins))
+            .bind(u.locked_until)
+            .execute(&mut *conn)
+            .await
+            .map_err(conflict)?;
+        }
+        Write::SignInOutcome {
+            user,
+            failed_signins,
+            locked_until,
+        } => {
+            sqlx::query("UPDATE users SET failed_signins = ?, locked_until = ? WHERE id = ?")
+                .bind(i64::from(*failed_signins))
+                .bind(locked_until)
+                .bind(uuid_bytes(user.0))
+                .execute(&mut *conn)
+                .await?;
+        }
         Write::RevokeKey { tenant, id, at } => {
             sqlx::query(
                 "UPDATE api_keys SET revoked_at = ? \
@@ -1351,6 +1380,14 @@ impl Store for SqliteStore {
 
     async fn api_key(&self, hash: [u8; 32]) -> Result<Option<ApiKey>> {
         self.read_api_key(hash).await
+    }
+
+    async fn user_by_email(&self, email: &str) -> Result<Option<User>> {
+        self.read_user_by_email(email).await
+    }
+
+    async fn users(&self, tenant: Option<TenantId>) -> Result<Vec<User>> {
+        self.read_users(tenant).await
     }
 
     async fn all_numbers(&self) -> Result<Vec<PoolNumber>> {

@@ -18,8 +18,8 @@ use maskline_core::{MessageId, MessageReason, MessageStatus};
 use maskline_store::{
     ApiKey, AuditEntry, BindingFilter, CallFilter, DeliveryOutcome, DeliveryState, Error,
     ExpiredBinding, Fallback, IdempotencyRecord, Intercept, KeyId, MessageFilter, NewEvent,
-    NextStep, Page, Part, PartsKey, PoolNumber, Receipt, SqliteStore, Store, Submit, Tenant,
-    Webhook, Write,
+    NextStep, Page, Part, PartsKey, PoolNumber, Receipt, Role, SqliteStore, Store, Submit, Tenant,
+    User, UserId, Webhook, Write,
 };
 
 fn tenant(n: u128) -> Tenant {
@@ -1960,6 +1960,68 @@ async fn texts_handed_over_together_are_each_recorded(s: Arc<dyn Store>) {
 }
 
 /// Every case, for one back end.
+async fn console_users_are_kept_by_email_and_tenant(s: Arc<dyn Store>) {
+    setup(&*s).await;
+    let user = |id: u128, email: &str, role: Role, tenant: Option<u128>| User {
+        id: UserId(id),
+        email: email.to_owned(),
+        password_hash: format!("$argon2id$v=19$m=19456,t=2,p=1${id}"),
+        role,
+        tenant: tenant.map(TenantId),
+        created_at: 1_000 + id as i64,
+        failed_signins: 0,
+        locked_until: None,
+    };
+    let admin = user(1, "root@example.com", Role::Admin, None);
+    let owner = user(2, "owner@one.example", Role::Owner, Some(1));
+    let viewer = user(3, "viewer@two.example", Role::Viewer, Some(2));
+    for u in [&admin, &owner, &viewer] {
+        s.enqueue(Write::CreateUser(u.clone())).await.unwrap();
+    }
+    // One account per email, across tenants.
+    let taken = s
+        .enqueue(Write::CreateUser(user(
+            4,
+            "owner@one.example",
+            Role::Viewer,
+            Some(2),
+        )))
+        .await;
+    assert!(matches!(taken, Err(Error::Conflict(_))), "{taken:?}");
+    // An admin has no tenant, and everyone else has one.
+    for wrong in [
+        user(5, "a@x.example", Role::Admin, Some(1)),
+        user(6, "b@x.example", Role::Operator, None),
+    ] {
+        assert!(s.enqueue(Write::CreateUser(wrong)).await.is_err());
+    }
+    assert_eq!(
+        s.user_by_email("owner@one.example").await.unwrap(),
+        Some(owner.clone())
+    );
+    assert_eq!(s.user_by_email("nobody@one.example").await.unwrap(), None);
+    assert_eq!(
+        s.users(Some(TenantId(1))).await.unwrap(),
+        vec![owner.clone()]
+    );
+    assert_eq!(
+        s.users(None).await.unwrap(),
+        vec![admin.clone(), owner.clone(), viewer.clone()]
+    );
+    s.enqueue(Write::SignInOutcome {
+        user: owner.id,
+        failed_signins: 10,
+        locked_until: Some(9_000),
+    })
+    .await
+    .unwrap();
+    let locked = s.user_by_email("owner@one.example").await.unwrap().unwrap();
+    assert_eq!(
+        (locked.failed_signins, locked.locked_until),
+        (10, Some(9_000))
+    );
+}
+
 async fn keys_are_created_found_by_hash_and_revoked(s: Arc<dyn Store>) {
     setup(s.as_ref()).await;
     // Each tenant's first key is stored with it, under the tenant's id.
@@ -2190,6 +2252,7 @@ macro_rules! every_case {
                 the_latest_connected_call_names_the_binding,
                 texts_handed_over_together_are_each_recorded,
                 keys_are_created_found_by_hash_and_revoked,
+                console_users_are_kept_by_email_and_tenant,
                 the_audit_log_lists_a_tenants_entries_newest_first,
                 retention_purges_what_ended_before_the_cutoff_a_batch_at_a_time,
                 erasure_removes_a_partys_ended_records_and_masks_its_cdrs,
