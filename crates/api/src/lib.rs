@@ -37,6 +37,7 @@ pub mod problem;
 pub mod prompts;
 mod recordings;
 pub mod types;
+pub mod users;
 
 use problem::Problem;
 
@@ -101,6 +102,7 @@ pub(crate) fn sha256(bytes: &[u8]) -> [u8; 32] {
     modifiers(&SecuritySchemes),
     tags(
         (name = "tenants", description = "Platforms using Maskline (admin key)"),
+        (name = "console", description = "Console accounts"),
         (name = "numbers", description = "A tenant's pool of virtual numbers"),
         (name = "bindings", description = "X bound between parties"),
         (name = "calls", description = "Call detail records"),
@@ -133,6 +135,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(handlers::create_tenant, handlers::list_tenants))
         .routes(routes!(keys::create_key, keys::list_keys))
         .routes(routes!(keys::revoke_key))
+        .routes(routes!(users::create_user, users::list_users))
         .routes(routes!(audit::list_audit))
         .routes(routes!(handlers::import_numbers, handlers::list_numbers))
         .routes(routes!(handlers::retire_number))

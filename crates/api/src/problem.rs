@@ -227,6 +227,12 @@ impl From<EngineError> for Problem {
                 };
                 Problem::new(S::UNPROCESSABLE_ENTITY, "invalid_wav", detail)
             }
+            EngineError::InvalidUser { field, .. } => {
+                Problem::bad_request("invalid_field", field, e.to_string())
+            }
+            EngineError::EmailTaken => {
+                Problem::new(S::CONFLICT, "email_taken", e.to_string()).field("email")
+            }
         }
     }
 }

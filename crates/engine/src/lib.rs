@@ -29,6 +29,7 @@ mod prompts;
 mod sms;
 mod sweeper;
 mod tenants;
+mod users;
 
 pub use bindings::{BindingPatch, BindingSpec, ControlsPatch, Created, Expiry, IdempotencyKey};
 pub use call_rules::Admission;
@@ -40,6 +41,7 @@ pub use prompts::{PromptInfo, PromptSource};
 pub use sms::{Accepted, IncomingText, Relay};
 pub use sweeper::Sweeper;
 pub use tenants::{Caller, Principal};
+pub use users::{LOCKOUT_SECS, MAX_FAILED_SIGNINS, MIN_PASSWORD_CHARS, NewUser, SignIn};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -86,6 +88,11 @@ pub enum Error {
     /// media error's [`WavFault`](maskline_media::wav::WavFault) says why).
     #[error("{0}")]
     InvalidWav(maskline_media::Error),
+    /// A console account refused before anything was stored.
+    #[error("{field} {reason}")]
+    InvalidUser { field: &'static str, reason: String },
+    #[error("a console user with this email exists")]
+    EmailTaken,
 }
 
 /// Engine settings (validated by the binary's config).

@@ -66,6 +66,46 @@ pub async fn tenant_create(config: &Config, server: &ServerArgs, name: &str) -> 
     Ok(())
 }
 
+pub async fn users_add(
+    config: &Config,
+    server: &ServerArgs,
+    email: &str,
+    role: &str,
+    tenant: Option<&str>,
+) -> anyhow::Result<()> {
+    let key = server
+        .key
+        .clone()
+        .or_else(|| config.admin_key.clone())
+        .context("no admin key: pass --key or set MASKLINE_ADMIN_KEY")?;
+    let password = match std::env::var("MASKLINE_USER_PASSWORD") {
+        Ok(p) => p,
+        Err(_) => {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .context("cannot read the password from standard input")?;
+            line.trim_end_matches(['\r', '\n']).to_owned()
+        }
+    };
+    if password.is_empty() {
+        bail!("no password: set MASKLINE_USER_PASSWORD or give it on standard input");
+    }
+    let mut body = json!({ "email": email, "password": password, "role": role });
+    if let Some(t) = tenant {
+        body["tenant_id"] = json!(t);
+    }
+    let created = send(
+        reqwest::Client::new()
+            .post(format!("{}/v1/users", server.base(config)))
+            .bearer_auth(key)
+            .json(&body),
+    )
+    .await?;
+    println!("{}", serde_json::to_string_pretty(&created)?);
+    Ok(())
+}
+
 /// Reads `number[,area]` lines; a first line starting with `number` is a header.
 pub fn read_csv(text: &str) -> anyhow::Result<Vec<Value>> {
     let mut out = Vec::new();

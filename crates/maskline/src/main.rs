@@ -52,6 +52,14 @@ enum Command {
         #[command(flatten)]
         server: cli::ServerArgs,
     },
+    /// Console accounts (talks to the running server with the admin key,
+    /// or a tenant's key via --key for its own users).
+    Users {
+        #[command(subcommand)]
+        command: UsersCommand,
+        #[command(flatten)]
+        server: cli::ServerArgs,
+    },
     /// The keys that seal stored values (works on the database directly).
     Keys {
         #[command(subcommand)]
@@ -76,6 +84,23 @@ enum Command {
 enum TenantCommand {
     /// Create a tenant and print its id and API key (shown once).
     Create { name: String },
+}
+
+#[derive(Subcommand)]
+enum UsersCommand {
+    /// Create a console account. The password is read from
+    /// MASKLINE_USER_PASSWORD, or else from the first line of standard
+    /// input (never an argument: those show in the process list).
+    Add {
+        #[arg(long)]
+        email: String,
+        /// admin, owner, operator or viewer.
+        #[arg(long)]
+        role: String,
+        /// The tenant's id (every role but admin).
+        #[arg(long)]
+        tenant: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -145,6 +170,15 @@ fn main() -> ExitCode {
                 command: TenantCommand::Create { name },
                 server,
             } => cli::tenant_create(&config, &server, &name).await,
+            Command::Users {
+                command:
+                    UsersCommand::Add {
+                        email,
+                        role,
+                        tenant,
+                    },
+                server,
+            } => cli::users_add(&config, &server, &email, &role, tenant.as_deref()).await,
             Command::Numbers {
                 command: NumbersCommand::Import { file, tenant },
                 server,

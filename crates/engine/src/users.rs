@@ -1,0 +1,259 @@
+//! Console accounts: a password is kept only as its Argon2id hash, and ten
+//! failed sign-ins in a row lock the account for fifteen minutes. The count
+//! lives in the store, not in a node's memory, so that the lockout holds on
+//! every node (the console contract).
+
+use argon2::Argon2;
+use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use maskline_core::{TenantId, UnixTime};
+use maskline_store::{Role, User, UserId, Write};
+use rand::Rng as _;
+
+use crate::{Engine, Error, Result};
+
+/// Failed sign-ins in a row that lock an account.
+pub const MAX_FAILED_SIGNINS: u32 = 10;
+/// How long a lockout lasts.
+pub const LOCKOUT_SECS: i64 = 15 * 60;
+/// The shortest password accepted, in characters.
+pub const MIN_PASSWORD_CHARS: usize = 12;
+/// The longest, in bytes: hashing cost does not grow with it, but nobody
+/// needs more and a bound keeps requests small.
+pub const MAX_PASSWORD_BYTES: usize = 1024;
+
+/// A console account to create.
+pub struct NewUser {
+    pub email: String,
+    pub password: String,
+    pub role: Role,
+    /// `None` for an admin; every other role belongs to a tenant.
+    pub tenant: Option<TenantId>,
+}
+
+/// How a sign-in ended.
+#[derive(Debug)]
+pub enum SignIn {
+    Accepted(User),
+    /// Unknown email or wrong password: the caller cannot tell which.
+    Refused,
+    /// Too many failures: no password is checked until then.
+    Locked {
+        until: UnixTime,
+    },
+}
+
+/// The sign-in name: trimmed and lower-cased; `None` unless it looks like
+/// an address (one `@` with something on each side, no spaces or control
+/// characters, at most 254 bytes).
+pub fn normalise_email(raw: &str) -> Option<String> {
+    let email = raw.trim().to_lowercase();
+    let (local, domain) = email.split_once('@')?;
+    let ok = !local.is_empty()
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !domain.contains('@')
+        && email.len() <= 254
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control());
+    ok.then_some(email)
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> Error {
+    Error::InvalidUser {
+        field,
+        reason: reason.into(),
+    }
+}
+
+/// The Argon2id PHC string of `password` with a fresh random salt
+/// (Argon2's defaults: 19 MiB, 2 passes, 1 lane; OWASP's minimum).
+fn hash_password(password: &str) -> Result<String> {
+    let mut salt = [0u8; 16];
+    rand::rng().fill_bytes(&mut salt);
+    Argon2::default()
+        .hash_password_with_salt(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| invalid("password", format!("cannot be hashed: {e}")))
+}
+
+fn password_matches(password: &str, hash: &str) -> bool {
+    Argon2::default()
+        .verify_password(password.as_bytes(), hash)
+        .is_ok()
+}
+
+/// A hash no password matches, verified for unknown emails so that they
+/// take as long as known ones.
+fn decoy_hash() -> &'static str {
+    static DECOY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DECOY.get_or_init(|| {
+        let mut password = [0u8; 32];
+        rand::rng().fill_bytes(&mut password);
+        hash_password(&format!("{password:?}")).unwrap_or_default()
+    })
+}
+
+impl Engine {
+    /// Creates a console account. The password's hash is computed off the
+    /// request's task (about 20 ms of CPU); its `Ok` means it is durable.
+    pub async fn create_user(&self, new: NewUser) -> Result<User> {
+        let email = normalise_email(&new.email)
+            .ok_or_else(|| invalid("email", "is not an email address"))?;
+        let chars = new.password.chars().count();
+        if chars < MIN_PASSWORD_CHARS {
+            return Err(invalid(
+                "password",
+                format!("must be at least {MIN_PASSWORD_CHARS} characters"),
+            ));
+        }
+        if new.password.len() > MAX_PASSWORD_BYTES {
+            return Err(invalid(
+                "password",
+                format!("must be at most {MAX_PASSWORD_BYTES} bytes"),
+            ));
+        }
+        match (new.role, new.tenant) {
+            (Role::Admin, Some(_)) => {
+                return Err(invalid("tenant_id", "an admin belongs to no tenant"));
+            }
+            (Role::Admin, None) => {}
+            (_, None) => {
+                return Err(invalid("tenant_id", "is required for this role"));
+            }
+            (_, Some(t)) if !self.tenant_exists(t) => return Err(Error::TenantNotFound),
+            (_, Some(_)) => {}
+        }
+        let password = new.password;
+        let password_hash = tokio::task::spawn_blocking(move || hash_password(&password))
+            .await
+            .map_err(|e| invalid("password", format!("hashing failed: {e}")))??;
+        let user = User {
+            id: UserId(uuid::Uuid::now_v7().as_u128()),
+            email,
+            password_hash,
+            role: new.role,
+            tenant: new.tenant,
+            created_at: crate::now(),
+            failed_signins: 0,
+            locked_until: None,
+        };
+        match self.store.enqueue(Write::CreateUser(user.clone())).await {
+            Ok(()) => {}
+            Err(maskline_store::Error::Conflict(_)) => return Err(Error::EmailTaken),
+            Err(e) => return Err(e.into()),
+        }
+        tracing::info!(user = %user.id, role = user.role.as_str(), "console user created");
+        Ok(user)
+    }
+
+    /// Console accounts, oldest first: `tenant`'s, or all for `None`.
+    pub async fn users(&self, tenant: Option<TenantId>) -> Result<Vec<User>> {
+        Ok(self.store.users(tenant).await?)
+    }
+
+    /// Checks a sign-in at `now`, counting failures in the store.
+    pub async fn sign_in(&self, email: &str, password: &str, now: UnixTime) -> Result<SignIn> {
+        let user = match normalise_email(email) {
+            Some(email) => self.store.user_by_email(&email).await?,
+            None => None,
+        };
+        if let Some(until) = user
+            .as_ref()
+            .and_then(|u| u.locked_until)
+            .filter(|&until| until > now)
+        {
+            return Ok(SignIn::Locked { until });
+        }
+        let hash = user
+            .as_ref()
+            .map_or_else(|| decoy_hash().to_owned(), |u| u.password_hash.clone());
+        let password = password.to_owned();
+        let matches = password.len() <= MAX_PASSWORD_BYTES
+            && tokio::task::spawn_blocking(move || password_matches(&password, &hash))
+                .await
+                .unwrap_or(false);
+        let Some(user) = user else {
+            return Ok(SignIn::Refused);
+        };
+        if matches {
+            if user.failed_signins > 0 || user.locked_until.is_some() {
+                self.store
+                    .enqueue(Write::SignInOutcome {
+                        user: user.id,
+                        failed_signins: 0,
+                        locked_until: None,
+                    })
+                    .await?;
+            }
+            return Ok(SignIn::Accepted(User {
+                failed_signins: 0,
+                locked_until: None,
+                ..user
+            }));
+        }
+        // A lockout that has run out starts the count again.
+        let failed = if user.locked_until.is_some() {
+            1
+        } else {
+            user.failed_signins + 1
+        };
+        let (failed, locked_until) = if failed >= MAX_FAILED_SIGNINS {
+            (0, Some(now + LOCKOUT_SECS))
+        } else {
+            (failed, None)
+        };
+        self.store
+            .enqueue(Write::SignInOutcome {
+                user: user.id,
+                failed_signins: failed,
+                locked_until,
+            })
+            .await?;
+        if locked_until.is_some() {
+            tracing::warn!(user = %user.id, "console user locked after {MAX_FAILED_SIGNINS} failed sign-ins");
+        }
+        Ok(SignIn::Refused)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_are_normalised_or_refused() {
+        assert_eq!(
+            normalise_email("  Ops@Example.COM ").as_deref(),
+            Some("ops@example.com")
+        );
+        for bad in [
+            "",
+            "ops",
+            "@example.com",
+            "ops@",
+            "ops@example",
+            "ops@.example.com",
+            "o ps@example.com",
+            "ops@exa@mple.com",
+            "ops@example.com.",
+        ] {
+            assert_eq!(normalise_email(bad), None, "{bad}");
+        }
+        assert_eq!(
+            normalise_email(&format!("{}@example.com", "a".repeat(250))),
+            None
+        );
+    }
+
+    #[test]
+    fn a_hash_is_argon2id_salted_and_verifies_only_its_password() {
+        let a = hash_password("correct horse battery").unwrap();
+        let b = hash_password("correct horse battery").unwrap();
+        assert!(a.starts_with("$argon2id$v=19$"), "{a}");
+        assert_ne!(a, b, "a fresh salt each time");
+        assert!(password_matches("correct horse battery", &a));
+        assert!(!password_matches("correct horse batterz", &a));
+        assert!(!password_matches("correct horse battery", "not a hash"));
+        assert!(!password_matches("", decoy_hash()));
+    }
+}

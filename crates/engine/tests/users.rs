@@ -1,0 +1,188 @@
+//! Console accounts against a real store: created with their rules, and
+//! signed in with the lockout counted in the store.
+
+use std::sync::Arc;
+
+use maskline_engine::store::{Role, SqliteStore};
+use maskline_engine::{Config, Engine, Error, LOCKOUT_SECS, MAX_FAILED_SIGNINS, NewUser, SignIn};
+
+async fn engine() -> (tempfile::TempDir, Arc<Engine>) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).await.unwrap();
+    let engine = Engine::open(Arc::new(store), Config::default())
+        .await
+        .unwrap();
+    (dir, Arc::new(engine))
+}
+
+fn new(
+    email: &str,
+    password: &str,
+    role: Role,
+    tenant: Option<maskline_engine::core::TenantId>,
+) -> NewUser {
+    NewUser {
+        email: email.into(),
+        password: password.into(),
+        role,
+        tenant,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn users_are_created_by_their_rules_and_emails_are_unique() {
+    let (_dir, engine) = engine().await;
+    let (tenant, _) = engine.create_tenant("shop").await.unwrap();
+    let owner = engine
+        .create_user(new(
+            " Owner@Shop.Example ",
+            "a long passphrase",
+            Role::Owner,
+            Some(tenant.id),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(owner.email, "owner@shop.example");
+    assert!(owner.password_hash.starts_with("$argon2id$"));
+    assert!(!owner.password_hash.contains("a long passphrase"));
+    let again = engine
+        .create_user(new(
+            "OWNER@shop.example",
+            "another passphrase",
+            Role::Viewer,
+            Some(tenant.id),
+        ))
+        .await;
+    assert!(matches!(again, Err(Error::EmailTaken)), "{again:?}");
+    for (user, field) in [
+        (
+            new(
+                "not-an-email",
+                "a long passphrase",
+                Role::Viewer,
+                Some(tenant.id),
+            ),
+            "email",
+        ),
+        (
+            new("v@shop.example", "short", Role::Viewer, Some(tenant.id)),
+            "password",
+        ),
+        (
+            new(
+                "v@shop.example",
+                "a long passphrase",
+                Role::Admin,
+                Some(tenant.id),
+            ),
+            "tenant_id",
+        ),
+        (
+            new("v@shop.example", "a long passphrase", Role::Viewer, None),
+            "tenant_id",
+        ),
+    ] {
+        match engine.create_user(user).await {
+            Err(Error::InvalidUser { field: f, .. }) => assert_eq!(f, field),
+            other => panic!("{field}: {other:?}"),
+        }
+    }
+    let unknown = maskline_engine::core::TenantId(42);
+    assert!(matches!(
+        engine
+            .create_user(new(
+                "v@shop.example",
+                "a long passphrase",
+                Role::Viewer,
+                Some(unknown)
+            ))
+            .await,
+        Err(Error::TenantNotFound)
+    ));
+    let admin = engine
+        .create_user(new(
+            "root@ops.example",
+            "a long passphrase",
+            Role::Admin,
+            None,
+        ))
+        .await
+        .unwrap();
+    let ids =
+        |users: Vec<maskline_engine::store::User>| users.iter().map(|u| u.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(engine.users(Some(tenant.id)).await.unwrap()),
+        [owner.id]
+    );
+    assert_eq!(ids(engine.users(None).await.unwrap()), [owner.id, admin.id]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ten_failed_sign_ins_lock_the_account_for_fifteen_minutes() {
+    let (_dir, engine) = engine().await;
+    let (tenant, _) = engine.create_tenant("shop").await.unwrap();
+    let user = engine
+        .create_user(new(
+            "op@shop.example",
+            "the right passphrase",
+            Role::Operator,
+            Some(tenant.id),
+        ))
+        .await
+        .unwrap();
+    let t0 = 1_800_000_000;
+    assert!(matches!(
+        engine.sign_in("OP@shop.example", "the right passphrase", t0).await.unwrap(),
+        SignIn::Accepted(u) if u.id == user.id
+    ));
+    assert!(matches!(
+        engine
+            .sign_in("nobody@shop.example", "the right passphrase", t0)
+            .await
+            .unwrap(),
+        SignIn::Refused
+    ));
+    // Nine failures, then a success: the count starts again.
+    for _ in 0..MAX_FAILED_SIGNINS - 1 {
+        assert!(matches!(
+            engine
+                .sign_in("op@shop.example", "wrong", t0)
+                .await
+                .unwrap(),
+            SignIn::Refused
+        ));
+    }
+    assert!(matches!(
+        engine
+            .sign_in("op@shop.example", "the right passphrase", t0)
+            .await
+            .unwrap(),
+        SignIn::Accepted(_)
+    ));
+    // Ten in a row lock it: even the right password is not checked.
+    for _ in 0..MAX_FAILED_SIGNINS {
+        assert!(matches!(
+            engine
+                .sign_in("op@shop.example", "wrong", t0)
+                .await
+                .unwrap(),
+            SignIn::Refused
+        ));
+    }
+    match engine
+        .sign_in("op@shop.example", "the right passphrase", t0 + 60)
+        .await
+        .unwrap()
+    {
+        SignIn::Locked { until } => assert_eq!(until, t0 + LOCKOUT_SECS),
+        other => panic!("{other:?}"),
+    }
+    // Once it has run out, the right password works again.
+    assert!(matches!(
+        engine
+            .sign_in("op@shop.example", "the right passphrase", t0 + LOCKOUT_SECS)
+            .await
+            .unwrap(),
+        SignIn::Accepted(_)
+    ));
+}

@@ -1,0 +1,199 @@
+//! Console accounts over the API and the CLI: who may create whom, what is
+//! refused, and that a password never comes back or reaches the logs.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+
+const PASSWORD: &str = "plaintext-passphrase-4711";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn accounts_are_created_by_the_admin_or_for_a_tenant_by_its_own_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Server::start(dir.path()).await;
+    let (shop, shop_key) = s.create_tenant("shop").await;
+    let (other, other_key) = s.create_tenant("other").await;
+    let post = |key: &str, body: serde_json::Value| {
+        let key = key.to_owned();
+        let s = &s;
+        async move { s.call("POST", "/v1/users", Some(&key), Some(body)).await }
+    };
+
+    // The admin key: an owner for a tenant, and an admin.
+    let (st, owner) = post(
+        ADMIN_KEY,
+        json!({"email": "Owner@Shop.Example", "password": PASSWORD, "role": "owner", "tenant_id": shop}),
+    )
+    .await;
+    assert_eq!(st, 201, "{owner}");
+    assert_eq!(owner["email"], "owner@shop.example");
+    assert_eq!(owner["role"], "owner");
+    assert_eq!(owner["tenant_id"], shop.as_str());
+    assert!(owner["id"].as_str().is_some_and(|id| id.len() == 36));
+    let (st, admin) = post(
+        ADMIN_KEY,
+        json!({"email": "root@ops.example", "password": PASSWORD, "role": "admin"}),
+    )
+    .await;
+    assert_eq!(st, 201, "{admin}");
+    assert!(admin["tenant_id"].is_null());
+
+    // A tenant's key: its own users only, never an admin.
+    let (st, viewer) = post(
+        &shop_key,
+        json!({"email": "viewer@shop.example", "password": PASSWORD, "role": "viewer"}),
+    )
+    .await;
+    assert_eq!(st, 201, "{viewer}");
+    assert_eq!(viewer["tenant_id"], shop.as_str());
+    for body in [
+        json!({"email": "x@shop.example", "password": PASSWORD, "role": "admin"}),
+        json!({"email": "x@shop.example", "password": PASSWORD, "role": "viewer", "tenant_id": other}),
+    ] {
+        let (st, v) = post(&shop_key, body).await;
+        assert_eq!(st, 403, "{v}");
+    }
+
+    // Refusals name their field and change nothing.
+    let refused = [
+        (
+            json!({"email": "OWNER@shop.example", "password": PASSWORD, "role": "viewer", "tenant_id": shop}),
+            409,
+            "email_taken",
+            "email",
+        ),
+        (
+            json!({"email": "a@shop.example", "password": "short", "role": "viewer", "tenant_id": shop}),
+            400,
+            "invalid_field",
+            "password",
+        ),
+        (
+            json!({"email": "not an email", "password": PASSWORD, "role": "viewer", "tenant_id": shop}),
+            400,
+            "invalid_field",
+            "email",
+        ),
+        (
+            json!({"email": "a@shop.example", "password": PASSWORD, "role": "root", "tenant_id": shop}),
+            400,
+            "invalid_field",
+            "role",
+        ),
+        (
+            json!({"email": "a@shop.example", "password": PASSWORD, "role": "viewer"}),
+            400,
+            "invalid_field",
+            "tenant_id",
+        ),
+        (
+            json!({"email": "a@shop.example", "password": PASSWORD, "role": "admin", "tenant_id": shop}),
+            400,
+            "invalid_field",
+            "tenant_id",
+        ),
+        (
+            json!({"email": "a@shop.example", "password": PASSWORD, "role": "viewer", "tenant_id": "nope"}),
+            400,
+            "invalid_field",
+            "tenant_id",
+        ),
+    ];
+    for (body, status, code, field) in refused {
+        let (st, v) = post(ADMIN_KEY, body.clone()).await;
+        assert_eq!(
+            (st, v["code"].as_str(), v["field"].as_str()),
+            (status, Some(code), Some(field)),
+            "{body}: {v}"
+        );
+    }
+    let (st, v) = post(
+        ADMIN_KEY,
+        json!({"email": "a@shop.example", "password": PASSWORD, "role": "viewer", "tenant_id": "01890000-0000-7000-8000-000000000000"}),
+    )
+    .await;
+    assert_eq!(st, 404, "{v}");
+    let (st, v) = post(
+        ADMIN_KEY,
+        json!({"email": "a@shop.example", "password": PASSWORD, "role": "viewer", "tenant_id": shop, "admin": true}),
+    )
+    .await;
+    assert_eq!(st, 400, "unknown fields are refused: {v}");
+    let (st, _) = s.call("POST", "/v1/users", None, Some(json!({}))).await;
+    assert_eq!(st, 401);
+
+    // Lists: the tenant's own, or all with the admin key; never a password.
+    let emails = |v: &serde_json::Value| -> Vec<String> {
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u["email"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (st, mine) = s.call("GET", "/v1/users", Some(&shop_key), None).await;
+    assert_eq!(st, 200);
+    assert_eq!(emails(&mine), ["owner@shop.example", "viewer@shop.example"]);
+    let (_, theirs) = s.call("GET", "/v1/users", Some(&other_key), None).await;
+    assert_eq!(emails(&theirs), Vec::<String>::new());
+    let (_, all) = s.call("GET", "/v1/users", Some(ADMIN_KEY), None).await;
+    assert_eq!(
+        emails(&all),
+        [
+            "owner@shop.example",
+            "root@ops.example",
+            "viewer@shop.example"
+        ]
+    );
+    let text = all.to_string();
+    assert!(
+        !text.contains(PASSWORD) && !text.contains("argon2"),
+        "{text}"
+    );
+
+    // The CLI does the same; the password comes from the environment.
+    s.env
+        .push(("MASKLINE_USER_PASSWORD".into(), PASSWORD.into()));
+    let base = s.base.clone();
+    let out = s.cli(&[
+        "users",
+        "--server",
+        &base,
+        "add",
+        "--email",
+        "ops@shop.example",
+        "--role",
+        "operator",
+        "--tenant",
+        &shop,
+    ]);
+    let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (printed["role"].as_str(), printed["tenant_id"].as_str()),
+        (Some("operator"), Some(shop.as_str()))
+    );
+    let (_, mine) = s.call("GET", "/v1/users", Some(&shop_key), None).await;
+    assert_eq!(emails(&mine).len(), 3);
+
+    // The tenant's own creation is in its audit log.
+    let log = eventually(10, "the user's creation in the audit log", || async {
+        let (_, page) = s.call("GET", "/v1/audit", Some(&shop_key), None).await;
+        page["items"]
+            .as_array()?
+            .iter()
+            .find(|e| e["action"] == "POST /v1/users")
+            .cloned()
+    })
+    .await;
+    assert_eq!(
+        log["object"],
+        format!("/v1/users/{}", viewer["id"].as_str().unwrap())
+    );
+
+    assert!(s.stop().success());
+    assert!(
+        !s.logs().contains(PASSWORD),
+        "the password reached the logs"
+    );
+}
