@@ -172,6 +172,21 @@ pub async fn migrate(config: Config) -> anyhow::Result<()> {
 pub async fn run(config: Config) -> anyhow::Result<()> {
     init_logging(config.log_format);
     raise_open_files();
+    if let Some(priority) = config.rtp_priority {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if config.media_threads >= cores {
+            // Real-time threads run before everything else: under a flood
+            // of RTP they would leave signalling and the API only what the
+            // kernel's real-time throttling keeps back (5 % by default).
+            tracing::warn!(
+                priority,
+                media_threads = config.media_threads,
+                cores,
+                "MASKLINE_RTP_PRIORITY with as many RTP threads as cores: a flood of RTP \
+                 could starve SIP and HTTP; use fewer MASKLINE_MEDIA_THREADS"
+            );
+        }
+    }
     tracing::info!(?config, "starting");
 
     let store = open_store(&config).await?;

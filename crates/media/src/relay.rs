@@ -51,7 +51,8 @@ pub struct RelayConfig {
     /// next gets round to a thread that shares the cores with signalling,
     /// the database or anything else. `None`: ordinary scheduling. Needs
     /// `CAP_SYS_NICE` (or an `RLIMIT_RTPRIO`); without it the workers warn
-    /// and run ordinarily.
+    /// and run ordinarily. Under a flood they cannot carry, they take the
+    /// cores they run on (see [`realtime`]).
     pub realtime_priority: Option<u8>,
 }
 
@@ -240,9 +241,10 @@ fn record(rx: Receiver<Recording>, queued: Arc<AtomicUsize>, events: EventSink) 
 }
 
 /// Puts the calling thread under `SCHED_FIFO` at `priority`. A worker
-/// does not spin (it waits in `epoll` whenever its sockets are empty), so
-/// it cannot starve the machine; the kernel's real-time throttling is the
-/// backstop.
+/// waits in `epoll` whenever its sockets are empty, so at any load it can
+/// carry it leaves the rest to other threads; a flood it cannot carry keeps
+/// it running, and then only the kernel's real-time throttling (by default
+/// 5 % of each second) is left to the threads of ordinary priority.
 fn realtime(priority: u8) {
     use thread_priority::{
         RealtimeThreadSchedulePolicy, ThreadPriority, ThreadPriorityValue, ThreadSchedulePolicy,

@@ -1818,20 +1818,19 @@ async fn apply<'a>(
             party,
             ended_before,
         } => {
-            let (sql, mask, tokens) = crate::rows::erasure(keys, *party);
-            for token in tokens {
-                for statement in sql {
-                    let mut q = sqlx::query(AssertSqlSafe(statement.text('$')));
-                    for &arg in statement.args {
-                        q = match arg {
-                            crate::rows::EraseArg::Tenant => q.bind(uuid(tenant.0)),
-                            crate::rows::EraseArg::Token => q.bind(token.clone()),
-                            crate::rows::EraseArg::EndedBefore => q.bind(*ended_before),
-                            crate::rows::EraseArg::Mask(column) => q.bind(mask(column)),
-                        };
-                    }
-                    q.execute(&mut *conn).await?;
+            let (sql, mask, [token, previous]) = crate::rows::erasure(keys, *party);
+            for statement in sql {
+                let mut q = sqlx::query(AssertSqlSafe(statement.text('$')));
+                for &arg in statement.args {
+                    q = match arg {
+                        crate::rows::EraseArg::Tenant => q.bind(uuid(tenant.0)),
+                        crate::rows::EraseArg::Token => q.bind(token.clone()),
+                        crate::rows::EraseArg::PreviousToken => q.bind(previous.clone()),
+                        crate::rows::EraseArg::EndedBefore => q.bind(*ended_before),
+                        crate::rows::EraseArg::Mask(column) => q.bind(mask(column)),
+                    };
                 }
+                q.execute(&mut *conn).await?;
             }
         }
         Write::PutCallRules {

@@ -30,6 +30,11 @@ pub(crate) struct Field {
 pub(crate) struct Table {
     pub name: &'static str,
     pub fields: &'static [Field],
+    /// A row's new token may be its twin's: the same part of a text, received
+    /// again after a rotation and stored under the new token. The reseal
+    /// then drops this copy (the twin holds the same part) instead of failing
+    /// the primary key and, with it, the whole batch.
+    pub may_have_twin: bool,
 }
 
 const fn party(col: &'static str, sealed: &'static str, column: Column) -> Field {
@@ -52,6 +57,7 @@ const fn in_place(col: &'static str, column: Column) -> Field {
 pub(crate) const TABLES: &[Table] = &[
     Table {
         name: "bindings",
+        may_have_twin: false,
         fields: &[
             party("a", "a_sealed", Column::BindingA),
             party("b", "b_sealed", Column::BindingB),
@@ -59,6 +65,7 @@ pub(crate) const TABLES: &[Table] = &[
     },
     Table {
         name: "calls",
+        may_have_twin: false,
         fields: &[
             party("caller", "caller_sealed", Column::CallCaller),
             party("callee", "callee_sealed", Column::CallCallee),
@@ -66,6 +73,7 @@ pub(crate) const TABLES: &[Table] = &[
     },
     Table {
         name: "messages",
+        may_have_twin: false,
         fields: &[
             party("sender", "sender_sealed", Column::MessageSender),
             party("recipient", "recipient_sealed", Column::MessageRecipient),
@@ -74,6 +82,7 @@ pub(crate) const TABLES: &[Table] = &[
     },
     Table {
         name: "message_parts",
+        may_have_twin: true,
         fields: &[
             party("sender", "sender_sealed", Column::PartSender),
             Field {
@@ -85,14 +94,17 @@ pub(crate) const TABLES: &[Table] = &[
     },
     Table {
         name: "events",
+        may_have_twin: false,
         fields: &[in_place("body", Column::EventBody)],
     },
     Table {
         name: "idempotency",
+        may_have_twin: false,
         fields: &[in_place("body", Column::IdempotencyBody)],
     },
     Table {
         name: "webhooks",
+        may_have_twin: false,
         fields: &[in_place("secret", Column::WebhookSecret)],
     },
 ];
@@ -520,6 +532,13 @@ macro_rules! sealing_back_end {
             sqlx::query($retoken_on).execute(&mut *conn).await?;
             let mut changed = 0;
             for table in TABLES {
+                let plain_handle = $handle.split("::").next().unwrap_or($handle);
+                let drop_twin = format!(
+                    "DELETE FROM {} WHERE {plain_handle} = {}{}",
+                    table.name,
+                    $ph(1),
+                    $cast
+                );
                 let cols = columns(table);
                 let rows = sqlx::query(AssertSqlSafe(table.select($handle, stale, limit)))
                     .fetch_all(&mut *conn)
@@ -545,11 +564,36 @@ macro_rules! sealing_back_end {
                     for c in new.iter() {
                         q = bind_cell(q, c);
                     }
-                    q = q.bind(handle);
+                    q = q.bind(handle.clone());
                     for c in old.iter() {
                         q = bind_cell(q, c);
                     }
-                    changed += q.execute(&mut *conn).await?.rows_affected();
+                    if !table.may_have_twin {
+                        changed += q.execute(&mut *conn).await?.rows_affected();
+                        continue;
+                    }
+                    // A failed statement aborts a PostgreSQL transaction:
+                    // only back to this savepoint.
+                    sqlx::query("SAVEPOINT reseal_row")
+                        .execute(&mut *conn)
+                        .await?;
+                    match q.execute(&mut *conn).await {
+                        Ok(done) => changed += done.rows_affected(),
+                        Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
+                            sqlx::query("ROLLBACK TO SAVEPOINT reseal_row")
+                                .execute(&mut *conn)
+                                .await?;
+                            changed += sqlx::query(AssertSqlSafe(drop_twin.clone()))
+                                .bind(handle)
+                                .execute(&mut *conn)
+                                .await?
+                                .rows_affected();
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                    sqlx::query("RELEASE SAVEPOINT reseal_row")
+                        .execute(&mut *conn)
+                        .await?;
                 }
             }
             sqlx::query($retoken_off).execute(&mut *conn).await?;

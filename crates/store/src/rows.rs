@@ -171,7 +171,10 @@ fn call_party(
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum EraseArg {
     Tenant,
+    /// The party's token under the current blind key.
     Token,
+    /// Under the previous one (rows the reseal has not reached).
+    PreviousToken,
     EndedBefore,
     /// The sealed mask for this column.
     Mask(Column),
@@ -204,89 +207,148 @@ impl EraseStatement {
     }
 }
 
-use EraseArg::{EndedBefore, Mask, Token};
+use EraseArg::{EndedBefore, Mask, PreviousToken, Token};
 
 /// Erasing a party (`Write::EraseParty`), the same SQL on both back ends, in
 /// order: what refers to a record goes before the record. Bindings are those
 /// whose cool-down is over; texts those whose binding's is; every CDR naming
 /// the party keeps only its mask. The second value seals a column's mask;
-/// the third is the party's tokens: the statements run once for each (rows
-/// the reseal after a rotation has not reached hold the previous one).
+/// the third is the party's tokens, current and previous: each statement
+/// asks for both at once (rows the reseal after a rotation has not reached
+/// hold the previous one; one statement, so that a reseal committing
+/// between two passes could not hide a row from both).
 pub(crate) fn erasure(
     keys: &Keyring,
     party: Number,
 ) -> (
     &'static [EraseStatement],
     impl Fn(Column) -> String + '_,
-    Vec<String>,
+    [String; 2],
 ) {
     static STATEMENTS: &[EraseStatement] = &[
         EraseStatement {
             sql: "DELETE FROM events WHERE subject IN (SELECT id FROM bindings WHERE \
-                  tenant_id = {} AND (a = {} OR b = {}) AND ends_at <= {})",
-            args: &[EraseArg::Tenant, Token, Token, EndedBefore],
+                  tenant_id = {} AND (a IN ({}, {}) OR b IN ({}, {})) AND ends_at <= {})",
+            args: &[
+                EraseArg::Tenant,
+                Token,
+                PreviousToken,
+                Token,
+                PreviousToken,
+                EndedBefore,
+            ],
             postgres_only: false,
         },
         EraseStatement {
             sql: "DELETE FROM slots WHERE binding_id IN (SELECT id FROM bindings WHERE \
-                  tenant_id = {} AND (a = {} OR b = {}) AND ends_at <= {})",
-            args: &[EraseArg::Tenant, Token, Token, EndedBefore],
+                  tenant_id = {} AND (a IN ({}, {}) OR b IN ({}, {})) AND ends_at <= {})",
+            args: &[
+                EraseArg::Tenant,
+                Token,
+                PreviousToken,
+                Token,
+                PreviousToken,
+                EndedBefore,
+            ],
             postgres_only: true,
         },
         EraseStatement {
             sql: "DELETE FROM idempotency WHERE binding_id IN (SELECT id FROM bindings WHERE \
-                  tenant_id = {} AND (a = {} OR b = {}) AND ends_at <= {})",
-            args: &[EraseArg::Tenant, Token, Token, EndedBefore],
+                  tenant_id = {} AND (a IN ({}, {}) OR b IN ({}, {})) AND ends_at <= {})",
+            args: &[
+                EraseArg::Tenant,
+                Token,
+                PreviousToken,
+                Token,
+                PreviousToken,
+                EndedBefore,
+            ],
             postgres_only: false,
         },
         EraseStatement {
-            sql: "DELETE FROM bindings WHERE tenant_id = {} AND (a = {} OR b = {}) \
+            sql: "DELETE FROM bindings WHERE tenant_id = {} AND (a IN ({}, {}) OR b IN ({}, {})) \
                   AND ends_at <= {}",
-            args: &[EraseArg::Tenant, Token, Token, EndedBefore],
+            args: &[
+                EraseArg::Tenant,
+                Token,
+                PreviousToken,
+                Token,
+                PreviousToken,
+                EndedBefore,
+            ],
             postgres_only: false,
         },
         EraseStatement {
             sql: "DELETE FROM relays WHERE message_id IN (SELECT id FROM messages WHERE \
-                  tenant_id = {} AND (sender = {} OR recipient = {}) AND ends_at <= {})",
-            args: &[EraseArg::Tenant, Token, Token, EndedBefore],
+                  tenant_id = {} AND (sender IN ({}, {}) OR recipient IN ({}, {})) AND ends_at <= {})",
+            args: &[
+                EraseArg::Tenant,
+                Token,
+                PreviousToken,
+                Token,
+                PreviousToken,
+                EndedBefore,
+            ],
             postgres_only: false,
         },
         EraseStatement {
             sql: "DELETE FROM message_submits WHERE message_id IN (SELECT id FROM messages \
-                  WHERE tenant_id = {} AND (sender = {} OR recipient = {}) AND ends_at <= {})",
-            args: &[EraseArg::Tenant, Token, Token, EndedBefore],
+                  WHERE tenant_id = {} AND (sender IN ({}, {}) OR recipient IN ({}, {})) AND ends_at <= {})",
+            args: &[
+                EraseArg::Tenant,
+                Token,
+                PreviousToken,
+                Token,
+                PreviousToken,
+                EndedBefore,
+            ],
             postgres_only: false,
         },
         EraseStatement {
-            sql: "DELETE FROM messages WHERE tenant_id = {} AND (sender = {} OR recipient = {}) \
+            sql: "DELETE FROM messages WHERE tenant_id = {} AND (sender IN ({}, {}) OR recipient IN ({}, {})) \
                   AND ends_at <= {}",
-            args: &[EraseArg::Tenant, Token, Token, EndedBefore],
+            args: &[
+                EraseArg::Tenant,
+                Token,
+                PreviousToken,
+                Token,
+                PreviousToken,
+                EndedBefore,
+            ],
             postgres_only: false,
         },
         EraseStatement {
             sql: "DELETE FROM events WHERE subject IN (SELECT id FROM calls WHERE \
-                  tenant_id = {} AND (caller = {} OR callee = {}) AND binding_id IS NULL)",
-            args: &[EraseArg::Tenant, Token, Token],
+                  tenant_id = {} AND (caller IN ({}, {}) OR callee IN ({}, {})) AND binding_id IS NULL)",
+            args: &[EraseArg::Tenant, Token, PreviousToken, Token, PreviousToken],
             postgres_only: false,
         },
         EraseStatement {
             sql: "UPDATE calls SET caller = NULL, caller_sealed = {} \
-                  WHERE tenant_id = {} AND caller = {}",
-            args: &[Mask(Column::CallCaller), EraseArg::Tenant, Token],
+                  WHERE tenant_id = {} AND caller IN ({}, {})",
+            args: &[
+                Mask(Column::CallCaller),
+                EraseArg::Tenant,
+                Token,
+                PreviousToken,
+            ],
             postgres_only: false,
         },
         EraseStatement {
             sql: "UPDATE calls SET callee = NULL, callee_sealed = {} \
-                  WHERE tenant_id = {} AND callee = {}",
-            args: &[Mask(Column::CallCallee), EraseArg::Tenant, Token],
+                  WHERE tenant_id = {} AND callee IN ({}, {})",
+            args: &[
+                Mask(Column::CallCallee),
+                EraseArg::Tenant,
+                Token,
+                PreviousToken,
+            ],
             postgres_only: false,
         },
     ];
     let mask =
         move |column: Column| keys.seal_str(column, &format!("{ERASED_MARK}{}", party.masked()));
-    let mut tokens = keys.lookup_tokens(&party.to_string()).to_vec();
-    tokens.dedup();
-    (STATEMENTS, mask, tokens)
+    (STATEMENTS, mask, keys.lookup_tokens(&party.to_string()))
 }
 
 /// A column sealed in place (a clear value is one written before sealing).
@@ -697,5 +759,22 @@ mod tests {
             pcm16_bytes(&[1, -2, 0x1234]),
             [1, 0, 0xFE, 0xFF, 0x34, 0x12]
         );
+    }
+
+    #[test]
+    fn every_erasure_statement_binds_one_argument_a_placeholder() {
+        let master = crate::seal::MasterKey::ephemeral();
+        let keys = Keyring::from_meta(master.clone(), &Keyring::genesis(&master)).expect("keyring");
+        let party = Number::from_digits(8_613_800_000_000).expect("number");
+        let (statements, _, _) = erasure(&keys, party);
+        for s in statements {
+            assert_eq!(s.sql.matches("{}").count(), s.args.len(), "{}", s.sql);
+            let tokens = s
+                .args
+                .iter()
+                .filter(|a| matches!(a, EraseArg::Token | EraseArg::PreviousToken))
+                .count();
+            assert!(tokens >= 2 && tokens % 2 == 0, "{}", s.sql);
+        }
     }
 }

@@ -2700,6 +2700,23 @@ async fn blind_key_rotation(
     })
     .await
     .unwrap();
+    // The first part of a text, received before the rotation and again
+    // after it: stored under each token.
+    let parts_key = PartsKey {
+        x: num(1),
+        from: Sender::Number(party(2000)),
+        reference: 9,
+    };
+    let part = |seq: u8| Part {
+        key: parts_key.clone(),
+        seq,
+        total: 2,
+        coding: 8,
+        bytes: vec![0, seq],
+        received_at: 1_000,
+        ingress: "smpp:smsc-1".to_owned(),
+    };
+    s.enqueue(Write::RecordPart(part(1))).await.unwrap();
 
     let (id, _) = rotate.await;
     assert_eq!(id, 2);
@@ -2726,6 +2743,8 @@ async fn blind_key_rotation(
     })
     .await
     .unwrap();
+    s.enqueue(Write::RecordPart(part(1))).await.unwrap();
+    s.enqueue(Write::RecordPart(part(2))).await.unwrap();
 
     let found = async || {
         let calls = s
@@ -2758,6 +2777,11 @@ async fn blind_key_rotation(
     };
     let both = (vec![201, 203], vec![200, 202], Some(BindingId(202)));
     assert_eq!(found().await, both, "right after the rotation");
+    let seqs = async || {
+        let parts = s.parts(&parts_key).await.unwrap();
+        parts.iter().map(|p| p.seq).collect::<Vec<_>>()
+    };
+    assert_eq!(seqs().await, [1, 2], "one of each part");
 
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(40);
     loop {
@@ -2772,6 +2796,8 @@ async fn blind_key_rotation(
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
     assert_eq!(found().await, both, "after the reseal");
+    // The copy under the old token went; the twin stays.
+    assert_eq!(seqs().await, [1, 2]);
 
     if slots {
         // The newer binding still holds party 2000 on X: an overlapping one
@@ -2809,7 +2835,8 @@ async fn blind_key_rotation(
 
 const NOT_UNDER_BLIND_KEY_2: &str = "SELECT \
     (SELECT count(*) FROM bindings WHERE a NOT LIKE '~2:%' OR b NOT LIKE '~2:%') + \
-    (SELECT count(*) FROM calls WHERE caller NOT LIKE '~2:%' OR callee NOT LIKE '~2:%')";
+    (SELECT count(*) FROM calls WHERE caller NOT LIKE '~2:%' OR callee NOT LIKE '~2:%') + \
+    (SELECT count(*) FROM message_parts WHERE sender NOT LIKE '~2:%')";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sqlite_blind_key_rotation_finds_rows_under_either_key() {

@@ -17,21 +17,19 @@ BEGIN
     IF NOT FOUND OR new_key IS NULL THEN
         RETURN;
     END IF;
-    SELECT binding_id, live_from, live_until INTO h
-        FROM slots WHERE x = sx AND key = new_key FOR UPDATE;
-    IF NOT FOUND THEN
-        INSERT INTO slots (x, key, binding_id, live_from, live_until)
-        VALUES (sx, new_key, holder, mine.live_from, mine.live_until);
-    ELSIF h.live_until < mine.live_until THEN
-        IF h.live_until > mine.live_from THEN
-            RAISE WARNING 'bindings % and % overlap on one party of %', h.binding_id, holder, sx;
-        END IF;
-        UPDATE slots SET binding_id = holder, live_from = mine.live_from,
-                         live_until = mine.live_until
-        WHERE x = sx AND key = new_key;
-    ELSIF h.live_from < mine.live_until THEN
+    SELECT binding_id, live_from, live_until INTO h FROM slots WHERE x = sx AND key = new_key;
+    IF FOUND AND h.binding_id <> holder
+       AND h.live_from < mine.live_until AND mine.live_from < h.live_until THEN
         RAISE WARNING 'bindings % and % overlap on one party of %', h.binding_id, holder, sx;
     END IF;
+    -- One statement, so that a binding taking the key at the same moment
+    -- waits on it rather than failing it.
+    INSERT INTO slots (x, key, binding_id, live_from, live_until)
+    VALUES (sx, new_key, holder, mine.live_from, mine.live_until)
+    ON CONFLICT (x, key) DO UPDATE
+        SET binding_id = EXCLUDED.binding_id, live_from = EXCLUDED.live_from,
+            live_until = EXCLUDED.live_until
+        WHERE slots.live_until < EXCLUDED.live_until;
 END $$;
 
 CREATE OR REPLACE FUNCTION bindings_a_sealed() RETURNS trigger LANGUAGE plpgsql AS $$
