@@ -41,7 +41,9 @@ pub use prompts::{PromptInfo, PromptSource};
 pub use sms::{Accepted, IncomingText, Relay};
 pub use sweeper::Sweeper;
 pub use tenants::{Caller, Principal};
-pub use users::{LOCKOUT_SECS, MAX_FAILED_SIGNINS, MIN_PASSWORD_CHARS, NewUser, SignIn};
+pub use users::{
+    LOCKOUT_SECS, MAX_FAILED_SIGNINS, MIN_PASSWORD_CHARS, NewUser, SESSION_SECS, SignIn,
+};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

@@ -101,7 +101,7 @@ pub(crate) fn hash_key(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
 }
 
-fn new_key(prefix: &str) -> String {
+pub(crate) fn new_key(prefix: &str) -> String {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
     format!(

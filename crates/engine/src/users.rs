@@ -6,7 +6,7 @@
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use maskline_core::{TenantId, UnixTime};
-use maskline_store::{Role, User, UserId, Write};
+use maskline_store::{ConsoleSession, Role, User, UserId, Write};
 use rand::Rng as _;
 
 use crate::{Engine, Error, Result};
@@ -20,6 +20,8 @@ pub const MIN_PASSWORD_CHARS: usize = 12;
 /// The longest, in bytes: hashing cost does not grow with it, but nobody
 /// needs more and a bound keeps requests small.
 pub const MAX_PASSWORD_BYTES: usize = 1024;
+/// How long a console session lasts (unless signed out first).
+pub const SESSION_SECS: i64 = 12 * 3600;
 
 /// A console account to create.
 pub struct NewUser {
@@ -144,6 +146,44 @@ impl Engine {
         }
         tracing::info!(user = %user.id, role = user.role.as_str(), "console user created");
         Ok(user)
+    }
+
+    /// Starts a console session for `user` at `now`: the cookie's token,
+    /// shown only here (the store keeps its hash). Its `Ok` means it is
+    /// durable, so it works on every node.
+    pub async fn open_session(&self, user: &User, now: UnixTime) -> Result<String> {
+        let token = crate::tenants::new_key("mls");
+        self.store
+            .enqueue(Write::OpenSession(ConsoleSession {
+                token_hash: crate::tenants::hash_key(&token),
+                user: user.id,
+                created_at: now,
+                expires_at: now + SESSION_SECS,
+            }))
+            .await?;
+        Ok(token)
+    }
+
+    /// The user a session token signs in at `now`: `None` for an unknown,
+    /// ended or signed-out session.
+    pub async fn session_user(&self, token: &str, now: UnixTime) -> Result<Option<User>> {
+        let found = self
+            .store
+            .console_session(crate::tenants::hash_key(token))
+            .await?;
+        Ok(found
+            .filter(|(session, _)| session.expires_at > now)
+            .map(|(_, user)| user))
+    }
+
+    /// Signs a session out on every node.
+    pub async fn close_session(&self, token: &str) -> Result<()> {
+        self.store
+            .enqueue(Write::CloseSession {
+                token_hash: crate::tenants::hash_key(token),
+            })
+            .await?;
+        Ok(())
     }
 
     /// Console accounts, oldest first: `tenant`'s, or all for `None`.

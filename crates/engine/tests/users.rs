@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use maskline_engine::store::{Role, SqliteStore};
-use maskline_engine::{Config, Engine, Error, LOCKOUT_SECS, MAX_FAILED_SIGNINS, NewUser, SignIn};
+use maskline_engine::{
+    Config, Engine, Error, LOCKOUT_SECS, MAX_FAILED_SIGNINS, NewUser, SESSION_SECS, SignIn,
+};
 
 async fn engine() -> (tempfile::TempDir, Arc<Engine>) {
     let dir = tempfile::tempdir().unwrap();
@@ -185,4 +187,53 @@ async fn ten_failed_sign_ins_lock_the_account_for_fifteen_minutes() {
             .unwrap(),
         SignIn::Accepted(_)
     ));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_signs_its_user_in_until_it_ends_or_is_closed() {
+    let (_dir, engine) = engine().await;
+    let (tenant, _) = engine.create_tenant("shop").await.unwrap();
+    let user = engine
+        .create_user(new(
+            "viewer@shop.example",
+            "the right passphrase",
+            Role::Viewer,
+            Some(tenant.id),
+        ))
+        .await
+        .unwrap();
+    let t0 = 1_800_000_000;
+    let token = engine.open_session(&user, t0).await.unwrap();
+    let other = engine.open_session(&user, t0).await.unwrap();
+    assert_ne!(token, other);
+    assert!(token.starts_with("mls_") && token.len() > 40, "{token}");
+    let signed_in = |token: String, at: i64| {
+        let engine = engine.clone();
+        async move { engine.session_user(&token, at).await.unwrap().map(|u| u.id) }
+    };
+    assert_eq!(signed_in(token.clone(), t0 + 1).await, Some(user.id));
+    assert_eq!(
+        signed_in(token.clone(), t0 + SESSION_SECS - 1).await,
+        Some(user.id)
+    );
+    assert_eq!(
+        signed_in(token.clone(), t0 + SESSION_SECS).await,
+        None,
+        "12 h and no more"
+    );
+    assert_eq!(signed_in(format!("{token}x"), t0 + 1).await, None);
+    engine.close_session(&token).await.unwrap();
+    assert_eq!(signed_in(token, t0 + 1).await, None, "signed out");
+    assert_eq!(
+        signed_in(other.clone(), t0 + 1).await,
+        Some(user.id),
+        "the other stays"
+    );
+    // A later sign-in clears the sessions that have run out.
+    let later = engine
+        .open_session(&user, t0 + SESSION_SECS + 5)
+        .await
+        .unwrap();
+    assert_eq!(signed_in(other, t0 + 1).await, None);
+    assert_eq!(signed_in(later, t0 + SESSION_SECS + 6).await, Some(user.id));
 }

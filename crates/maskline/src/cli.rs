@@ -28,6 +28,13 @@ pub struct ServerArgs {
 }
 
 impl ServerArgs {
+    fn admin_key(&self, config: &Config) -> anyhow::Result<String> {
+        self.key
+            .clone()
+            .or_else(|| config.admin_key.clone())
+            .context("no admin key: pass --key or set MASKLINE_ADMIN_KEY")
+    }
+
     fn base(&self, config: &Config) -> String {
         self.server
             .clone()
@@ -35,6 +42,25 @@ impl ServerArgs {
             .trim_end_matches('/')
             .to_owned()
     }
+}
+
+/// POSTs `body` to `path` with `key` and prints the answer.
+async fn post_and_print(
+    config: &Config,
+    server: &ServerArgs,
+    path: &str,
+    key: String,
+    body: &Value,
+) -> anyhow::Result<()> {
+    let answer = send(
+        reqwest::Client::new()
+            .post(format!("{}{path}", server.base(config)))
+            .bearer_auth(key)
+            .json(body),
+    )
+    .await?;
+    println!("{}", serde_json::to_string_pretty(&answer)?);
+    Ok(())
 }
 
 async fn send(req: reqwest::RequestBuilder) -> anyhow::Result<Value> {
@@ -50,20 +76,8 @@ async fn send(req: reqwest::RequestBuilder) -> anyhow::Result<Value> {
 }
 
 pub async fn tenant_create(config: &Config, server: &ServerArgs, name: &str) -> anyhow::Result<()> {
-    let key = server
-        .key
-        .clone()
-        .or_else(|| config.admin_key.clone())
-        .context("no admin key: pass --key or set MASKLINE_ADMIN_KEY")?;
-    let body = send(
-        reqwest::Client::new()
-            .post(format!("{}/v1/tenants", server.base(config)))
-            .bearer_auth(key)
-            .json(&json!({ "name": name })),
-    )
-    .await?;
-    println!("{}", serde_json::to_string_pretty(&body)?);
-    Ok(())
+    let key = server.admin_key(config)?;
+    post_and_print(config, server, "/v1/tenants", key, &json!({ "name": name })).await
 }
 
 pub async fn users_add(
@@ -73,11 +87,7 @@ pub async fn users_add(
     role: &str,
     tenant: Option<&str>,
 ) -> anyhow::Result<()> {
-    let key = server
-        .key
-        .clone()
-        .or_else(|| config.admin_key.clone())
-        .context("no admin key: pass --key or set MASKLINE_ADMIN_KEY")?;
+    let key = server.admin_key(config)?;
     let password = match std::env::var("MASKLINE_USER_PASSWORD") {
         Ok(p) => p,
         Err(_) => {
@@ -95,15 +105,7 @@ pub async fn users_add(
     if let Some(t) = tenant {
         body["tenant_id"] = json!(t);
     }
-    let created = send(
-        reqwest::Client::new()
-            .post(format!("{}/v1/users", server.base(config)))
-            .bearer_auth(key)
-            .json(&body),
-    )
-    .await?;
-    println!("{}", serde_json::to_string_pretty(&created)?);
-    Ok(())
+    post_and_print(config, server, "/v1/users", key, &body).await
 }
 
 /// Reads `number[,area]` lines; a first line starting with `number` is a header.
@@ -137,11 +139,7 @@ pub async fn numbers_import(
     file: &Path,
     tenant: &str,
 ) -> anyhow::Result<()> {
-    let key = server
-        .key
-        .clone()
-        .or_else(|| config.admin_key.clone())
-        .context("no admin key: pass --key or set MASKLINE_ADMIN_KEY")?;
+    let key = server.admin_key(config)?;
     let text =
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
     let entries = read_csv(&text)?;
@@ -183,15 +181,7 @@ pub async fn route(
     if let Some(e) = extension {
         req["extension"] = json!(e);
     }
-    let body = send(
-        reqwest::Client::new()
-            .post(format!("{}/v1/route", server.base(config)))
-            .bearer_auth(key)
-            .json(&req),
-    )
-    .await?;
-    println!("{}", serde_json::to_string_pretty(&body)?);
-    Ok(())
+    post_and_print(config, server, "/v1/route", key, &req).await
 }
 
 #[cfg(test)]

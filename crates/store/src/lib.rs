@@ -202,6 +202,16 @@ impl std::fmt::Debug for User {
     }
 }
 
+/// A signed-in console session as stored: the SHA-256 of its cookie's
+/// token, never the token.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct ConsoleSession {
+    pub token_hash: [u8; 32],
+    pub user: UserId,
+    pub created_at: UnixTime,
+    pub expires_at: UnixTime,
+}
+
 /// A virtual number in a tenant's pool.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct PoolNumber {
@@ -244,6 +254,13 @@ pub enum Write {
         user: UserId,
         failed_signins: u32,
         locked_until: Option<UnixTime>,
+    },
+    /// A console session starts; the user's sessions that have run out
+    /// go with it (so that they never pile up).
+    OpenSession(ConsoleSession),
+    /// Sign-out: the session ends on every node.
+    CloseSession {
+        token_hash: [u8; 32],
     },
     /// A key stops working (on every node).
     RevokeKey {
@@ -810,6 +827,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// Console accounts, oldest first: `tenant`'s, or every one for `None`.
     async fn users(&self, tenant: Option<TenantId>) -> Result<Vec<User>>;
+
+    /// The session whose token hashes to `token_hash`, with its user (ended
+    /// or not: the caller compares `expires_at` with its clock).
+    async fn console_session(&self, token_hash: [u8; 32])
+    -> Result<Option<(ConsoleSession, User)>>;
 
     /// Every number in every pool, for start-up.
     async fn all_numbers(&self) -> Result<Vec<PoolNumber>>;

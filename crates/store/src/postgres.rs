@@ -35,7 +35,7 @@ use uuid::Uuid;
 use crate::presealed::{self, Parties, SealedBinding};
 use crate::rows::{self, MESSAGE_COLUMNS, PART_COLUMNS, binding, message, stored_event};
 use crate::seal::{Column, Keyring, MasterKey, MetaRows};
-use crate::{ApiKey, AuditEntry, User};
+use crate::{ApiKey, AuditEntry, ConsoleSession, User};
 use crate::{
     BindingFilter, CallFilter, Change, DeliveryState, Error, IdempotencyRecord, MessageFilter,
     NewEvent, NextStep, Page, Part, PartsKey, PoolNumber, Receipt, Result, Store, StoredEvent,
@@ -1346,6 +1346,29 @@ async fn apply<'a>(
             .await
             .map_err(conflict)?;
         }
+        Write::OpenSession(session) => {
+            sqlx::query("DELETE FROM console_sessions WHERE user_id = $1 AND expires_at <= $2")
+                .bind(uuid(session.user.0))
+                .bind(session.created_at)
+                .execute(&mut *conn)
+                .await?;
+            sqlx::query(
+                "INSERT INTO console_sessions (token_hash, user_id, created_at, expires_at) \
+                 VALUES ($1, $2, $3, $4)",
+            )
+            .bind(&session.token_hash[..])
+            .bind(uuid(session.user.0))
+            .bind(session.created_at)
+            .bind(session.expires_at)
+            .execute(&mut *conn)
+            .await?;
+        }
+        Write::CloseSession { token_hash } => {
+            sqlx::query("DELETE FROM console_sessions WHERE token_hash = $1")
+                .bind(&token_hash[..])
+                .execute(&mut *conn)
+                .await?;
+        }
         Write::SignInOutcome {
             user,
             failed_signins,
@@ -2173,6 +2196,13 @@ impl Store for PgStore {
 
     async fn users(&self, tenant: Option<TenantId>) -> Result<Vec<User>> {
         self.read_users(tenant).await
+    }
+
+    async fn console_session(
+        &self,
+        token_hash: [u8; 32],
+    ) -> Result<Option<(ConsoleSession, User)>> {
+        self.read_console_session(token_hash).await
     }
 
     async fn all_numbers(&self) -> Result<Vec<PoolNumber>> {

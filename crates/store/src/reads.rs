@@ -131,6 +131,23 @@ macro_rules! shared_reads {
                 rows.iter().map($crate::rows::user).collect()
             }
 
+            pub(crate) async fn read_console_session(
+                &self,
+                token_hash: [u8; 32],
+            ) -> Result<Option<(ConsoleSession, User)>> {
+                let row = sqlx::query(
+                    "SELECT u.id, u.email, u.password_hash, u.role, u.tenant_id, u.created_at, \
+                     u.failed_signins, u.locked_until, s.token_hash, \
+                     s.created_at AS opened_at, s.expires_at AS session_expires_at \
+                     FROM console_sessions s JOIN users u ON u.id = s.user_id \
+                     WHERE s.token_hash = $1",
+                )
+                .bind(&token_hash[..])
+                .fetch_optional(&self.$pool)
+                .await?;
+                row.as_ref().map($crate::rows::console_session).transpose()
+            }
+
             pub(crate) async fn read_api_key(&self, hash: [u8; 32]) -> Result<Option<ApiKey>> {
                 let row = sqlx::query(
                     "SELECT id, tenant_id, prefix, hash, created_at, revoked_at FROM api_keys \

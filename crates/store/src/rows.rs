@@ -14,9 +14,9 @@ use sqlx::Row;
 
 use crate::seal::{Column, Keyring, is_blind};
 use crate::{
-    ApiKey, AuditEntry, DeliveryState, Error, Fallback, IdempotencyRecord, Intercept, KeyId, Part,
-    PartsKey, PoolNumber, Result, Role, StoredEvent, StoredPrompt, StoredSmsSettings, Tenant, User,
-    UserId, Webhook,
+    ApiKey, AuditEntry, ConsoleSession, DeliveryState, Error, Fallback, IdempotencyRecord,
+    Intercept, KeyId, Part, PartsKey, PoolNumber, Result, Role, StoredEvent, StoredPrompt,
+    StoredSmsSettings, Tenant, User, UserId, Webhook,
 };
 
 /// One column of a row, as the back end stores it; `None` is SQL NULL.
@@ -209,6 +209,16 @@ impl EraseStatement {
 
 use EraseArg::{EndedBefore, Mask, PreviousToken, Token};
 
+/// A tenant's ended records naming the party as either of two columns.
+const ENDED_OF_PARTY: &[EraseArg] = &[
+    EraseArg::Tenant,
+    Token,
+    PreviousToken,
+    Token,
+    PreviousToken,
+    EndedBefore,
+];
+
 /// Erasing a party (`Write::EraseParty`), the same SQL on both back ends, in
 /// order: what refers to a record goes before the record. Bindings are those
 /// whose cool-down is over; texts those whose binding's is; every CDR naming
@@ -229,92 +239,43 @@ pub(crate) fn erasure(
         EraseStatement {
             sql: "DELETE FROM events WHERE subject IN (SELECT id FROM bindings WHERE \
                   tenant_id = {} AND (a IN ({}, {}) OR b IN ({}, {})) AND ends_at <= {})",
-            args: &[
-                EraseArg::Tenant,
-                Token,
-                PreviousToken,
-                Token,
-                PreviousToken,
-                EndedBefore,
-            ],
+            args: ENDED_OF_PARTY,
             postgres_only: false,
         },
         EraseStatement {
             sql: "DELETE FROM slots WHERE binding_id IN (SELECT id FROM bindings WHERE \
                   tenant_id = {} AND (a IN ({}, {}) OR b IN ({}, {})) AND ends_at <= {})",
-            args: &[
-                EraseArg::Tenant,
-                Token,
-                PreviousToken,
-                Token,
-                PreviousToken,
-                EndedBefore,
-            ],
+            args: ENDED_OF_PARTY,
             postgres_only: true,
         },
         EraseStatement {
             sql: "DELETE FROM idempotency WHERE binding_id IN (SELECT id FROM bindings WHERE \
                   tenant_id = {} AND (a IN ({}, {}) OR b IN ({}, {})) AND ends_at <= {})",
-            args: &[
-                EraseArg::Tenant,
-                Token,
-                PreviousToken,
-                Token,
-                PreviousToken,
-                EndedBefore,
-            ],
+            args: ENDED_OF_PARTY,
             postgres_only: false,
         },
         EraseStatement {
             sql: "DELETE FROM bindings WHERE tenant_id = {} AND (a IN ({}, {}) OR b IN ({}, {})) \
                   AND ends_at <= {}",
-            args: &[
-                EraseArg::Tenant,
-                Token,
-                PreviousToken,
-                Token,
-                PreviousToken,
-                EndedBefore,
-            ],
+            args: ENDED_OF_PARTY,
             postgres_only: false,
         },
         EraseStatement {
             sql: "DELETE FROM relays WHERE message_id IN (SELECT id FROM messages WHERE \
                   tenant_id = {} AND (sender IN ({}, {}) OR recipient IN ({}, {})) AND ends_at <= {})",
-            args: &[
-                EraseArg::Tenant,
-                Token,
-                PreviousToken,
-                Token,
-                PreviousToken,
-                EndedBefore,
-            ],
+            args: ENDED_OF_PARTY,
             postgres_only: false,
         },
         EraseStatement {
             sql: "DELETE FROM message_submits WHERE message_id IN (SELECT id FROM messages \
                   WHERE tenant_id = {} AND (sender IN ({}, {}) OR recipient IN ({}, {})) AND ends_at <= {})",
-            args: &[
-                EraseArg::Tenant,
-                Token,
-                PreviousToken,
-                Token,
-                PreviousToken,
-                EndedBefore,
-            ],
+            args: ENDED_OF_PARTY,
             postgres_only: false,
         },
         EraseStatement {
             sql: "DELETE FROM messages WHERE tenant_id = {} AND (sender IN ({}, {}) OR recipient IN ({}, {})) \
                   AND ends_at <= {}",
-            args: &[
-                EraseArg::Tenant,
-                Token,
-                PreviousToken,
-                Token,
-                PreviousToken,
-                EndedBefore,
-            ],
+            args: ENDED_OF_PARTY,
             postgres_only: false,
         },
         EraseStatement {
@@ -417,6 +378,22 @@ pub(crate) fn user(r: &impl Cells) -> Result<User> {
             .map_err(|_| Error::Corrupt("failed_signins"))?,
         locked_until: r.int("locked_until")?,
     })
+}
+
+/// A session joined with its user: the user's columns as in
+/// [`USER_COLUMNS`], the session's as `token_hash`, `opened_at`,
+/// `session_expires_at`.
+pub(crate) fn console_session(r: &impl Cells) -> Result<(ConsoleSession, User)> {
+    let user = user(r)?;
+    Ok((
+        ConsoleSession {
+            token_hash: hash(r, "token_hash")?,
+            user: user.id,
+            created_at: int(r, "opened_at")?,
+            expires_at: int(r, "session_expires_at")?,
+        },
+        user,
+    ))
 }
 
 pub(crate) fn pool_number(r: &impl Cells) -> Result<PoolNumber> {

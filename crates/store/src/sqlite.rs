@@ -21,7 +21,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use crate::presealed::{self, Parties, Queued, SealedBinding};
 use crate::rows::{self, MESSAGE_COLUMNS, PART_COLUMNS, binding, message, stored_event};
 use crate::seal::{Column, Keyring, MasterKey, MetaRows};
-use crate::{ApiKey, AuditEntry, User};
+use crate::{ApiKey, AuditEntry, ConsoleSession, User};
 use crate::{
     BindingFilter, CallFilter, DeliveryState, Error, IdempotencyRecord, MessageFilter, NewEvent,
     NextStep, Page, Part, PartsKey, PoolNumber, Receipt, Result, Store, StoredEvent, StoredPrompt,
@@ -756,6 +756,29 @@ async fn apply(conn: &mut SqliteConnection, keys: &Keyring, write: &Write) -> Re
             .await
             .map_err(conflict)?;
         }
+        Write::OpenSession(session) => {
+            sqlx::query("DELETE FROM console_sessions WHERE user_id = ? AND expires_at <= ?")
+                .bind(uuid_bytes(session.user.0))
+                .bind(session.created_at)
+                .execute(&mut *conn)
+                .await?;
+            sqlx::query(
+                "INSERT INTO console_sessions (token_hash, user_id, created_at, expires_at) \
+                 VALUES (?, ?, ?, ?)",
+            )
+            .bind(&session.token_hash[..])
+            .bind(uuid_bytes(session.user.0))
+            .bind(session.created_at)
+            .bind(session.expires_at)
+            .execute(&mut *conn)
+            .await?;
+        }
+        Write::CloseSession { token_hash } => {
+            sqlx::query("DELETE FROM console_sessions WHERE token_hash = ?")
+                .bind(&token_hash[..])
+                .execute(&mut *conn)
+                .await?;
+        }
         Write::SignInOutcome {
             user,
             failed_signins,
@@ -1387,6 +1410,13 @@ impl Store for SqliteStore {
 
     async fn users(&self, tenant: Option<TenantId>) -> Result<Vec<User>> {
         self.read_users(tenant).await
+    }
+
+    async fn console_session(
+        &self,
+        token_hash: [u8; 32],
+    ) -> Result<Option<(ConsoleSession, User)>> {
+        self.read_console_session(token_hash).await
     }
 
     async fn all_numbers(&self) -> Result<Vec<PoolNumber>> {

@@ -16,8 +16,8 @@ use maskline_core::{
 use maskline_core::{EventId, EventType};
 use maskline_core::{MessageId, MessageReason, MessageStatus};
 use maskline_store::{
-    ApiKey, AuditEntry, BindingFilter, CallFilter, DeliveryOutcome, DeliveryState, Error,
-    ExpiredBinding, Fallback, IdempotencyRecord, Intercept, KeyId, MessageFilter, NewEvent,
+    ApiKey, AuditEntry, BindingFilter, CallFilter, ConsoleSession, DeliveryOutcome, DeliveryState,
+    Error, ExpiredBinding, Fallback, IdempotencyRecord, Intercept, KeyId, MessageFilter, NewEvent,
     NextStep, Page, Part, PartsKey, PoolNumber, Receipt, Role, SqliteStore, Store, Submit, Tenant,
     User, UserId, Webhook, Write,
 };
@@ -2020,6 +2020,33 @@ async fn console_users_are_kept_by_email_and_tenant(s: Arc<dyn Store>) {
         (locked.failed_signins, locked.locked_until),
         (10, Some(9_000))
     );
+
+    // Sessions: found by their token's hash with their user; signing out
+    // ends one; opening one clears the user's that have run out.
+    let session = |n: u8, created_at: i64| ConsoleSession {
+        token_hash: [n; 32],
+        user: viewer.id,
+        created_at,
+        expires_at: created_at + 43_200,
+    };
+    for sn in [session(1, 1_000), session(2, 1_000)] {
+        s.enqueue(Write::OpenSession(sn)).await.unwrap();
+    }
+    let (found, who) = s.console_session([1; 32]).await.unwrap().unwrap();
+    assert_eq!((found, who), (session(1, 1_000), viewer.clone()));
+    assert_eq!(s.console_session([9; 32]).await.unwrap(), None);
+    s.enqueue(Write::CloseSession {
+        token_hash: [1; 32],
+    })
+    .await
+    .unwrap();
+    assert_eq!(s.console_session([1; 32]).await.unwrap(), None);
+    assert!(s.console_session([2; 32]).await.unwrap().is_some());
+    s.enqueue(Write::OpenSession(session(3, 50_000)))
+        .await
+        .unwrap();
+    assert_eq!(s.console_session([2; 32]).await.unwrap(), None, "ran out");
+    assert!(s.console_session([3; 32]).await.unwrap().is_some());
 }
 
 async fn keys_are_created_found_by_hash_and_revoked(s: Arc<dyn Store>) {
