@@ -26,7 +26,7 @@ use crate::types::{ListPage, rfc3339_millis};
 
 /// Where [`TenantAuth`] leaves who acted, for [`record`] to read.
 #[derive(Clone, Default)]
-pub(crate) struct ActorSlot(pub Arc<Mutex<Option<Actor>>>);
+pub struct ActorSlot(pub(crate) Arc<Mutex<Option<Actor>>>);
 
 /// What a handler names as the object of its write (a created resource's
 /// id), set on its response.

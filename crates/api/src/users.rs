@@ -98,6 +98,7 @@ impl FromRequestParts<AppState> for KeyAuth {
 pub async fn create_user(
     State(state): State<AppState>,
     KeyAuth(principal): KeyAuth,
+    slot: Option<Extension<crate::audit::ActorSlot>>,
     body: JsonBody<CreateUserRequest>,
 ) -> Result<(StatusCode, Extension<AuditObject>, Json<UserView>), Problem> {
     let req = body.value;
@@ -122,7 +123,17 @@ pub async fn create_user(
         })
         .transpose()?;
     let tenant = match principal {
-        Principal::Admin => named,
+        Principal::Admin => {
+            // The admin acting for a tenant is in that tenant's audit log,
+            // as with `Maskline-Tenant` (no key id).
+            if let (Some(t), Some(Extension(slot))) = (named, slot) {
+                *slot.0.lock() = Some(Actor {
+                    tenant: t,
+                    key: None,
+                });
+            }
+            named
+        }
         Principal::Tenant(own) => {
             if role == Role::Admin {
                 return Err(Problem::forbidden("only the admin key creates admins"));

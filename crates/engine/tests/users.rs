@@ -237,3 +237,40 @@ async fn a_session_signs_its_user_in_until_it_ends_or_is_closed() {
     assert_eq!(signed_in(other, t0 + 1).await, None);
     assert_eq!(signed_in(later, t0 + SESSION_SECS + 6).await, Some(user.id));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failed_sign_ins_made_at_once_each_count() {
+    let (_dir, engine) = engine().await;
+    let (tenant, _) = engine.create_tenant("shop").await.unwrap();
+    engine
+        .create_user(new(
+            "op@shop.example",
+            "the right passphrase",
+            Role::Operator,
+            Some(tenant.id),
+        ))
+        .await
+        .unwrap();
+    let t0 = 1_800_000_000;
+    let guesses: Vec<_> = (0..MAX_FAILED_SIGNINS)
+        .map(|i| {
+            let engine = engine.clone();
+            tokio::spawn(async move {
+                engine
+                    .sign_in("op@shop.example", &format!("guess {i}"), t0)
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    for g in guesses {
+        assert!(matches!(g.await.unwrap(), SignIn::Refused));
+    }
+    assert!(matches!(
+        engine
+            .sign_in("op@shop.example", "the right passphrase", t0 + 1)
+            .await
+            .unwrap(),
+        SignIn::Locked { .. }
+    ));
+}

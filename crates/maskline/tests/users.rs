@@ -176,20 +176,34 @@ async fn accounts_are_created_by_the_admin_or_for_a_tenant_by_its_own_key() {
     let (_, mine) = s.call("GET", "/v1/users", Some(&shop_key), None).await;
     assert_eq!(emails(&mine).len(), 3);
 
-    // The tenant's own creation is in its audit log.
-    let log = eventually(10, "the user's creation in the audit log", || async {
+    // Every creation for the tenant is in its audit log: by its key, and
+    // by the admin's (no key id), newest first.
+    let printed_id = printed["id"].as_str().unwrap().to_owned();
+    let log = eventually(10, "three creations in the audit log", || async {
         let (_, page) = s.call("GET", "/v1/audit", Some(&shop_key), None).await;
-        page["items"]
+        let entries: Vec<serde_json::Value> = page["items"]
             .as_array()?
             .iter()
-            .find(|e| e["action"] == "POST /v1/users")
+            .filter(|e| e["action"] == "POST /v1/users")
             .cloned()
+            .collect();
+        (entries.len() == 3).then_some(entries)
     })
     .await;
+    let objects: Vec<&str> = log.iter().map(|e| e["object"].as_str().unwrap()).collect();
+    let path = |id: &str| format!("/v1/users/{id}");
     assert_eq!(
-        log["object"],
-        format!("/v1/users/{}", viewer["id"].as_str().unwrap())
+        objects,
+        [
+            path(&printed_id),
+            path(viewer["id"].as_str().unwrap()),
+            path(owner["id"].as_str().unwrap())
+        ]
     );
+    assert!(log[0]["key_id"].is_null() && log[2]["key_id"].is_null());
+    assert!(log[1]["key_id"].is_string(), "{}", log[1]);
+    let (_, theirs) = s.call("GET", "/v1/audit", Some(&other_key), None).await;
+    assert!(!theirs.to_string().contains("/v1/users"), "{theirs}");
 
     assert!(s.stop().success());
     assert!(

@@ -248,12 +248,21 @@ pub enum Write {
     Audit(AuditEntry),
     /// A console account; a taken email is `Error::Conflict`.
     CreateUser(User),
-    /// What a sign-in attempt left: the failures counted since the last
-    /// good one, and the end of a lockout.
-    SignInOutcome {
+    /// A failed sign-in at `at`, counted in the row itself (so that
+    /// attempts at once, on any node, each count): the `max`-th in a row
+    /// locks the account until `at + lockout_secs` and starts the count
+    /// again.
+    SignInFailed {
         user: UserId,
-        failed_signins: u32,
-        locked_until: Option<UnixTime>,
+        at: UnixTime,
+        max: u32,
+        lockout_secs: i64,
+    },
+    /// A good sign-in at `at` clears the count, unless a lockout still
+    /// runs (one set by an attempt made at the same time).
+    SignInSucceeded {
+        user: UserId,
+        at: UnixTime,
     },
     /// A console session starts; the user's sessions that have run out
     /// go with it (so that they never pile up).

@@ -1369,17 +1369,35 @@ async fn apply<'a>(
                 .execute(&mut *conn)
                 .await?;
         }
-        Write::SignInOutcome {
+        Write::SignInFailed {
             user,
-            failed_signins,
-            locked_until,
+            at,
+            max,
+            lockout_secs,
         } => {
-            sqlx::query("UPDATE users SET failed_signins = $1, locked_until = $2 WHERE id = $3")
-                .bind(i32::try_from(*failed_signins).unwrap_or(i32::MAX))
-                .bind(locked_until)
-                .bind(uuid(user.0))
-                .execute(&mut *conn)
-                .await?;
+            // Every expression reads the row as it was.
+            sqlx::query(
+                "UPDATE users SET \
+                 locked_until = CASE WHEN failed_signins + 1 >= $1 THEN $2 ELSE locked_until END, \
+                 failed_signins = CASE WHEN failed_signins + 1 >= $1 THEN 0 \
+                 ELSE failed_signins + 1 END \
+                 WHERE id = $3",
+            )
+            .bind(i32::try_from(*max).unwrap_or(i32::MAX))
+            .bind(at + lockout_secs)
+            .bind(uuid(user.0))
+            .execute(&mut *conn)
+            .await?;
+        }
+        Write::SignInSucceeded { user, at } => {
+            sqlx::query(
+                "UPDATE users SET failed_signins = 0 \
+                 WHERE id = $1 AND (locked_until IS NULL OR locked_until <= $2)",
+            )
+            .bind(uuid(user.0))
+            .bind(at)
+            .execute(&mut *conn)
+            .await?;
         }
         Write::RevokeKey { tenant, id, at } => {
             sqlx::query(

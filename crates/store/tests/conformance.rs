@@ -1959,7 +1959,6 @@ async fn texts_handed_over_together_are_each_recorded(s: Arc<dyn Store>) {
     );
 }
 
-/// Every case, for one back end.
 async fn console_users_are_kept_by_email_and_tenant(s: Arc<dyn Store>) {
     setup(&*s).await;
     let user = |id: u128, email: &str, role: Role, tenant: Option<u128>| User {
@@ -2008,17 +2007,47 @@ async fn console_users_are_kept_by_email_and_tenant(s: Arc<dyn Store>) {
         s.users(None).await.unwrap(),
         vec![admin.clone(), owner.clone(), viewer.clone()]
     );
-    s.enqueue(Write::SignInOutcome {
+    // Failures count in the row: the third of three locks and restarts.
+    let fail = |at: i64| Write::SignInFailed {
         user: owner.id,
-        failed_signins: 10,
-        locked_until: Some(9_000),
+        at,
+        max: 3,
+        lockout_secs: 900,
+    };
+    let state = async || {
+        let u = s.user_by_email("owner@one.example").await.unwrap().unwrap();
+        (u.failed_signins, u.locked_until)
+    };
+    s.enqueue(fail(5_000)).await.unwrap();
+    s.enqueue(fail(5_001)).await.unwrap();
+    assert_eq!(state().await, (2, None));
+    // A success while no lockout runs clears the count.
+    s.enqueue(Write::SignInSucceeded {
+        user: owner.id,
+        at: 5_002,
     })
     .await
     .unwrap();
-    let locked = s.user_by_email("owner@one.example").await.unwrap().unwrap();
+    assert_eq!(state().await, (0, None));
+    // Three at once (one group commit) each count.
+    let acks: Vec<_> = (0..3).map(|i| s.enqueue(fail(6_000 + i))).collect();
+    for ack in acks {
+        ack.await.unwrap();
+    }
+    assert_eq!(state().await, (0, Some(6_902)));
+    // A success made while the lockout runs does not lift it.
+    s.enqueue(Write::SignInSucceeded {
+        user: owner.id,
+        at: 6_100,
+    })
+    .await
+    .unwrap();
+    assert_eq!(state().await, (0, Some(6_902)));
+    s.enqueue(fail(7_000)).await.unwrap();
     assert_eq!(
-        (locked.failed_signins, locked.locked_until),
-        (10, Some(9_000))
+        state().await,
+        (1, Some(6_902)),
+        "a failure never lifts it either"
     );
 
     // Sessions: found by their token's hash with their user; signing out
@@ -2239,6 +2268,7 @@ async fn retention_purges_what_ended_before_the_cutoff_a_batch_at_a_time(s: Arc<
     assert!(events.is_empty(), "{events:?}");
 }
 
+/// Every case, for one back end.
 macro_rules! every_case {
     ($backend:ident, $open:expr) => {
         conformance!(
