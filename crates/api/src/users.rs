@@ -164,16 +164,33 @@ pub async fn create_user(
 
 #[utoipa::path(get, path = "/v1/users", tag = "console",
     responses(
-        (status = 200, description = "Console accounts, oldest first: the tenant's, or every one with the admin key", body = ListPage<UserView>),
+        (status = 200, description = "Console accounts, oldest first: the tenant's; with the admin key every one, or one tenant's with `Maskline-Tenant`", body = ListPage<UserView>),
         (status = 401, body = ProblemBody, content_type = "application/problem+json"),
     ),
     security(("admin_key" = []), ("tenant_key" = [])))]
 pub async fn list_users(
     State(state): State<AppState>,
     KeyAuth(principal): KeyAuth,
+    headers: axum::http::HeaderMap,
 ) -> Result<Json<ListPage<UserView>>, Problem> {
     let tenant = match principal {
-        Principal::Admin => None,
+        // The admin key lists every account, or one tenant's with
+        // `Maskline-Tenant`.
+        Principal::Admin => headers
+            .get(crate::extract::TENANT_HEADER)
+            .map(|h| {
+                h.to_str()
+                    .ok()
+                    .and_then(|s| s.parse::<TenantId>().ok())
+                    .ok_or_else(|| {
+                        Problem::bad_request(
+                            "invalid_header",
+                            "Maskline-Tenant",
+                            "Maskline-Tenant must be a tenant id",
+                        )
+                    })
+            })
+            .transpose()?,
         Principal::Tenant(t) => Some(t),
     };
     let users = state.engine.users(tenant).await?;

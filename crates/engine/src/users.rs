@@ -144,7 +144,19 @@ impl Engine {
             (_, None) => {
                 return Err(invalid("tenant_id", "is required for this role"));
             }
-            (_, Some(t)) if !self.tenant_exists(t) => return Err(Error::TenantNotFound),
+            // A tenant another node created a moment ago may not have
+            // reached this node's memory: the store has the last word.
+            (_, Some(t))
+                if !self.tenant_exists(t)
+                    && !self
+                        .store
+                        .tenants()
+                        .await?
+                        .iter()
+                        .any(|known| known.id == t) =>
+            {
+                return Err(Error::TenantNotFound);
+            }
             (_, Some(_)) => {}
         }
         let password = new.password;

@@ -137,6 +137,30 @@ async fn accounts_are_created_by_the_admin_or_for_a_tenant_by_its_own_key() {
     assert_eq!(emails(&mine), ["owner@shop.example", "viewer@shop.example"]);
     let (_, theirs) = s.call("GET", "/v1/users", Some(&other_key), None).await;
     assert_eq!(emails(&theirs), Vec::<String>::new());
+    let one_tenant = s
+        .client
+        .get(format!("{}/v1/users", s.base))
+        .bearer_auth(ADMIN_KEY)
+        .header("Maskline-Tenant", &shop)
+        .send()
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .await
+        .unwrap();
+    assert_eq!(
+        emails(&one_tenant),
+        ["owner@shop.example", "viewer@shop.example"]
+    );
+    let bad = s
+        .client
+        .get(format!("{}/v1/users", s.base))
+        .bearer_auth(ADMIN_KEY)
+        .header("Maskline-Tenant", "nope")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
     let (_, all) = s.call("GET", "/v1/users", Some(ADMIN_KEY), None).await;
     assert_eq!(
         emails(&all),
