@@ -210,22 +210,11 @@ impl TenantAuth {
         match caller.principal {
             Principal::Tenant(t) => Ok((t, caller.key)),
             Principal::Admin => {
-                let Some(h) = parts.headers.get(TENANT_HEADER) else {
+                let Some(tenant) = tenant_header(&parts.headers)? else {
                     return Err(Problem::forbidden(
                         "this endpoint needs a tenant API key (or the admin key with a Maskline-Tenant header)",
                     ));
                 };
-                let tenant = h
-                    .to_str()
-                    .ok()
-                    .and_then(|s| s.parse::<TenantId>().ok())
-                    .ok_or_else(|| {
-                        Problem::bad_request(
-                            "invalid_header",
-                            "Maskline-Tenant",
-                            "Maskline-Tenant must be a tenant id",
-                        )
-                    })?;
                 if !state.engine.tenant_exists(tenant) {
                     return Err(Problem::not_found("tenant"));
                 }
@@ -233,6 +222,26 @@ impl TenantAuth {
             }
         }
     }
+}
+
+/// The tenant the admin key acts for (`Maskline-Tenant`), if the request
+/// names one.
+pub(crate) fn tenant_header(headers: &axum::http::HeaderMap) -> Result<Option<TenantId>, Problem> {
+    headers
+        .get(TENANT_HEADER)
+        .map(|h| {
+            h.to_str()
+                .ok()
+                .and_then(|s| s.parse::<TenantId>().ok())
+                .ok_or_else(|| {
+                    Problem::bad_request(
+                        "invalid_header",
+                        "Maskline-Tenant",
+                        "Maskline-Tenant must be a tenant id",
+                    )
+                })
+        })
+        .transpose()
 }
 
 /// A request made with the admin key.

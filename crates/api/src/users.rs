@@ -176,21 +176,7 @@ pub async fn list_users(
     let tenant = match principal {
         // The admin key lists every account, or one tenant's with
         // `Maskline-Tenant`.
-        Principal::Admin => headers
-            .get(crate::extract::TENANT_HEADER)
-            .map(|h| {
-                h.to_str()
-                    .ok()
-                    .and_then(|s| s.parse::<TenantId>().ok())
-                    .ok_or_else(|| {
-                        Problem::bad_request(
-                            "invalid_header",
-                            "Maskline-Tenant",
-                            "Maskline-Tenant must be a tenant id",
-                        )
-                    })
-            })
-            .transpose()?,
+        Principal::Admin => crate::extract::tenant_header(&headers)?,
         Principal::Tenant(t) => Some(t),
     };
     let users = state.engine.users(tenant).await?;
