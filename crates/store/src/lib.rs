@@ -687,6 +687,27 @@ impl Write {
     }
 }
 
+/// Splits a batch into its audit entries and its other writes, each in queue
+/// order. An entry is queued after the write it records has been answered,
+/// and nothing in a batch reads or changes it, so a back end can insert all
+/// of a batch's entries last in one statement: every API write queues one,
+/// and left in place they cut the runs of like writes (new bindings, say)
+/// that go in together.
+pub(crate) fn audits_apart<T>(
+    ops: &[T],
+    write: impl Fn(&T) -> &Write,
+) -> (Vec<&AuditEntry>, Vec<&T>) {
+    let mut audits = Vec::new();
+    let mut others = Vec::with_capacity(ops.len());
+    for op in ops {
+        match write(op) {
+            Write::Audit(entry) => audits.push(entry),
+            _ => others.push(op),
+        }
+    }
+    (audits, others)
+}
+
 impl DeliveryState {
     pub fn as_str(self) -> &'static str {
         match self {

@@ -174,7 +174,7 @@ impl Op {
 type SealedBodies<'a> = std::collections::HashMap<EventId, &'a str>;
 
 /// The event bodies sealed ahead in `ops`.
-fn sealed_bodies(ops: &[Op]) -> SealedBodies<'_> {
+fn sealed_bodies<'a>(ops: &[&'a Op]) -> SealedBodies<'a> {
     let mut bodies = SealedBodies::new();
     for op in ops {
         if let (Write::CreateBinding { events, .. }, Some(sealed)) = (&op.write, &op.sealed) {
@@ -489,16 +489,20 @@ async fn apply_batch(
     node: u64,
     channel: &str,
 ) -> Result<()> {
+    let (audits, ops) = crate::audits_apart(ops, |op| &op.write);
+    if ops.is_empty() {
+        return insert_audits(conn, &audits).await;
+    }
     if ops
         .iter()
         .all(|op| matches!(op.write, Write::CreateBinding { .. }))
     {
-        return create_batch(conn, keys, ops, cooldown, node, channel).await;
+        return create_batch(conn, keys, &ops, &audits, cooldown, node, channel).await;
     }
     let mut tx = conn.begin().await?;
     let mut events: Vec<&NewEvent> = Vec::new();
     let mut touched = Touched::default();
-    let mut rest = ops;
+    let mut rest = &ops[..];
     while let Some(first) = rest.first() {
         let n = match &first.write {
             Write::CreateBinding { .. } => {
@@ -506,7 +510,7 @@ async fn apply_batch(
                     .iter()
                     .take_while(|op| matches!(op.write, Write::CreateBinding { .. }))
                     .count();
-                let writes: Vec<_> = rest[..n].iter().map(Op::presealed).collect();
+                let writes: Vec<_> = rest[..n].iter().map(|op| op.presealed()).collect();
                 insert_bindings(&mut tx, keys, &writes, cooldown, &mut events, &mut touched)
                     .await?;
                 n
@@ -566,8 +570,9 @@ async fn apply_batch(
             .bind(EVENTS_LOCK)
             .execute(&mut *tx)
             .await?;
-        insert_events(&mut tx, keys, &events, &sealed_bodies(ops)).await?;
+        insert_events(&mut tx, keys, &events, &sealed_bodies(&ops)).await?;
     }
+    insert_audits(&mut tx, &audits).await?;
     notify(&mut tx, node, channel, &touched).await?;
     tx.commit().await?;
     Ok(())
@@ -720,28 +725,90 @@ async fn insert_bindings<'a>(
 async fn create_batch(
     conn: &mut PgConnection,
     keys: &Keyring,
-    ops: &[Op],
+    ops: &[&Op],
+    audits: &[&AuditEntry],
     cooldown: i64,
     node: u64,
     channel: &str,
 ) -> Result<()> {
-    let writes: Vec<_> = ops.iter().map(Op::presealed).collect();
+    let writes: Vec<_> = ops.iter().map(|op| op.presealed()).collect();
     let mut events = Vec::new();
     let mut touched = Touched::default();
     let (c, k) = new_bindings(keys, &writes, cooldown, &mut events, &mut touched);
     let e = EventArrays::new(keys, &events, &sealed_bodies(ops));
+    // The batch's audit entries in the same statement (a data-modifying
+    // WITH runs whether or not the query reads it): one round trip.
     let call = sqlx::query(
-        "SELECT create_bindings($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
+        "WITH audit_rows AS (INSERT INTO audit (tenant_id, key_id, action, object, status, at, \
+         source) SELECT * FROM UNNEST($44::uuid[], $45::uuid[], $46::text[], $47::text[], \
+         $48::int4[], $49::int8[], $50::text[])) \
+         SELECT create_bindings($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
          $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, \
          $32, $33, $34, $35, $36, $37, $38, $39, $40, $41, $42, $43)",
     );
-    e.bind_to(k.bind_to(c.bind_to(call)))
+    let call = e
+        .bind_to(k.bind_to(c.bind_to(call)))
         .bind(EVENTS_LOCK)
         .bind(channel)
-        .bind(notifications(node, &touched))
+        .bind(notifications(node, &touched));
+    AuditArrays::new(audits)
+        .bind_to(call)
         .execute(&mut *conn)
         .await
         .map_err(conflict)?;
+    Ok(())
+}
+
+/// Column arrays of a multi-row audit insert.
+struct AuditArrays {
+    tenant: Vec<Uuid>,
+    key: Vec<Option<Uuid>>,
+    action: Vec<String>,
+    object: Vec<String>,
+    status: Vec<i32>,
+    at: Vec<i64>,
+    source: Vec<Option<String>>,
+}
+
+impl AuditArrays {
+    fn new(entries: &[&AuditEntry]) -> AuditArrays {
+        AuditArrays {
+            tenant: entries.iter().map(|e| uuid(e.tenant.0)).collect(),
+            key: entries.iter().map(|e| e.key.map(|k| uuid(k.0))).collect(),
+            action: entries.iter().map(|e| e.action.clone()).collect(),
+            object: entries.iter().map(|e| e.object.clone()).collect(),
+            status: entries.iter().map(|e| i32::from(e.status)).collect(),
+            at: entries.iter().map(|e| e.at).collect(),
+            source: entries.iter().map(|e| e.source.clone()).collect(),
+        }
+    }
+
+    /// Binds the columns as the next parameters, in table order.
+    fn bind_to(self, q: PgQuery<'_>) -> PgQuery<'_> {
+        q.bind(self.tenant)
+            .bind(self.key)
+            .bind(self.action)
+            .bind(self.object)
+            .bind(self.status)
+            .bind(self.at)
+            .bind(self.source)
+    }
+}
+
+/// Audit entries in one statement.
+async fn insert_audits(conn: &mut PgConnection, entries: &[&AuditEntry]) -> Result<()> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let insert = sqlx::query(
+        "INSERT INTO audit (tenant_id, key_id, action, object, status, at, source) \
+         SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::int4[], \
+         $6::int8[], $7::text[])",
+    );
+    AuditArrays::new(entries)
+        .bind_to(insert)
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 
@@ -1310,21 +1377,7 @@ async fn apply<'a>(
             touched.tenants = true;
             touched.keys = true;
         }
-        Write::Audit(e) => {
-            sqlx::query(
-                "INSERT INTO audit (tenant_id, key_id, action, object, status, at, source) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            )
-            .bind(uuid(e.tenant.0))
-            .bind(e.key.map(|k| uuid(k.0)))
-            .bind(&e.action)
-            .bind(&e.object)
-            .bind(i32::from(e.status))
-            .bind(e.at)
-            .bind(e.source.as_deref())
-            .execute(&mut *conn)
-            .await?;
-        }
+        Write::Audit(e) => insert_audits(conn, &[e]).await?,
         Write::CreateKey(key) => {
             insert_key(conn, key).await?;
             touched.keys = true;

@@ -90,11 +90,11 @@ impl SqliteStore {
             // free pages for a copy of the file to give back.
             .pragma("secure_delete", "on")
             .busy_timeout(Duration::from_secs(10));
-        // Six statement kinds times MAX_INSERT_ROWS shapes (multi-row
+        // Seven statement kinds times MAX_INSERT_ROWS shapes (multi-row
         // inserts and the IN lists of texts handed over), plus the others.
         let writer_options = options
             .clone()
-            .statement_cache_capacity(6 * MAX_INSERT_ROWS + 48);
+            .statement_cache_capacity(7 * MAX_INSERT_ROWS + 48);
         let mut writer = SqliteConnection::connect_with(&writer_options).await?;
         sqlx::migrate!("./migrations/sqlite")
             .run(&mut writer)
@@ -253,7 +253,8 @@ async fn write_loop(
 
 async fn apply_all(conn: &mut SqliteConnection, keys: &Keyring, ops: &[Op]) -> Result<()> {
     let mut tx = conn.begin().await?;
-    let mut rest = ops;
+    let (audits, ops) = crate::audits_apart(ops, |op| &op.write);
+    let mut rest = &ops[..];
     while let Some(first) = rest.first() {
         // Runs of new bindings and of CDRs (the bulk of the traffic) go in
         // as multi-row INSERTs: each statement is a round trip to SQLite's
@@ -318,6 +319,7 @@ async fn apply_all(conn: &mut SqliteConnection, keys: &Keyring, ops: &[Op]) -> R
         };
         rest = &rest[n..];
     }
+    insert_rows(&mut tx, AUDIT_INSERT, AUDIT_ROW, &audits, bind_audit).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -341,6 +343,9 @@ const CALLS_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 const EVENTS_INSERT: &str = "INSERT INTO events (id, tenant_id, type, subject, created_at, body, \
      state, next_attempt_at, retry_from) VALUES ";
 const EVENTS_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?)";
+const AUDIT_INSERT: &str =
+    "INSERT INTO audit (tenant_id, key_id, action, object, status, at, source) VALUES ";
+const AUDIT_ROW: &str = "(?, ?, ?, ?, ?, ?, ?)";
 const MESSAGES_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 
 fn multi_row(head: &str, row: &str, rows: usize) -> String {
@@ -382,6 +387,16 @@ fn bind_binding<'q>(q: SqliteQuery<'q>, (b, sealed): &(&Binding, &Parties)) -> S
         .bind(b.controls.warn_before_end_seconds.map(i64::from))
         .bind(sealed.a_sealed.clone())
         .bind(sealed.b_sealed.clone())
+}
+
+fn bind_audit<'q>(q: SqliteQuery<'q>, e: &&AuditEntry) -> SqliteQuery<'q> {
+    q.bind(uuid_bytes(e.tenant.0))
+        .bind(e.key.map(|k| uuid_bytes(k.0)))
+        .bind(e.action.clone())
+        .bind(e.object.clone())
+        .bind(i32::from(e.status))
+        .bind(e.at)
+        .bind(e.source.clone())
 }
 
 /// A stored response, its sealed body, and the binding it created.
@@ -724,19 +739,7 @@ async fn apply(conn: &mut SqliteConnection, keys: &Keyring, write: &Write) -> Re
             insert_key(conn, key).await?;
         }
         Write::Audit(e) => {
-            sqlx::query(
-                "INSERT INTO audit (tenant_id, key_id, action, object, status, at, source) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(uuid_bytes(e.tenant.0))
-            .bind(e.key.map(|k| uuid_bytes(k.0)))
-            .bind(&e.action)
-            .bind(&e.object)
-            .bind(i32::from(e.status))
-            .bind(e.at)
-            .bind(e.source.as_deref())
-            .execute(&mut *conn)
-            .await?;
+            insert_rows(conn, AUDIT_INSERT, AUDIT_ROW, &[e], bind_audit).await?;
         }
         Write::CreateKey(key) => insert_key(conn, key).await?,
         Write::CreateUser(u) => {

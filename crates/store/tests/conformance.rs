@@ -2171,6 +2171,57 @@ async fn the_audit_log_lists_a_tenants_entries_newest_first(s: Arc<dyn Store>) {
     assert_eq!(rest[0].1.key, None);
 }
 
+/// As the API queues them: each new binding followed by its audit entry,
+/// in one burst that group-commits (one binding in the middle a duplicate).
+async fn audit_entries_between_bindings_commit_with_them(s: Arc<dyn Store>) {
+    setup(s.as_ref()).await;
+    let entry = |n: u128| AuditEntry {
+        tenant: TenantId(1),
+        key: None,
+        action: "POST /v1/bindings".into(),
+        object: format!("binding-{n}"),
+        status: 201,
+        at: 1_000 + n as i64,
+        source: None,
+    };
+    let mut acks = Vec::new();
+    for i in 0..300u128 {
+        let id = if i == 150 { 100 } else { 100 + i };
+        acks.push(s.enqueue(Write::CreateBinding {
+            binding: binding(id, 1, 1_000 + i as u64, 5_000 + i as u64, 9_000),
+            idempotency: None,
+            events: vec![event(id + 10_000, 1, EventType::BindingCreated, id, false)],
+        }));
+        acks.push(s.enqueue(Write::Audit(entry(i))));
+    }
+    let mut failed = 0;
+    for ack in acks {
+        if ack.await.is_err() {
+            failed += 1;
+        }
+    }
+    assert_eq!(failed, 1, "only the duplicate binding fails");
+    let stored = s
+        .bindings(TenantId(1), &BindingFilter::default(), page(1_000))
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 299);
+    let mut objects = Vec::new();
+    let mut after = None;
+    loop {
+        let entries = s
+            .audit(TenantId(1), Page { after, limit: 100 })
+            .await
+            .unwrap();
+        let Some(last) = entries.last() else { break };
+        after = Some(last.0);
+        objects.extend(entries.into_iter().map(|(_, e)| e.object));
+    }
+    objects.reverse();
+    let expected: Vec<String> = (0..300).map(|n| format!("binding-{n}")).collect();
+    assert_eq!(objects, expected, "every entry, in queue order");
+}
+
 async fn retention_purges_what_ended_before_the_cutoff_a_batch_at_a_time(s: Arc<dyn Store>) {
     setup(s.as_ref()).await;
     // Bindings ending at 1_500 and 2_500 s; the cut-off is 2_000 s.
@@ -2311,6 +2362,7 @@ macro_rules! every_case {
                 keys_are_created_found_by_hash_and_revoked,
                 console_users_are_kept_by_email_and_tenant,
                 the_audit_log_lists_a_tenants_entries_newest_first,
+                audit_entries_between_bindings_commit_with_them,
                 retention_purges_what_ended_before_the_cutoff_a_batch_at_a_time,
                 erasure_removes_a_partys_ended_records_and_masks_its_cdrs,
                 the_open_call_journal_holds_a_call_until_its_cdr,
