@@ -78,6 +78,7 @@ pub(crate) async fn record(
         state.engine.record_audit(AuditEntry {
             tenant: actor.tenant,
             key: actor.key,
+            user: None,
             action,
             object,
             status: response.status().as_u16(),
@@ -109,8 +110,11 @@ fn masked_path(path: &str, region: Region) -> String {
 
 #[derive(Serialize, ToSchema)]
 pub struct AuditView {
-    /// The key used (`null`: the admin key, acting for the tenant).
+    /// The key used (`null`: the admin key acting for the tenant, or a
+    /// console user).
     pub key_id: Option<String>,
+    /// The console user who acted (`null`: the API).
+    pub user_id: Option<String>,
     /// Method and route, e.g. `POST /v1/bindings`.
     pub action: String,
     /// What it acted on: an id, or the path with numbers masked.
@@ -146,6 +150,7 @@ pub async fn list_audit(
         |(seq, _)| seq.to_string(),
         |(_, e)| AuditView {
             key_id: e.key.map(|k| k.to_string()),
+            user_id: e.user.map(|u| u.to_string()),
             action: e.action.clone(),
             object: e.object.clone(),
             status: e.status,

@@ -131,6 +131,12 @@ impl utoipa::Modify for SecuritySchemes {
 
 /// The router and the OpenAPI document, built from the same registrations.
 pub fn router(state: AppState) -> Router {
+    router_with(state, Router::new())
+}
+
+/// The API's router with `pages` (the web console) beside it, under the
+/// same edge: request timeout, metrics, body limit.
+pub fn router_with(state: AppState, pages: Router) -> Router {
     let (router, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(handlers::create_tenant, handlers::list_tenants))
         .routes(routes!(keys::create_key, keys::list_keys))
@@ -189,6 +195,8 @@ pub fn router(state: AppState) -> Router {
                 }
             }),
         )
+        .with_state(state.clone())
+        .merge(pages)
         .fallback(|| async { Problem::not_found("resource") })
         .method_not_allowed_fallback(|| async {
             Problem::new(
@@ -207,7 +215,6 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(axum::middleware::from_fn(metrics::track))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(state)
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, then finishes
@@ -215,8 +222,9 @@ pub fn router(state: AppState) -> Router {
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
+    pages: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let config = state.edge.clone();
-    edge::serve_with_limits(listener, router(state), &config, shutdown).await
+    edge::serve_with_limits(listener, router_with(state, pages), &config, shutdown).await
 }

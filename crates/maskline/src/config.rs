@@ -84,6 +84,8 @@ pub struct Config {
     /// Webhook and intercept URLs may point at loopback, private and other
     /// non-public addresses (refused otherwise: SSRF).
     pub webhook_allow_private: bool,
+    /// Serve the web console at `/console`.
+    pub console: bool,
     pub log_format: LogFormat,
     pub webhook_timeout_ms: u64,
     pub webhook_retry_window_secs: u64,
@@ -150,6 +152,7 @@ impl fmt::Debug for Config {
             .field("webhook_max_backoff_secs", &self.webhook_max_backoff_secs)
             .field("webhook_concurrency", &self.webhook_concurrency)
             .field("webhook_allow_private", &self.webhook_allow_private)
+            .field("console", &self.console)
             // SmscUrl's Debug hides the passwords.
             .field("smpp", &self.smpp)
             .field("smpp_window", &self.smpp_window)
@@ -214,6 +217,7 @@ pub const KEYS: &[Key] = &[
     key("webhook_max_backoff_secs", Some("3600")),
     key("webhook_concurrency", Some("16")),
     key("webhook_allow_private", Some("false")),
+    key("console", Some("true")),
     key("shutdown_grace_secs", Some("10")),
     key("log_format", Some("text")),
     key("smpp", None),
@@ -512,6 +516,7 @@ impl Config {
             webhook_max_backoff_secs: int("webhook_max_backoff_secs", 1, 86400)? as u64,
             webhook_concurrency: int("webhook_concurrency", 1, 256)? as u64,
             webhook_allow_private: flag("webhook_allow_private")?,
+            console: flag("console")?,
             smpp,
             smpp_window: int("smpp_window", 1, 1000)? as usize,
             smpp_enquire_secs: int("smpp_enquire_secs", 1, 3600)? as u64,

@@ -281,9 +281,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     .context("cannot start the webhook sender")?;
     let grace = Duration::from_secs(config.shutdown_grace_secs);
     let deliveries = tokio::spawn(dispatcher.run(stopped(stop_rx.clone()), grace));
+    let pages = if config.console {
+        maskline_console::router(maskline_console::ConsoleState {
+            engine: engine.clone(),
+            region: config.default_region,
+        })
+    } else {
+        axum::Router::new()
+    };
     let server = tokio::spawn(maskline_api::serve(
         listener,
         state,
+        pages,
         stopped(stop_rx.clone()),
     ));
 

@@ -108,8 +108,11 @@ impl std::str::FromStr for KeyId {
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct AuditEntry {
     pub tenant: TenantId,
-    /// The key used; `None`: the admin key acting for the tenant.
+    /// The key used; `None`: the admin key acting for the tenant, or a
+    /// console user.
     pub key: Option<KeyId>,
+    /// The console user who acted; `None` for the API.
+    pub user: Option<UserId>,
     /// Method and route template, e.g. `POST /v1/bindings`.
     pub action: String,
     /// What it acted on: an id, or the request's path with numbers masked.

@@ -740,8 +740,8 @@ async fn create_batch(
     // WITH runs whether or not the query reads it): one round trip.
     let call = sqlx::query(
         "WITH audit_rows AS (INSERT INTO audit (tenant_id, key_id, action, object, status, at, \
-         source) SELECT * FROM UNNEST($44::uuid[], $45::uuid[], $46::text[], $47::text[], \
-         $48::int4[], $49::int8[], $50::text[])) \
+         source, user_id) SELECT * FROM UNNEST($44::uuid[], $45::uuid[], $46::text[], \
+         $47::text[], $48::int4[], $49::int8[], $50::text[], $51::uuid[])) \
          SELECT create_bindings($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
          $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, \
          $32, $33, $34, $35, $36, $37, $38, $39, $40, $41, $42, $43)",
@@ -768,6 +768,7 @@ struct AuditArrays {
     status: Vec<i32>,
     at: Vec<i64>,
     source: Vec<Option<String>>,
+    user: Vec<Option<Uuid>>,
 }
 
 impl AuditArrays {
@@ -780,6 +781,7 @@ impl AuditArrays {
             status: entries.iter().map(|e| i32::from(e.status)).collect(),
             at: entries.iter().map(|e| e.at).collect(),
             source: entries.iter().map(|e| e.source.clone()).collect(),
+            user: entries.iter().map(|e| e.user.map(|u| uuid(u.0))).collect(),
         }
     }
 
@@ -792,6 +794,7 @@ impl AuditArrays {
             .bind(self.status)
             .bind(self.at)
             .bind(self.source)
+            .bind(self.user)
     }
 }
 
@@ -801,9 +804,9 @@ async fn insert_audits(conn: &mut PgConnection, entries: &[&AuditEntry]) -> Resu
         return Ok(());
     }
     let insert = sqlx::query(
-        "INSERT INTO audit (tenant_id, key_id, action, object, status, at, source) \
+        "INSERT INTO audit (tenant_id, key_id, action, object, status, at, source, user_id) \
          SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::int4[], \
-         $6::int8[], $7::text[])",
+         $6::int8[], $7::text[], $8::uuid[])",
     );
     AuditArrays::new(entries)
         .bind_to(insert)

@@ -77,7 +77,7 @@ macro_rules! shared_reads {
                 page: Page<i64>,
             ) -> Result<Vec<(i64, AuditEntry)>> {
                 let rows = sqlx::query(
-                    "SELECT seq, tenant_id, key_id, action, object, status, at, source \
+                    "SELECT seq, tenant_id, key_id, action, object, status, at, source, user_id \
                      FROM audit WHERE tenant_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3",
                 )
                 .bind($id(tenant.0))

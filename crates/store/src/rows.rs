@@ -348,6 +348,7 @@ pub(crate) fn audit_entry(r: &impl Cells) -> Result<(i64, AuditEntry)> {
             status: u16::try_from(int(r, "status")?).map_err(|_| Error::Corrupt("status"))?,
             at: int(r, "at")?,
             source: r.text("source")?.map(str::to_owned),
+            user: r.id("user_id")?.map(UserId),
         },
     ))
 }

@@ -344,8 +344,8 @@ const EVENTS_INSERT: &str = "INSERT INTO events (id, tenant_id, type, subject, c
      state, next_attempt_at, retry_from) VALUES ";
 const EVENTS_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?)";
 const AUDIT_INSERT: &str =
-    "INSERT INTO audit (tenant_id, key_id, action, object, status, at, source) VALUES ";
-const AUDIT_ROW: &str = "(?, ?, ?, ?, ?, ?, ?)";
+    "INSERT INTO audit (tenant_id, key_id, action, object, status, at, source, user_id) VALUES ";
+const AUDIT_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?)";
 const MESSAGES_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 
 fn multi_row(head: &str, row: &str, rows: usize) -> String {
@@ -397,6 +397,7 @@ fn bind_audit<'q>(q: SqliteQuery<'q>, e: &&AuditEntry) -> SqliteQuery<'q> {
         .bind(i32::from(e.status))
         .bind(e.at)
         .bind(e.source.clone())
+        .bind(e.user.map(|u| uuid_bytes(u.0)))
 }
 
 /// A stored response, its sealed body, and the binding it created.

@@ -2134,6 +2134,8 @@ async fn the_audit_log_lists_a_tenants_entries_newest_first(s: Arc<dyn Store>) {
     let entry = |tenant: u128, n: i64| AuditEntry {
         tenant: TenantId(tenant),
         key: (n % 2 == 0).then_some(KeyId(tenant)),
+        // A console user's entry has no key.
+        user: (n % 2 == 1).then_some(UserId(tenant * 100 + n as u128)),
         action: "POST /v1/bindings".into(),
         object: format!("binding-{n}"),
         status: 201,
@@ -2178,6 +2180,7 @@ async fn audit_entries_between_bindings_commit_with_them(s: Arc<dyn Store>) {
     let entry = |n: u128| AuditEntry {
         tenant: TenantId(1),
         key: None,
+        user: n.is_multiple_of(3).then_some(UserId(n)),
         action: "POST /v1/bindings".into(),
         object: format!("binding-{n}"),
         status: 201,
@@ -2248,6 +2251,7 @@ async fn retention_purges_what_ended_before_the_cutoff_a_batch_at_a_time(s: Arc<
         s.enqueue(Write::Audit(AuditEntry {
             tenant: TenantId(1),
             key: None,
+            user: None,
             action: "POST /v1/bindings".into(),
             object: "x".into(),
             status: 201,

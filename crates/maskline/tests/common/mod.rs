@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod console;
 pub mod receiver;
 pub mod sipp;
 pub mod smsc;

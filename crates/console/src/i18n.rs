@@ -1,0 +1,326 @@
+//! The console's two languages. Every text a page shows is a field of
+//! [`Text`], and each language is one `const` of it: a key missing in
+//! either language does not compile, so no page can show an untranslated
+//! key. Numbers, dates and durations are formatted here for the language.
+
+use maskline_core::UnixTime;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Lang {
+    En,
+    Zh,
+}
+
+impl Lang {
+    pub fn code(self) -> &'static str {
+        match self {
+            Lang::En => "en",
+            Lang::Zh => "zh-CN",
+        }
+    }
+
+    /// The value of the `lang` cookie and of `?lang=`.
+    pub fn param(self) -> &'static str {
+        match self {
+            Lang::En => "en",
+            Lang::Zh => "zh",
+        }
+    }
+
+    pub fn from_param(s: &str) -> Option<Lang> {
+        match s {
+            "en" => Some(Lang::En),
+            "zh" => Some(Lang::Zh),
+            _ => None,
+        }
+    }
+
+    /// The first language of an `Accept-Language` header we speak, by
+    /// quality; English when none.
+    pub fn negotiate(accept: &str) -> Lang {
+        let mut best: Option<(f32, Lang)> = None;
+        for item in accept.split(',') {
+            let mut parts = item.split(';');
+            let tag = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+            let q = parts
+                .filter_map(|p| p.trim().strip_prefix("q="))
+                .find_map(|q| q.parse::<f32>().ok())
+                .unwrap_or(1.0);
+            let lang = match tag.split('-').next() {
+                Some("zh") => Lang::Zh,
+                Some("en") => Lang::En,
+                _ => continue,
+            };
+            if q > 0.0 && best.is_none_or(|(bq, _)| q > bq) {
+                best = Some((q, lang));
+            }
+        }
+        best.map_or(Lang::En, |(_, l)| l)
+    }
+
+    pub fn text(self) -> &'static Text {
+        match self {
+            Lang::En => &EN,
+            Lang::Zh => &ZH,
+        }
+    }
+
+    /// `1234567` as `1,234,567` (both languages group by thousands).
+    pub fn int(self, n: u64) -> String {
+        let digits = n.to_string();
+        let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+        for (i, c) in digits.chars().enumerate() {
+            if i > 0 && (digits.len() - i).is_multiple_of(3) {
+                out.push(',');
+            }
+            out.push(c);
+        }
+        out
+    }
+
+    /// A time in UTC: `7 Dec 2026 16:05` / `2026年12月7日 16:05`.
+    pub fn time(self, t: UnixTime) -> String {
+        let Ok(dt) = time::OffsetDateTime::from_unix_timestamp(t) else {
+            return t.to_string();
+        };
+        match self {
+            Lang::En => format!(
+                "{} {} {} {:02}:{:02} UTC",
+                dt.day(),
+                &MONTHS[usize::from(u8::from(dt.month())) - 1],
+                dt.year(),
+                dt.hour(),
+                dt.minute()
+            ),
+            Lang::Zh => format!(
+                "{}年{}月{}日 {:02}:{:02} UTC",
+                dt.year(),
+                u8::from(dt.month()),
+                dt.day(),
+                dt.hour(),
+                dt.minute()
+            ),
+        }
+    }
+
+    /// `3725` seconds as `1 h 2 min 5 s` / `1小时2分5秒`.
+    pub fn duration(self, secs: i64) -> String {
+        let secs = secs.max(0);
+        let (d, h, m, s) = (
+            secs / 86_400,
+            secs % 86_400 / 3600,
+            secs % 3600 / 60,
+            secs % 60,
+        );
+        let units: [(i64, &str, &str); 4] = [
+            (d, " d", "天"),
+            (h, " h", "小时"),
+            (m, " min", "分"),
+            (s, " s", "秒"),
+        ];
+        let parts: Vec<String> = units
+            .iter()
+            .skip_while(|(n, _, _)| *n == 0)
+            .filter(|(n, _, _)| *n > 0)
+            .map(|(n, en, zh)| match self {
+                Lang::En => format!("{n}{en}"),
+                Lang::Zh => format!("{n}{zh}"),
+            })
+            .collect();
+        if parts.is_empty() {
+            return match self {
+                Lang::En => "0 s".into(),
+                Lang::Zh => "0秒".into(),
+            };
+        }
+        match self {
+            Lang::En => parts.join(" "),
+            Lang::Zh => parts.concat(),
+        }
+    }
+}
+
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
+
+/// Every text of the console: its key, then English, then Simplified
+/// Chinese. One line per text keeps the two side by side.
+macro_rules! texts {
+    ($($key:ident: $en:literal, $zh:literal;)*) => {
+        /// Every text of the console, in one language.
+        pub struct Text {
+            $(pub $key: &'static str,)*
+        }
+
+        pub const EN: Text = Text { $($key: $en,)* };
+        pub const ZH: Text = Text { $($key: $zh,)* };
+
+        /// Every key with its English and Chinese text, for tests.
+        #[cfg(test)]
+        pub(crate) const ALL: &[(&str, &str, &str)] = &[$((stringify!($key), $en, $zh),)*];
+    };
+}
+
+texts! {
+    product: "Maskline console", "Maskline 控制台";
+    skip_to_content: "Skip to content", "跳到正文";
+    nav_label: "Main", "主菜单";
+    nav_overview: "Overview", "概览";
+    nav_bindings: "Bindings", "绑定";
+    sign_out: "Sign out", "退出";
+    signed_in_as: "Signed in as", "当前用户";
+    language: "Language", "语言";
+    other_language: "中文", "English";
+    other_language_param: "zh", "en";
+    role_admin: "admin", "管理员";
+    role_owner: "owner", "所有者";
+    role_operator: "operator", "操作员";
+    role_viewer: "viewer", "查看者";
+    sign_in_title: "Sign in", "登录";
+    email: "Email", "邮箱";
+    password: "Password", "密码";
+    sign_in: "Sign in", "登录";
+    sign_in_refused: "Wrong email or password.", "邮箱或密码错误。";
+    sign_in_locked: "Too many failed sign-ins: this account is locked until", "登录失败次数过多，账号已锁定至";
+    signed_out: "You have signed out.", "您已退出。";
+    forbidden_title: "Refused", "已拒绝";
+    csrf_refused: "This form has expired or did not come from this console. Reload the page and try again.", "此表单已过期或并非来自本控制台。请刷新页面后重试。";
+    not_found_title: "Not found", "未找到";
+    not_found: "There is nothing here.", "这里什么也没有。";
+    error_title: "Something went wrong", "出错了";
+    error_internal: "The server could not do this. Try again; if it keeps failing, tell your operator.", "服务器无法完成此操作。请重试；如果仍然失败，请联系运维人员。";
+    admin_pick_tenant: "Choose the tenant to look at.", "请选择要查看的租户。";
+    tenant: "Tenant", "租户";
+    show: "Show", "查看";
+    overview_title: "Overview", "概览";
+    live_bindings: "Live bindings", "有效绑定";
+    active: "Active", "生效中";
+    cooling: "Cooling down", "冷却中";
+    ended: "Ended", "已结束";
+    pool_use: "Pool use per area", "各地区号码池使用情况";
+    pool_use_chart: "Numbers in use out of the pool, per area", "各地区号码池中已使用的号码";
+    area: "Area", "地区";
+    no_area: "(none)", "（无）";
+    in_use: "In use", "使用中";
+    total: "In pool", "号码池";
+    no_pool: "This tenant has no numbers yet.", "该租户还没有号码。";
+    bindings_title: "Bindings", "绑定";
+    search: "Search", "搜索";
+    party: "Party number", "用户号码";
+    party_hint: "Full number, e.g. +8613800000000", "完整号码，例如 +8613800000000";
+    searching_party: "Showing bindings of", "当前显示此号码的绑定：";
+    external_ref: "External reference", "外部单号";
+    status: "Status", "状态";
+    any_status: "Any", "全部";
+    mode: "Mode", "模式";
+    x: "Virtual number X", "隐私号 X";
+    a: "Party A", "A 方";
+    b: "Party B", "B 方";
+    created: "Created", "创建时间";
+    expires: "Expires", "到期时间";
+    actions: "Actions", "操作";
+    no_bindings: "No binding matches.", "没有匹配的绑定。";
+    next_page: "Next page", "下一页";
+    first_page: "First page", "第一页";
+    create_binding: "Create a binding", "新建绑定";
+    expires_in_hours: "Expires in (hours)", "有效期（小时）";
+    create: "Create", "创建";
+    end: "End", "解绑";
+    extend: "Extend", "延期";
+    extend_hours: "Extend by (hours)", "延长（小时）";
+    binding_created: "Binding created:", "已创建绑定：";
+    binding_ended: "Binding ended:", "已解绑：";
+    binding_extended: "Binding extended:", "已延期：";
+    masked_note: "Party numbers are masked.", "用户号码已脱敏显示。";
+    mode_axb: "AXB (two parties)", "AXB（双方）";
+    mode_axn: "AXN (one party, anyone calls)", "AXN（单方，任何人可拨打）";
+    mode_axe: "AXE (extension)", "AXE（分机号）";
+    invalid_number: "Not a valid phone number.", "电话号码无效。";
+    invalid_hours: "Hours must be a whole number from 1 to 4320.", "小时数须为 1 到 4320 之间的整数。";
+    invalid_ref: "An external reference is at most 128 characters.", "外部单号最多 128 个字符。";
+    refused_missing_b: "Mode AXB needs both parties.", "AXB 模式需要双方号码。";
+    refused_same_party: "A and B must be different numbers.", "A 与 B 必须是不同的号码。";
+    refused_party_virtual: "A party may not be one of the pool's virtual numbers.", "用户号码不能是号码池中的隐私号。";
+    refused_destination: "A party's number is outside the allowed destinations (call settings).", "用户号码不在允许的呼叫目的地范围内（呼叫设置）。";
+    refused_pool_exhausted: "No number in the pool can serve this binding.", "号码池中没有可用于此绑定的号码。";
+    refused_party_conflict: "A party is already bound on every number that could serve.", "可用的号码上都已绑定了该用户。";
+    refused_not_active: "Only an active binding can change.", "只有生效中的绑定可以修改。";
+    refused_expiry: "That expiry is not allowed.", "不允许该有效期。";
+    refused_other: "Refused:", "已拒绝：";
+    read_only: "Your role may look but not change anything.", "您的角色只能查看，不能修改。";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_language_picks_the_best_language_we_speak() {
+        let cases = [
+            ("", Lang::En),
+            ("zh-CN,zh;q=0.9,en;q=0.8", Lang::Zh),
+            ("en-US,en;q=0.9,zh-CN;q=0.8", Lang::En),
+            ("fr-FR, zh;q=0.5, en;q=0.4", Lang::Zh),
+            ("fr", Lang::En),
+            ("zh;q=0, en;q=0.1", Lang::En),
+            ("ZH-tw", Lang::Zh),
+            ("en;q=0.2, zh-Hans;q=0.7", Lang::Zh),
+            (";;;,,,q=", Lang::En),
+        ];
+        for (header, want) in cases {
+            assert_eq!(Lang::negotiate(header), want, "{header:?}");
+        }
+    }
+
+    #[test]
+    fn integers_group_by_thousands() {
+        for (n, want) in [
+            (0, "0"),
+            (999, "999"),
+            (1000, "1,000"),
+            (1_234_567, "1,234,567"),
+            (u64::MAX, "18,446,744,073,709,551,615"),
+        ] {
+            assert_eq!(Lang::En.int(n), want);
+            assert_eq!(Lang::Zh.int(n), want);
+        }
+    }
+
+    #[test]
+    fn times_and_durations_read_as_each_language_writes_them() {
+        let t = 1_796_659_500; // 2026-12-07 16:05:00 UTC
+        assert_eq!(Lang::En.time(t), "7 Dec 2026 16:05 UTC");
+        assert_eq!(Lang::Zh.time(t), "2026年12月7日 16:05 UTC");
+        assert_eq!(Lang::En.duration(0), "0 s");
+        assert_eq!(Lang::Zh.duration(-5), "0秒");
+        assert_eq!(Lang::En.duration(3725), "1 h 2 min 5 s");
+        assert_eq!(Lang::Zh.duration(3725), "1小时2分5秒");
+        assert_eq!(Lang::En.duration(86_400 + 60), "1 d 1 min");
+        assert_eq!(Lang::Zh.duration(59), "59秒");
+    }
+
+    #[test]
+    fn every_text_is_translated() {
+        // A text left untranslated would read the same in both languages;
+        // these few are the same on purpose.
+        let same: &[&str] = &[];
+        for (key, en, zh) in ALL {
+            assert!(
+                !en.trim().is_empty() && !zh.trim().is_empty(),
+                "{key} is empty"
+            );
+            if !same.contains(key) {
+                assert_ne!(en, zh, "{key} is not translated");
+            }
+            if *key != "other_language" {
+                assert!(
+                    !zh.is_ascii() || key.starts_with("other_language"),
+                    "{key}'s Chinese text has no Chinese: {zh:?}"
+                );
+            }
+        }
+        assert_eq!(EN.other_language_param, Lang::Zh.param());
+        assert_eq!(ZH.other_language_param, Lang::En.param());
+    }
+}

@@ -1,0 +1,102 @@
+//! The web console ("The console contract" in PRODUCT.md): server-rendered
+//! pages at `/console` for operators and tenants' support staff, over the
+//! same engine calls and tenant scoping as the HTTP API.
+//!
+//! - [`auth`]: the session cookie, the language, CSRF tokens.
+//! - [`login`]: signing in and out.
+//! - [`pages`]: the pages, and the one place errors become a page.
+//! - [`i18n`]: every text in English and Simplified Chinese; formatting.
+//! - [`assets`]: CSS and scripts embedded in the binary, served by hash.
+//!
+//! Templates (askama, checked at compile time) live in `templates/`; they
+//! escape every value, so nothing a tenant stored (an `external_ref`, say)
+//! becomes markup. Party numbers reach a template only masked.
+
+#![forbid(unsafe_code)]
+// Input must never reach a panic: no unwrap/expect outside tests.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+// A refusal here is the page to answer (`Err(Response)`), made once per
+// request: boxing it would buy nothing.
+#![allow(clippy::result_large_err)]
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::http::{HeaderName, HeaderValue, header};
+use axum::middleware::Next;
+use axum::response::Response;
+use axum::routing::{get, post};
+use maskline_core::Region;
+use maskline_engine::Engine;
+
+pub mod assets;
+pub mod auth;
+pub mod i18n;
+pub mod login;
+pub mod pages;
+
+#[derive(Clone)]
+pub struct ConsoleState {
+    pub engine: Arc<Engine>,
+    /// Region of national-format numbers typed into forms.
+    pub region: Region,
+}
+
+/// Everything under `/console`. The caller merges it into the HTTP
+/// router, whose limits and timeouts then cover it too.
+pub fn router(state: ConsoleState) -> Router {
+    Router::new()
+        .route("/console", get(pages::overview))
+        .route("/console/", get(pages::overview))
+        .route("/console/login", get(login::form).post(login::sign_in))
+        .route("/console/logout", post(login::sign_out))
+        .route(
+            "/console/bindings",
+            get(pages::bindings).post(pages::create_binding),
+        )
+        .route("/console/bindings/search", post(pages::search_bindings))
+        .route("/console/bindings/{id}/end", post(pages::end_binding))
+        .route("/console/bindings/{id}/extend", post(pages::extend_binding))
+        .route("/console/assets/{file}", get(assets::serve))
+        .route(
+            "/console/{*rest}",
+            get(pages::not_found).post(pages::not_found),
+        )
+        .layer(axum::middleware::from_fn(security_headers))
+        .with_state(state)
+}
+
+/// No inline script or style, nothing from another origin, no framing:
+/// markup that slipped through escaping could still run nothing.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+                   media-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; \
+                   base-uri 'none'";
+
+async fn security_headers(req: Request, next: Next) -> Response {
+    let mut res = next.run(req).await;
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(
+        HeaderName::from_static("cross-origin-opener-policy"),
+        HeaderValue::from_static("same-origin"),
+    );
+    // Pages show tenants' data: never kept by a shared cache. Assets set
+    // their own.
+    if !h.contains_key(header::CACHE_CONTROL) {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    res
+}

@@ -1,0 +1,177 @@
+//! Signing in and out at `/console/login` and `/console/logout`.
+
+use askama::Template;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use maskline_engine::SignIn;
+use serde::Deserialize;
+
+use crate::ConsoleState;
+use crate::auth::{self, LOGIN_COOKIE, Language, SESSION_COOKIE, Session};
+use crate::pages::{self, Chrome};
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage {
+    c: Chrome,
+    csrf: String,
+    email: String,
+    error: String,
+    notice: String,
+}
+
+/// The sign-in page with a fresh form token, also set as its cookie.
+fn login_page(
+    lang: Language,
+    secure: bool,
+    status: StatusCode,
+    email: String,
+    error: String,
+    notice: String,
+) -> Response {
+    let csrf = auth::random_token();
+    let page = LoginPage {
+        c: Chrome::anonymous(lang.lang),
+        csrf: csrf.clone(),
+        email,
+        error,
+        notice,
+    };
+    let mut res = pages::render(status, &page, lang, secure);
+    if let Ok(v) = auth::set_cookie(LOGIN_COOKIE, &csrf, Some(3600), secure).parse() {
+        res.headers_mut().append(header::SET_COOKIE, v);
+    }
+    res
+}
+
+#[derive(Deserialize, Default)]
+pub struct Notice {
+    #[serde(default)]
+    out: Option<String>,
+}
+
+pub async fn form(
+    lang: Language,
+    headers: HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<Notice>,
+) -> Response {
+    let notice = if q.out.is_some() {
+        lang.lang.text().signed_out.to_owned()
+    } else {
+        String::new()
+    };
+    login_page(
+        lang,
+        auth::behind_tls(&headers),
+        StatusCode::OK,
+        String::new(),
+        String::new(),
+        notice,
+    )
+}
+
+#[derive(Deserialize, Default)]
+struct Credentials {
+    #[serde(default)]
+    csrf: Option<String>,
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    password: String,
+}
+
+pub async fn sign_in(
+    State(state): State<ConsoleState>,
+    lang: Language,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let f: Credentials = serde_urlencoded::from_bytes(&body).unwrap_or_default();
+    let expected = auth::cookie(&headers, LOGIN_COOKIE).unwrap_or("");
+    if !f
+        .csrf
+        .as_deref()
+        .is_some_and(|given| auth::tokens_match(given, expected))
+    {
+        return pages::csrf_refused(lang.lang);
+    }
+    let secure = auth::behind_tls(&headers);
+    let t = lang.lang.text();
+    let now = maskline_engine::now();
+    let refused = |error: String| {
+        login_page(
+            lang,
+            secure,
+            StatusCode::UNAUTHORIZED,
+            f.email.trim().to_owned(),
+            error,
+            String::new(),
+        )
+    };
+    match state.engine.sign_in(&f.email, &f.password, now).await {
+        Ok(SignIn::Accepted(user)) => match state.engine.open_session(&user, now).await {
+            Ok(token) => {
+                let mut res = Redirect::to("/console").into_response();
+                let cookies = [
+                    auth::set_cookie(
+                        SESSION_COOKIE,
+                        &token,
+                        Some(maskline_engine::SESSION_SECS),
+                        secure,
+                    ),
+                    auth::set_cookie(LOGIN_COOKIE, "", Some(0), secure),
+                ];
+                for c in cookies {
+                    if let Ok(v) = c.parse() {
+                        res.headers_mut().append(header::SET_COOKIE, v);
+                    }
+                }
+                tracing::info!(user = %user.id, "console sign-in");
+                res
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "console session could not open");
+                pages::internal_error(lang.lang)
+            }
+        },
+        Ok(SignIn::Refused) => refused(t.sign_in_refused.to_owned()),
+        Ok(SignIn::Locked { until }) => {
+            refused(format!("{} {}", t.sign_in_locked, lang.lang.time(until)))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "console sign-in failed");
+            pages::internal_error(lang.lang)
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct SignOutForm {
+    #[serde(default)]
+    csrf: Option<String>,
+}
+
+pub async fn sign_out(
+    State(state): State<ConsoleState>,
+    session: Session,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let f: SignOutForm = serde_urlencoded::from_bytes(&body).unwrap_or_default();
+    if let Err(res) = session.check_csrf(f.csrf.as_deref()) {
+        return res;
+    }
+    if let Some(token) = auth::cookie(&headers, SESSION_COOKIE)
+        && let Err(e) = state.engine.close_session(token).await
+    {
+        tracing::error!(error = %e, "console sign-out failed");
+        return pages::internal_error(session.lang.lang);
+    }
+    let mut res = Redirect::to("/console/login?out=1").into_response();
+    if let Ok(v) = auth::set_cookie(SESSION_COOKIE, "", Some(0), session.secure).parse() {
+        res.headers_mut().append(header::SET_COOKIE, v);
+    }
+    res
+}

@@ -1,0 +1,717 @@
+//! The web console over HTTP, as a browser without JavaScript uses it:
+//! sign-in and out, lockout, CSRF, roles, masking, escaping, languages,
+//! headers and assets. (The browser tests drive the same pages in
+//! Chromium.)
+
+mod common;
+
+use common::console::Agent;
+use common::*;
+use serde_json::json;
+
+const PASSWORD: &str = "console-passphrase-4711";
+
+/// A tenant with a pool, a binding and one user of each tenant role, plus
+/// an admin. Returns the tenant's id and key.
+async fn shop(s: &Server) -> (String, String) {
+    let (tenant, key) = s.create_tenant("shop").await;
+    s.import(&key, &[&x(1), &x(2), &x(3)]).await;
+    for (email, role, tenant_id) in [
+        ("owner@shop.example", "owner", Some(&tenant)),
+        ("operator@shop.example", "operator", Some(&tenant)),
+        ("viewer@shop.example", "viewer", Some(&tenant)),
+        ("root@ops.example", "admin", None),
+    ] {
+        let mut body = json!({"email": email, "password": PASSWORD, "role": role});
+        if let Some(t) = tenant_id {
+            body["tenant_id"] = json!(t);
+        }
+        let (st, v) = s
+            .call("POST", "/v1/users", Some(ADMIN_KEY), Some(body))
+            .await;
+        assert_eq!(st, 201, "{v}");
+    }
+    (tenant, key)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn signing_in_opens_a_strict_cookie_session_that_signing_out_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path()).await;
+    shop(&s).await;
+    let mut a = Agent::new(&s.base);
+
+    // Without a session every page sends to the sign-in form.
+    for path in ["/console", "/console/bindings"] {
+        let p = a.get(path).await;
+        assert_eq!(p.status, 303, "{path}");
+        assert_eq!(p.location.as_deref(), Some("/console/login"));
+    }
+
+    let p = a.sign_in("Operator@Shop.Example", PASSWORD).await;
+    assert_eq!(p.status, 303, "{}", p.html);
+    assert_eq!(p.location.as_deref(), Some("/console"));
+    let cookie = p
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|c| c.starts_with("ml_session="))
+        .expect("a session cookie");
+    for attr in [
+        "HttpOnly",
+        "SameSite=Strict",
+        "Path=/console",
+        "Max-Age=43200",
+    ] {
+        assert!(cookie.contains(attr), "{cookie} lacks {attr}");
+    }
+    // Plain HTTP: a Secure cookie would never come back.
+    assert!(!cookie.contains("Secure"), "{cookie}");
+    let token = a.cookies["ml_session"].clone();
+
+    let home = a.get("/console").await;
+    assert_eq!(home.status, 200, "{}", home.html);
+    assert!(home.html.contains("operator@shop.example"));
+
+    // Sign-out needs the session's token too.
+    let p = a.post("/console/logout", &[]).await;
+    assert_eq!(p.status, 403);
+    assert_eq!(a.get("/console").await.status, 200, "still signed in");
+    let csrf = home.csrf();
+    let p = a.post("/console/logout", &[("csrf", &csrf)]).await;
+    assert_eq!(p.status, 303);
+    assert_eq!(p.location.as_deref(), Some("/console/login?out=1"));
+    assert!(
+        !a.cookies.contains_key("ml_session"),
+        "the cookie is cleared"
+    );
+
+    // The old token signs nobody in any more, on this node or another.
+    a.cookies.insert("ml_session".into(), token);
+    let p = a.get("/console").await;
+    assert_eq!(p.status, 303);
+
+    // Behind a TLS proxy the cookie is Secure.
+    let mut b = Agent::new(&s.base);
+    let form = b.get("/console/login").await;
+    maskline_callbacks::install_crypto_provider();
+    let res = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .post(format!("{}/console/login", s.base))
+        .header("x-forwarded-proto", "https")
+        .header("cookie", format!("ml_login={}", b.cookies["ml_login"]))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(
+            serde_urlencoded::to_string([
+                ("csrf", form.csrf().as_str()),
+                ("email", "viewer@shop.example"),
+                ("password", PASSWORD),
+            ])
+            .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let secure = res.headers().get_all("set-cookie").iter().any(|v| {
+        v.to_str().unwrap().starts_with("ml_session=") && v.to_str().unwrap().ends_with("; Secure")
+    });
+    assert!(secure, "{:?}", res.headers());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wrong_passwords_are_refused_alike_and_ten_lock_the_account() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path()).await;
+    shop(&s).await;
+    let mut a = Agent::new(&s.base);
+
+    let unknown = a.sign_in("nobody@shop.example", PASSWORD).await;
+    let wrong = a.sign_in("viewer@shop.example", "not-the-passphrase").await;
+    assert_eq!(unknown.status, 401);
+    assert_eq!(wrong.status, 401);
+    assert!(wrong.html.contains("Wrong email or password."));
+    assert!(unknown.html.contains("Wrong email or password."));
+    // The form keeps the email, never the password.
+    assert!(wrong.html.contains("value=\"viewer@shop.example\""));
+    assert!(!wrong.html.contains("not-the-passphrase"));
+    assert!(!a.cookies.contains_key("ml_session"));
+
+    for _ in 1..10 {
+        let p = a.sign_in("viewer@shop.example", "not-the-passphrase").await;
+        assert_eq!(p.status, 401);
+    }
+    // Ten failures: even the right password is refused, saying until when.
+    let p = a.sign_in("viewer@shop.example", PASSWORD).await;
+    assert_eq!(p.status, 401, "{}", p.html);
+    assert!(p.html.contains("locked until"), "{}", p.html);
+    assert!(!a.cookies.contains_key("ml_session"));
+    // Other accounts are not affected.
+    let p = a.sign_in("operator@shop.example", PASSWORD).await;
+    assert_eq!(p.status, 303);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_post_without_its_csrf_token_is_refused_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path()).await;
+    let (_, key) = shop(&s).await;
+    let mut a = Agent::new(&s.base);
+
+    // The sign-in form: no token, a made-up one, or one without its cookie.
+    let form = a.get("/console/login").await;
+    let good = form.csrf();
+    let creds = [("email", "operator@shop.example"), ("password", PASSWORD)];
+    let p = a.post("/console/login", &creds).await;
+    assert_eq!(p.status, 403, "{}", p.html);
+    assert!(p.html.contains("did not come from this console"));
+    let p = a
+        .post("/console/login", &[creds[0], creds[1], ("csrf", "forged")])
+        .await;
+    assert_eq!(p.status, 403);
+    let mut stranger = Agent::new(&s.base);
+    let p = stranger
+        .post("/console/login", &[creds[0], creds[1], ("csrf", &good)])
+        .await;
+    assert_eq!(p.status, 403, "the token without its cookie");
+
+    assert_eq!(
+        a.sign_in("operator@shop.example", PASSWORD).await.status,
+        303
+    );
+    let page = a.get("/console/bindings").await;
+    let csrf = page.csrf();
+    let create = |csrf: Option<&str>| {
+        let mut f = vec![
+            ("mode", "axb".to_owned()),
+            ("a", party(12345671)),
+            ("b", party(12345672)),
+            ("hours", "24".to_owned()),
+        ];
+        if let Some(c) = csrf {
+            f.push(("csrf", c.to_owned()));
+        }
+        f
+    };
+    for token in [None, Some("forged"), Some(&csrf[..csrf.len() - 1])] {
+        let form = create(token);
+        let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let p = a.post("/console/bindings", &form).await;
+        assert_eq!(p.status, 403, "{token:?}: {}", p.html);
+    }
+    // A body that is not a form at all is a form without a token.
+    let p = a.post("/console/bindings", &[("%%%", "\u{0}")]).await;
+    assert_eq!(p.status, 403);
+    let (_, list) = s.call("GET", "/v1/bindings", Some(&key), None).await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 0, "{list}");
+
+    // Another session's token is not this one's.
+    let mut other = Agent::new(&s.base);
+    assert_eq!(
+        other.sign_in("owner@shop.example", PASSWORD).await.status,
+        303
+    );
+    let theirs = other.get("/console/bindings").await.csrf();
+    assert_ne!(theirs, csrf);
+    let form = create(Some(&theirs));
+    let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    assert_eq!(a.post("/console/bindings", &form).await.status, 403);
+
+    // With it, the binding is made.
+    let form = create(Some(&csrf));
+    let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let p = a.post("/console/bindings", &form).await;
+    assert_eq!(p.status, 303, "{}", p.html);
+    let (_, list) = s.call("GET", "/v1/bindings", Some(&key), None).await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 1, "{list}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bindings_are_made_listed_extended_and_ended_in_forms_and_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path()).await;
+    let (_, key) = shop(&s).await;
+    let mut a = Agent::new(&s.base);
+    assert_eq!(
+        a.sign_in("operator@shop.example", PASSWORD).await.status,
+        303
+    );
+    let csrf = a.get("/console/bindings").await.csrf();
+
+    let (pa, pb) = (party(12345671), party(12345672));
+    let p = a
+        .post(
+            "/console/bindings",
+            &[
+                ("csrf", &csrf),
+                ("mode", "axb"),
+                ("a", &pa),
+                ("b", &pb),
+                ("external_ref", "order-77"),
+                ("hours", "2"),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, 303, "{}", p.html);
+    let back = p.location.unwrap();
+    assert!(
+        back.starts_with("/console/bindings?done=created&id="),
+        "{back}"
+    );
+    let id = back.rsplit('=').next().unwrap().to_owned();
+
+    let (st, b) = s
+        .call("GET", &format!("/v1/bindings/{id}"), Some(&key), None)
+        .await;
+    assert_eq!(st, 200, "{b}");
+    assert_eq!(b["a"], pa.as_str());
+    assert_eq!(b["external_ref"], "order-77");
+    let created = b["expires_at"].as_str().unwrap().to_owned();
+
+    let listed = a.get(&back).await;
+    assert_eq!(listed.status, 200);
+    assert!(listed.html.contains("Binding created:"), "{}", listed.html);
+    assert!(listed.html.contains(b["x"].as_str().unwrap()));
+    assert!(listed.html.contains("order-77"));
+    // Found by its reference, and by a party's full number, which the
+    // search posts and the list's address carries sealed.
+    let p = a.get("/console/bindings?external_ref=order-77").await;
+    assert!(p.html.contains(&format!("id=\"b-{id}\"")));
+    let found = a
+        .post(
+            "/console/bindings/search",
+            &[("csrf", &csrf), ("party", &pb)],
+        )
+        .await;
+    assert_eq!(found.status, 303, "{}", found.html);
+    let list = found.location.unwrap();
+    assert!(list.starts_with("/console/bindings?pq="), "{list}");
+    assert_eq!(
+        holding(list.as_bytes(), &digit_forms(&pb)),
+        Vec::<String>::new()
+    );
+    let p = a.get(&list).await;
+    assert!(p.html.contains(&format!("id=\"b-{id}\"")), "{}", p.html);
+    assert!(p.html.contains("Showing bindings of +86138****5672"));
+    // Another session cannot open the sealed number.
+    let mut other = Agent::new(&s.base);
+    assert_eq!(
+        other.sign_in("owner@shop.example", PASSWORD).await.status,
+        303
+    );
+    let p = other.get(&list).await;
+    assert!(p.html.contains("Not a valid phone number."), "{}", p.html);
+    assert!(!p.html.contains(&format!("id=\"b-{id}\"")));
+    let p = a
+        .post(
+            "/console/bindings/search",
+            &[("csrf", &csrf), ("party", "12")],
+        )
+        .await;
+    assert_eq!(p.status, 400);
+    assert!(p.html.contains("Not a valid phone number."));
+    let p = a.get("/console/bindings?external_ref=order-78").await;
+    assert!(!p.html.contains(&format!("id=\"b-{id}\"")));
+    assert!(p.html.contains("No binding matches."));
+
+    // Refusals come back on the page and change nothing.
+    for (form, says, status) in [
+        (
+            vec![("mode", "axb"), ("a", "12"), ("hours", "2")],
+            "Not a valid phone number.",
+            400,
+        ),
+        (
+            vec![("mode", "axb"), ("a", &pa[..]), ("hours", "2")],
+            "Mode AXB needs both parties.",
+            400,
+        ),
+        (
+            vec![
+                ("mode", "axb"),
+                ("a", &pa[..]),
+                ("b", &pb[..]),
+                ("hours", "0"),
+            ],
+            "Hours must be",
+            400,
+        ),
+        (
+            vec![
+                ("mode", "axb"),
+                ("a", &pa[..]),
+                ("b", &pa[..]),
+                ("hours", "2"),
+            ],
+            "A and B must be different numbers.",
+            400,
+        ),
+        (
+            vec![
+                ("mode", "axb"),
+                ("a", &pa[..]),
+                ("b", &x(2)[..]),
+                ("hours", "2"),
+            ],
+            "may not be one of the pool",
+            400,
+        ),
+    ] {
+        let mut form = form;
+        form.push(("csrf", &csrf));
+        let p = a.post("/console/bindings", &form).await;
+        assert_eq!(p.status, status, "{form:?}: {}", p.html);
+        assert!(
+            p.html.contains(says),
+            "{form:?} should say {says}: {}",
+            p.html
+        );
+    }
+    let (_, list) = s.call("GET", "/v1/bindings", Some(&key), None).await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 1);
+
+    let p = a
+        .post(
+            &format!("/console/bindings/{id}/extend"),
+            &[("csrf", &csrf), ("hours", "24")],
+        )
+        .await;
+    assert_eq!(p.status, 303, "{}", p.html);
+    let (_, b) = s
+        .call("GET", &format!("/v1/bindings/{id}"), Some(&key), None)
+        .await;
+    assert!(b["expires_at"].as_str().unwrap() > created.as_str(), "{b}");
+
+    let p = a
+        .post(&format!("/console/bindings/{id}/end"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(p.status, 303, "{}", p.html);
+    let (_, b) = s
+        .call("GET", &format!("/v1/bindings/{id}"), Some(&key), None)
+        .await;
+    assert_eq!(b["status"], "cooling", "{b}");
+    let p = a
+        .post(
+            &format!("/console/bindings/{id}/extend"),
+            &[("csrf", &csrf), ("hours", "24")],
+        )
+        .await;
+    assert_eq!(p.status, 409);
+    assert!(p.html.contains("Only an active binding can change."));
+    let p = a
+        .post(
+            "/console/bindings/00000000-0000-0000-0000-000000000000/end",
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(p.status, 404);
+
+    // Every change is in the audit log, with the client's address.
+    let entries = eventually(5, "the console's audit entries", || async {
+        let (_, log) = s.call("GET", "/v1/audit", Some(&key), None).await;
+        let items = log["items"].as_array().cloned().unwrap_or_default();
+        let console: Vec<_> = items
+            .into_iter()
+            .filter(|e| e["action"].as_str().unwrap_or("").contains("/console/"))
+            .collect();
+        (console.len() == 3).then_some(console)
+    })
+    .await;
+    // Newest first.
+    let actions: Vec<&str> = entries
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "POST /console/bindings/{id}/end",
+            "POST /console/bindings/{id}/extend",
+            "POST /console/bindings",
+        ]
+    );
+    let (_, users) = s.call("GET", "/v1/users", Some(&key), None).await;
+    let operator = users["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["email"] == "operator@shop.example")
+        .unwrap()["id"]
+        .clone();
+    for e in &entries {
+        assert_eq!(e["object"], id.as_str(), "{e}");
+        assert_eq!(e["source"], "127.0.0.1", "{e}");
+        assert_eq!(e["user_id"], operator, "{e}");
+        assert!(e["key_id"].is_null(), "{e}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_viewer_sees_only_masked_numbers_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path()).await;
+    let (_, key) = shop(&s).await;
+    let (pa, pb) = (party(12345671), party(12345672));
+    let (st, b) = s
+        .bind(
+            &key,
+            json!({"mode": "axb", "a": pa, "b": pb, "external_ref": "<img src=x onerror=alert(1)>"}),
+        )
+        .await;
+    assert_eq!(st, 201, "{b}");
+    let id = b["id"].as_str().unwrap().to_owned();
+
+    let mut a = Agent::new(&s.base);
+    assert_eq!(a.sign_in("viewer@shop.example", PASSWORD).await.status, 303);
+    let needles: Vec<String> = [&pa, &pb].iter().flat_map(|n| digit_forms(n)).collect();
+    let csrf = a.get("/console/bindings").await.csrf();
+    let search = a
+        .post(
+            "/console/bindings/search",
+            &[("csrf", &csrf), ("party", &pa)],
+        )
+        .await;
+    let sealed = search.location.unwrap();
+    assert_eq!(holding(sealed.as_bytes(), &needles), Vec::<String>::new());
+    for path in [
+        "/console".to_owned(),
+        "/console/bindings".to_owned(),
+        sealed,
+        format!("/console/bindings?party={}", pa.replace('+', "%2B")),
+        format!("/console/bindings?done=created&id={id}"),
+        "/console/bindings?lang=zh".to_owned(),
+    ] {
+        let p = a.get(&path).await;
+        assert_eq!(p.status, 200, "{path}");
+        assert_eq!(
+            holding(p.html.as_bytes(), &needles),
+            Vec::<String>::new(),
+            "{path}"
+        );
+        assert!(
+            p.html.contains("+86138****5671") || !path.contains("bindings"),
+            "{path}: {}",
+            p.html
+        );
+    }
+    // The reference is shown as text, never as markup.
+    let p = a.get("/console/bindings?lang=en").await;
+    assert!(
+        p.html.contains("&#60;img src=x onerror=alert(1)&#62;"),
+        "{}",
+        p.html
+    );
+    assert!(!p.html.contains("<img"));
+    // No form to change anything, and a post is refused.
+    assert!(!p.html.contains("action=\"/console/bindings\""));
+    assert!(
+        p.html
+            .contains("Your role may look but not change anything.")
+    );
+    let csrf = p.csrf();
+    let p = a
+        .post(
+            "/console/bindings",
+            &[
+                ("csrf", &csrf),
+                ("mode", "axn"),
+                ("a", &party(12345673)),
+                ("hours", "2"),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, 403);
+    let p = a
+        .post(&format!("/console/bindings/{id}/end"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(p.status, 403);
+    let (_, b) = s
+        .call("GET", &format!("/v1/bindings/{id}"), Some(&key), None)
+        .await;
+    assert_eq!(b["status"], "active");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenants_users_see_only_its_bindings_and_an_admin_picks_a_tenant() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path()).await;
+    let (shop_id, shop_key) = shop(&s).await;
+    let (_, other_key) = s.create_tenant("other").await;
+    s.import(&other_key, &[&x(9)]).await;
+    let (_, theirs) = s
+        .bind(
+            &other_key,
+            json!({"mode": "axn", "a": party(22222222), "external_ref": "theirs"}),
+        )
+        .await;
+    let (_, ours) = s
+        .bind(
+            &shop_key,
+            json!({"mode": "axn", "a": party(33333333), "external_ref": "ours"}),
+        )
+        .await;
+
+    let mut a = Agent::new(&s.base);
+    assert_eq!(a.sign_in("owner@shop.example", PASSWORD).await.status, 303);
+    let p = a.get("/console/bindings").await;
+    assert!(p.html.contains("ours") && !p.html.contains("theirs"));
+    // Asking for another tenant changes nothing for a tenant's user.
+    let other_id = theirs["id"].as_str().unwrap();
+    let p = a.get("/console/bindings?external_ref=theirs").await;
+    assert!(!p.html.contains(other_id));
+    let csrf = p.csrf();
+    let p = a
+        .post(
+            &format!("/console/bindings/{other_id}/end"),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(p.status, 404);
+
+    // The admin picks; before that, no tenant's data.
+    let mut root = Agent::new(&s.base);
+    assert_eq!(root.sign_in("root@ops.example", PASSWORD).await.status, 303);
+    let p = root.get("/console/bindings").await;
+    assert!(p.html.contains("Choose the tenant to look at."));
+    assert!(!p.html.contains(ours["id"].as_str().unwrap()));
+    let p = root
+        .get(&format!("/console/bindings?tenant={shop_id}"))
+        .await;
+    assert!(p.html.contains(ours["id"].as_str().unwrap()), "{}", p.html);
+    assert!(!p.html.contains(other_id));
+    // An admin's changes name the tenant in the form's address.
+    assert!(
+        p.html
+            .contains(&format!("/console/bindings?tenant={shop_id}"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pages_speak_the_browsers_language_until_switched() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path()).await;
+    shop(&s).await;
+    let mut a = Agent::new(&s.base);
+    a.accept_language = Some("zh-CN,zh;q=0.9,en;q=0.8".into());
+    let p = a.get("/console/login").await;
+    assert!(p.html.contains("<html lang=\"zh-CN\">"));
+    assert!(p.html.contains("登录"));
+    assert_eq!(
+        a.sign_in("operator@shop.example", PASSWORD).await.status,
+        303
+    );
+    let p = a.get("/console/bindings").await;
+    assert!(p.html.contains("新建绑定"), "{}", p.html);
+
+    // The switch sticks, whatever the browser prefers.
+    let p = a.get("/console/bindings?lang=en").await;
+    assert!(p.html.contains("<html lang=\"en\">"));
+    let cookie = p.headers.get("set-cookie").unwrap().to_str().unwrap();
+    assert!(cookie.starts_with("ml_lang=en;"), "{cookie}");
+    let p = a.get("/console").await;
+    assert!(p.html.contains("<html lang=\"en\">"));
+    assert!(p.html.contains("Overview"));
+    let p = a.get("/console?lang=zh").await;
+    assert!(p.html.contains("概览"));
+    // Formatting follows the language.
+    let p = a.get("/console/login?lang=en").await;
+    assert!(p.html.contains("Sign in"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_answer_forbids_framing_and_inline_script_and_assets_are_hashed() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path()).await;
+    shop(&s).await;
+    let mut a = Agent::new(&s.base);
+    assert_eq!(
+        a.sign_in("operator@shop.example", PASSWORD).await.status,
+        303
+    );
+    for path in [
+        "/console/login",
+        "/console",
+        "/console/bindings",
+        "/console/nowhere",
+    ] {
+        let p = a.get(path).await;
+        let h = |name: &str| p.headers.get(name).map(|v| v.to_str().unwrap().to_owned());
+        assert_eq!(h("x-frame-options").as_deref(), Some("DENY"), "{path}");
+        let csp = h("content-security-policy").unwrap();
+        for directive in [
+            "default-src 'none'",
+            "script-src 'self'",
+            "frame-ancestors 'none'",
+        ] {
+            assert!(csp.contains(directive), "{path}: {csp}");
+        }
+        assert!(!csp.contains("unsafe-inline"));
+        assert_eq!(h("x-content-type-options").as_deref(), Some("nosniff"));
+        assert_eq!(h("cache-control").as_deref(), Some("no-store"), "{path}");
+        // No inline script or style, and nothing from another origin.
+        assert!(
+            !p.html.contains("<script>") && !p.html.contains("<style"),
+            "{path}"
+        );
+        assert!(
+            !p.html.contains(" style=") && !p.html.contains(" onclick="),
+            "{path}"
+        );
+        assert!(
+            !p.html.contains("http://") && !p.html.contains("https://"),
+            "{path}"
+        );
+    }
+    assert_eq!(a.get("/console/nowhere").await.status, 404);
+
+    // Each asset the pages name is served for a year under its hash.
+    let page = a.get("/console").await;
+    let mut assets: Vec<String> = page
+        .html
+        .match_indices("/console/assets/")
+        .map(|(i, _)| {
+            let rest = &page.html[i..];
+            rest[..rest.find('"').unwrap()].to_owned()
+        })
+        .collect();
+    assets.sort();
+    assets.dedup();
+    assert_eq!(assets.len(), 3, "{assets:?}");
+    for path in &assets {
+        let p = a.get(path).await;
+        assert_eq!(p.status, 200, "{path}");
+        assert_eq!(
+            p.headers.get("cache-control").unwrap(),
+            "public, max-age=31536000, immutable"
+        );
+        let ct = p.headers.get("content-type").unwrap().to_str().unwrap();
+        assert!(
+            ct.starts_with("text/css") || ct.starts_with("text/javascript"),
+            "{ct}"
+        );
+        let stale = path.replacen('.', ".0", 1);
+        assert_eq!(a.get(&stale).await.status, 404, "{stale}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_console_can_be_turned_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_with(
+        dir.path(),
+        &[
+            ("MASKLINE_ADMIN_KEY", ADMIN_KEY),
+            ("MASKLINE_CONSOLE", "false"),
+        ],
+    )
+    .await;
+    for path in ["/console", "/console/login"] {
+        let (st, body) = s.call("GET", path, None, None).await;
+        assert_eq!(st, 404, "{path}: {body}");
+        assert_eq!(body["code"], "not_found");
+    }
+    let (st, _) = s.call("GET", "/healthz", None, None).await;
+    assert_eq!(st, 200);
+}
