@@ -227,6 +227,7 @@ texts! {
     expires_in_hours: "Expires in (hours)", "有效期（小时）";
     create: "Create", "创建";
     end: "End", "解绑";
+    end_confirm: "End this binding? Its number stops connecting the parties at once.", "确定解绑？该隐私号将立即停止为双方接通。";
     extend: "Extend", "延期";
     extend_hours: "Extend by (hours)", "延长（小时）";
     binding_created: "Binding created:", "已创建绑定：";

@@ -678,7 +678,7 @@ async fn every_answer_forbids_framing_and_inline_script_and_assets_are_hashed() 
         .collect();
     assets.sort();
     assets.dedup();
-    assert_eq!(assets.len(), 3, "{assets:?}");
+    assert_eq!(assets.len(), 2, "{assets:?}");
     for path in &assets {
         let p = a.get(path).await;
         assert_eq!(p.status, 200, "{path}");

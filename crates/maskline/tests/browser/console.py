@@ -1,0 +1,253 @@
+"""The web console in a real browser: Debian's Chromium driven by Playwright.
+
+Run by crates/maskline/tests/browser.rs against a server it started and filled
+(a tenant, its pool, users of each role, a binding whose external_ref is
+markup). Each check prints a line; the first failure raises, and the exit
+status is non-zero.
+
+Environment: MASKLINE_BASE (http://127.0.0.1:port), MASKLINE_FIXTURE (JSON:
+password, emails, the parties' numbers, the X of the marked-up binding).
+"""
+
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+from playwright.sync_api import sync_playwright
+
+BASE = os.environ["MASKLINE_BASE"]
+FIX = json.loads(os.environ["MASKLINE_FIXTURE"])
+PASSWORD = FIX["password"]
+HERE = Path(__file__).resolve().parent
+AXE = HERE / "node_modules" / "axe-core" / "axe.min.js"
+CHROMIUM = os.environ.get("MASKLINE_CHROMIUM", "/usr/bin/chromium")
+XSS = "<img src=x onerror=alert(1)>"
+
+outside = []  # requests for anything but the server under test
+alerts = []  # alert() dialogs: script that ran where it must not
+
+
+def check(cond, what):
+    if not cond:
+        raise AssertionError(what)
+    print(f"ok: {what}", flush=True)
+
+
+def digit_forms(e164):
+    digits = e164.lstrip("+")
+    return [digits, digits[2:], digits[-8:]]
+
+
+SECRETS = [f for n in FIX["parties"] for f in digit_forms(n)]
+
+
+def guard(context):
+    """Every request must go to the server under test; anything else is
+    recorded and never sent."""
+
+    def route(r):
+        if r.request.url.startswith(BASE + "/"):
+            r.continue_()
+        else:
+            outside.append(r.request.url)
+            r.abort()
+
+    context.route("**/*", route)
+
+
+def new_page(browser, *, width=1280, locale="en-US", js=True, bypass_csp=False):
+    context = browser.new_context(
+        viewport={"width": width, "height": 900},
+        locale=locale,
+        java_script_enabled=js,
+        bypass_csp=bypass_csp,
+    )
+    guard(context)
+    page = context.new_page()
+
+    def on_dialog(d):
+        if d.type == "confirm":
+            d.accept()
+        else:
+            alerts.append(d.message)
+            d.dismiss()
+
+    page.on("dialog", on_dialog)
+    return page
+
+
+def sign_in(page, email, password=PASSWORD):
+    page.goto(BASE + "/console/login")
+    page.fill("#email", email)
+    page.fill("#password", password)
+    page.click("form.stack button[type=submit]")
+    # With JavaScript htmx posts and swaps the answer in: no navigation.
+    page.wait_for_load_state("networkidle")
+
+
+def no_secrets(page, where):
+    html = page.content()
+    leaked = [s for s in SECRETS if s in html]
+    check(not leaked, f"{where}: no party digits in the page's HTML ({leaked})")
+
+
+def audit(page, where):
+    """axe-core's audit: no serious or critical violation."""
+    page.add_script_tag(path=str(AXE))
+    result = page.evaluate("async () => await axe.run(document, {resultTypes: ['violations']})")
+    bad = [
+        (v["id"], v["impact"], [n["target"] for n in v["nodes"]][:3])
+        for v in result["violations"]
+        if v["impact"] in ("serious", "critical")
+    ]
+    check(not bad, f"{where}: accessibility audit without serious violations {bad}")
+
+
+def fits(page, where):
+    width = page.evaluate("() => [document.documentElement.scrollWidth, window.innerWidth]")
+    check(width[0] <= width[1], f"{where}: no sideways scrolling at {width[1]} px ({width[0]})")
+
+
+def main():
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+
+        # --- Signing in and out, with JavaScript (htmx boosts the forms).
+        page = new_page(browser)
+        page.goto(BASE + "/console")
+        check(page.url == BASE + "/console/login", "without a session the console asks to sign in")
+        sign_in(page, FIX["operator"], "not-the-passphrase")
+        check(page.get_by_text("Wrong email or password.").is_visible(), "a wrong password is refused")
+        sign_in(page, FIX["operator"])
+        page.wait_for_url(BASE + "/console")
+        check(page.locator("h1").inner_text() == "Overview", "signed in: the overview")
+        check(page.locator("svg.chart").count() == 1, "the overview charts pool use")
+
+        # --- A binding made in the form is listed.
+        page.click("nav >> text=Bindings")
+        page.wait_for_url(BASE + "/console/bindings")
+        page.select_option("#c-mode", "axb")
+        page.fill("#c-a", FIX["new_a"])
+        page.fill("#c-b", FIX["new_b"])
+        page.fill("#c-ref", "made-in-the-browser")
+        page.fill("#c-hours", "12")
+        page.click("section.card button[type=submit]")
+        page.wait_for_selector("p.notice.ok")
+        check("Binding created:" in page.locator("p.notice.ok").inner_text(), "the form creates a binding")
+        page.goto(BASE + "/console/bindings?external_ref=made-in-the-browser")
+        row = page.locator("table.bindings tbody tr")
+        check(row.count() == 1, "the new binding is listed")
+        check(
+            FIX["new_b"][:6] + "****" + FIX["new_b"][-4:] in row.inner_text(),
+            "its party is shown masked",
+        )
+
+        # --- Markup stored by a tenant stays text.
+        page.goto(BASE + "/console/bindings")
+        check(XSS in page.locator("table.bindings").inner_text(), "the marked-up reference shows as text")
+        check(page.locator("main img").count() == 0, "no element came from it")
+
+        # --- A party search keeps the number out of the address.
+        page.fill("#f-party", FIX["parties"][0])
+        page.click("form.filters button[type=submit]")
+        page.wait_for_url(re.compile(r".*pq=.*"))
+        check(not any(s in page.url for s in SECRETS), "the searched number is not in the URL")
+        check(page.locator("table.bindings tbody tr").count() >= 1, "the search finds the party's bindings")
+
+        # --- Ending asks first (hx-confirm), then ends.
+        page.goto(BASE + "/console/bindings?external_ref=made-in-the-browser")
+        page.click("button.danger")
+        page.wait_for_selector("p.notice.ok")
+        check("Binding ended:" in page.locator("p.notice.ok").inner_text(), "the binding is ended")
+
+        # --- A form without this session's token is refused.
+        page.goto(BASE + "/console/bindings")
+        page.evaluate("() => document.querySelectorAll('input[name=csrf]').forEach(i => i.value = 'forged')")
+        page.fill("#c-a", FIX["new_a"])
+        page.fill("#c-b", FIX["parties"][1])
+        page.click("section.card button[type=submit]")
+        page.wait_for_selector("p.notice.error")
+        check(
+            "did not come from this console" in page.locator("main").inner_text(),
+            "a forged CSRF token is refused",
+        )
+
+        # --- Sign out.
+        page.goto(BASE + "/console")
+        page.click("header form button")
+        page.wait_for_url(re.compile(r".*/console/login.*"))
+        check(page.get_by_text("You have signed out.").is_visible(), "signing out ends the session")
+        page.goto(BASE + "/console/bindings")
+        check(page.url.startswith(BASE + "/console/login"), "after signing out the pages ask again")
+        page.context.close()
+
+        # --- Without JavaScript the forms work the same.
+        page = new_page(browser, js=False)
+        sign_in(page, FIX["operator"])
+        check(page.url == BASE + "/console", "signing in works without JavaScript")
+        page.goto(BASE + "/console/bindings")
+        page.fill("#c-a", FIX["new_a"])
+        page.select_option("#c-mode", "axn")
+        page.fill("#c-ref", "made-without-js")
+        page.click("section.card button[type=submit]")
+        page.wait_for_selector("p.notice.ok")
+        check("Binding created:" in page.inner_text("p.notice.ok"), "a binding is made without JavaScript")
+        page.context.close()
+
+        # --- A viewer never receives a full number.
+        page = new_page(browser)
+        sign_in(page, FIX["viewer"])
+        for path in ["/console", "/console/bindings", "/console/bindings?lang=zh", "/console/bindings?lang=en"]:
+            page.goto(BASE + path)
+            no_secrets(page, f"viewer {path}")
+        page.fill("#f-party", FIX["parties"][1])
+        page.click("form.filters button[type=submit]")
+        page.wait_for_url(re.compile(r".*pq=.*"))
+        no_secrets(page, "viewer's party search")
+        check(page.locator("#c-a").count() == 0, "a viewer has no form to change anything")
+        page.context.close()
+
+        # --- Both languages, wide and phone-sized: translated, accessible, fitting.
+        data = {FIX["operator"], "made-in-the-browser", "made-without-js", XSS, "UTC", "Maskline"}
+        pages = ["/console/login", "/console", "/console/bindings"]
+        texts = {}
+        for locale in ["en-US", "zh-CN"]:
+            for width in [1280, 375]:
+                page = new_page(browser, width=width, locale=locale, bypass_csp=True)
+                for path in pages:
+                    if path == "/console":
+                        sign_in(page, FIX["operator"])
+                    page.goto(BASE + path)
+                    where = f"{locale} {width} px {path}"
+                    lang = page.evaluate("() => document.documentElement.lang")
+                    check(lang == ("en" if locale == "en-US" else "zh-CN"), f"{where}: in its language")
+                    fits(page, where)
+                    audit(page, where)
+                    texts[(locale, width, path)] = page.inner_text("body")
+                page.context.close()
+        for path in pages:
+            english = [
+                line.strip()
+                for line in texts[("en-US", 1280, path)].splitlines()
+                if re.search(r"[A-Za-z]{3}", line) and not any(d in line for d in data)
+            ]
+            chinese = texts[("zh-CN", 1280, path)]
+            left = [line for line in english if line in chinese.splitlines() or line in chinese]
+            # The language switch names English in English on purpose.
+            left = [line for line in left if line != "English"]
+            check(not left, f"{path}: nothing of the English page is left in the Chinese one {left}")
+            check(re.search(r"[\u4e00-\u9fff]", chinese), f"{path}: the Chinese page is in Chinese")
+
+        browser.close()
+    check(not alerts, f"no script ran from stored data {alerts}")
+    check(not outside, f"no request left the server under test {outside}")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except AssertionError as e:
+        print(f"FAILED: {e}", file=sys.stderr, flush=True)
+        sys.exit(1)
