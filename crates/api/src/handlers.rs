@@ -560,6 +560,7 @@ pub async fn list_bindings(
         external_ref: q.external_ref,
         party,
         status: status.map(|s| (s, now, state.engine.config().cooldown_secs)),
+        newest_first: false,
     };
     let rows = state
         .engine
@@ -716,6 +717,7 @@ pub async fn list_calls(
         party,
         since,
         until,
+        newest_first: false,
     };
     let rows = state
         .engine
@@ -875,6 +877,7 @@ pub async fn list_messages(
     let filter = MessageFilter {
         binding,
         status: message_status(q.status.as_deref())?,
+        newest_first: false,
     };
     Ok(Json(
         message_page(&state, tenant, filter, q.cursor.as_deref(), q.limit).await?,
@@ -906,6 +909,7 @@ pub async fn list_binding_messages(
     let filter = MessageFilter {
         binding: Some(id),
         status: message_status(q.status.as_deref())?,
+        newest_first: false,
     };
     Ok(Json(
         message_page(&state, tenant, filter, q.cursor.as_deref(), q.limit).await?,

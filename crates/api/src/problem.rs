@@ -233,6 +233,8 @@ impl From<EngineError> for Problem {
             EngineError::EmailTaken => {
                 Problem::new(S::CONFLICT, "email_taken", e.to_string()).field("email")
             }
+            // Logged where it happened.
+            EngineError::RecordingStorage => Problem::internal(),
         }
     }
 }

@@ -2,8 +2,6 @@
 //! right), listed on its CDR, served and deleted here. The files are the
 //! engine's `Recordings`; reading them runs off the async threads.
 
-use std::io::Read;
-
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -17,9 +15,6 @@ use crate::extract::{PathParam, TenantAuth};
 use crate::problem::{Problem, ProblemBody};
 
 type ApiResult<T> = Result<T, Problem>;
-
-/// Bytes read from disk per chunk of a response.
-const CHUNK: usize = 64 * 1024;
 
 /// The storage and the key of call `raw`'s recording, within `tenant`.
 fn locate(
@@ -53,23 +48,13 @@ async fn blocking<T: Send + 'static>(
 
 /// Sets `recording` on the CDRs that have one.
 pub(crate) async fn attach(state: &AppState, tenant: TenantId, views: &mut [CallView]) {
-    let Some(store) = state.engine.recordings().cloned() else {
+    let ids: Vec<CallId> = views.iter().filter_map(|v| v.id.parse().ok()).collect();
+    if ids.len() != views.len() {
         return;
-    };
-    let keys: Vec<Option<RecordingKey>> = views
-        .iter()
-        .map(|v| RecordingKey::new(&tenant.to_string(), &v.id))
-        .collect();
-    let lens = tokio::task::spawn_blocking(move || {
-        keys.iter()
-            .map(|k| k.as_ref().and_then(|k| store.len(k).ok().flatten()))
-            .collect::<Vec<_>>()
-    })
-    .await
-    .unwrap_or_default();
-    for (view, len) in views.iter_mut().zip(lens) {
-        if let Some(len) = len {
-            let duration_ms = len.saturating_sub(44) / 4 * 1000 / 8000;
+    }
+    let durations = state.engine.recording_durations(tenant, &ids).await;
+    for (view, duration_ms) in views.iter_mut().zip(durations) {
+        if let Some(duration_ms) = duration_ms {
             view.recording = Some(RecordingView::new(&view.id, duration_ms));
         }
     }
@@ -87,36 +72,15 @@ pub async fn get_recording(
     TenantAuth(tenant): TenantAuth,
     PathParam(raw): PathParam,
 ) -> ApiResult<Response> {
-    let (store, key) = locate(&state, tenant, &raw)?;
-    let opened = blocking(move || store.open(&key)).await?;
-    let Some(recording) = opened else {
+    let call: CallId = raw.parse().map_err(|_| Problem::not_found("recording"))?;
+    let Some(recording) = state.engine.recording(tenant, call).await? else {
         return Err(Problem::not_found("recording"));
     };
-    let len = recording.len;
-    let mut reader = recording.reader;
+    let (len, mut rx) = (recording.len, recording.chunks);
     // A recording can be long: it is streamed, a chunk at a time.
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
-    tokio::task::spawn_blocking(move || {
-        let mut left = len;
-        while left > 0 {
-            let mut buf = vec![0u8; CHUNK.min(left as usize)];
-            match reader.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => {
-                    buf.truncate(n);
-                    left -= n as u64;
-                    if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    let _ = tx.blocking_send(Err(e));
-                    break;
-                }
-            }
-        }
+    let stream = futures_util::stream::poll_fn(move |cx| {
+        rx.poll_recv(cx).map(|c| c.map(|c| c.map(Bytes::from)))
     });
-    let stream = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
     Ok((
         StatusCode::OK,
         [

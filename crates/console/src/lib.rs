@@ -58,6 +58,10 @@ pub fn router(state: ConsoleState) -> Router {
         .route("/console/bindings/search", post(pages::search_bindings))
         .route("/console/bindings/{id}/end", post(pages::end_binding))
         .route("/console/bindings/{id}/extend", post(pages::extend_binding))
+        .route("/console/calls", get(pages::calls))
+        .route("/console/calls/search", post(pages::search_calls))
+        .route("/console/calls/{id}/recording", get(pages::recording))
+        .route("/console/messages", get(pages::messages))
         .route("/console/assets/{file}", get(assets::serve))
         .route(
             "/console/{*rest}",

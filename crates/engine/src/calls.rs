@@ -3,7 +3,9 @@
 use maskline_core::{CallId, CallRecord, EventType, Number, ReleaseReason, ReleasedBy, TenantId};
 use maskline_store::{CallFilter, Page, Write, WriteAck};
 
-use crate::{Engine, Result};
+use std::sync::Arc;
+
+use crate::{Engine, Error, Result};
 
 impl Engine {
     /// Queues a finished call's CDR with its `call.ended` (or, refused,
@@ -190,4 +192,107 @@ fn last_event(c: &CallRecord) -> i64 {
 /// The `meta` key of a node's heartbeat.
 fn heartbeat_key(node: &str) -> String {
     format!("alive.{node}")
+}
+
+/// A call's recording being read: its length and its bytes, a chunk at a
+/// time, read from storage off the async threads.
+pub struct RecordingStream {
+    /// Bytes, WAV header included.
+    pub len: u64,
+    pub chunks: tokio::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>,
+}
+
+/// Bytes read from storage per chunk of a recording.
+const RECORDING_CHUNK: usize = 64 * 1024;
+
+impl Engine {
+    /// Where `tenant`'s recording of `call` is kept, if recordings are on.
+    fn recording_key(
+        &self,
+        tenant: TenantId,
+        call: CallId,
+    ) -> Option<(
+        Arc<dyn maskline_media::recordings::Recordings>,
+        maskline_media::recordings::RecordingKey,
+    )> {
+        let key =
+            maskline_media::recordings::RecordingKey::new(&tenant.to_string(), &call.to_string())?;
+        Some((self.recordings()?.clone(), key))
+    }
+
+    /// `tenant`'s recording of `call`, streamed; `None` when there is none.
+    pub async fn recording(
+        &self,
+        tenant: TenantId,
+        call: CallId,
+    ) -> Result<Option<RecordingStream>> {
+        use std::io::Read;
+        let Some((store, key)) = self.recording_key(tenant, call) else {
+            return Ok(None);
+        };
+        let opened = tokio::task::spawn_blocking(move || store.open(&key))
+            .await
+            .map_err(|_| Error::RecordingStorage)?
+            .map_err(|e| {
+                tracing::error!(error = %e, "recording storage failed");
+                Error::RecordingStorage
+            })?;
+        let Some(recording) = opened else {
+            return Ok(None);
+        };
+        let len = recording.len;
+        let mut reader = recording.reader;
+        let (tx, chunks) = tokio::sync::mpsc::channel(4);
+        tokio::task::spawn_blocking(move || {
+            let mut left = len;
+            while left > 0 {
+                let mut buf = vec![0u8; RECORDING_CHUNK.min(left as usize)];
+                match reader.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        buf.truncate(n);
+                        left -= n as u64;
+                        if tx.blocking_send(Ok(buf)).is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(e));
+                        break;
+                    }
+                }
+            }
+        });
+        Ok(Some(RecordingStream { len, chunks }))
+    }
+
+    /// How long each call's recording is, in milliseconds (`None`: no
+    /// recording), in the order of `calls`.
+    pub async fn recording_durations(
+        &self,
+        tenant: TenantId,
+        calls: &[CallId],
+    ) -> Vec<Option<u64>> {
+        let Some(store) = self.recordings().cloned() else {
+            return vec![None; calls.len()];
+        };
+        let keys: Vec<_> = calls
+            .iter()
+            .map(|c| {
+                maskline_media::recordings::RecordingKey::new(&tenant.to_string(), &c.to_string())
+            })
+            .collect();
+        let n = keys.len();
+        tokio::task::spawn_blocking(move || {
+            keys.iter()
+                .map(|k| {
+                    let len = k.as_ref().and_then(|k| store.len(k).ok().flatten())?;
+                    // 8 kHz, two 16-bit channels, after the 44-byte header.
+                    Some(len.saturating_sub(44) / 4 * 1000 / 8000)
+                })
+                .collect()
+        })
+        .await
+        .unwrap_or_else(|_| vec![None; n])
+    }
 }

@@ -33,6 +33,7 @@ mod users;
 
 pub use bindings::{BindingPatch, BindingSpec, ControlsPatch, Created, Expiry, IdempotencyKey};
 pub use call_rules::Admission;
+pub use calls::RecordingStream;
 pub use events::WebhookSpec;
 pub use maskline_core as core;
 pub use maskline_store as store;
@@ -95,6 +96,9 @@ pub enum Error {
     InvalidUser { field: &'static str, reason: String },
     #[error("a console user with this email exists")]
     EmailTaken,
+    /// Reading a recording failed (logged where it happened).
+    #[error("recording storage failed")]
+    RecordingStorage,
 }
 
 /// Engine settings (validated by the binary's config).

@@ -9,6 +9,11 @@ mod common;
 use std::path::PathBuf;
 use std::process::Command;
 
+use std::time::Duration;
+
+use common::sipp::{self, Sipp, Transport};
+use common::smsc::Smsc;
+use common::voice::Rig;
 use common::*;
 use serde_json::json;
 
@@ -30,10 +35,34 @@ fn python() -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_console_works_in_chromium() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(dir.path()).await;
-    let (tenant, key) = s.create_tenant("shop").await;
-    s.import(&key, &[&x(1), &x(2), &x(3), &x(4)]).await;
+    // Maskline between a sipp gateway (answering, its media to a socket of
+    // ours) and the test SMSC, as in service.
+    let parties = [party(12345671), party(12345672)];
+    let callee_media = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let callee_port = callee_media.local_addr().unwrap().port().to_string();
+    let mut uas = Sipp::uas(
+        "uas_media.xml",
+        Transport::Udp,
+        &[
+            "-s",
+            &parties[1],
+            "-key",
+            "rtp_port",
+            &callee_port,
+            "-key",
+            "codec_pt",
+            "8",
+            "-key",
+            "codec_name",
+            "PCMA",
+        ],
+    );
+    let mut smsc = Smsc::start(&[]).await;
+    let rig = Rig::start(&uas, &[("MASKLINE_SMPP", &smsc.url())]).await;
+    let s = &rig.server;
+    s.import(&rig.key, &[&x(3), &x(4)]).await;
+    let (_, tenants) = s.call("GET", "/v1/tenants", Some(ADMIN_KEY), None).await;
+    let tenant = tenants["items"][0]["id"].as_str().unwrap().to_owned();
     for (email, role) in [
         ("operator@shop.example", "operator"),
         ("viewer@shop.example", "viewer"),
@@ -48,15 +77,46 @@ async fn the_console_works_in_chromium() {
             .await;
         assert_eq!(st, 201, "{v}");
     }
-    let parties = [party(12345671), party(12345672)];
-    let (st, b) = s
-        .bind(
-            &key,
-            json!({"mode": "axb", "a": parties[0], "b": parties[1],
-                   "external_ref": "<img src=x onerror=alert(1)>"}),
-        )
+    let binding = rig
+        .bind(json!({"mode": "axb", "a": parties[0], "b": parties[1],
+                     "external_ref": "<img src=x onerror=alert(1)>",
+                     "controls": {"record": true}}))
         .await;
-    assert_eq!(st, 201, "{b}");
+    let xx = binding["x"].as_str().unwrap().to_owned();
+
+    // A recorded call: A calls X, sipp plays sip-tester's g711a.pcap.
+    let media_port = sipp::free_sip_port().to_string();
+    let mut uac = rig.uac(
+        "uac_pcap.xml",
+        &parties[0],
+        &xx,
+        Transport::Udp,
+        &["-mi", "127.0.0.1", "-mp", &media_port],
+    );
+    let (a, b) = (
+        uac.wait(Duration::from_secs(40)).await,
+        uas.wait(Duration::from_secs(40)).await,
+    );
+    assert!(
+        a.success() && b.success(),
+        "{}\n{}",
+        uac.report(),
+        uas.report()
+    );
+    drop(callee_media);
+    let call = rig
+        .cdr_where("the recorded call's CDR", |c| c["recording"].is_object())
+        .await;
+
+    // A text with a pick-up code, from B through the SMSC, relayed to A.
+    let text = "【菜鸟驿站】您有包裹待取，取件码26-3-3707，万科城菜鸟驿站，21:00关门。";
+    smsc.deliver("pickup", &parties[1], &xx, text, "ucs2", false);
+    assert_eq!(smsc.deliver_status("pickup").await, 0);
+    smsc.wait_for(20, "the text relayed", |e| {
+        e["event"] == "submit" && e["status"] == 0
+    })
+    .await;
+
     let (new_a, new_b) = (party(23456781), party(23456782));
     let fixture = json!({
         "password": PASSWORD,
@@ -66,6 +126,8 @@ async fn the_console_works_in_chromium() {
         "parties": [parties[0], parties[1], new_a, new_b],
         "new_a": new_a,
         "new_b": new_b,
+        "call_id": call["id"],
+        "pickup_code": "26-3-3707",
     });
 
     let python = python();

@@ -508,6 +508,8 @@ pub struct Receipt {
 pub struct MessageFilter {
     pub binding: Option<BindingId>,
     pub status: Option<MessageStatus>,
+    /// Newest first, as [`BindingFilter::newest_first`].
+    pub newest_first: bool,
 }
 
 /// A tenant's call rules as stored.
@@ -768,6 +770,9 @@ pub struct BindingFilter {
     pub party: Option<Number>,
     /// With the `now` and cool-down it is judged by.
     pub status: Option<(BindingStatus, UnixTime, i64)>,
+    /// Newest first (the page's `after` is then the last id seen, and the
+    /// next page holds older ones).
+    pub newest_first: bool,
 }
 
 /// Filters of `GET /v1/calls`. Times bound `invited_at`: `since` inclusive,
@@ -779,6 +784,8 @@ pub struct CallFilter {
     pub party: Option<Number>,
     pub since: Option<UnixMillis>,
     pub until: Option<UnixMillis>,
+    /// Newest first, as [`BindingFilter::newest_first`].
+    pub newest_first: bool,
 }
 
 /// One page of a list: items after `after` (exclusive), at most `limit`.

@@ -24,6 +24,21 @@ impl Params {
     }
 }
 
+/// A list's id comparison and direction: ascending from `after`, or
+/// newest first below it.
+pub(crate) fn order(newest_first: bool) -> (&'static str, &'static str) {
+    if newest_first {
+        ("<", "DESC")
+    } else {
+        (">", "ASC")
+    }
+}
+
+/// Where a page starts when no `after` is given: below every id, or above.
+pub(crate) fn start(after: Option<u128>, newest_first: bool) -> u128 {
+    after.unwrap_or(if newest_first { u128::MAX } else { 0 })
+}
+
 macro_rules! shared_reads {
     (
         store: $store:ty,
@@ -214,8 +229,9 @@ macro_rules! shared_reads {
                 // Built from fixed fragments only; every value is a bound
                 // parameter.
                 let mut p = $crate::reads::Params(2);
+                let (cmp, dir) = $crate::reads::order(filter.newest_first);
                 let mut sql = format!(
-                    "SELECT {BINDING_COLUMNS} FROM bindings WHERE tenant_id = $1 AND id > $2"
+                    "SELECT {BINDING_COLUMNS} FROM bindings WHERE tenant_id = $1 AND id {cmp} $2"
                 );
                 if filter.external_ref.is_some() {
                     sql.push_str(&format!(" AND external_ref = {}", p.next()));
@@ -241,10 +257,10 @@ macro_rules! shared_reads {
                         sql.push_str(&format!(" AND ends_at <= {}", p.next()));
                     }
                 }
-                sql.push_str(&format!(" ORDER BY id LIMIT {}", p.next()));
+                sql.push_str(&format!(" ORDER BY id {dir} LIMIT {}", p.next()));
                 let mut q = sqlx::query(AssertSqlSafe(sql))
                     .bind($id(tenant.0))
-                    .bind($id(page.after.map_or(0, |id| id.0)));
+                    .bind($id($crate::reads::start(page.after.map(|id| id.0), filter.newest_first)));
                 if let Some(r) = &filter.external_ref {
                     q = q.bind(r.clone());
                 }
@@ -283,8 +299,9 @@ macro_rules! shared_reads {
                 let by_time = filter.binding.is_none() && filter.since.is_some();
                 let hint = if by_time { $calls_by_time } else { "" };
                 let mut p = $crate::reads::Params(2);
+                let (cmp, dir) = $crate::reads::order(filter.newest_first);
                 let mut sql = format!(
-                    "SELECT {CALL_COLUMNS} FROM calls{hint} WHERE tenant_id = $1 AND id > $2"
+                    "SELECT {CALL_COLUMNS} FROM calls{hint} WHERE tenant_id = $1 AND id {cmp} $2"
                 );
                 if filter.binding.is_some() {
                     sql.push_str(&format!(" AND binding_id = {}", p.next()));
@@ -301,10 +318,10 @@ macro_rules! shared_reads {
                 if filter.until.is_some() {
                     sql.push_str(&format!(" AND invited_at < {}", p.next()));
                 }
-                sql.push_str(&format!(" ORDER BY id LIMIT {}", p.next()));
+                sql.push_str(&format!(" ORDER BY id {dir} LIMIT {}", p.next()));
                 let mut q = sqlx::query(AssertSqlSafe(sql))
                     .bind($id(tenant.0))
-                    .bind($id(page.after.map_or(0, |id| id.0)));
+                    .bind($id($crate::reads::start(page.after.map(|id| id.0), filter.newest_first)));
                 if let Some(b) = filter.binding {
                     q = q.bind($id(b.0));
                 }
@@ -411,8 +428,9 @@ macro_rules! shared_reads {
                 // Built from fixed fragments only; every value is a bound
                 // parameter.
                 let mut p = $crate::reads::Params(2);
+                let (cmp, dir) = $crate::reads::order(filter.newest_first);
                 let mut sql = format!(
-                    "SELECT {} FROM messages WHERE tenant_id = $1 AND id > $2",
+                    "SELECT {} FROM messages WHERE tenant_id = $1 AND id {cmp} $2",
                     $crate::rows::MESSAGE_COLUMNS
                 );
                 if filter.binding.is_some() {
@@ -421,10 +439,10 @@ macro_rules! shared_reads {
                 if filter.status.is_some() {
                     sql.push_str(&format!(" AND status = {}", p.next()));
                 }
-                sql.push_str(&format!(" ORDER BY id LIMIT {}", p.next()));
+                sql.push_str(&format!(" ORDER BY id {dir} LIMIT {}", p.next()));
                 let mut q = sqlx::query(AssertSqlSafe(sql))
                     .bind($id(tenant.0))
-                    .bind($id(page.after.map_or(0, |id| id.0)));
+                    .bind($id($crate::reads::start(page.after.map(|id| id.0), filter.newest_first)));
                 if let Some(b) = filter.binding {
                     q = q.bind($id(b.0));
                 }

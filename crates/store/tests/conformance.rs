@@ -763,6 +763,32 @@ async fn binding_filters_and_pages(s: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!(ids(p2), vec![3, 4]);
+    // Newest first (the console's lists), pages going back, filters kept.
+    let newest = BindingFilter {
+        newest_first: true,
+        ..Default::default()
+    };
+    assert_eq!(all(newest.clone()).await, vec![4, 3, 2, 1]);
+    let back = |after, limit| Page {
+        after: Some(BindingId(after)),
+        limit,
+    };
+    assert_eq!(
+        ids(s.bindings(TenantId(1), &newest, back(4, 2)).await.unwrap()),
+        vec![3, 2]
+    );
+    assert_eq!(
+        ids(s.bindings(TenantId(1), &newest, back(1, 2)).await.unwrap()),
+        Vec::<u128>::new()
+    );
+    assert_eq!(
+        all(BindingFilter {
+            party: Some(party(1)),
+            ..newest
+        })
+        .await,
+        vec![3, 1]
+    );
 }
 
 async fn expiry_is_recorded_once(s: Arc<dyn Store>) {
@@ -1098,6 +1124,7 @@ async fn call_filters_and_pages(s: Arc<dyn Store>) {
             party: Some(party(1)),
             since: Some(1_001),
             until: Some(3_001),
+            newest_first: false,
         })
         .await,
         vec![2, 3],
@@ -1129,7 +1156,21 @@ async fn call_filters_and_pages(s: Arc<dyn Store>) {
         ..Default::default()
     };
     assert_eq!(ids(since.clone(), after(2, 1)).await, vec![3]);
-    assert_eq!(ids(since, after(3, 1)).await, vec![5]);
+    assert_eq!(ids(since.clone(), after(3, 1)).await, vec![5]);
+    // Newest first, going back a page at a time, alone and by time.
+    let newest = CallFilter {
+        newest_first: true,
+        ..Default::default()
+    };
+    assert_eq!(ids(newest.clone(), page(2)).await, vec![5, 4]);
+    assert_eq!(ids(newest.clone(), after(4, 2)).await, vec![3, 2]);
+    assert_eq!(ids(newest, after(2, 5)).await, vec![1]);
+    let newest_since = CallFilter {
+        newest_first: true,
+        ..since
+    };
+    assert_eq!(ids(newest_since.clone(), page(10)).await, vec![5, 3, 2]);
+    assert_eq!(ids(newest_since, after(3, 10)).await, vec![2]);
 }
 
 async fn calls_group_commit_and_fail_alone(s: Arc<dyn Store>) {
@@ -1307,6 +1348,28 @@ async fn messages_round_trip_and_list_by_tenant_binding_status(s: Arc<dyn Store>
     };
     assert_eq!(
         ids(s.messages(TenantId(1), &held_only, page(10)).await.unwrap()),
+        vec![2]
+    );
+    let newest = MessageFilter {
+        newest_first: true,
+        ..MessageFilter::default()
+    };
+    assert_eq!(
+        ids(s.messages(TenantId(1), &newest, page(10)).await.unwrap()),
+        vec![3, 2, 1]
+    );
+    assert_eq!(
+        ids(s
+            .messages(
+                TenantId(1),
+                &newest,
+                Page {
+                    after: Some(MessageId(3)),
+                    limit: 1
+                }
+            )
+            .await
+            .unwrap()),
         vec![2]
     );
     let second = s

@@ -6,7 +6,9 @@ markup). Each check prints a line; the first failure raises, and the exit
 status is non-zero.
 
 Environment: MASKLINE_BASE (http://127.0.0.1:port), MASKLINE_FIXTURE (JSON:
-password, emails, the parties' numbers, the X of the marked-up binding).
+password, emails, the parties' numbers, the recorded call's id, the pick-up
+code of the relayed text); MASKLINE_SCREENSHOTS, a directory to leave every
+page's screenshot in.
 """
 
 import json
@@ -23,6 +25,8 @@ PASSWORD = FIX["password"]
 HERE = Path(__file__).resolve().parent
 AXE = HERE / "node_modules" / "axe-core" / "axe.min.js"
 CHROMIUM = os.environ.get("MASKLINE_CHROMIUM", "/usr/bin/chromium")
+# A directory to leave each page's screenshot in, to look at (optional).
+SHOTS = os.environ.get("MASKLINE_SCREENSHOTS")
 XSS = "<img src=x onerror=alert(1)>"
 
 outside = []  # requests for anything but the server under test
@@ -112,7 +116,10 @@ def fits(page, where):
 
 def main():
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--autoplay-policy=no-user-gesture-required"],
+        )
 
         # --- Signing in and out, with JavaScript (htmx boosts the forms).
         page = new_page(browser)
@@ -174,6 +181,32 @@ def main():
             "a forged CSRF token is refused",
         )
 
+        # --- The recorded call is listed, and its recording plays.
+        page.goto(BASE + "/console/calls")
+        row = page.locator(f"#call-{FIX['call_id']}")
+        check(row.count() == 1, "the call placed with sipp is listed")
+        check(FIX["parties"][0][:6] + "****" + FIX["parties"][0][-4:] in row.inner_text(), "its caller masked")
+        played = row.locator("audio").evaluate(
+            """a => new Promise((done, fail) => {
+                a.preload = 'auto';
+                a.addEventListener('error', () => fail('error ' + (a.error && a.error.code)));
+                a.addEventListener('loadedmetadata', () => {
+                    const duration = a.duration;
+                    a.play().then(() => setTimeout(() => { a.pause(); done([duration, a.currentTime]); }, 700),
+                                  e => fail('play: ' + e));
+                });
+                a.load();
+                setTimeout(() => fail('timeout'), 15000);
+            })"""
+        )
+        check(played[0] > 5 and played[1] > 0, f"its recording plays in the page (duration, position: {played})")
+
+        # --- The text relayed through the SMSC, with its pick-up code.
+        page.goto(BASE + "/console/messages")
+        code = page.locator("strong.code")
+        check(code.count() >= 1 and code.first.inner_text() == FIX["pickup_code"], "the text's pick-up code is shown")
+        check("菜鸟驿站" in page.locator("table.cards").inner_text(), "the text itself is shown")
+
         # --- Sign out.
         page.goto(BASE + "/console")
         page.click("header form button")
@@ -199,7 +232,14 @@ def main():
         # --- A viewer never receives a full number.
         page = new_page(browser)
         sign_in(page, FIX["viewer"])
-        for path in ["/console", "/console/bindings", "/console/bindings?lang=zh", "/console/bindings?lang=en"]:
+        for path in [
+            "/console",
+            "/console/bindings",
+            "/console/calls",
+            "/console/messages",
+            "/console/bindings?lang=zh",
+            "/console/bindings?lang=en",
+        ]:
             page.goto(BASE + path)
             no_secrets(page, f"viewer {path}")
         page.fill("#f-party", FIX["parties"][1])
@@ -210,8 +250,8 @@ def main():
         page.context.close()
 
         # --- Both languages, wide and phone-sized: translated, accessible, fitting.
-        data = {FIX["operator"], "made-in-the-browser", "made-without-js", XSS, "UTC", "Maskline"}
-        pages = ["/console/login", "/console", "/console/bindings"]
+        data = {FIX["operator"], "made-in-the-browser", "made-without-js", XSS, "UTC", "Maskline", "0:00"}
+        pages = ["/console/login", "/console", "/console/bindings", "/console/calls", "/console/messages"]
         texts = {}
         for locale in ["en-US", "zh-CN"]:
             for width in [1280, 375]:
@@ -226,6 +266,9 @@ def main():
                     fits(page, where)
                     audit(page, where)
                     texts[(locale, width, path)] = page.inner_text("body")
+                    if SHOTS:
+                        slug = path.strip("/").replace("/", "-")
+                        page.screenshot(path=f"{SHOTS}/{locale}-{width}-{slug}.png", full_page=True)
                 page.context.close()
         for path in pages:
             english = [

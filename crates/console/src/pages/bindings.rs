@@ -1,317 +1,28 @@
-//! The console's pages. Each handler reads through the engine with the
-//! signed-in user's tenant (an admin picks one), renders a template, and
-//! turns every refusal into a page in the user's language here.
-
-use std::net::SocketAddr;
+//! Bindings: search by party, `external_ref` and status, newest first;
+//! create, extend and end (operators and owners).
 
 use askama::Template;
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, Path, Query, State};
-use axum::http::{StatusCode, header};
-use axum::response::{Html, IntoResponse, Redirect, Response};
-use maskline_core::{
-    Binding, BindingId, BindingStatus, Controls, Mode, Number, TenantId, UnixTime,
-};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use maskline_core::{Binding, BindingId, BindingStatus, Controls, Mode, Number, UnixTime};
 use maskline_engine::store::{BindingFilter, Page};
 use maskline_engine::{BindingPatch, BindingSpec, Expiry};
-use maskline_store::{AuditEntry, Role};
 use serde::Deserialize;
 
+use super::{
+    Chrome, PAGE_ROWS, Peer, Scope, TenantOption, TenantParam, audit, failed, form, internal_error,
+    not_found, refusal, refusal_status, render, writer_scope,
+};
 use crate::ConsoleState;
-use crate::assets;
-use crate::auth::{Language, Session, open_query, seal_query};
-use crate::i18n::{Lang, Text};
+use crate::auth::{Session, open_query, seal_query};
+use crate::i18n::Lang;
 
-/// Rows on one page of a list.
-const PAGE_ROWS: u32 = 50;
 /// Longest lifetime a form may give or add, in hours (180 days).
 const MAX_HOURS: i64 = 4320;
 /// As the API: an `external_ref` is 1 to 128 characters.
 const MAX_EXTERNAL_REF: usize = 128;
-
-/// What every page's frame shows.
-pub struct Chrome {
-    pub t: &'static Text,
-    pub lang_code: &'static str,
-    pub css: String,
-    pub htmx: String,
-    pub signed_in: bool,
-    pub email: String,
-    pub role: &'static str,
-    pub csrf: String,
-    pub section: &'static str,
-    /// `?tenant=…` for an admin's links, else empty.
-    pub tenant_query: String,
-}
-
-impl Chrome {
-    pub fn anonymous(lang: Lang) -> Chrome {
-        Chrome {
-            t: lang.text(),
-            lang_code: lang.code(),
-            css: assets::url("console.css"),
-            htmx: assets::url("htmx.js"),
-            signed_in: false,
-            email: String::new(),
-            role: "",
-            csrf: String::new(),
-            section: "",
-            tenant_query: String::new(),
-        }
-    }
-
-    fn signed_in(session: &Session, section: &'static str, scope: &Scope) -> Chrome {
-        Chrome {
-            signed_in: true,
-            email: session.user.email.clone(),
-            role: session.role_label(),
-            csrf: session.csrf.clone(),
-            section,
-            tenant_query: scope.query(),
-            ..Chrome::anonymous(session.lang.lang)
-        }
-    }
-}
-
-/// A rendered page with its status; sets the language cookie when the
-/// switch was used.
-pub fn render(status: StatusCode, page: &impl Template, lang: Language, secure: bool) -> Response {
-    match page.render() {
-        Ok(html) => {
-            let mut res = (status, Html(html)).into_response();
-            if lang.switched
-                && let Ok(v) = crate::auth::set_cookie(
-                    crate::auth::LANG_COOKIE,
-                    lang.lang.param(),
-                    Some(365 * 86_400),
-                    secure,
-                )
-                .parse()
-            {
-                res.headers_mut().append(header::SET_COOKIE, v);
-            }
-            res
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "console template failed");
-            StatusCode::INTERNAL_SERVER_ERROR.into_response()
-        }
-    }
-}
-
-#[derive(Template)]
-#[template(path = "message.html")]
-struct MessagePage {
-    c: Chrome,
-    title: &'static str,
-    message: String,
-    kind: &'static str,
-    back: &'static str,
-}
-
-fn message(status: StatusCode, lang: Lang, title: &'static str, text: String) -> Response {
-    let page = MessagePage {
-        c: Chrome::anonymous(lang),
-        title,
-        message: text,
-        kind: "error",
-        back: "/console",
-    };
-    let lang = Language {
-        lang,
-        switched: false,
-    };
-    render(status, &page, lang, false)
-}
-
-/// `403` for a form without this session's (or the sign-in page's) token.
-pub fn csrf_refused(lang: Lang) -> Response {
-    let t = lang.text();
-    message(
-        StatusCode::FORBIDDEN,
-        lang,
-        t.forbidden_title,
-        t.csrf_refused.into(),
-    )
-}
-
-pub fn internal_error(lang: Lang) -> Response {
-    let t = lang.text();
-    message(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        lang,
-        t.error_title,
-        t.error_internal.into(),
-    )
-}
-
-fn forbidden(lang: Lang, text: &str) -> Response {
-    message(
-        StatusCode::FORBIDDEN,
-        lang,
-        lang.text().forbidden_title,
-        text.into(),
-    )
-}
-
-pub async fn not_found(lang: Language) -> Response {
-    let t = lang.lang.text();
-    message(
-        StatusCode::NOT_FOUND,
-        lang.lang,
-        t.not_found_title,
-        t.not_found.into(),
-    )
-}
-
-/// Logs a failure the user cannot act on and answers the generic page.
-fn failed(lang: Lang, e: &maskline_engine::Error) -> Response {
-    tracing::error!(error = %e, "console request failed");
-    internal_error(lang)
-}
-
-// === tenant scope ===
-
-pub struct TenantOption {
-    id: String,
-    name: String,
-    selected: bool,
-}
-
-/// Whose data a page shows: the user's tenant, or for an admin the one
-/// picked with `?tenant=` (none until picked).
-pub struct Scope {
-    tenant: Option<TenantId>,
-    /// An admin's choice of tenants; empty for everyone else.
-    options: Vec<TenantOption>,
-    admin: bool,
-}
-
-impl Scope {
-    async fn of(
-        state: &ConsoleState,
-        session: &Session,
-        asked: Option<&str>,
-    ) -> Result<Scope, Response> {
-        if session.user.role != Role::Admin {
-            return Ok(Scope {
-                tenant: session.user.tenant,
-                options: Vec::new(),
-                admin: false,
-            });
-        }
-        let tenants = state
-            .engine
-            .tenants()
-            .await
-            .map_err(|e| failed(session.lang.lang, &e))?;
-        let asked: Option<TenantId> = asked.and_then(|s| s.parse().ok());
-        let tenant = asked.filter(|id| tenants.iter().any(|t| t.id == *id));
-        let options = tenants
-            .into_iter()
-            .map(|t| TenantOption {
-                id: t.id.to_string(),
-                name: t.name,
-                selected: Some(t.id) == tenant,
-            })
-            .collect();
-        Ok(Scope {
-            tenant,
-            options,
-            admin: true,
-        })
-    }
-
-    fn query(&self) -> String {
-        match (self.admin, self.tenant) {
-            (true, Some(t)) => format!("?tenant={t}"),
-            _ => String::new(),
-        }
-    }
-
-    fn param(&self) -> String {
-        match (self.admin, self.tenant) {
-            (true, Some(t)) => t.to_string(),
-            _ => String::new(),
-        }
-    }
-}
-
-#[derive(Deserialize, Default)]
-pub struct TenantParam {
-    #[serde(default)]
-    tenant: Option<String>,
-}
-
-// === overview ===
-
-struct PoolRow {
-    area: String,
-    in_use: String,
-    total: String,
-    percent: u64,
-    /// Width of the bar, out of 200.
-    bar: u64,
-    y: usize,
-}
-
-#[derive(Template)]
-#[template(path = "overview.html")]
-struct OverviewPage {
-    c: Chrome,
-    tenants: Vec<TenantOption>,
-    picked: bool,
-    pools: Vec<PoolRow>,
-    chart_height: usize,
-}
-
-pub async fn overview(
-    State(state): State<ConsoleState>,
-    session: Session,
-    Query(q): Query<TenantParam>,
-) -> Response {
-    let scope = match Scope::of(&state, &session, q.tenant.as_deref()).await {
-        Ok(s) => s,
-        Err(res) => return res,
-    };
-    let lang = session.lang.lang;
-    let t = lang.text();
-    let mut stats: Vec<_> = state
-        .engine
-        .pool_stats()
-        .into_iter()
-        .filter(|p| Some(p.tenant) == scope.tenant)
-        .collect();
-    stats.sort_by(|a, b| a.area.cmp(&b.area));
-    let pools: Vec<PoolRow> = stats
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            let percent = (p.in_use * 100).checked_div(p.total).unwrap_or(0);
-            PoolRow {
-                area: p
-                    .area
-                    .as_ref()
-                    .map_or_else(|| t.no_area.to_owned(), ToString::to_string),
-                in_use: lang.int(p.in_use),
-                total: lang.int(p.total),
-                percent,
-                bar: (p.in_use * 200).checked_div(p.total).unwrap_or(0),
-                y: i * 22,
-            }
-        })
-        .collect();
-    let page = OverviewPage {
-        c: Chrome::signed_in(&session, "overview", &scope),
-        picked: scope.tenant.is_some(),
-        chart_height: pools.len() * 22,
-        pools,
-        tenants: scope.options,
-    };
-    render(StatusCode::OK, &page, session.lang, session.secure)
-}
-
-// === bindings ===
 
 struct BindingRow {
     id: String,
@@ -520,6 +231,7 @@ async fn bindings_page(
             external_ref,
             party,
             status: status_filter.map(|s| (s, now, cooldown)),
+            newest_first: true,
         };
         party_masked = party.map(|p| p.masked().to_string()).unwrap_or_default();
         party_filter = party;
@@ -638,122 +350,11 @@ struct BindingForm {
     hours: String,
 }
 
-/// A form body; one that does not parse is a form without fields (so
-/// without its CSRF token: `403`).
-fn form<T: for<'de> Deserialize<'de> + Default>(body: &Bytes) -> T {
-    serde_urlencoded::from_bytes(body).unwrap_or_default()
-}
-
-/// The checks every write makes before it reads anything: the form's token,
-/// the user's role and tenant.
-async fn writer_scope(
-    state: &ConsoleState,
-    session: &Session,
-    csrf: Option<&str>,
-    tenant: Option<&str>,
-) -> Result<(Scope, TenantId), Response> {
-    session.check_csrf(csrf)?;
-    let lang = session.lang.lang;
-    if !session.may_write() {
-        return Err(forbidden(lang, lang.text().read_only));
-    }
-    let scope = Scope::of(state, session, tenant).await?;
-    match scope.tenant {
-        Some(t) => Ok((scope, t)),
-        None => Err(forbidden(lang, lang.text().admin_pick_tenant)),
-    }
-}
-
 fn hours(raw: &str) -> Option<i64> {
     raw.trim()
         .parse::<i64>()
         .ok()
         .filter(|h| (1..=MAX_HOURS).contains(h))
-}
-
-/// Why the engine refused, in the user's language.
-fn refusal(lang: Lang, e: &maskline_engine::Error) -> Option<String> {
-    use maskline_core::Error as D;
-    use maskline_engine::Error as E;
-    let t = lang.text();
-    let text = match e {
-        E::Domain(D::InvalidNumber) => t.invalid_number,
-        E::Domain(D::MissingB) => t.refused_missing_b,
-        E::Domain(D::SameParty) => t.refused_same_party,
-        E::Domain(D::PartyIsVirtual) => t.refused_party_virtual,
-        E::Domain(D::DestinationNotAllowed) => t.refused_destination,
-        E::Domain(D::PoolExhausted) => t.refused_pool_exhausted,
-        E::Domain(D::PartyConflict) => t.refused_party_conflict,
-        E::BindingNotActive => t.refused_not_active,
-        E::ExpiryInPast | E::ExpiryTooFar { .. } => t.refused_expiry,
-        E::BindingNotFound => t.not_found,
-        E::Domain(d) => return Some(format!("{} {d}", t.refused_other)),
-        E::Store(_) => return None,
-        other => return Some(format!("{} {other}", t.refused_other)),
-    };
-    Some(text.to_owned())
-}
-
-/// `409` for a refusal because of what exists, `400` for what was asked.
-fn refusal_status(e: &maskline_engine::Error) -> StatusCode {
-    use maskline_core::Error as D;
-    use maskline_engine::Error as E;
-    match e {
-        E::Domain(D::PoolExhausted | D::PartyConflict | D::NumberHeld | D::ExtensionTaken)
-        | E::BindingNotActive => StatusCode::CONFLICT,
-        _ => StatusCode::BAD_REQUEST,
-    }
-}
-
-/// The client's IP address, for the audit log.
-pub struct Peer(Option<String>);
-
-impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Peer {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        _: &S,
-    ) -> Result<Self, Self::Rejection> {
-        Ok(Peer(
-            parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| c.0.ip().to_string()),
-        ))
-    }
-}
-
-/// An audit entry for a change a console user made.
-fn audit(
-    state: &ConsoleState,
-    session: &Session,
-    tenant: TenantId,
-    action: &str,
-    object: String,
-    status: StatusCode,
-    source: Option<String>,
-) {
-    state.engine.record_audit(AuditEntry {
-        tenant,
-        key: None,
-        user: Some(session.user.id),
-        action: action.to_owned(),
-        object,
-        status: status.as_u16(),
-        at: unix_ms(),
-        source,
-    });
-}
-
-fn unix_ms() -> i64 {
-    i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis(),
-    )
-    .unwrap_or(i64::MAX)
 }
 
 fn done(scope: &Scope, what: &str, id: BindingId) -> Response {

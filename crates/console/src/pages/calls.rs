@@ -1,0 +1,268 @@
+//! Calls: the tenant's CDRs, newest first, by party; each with its
+//! recording to play when the call was recorded.
+
+use askama::Template;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use maskline_core::{CallId, CallRecord, Direction, ReleaseReason};
+use maskline_engine::store::{CallFilter, Page};
+use serde::Deserialize;
+
+use super::{
+    Chrome, PAGE_ROWS, Scope, TenantOption, TenantParam, failed, form, href, not_found,
+    party_filter, render, sealed_party, shown, time_ms,
+};
+use crate::ConsoleState;
+use crate::auth::Session;
+use crate::i18n::{Lang, Text};
+
+struct CallRow {
+    id: String,
+    time: String,
+    x: String,
+    caller: String,
+    callee: String,
+    direction: &'static str,
+    duration: String,
+    outcome: &'static str,
+    answered: bool,
+    /// How long the recording is; empty without one.
+    recording: String,
+}
+
+pub fn direction_label(t: &Text, d: Option<Direction>) -> &'static str {
+    match d {
+        Some(Direction::AToB) => t.dir_a_to_b,
+        Some(Direction::BToA) => t.dir_b_to_a,
+        Some(Direction::NToA) => t.dir_n_to_a,
+        None => "—",
+    }
+}
+
+pub fn reason_label(t: &Text, r: ReleaseReason) -> &'static str {
+    match r {
+        ReleaseReason::Normal => t.reason_normal,
+        ReleaseReason::Cancelled => t.reason_cancelled,
+        ReleaseReason::Busy => t.reason_busy,
+        ReleaseReason::Declined => t.reason_declined,
+        ReleaseReason::NoAnswer => t.reason_no_answer,
+        ReleaseReason::NotFound => t.reason_not_found,
+        ReleaseReason::Failed => t.reason_failed,
+        ReleaseReason::GatewayTimeout => t.reason_gateway_timeout,
+        ReleaseReason::MaxDuration => t.reason_max_duration,
+        ReleaseReason::PeerTimeout => t.reason_peer_timeout,
+        ReleaseReason::MediaTimeout => t.reason_media_timeout,
+        ReleaseReason::Refused => t.reason_refused,
+        ReleaseReason::Shutdown => t.reason_shutdown,
+        ReleaseReason::NodeRestart => t.reason_node_restart,
+    }
+}
+
+impl CallRow {
+    fn new(c: &CallRecord, recording_ms: Option<u64>, lang: Lang) -> CallRow {
+        let t = lang.text();
+        let talk = c
+            .answered_at
+            .map(|a| (c.ended_at - a).max(0) / 1000)
+            .unwrap_or(0);
+        CallRow {
+            id: c.id.to_string(),
+            time: time_ms(lang, c.invited_at),
+            x: c.x.map_or_else(|| "—".to_owned(), |x| x.to_string()),
+            caller: shown(c.caller, c.erased.caller.as_ref()),
+            callee: shown(c.callee, c.erased.callee.as_ref()),
+            direction: direction_label(t, c.direction),
+            duration: if c.answered_at.is_some() {
+                lang.duration(talk)
+            } else {
+                "—".to_owned()
+            },
+            outcome: reason_label(t, c.release_reason),
+            answered: c.answered_at.is_some(),
+            recording: recording_ms
+                .map(|ms| lang.duration(i64::try_from(ms / 1000).unwrap_or(i64::MAX)))
+                .unwrap_or_default(),
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "calls.html")]
+struct CallsPage {
+    c: Chrome,
+    tenants: Vec<TenantOption>,
+    picked: bool,
+    tenant_query: String,
+    party_masked: String,
+    error: String,
+    rows: Vec<CallRow>,
+    paged: bool,
+    first_href: String,
+    next_href: String,
+}
+
+#[derive(Deserialize, Default)]
+pub struct CallsQuery {
+    #[serde(default)]
+    tenant: Option<String>,
+    #[serde(default)]
+    party: String,
+    #[serde(default)]
+    pq: String,
+    #[serde(default)]
+    after: String,
+}
+
+pub async fn calls(
+    State(state): State<ConsoleState>,
+    session: Session,
+    Query(q): Query<CallsQuery>,
+) -> Response {
+    let scope = match Scope::of(&state, &session, q.tenant.as_deref()).await {
+        Ok(s) => s,
+        Err(res) => return res,
+    };
+    let lang = session.lang.lang;
+    let t = lang.text();
+    let mut rows = Vec::new();
+    let mut error = String::new();
+    let mut next_href = String::new();
+    let mut party = None;
+    if let Some(tenant) = scope.tenant {
+        match party_filter(&state, &session, &q.pq, &q.party) {
+            Ok(p) => party = p,
+            Err(()) => error = t.invalid_number.to_owned(),
+        }
+        if error.is_empty() {
+            let filter = CallFilter {
+                party,
+                newest_first: true,
+                ..CallFilter::default()
+            };
+            let page = Page {
+                after: q.after.parse::<CallId>().ok(),
+                limit: PAGE_ROWS + 1,
+            };
+            let mut found = match state.engine.calls(tenant, &filter, page).await {
+                Ok(f) => f,
+                Err(e) => return failed(lang, &e),
+            };
+            if found.len() > PAGE_ROWS as usize {
+                found.truncate(PAGE_ROWS as usize);
+                if let Some(last) = found.last() {
+                    next_href = list_href(&session, &scope, party, Some(last.id));
+                }
+            }
+            let ids: Vec<CallId> = found.iter().map(|c| c.id).collect();
+            let recordings = state.engine.recording_durations(tenant, &ids).await;
+            rows = found
+                .iter()
+                .zip(recordings)
+                .map(|(c, r)| CallRow::new(c, r, lang))
+                .collect();
+        }
+    }
+    let page = CallsPage {
+        c: Chrome::signed_in(&session, "calls", &scope),
+        picked: scope.tenant.is_some(),
+        tenant_query: scope.query(),
+        party_masked: party.map(|p| p.masked().to_string()).unwrap_or_default(),
+        error,
+        paged: !q.after.is_empty(),
+        first_href: list_href(&session, &scope, party, None),
+        next_href,
+        rows,
+        tenants: scope.options,
+    };
+    render(StatusCode::OK, &page, session.lang, session.secure)
+}
+
+fn list_href(
+    session: &Session,
+    scope: &Scope,
+    party: Option<maskline_core::Number>,
+    after: Option<CallId>,
+) -> String {
+    href(
+        "/console/calls",
+        &[
+            ("tenant", scope.param()),
+            ("pq", sealed_party(session, party)),
+            ("after", after.map(|a| a.to_string()).unwrap_or_default()),
+        ],
+    )
+}
+
+#[derive(Deserialize, Default)]
+struct SearchForm {
+    #[serde(default)]
+    csrf: Option<String>,
+    #[serde(default)]
+    party: String,
+}
+
+/// `POST /console/calls/search`: as the bindings' search, the number goes
+/// in a body and comes back sealed.
+pub async fn search_calls(
+    State(state): State<ConsoleState>,
+    session: Session,
+    Query(q): Query<TenantParam>,
+    body: Bytes,
+) -> Response {
+    let f: SearchForm = form(&body);
+    if let Err(res) = session.check_csrf(f.csrf.as_deref()) {
+        return res;
+    }
+    let scope = match Scope::of(&state, &session, q.tenant.as_deref()).await {
+        Ok(s) => s,
+        Err(res) => return res,
+    };
+    let party = party_filter(&state, &session, "", &f.party).ok().flatten();
+    if party.is_none() && !f.party.trim().is_empty() {
+        // Unreadable: the list says so and shows nothing.
+        let pq = crate::auth::seal_query(&session.query_key, f.party.trim());
+        return Redirect::to(&href(
+            "/console/calls",
+            &[("tenant", scope.param()), ("pq", pq)],
+        ))
+        .into_response();
+    }
+    Redirect::to(&list_href(&session, &scope, party, None)).into_response()
+}
+
+/// `GET /console/calls/{id}/recording`: the WAV, streamed, for `<audio>`.
+pub async fn recording(
+    State(state): State<ConsoleState>,
+    session: Session,
+    Path(id): Path<String>,
+    Query(q): Query<TenantParam>,
+) -> Response {
+    let scope = match Scope::of(&state, &session, q.tenant.as_deref()).await {
+        Ok(s) => s,
+        Err(res) => return res,
+    };
+    let (Some(tenant), Ok(call)) = (scope.tenant, id.parse::<CallId>()) else {
+        return not_found(session.lang).await;
+    };
+    let stream = match state.engine.recording(tenant, call).await {
+        Ok(Some(s)) => s,
+        Ok(None) => return not_found(session.lang).await,
+        Err(e) => return failed(session.lang.lang, &e),
+    };
+    let (len, mut chunks) = (stream.len, stream.chunks);
+    let body = futures_util::stream::poll_fn(move |cx| {
+        chunks.poll_recv(cx).map(|c| c.map(|c| c.map(Bytes::from)))
+    });
+    (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "audio/wav".to_owned()),
+            (header::CONTENT_LENGTH, len.to_string()),
+            (header::CACHE_CONTROL, "private, no-store".to_owned()),
+        ],
+        Body::from_stream(body),
+    )
+        .into_response()
+}

@@ -1,0 +1,239 @@
+//! Texts: the tenant's inbox, newest first, with pick-up codes, and why a
+//! text was held, blocked or failed.
+
+use askama::Template;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use maskline_core::sms::{Message, MessageReason, MessageStatus, Sender};
+use maskline_core::{MessageId, Number, Region};
+use maskline_engine::store::{MessageFilter, Page};
+use serde::Deserialize;
+
+use super::{Chrome, PAGE_ROWS, Scope, TenantOption, failed, href, render, shown, time_ms};
+use crate::ConsoleState;
+use crate::auth::Session;
+use crate::i18n::{Lang, Text};
+
+struct MessageRow {
+    id: String,
+    time: String,
+    x: String,
+    from: String,
+    to: String,
+    pickup_code: String,
+    text: String,
+    status: &'static str,
+    status_class: &'static str,
+    reason: &'static str,
+}
+
+fn status_label(t: &Text, s: MessageStatus) -> &'static str {
+    match s {
+        MessageStatus::Relayed => t.msg_relayed,
+        MessageStatus::Held => t.msg_held,
+        MessageStatus::Blocked => t.msg_blocked,
+        MessageStatus::Delivered => t.msg_delivered,
+        MessageStatus::Failed => t.msg_failed,
+    }
+}
+
+fn status_class(s: MessageStatus) -> &'static str {
+    match s {
+        MessageStatus::Relayed | MessageStatus::Delivered => "active",
+        MessageStatus::Held => "cooling",
+        MessageStatus::Blocked | MessageStatus::Failed => "ended",
+    }
+}
+
+fn reason_label(t: &Text, r: MessageReason) -> &'static str {
+    match r {
+        MessageReason::Marketing => t.why_marketing,
+        MessageReason::TenantRule => t.why_tenant_rule,
+        MessageReason::SmsDisabled => t.why_sms_disabled,
+        MessageReason::DirectionForbidden => t.why_direction_forbidden,
+        MessageReason::Expired => t.why_expired,
+        MessageReason::NoBinding => t.why_no_binding,
+        MessageReason::NoB => t.why_no_b,
+        MessageReason::ExtensionUnknown => t.why_extension_unknown,
+        MessageReason::Undeliverable => t.why_undeliverable,
+        MessageReason::SubmitFailed => t.why_submit_failed,
+    }
+}
+
+/// A text as a page may show it: every run of digits that reads as a
+/// phone number masked (a party may type its own, or another's, number;
+/// pick-up and verification codes are too short to read as one).
+pub fn masked_text(text: &str, region: Region) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find(|c: char| c.is_ascii_digit() || c == '+') {
+        out.push_str(&rest[..start]);
+        let run = &rest[start..];
+        let len = run
+            .char_indices()
+            .find(|&(i, c)| !(c.is_ascii_digit() || (i == 0 && c == '+')))
+            .map_or(run.len(), |(i, _)| i);
+        let token = &run[..len];
+        let digits = token.trim_start_matches('+').len();
+        match Number::parse(token, region) {
+            Ok(n) if digits >= 7 => out.push_str(&n.masked().to_string()),
+            _ => out.push_str(token),
+        }
+        rest = &run[len.max(1)..];
+    }
+    out.push_str(rest);
+    out
+}
+
+impl MessageRow {
+    fn new(m: &Message, lang: Lang, region: Region) -> MessageRow {
+        let t = lang.text();
+        MessageRow {
+            id: m.id.to_string(),
+            time: time_ms(lang, m.created_at),
+            x: m.x.to_string(),
+            from: match &m.from {
+                Sender::Number(n) => n.masked().to_string(),
+                Sender::Id(id) => id.as_str().to_owned(),
+            },
+            to: shown(m.to, None),
+            pickup_code: m.pickup_code.clone().unwrap_or_default(),
+            text: masked_text(&m.text, region),
+            status: status_label(t, m.status),
+            status_class: status_class(m.status),
+            reason: m.reason.map_or("", |r| reason_label(t, r)),
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "messages.html")]
+struct MessagesPage {
+    c: Chrome,
+    tenants: Vec<TenantOption>,
+    picked: bool,
+    tenant_param: String,
+    q_status: String,
+    statuses: Vec<(&'static str, &'static str)>,
+    rows: Vec<MessageRow>,
+    paged: bool,
+    first_href: String,
+    next_href: String,
+}
+
+#[derive(Deserialize, Default)]
+pub struct MessagesQuery {
+    #[serde(default)]
+    tenant: Option<String>,
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    after: String,
+}
+
+pub async fn messages(
+    State(state): State<ConsoleState>,
+    session: Session,
+    Query(q): Query<MessagesQuery>,
+) -> Response {
+    let scope = match Scope::of(&state, &session, q.tenant.as_deref()).await {
+        Ok(s) => s,
+        Err(res) => return res,
+    };
+    let lang = session.lang.lang;
+    let t = lang.text();
+    let status = MessageStatus::ALL
+        .into_iter()
+        .find(|s| s.as_str() == q.status);
+    let list = |after: Option<MessageId>| {
+        href(
+            "/console/messages",
+            &[
+                ("tenant", scope.param()),
+                (
+                    "status",
+                    status.map(|s| s.as_str().to_owned()).unwrap_or_default(),
+                ),
+                ("after", after.map(|a| a.to_string()).unwrap_or_default()),
+            ],
+        )
+    };
+    let mut rows = Vec::new();
+    let mut next_href = String::new();
+    if let Some(tenant) = scope.tenant {
+        let filter = MessageFilter {
+            status,
+            newest_first: true,
+            ..MessageFilter::default()
+        };
+        let page = Page {
+            after: q.after.parse::<MessageId>().ok(),
+            limit: PAGE_ROWS + 1,
+        };
+        let mut found = match state.engine.messages(tenant, &filter, page).await {
+            Ok(f) => f,
+            Err(e) => return failed(lang, &e),
+        };
+        if found.len() > PAGE_ROWS as usize {
+            found.truncate(PAGE_ROWS as usize);
+            if let Some(last) = found.last() {
+                next_href = list(Some(last.id));
+            }
+        }
+        rows = found
+            .iter()
+            .map(|m| MessageRow::new(m, lang, state.region))
+            .collect();
+    }
+    let page = MessagesPage {
+        c: Chrome::signed_in(&session, "messages", &scope),
+        picked: scope.tenant.is_some(),
+        tenant_param: scope.param(),
+        q_status: status.map(|s| s.as_str().to_owned()).unwrap_or_default(),
+        statuses: MessageStatus::ALL
+            .iter()
+            .map(|&s| (s.as_str(), status_label(t, s)))
+            .collect(),
+        paged: !q.after.is_empty(),
+        first_href: list(None),
+        next_href,
+        rows,
+        tenants: scope.options,
+    };
+    render(StatusCode::OK, &page, session.lang, session.secure)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_in_a_text_are_masked_and_codes_are_not() {
+        let cn: Region = "CN".parse().unwrap();
+        let cases = [
+            (
+                "取件码 8-2-3401，请到驿站取件",
+                "取件码 8-2-3401，请到驿站取件",
+            ),
+            ("验证码 483920", "验证码 483920"),
+            (
+                "call me on 13812345678 now",
+                "call me on +86138****5678 now",
+            ),
+            ("+8613812345678!", "+86138****5678!"),
+            (
+                "号码13812345678和13987654321",
+                "号码+86138****5678和+86139****4321",
+            ),
+            ("code 12345678 ok", "code 12345678 ok"),
+            ("", ""),
+            ("+", "+"),
+            ("++1", "++1"),
+            ("电话：０１３８", "电话：０１３８"),
+        ];
+        for (text, want) in cases {
+            assert_eq!(masked_text(text, cn), want, "{text:?}");
+        }
+    }
+}
