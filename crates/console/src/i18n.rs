@@ -200,6 +200,13 @@ texts! {
     active: "Active", "生效中";
     cooling: "Cooling down", "冷却中";
     ended: "Ended", "已结束";
+    last_24h: "The last 24 hours (UTC)", "最近 24 小时（UTC）";
+    calls_per_minute: "Calls per minute", "每分钟通话数";
+    texts_per_minute: "Texts per minute", "每分钟短信数";
+    total_24h: "in all:", "合计";
+    peak_per_minute: "at most a minute:", "每分钟最多";
+    list_sep: ", ", "，";
+    webhook_backlog: "Events waiting for the webhook:", "等待推送的事件：";
     pool_use: "Pool use per area", "各地区号码池使用情况";
     pool_use_chart: "Numbers in use out of the pool, per area", "各地区号码池中已使用的号码";
     area: "Area", "地区";

@@ -7,6 +7,7 @@
 //! - [`pages`]: the pages, and the one place errors become a page.
 //! - [`i18n`]: every text in English and Simplified Chinese; formatting.
 //! - [`assets`]: CSS and scripts embedded in the binary, served by hash.
+//! - [`chart`]: the overview's charts, as SVG drawn here.
 //!
 //! Templates (askama, checked at compile time) live in `templates/`; they
 //! escape every value, so nothing a tenant stored (an `external_ref`, say)
@@ -32,6 +33,7 @@ use maskline_engine::Engine;
 
 pub mod assets;
 pub mod auth;
+pub mod chart;
 pub mod i18n;
 pub mod login;
 pub mod pages;

@@ -296,3 +296,15 @@ impl Engine {
         .unwrap_or_else(|_| vec![None; n])
     }
 }
+
+impl Engine {
+    /// `tenant`'s calls and texts per minute since `since`, and its events
+    /// waiting for delivery.
+    pub async fn activity(
+        &self,
+        tenant: TenantId,
+        since: maskline_core::UnixMillis,
+    ) -> Result<maskline_store::Activity> {
+        Ok(self.store.activity(tenant, since).await?)
+    }
+}

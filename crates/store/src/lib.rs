@@ -763,6 +763,15 @@ pub enum Change {
     },
 }
 
+/// A tenant's recent activity: `(minute, count)` for each minute with
+/// any, minutes counted from the Unix epoch.
+#[derive(Clone, PartialEq, Eq, Debug, Default)]
+pub struct Activity {
+    pub calls: Vec<(i64, u64)>,
+    pub texts: Vec<(i64, u64)>,
+    pub pending_events: u64,
+}
+
 /// Filters of `GET /v1/bindings`.
 #[derive(Clone, Debug, Default)]
 pub struct BindingFilter {
@@ -948,6 +957,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// How many events wait for delivery, over all tenants.
     async fn pending_events(&self) -> Result<u64>;
+
+    /// A tenant's calls and texts per minute since `since`, and its events
+    /// waiting for delivery (the console's overview).
+    async fn activity(&self, tenant: TenantId, since: UnixMillis) -> Result<Activity>;
 
     async fn message(&self, tenant: TenantId, id: MessageId) -> Result<Option<Message>>;
 

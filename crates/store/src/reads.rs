@@ -392,6 +392,50 @@ macro_rules! shared_reads {
                     .transpose()
             }
 
+            pub(crate) async fn read_activity(
+                &self,
+                tenant: TenantId,
+                since: UnixMillis,
+            ) -> Result<$crate::Activity> {
+                let per_minute = |rows: Vec<(i64, i64)>| {
+                    rows.into_iter()
+                        .map(|(m, n)| (m, u64::try_from(n).unwrap_or(0)))
+                        .collect::<Vec<_>>()
+                };
+                let calls: Vec<(i64, i64)> = sqlx::query_as(AssertSqlSafe(format!(
+                    "SELECT invited_at / 60000 AS minute, COUNT(*) FROM calls{} \
+                     WHERE tenant_id = $1 AND invited_at >= $2 GROUP BY minute ORDER BY minute",
+                    $calls_by_time
+                )))
+                .bind($id(tenant.0))
+                .bind(since)
+                .fetch_all(&self.$pool)
+                .await?;
+                // Message ids are UUIDv7: their first 48 bits are the
+                // arrival in milliseconds, so the (tenant, id) index bounds
+                // the window.
+                let first_id = u128::from(u64::try_from(since).unwrap_or(0)) << 80;
+                let texts: Vec<(i64, i64)> = sqlx::query_as(
+                    "SELECT created_at / 60000 AS minute, COUNT(*) FROM messages \
+                     WHERE tenant_id = $1 AND id >= $2 GROUP BY minute ORDER BY minute",
+                )
+                .bind($id(tenant.0))
+                .bind($id(first_id))
+                .fetch_all(&self.$pool)
+                .await?;
+                let pending: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM events WHERE tenant_id = $1 AND state = 'pending'",
+                )
+                .bind($id(tenant.0))
+                .fetch_one(&self.$pool)
+                .await?;
+                Ok($crate::Activity {
+                    calls: per_minute(calls),
+                    texts: per_minute(texts),
+                    pending_events: u64::try_from(pending).unwrap_or(0),
+                })
+            }
+
             pub(crate) async fn read_pending_events(&self) -> Result<u64> {
                 let n: i64 =
                     sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE state = 'pending'")

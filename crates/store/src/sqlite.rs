@@ -1607,6 +1607,10 @@ impl Store for SqliteStore {
         self.read_pending_events().await
     }
 
+    async fn activity(&self, tenant: TenantId, since: UnixMillis) -> Result<crate::Activity> {
+        self.read_activity(tenant, since).await
+    }
+
     async fn message(&self, tenant: TenantId, id: MessageId) -> Result<Option<Message>> {
         self.read_message(tenant, id).await
     }

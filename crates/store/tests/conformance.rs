@@ -1173,6 +1173,53 @@ async fn call_filters_and_pages(s: Arc<dyn Store>) {
     assert_eq!(ids(newest_since, after(3, 10)).await, vec![2]);
 }
 
+async fn activity_counts_a_tenants_calls_and_texts_per_minute(s: Arc<dyn Store>) {
+    setup(&*s).await;
+    let minute = |m: i64| m * 60_000;
+    for (id, tenant, at) in [
+        (1, 1, minute(10) + 5),
+        (2, 1, minute(10) + 59_999),
+        (3, 1, minute(12)),
+        (4, 1, minute(9) + 59_999),
+        (5, 2, minute(10)),
+    ] {
+        s.enqueue(Write::RecordCall {
+            record: call(id, tenant, at),
+            events: Vec::new(),
+        })
+        .await
+        .unwrap();
+    }
+    // Texts' ids are UUIDv7, their time in the first 48 bits.
+    let v7 = |ms: i64, n: u128| (u128::from(ms as u64) << 80) | n;
+    for (n, tenant, at) in [
+        (1, Some(1), minute(11) + 1),
+        (2, Some(1), minute(11) + 2),
+        (3, Some(1), minute(9)),
+        (4, Some(2), minute(11)),
+        (5, None, minute(11)),
+    ] {
+        let m = message(v7(at, n), tenant, MessageStatus::Relayed, at);
+        s.enqueue(record(m, None, Vec::new())).await.unwrap();
+    }
+    let pending = event(900, 1, EventType::CallEnded, 1, true);
+    let quiet = event(901, 1, EventType::CallEnded, 2, false);
+    s.enqueue(Write::RecordCall {
+        record: call(6, 1, minute(1)),
+        events: vec![pending, quiet],
+    })
+    .await
+    .unwrap();
+    let a = s.activity(TenantId(1), minute(10)).await.unwrap();
+    assert_eq!(a.calls, vec![(10, 2), (12, 1)]);
+    assert_eq!(a.texts, vec![(11, 2)]);
+    assert_eq!(a.pending_events, 1);
+    let other = s.activity(TenantId(2), minute(10)).await.unwrap();
+    assert_eq!(other.calls, vec![(10, 1)]);
+    assert_eq!(other.texts, vec![(11, 1)]);
+    assert_eq!(other.pending_events, 0);
+}
+
 async fn calls_group_commit_and_fail_alone(s: Arc<dyn Store>) {
     setup(&*s).await;
     // CDRs interleaved with bindings, the way a busy node queues them.
@@ -2405,6 +2452,7 @@ macro_rules! every_case {
                 calls_round_trip_every_field,
                 calls_stay_in_their_tenant,
                 call_filters_and_pages,
+                activity_counts_a_tenants_calls_and_texts_per_minute,
                 calls_group_commit_and_fail_alone,
                 events_are_recorded_with_their_change,
                 event_lists_filter_by_type_and_page_in_order,

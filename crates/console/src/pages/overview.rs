@@ -1,13 +1,44 @@
-//! The overview: pool use per area.
+//! The overview: calls and texts per minute over the last 24 hours, the
+//! webhook backlog, pool use per area.
 
 use askama::Template;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 
-use super::{Chrome, Scope, TenantOption, TenantParam, render};
+use super::{Chrome, Scope, TenantOption, TenantParam, failed, render};
 use crate::ConsoleState;
 use crate::auth::Session;
+use crate::chart::{self, Series};
+use crate::i18n::Lang;
+
+/// One chart of the overview.
+struct Activity {
+    id: &'static str,
+    title: &'static str,
+    /// What the chart shows, in words (its accessible description).
+    summary: String,
+    series: Series,
+}
+
+impl Activity {
+    fn new(id: &'static str, title: &'static str, series: Series, lang: Lang) -> Activity {
+        let t = lang.text();
+        Activity {
+            id,
+            title,
+            summary: format!(
+                "{} {}{}{} {}",
+                t.total_24h,
+                lang.int(series.total),
+                t.list_sep,
+                t.peak_per_minute,
+                lang.int(series.peak_per_minute)
+            ),
+            series,
+        }
+    }
+}
 
 struct PoolRow {
     area: String,
@@ -27,6 +58,10 @@ struct OverviewPage {
     picked: bool,
     pools: Vec<PoolRow>,
     chart_height: usize,
+    charts: Vec<Activity>,
+    backlog: String,
+    width: u32,
+    height: u32,
 }
 
 pub async fn overview(
@@ -65,12 +100,40 @@ pub async fn overview(
             }
         })
         .collect();
+    let mut charts = Vec::new();
+    let mut backlog = String::new();
+    if let Some(tenant) = scope.tenant {
+        // The last 24 hours, from the start of the minute a day ago.
+        let start = maskline_engine::now().div_euclid(60) - 1440 + 1;
+        match state.engine.activity(tenant, start * 60_000).await {
+            Ok(a) => {
+                charts.push(Activity::new(
+                    "calls",
+                    t.calls_per_minute,
+                    chart::series(&a.calls, start, 1440),
+                    lang,
+                ));
+                charts.push(Activity::new(
+                    "texts",
+                    t.texts_per_minute,
+                    chart::series(&a.texts, start, 1440),
+                    lang,
+                ));
+                backlog = lang.int(a.pending_events);
+            }
+            Err(e) => return failed(lang, &e),
+        }
+    }
     let page = OverviewPage {
         c: Chrome::signed_in(&session, "overview", &scope),
         picked: scope.tenant.is_some(),
         chart_height: pools.len() * 22,
         pools,
         tenants: scope.options,
+        charts,
+        backlog,
+        width: chart::WIDTH,
+        height: chart::HEIGHT,
     };
     render(StatusCode::OK, &page, session.lang, session.secure)
 }

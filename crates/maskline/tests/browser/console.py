@@ -130,7 +130,12 @@ def main():
         sign_in(page, FIX["operator"])
         page.wait_for_url(BASE + "/console")
         check(page.locator("h1").inner_text() == "Overview", "signed in: the overview")
-        check(page.locator("svg.chart").count() == 1, "the overview charts pool use")
+        check(page.locator("svg.chart").count() == 3, "the overview charts calls, texts and pool use")
+        check(
+            "in all: 1," in page.locator("#calls-title").inner_text()
+            and "in all: 1," in page.locator("#texts-title").inner_text(),
+            "the charts count the call and the text of the last 24 hours",
+        )
 
         # --- A binding made in the form is listed.
         page.click("nav >> text=Bindings")
