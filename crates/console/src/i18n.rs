@@ -170,6 +170,9 @@ texts! {
     nav_bindings: "Bindings", "绑定";
     nav_calls: "Calls", "通话";
     nav_messages: "Texts", "短信";
+    nav_keys: "API keys", "API 密钥";
+    nav_users: "Users", "用户";
+    nav_audit: "Audit log", "审计日志";
     sign_out: "Sign out", "退出";
     signed_in_as: "Signed in as", "当前用户";
     language: "Language", "语言";
@@ -308,6 +311,32 @@ texts! {
     why_extension_unknown: "No extension known", "未知分机号";
     why_undeliverable: "Undeliverable", "无法送达";
     why_submit_failed: "No carrier took it", "运营商未接收";
+    owners_only: "Only an owner or an admin manages this.", "只有所有者或管理员可以管理此项。";
+    keys_title: "API keys", "API 密钥";
+    prefix: "Key", "密钥";
+    revoked: "Revoked", "已吊销";
+    revoke: "Revoke", "吊销";
+    revoke_confirm: "Revoke this key? Requests made with it are refused at once.", "确定吊销此密钥？使用它的请求将立即被拒绝。";
+    create_key: "Create a key", "新建密钥";
+    key_created: "Key created.", "密钥已创建。";
+    new_key_once: "Copy this key now: it is shown only once.", "请立即复制此密钥：它只显示这一次。";
+    users_title: "Users", "用户";
+    role: "Role", "角色";
+    locked_until: "Locked until", "锁定至";
+    create_user: "Add a user", "添加用户";
+    password_hint: "At least 12 characters.", "至少 12 个字符。";
+    user_created: "User added:", "已添加用户：";
+    invalid_role: "Choose viewer, operator or owner.", "请选择查看者、操作员或所有者。";
+    email_taken: "A user with this email exists.", "该邮箱已有用户。";
+    invalid_email: "Not an email address.", "邮箱地址无效。";
+    invalid_password: "The password must be at least 12 characters.", "密码至少需要 12 个字符。";
+    audit_title: "Audit log", "审计日志";
+    who: "Who", "操作者";
+    action: "Action", "操作";
+    object: "Object", "对象";
+    source: "From", "来源";
+    api_key: "API key", "API 密钥";
+    admin_key: "Admin key", "管理员密钥";
     read_only: "Your role may look but not change anything.", "您的角色只能查看，不能修改。";
 }
 

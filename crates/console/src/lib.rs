@@ -64,6 +64,10 @@ pub fn router(state: ConsoleState) -> Router {
         .route("/console/calls/search", post(pages::search_calls))
         .route("/console/calls/{id}/recording", get(pages::recording))
         .route("/console/messages", get(pages::messages))
+        .route("/console/keys", get(pages::keys).post(pages::create_key))
+        .route("/console/keys/{id}/revoke", post(pages::revoke_key))
+        .route("/console/users", get(pages::users).post(pages::create_user))
+        .route("/console/audit", get(pages::audit_log))
         .route("/console/assets/{file}", get(assets::serve))
         .route(
             "/console/{*rest}",

@@ -66,6 +66,7 @@ async fn the_console_works_in_chromium() {
     for (email, role) in [
         ("operator@shop.example", "operator"),
         ("viewer@shop.example", "viewer"),
+        ("owner@shop.example", "owner"),
     ] {
         let (st, v) = s
             .call(
@@ -122,6 +123,7 @@ async fn the_console_works_in_chromium() {
         "password": PASSWORD,
         "operator": "operator@shop.example",
         "viewer": "viewer@shop.example",
+        "owner": "owner@shop.example",
         // Every party the pages may show: never whole to a viewer.
         "parties": [parties[0], parties[1], new_a, new_b],
         "new_a": new_a,

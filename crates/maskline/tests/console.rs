@@ -715,3 +715,139 @@ async fn the_console_can_be_turned_off() {
     let (st, _) = s.call("GET", "/healthz", None, None).await;
     assert_eq!(st, 200);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_owner_manages_keys_and_users_and_reads_the_audit_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path()).await;
+    shop(&s).await;
+
+    // Keys, users and the audit log are the owner's, not an operator's.
+    let mut op = Agent::new(&s.base);
+    assert_eq!(
+        op.sign_in("operator@shop.example", PASSWORD).await.status,
+        303
+    );
+    let home = op.get("/console").await;
+    assert!(!home.html.contains("/console/keys"), "no menu entry");
+    for path in ["/console/keys", "/console/users", "/console/audit"] {
+        assert_eq!(op.get(path).await.status, 403, "{path}");
+    }
+    let csrf = home.csrf();
+    assert_eq!(
+        op.post("/console/keys", &[("csrf", &csrf)]).await.status,
+        403
+    );
+
+    let mut owner = Agent::new(&s.base);
+    assert_eq!(
+        owner.sign_in("owner@shop.example", PASSWORD).await.status,
+        303
+    );
+    let page = owner.get("/console/keys").await;
+    assert_eq!(page.status, 200);
+    let csrf = page.csrf();
+    assert_eq!(
+        owner.post("/console/keys", &[]).await.status,
+        403,
+        "no token"
+    );
+
+    // A new key is shown once, and works at once.
+    let made = owner.post("/console/keys", &[("csrf", &csrf)]).await;
+    assert_eq!(made.status, 201, "{}", made.html);
+    let at = made.html.find("id=\"new-key\">").unwrap() + "id=\"new-key\">".len();
+    let key = made.html[at..at + made.html[at..].find('<').unwrap()].to_owned();
+    assert!(key.starts_with("mlk_"), "{key}");
+    let (st, _) = s.call("GET", "/v1/bindings", Some(&key), None).await;
+    assert_eq!(st, 200);
+    let listed = owner.get("/console/keys").await;
+    assert!(!listed.html.contains(&key), "the key is not shown again");
+    assert!(listed.html.contains(&key[..12]), "its prefix is");
+
+    // Revoked, it is refused.
+    let (_, v1keys) = s.call("GET", "/v1/keys", Some(&key), None).await;
+    let id = v1keys["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| key.starts_with(k["prefix"].as_str().unwrap()))
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(made.html.contains(&format!("/console/keys/{id}/revoke")));
+    let p = owner
+        .post(&format!("/console/keys/{id}/revoke"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(p.status, 303, "{}", p.html);
+    let (st, _) = s.call("GET", "/v1/bindings", Some(&key), None).await;
+    assert_eq!(st, 401);
+
+    // A user added in the form signs in; refusals say why.
+    for (form, says) in [
+        (
+            [
+                ("email", "new@shop.example"),
+                ("password", "short"),
+                ("role", "viewer"),
+            ],
+            "at least 12 characters",
+        ),
+        (
+            [
+                ("email", "viewer@shop.example"),
+                ("password", PASSWORD),
+                ("role", "viewer"),
+            ],
+            "A user with this email exists.",
+        ),
+        (
+            [
+                ("email", "new@shop.example"),
+                ("password", PASSWORD),
+                ("role", "admin"),
+            ],
+            "Choose viewer, operator or owner.",
+        ),
+    ] {
+        let mut f = form.to_vec();
+        f.push(("csrf", &csrf));
+        let p = owner.post("/console/users", &f).await;
+        assert_eq!(p.status, 400, "{form:?}");
+        assert!(p.html.contains(says), "{form:?}: {}", p.html);
+        assert!(!p.html.contains(PASSWORD), "the password never comes back");
+    }
+    let p = owner
+        .post(
+            "/console/users",
+            &[
+                ("csrf", &csrf),
+                ("email", "New@Shop.Example"),
+                ("password", PASSWORD),
+                ("role", "operator"),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, 201, "{}", p.html);
+    assert!(p.html.contains("new@shop.example"));
+    let mut new = Agent::new(&s.base);
+    assert_eq!(new.sign_in("new@shop.example", PASSWORD).await.status, 303);
+
+    // The audit log names the owner for each change.
+    let mut log = owner.get("/console/audit").await;
+    for _ in 0..50 {
+        if log.html.matches("owner@shop.example").count() >= 3 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        log = owner.get("/console/audit").await;
+    }
+    for action in [
+        "POST /console/keys",
+        "POST /console/keys/{id}/revoke",
+        "POST /console/users",
+    ] {
+        assert!(log.html.contains(action), "{action}: {}", log.html);
+    }
+}

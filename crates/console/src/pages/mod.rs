@@ -7,6 +7,7 @@
 //! - [`bindings`]: search, create, extend, end.
 //! - [`calls`]: CDRs by party, recordings played in the page.
 //! - [`messages`]: the texts, pick-up codes, why one was held or blocked.
+//! - [`admin`]: an owner's keys, users and audit log.
 
 use std::net::SocketAddr;
 
@@ -24,11 +25,13 @@ use crate::assets;
 use crate::auth::{Language, Session};
 use crate::i18n::{Lang, Text};
 
+pub mod admin;
 pub mod bindings;
 pub mod calls;
 pub mod messages;
 pub mod overview;
 
+pub use admin::{audit_log, create_key, create_user, keys, revoke_key, users};
 pub use bindings::{bindings, create_binding, end_binding, extend_binding, search_bindings};
 pub use calls::{calls, recording, search_calls};
 pub use messages::messages;
@@ -48,6 +51,8 @@ pub struct Chrome {
     pub role: &'static str,
     pub csrf: String,
     pub section: &'static str,
+    /// Keys, users and the audit log are in the menu.
+    pub manager: bool,
     /// `?tenant=…` for an admin's links, else empty.
     pub tenant_query: String,
 }
@@ -64,6 +69,7 @@ impl Chrome {
             role: "",
             csrf: String::new(),
             section: "",
+            manager: false,
             tenant_query: String::new(),
         }
     }
@@ -75,6 +81,7 @@ impl Chrome {
             role: session.role_label(),
             csrf: session.csrf.clone(),
             section,
+            manager: matches!(session.user.role, Role::Owner | Role::Admin),
             tenant_query: scope.query(),
             ..Chrome::anonymous(session.lang.lang)
         }
