@@ -2198,6 +2198,7 @@ crate::reads::shared_reads!(
     tenant_id: Uuid,
     reference: i32,
     calls_by_time: "",
+    by_party: ["", "", "", ""],
 );
 
 #[async_trait::async_trait]

@@ -47,7 +47,8 @@ macro_rules! shared_reads {
         numbers_in_import_order: $order:literal,
         tenant_id: $tenant_id:ty,
         reference: $reference:ty,
-        calls_by_time: $calls_by_time:literal $(,)?
+        calls_by_time: $calls_by_time:literal,
+        by_party: [$by_a:literal, $by_b:literal, $by_caller:literal, $by_callee:literal $(,)?] $(,)?
     ) => {
         impl $store {
             pub(crate) async fn read_open_calls(&self, node: &str) -> Result<Vec<CallRecord>> {
@@ -230,16 +231,14 @@ macro_rules! shared_reads {
                 // parameter.
                 let mut p = $crate::reads::Params(2);
                 let (cmp, dir) = $crate::reads::order(filter.newest_first);
-                let mut sql = format!(
-                    "SELECT {BINDING_COLUMNS} FROM bindings WHERE tenant_id = $1 AND id {cmp} $2"
-                );
+                let mut sql = format!("tenant_id = $1 AND id {cmp} $2");
                 if filter.external_ref.is_some() {
                     sql.push_str(&format!(" AND external_ref = {}", p.next()));
                 }
-                if filter.party.is_some() {
-                    let (t, u) = (p.next(), p.next());
-                    sql.push_str(&format!(" AND (a IN ({t}, {u}) OR b IN ({t}, {u}))"));
-                }
+                // A party is looked up in its A and its B index, each branch
+                // with every other filter; parameters keep their numbers in
+                // both (and first appear in the order they are bound).
+                let party = filter.party.map(|_| (p.next(), p.next()));
                 // `ends_at` bounds: (exclusive lower, inclusive upper).
                 let bounds = filter.status.map(|(status, now, cooldown)| {
                     let cooled = now.saturating_sub(cooldown);
@@ -249,14 +248,25 @@ macro_rules! shared_reads {
                         BindingStatus::Ended => (None, Some(cooled)),
                     }
                 });
+                let mut rest = String::new();
                 if let Some((lower, upper)) = bounds {
                     if lower.is_some() {
-                        sql.push_str(&format!(" AND ends_at > {}", p.next()));
+                        rest.push_str(&format!(" AND ends_at > {}", p.next()));
                     }
                     if upper.is_some() {
-                        sql.push_str(&format!(" AND ends_at <= {}", p.next()));
+                        rest.push_str(&format!(" AND ends_at <= {}", p.next()));
                     }
                 }
+                let mut sql = match &party {
+                    None => format!("SELECT {BINDING_COLUMNS} FROM bindings WHERE {sql}{rest}"),
+                    Some((t, u)) => format!(
+                        "SELECT {BINDING_COLUMNS} FROM bindings{} WHERE {sql} \
+                         AND a IN ({t}, {u}){rest} UNION ALL \
+                         SELECT {BINDING_COLUMNS} FROM bindings{} WHERE {sql} \
+                         AND b IN ({t}, {u}) AND a NOT IN ({t}, {u}){rest}",
+                        $by_a, $by_b
+                    ),
+                };
                 sql.push_str(&format!(" ORDER BY id {dir} LIMIT {}", p.next()));
                 let mut q = sqlx::query(AssertSqlSafe(sql))
                     .bind($id(tenant.0))
@@ -300,24 +310,31 @@ macro_rules! shared_reads {
                 let hint = if by_time { $calls_by_time } else { "" };
                 let mut p = $crate::reads::Params(2);
                 let (cmp, dir) = $crate::reads::order(filter.newest_first);
-                let mut sql = format!(
-                    "SELECT {CALL_COLUMNS} FROM calls{hint} WHERE tenant_id = $1 AND id {cmp} $2"
-                );
+                let mut sql = format!("tenant_id = $1 AND id {cmp} $2");
                 if filter.binding.is_some() {
                     sql.push_str(&format!(" AND binding_id = {}", p.next()));
                 }
-                if filter.party.is_some() {
-                    let (t, u) = (p.next(), p.next());
-                    sql.push_str(&format!(
-                        " AND (caller IN ({t}, {u}) OR callee IN ({t}, {u}))"
-                    ));
-                }
+                // As for bindings: a party is looked up as caller and as
+                // callee, each branch with every other filter.
+                let party = filter.party.map(|_| (p.next(), p.next()));
+                let mut rest = String::new();
                 if filter.since.is_some() {
-                    sql.push_str(&format!(" AND invited_at >= {}", p.next()));
+                    rest.push_str(&format!(" AND invited_at >= {}", p.next()));
                 }
                 if filter.until.is_some() {
-                    sql.push_str(&format!(" AND invited_at < {}", p.next()));
+                    rest.push_str(&format!(" AND invited_at < {}", p.next()));
                 }
+                let mut sql = match &party {
+                    None => format!("SELECT {CALL_COLUMNS} FROM calls{hint} WHERE {sql}{rest}"),
+                    Some((t, u)) => format!(
+                        "SELECT {CALL_COLUMNS} FROM calls{} WHERE {sql} \
+                         AND caller IN ({t}, {u}){rest} UNION ALL \
+                         SELECT {CALL_COLUMNS} FROM calls{} WHERE {sql} \
+                         AND callee IN ({t}, {u}) \
+                         AND (caller IS NULL OR caller NOT IN ({t}, {u})){rest}",
+                        $by_caller, $by_callee
+                    ),
+                };
                 sql.push_str(&format!(" ORDER BY id {dir} LIMIT {}", p.next()));
                 let mut q = sqlx::query(AssertSqlSafe(sql))
                     .bind($id(tenant.0))
