@@ -462,6 +462,14 @@ async fn a_viewer_sees_only_masked_numbers_and_changes_nothing() {
         .await;
     assert_eq!(st, 201, "{b}");
     let id = b["id"].as_str().unwrap().to_owned();
+    // A platform that puts a party's number in its reference.
+    let (st, v) = s
+        .bind(
+            &key,
+            json!({"mode": "axn", "a": party(12345673), "external_ref": format!("call {}", pb)}),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
 
     let mut a = Agent::new(&s.base);
     assert_eq!(a.sign_in("viewer@shop.example", PASSWORD).await.status, 303);
@@ -481,6 +489,10 @@ async fn a_viewer_sees_only_masked_numbers_and_changes_nothing() {
         sealed,
         format!("/console/bindings?party={}", pa.replace('+', "%2B")),
         format!("/console/bindings?done=created&id={id}"),
+        format!(
+            "/console/bindings?external_ref=call%20{}",
+            pb.replace('+', "%2B")
+        ),
         "/console/bindings?lang=zh".to_owned(),
     ] {
         let p = a.get(&path).await;
@@ -490,8 +502,14 @@ async fn a_viewer_sees_only_masked_numbers_and_changes_nothing() {
             Vec::<String>::new(),
             "{path}"
         );
+        let shown = if path.contains("external_ref") {
+            // The reference, its number masked like any other.
+            "call +86138****5672"
+        } else {
+            "+86138****5671"
+        };
         assert!(
-            p.html.contains("+86138****5671") || !path.contains("bindings"),
+            p.html.contains(shown) || !path.contains("bindings"),
             "{path}: {}",
             p.html
         );

@@ -6,7 +6,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
-use maskline_core::{Binding, BindingId, BindingStatus, Controls, Mode, Number, UnixTime};
+use maskline_core::{Binding, BindingId, BindingStatus, Controls, Mode, Number, Region, UnixTime};
 use maskline_engine::store::{BindingFilter, Page};
 use maskline_engine::{BindingPatch, BindingSpec, Expiry};
 use serde::Deserialize;
@@ -18,6 +18,7 @@ use super::{
 use crate::ConsoleState;
 use crate::auth::{Session, open_query, seal_query};
 use crate::i18n::Lang;
+use crate::pages::messages::masked_text;
 
 /// Longest lifetime a form may give or add, in hours (180 days).
 const MAX_HOURS: i64 = 4320;
@@ -41,7 +42,7 @@ struct BindingRow {
 
 impl BindingRow {
     /// Party numbers masked: the page is the same for every role.
-    fn new(b: &Binding, status: BindingStatus, lang: Lang) -> BindingRow {
+    fn new(b: &Binding, status: BindingStatus, lang: Lang, region: Region) -> BindingRow {
         let t = lang.text();
         BindingRow {
             id: b.id.to_string(),
@@ -51,7 +52,12 @@ impl BindingRow {
             b: b.b
                 .map_or_else(|| "—".to_owned(), |n| n.masked().to_string()),
             mode: b.mode.as_str(),
-            external_ref: b.external_ref.clone().unwrap_or_default(),
+            // A platform may put a phone number in its reference.
+            external_ref: b
+                .external_ref
+                .as_deref()
+                .map(|r| masked_text(r, region))
+                .unwrap_or_default(),
             status: match status {
                 BindingStatus::Active => t.active,
                 BindingStatus::Cooling => t.cooling,
@@ -261,7 +267,7 @@ async fn bindings_page(
             }
             rows = found
                 .iter()
-                .map(|b| BindingRow::new(b, b.status(now, cooldown), lang))
+                .map(|b| BindingRow::new(b, b.status(now, cooldown), lang, state.region))
                 .collect();
         }
         if let Ok(id) = q.id.parse::<BindingId>()
@@ -289,7 +295,10 @@ async fn bindings_page(
         paged: !q.after.is_empty(),
         next_href,
         party_masked,
-        q_ref: q.external_ref,
+        // Echoed only if it holds no phone number.
+        q_ref: Some(q.external_ref)
+            .filter(|r| masked_text(r, state.region) == *r)
+            .unwrap_or_default(),
         q_status: q.status,
         rows,
         tenants: scope.options,
