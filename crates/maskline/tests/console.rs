@@ -368,6 +368,10 @@ async fn bindings_are_made_listed_extended_and_ended_in_forms_and_audited() {
             "{form:?} should say {says}: {}",
             p.html
         );
+        assert!(
+            p.html.contains(&format!("id=\"b-{id}\"")),
+            "the list is still shown"
+        );
     }
     let (_, list) = s.call("GET", "/v1/bindings", Some(&key), None).await;
     assert_eq!(list["items"].as_array().unwrap().len(), 1);

@@ -12,11 +12,12 @@ use maskline_engine::{BindingPatch, BindingSpec, Expiry};
 use serde::Deserialize;
 
 use super::{
-    Chrome, PAGE_ROWS, Peer, Scope, TenantOption, TenantParam, audit, failed, form, internal_error,
-    not_found, refusal, refusal_status, render, writer_scope,
+    Chrome, PAGE_ROWS, Peer, Scope, TenantOption, TenantParam, audit, failed, form, href,
+    internal_error, not_found, party_filter, refusal, refusal_status, render, sealed_party,
+    writer_scope,
 };
 use crate::ConsoleState;
-use crate::auth::{Session, open_query, seal_query};
+use crate::auth::Session;
 use crate::i18n::Lang;
 use crate::pages::messages::masked_text;
 
@@ -98,7 +99,7 @@ pub struct BindingsQuery {
     /// A party number as typed (a link never carries one: see `pq`).
     #[serde(default)]
     party: String,
-    /// A party number sealed for this session ([`seal_query`]).
+    /// A party number sealed for this session (`auth::seal_query`).
     #[serde(default)]
     pq: String,
     #[serde(default)]
@@ -113,17 +114,6 @@ pub struct BindingsQuery {
     done: String,
     #[serde(default)]
     id: String,
-}
-
-impl BindingsQuery {
-    /// The party searched for: `Err` for a sealed one this session cannot
-    /// open.
-    fn party(&self, session: &Session) -> Result<Option<String>, ()> {
-        if !self.pq.is_empty() {
-            return open_query(&session.query_key, &self.pq).map(Some).ok_or(());
-        }
-        Ok(Some(self.party.trim().to_owned()).filter(|p| !p.is_empty()))
-    }
 }
 
 #[derive(Deserialize, Default)]
@@ -209,21 +199,15 @@ async fn bindings_page(
     let mut next_href = String::new();
     let mut notice = String::new();
     let mut party_masked = String::new();
-    let mut party_filter = None;
+    let mut searched = None;
     if let Some(tenant) = scope.tenant {
-        let party = match q.party(session) {
-            Ok(p) => p.and_then(|p| {
-                Number::parse(&p, state.region).ok().or_else(|| {
-                    error = t.invalid_number.into();
-                    None
-                })
-            }),
+        let (party, unreadable) = match party_filter(state, session, &q.pq, &q.party) {
+            Ok(p) => (p, false),
             Err(()) => {
                 error = t.invalid_number.into();
-                None
+                (None, true)
             }
         };
-        let unreadable = !error.is_empty() && party.is_none();
         let status_filter = match q.status.as_str() {
             "active" => Some(BindingStatus::Active),
             "cooling" => Some(BindingStatus::Cooling),
@@ -240,7 +224,7 @@ async fn bindings_page(
             newest_first: true,
         };
         party_masked = party.map(|p| p.masked().to_string()).unwrap_or_default();
-        party_filter = party;
+        searched = party;
         // An unreadable party matches nothing rather than everything.
         if !unreadable {
             let after = q.after.parse::<BindingId>().ok();
@@ -291,7 +275,7 @@ async fn bindings_page(
         may_write: session.may_write(),
         notice,
         error,
-        first_href: list_href(session, &scope, &q, party_filter, None),
+        first_href: list_href(session, &scope, &q, searched, None),
         paged: !q.after.is_empty(),
         next_href,
         party_masked,
@@ -315,31 +299,16 @@ fn list_href(
     party: Option<Number>,
     after: Option<BindingId>,
 ) -> String {
-    let mut params: Vec<(&str, String)> = Vec::new();
-    let tenant = scope.param();
-    if !tenant.is_empty() {
-        params.push(("tenant", tenant));
-    }
-    if let Some(p) = party {
-        params.push(("pq", seal_query(&session.query_key, &p.to_string())));
-    }
-    for (k, v) in [
-        ("external_ref", q.external_ref.trim()),
-        ("status", q.status.trim()),
-    ] {
-        if !v.is_empty() {
-            params.push((k, v.to_owned()));
-        }
-    }
-    if let Some(id) = after {
-        params.push(("after", id.to_string()));
-    }
-    let query = serde_urlencoded::to_string(&params).unwrap_or_default();
-    if query.is_empty() {
-        "/console/bindings".into()
-    } else {
-        format!("/console/bindings?{query}")
-    }
+    href(
+        "/console/bindings",
+        &[
+            ("tenant", scope.param()),
+            ("pq", sealed_party(session, party)),
+            ("external_ref", q.external_ref.trim().to_owned()),
+            ("status", q.status.trim().to_owned()),
+            ("after", after.map(|a| a.to_string()).unwrap_or_default()),
+        ],
+    )
 }
 
 /// A form's fields; absent ones are empty.

@@ -1,9 +1,8 @@
 //! The console's pages. Each handler reads through the engine with the
 //! signed-in user's tenant (an admin picks one), renders a template, and
 //! turns every refusal into a page in the user's language here.
-
 //!
-//! - [`overview`]: pool use per area.
+//! - [`overview`]: calls and texts per minute, the webhook backlog, pool use.
 //! - [`bindings`]: search, create, extend, end.
 //! - [`calls`]: CDRs by party, recordings played in the page.
 //! - [`messages`]: the texts, pick-up codes, why one was held or blocked.
