@@ -328,6 +328,23 @@ struct BindingForm {
     hours: String,
 }
 
+/// The list again, saying why the engine refused (or the generic page for
+/// a failure the user cannot act on).
+async fn refused(
+    state: &ConsoleState,
+    session: &Session,
+    scope: Scope,
+    e: &maskline_engine::Error,
+) -> Response {
+    match refusal(session.lang.lang, e) {
+        Some(error) => {
+            let q = BindingsQuery::default();
+            bindings_page(state, session, scope, q, error, refusal_status(e)).await
+        }
+        None => failed(session.lang.lang, e),
+    }
+}
+
 fn hours(raw: &str) -> Option<i64> {
     raw.trim()
         .parse::<i64>()
@@ -431,20 +448,7 @@ pub async fn create_binding(
         }
         // No idempotency key was given: nothing to replay.
         Ok(maskline_engine::Created::Replayed { .. }) => internal_error(lang),
-        Err(e) => match refusal(lang, &e) {
-            Some(error) => {
-                bindings_page(
-                    &state,
-                    &session,
-                    scope,
-                    BindingsQuery::default(),
-                    error,
-                    refusal_status(&e),
-                )
-                .await
-            }
-            None => failed(lang, &e),
-        },
+        Err(e) => refused(&state, &session, scope, &e).await,
     }
 }
 
@@ -470,7 +474,6 @@ pub async fn end_binding(
             Ok(s) => s,
             Err(res) => return res,
         };
-    let lang = session.lang.lang;
     let Ok(id) = id.parse::<BindingId>() else {
         return not_found(session.lang).await;
     };
@@ -488,20 +491,7 @@ pub async fn end_binding(
             done(&scope, "ended", id)
         }
         Err(maskline_engine::Error::BindingNotFound) => not_found(session.lang).await,
-        Err(e) => match refusal(lang, &e) {
-            Some(error) => {
-                bindings_page(
-                    &state,
-                    &session,
-                    scope,
-                    BindingsQuery::default(),
-                    error,
-                    refusal_status(&e),
-                )
-                .await
-            }
-            None => failed(lang, &e),
-        },
+        Err(e) => refused(&state, &session, scope, &e).await,
     }
 }
 
@@ -558,19 +548,6 @@ pub async fn extend_binding(
             done(&scope, "extended", id)
         }
         Err(maskline_engine::Error::BindingNotFound) => not_found(session.lang).await,
-        Err(e) => match refusal(lang, &e) {
-            Some(error) => {
-                bindings_page(
-                    &state,
-                    &session,
-                    scope,
-                    BindingsQuery::default(),
-                    error,
-                    refusal_status(&e),
-                )
-                .await
-            }
-            None => failed(lang, &e),
-        },
+        Err(e) => refused(&state, &session, scope, &e).await,
     }
 }
