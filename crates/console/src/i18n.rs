@@ -170,6 +170,7 @@ texts! {
     nav_bindings: "Bindings", "绑定";
     nav_calls: "Calls", "通话";
     nav_messages: "Texts", "短信";
+    nav_events: "Events", "事件";
     nav_keys: "API keys", "API 密钥";
     nav_users: "Users", "用户";
     nav_audit: "Audit log", "审计日志";
@@ -337,6 +338,25 @@ texts! {
     source: "From", "来源";
     api_key: "API key", "API 密钥";
     admin_key: "Admin key", "管理员密钥";
+    reveal: "Show numbers", "显示号码";
+    reveal_title: "Numbers of one record", "单条记录的号码";
+    reveal_audited: "Seeing these numbers was written to the audit log with your name.", "本次查看已以您的名义记入审计日志。";
+    back_to_list: "Back to the list", "返回列表";
+    binding_id: "Binding", "绑定";
+    call_id: "Call", "通话";
+    events_title: "Events and webhook deliveries", "事件与推送";
+    event_type: "Event", "事件";
+    delivery: "Delivery", "推送状态";
+    attempts: "Attempts", "尝试次数";
+    last_answer: "Last answer", "最近一次响应";
+    redeliver: "Send again", "重新推送";
+    event_redelivered: "The event is queued to be sent again.", "该事件已重新排队推送。";
+    no_webhook: "No webhook is set: there is nowhere to send it.", "尚未设置推送地址，无法推送。";
+    no_events: "No events yet.", "还没有事件。";
+    delivery_none: "Not sent (no webhook wanted it)", "未推送（当时无推送地址）";
+    delivery_pending: "Waiting", "等待推送";
+    delivery_delivered: "Delivered", "已送达";
+    delivery_failed: "Failed", "推送失败";
     read_only: "Your role may look but not change anything.", "您的角色只能查看，不能修改。";
 }
 

@@ -172,6 +172,25 @@ impl Engine {
         Ok(self.store.events(tenant, types, page).await?)
     }
 
+    /// A tenant's events, newest first, before sequence number `before`.
+    pub async fn recent_events(
+        &self,
+        tenant: TenantId,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>> {
+        Ok(self
+            .store
+            .recent_events(
+                tenant,
+                Page {
+                    after: before,
+                    limit,
+                },
+            )
+            .await?)
+    }
+
     /// Queues an event for delivery again (whatever became of it), with a
     /// fresh retry window.
     pub async fn redeliver(&self, tenant: TenantId, id: EventId) -> Result<StoredEvent> {

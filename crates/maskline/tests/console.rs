@@ -873,3 +873,169 @@ async fn an_owner_manages_keys_and_users_and_reads_the_audit_log() {
         assert!(log.html.contains(action), "{action}: {}", log.html);
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_operator_reveals_one_records_numbers_and_the_audit_log_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path()).await;
+    let (_, key) = shop(&s).await;
+    let (pa, pb) = (party(12345671), party(12345672));
+    let (st, b) = s.bind(&key, json!({"mode": "axb", "a": pa, "b": pb})).await;
+    assert_eq!(st, 201, "{b}");
+    let id = b["id"].as_str().unwrap().to_owned();
+    let path = format!("/console/bindings/{id}/reveal");
+
+    // A viewer may not; nor may a post without its token.
+    let mut viewer = Agent::new(&s.base);
+    assert_eq!(
+        viewer.sign_in("viewer@shop.example", PASSWORD).await.status,
+        303
+    );
+    let page = viewer.get("/console/bindings").await;
+    assert!(!page.html.contains(&path), "no button for a viewer");
+    let p = viewer.post(&path, &[("csrf", &page.csrf())]).await;
+    assert_eq!(p.status, 403);
+    assert!(!p.html.contains(&pa[3..]));
+
+    let mut op = Agent::new(&s.base);
+    assert_eq!(
+        op.sign_in("operator@shop.example", PASSWORD).await.status,
+        303
+    );
+    let page = op.get("/console/bindings").await;
+    assert!(page.html.contains(&path));
+    assert!(!page.html.contains(&pa[3..]), "the list stays masked");
+    assert_eq!(op.post(&path, &[]).await.status, 403);
+    let p = op.post(&path, &[("csrf", &page.csrf())]).await;
+    assert_eq!(p.status, 200, "{}", p.html);
+    assert!(p.html.contains(&pa) && p.html.contains(&pb), "{}", p.html);
+    assert!(p.html.contains("written to the audit log"));
+    assert_eq!(p.headers.get("cache-control").unwrap(), "no-store");
+    // Never at an address of its own.
+    assert_eq!(op.get(&path).await.status, 405);
+    let p = op
+        .post(
+            "/console/bindings/00000000-0000-0000-0000-000000000000/reveal",
+            &[("csrf", &page.csrf())],
+        )
+        .await;
+    assert_eq!(p.status, 404);
+    let p = op
+        .post(
+            "/console/calls/00000000-0000-0000-0000-000000000001/reveal",
+            &[("csrf", &page.csrf())],
+        )
+        .await;
+    assert_eq!(p.status, 404);
+
+    let entry = eventually(5, "the reveal's audit entry", || async {
+        let (_, log) = s.call("GET", "/v1/audit", Some(&key), None).await;
+        log["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["action"] == "POST /console/bindings/{id}/reveal")
+            .cloned()
+    })
+    .await;
+    assert_eq!(entry["object"], id.as_str());
+    assert!(entry["user_id"].is_string(), "{entry}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn events_show_their_delivery_and_are_sent_again_from_the_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_with(
+        dir.path(),
+        &[
+            ("MASKLINE_ADMIN_KEY", ADMIN_KEY),
+            // The webhook below is a closed port on loopback.
+            ("MASKLINE_WEBHOOK_ALLOW_PRIVATE", "true"),
+            ("MASKLINE_WEBHOOK_FIRST_RETRY_MS", "600000"),
+        ],
+    )
+    .await;
+    let (_, key) = shop(&s).await;
+    let (st, _) = s
+        .bind(&key, json!({"mode": "axn", "a": party(12345671)}))
+        .await;
+    assert_eq!(st, 201);
+    let mut op = Agent::new(&s.base);
+    assert_eq!(
+        op.sign_in("operator@shop.example", PASSWORD).await.status,
+        303
+    );
+    let page = op.get("/console/events").await;
+    assert_eq!(page.status, 200);
+    assert!(page.html.contains("binding.created"), "{}", page.html);
+    assert!(page.html.contains("Not sent (no webhook wanted it)"));
+    assert!(!page.html.contains("/redeliver"), "nothing to send again");
+
+    let (st, v) = s
+        .call(
+            "PUT",
+            "/v1/webhook",
+            Some(&key),
+            Some(json!({"url": format!("http://127.0.0.1:{}/hook", free_port())})),
+        )
+        .await;
+    assert!(st == 200 || st == 201, "{st} {v}");
+    let (_, b) = s
+        .bind(&key, json!({"mode": "axn", "a": party(12345672)}))
+        .await;
+    let event = eventually(10, "a failed attempt", || async {
+        let (_, list) = s.call("GET", "/v1/events", Some(&key), None).await;
+        list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["data"]["id"] == b["id"] && e["delivery"]["attempts"].as_u64() >= Some(1))
+            .cloned()
+    })
+    .await;
+    let id = event["id"].as_str().unwrap().to_owned();
+    let page = op.get("/console/events").await;
+    let row_at = page.html.find(&format!("id=\"event-{id}\"")).unwrap();
+    let row = &page.html[row_at..row_at + page.html[row_at..].find("</tr>").unwrap()];
+    assert!(row.contains("Waiting"), "{row}");
+    assert!(row.contains(&format!("/console/events/{id}/redeliver")));
+    let csrf = page.csrf();
+    assert_eq!(
+        op.post(&format!("/console/events/{id}/redeliver"), &[])
+            .await
+            .status,
+        403
+    );
+    let p = op
+        .post(
+            &format!("/console/events/{id}/redeliver"),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(p.status, 303, "{}", p.html);
+    let p = op.get(p.location.as_deref().unwrap()).await;
+    assert!(p.html.contains("queued to be sent again"));
+    let p = op
+        .post(
+            "/console/events/00000000-0000-0000-0000-000000000000/redeliver",
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(p.status, 404);
+
+    // A viewer sees the deliveries and may not send.
+    let mut viewer = Agent::new(&s.base);
+    assert_eq!(
+        viewer.sign_in("viewer@shop.example", PASSWORD).await.status,
+        303
+    );
+    let page = viewer.get("/console/events").await;
+    assert!(page.html.contains(&id) && !page.html.contains("/redeliver"));
+    let p = viewer
+        .post(
+            &format!("/console/events/{id}/redeliver"),
+            &[("csrf", &page.csrf())],
+        )
+        .await;
+    assert_eq!(p.status, 403);
+}

@@ -958,6 +958,10 @@ pub trait Store: Send + Sync + 'static {
     /// How many events wait for delivery, over all tenants.
     async fn pending_events(&self) -> Result<u64>;
 
+    /// A tenant's events, newest first, before sequence number `page.after`
+    /// (the console's events page).
+    async fn recent_events(&self, tenant: TenantId, page: Page<i64>) -> Result<Vec<StoredEvent>>;
+
     /// A tenant's calls and texts per minute since `since`, and its events
     /// waiting for delivery (the console's overview).
     async fn activity(&self, tenant: TenantId, since: UnixMillis) -> Result<Activity>;

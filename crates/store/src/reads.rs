@@ -409,6 +409,26 @@ macro_rules! shared_reads {
                     .transpose()
             }
 
+            pub(crate) async fn read_recent_events(
+                &self,
+                tenant: TenantId,
+                page: Page<i64>,
+            ) -> Result<Vec<StoredEvent>> {
+                let sql = format!(
+                    "SELECT {EVENT_COLUMNS} FROM events WHERE tenant_id = $1 AND seq < $2 \
+                     ORDER BY seq DESC LIMIT $3"
+                );
+                let rows = sqlx::query(AssertSqlSafe(sql))
+                    .bind($id(tenant.0))
+                    .bind(page.after.unwrap_or(i64::MAX))
+                    .bind(i64::from(page.limit))
+                    .fetch_all(&self.$pool)
+                    .await?;
+                rows.iter()
+                    .map(|r| $crate::rows::stored_event(r, &self.keys))
+                    .collect()
+            }
+
             pub(crate) async fn read_activity(
                 &self,
                 tenant: TenantId,

@@ -1615,6 +1615,10 @@ impl Store for SqliteStore {
         self.read_pending_events().await
     }
 
+    async fn recent_events(&self, tenant: TenantId, page: Page<i64>) -> Result<Vec<StoredEvent>> {
+        self.read_recent_events(tenant, page).await
+    }
+
     async fn activity(&self, tenant: TenantId, since: UnixMillis) -> Result<crate::Activity> {
         self.read_activity(tenant, since).await
     }

@@ -18,8 +18,8 @@ use maskline_core::{MessageId, MessageReason, MessageStatus};
 use maskline_store::{
     ApiKey, AuditEntry, BindingFilter, CallFilter, ConsoleSession, DeliveryOutcome, DeliveryState,
     Error, ExpiredBinding, Fallback, IdempotencyRecord, Intercept, KeyId, MessageFilter, NewEvent,
-    NextStep, Page, Part, PartsKey, PoolNumber, Receipt, Role, SqliteStore, Store, Submit, Tenant,
-    User, UserId, Webhook, Write,
+    NextStep, Page, Part, PartsKey, PoolNumber, Receipt, Role, SqliteStore, Store, StoredEvent,
+    Submit, Tenant, User, UserId, Webhook, Write,
 };
 
 fn tenant(n: u128) -> Tenant {
@@ -288,6 +288,29 @@ async fn event_lists_filter_by_type_and_page_in_order(s: Arc<dyn Store>) {
     assert_eq!(
         rest.iter().map(|e| e.id.0).collect::<Vec<_>>(),
         vec![9, 1, 7, 2]
+    );
+    // Newest first, a page back at a time, and only the tenant's.
+    let ids_of = |v: Vec<StoredEvent>| v.iter().map(|e| e.id.0).collect::<Vec<_>>();
+    let newest = s.recent_events(TenantId(1), page(4)).await.unwrap();
+    assert!(newest.windows(2).all(|w| w[0].seq > w[1].seq));
+    let last = newest[3].seq;
+    assert_eq!(ids_of(newest), vec![2, 7, 1, 9]);
+    let older = s
+        .recent_events(
+            TenantId(1),
+            Page {
+                after: Some(last),
+                limit: 10,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(ids_of(older), vec![3, 5]);
+    assert!(
+        s.recent_events(TenantId(2), page(10))
+            .await
+            .unwrap()
+            .is_empty()
     );
 }
 

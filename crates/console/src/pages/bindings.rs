@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use super::{
     Chrome, PAGE_ROWS, Peer, Scope, TenantOption, TenantParam, audit, failed, form, href,
-    internal_error, not_found, party_filter, refusal, refusal_status, render, sealed_party,
+    internal_error, not_found, party_filter, refusal, refusal_status, render, reveal, sealed_party,
     writer_scope,
 };
 use crate::ConsoleState;
@@ -550,4 +550,57 @@ pub async fn extend_binding(
         Err(maskline_engine::Error::BindingNotFound) => not_found(session.lang).await,
         Err(e) => refused(&state, &session, scope, &e).await,
     }
+}
+
+#[derive(Deserialize, Default)]
+struct RevealForm {
+    #[serde(default)]
+    csrf: Option<String>,
+}
+
+/// `POST /console/bindings/{id}/reveal`: one binding's numbers, whole, for
+/// an operator, an owner or an admin; audited.
+pub async fn reveal_binding(
+    State(state): State<ConsoleState>,
+    session: Session,
+    Path(id): Path<String>,
+    Query(q): Query<TenantParam>,
+    peer: Peer,
+    body: Bytes,
+) -> Response {
+    let f: RevealForm = form(&body);
+    let (scope, tenant) =
+        // Who may change a record may see its numbers (not a viewer).
+        match writer_scope(&state, &session, f.csrf.as_deref(), q.tenant.as_deref()).await {
+            Ok(s) => s,
+            Err(res) => return res,
+        };
+    let Ok(id) = id.parse::<BindingId>() else {
+        return not_found(session.lang).await;
+    };
+    let b = match state.engine.binding(tenant, id).await {
+        Ok(b) => b,
+        Err(maskline_engine::Error::BindingNotFound) => return not_found(session.lang).await,
+        Err(e) => return failed(session.lang.lang, &e),
+    };
+    let t = session.lang.lang.text();
+    let fields = vec![
+        (t.binding_id, b.id.to_string()),
+        (t.x, b.x.to_string()),
+        (t.a, b.a.to_string()),
+        (t.b, b.b.map_or_else(|| "—".to_owned(), |n| n.to_string())),
+        (t.external_ref, b.external_ref.clone().unwrap_or_default()),
+    ];
+    let back = href("/console/bindings", &[("tenant", scope.param())]);
+    reveal(
+        &state,
+        &session,
+        &scope,
+        tenant,
+        "POST /console/bindings/{id}/reveal",
+        id.to_string(),
+        fields,
+        back,
+        peer.0,
+    )
 }

@@ -11,8 +11,8 @@ use maskline_engine::store::{CallFilter, Page};
 use serde::Deserialize;
 
 use super::{
-    Chrome, PAGE_ROWS, Scope, TenantOption, TenantParam, failed, form, href, not_found,
-    party_filter, render, sealed_party, shown, time_ms,
+    Chrome, PAGE_ROWS, Peer, Scope, TenantOption, TenantParam, failed, form, href, not_found,
+    party_filter, render, reveal, sealed_party, shown, time_ms, writer_scope,
 };
 use crate::ConsoleState;
 use crate::auth::Session;
@@ -97,6 +97,7 @@ struct CallsPage {
     tenant_query: String,
     party_masked: String,
     error: String,
+    may_reveal: bool,
     rows: Vec<CallRow>,
     paged: bool,
     first_href: String,
@@ -170,6 +171,7 @@ pub async fn calls(
         tenant_query: scope.query(),
         party_masked: party.map(|p| p.masked().to_string()).unwrap_or_default(),
         error,
+        may_reveal: session.may_write(),
         paged: !q.after.is_empty(),
         first_href: list_href(&session, &scope, party, None),
         next_href,
@@ -265,4 +267,73 @@ pub async fn recording(
         Body::from_stream(body),
     )
         .into_response()
+}
+
+#[derive(Deserialize, Default)]
+struct RevealForm {
+    #[serde(default)]
+    csrf: Option<String>,
+}
+
+/// `POST /console/calls/{id}/reveal`: one CDR's numbers, whole, for an
+/// operator, an owner or an admin; audited.
+pub async fn reveal_call(
+    State(state): State<ConsoleState>,
+    session: Session,
+    Path(id): Path<String>,
+    Query(q): Query<TenantParam>,
+    peer: Peer,
+    body: Bytes,
+) -> Response {
+    let f: RevealForm = form(&body);
+    let (scope, tenant) =
+        // Who may change a record may see its numbers (not a viewer).
+        match writer_scope(&state, &session, f.csrf.as_deref(), q.tenant.as_deref()).await {
+            Ok(s) => s,
+            Err(res) => return res,
+        };
+    let Ok(id) = id.parse::<CallId>() else {
+        return not_found(session.lang).await;
+    };
+    // The one CDR whose id follows the one before it, in the tenant's list.
+    let page = Page {
+        after: id.0.checked_sub(1).map(CallId),
+        limit: 1,
+    };
+    let call = match state
+        .engine
+        .calls(tenant, &CallFilter::default(), page)
+        .await
+    {
+        Ok(found) => found.into_iter().find(|c| c.id == id),
+        Err(e) => return failed(session.lang.lang, &e),
+    };
+    let Some(c) = call else {
+        return not_found(session.lang).await;
+    };
+    let lang = session.lang.lang;
+    let t = lang.text();
+    let whole = |n: Option<maskline_core::Number>, erased: Option<&String>| match n {
+        Some(n) => n.to_string(),
+        None => shown(None, erased),
+    };
+    let fields = vec![
+        (t.call_id, c.id.to_string()),
+        (t.time, time_ms(lang, c.invited_at)),
+        (t.x, c.x.map_or_else(|| "—".to_owned(), |x| x.to_string())),
+        (t.caller, whole(c.caller, c.erased.caller.as_ref())),
+        (t.callee, whole(c.callee, c.erased.callee.as_ref())),
+    ];
+    let back = href("/console/calls", &[("tenant", scope.param())]);
+    reveal(
+        &state,
+        &session,
+        &scope,
+        tenant,
+        "POST /console/calls/{id}/reveal",
+        id.to_string(),
+        fields,
+        back,
+        peer.0,
+    )
 }

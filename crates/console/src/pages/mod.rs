@@ -6,6 +6,7 @@
 //! - [`bindings`]: search, create, extend, end.
 //! - [`calls`]: CDRs by party, recordings played in the page.
 //! - [`messages`]: the texts, pick-up codes, why one was held or blocked.
+//! - [`events`]: events and their webhook delivery; redelivery.
 //! - [`admin`]: an owner's keys, users and audit log.
 
 use std::net::SocketAddr;
@@ -27,12 +28,16 @@ use crate::i18n::{Lang, Text};
 pub mod admin;
 pub mod bindings;
 pub mod calls;
+pub mod events;
 pub mod messages;
 pub mod overview;
 
 pub use admin::{audit_log, create_key, create_user, keys, revoke_key, users};
-pub use bindings::{bindings, create_binding, end_binding, extend_binding, search_bindings};
-pub use calls::{calls, recording, search_calls};
+pub use bindings::{
+    bindings, create_binding, end_binding, extend_binding, reveal_binding, search_bindings,
+};
+pub use calls::{calls, recording, reveal_call, search_calls};
+pub use events::{events, redeliver};
 pub use messages::messages;
 pub use overview::overview;
 
@@ -315,6 +320,45 @@ fn refusal_status(e: &maskline_engine::Error) -> StatusCode {
         | E::BindingNotActive => StatusCode::CONFLICT,
         _ => StatusCode::BAD_REQUEST,
     }
+}
+
+#[derive(Template)]
+#[template(path = "reveal.html")]
+struct RevealPage {
+    c: Chrome,
+    fields: Vec<(&'static str, String)>,
+    back: String,
+}
+
+/// A record's numbers, whole, after its audit entry was queued. Answered to
+/// the form's post only: never at an address that could be kept or shared.
+#[allow(clippy::too_many_arguments)]
+fn reveal(
+    state: &ConsoleState,
+    session: &Session,
+    scope: &Scope,
+    tenant: TenantId,
+    action: &str,
+    object: String,
+    fields: Vec<(&'static str, String)>,
+    back: String,
+    source: Option<String>,
+) -> Response {
+    audit(
+        state,
+        session,
+        tenant,
+        action,
+        object,
+        StatusCode::OK,
+        source,
+    );
+    let page = RevealPage {
+        c: Chrome::signed_in(session, "", scope),
+        fields,
+        back,
+    };
+    render(StatusCode::OK, &page, session.lang, session.secure)
 }
 
 /// The client's IP address, for the audit log.

@@ -205,6 +205,10 @@ def main():
             })"""
         )
         check(played[0] > 5 and played[1] > 0, f"its recording plays in the page (duration, position: {played})")
+        check(FIX["parties"][0] not in page.content(), "the calls page holds no whole number")
+        row.locator("button.link-button").click()
+        page.wait_for_selector("dl.record")
+        check(FIX["parties"][0] in page.locator("dl.record").inner_text(), "an operator reveals one call's numbers")
 
         # --- The text relayed through the SMSC, with its pick-up code.
         page.goto(BASE + "/console/messages")
@@ -242,6 +246,7 @@ def main():
             "/console/bindings",
             "/console/calls",
             "/console/messages",
+            "/console/events",
             "/console/bindings?lang=zh",
             "/console/bindings?lang=en",
         ]:
@@ -262,6 +267,7 @@ def main():
             "/console/bindings",
             "/console/calls",
             "/console/messages",
+            "/console/events",
             "/console/keys",
             "/console/users",
             "/console/audit",
