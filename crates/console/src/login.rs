@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use crate::ConsoleState;
 use crate::auth::{self, LOGIN_COOKIE, Language, SESSION_COOKIE, Session};
-use crate::pages::{self, Chrome};
+use crate::pages::{self, Chrome, CsrfForm};
 
 #[derive(Template)]
 #[template(path = "login.html")]
@@ -147,19 +147,13 @@ pub async fn sign_in(
     }
 }
 
-#[derive(Deserialize, Default)]
-struct SignOutForm {
-    #[serde(default)]
-    csrf: Option<String>,
-}
-
 pub async fn sign_out(
     State(state): State<ConsoleState>,
     session: Session,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let f: SignOutForm = serde_urlencoded::from_bytes(&body).unwrap_or_default();
+    let f: CsrfForm = serde_urlencoded::from_bytes(&body).unwrap_or_default();
     if let Err(res) = session.check_csrf(f.csrf.as_deref()) {
         return res;
     }

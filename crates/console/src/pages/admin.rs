@@ -11,8 +11,8 @@ use maskline_store::{KeyId, Role, User};
 use serde::Deserialize;
 
 use super::{
-    Chrome, PAGE_ROWS, Peer, Scope, TenantOption, TenantParam, audit, failed, forbidden, form,
-    href, not_found, render, time_ms,
+    Chrome, CsrfForm, PAGE_ROWS, Peer, Scope, TenantOption, TenantParam, audit, failed, forbidden,
+    form, href, not_found, render, time_ms,
 };
 use crate::ConsoleState;
 use crate::auth::Session;
@@ -125,12 +125,6 @@ pub async fn keys(
         }
         Err(res) => res,
     }
-}
-
-#[derive(Deserialize, Default)]
-struct CsrfForm {
-    #[serde(default)]
-    csrf: Option<String>,
 }
 
 /// The checks of a manager's form: its token, the role, the tenant.

@@ -12,7 +12,7 @@ use maskline_engine::{BindingPatch, BindingSpec, Expiry};
 use serde::Deserialize;
 
 use super::{
-    Chrome, PAGE_ROWS, Peer, Scope, TenantOption, TenantParam, audit, failed, form, href,
+    Chrome, CsrfForm, PAGE_ROWS, Peer, Scope, TenantOption, TenantParam, audit, failed, form, href,
     internal_error, not_found, party_filter, refusal, refusal_status, render, reveal, sealed_party,
     writer_scope,
 };
@@ -552,12 +552,6 @@ pub async fn extend_binding(
     }
 }
 
-#[derive(Deserialize, Default)]
-struct RevealForm {
-    #[serde(default)]
-    csrf: Option<String>,
-}
-
 /// `POST /console/bindings/{id}/reveal`: one binding's numbers, whole, for
 /// an operator, an owner or an admin; audited.
 pub async fn reveal_binding(
@@ -568,9 +562,9 @@ pub async fn reveal_binding(
     peer: Peer,
     body: Bytes,
 ) -> Response {
-    let f: RevealForm = form(&body);
+    let f: CsrfForm = form(&body);
+    // Who may change a record may see its numbers (not a viewer).
     let (scope, tenant) =
-        // Who may change a record may see its numbers (not a viewer).
         match writer_scope(&state, &session, f.csrf.as_deref(), q.tenant.as_deref()).await {
             Ok(s) => s,
             Err(res) => return res,

@@ -11,8 +11,8 @@ use maskline_engine::store::{CallFilter, Page};
 use serde::Deserialize;
 
 use super::{
-    Chrome, PAGE_ROWS, Peer, Scope, TenantOption, TenantParam, failed, form, href, not_found,
-    party_filter, render, reveal, sealed_party, shown, time_ms, writer_scope,
+    Chrome, CsrfForm, PAGE_ROWS, Peer, Scope, TenantOption, TenantParam, failed, form, href,
+    not_found, party_filter, render, reveal, sealed_party, shown, time_ms, writer_scope,
 };
 use crate::ConsoleState;
 use crate::auth::Session;
@@ -269,12 +269,6 @@ pub async fn recording(
         .into_response()
 }
 
-#[derive(Deserialize, Default)]
-struct RevealForm {
-    #[serde(default)]
-    csrf: Option<String>,
-}
-
 /// `POST /console/calls/{id}/reveal`: one CDR's numbers, whole, for an
 /// operator, an owner or an admin; audited.
 pub async fn reveal_call(
@@ -285,9 +279,9 @@ pub async fn reveal_call(
     peer: Peer,
     body: Bytes,
 ) -> Response {
-    let f: RevealForm = form(&body);
+    let f: CsrfForm = form(&body);
+    // Who may change a record may see its numbers (not a viewer).
     let (scope, tenant) =
-        // Who may change a record may see its numbers (not a viewer).
         match writer_scope(&state, &session, f.csrf.as_deref(), q.tenant.as_deref()).await {
             Ok(s) => s,
             Err(res) => return res,

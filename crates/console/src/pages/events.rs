@@ -11,7 +11,7 @@ use maskline_store::{DeliveryState, StoredEvent};
 use serde::Deserialize;
 
 use super::{
-    Chrome, PAGE_ROWS, Peer, Scope, TenantOption, TenantParam, audit, failed, form, href,
+    Chrome, CsrfForm, PAGE_ROWS, Peer, Scope, TenantOption, TenantParam, audit, failed, form, href,
     not_found, render, time_ms, writer_scope,
 };
 use crate::ConsoleState;
@@ -168,12 +168,6 @@ async fn events_page(
     render(status, &page, session.lang, session.secure)
 }
 
-#[derive(Deserialize, Default)]
-struct RedeliverForm {
-    #[serde(default)]
-    csrf: Option<String>,
-}
-
 /// `POST /console/events/{id}/redeliver`: queued again with a fresh retry
 /// window, as `POST /v1/events/{id}/redeliver`.
 pub async fn redeliver(
@@ -184,7 +178,7 @@ pub async fn redeliver(
     peer: Peer,
     body: Bytes,
 ) -> Response {
-    let f: RedeliverForm = form(&body);
+    let f: CsrfForm = form(&body);
     let (scope, tenant) =
         match writer_scope(&state, &session, f.csrf.as_deref(), q.tenant.as_deref()).await {
             Ok(s) => s,

@@ -262,6 +262,13 @@ pub struct TenantParam {
     tenant: Option<String>,
 }
 
+/// A form with nothing but its token.
+#[derive(Deserialize, Default)]
+pub(crate) struct CsrfForm {
+    #[serde(default)]
+    pub(crate) csrf: Option<String>,
+}
+
 /// A form body; one that does not parse is a form without fields (so
 /// without its CSRF token: `403`).
 fn form<T: for<'de> Deserialize<'de> + Default>(body: &Bytes) -> T {
