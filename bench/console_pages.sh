@@ -155,7 +155,7 @@ EOF
 echo
 echo "== embedded assets (bytes, gzip -9)"
 total=0
-for f in crates/console/assets/console.css crates/console/assets/htmx-*.min.js; do
+for f in crates/console/assets/console.css crates/console/assets/console.js crates/console/assets/htmx-*.min.js; do
   raw=$(wc -c <"$f")
   gz=$(gzip -9c "$f" | wc -c)
   total=$((total + gz))

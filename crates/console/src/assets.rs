@@ -18,11 +18,16 @@ pub struct Asset {
     pub hashed: String,
 }
 
-const FILES: [(&str, &str, &[u8]); 2] = [
+const FILES: [(&str, &str, &[u8]); 3] = [
     (
         "console.css",
         "text/css; charset=utf-8",
         include_bytes!("../assets/console.css"),
+    ),
+    (
+        "console.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../assets/console.js"),
     ),
     (
         "htmx.js",

@@ -167,6 +167,7 @@ texts! {
     skip_to_content: "Skip to content", "跳到正文";
     nav_label: "Main", "主菜单";
     nav_overview: "Overview", "概览";
+    nav_numbers: "Numbers", "号码池";
     nav_bindings: "Bindings", "绑定";
     nav_calls: "Calls", "通话";
     nav_messages: "Texts", "短信";
@@ -357,6 +358,28 @@ texts! {
     delivery_pending: "Waiting", "等待推送";
     delivery_delivered: "Delivered", "已送达";
     delivery_failed: "Failed", "推送失败";
+    numbers_title: "Numbers", "号码池";
+    idle: "Idle", "空闲";
+    bindings_count: "Bindings", "绑定数";
+    import_csv: "Import numbers from a CSV file", "从 CSV 文件导入号码";
+    csv_file: "CSV file", "CSV 文件";
+    csv_hint: "One number a line, optionally a comma and its area; a first line number,area is skipped. All or nothing.", "每行一个号码，可在逗号后写地区；首行 number,area 会被跳过。全部导入或全部不导入。";
+    uploading: "Uploading", "正在上传";
+    import: "Import", "导入";
+    importing: "Importing…", "正在导入…";
+    numbers_imported: "Imported:", "已导入：";
+    numbers_existing: "already in the pool:", "已在号码池中：";
+    number_retired: "Retired:", "已停用：";
+    invalid_area: "an area is 1 to 16 letters, digits or -", "地区须为 1 到 16 个字母、数字或 -";
+    csv_line: "Line {}: ", "第 {} 行：";
+    csv_number: "Number {} of the file: ", "文件中第 {} 个号码：";
+    csv_unreadable: "The file is not UTF-8 text.", "文件不是 UTF-8 文本。";
+    csv_empty: "The file holds no numbers.", "文件中没有号码。";
+    csv_too_long: "At most 100,000 numbers a file.", "每个文件最多 100,000 个号码。";
+    number_taken: "it belongs to another pool; nothing was imported", "该号码属于其他号码池；未导入任何号码";
+    number_in_use: "A binding still holds this number.", "仍有绑定在使用该号码。";
+    retire: "Retire", "停用";
+    retire_confirm: "Retire this number? It leaves the pool.", "确定停用该号码？它将移出号码池。";
     read_only: "Your role may look but not change anything.", "您的角色只能查看，不能修改。";
 }
 

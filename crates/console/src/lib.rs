@@ -54,6 +54,14 @@ pub fn router(state: ConsoleState) -> Router {
         .route("/console/login", get(login::form).post(login::sign_in))
         .route("/console/logout", post(login::sign_out))
         .route(
+            "/console/numbers",
+            get(pages::numbers).post(pages::import_numbers),
+        )
+        .route(
+            "/console/numbers/{number}/retire",
+            post(pages::retire_number),
+        )
+        .route(
             "/console/bindings",
             get(pages::bindings).post(pages::create_binding),
         )

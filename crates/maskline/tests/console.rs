@@ -700,7 +700,7 @@ async fn every_answer_forbids_framing_and_inline_script_and_assets_are_hashed() 
         .collect();
     assets.sort();
     assets.dedup();
-    assert_eq!(assets.len(), 2, "{assets:?}");
+    assert_eq!(assets.len(), 3, "{assets:?}");
     for path in &assets {
         let p = a.get(path).await;
         assert_eq!(p.status, 200, "{path}");
@@ -1034,6 +1034,110 @@ async fn events_show_their_delivery_and_are_sent_again_from_the_page() {
     let p = viewer
         .post(
             &format!("/console/events/{id}/redeliver"),
+            &[("csrf", &page.csrf())],
+        )
+        .await;
+    assert_eq!(p.status, 403);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_owner_imports_numbers_from_a_csv_file_all_or_nothing_and_retires_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path()).await;
+    let (_, key) = shop(&s).await;
+    let (_, other_key) = s.create_tenant("other").await;
+    s.import(&other_key, &[&x(90)]).await;
+
+    let mut owner = Agent::new(&s.base);
+    assert_eq!(
+        owner.sign_in("owner@shop.example", PASSWORD).await.status,
+        303
+    );
+    let page = owner.get("/console/numbers").await;
+    assert_eq!(page.status, 200);
+    assert!(page.html.contains(&x(1)), "the pool is listed");
+    let csrf = page.csrf();
+
+    let count = || async { s.list_all("/v1/numbers", &key, 1000).await.len() };
+    let before = count().await;
+    // Without the token, and with a bad line: nothing changes.
+    let good = format!("number,area\n{},hz\n{}\n", x(10), x(11));
+    let p = owner
+        .post_file("/console/numbers", &[], good.as_bytes())
+        .await;
+    assert_eq!(p.status, 403);
+    let p = owner.post("/console/numbers", &[("csrf", &csrf)]).await;
+    assert_eq!(p.status, 403, "not a file's form: {}", p.html);
+    let bad = format!("{}\n{}\nnot a number\n", x(10), x(11));
+    let p = owner
+        .post_file("/console/numbers", &[("csrf", &csrf)], bad.as_bytes())
+        .await;
+    assert_eq!(p.status, 400, "{}", p.html);
+    assert!(
+        p.html.contains("Line 3: Not a valid phone number."),
+        "{}",
+        p.html
+    );
+    // One number another tenant holds: all or nothing.
+    let taken = format!("{}\n{}\n", x(10), x(90));
+    let p = owner
+        .post_file("/console/numbers", &[("csrf", &csrf)], taken.as_bytes())
+        .await;
+    assert_eq!(p.status, 400, "{}", p.html);
+    assert!(p.html.contains("belongs to another pool"), "{}", p.html);
+    let p = owner
+        .post_file("/console/numbers", &[("csrf", &csrf)], b"\n\n")
+        .await;
+    assert!(p.html.contains("The file holds no numbers."));
+    assert_eq!(count().await, before);
+
+    let p = owner
+        .post_file("/console/numbers", &[("csrf", &csrf)], good.as_bytes())
+        .await;
+    assert_eq!(p.status, 201, "{}", p.html);
+    assert!(p.html.contains("Imported: 2"), "{}", p.html);
+    assert_eq!(count().await, before + 2);
+    let p = owner
+        .post_file("/console/numbers", &[("csrf", &csrf)], good.as_bytes())
+        .await;
+    assert!(p.html.contains("already in the pool: 2"), "{}", p.html);
+
+    // Retired: out of the pool.
+    let p = owner
+        .post(
+            &format!("/console/numbers/{}/retire", x(11)),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(p.status, 303, "{}", p.html);
+    assert_eq!(count().await, before + 1);
+    let p = owner
+        .post(
+            &format!("/console/numbers/{}/retire", x(11)),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(p.status, 404);
+
+    // An operator sees the pool and may change nothing.
+    let mut op = Agent::new(&s.base);
+    assert_eq!(
+        op.sign_in("operator@shop.example", PASSWORD).await.status,
+        303
+    );
+    let page = op.get("/console/numbers").await;
+    assert!(page.html.contains(&x(10)) && !page.html.contains("type=\"file\""));
+    let p = op
+        .post_file(
+            "/console/numbers",
+            &[("csrf", &page.csrf())],
+            good.as_bytes(),
+        )
+        .await;
+    assert_eq!(p.status, 403);
+    let p = op
+        .post(
+            &format!("/console/numbers/{}/retire", x(10)),
             &[("csrf", &page.csrf())],
         )
         .await;

@@ -3,6 +3,7 @@
 //! turns every refusal into a page in the user's language here.
 //!
 //! - [`overview`]: calls and texts per minute, the webhook backlog, pool use.
+//! - [`numbers`]: the pool; an owner's CSV import and retirement.
 //! - [`bindings`]: search, create, extend, end.
 //! - [`calls`]: CDRs by party, recordings played in the page.
 //! - [`messages`]: the texts, pick-up codes, why one was held or blocked.
@@ -30,6 +31,7 @@ pub mod bindings;
 pub mod calls;
 pub mod events;
 pub mod messages;
+pub mod numbers;
 pub mod overview;
 
 pub use admin::{audit_log, create_key, create_user, keys, revoke_key, users};
@@ -39,6 +41,7 @@ pub use bindings::{
 pub use calls::{calls, recording, reveal_call, search_calls};
 pub use events::{events, redeliver};
 pub use messages::messages;
+pub use numbers::{import as import_numbers, numbers, retire as retire_number};
 pub use overview::overview;
 
 /// Rows on one page of a list.
@@ -50,6 +53,7 @@ pub struct Chrome {
     pub lang_code: &'static str,
     pub css: String,
     pub htmx: String,
+    pub js: String,
     pub signed_in: bool,
     pub email: String,
     pub role: &'static str,
@@ -68,6 +72,7 @@ impl Chrome {
             lang_code: lang.code(),
             css: assets::url("console.css"),
             htmx: assets::url("htmx.js"),
+            js: assets::url("console.js"),
             signed_in: false,
             email: String::new(),
             role: "",

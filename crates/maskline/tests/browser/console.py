@@ -247,6 +247,7 @@ def main():
             "/console/calls",
             "/console/messages",
             "/console/events",
+            "/console/numbers",
             "/console/bindings?lang=zh",
             "/console/bindings?lang=en",
         ]:
@@ -259,11 +260,29 @@ def main():
         check(page.locator("#c-a").count() == 0, "a viewer has no form to change anything")
         page.context.close()
 
+        # --- An owner imports numbers from a file (htmx posts it, showing
+        # the upload's progress), with and without JavaScript.
+        for js in [True, False]:
+            page = new_page(browser, js=js)
+            sign_in(page, FIX["owner"])
+            page.goto(BASE + "/console/numbers")
+            number = "+86571000000%02d" % (50 if js else 51)
+            page.set_input_files(
+                "#csv-file",
+                files=[{"name": "pool.csv", "mimeType": "text/csv", "buffer": f"number,area\n{number},hz\n".encode()}],
+            )
+            page.click("form.import button[type=submit]")
+            page.wait_for_selector("p.notice.ok")
+            check("Imported: 1" in page.inner_text("p.notice.ok"), f"a CSV file is imported (JavaScript {'on' if js else 'off'})")
+            check(number in page.inner_text("table.cards"), "its number is in the pool")
+            page.context.close()
+
         # --- Both languages, wide and phone-sized: translated, accessible, fitting.
         data = {FIX["operator"], FIX["owner"], FIX["viewer"], "POST /", "mlk_", "made-in-the-browser", "made-without-js", XSS, "UTC", "Maskline", "0:00"}
         pages = [
             "/console/login",
             "/console",
+            "/console/numbers",
             "/console/bindings",
             "/console/calls",
             "/console/messages",

@@ -95,6 +95,38 @@ impl Agent {
         self.send(req).await
     }
 
+    /// A `multipart/form-data` post: `fields`, then `file` as the field
+    /// `file` (as a browser's file input sends it).
+    pub async fn post_file(&mut self, path: &str, fields: &[(&str, &str)], file: &[u8]) -> Page {
+        let boundary = "maskline-test-boundary-7f3a";
+        let mut body = Vec::new();
+        for (name, value) in fields {
+            body.extend_from_slice(
+                format!(
+                    "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+                )
+                .as_bytes(),
+            );
+        }
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"numbers.csv\"\r\nContent-Type: text/csv\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(file);
+        body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+        let req = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .header(
+                "content-type",
+                format!("multipart/form-data; boundary={boundary}"),
+            )
+            .body(body);
+        self.send(req).await
+    }
+
     /// Signs in through the form; the answer to the form's post.
     pub async fn sign_in(&mut self, email: &str, password: &str) -> Page {
         let form = self.get("/console/login").await;
