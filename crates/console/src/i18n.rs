@@ -172,6 +172,7 @@ texts! {
     nav_calls: "Calls", "通话";
     nav_messages: "Texts", "短信";
     nav_events: "Events", "事件";
+    nav_settings: "Settings", "设置";
     nav_keys: "API keys", "API 密钥";
     nav_users: "Users", "用户";
     nav_audit: "Audit log", "审计日志";
@@ -380,6 +381,18 @@ texts! {
     number_in_use: "A binding still holds this number.", "仍有绑定在使用该号码。";
     retire: "Retire", "停用";
     retire_confirm: "Retire this number? It leaves the pool.", "确定停用该号码？它将移出号码池。";
+    settings_title: "Settings", "设置";
+    sms_settings: "Texts", "短信";
+    sms_prefix: "Prefix of relayed texts", "转发短信的前缀";
+    sms_prefix_hint: "Up to 32 characters, e.g. 【Shop】; empty for none.", "最多 32 个字符，例如【平台名】；留空则不加。";
+    marketing_filter: "Block bulk marketing to shared numbers (pick-up and verification codes always pass)", "拦截发往共享号码的群发营销短信（取件码与验证码始终放行）";
+    sms_rules: "Your rules", "自定义规则";
+    sms_rules_hint: "One a line: block or allow, a space, then a regular expression, matched regardless of case. The first that matches decides.", "每行一条：block 或 allow，空格，再写正则表达式（不区分大小写）。以第一条匹配的规则为准。";
+    save: "Save", "保存";
+    settings_saved: "Saved.", "已保存。";
+    prefix_too_long: "The prefix is at most 32 characters.", "前缀最多 32 个字符。";
+    rule_line: "Rule on line {} is not block or allow and a valid regular expression.", "第 {} 行的规则无效：须为 block 或 allow 加有效的正则表达式。";
+    too_many_rules: "At most 100 rules.", "最多 100 条规则。";
     read_only: "Your role may look but not change anything.", "您的角色只能查看，不能修改。";
 }
 

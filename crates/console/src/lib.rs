@@ -76,6 +76,10 @@ pub fn router(state: ConsoleState) -> Router {
         .route("/console/messages", get(pages::messages))
         .route("/console/events", get(pages::events))
         .route("/console/events/{id}/redeliver", post(pages::redeliver))
+        .route(
+            "/console/settings",
+            get(pages::settings).post(pages::save_settings),
+        )
         .route("/console/keys", get(pages::keys).post(pages::create_key))
         .route("/console/keys/{id}/revoke", post(pages::revoke_key))
         .route("/console/users", get(pages::users).post(pages::create_user))

@@ -1143,3 +1143,71 @@ async fn an_owner_imports_numbers_from_a_csv_file_all_or_nothing_and_retires_one
         .await;
     assert_eq!(p.status, 403);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_owner_keeps_the_sms_settings_in_a_form() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path()).await;
+    let (_, key) = shop(&s).await;
+    let mut op = Agent::new(&s.base);
+    assert_eq!(
+        op.sign_in("operator@shop.example", PASSWORD).await.status,
+        303
+    );
+    assert_eq!(op.get("/console/settings").await.status, 403);
+
+    let mut owner = Agent::new(&s.base);
+    assert_eq!(
+        owner.sign_in("owner@shop.example", PASSWORD).await.status,
+        303
+    );
+    let page = owner.get("/console/settings").await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.html
+            .contains("name=\"marketing_filter\" type=\"checkbox\" value=\"standard\" checked")
+    );
+    let csrf = page.csrf();
+    let form = |rules: &'static str| {
+        vec![
+            ("csrf", csrf.clone()),
+            ("prefix", "【Shop】".to_owned()),
+            ("rules", rules.to_owned()),
+        ]
+    };
+    // A bad rule: refused, nothing changed, the form keeps what was typed.
+    let bad = form("block 优惠\nallow (unclosed");
+    let bad: Vec<(&str, &str)> = bad.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let p = owner.post("/console/settings", &bad).await;
+    assert_eq!(p.status, 400, "{}", p.html);
+    assert!(p.html.contains("Rule on line 2"), "{}", p.html);
+    assert!(p.html.contains("allow (unclosed"));
+    let (_, v) = s.call("GET", "/v1/settings/sms", Some(&key), None).await;
+    assert_eq!(v["rules"].as_array().map(Vec::len), Some(0), "{v}");
+    assert_eq!(
+        owner
+            .post("/console/settings", &[("prefix", "x")])
+            .await
+            .status,
+        403
+    );
+
+    // Saved: the checkbox unticked turns the filter off.
+    let good = form("block 优惠|促销\nallow 取件码");
+    let good: Vec<(&str, &str)> = good.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let p = owner.post("/console/settings", &good).await;
+    assert_eq!(p.status, 200, "{}", p.html);
+    assert!(p.html.contains("Saved."));
+    let (_, v) = s.call("GET", "/v1/settings/sms", Some(&key), None).await;
+    assert_eq!(v["prefix"], "【Shop】", "{v}");
+    assert_eq!(v["marketing_filter"], "off", "{v}");
+    assert_eq!(v["rules"][0]["action"], "block", "{v}");
+    assert_eq!(v["rules"][0]["match"], "优惠|促销", "{v}");
+    assert_eq!(v["rules"][1]["action"], "allow", "{v}");
+    let page = owner.get("/console/settings").await;
+    assert!(
+        page.html.contains("block 优惠|促销\nallow 取件码"),
+        "{}",
+        page.html
+    );
+}

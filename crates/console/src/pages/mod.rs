@@ -8,6 +8,7 @@
 //! - [`calls`]: CDRs by party, recordings played in the page.
 //! - [`messages`]: the texts, pick-up codes, why one was held or blocked.
 //! - [`events`]: events and their webhook delivery; redelivery.
+//! - [`settings`]: an owner's SMS settings (prefix, filter, rules).
 //! - [`admin`]: an owner's keys, users and audit log.
 
 use std::net::SocketAddr;
@@ -33,6 +34,7 @@ pub mod events;
 pub mod messages;
 pub mod numbers;
 pub mod overview;
+pub mod settings;
 
 pub use admin::{audit_log, create_key, create_user, keys, revoke_key, users};
 pub use bindings::{
@@ -43,6 +45,7 @@ pub use events::{events, redeliver};
 pub use messages::messages;
 pub use numbers::{import as import_numbers, numbers, retire as retire_number};
 pub use overview::overview;
+pub use settings::{save_settings, settings};
 
 /// Rows on one page of a list.
 const PAGE_ROWS: u32 = 50;

@@ -287,6 +287,7 @@ def main():
             "/console/calls",
             "/console/messages",
             "/console/events",
+            "/console/settings",
             "/console/keys",
             "/console/users",
             "/console/audit",
