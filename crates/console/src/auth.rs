@@ -195,6 +195,12 @@ impl Session {
         self.user.role != Role::Viewer
     }
 
+    /// Whether this user manages the tenant: its numbers, settings, keys,
+    /// users and audit log (an owner, or an admin).
+    pub fn may_manage(&self) -> bool {
+        matches!(self.user.role, Role::Owner | Role::Admin)
+    }
+
     /// Refuses a form whose token is not this session's.
     pub fn check_csrf(&self, given: Option<&str>) -> Result<(), Response> {
         if given.is_some_and(|g| tokens_match(g, &self.csrf)) {

@@ -12,29 +12,11 @@ use serde::Deserialize;
 
 use super::{
     Chrome, CsrfForm, PAGE_ROWS, Peer, Scope, TenantOption, TenantParam, audit, failed, forbidden,
-    form, href, not_found, render, time_ms,
+    form, href, manager_scope, not_found, render, time_ms,
 };
 use crate::ConsoleState;
 use crate::auth::Session;
 use crate::i18n::Lang;
-
-/// Keys, users and the audit log are the owner's (and the admin's).
-fn may_manage(session: &Session) -> bool {
-    matches!(session.user.role, Role::Owner | Role::Admin)
-}
-
-/// The scope of a manager's page, or the refusal.
-async fn manager_scope(
-    state: &ConsoleState,
-    session: &Session,
-    tenant: Option<&str>,
-) -> Result<Scope, Response> {
-    if !may_manage(session) {
-        let lang = session.lang.lang;
-        return Err(forbidden(lang, lang.text().owners_only));
-    }
-    Scope::of(state, session, tenant).await
-}
 
 fn role_label(lang: Lang, role: Role) -> &'static str {
     let t = lang.text();

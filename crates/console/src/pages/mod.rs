@@ -93,7 +93,7 @@ impl Chrome {
             role: session.role_label(),
             csrf: session.csrf.clone(),
             section,
-            manager: matches!(session.user.role, Role::Owner | Role::Admin),
+            manager: session.may_manage(),
             tenant_query: scope.query(),
             ..Chrome::anonymous(session.lang.lang)
         }
@@ -301,6 +301,20 @@ async fn writer_scope(
         Some(t) => Ok((scope, t)),
         None => Err(forbidden(lang, lang.text().admin_pick_tenant)),
     }
+}
+
+/// The scope of a page only a manager (owner or admin) sees, or the
+/// refusal.
+async fn manager_scope(
+    state: &ConsoleState,
+    session: &Session,
+    tenant: Option<&str>,
+) -> Result<Scope, Response> {
+    if !session.may_manage() {
+        let lang = session.lang.lang;
+        return Err(forbidden(lang, lang.text().owners_only));
+    }
+    Scope::of(state, session, tenant).await
 }
 
 /// Why the engine refused, in the user's language.

@@ -8,7 +8,6 @@ use axum::response::{IntoResponse, Redirect, Response};
 use maskline_core::{Area, Number, Region};
 use maskline_engine::NumberEntry;
 use maskline_engine::store::Page;
-use maskline_store::Role;
 use serde::Deserialize;
 
 use super::{
@@ -55,10 +54,6 @@ pub struct NumbersQuery {
     /// Set by the redirect after a retirement.
     #[serde(default)]
     retired: String,
-}
-
-fn may_manage(session: &Session) -> bool {
-    matches!(session.user.role, Role::Owner | Role::Admin)
 }
 
 pub async fn numbers(
@@ -141,7 +136,7 @@ async fn numbers_page(
         c: Chrome::signed_in(session, "numbers", &scope),
         picked: scope.tenant.is_some(),
         tenant_query: scope.query(),
-        may_manage: may_manage(session),
+        may_manage: session.may_manage(),
         notice: listed.notice,
         error: listed.error,
         paged: !listed.after.is_empty(),
@@ -225,7 +220,7 @@ pub async fn import(
     if let Err(res) = session.check_csrf(csrf.as_deref()) {
         return res;
     }
-    if !may_manage(&session) {
+    if !session.may_manage() {
         return forbidden(lang, t.owners_only);
     }
     let scope = match Scope::of(&state, &session, q.tenant.as_deref()).await {
@@ -312,7 +307,7 @@ pub async fn retire(
     }
     let lang = session.lang.lang;
     let t = lang.text();
-    if !may_manage(&session) {
+    if !session.may_manage() {
         return forbidden(lang, t.owners_only);
     }
     let scope = match Scope::of(&state, &session, q.tenant.as_deref()).await {

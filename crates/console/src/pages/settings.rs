@@ -8,11 +8,11 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use maskline_core::sms::filter::{Filter, FilterMode, MAX_RULES, Rule, RuleAction};
 use maskline_core::sms::{MAX_PREFIX_CHARS, Settings};
-use maskline_store::Role;
 use serde::Deserialize;
 
 use super::{
-    Chrome, Peer, Scope, TenantOption, TenantParam, audit, failed, forbidden, form, render,
+    Chrome, Peer, Scope, TenantOption, TenantParam, audit, failed, forbidden, form, manager_scope,
+    render,
 };
 use crate::ConsoleState;
 use crate::auth::Session;
@@ -60,18 +60,6 @@ pub fn parse_rules(text: &str) -> Result<Vec<Rule>, usize> {
         rules.push(Rule::new(pattern.trim(), action).map_err(|_| i + 1)?);
     }
     Ok(rules)
-}
-
-async fn manager_scope(
-    state: &ConsoleState,
-    session: &Session,
-    tenant: Option<&str>,
-) -> Result<Scope, Response> {
-    if !matches!(session.user.role, Role::Owner | Role::Admin) {
-        let lang = session.lang.lang;
-        return Err(forbidden(lang, lang.text().owners_only));
-    }
-    Scope::of(state, session, tenant).await
 }
 
 struct Shown {
