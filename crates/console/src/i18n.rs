@@ -393,6 +393,17 @@ texts! {
     prefix_too_long: "The prefix is at most 32 characters.", "前缀最多 32 个字符。";
     rule_line: "Rule on line {} is not block or allow and a valid regular expression.", "第 {} 行的规则无效：须为 block 或 allow 加有效的正则表达式。";
     too_many_rules: "At most 100 rules.", "最多 100 条规则。";
+    call_rules: "Calls through the trunk", "经中继的呼叫";
+    calls_now: "Calls in progress:", "进行中的通话：";
+    calls_last_second: "started in the last second:", "最近一秒新建：";
+    allow_prefixes: "Destinations allowed (prefixes)", "允许的目的地（号码前缀）";
+    deny_prefixes: "Destinations refused (prefixes)", "禁止的目的地（号码前缀）";
+    prefixes_hint: "+ and 1 to 15 digits each, separated by spaces, commas or lines; at most 256. A refused prefix wins over an allowed one.", "每个为 + 加 1 到 15 位数字，以空格、逗号或换行分隔，最多 256 个；禁止优先于允许。";
+    max_concurrent: "Most calls at once", "最大并发通话数";
+    max_per_second: "Most new calls a second", "每秒最多新建通话数";
+    cap_hint: "1 to 1,000,000, over every node; empty for no cap.", "1 到 1,000,000，按所有节点合计；留空表示不限。";
+    invalid_prefixes: "A prefix is + and 1 to 15 digits, at most 256 in a list.", "号码前缀须为 + 加 1 到 15 位数字，每个列表最多 256 个。";
+    invalid_cap: "A cap is a whole number from 1 to 1,000,000, or empty.", "上限须为 1 到 1,000,000 的整数，或留空。";
     read_only: "Your role may look but not change anything.", "您的角色只能查看，不能修改。";
 }
 

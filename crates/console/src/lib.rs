@@ -80,6 +80,7 @@ pub fn router(state: ConsoleState) -> Router {
             "/console/settings",
             get(pages::settings).post(pages::save_settings),
         )
+        .route("/console/settings/calls", post(pages::save_call_rules))
         .route("/console/keys", get(pages::keys).post(pages::create_key))
         .route("/console/keys/{id}/revoke", post(pages::revoke_key))
         .route("/console/users", get(pages::users).post(pages::create_user))

@@ -1210,4 +1210,69 @@ async fn an_owner_keeps_the_sms_settings_in_a_form() {
         "{}",
         page.html
     );
+
+    // The call rules: refused as typed, then saved.
+    for (allow, conc, says) in [
+        ("+86 86", "", "A prefix is + and 1 to 15 digits"),
+        ("+86", "0", "A cap is a whole number"),
+    ] {
+        let p = owner
+            .post(
+                "/console/settings/calls",
+                &[
+                    ("csrf", &csrf),
+                    ("allow", allow),
+                    ("deny", ""),
+                    ("max_concurrent", conc),
+                ],
+            )
+            .await;
+        assert_eq!(p.status, 400, "{}", p.html);
+        assert!(p.html.contains(says), "{says}: {}", p.html);
+        assert!(p.html.contains(allow), "what was typed stays");
+    }
+    assert_eq!(
+        owner
+            .post("/console/settings/calls", &[("allow", "+86")])
+            .await
+            .status,
+        403
+    );
+    let p = owner
+        .post(
+            "/console/settings/calls",
+            &[
+                ("csrf", &csrf),
+                ("allow", "+86, +852"),
+                ("deny", "+86170\n+86171"),
+                ("max_concurrent", "40"),
+                ("max_per_second", ""),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, 200, "{}", p.html);
+    let (_, v) = s.call("GET", "/v1/settings/calls", Some(&key), None).await;
+    assert_eq!(v["allow_prefixes"], json!(["+86", "+852"]), "{v}");
+    assert_eq!(v["deny_prefixes"], json!(["+86170", "+86171"]), "{v}");
+    assert_eq!(v["max_concurrent_calls"], 40, "{v}");
+    assert!(v["max_calls_per_second"].is_null(), "{v}");
+    // A destination the rules refuse is refused in the bindings form too.
+    let bcsrf = owner.get("/console/bindings").await.csrf();
+    let p = owner
+        .post(
+            "/console/bindings",
+            &[
+                ("csrf", &bcsrf),
+                ("mode", "axn"),
+                ("a", "+8617012345678"),
+                ("hours", "2"),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, 400, "{}", p.html);
+    assert!(
+        p.html.contains("outside the allowed destinations"),
+        "{}",
+        p.html
+    );
 }

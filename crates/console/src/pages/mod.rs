@@ -45,7 +45,7 @@ pub use events::{events, redeliver};
 pub use messages::messages;
 pub use numbers::{import as import_numbers, numbers, retire as retire_number};
 pub use overview::overview;
-pub use settings::{save_settings, settings};
+pub use settings::{save_call_rules, save_settings, settings};
 
 /// Rows on one page of a list.
 const PAGE_ROWS: u32 = 50;

@@ -1,5 +1,5 @@
 //! Settings an owner keeps: the texts' prefix, the marketing filter and
-//! the tenant's own rules.
+//! the tenant's own rules; the call rules (destinations, caps).
 
 use askama::Template;
 use axum::body::Bytes;
@@ -30,6 +30,51 @@ struct SettingsPage {
     prefix: String,
     filter_on: bool,
     rules: String,
+    calls: CallsShown,
+}
+
+/// The call rules' form as shown.
+struct CallsShown {
+    allow: String,
+    deny: String,
+    max_concurrent: String,
+    max_per_second: String,
+    /// The tenant's calls now, over every node.
+    in_progress: String,
+    last_second: String,
+}
+
+/// Caps a form may set (as the API).
+const CALL_CAP_RANGE: std::ops::RangeInclusive<u32> = 1..=1_000_000;
+
+fn calls_shown(state: &ConsoleState, tenant: Option<maskline_core::TenantId>) -> CallsShown {
+    let Some(tenant) = tenant else {
+        return CallsShown {
+            allow: String::new(),
+            deny: String::new(),
+            max_concurrent: String::new(),
+            max_per_second: String::new(),
+            in_progress: String::new(),
+            last_second: String::new(),
+        };
+    };
+    let rules = state.engine.call_rules(tenant);
+    let load = state.engine.call_load(tenant);
+    let list = |l: &[maskline_core::Prefix]| {
+        l.iter()
+            .map(|p| p.as_str().to_owned())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let cap = |c: Option<u32>| c.map(|c| c.to_string()).unwrap_or_default();
+    CallsShown {
+        allow: list(&rules.allow_prefixes),
+        deny: list(&rules.deny_prefixes),
+        max_concurrent: cap(rules.caps.max_concurrent_calls),
+        max_per_second: cap(rules.caps.max_calls_per_second),
+        in_progress: load.active.to_string(),
+        last_second: load.per_second.to_string(),
+    }
 }
 
 /// The rules as the form shows them: `block <pattern>` or `allow
@@ -69,6 +114,7 @@ struct Shown {
     prefix: String,
     filter_on: bool,
     rules: String,
+    calls: CallsShown,
 }
 
 fn page(session: &Session, scope: Scope, shown: Shown, status: StatusCode) -> Response {
@@ -81,6 +127,7 @@ fn page(session: &Session, scope: Scope, shown: Shown, status: StatusCode) -> Re
         prefix: shown.prefix,
         filter_on: shown.filter_on,
         rules: shown.rules,
+        calls: shown.calls,
         tenants: scope.options,
     };
     render(status, &page, session.lang, session.secure)
@@ -97,6 +144,7 @@ fn stored(state: &ConsoleState, scope: &Scope) -> Shown {
         prefix: settings.prefix.clone().unwrap_or_default(),
         filter_on: settings.filter.mode == FilterMode::Standard,
         rules: rules_text(&settings.filter),
+        calls: calls_shown(state, scope.tenant),
     }
 }
 
@@ -166,6 +214,7 @@ pub async fn save_settings(
         prefix: prefix.clone(),
         filter_on: f.marketing_filter.is_some(),
         rules: f.rules.clone(),
+        calls: calls_shown(&state, Some(tenant)),
     };
     if let Some(error) = refused(t, &prefix, &f.rules) {
         return page(
@@ -208,6 +257,107 @@ pub async fn save_settings(
     }
 }
 
+#[derive(Deserialize, Default)]
+struct CallsForm {
+    #[serde(default)]
+    csrf: Option<String>,
+    #[serde(default)]
+    allow: String,
+    #[serde(default)]
+    deny: String,
+    #[serde(default)]
+    max_concurrent: String,
+    #[serde(default)]
+    max_per_second: String,
+}
+
+/// A cap as typed: empty for none; `Err` outside the range.
+fn cap(raw: &str) -> Result<Option<u32>, ()> {
+    match raw.trim() {
+        "" => Ok(None),
+        v => v
+            .parse::<u32>()
+            .ok()
+            .filter(|v| CALL_CAP_RANGE.contains(v))
+            .map(Some)
+            .ok_or(()),
+    }
+}
+
+/// Prefixes as typed: separated by spaces, commas or lines.
+fn prefixes(raw: &str) -> Vec<String> {
+    raw.split(|c: char| c.is_whitespace() || c == ',')
+        .filter(|p| !p.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `POST /console/settings/calls`: the call rules, as
+/// `PUT /v1/settings/calls`.
+pub async fn save_call_rules(
+    State(state): State<ConsoleState>,
+    session: Session,
+    Query(q): Query<TenantParam>,
+    peer: Peer,
+    body: Bytes,
+) -> Response {
+    let f: CallsForm = form(&body);
+    if let Err(res) = session.check_csrf(f.csrf.as_deref()) {
+        return res;
+    }
+    let scope = match manager_scope(&state, &session, q.tenant.as_deref()).await {
+        Ok(s) => s,
+        Err(res) => return res,
+    };
+    let lang = session.lang.lang;
+    let t = lang.text();
+    let Some(tenant) = scope.tenant else {
+        return forbidden(lang, t.admin_pick_tenant);
+    };
+    let parsed = maskline_core::CallRules::new(&prefixes(&f.allow), &prefixes(&f.deny))
+        .map_err(|_| t.invalid_prefixes.to_owned())
+        .and_then(|rules| {
+            let caps = maskline_core::CallCaps {
+                max_concurrent_calls: cap(&f.max_concurrent)
+                    .map_err(|_| t.invalid_cap.to_owned())?,
+                max_calls_per_second: cap(&f.max_per_second)
+                    .map_err(|_| t.invalid_cap.to_owned())?,
+            };
+            Ok(rules.with_caps(caps))
+        });
+    let rules = match parsed {
+        Ok(r) => r,
+        Err(error) => {
+            let mut shown = stored(&state, &scope);
+            shown.error = error;
+            shown.calls.allow = f.allow;
+            shown.calls.deny = f.deny;
+            shown.calls.max_concurrent = f.max_concurrent;
+            shown.calls.max_per_second = f.max_per_second;
+            return page(&session, scope, shown, StatusCode::BAD_REQUEST);
+        }
+    };
+    match state.engine.put_call_rules(tenant, rules).await {
+        Ok(()) => {
+            audit(
+                &state,
+                &session,
+                tenant,
+                "POST /console/settings/calls",
+                "calls".to_owned(),
+                StatusCode::OK,
+                peer.0,
+            );
+            let shown = Shown {
+                notice: t.settings_saved.to_owned(),
+                ..stored(&state, &scope)
+            };
+            page(&session, scope, shown, StatusCode::OK)
+        }
+        Err(e) => failed(lang, &e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,5 +374,19 @@ mod tests {
         assert_eq!(parse_rules("block a\ndeny b").unwrap_err(), 2);
         assert_eq!(parse_rules("block").unwrap_err(), 1);
         assert_eq!(parse_rules("allow (unclosed").unwrap_err(), 1);
+    }
+
+    #[test]
+    fn caps_and_prefixes_read_as_typed() {
+        assert_eq!(cap(""), Ok(None));
+        assert_eq!(cap(" 40 "), Ok(Some(40)));
+        assert_eq!(cap("0"), Err(()));
+        assert_eq!(cap("1000001"), Err(()));
+        assert_eq!(cap("ten"), Err(()));
+        assert_eq!(
+            prefixes("+86, +852\n\n +1900 "),
+            vec!["+86", "+852", "+1900"]
+        );
+        assert!(prefixes(" \n,").is_empty());
     }
 }
