@@ -11,8 +11,8 @@ use maskline_store::{KeyId, Role, User};
 use serde::Deserialize;
 
 use super::{
-    Chrome, CsrfForm, PAGE_ROWS, Peer, Scope, TenantOption, TenantParam, audit, failed, forbidden,
-    form, href, manager_scope, not_found, render, time_ms,
+    Chrome, CsrfForm, PAGE_ROWS, Peer, Scope, TenantOption, TenantParam, audit, failed, form, href,
+    manager_scope, manager_write, not_found, render, time_ms,
 };
 use crate::ConsoleState;
 use crate::auth::Session;
@@ -106,24 +106,6 @@ pub async fn keys(
             .await
         }
         Err(res) => res,
-    }
-}
-
-/// The checks of a manager's form: its token, the role, the tenant.
-async fn manager_write(
-    state: &ConsoleState,
-    session: &Session,
-    csrf: Option<&str>,
-    tenant: Option<&str>,
-) -> Result<(Scope, maskline_core::TenantId), Response> {
-    session.check_csrf(csrf)?;
-    let scope = manager_scope(state, session, tenant).await?;
-    match scope.tenant {
-        Some(t) => Ok((scope, t)),
-        None => {
-            let lang = session.lang.lang;
-            Err(forbidden(lang, lang.text().admin_pick_tenant))
-        }
     }
 }
 

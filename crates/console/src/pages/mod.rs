@@ -283,24 +283,49 @@ fn form<T: for<'de> Deserialize<'de> + Default>(body: &Bytes) -> T {
     serde_urlencoded::from_bytes(body).unwrap_or_default()
 }
 
-/// The checks every write makes before it reads anything: the form's token,
-/// the user's role and tenant.
-async fn writer_scope(
+/// The checks every post makes before it reads anything, in order: the
+/// form's token, the user's role (`allowed`, else `refused` is the page's
+/// text), the tenant.
+async fn post_scope(
     state: &ConsoleState,
     session: &Session,
     csrf: Option<&str>,
     tenant: Option<&str>,
+    allowed: bool,
+    refused: &'static str,
 ) -> Result<(Scope, TenantId), Response> {
     session.check_csrf(csrf)?;
     let lang = session.lang.lang;
-    if !session.may_write() {
-        return Err(forbidden(lang, lang.text().read_only));
+    if !allowed {
+        return Err(forbidden(lang, refused));
     }
     let scope = Scope::of(state, session, tenant).await?;
     match scope.tenant {
         Some(t) => Ok((scope, t)),
         None => Err(forbidden(lang, lang.text().admin_pick_tenant)),
     }
+}
+
+/// [`post_scope`] for a change to a tenant's records (not a viewer's).
+async fn writer_scope(
+    state: &ConsoleState,
+    session: &Session,
+    csrf: Option<&str>,
+    tenant: Option<&str>,
+) -> Result<(Scope, TenantId), Response> {
+    let refused = session.lang.lang.text().read_only;
+    post_scope(state, session, csrf, tenant, session.may_write(), refused).await
+}
+
+/// [`post_scope`] for what a tenant's manager (owner or admin) changes.
+async fn manager_write(
+    state: &ConsoleState,
+    session: &Session,
+    csrf: Option<&str>,
+    tenant: Option<&str>,
+) -> Result<(Scope, TenantId), Response> {
+    let refused = session.lang.lang.text().owners_only;
+    post_scope(state, session, csrf, tenant, session.may_manage(), refused).await
 }
 
 /// The scope of a page only a manager (owner or admin) sees, or the

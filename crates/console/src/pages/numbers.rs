@@ -11,8 +11,8 @@ use maskline_engine::store::Page;
 use serde::Deserialize;
 
 use super::{
-    Chrome, CsrfForm, PAGE_ROWS, Peer, Scope, TenantOption, TenantParam, audit, failed, forbidden,
-    form, href, not_found, render,
+    Chrome, CsrfForm, PAGE_ROWS, Peer, Scope, TenantOption, TenantParam, audit, failed, form, href,
+    manager_write, not_found, render,
 };
 use crate::ConsoleState;
 use crate::auth::Session;
@@ -217,19 +217,11 @@ pub async fn import(
             }
         }
     }
-    if let Err(res) = session.check_csrf(csrf.as_deref()) {
-        return res;
-    }
-    if !session.may_manage() {
-        return forbidden(lang, t.owners_only);
-    }
-    let scope = match Scope::of(&state, &session, q.tenant.as_deref()).await {
-        Ok(s) => s,
-        Err(res) => return res,
-    };
-    let Some(tenant) = scope.tenant else {
-        return forbidden(lang, t.admin_pick_tenant);
-    };
+    let (scope, tenant) =
+        match manager_write(&state, &session, csrf.as_deref(), q.tenant.as_deref()).await {
+            Ok(s) => s,
+            Err(res) => return res,
+        };
     let refused = |scope, error: String| {
         let listed = Listed {
             after: String::new(),
@@ -302,19 +294,14 @@ pub async fn retire(
     body: axum::body::Bytes,
 ) -> Response {
     let f: CsrfForm = form(&body);
-    if let Err(res) = session.check_csrf(f.csrf.as_deref()) {
-        return res;
-    }
+    let (scope, tenant) =
+        match manager_write(&state, &session, f.csrf.as_deref(), q.tenant.as_deref()).await {
+            Ok(s) => s,
+            Err(res) => return res,
+        };
     let lang = session.lang.lang;
     let t = lang.text();
-    if !session.may_manage() {
-        return forbidden(lang, t.owners_only);
-    }
-    let scope = match Scope::of(&state, &session, q.tenant.as_deref()).await {
-        Ok(s) => s,
-        Err(res) => return res,
-    };
-    let (Some(tenant), Ok(number)) = (scope.tenant, Number::parse(&raw, state.region)) else {
+    let Ok(number) = Number::parse(&raw, state.region) else {
         return not_found(session.lang).await;
     };
     match state.engine.retire_number(tenant, number).await {

@@ -11,8 +11,8 @@ use maskline_core::sms::{MAX_PREFIX_CHARS, Settings};
 use serde::Deserialize;
 
 use super::{
-    Chrome, Peer, Scope, TenantOption, TenantParam, audit, failed, forbidden, form, manager_scope,
-    render,
+    Chrome, Peer, Scope, TenantOption, TenantParam, audit, failed, form, manager_scope,
+    manager_write, render,
 };
 use crate::ConsoleState;
 use crate::auth::Session;
@@ -195,18 +195,13 @@ pub async fn save_settings(
     body: Bytes,
 ) -> Response {
     let f: SmsForm = form(&body);
-    if let Err(res) = session.check_csrf(f.csrf.as_deref()) {
-        return res;
-    }
-    let scope = match manager_scope(&state, &session, q.tenant.as_deref()).await {
-        Ok(s) => s,
-        Err(res) => return res,
-    };
+    let (scope, tenant) =
+        match manager_write(&state, &session, f.csrf.as_deref(), q.tenant.as_deref()).await {
+            Ok(s) => s,
+            Err(res) => return res,
+        };
     let lang = session.lang.lang;
     let t = lang.text();
-    let Some(tenant) = scope.tenant else {
-        return forbidden(lang, t.admin_pick_tenant);
-    };
     let prefix = f.prefix.trim().to_owned();
     let as_posted = |notice: String, error: String| Shown {
         notice,
@@ -302,18 +297,13 @@ pub async fn save_call_rules(
     body: Bytes,
 ) -> Response {
     let f: CallsForm = form(&body);
-    if let Err(res) = session.check_csrf(f.csrf.as_deref()) {
-        return res;
-    }
-    let scope = match manager_scope(&state, &session, q.tenant.as_deref()).await {
-        Ok(s) => s,
-        Err(res) => return res,
-    };
+    let (scope, tenant) =
+        match manager_write(&state, &session, f.csrf.as_deref(), q.tenant.as_deref()).await {
+            Ok(s) => s,
+            Err(res) => return res,
+        };
     let lang = session.lang.lang;
     let t = lang.text();
-    let Some(tenant) = scope.tenant else {
-        return forbidden(lang, t.admin_pick_tenant);
-    };
     let parsed = maskline_core::CallRules::new(&prefixes(&f.allow), &prefixes(&f.deny))
         .map_err(|_| t.invalid_prefixes.to_owned())
         .and_then(|rules| {
