@@ -884,6 +884,34 @@ pub async fn list_messages(
     ))
 }
 
+#[utoipa::path(post, path = "/v1/messages/{id}/release", tag = "sms",
+    params(("id" = String, Path)),
+    request_body = ReleaseRequest,
+    responses(
+        (status = 200, description = "Relayed to the binding with that extension, from X, with `sms.relayed`", body = MessageView),
+        (status = 404, body = ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "`message_not_held`: relayed, blocked or released already", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "`unknown_extension` (no active binding on X has it) or `release_blocked` (the tenant's SMS rules or the binding's controls would block it); the text stays held", body = ProblemBody, content_type = "application/problem+json"),
+    ),
+    security(("tenant_key" = [])))]
+pub async fn release_message(
+    State(state): State<AppState>,
+    TenantAuth(tenant): TenantAuth,
+    PathParam(raw): PathParam,
+    body: JsonBody<ReleaseRequest>,
+) -> ApiResult<Json<MessageView>> {
+    let id: MessageId = raw.parse().map_err(|_| Problem::not_found("message"))?;
+    let extension = body.value.extension.parse::<Extension>().map_err(|_| {
+        Problem::bad_request(
+            "invalid_field",
+            "extension",
+            "extension must be 1 to 8 digits",
+        )
+    })?;
+    let m = state.engine.release_text(tenant, id, extension).await?;
+    Ok(Json(MessageView::new(&m)))
+}
+
 #[utoipa::path(get, path = "/v1/bindings/{id}/messages", tag = "sms",
     params(
         ("id" = String, Path),

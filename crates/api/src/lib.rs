@@ -169,6 +169,7 @@ pub fn router_with(state: AppState, pages: Router) -> Router {
         .routes(routes!(handlers::sms_inbound))
         .routes(routes!(handlers::list_messages))
         .routes(routes!(handlers::list_binding_messages))
+        .routes(routes!(handlers::release_message))
         .routes(routes!(handlers::list_party_bindings))
         .routes(routes!(recordings::erase_party))
         .routes(routes!(

@@ -182,6 +182,16 @@ impl From<EngineError> for Problem {
             EngineError::BindingNotFound => Problem::not_found("binding"),
             EngineError::EventNotFound => Problem::not_found("event"),
             EngineError::MessageNotFound => Problem::not_found("message"),
+            EngineError::MessageNotHeld => {
+                Problem::new(S::CONFLICT, "message_not_held", e.to_string())
+            }
+            EngineError::UnknownExtension => {
+                Problem::new(S::UNPROCESSABLE_ENTITY, "unknown_extension", e.to_string())
+                    .field("extension")
+            }
+            EngineError::ReleaseBlocked(_) => {
+                Problem::new(S::UNPROCESSABLE_ENTITY, "release_blocked", e.to_string())
+            }
             EngineError::PartsAlreadyAssembled => {
                 Problem::new(S::CONFLICT, "already_assembled", e.to_string())
             }

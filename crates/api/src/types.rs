@@ -191,6 +191,14 @@ pub enum ChannelDto {
     Sms,
 }
 
+/// Whom a held text is for.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseRequest {
+    /// The extension of an active binding on the text's X.
+    pub extension: String,
+}
+
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteRequest {

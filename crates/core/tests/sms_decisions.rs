@@ -4,7 +4,7 @@
 
 use maskline_core::sms::{
     Filter, FilterMode, InboundText, MessageReason, Rule, RuleAction, Sender, SenderId,
-    TextDecision, decide_text,
+    TextDecision, decide_release, decide_text,
 };
 use maskline_core::{
     BindingId, Controls, Direction, Extension, Index, Mode, NewBinding, Number, TenantId, UnixTime,
@@ -259,6 +259,70 @@ fn axe_with_no_extension_anywhere_is_held() {
     // The last call's extension has no binding any more.
     assert_eq!(
         decide(&i, n(), x_axe(), "外卖到了", Some(Some("4321"))),
+        TextDecision::Hold { tenant: T }
+    );
+}
+
+fn release(
+    index: &Index,
+    from: &Sender,
+    text: &str,
+    extension: &str,
+    now: UnixTime,
+) -> TextDecision {
+    let filter = standard();
+    decide_release(
+        index,
+        &InboundText {
+            from,
+            to: x_axe(),
+            text,
+        },
+        ext(extension),
+        |_| Some(&filter),
+        now,
+    )
+}
+
+#[test]
+fn a_held_text_is_released_to_the_chosen_extension_only() {
+    let i = index();
+    let from = Sender::Number(n());
+    assert_eq!(
+        relay_to(release(&i, &from, "外卖到了", "5678", NOW)),
+        (c(), Direction::NToA, BindingId(4))
+    );
+    // The extension the text starts with does not override the choice.
+    assert_eq!(
+        relay_to(release(&i, &from, "1234 外卖到了", "5678", NOW)).0,
+        c()
+    );
+    let named = Sender::Id(SenderId::new("Cainiao").unwrap());
+    assert_eq!(
+        relay_to(release(&i, &named, "取件码 8-2-3401", "1234", NOW)).0,
+        a()
+    );
+}
+
+#[test]
+fn a_release_to_no_live_binding_stays_held_and_rules_still_apply() {
+    let i = index();
+    let from = Sender::Number(n());
+    assert_eq!(
+        release(&i, &from, "外卖到了", "4321", NOW),
+        TextDecision::Hold { tenant: T }
+    );
+    assert_eq!(
+        blocked(release(&i, &from, MARKETING, "1234", NOW)),
+        MessageReason::Marketing
+    );
+    assert_eq!(
+        blocked(release(&i, &from, "外卖到了", "1234", ENDS + 10)),
+        MessageReason::Expired
+    );
+    // Past the cool-down the number is free again: no binding, held.
+    assert_eq!(
+        release(&i, &from, "外卖到了", "1234", ENDS + COOLDOWN + 10),
         TextDecision::Hold { tenant: T }
     );
 }

@@ -61,6 +61,17 @@ pub enum Error {
     EventNotFound,
     #[error("message not found")]
     MessageNotFound,
+    /// Only a held text can be released (this one was relayed, blocked,
+    /// or released already).
+    #[error("the message is not held")]
+    MessageNotHeld,
+    /// No live binding on the text's X has the extension it was released to.
+    #[error("no active binding on this number has that extension")]
+    UnknownExtension,
+    /// The tenant's SMS rules or the binding's controls would block the
+    /// released text: it stays held.
+    #[error("the text would be blocked: {}", .0.as_str())]
+    ReleaseBlocked(maskline_core::MessageReason),
     /// The parts of a concatenated text were made into a text already
     /// (by another node, or by a part received twice at once).
     #[error("these parts were assembled already")]

@@ -7,11 +7,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use maskline_core::sms::{
-    InboundText, Message, Sender, Settings, TextDecision, decide_text, pickup::pickup_code,
+    InboundText, Message, Sender, Settings, TextDecision, decide_release, decide_text,
+    pickup::pickup_code,
 };
 use maskline_core::{
-    Binding, BindingStatus, EventType, MessageId, MessageReason, MessageStatus, Number, TenantId,
-    UnixMillis,
+    Binding, BindingStatus, EventType, Extension, MessageId, MessageReason, MessageStatus, Number,
+    TenantId, UnixMillis,
 };
 use maskline_events::{payload, unix_ms};
 use maskline_store::{MessageFilter, NewEvent, Page, Part, PartsKey, Receipt, Submit, Write};
@@ -223,6 +224,87 @@ impl Engine {
             let _ = self.outbox.tx.send(r);
         }
         Ok(accepted)
+    }
+
+    /// Relays a held text to the live binding on its X with `extension`
+    /// (a console user read it and knows whom it is for), once that is
+    /// durable, with `sms.relayed`. Only a held text of the tenant's:
+    /// [`Error::MessageNotHeld`] otherwise (released already, say). The
+    /// tenant's filter and the binding's controls apply as to any text: a
+    /// text they would block stays held ([`Error::ReleaseBlocked`]), as
+    /// does one for an extension no live binding has
+    /// ([`Error::UnknownExtension`]).
+    pub async fn release_text(
+        &self,
+        tenant: TenantId,
+        id: MessageId,
+        extension: Extension,
+    ) -> Result<Message> {
+        let mut message = self.message(tenant, id).await?;
+        if message.status != MessageStatus::Held {
+            return Err(Error::MessageNotHeld);
+        }
+        let settings = self.sms_settings.read().clone();
+        let filter = |t: TenantId| settings.get(&t).map(|s| &s.filter);
+        let text = InboundText {
+            from: &message.from,
+            to: message.x,
+            text: &message.text,
+        };
+        let decision = {
+            let index = self.index.read();
+            decide_release(&index, &text, extension, filter, now())
+        };
+        let c = match decision {
+            TextDecision::Relay(c) if c.tenant == tenant => c,
+            TextDecision::Block {
+                reason,
+                tenant: Some(t),
+                ..
+            } if t == tenant => return Err(Error::ReleaseBlocked(reason)),
+            _ => return Err(Error::UnknownExtension),
+        };
+        let at = unix_ms();
+        message.binding = Some(c.binding);
+        message.direction = Some(c.direction);
+        message.to = Some(c.to);
+        message.status = MessageStatus::Relayed;
+        message.reason = None;
+        message.updated_at = at;
+        let prefix = settings.get(&tenant).and_then(|s| s.prefix.clone());
+        let relay = Relay {
+            message: message.id,
+            tenant,
+            from: c.caller_id,
+            to: c.to,
+            text: match prefix {
+                Some(p) => format!("{p}{}", message.text),
+                None => message.text.clone(),
+            },
+            accepted_at: at,
+            lease_until: at + self.config.sms_relay_lease_ms,
+        };
+        let ack = {
+            // As in accept_text: the binding's end is read and the change
+            // queued under the index lock, so a later change of that end
+            // moves the text's too.
+            let index = self.index.read();
+            message.ends_at = index.ends_at(c.binding).unwrap_or(message.ends_at);
+            let Some(event) = self.message_event(EventType::SmsRelayed, &message) else {
+                return Err(Error::MessageNotFound);
+            };
+            self.store.enqueue(Write::ReleaseMessage {
+                message: message.clone(),
+                relay_due: relay.lease_until,
+                event,
+            })
+        };
+        match ack.await {
+            Err(maskline_store::Error::Conflict(_)) => return Err(Error::MessageNotHeld),
+            other => other?,
+        }
+        let _ = self.outbox.tx.send(relay);
+        Ok(message)
     }
 
     /// The relays accepted on this node, for its carrier links; `None` once

@@ -446,6 +446,56 @@ async fn axe_texts_go_by_prefix_then_by_last_call_else_are_held(pg: bool) {
     })
     .await;
 
+    // Someone who read it releases it to the shop: it goes out from X.
+    let rig = &rig;
+    let release = |id: &str, ext: &str| {
+        let path = format!("/v1/messages/{id}/release");
+        let body = json!({ "extension": ext });
+        async move {
+            rig.server
+                .call("POST", &path, Some(&rig.key), Some(body))
+                .await
+        }
+    };
+    let held_id = held["id"].as_str().unwrap();
+    let unknown = if ext == "9999" { "9998" } else { "9999" };
+    let (st, p) = release(held_id, unknown).await;
+    assert_eq!(
+        (st, p["code"].as_str()),
+        (422, Some("unknown_extension")),
+        "{p}"
+    );
+    let (st, p) = release(held_id, "12x").await;
+    assert_eq!((st, p["field"].as_str()), (400, Some("extension")), "{p}");
+    let (st, p) = release("0190a1b2-0000-7000-8000-000000000000", &ext).await;
+    assert_eq!(st, 404, "{p}");
+    let (st, released) = release(held_id, &ext).await;
+    assert_eq!(st, 200, "{released}");
+    assert_eq!(
+        (released["status"].as_str(), released["to"].as_str()),
+        (Some("relayed"), Some(party(1).as_str()))
+    );
+    assert!(released["reason"].is_null());
+    eventually(20, "the released text relayed to the shop", || async {
+        texts_to(&smsc.submits(), &party(1))
+            .contains(&"您的外卖到了，放门口".to_owned())
+            .then_some(())
+    })
+    .await;
+    let (st, p) = release(held_id, &ext).await;
+    assert_eq!(
+        (st, p["code"].as_str()),
+        (409, Some("message_not_held")),
+        "{p}"
+    );
+    let relayed_events = rig.events("sms.relayed").await;
+    assert!(
+        relayed_events
+            .iter()
+            .any(|e| e["data"]["id"] == held["id"] && e["data"]["status"] == "relayed"),
+        "{relayed_events:?}"
+    );
+
     // The courier calls the shop's extension; afterwards its texts go there.
     let mut uac = Sipp::uac(
         "uac_call.xml",

@@ -35,6 +35,11 @@ pub use sqlite::SqliteStore;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// A [`Write::ReleaseMessage`] of a text that is not held (any more).
+pub(crate) fn not_held(id: MessageId) -> Error {
+    Error::Conflict(format!("message {id} is not held"))
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("database error: {0}")]
@@ -342,6 +347,15 @@ pub enum Write {
         relay_due: Option<UnixMillis>,
         assembled_from: Option<PartsKey>,
         events: Vec<NewEvent>,
+    },
+    /// A held text relayed after all, to the binding someone chose for it:
+    /// `message` with its binding, direction, recipient, end and `updated_at`
+    /// set, `relayed`, due for sending at `relay_due`, with `event`.
+    /// [`Error::Conflict`] if the tenant has no such text held (any more).
+    ReleaseMessage {
+        message: Message,
+        relay_due: UnixMillis,
+        event: NewEvent,
     },
     /// One part of a concatenated text, kept until all its parts are in (a
     /// part received again changes nothing).
@@ -682,7 +696,9 @@ impl Write {
             | Write::OpenCall { events, .. }
             | Write::RecordMessage { events, .. }
             | Write::RecordEvents(events) => any(events),
-            Write::MessageOutcome { event, .. } => event.deliver,
+            Write::MessageOutcome { event, .. } | Write::ReleaseMessage { event, .. } => {
+                event.deliver
+            }
             Write::ExpireBindings { ended, .. } => ended
                 .iter()
                 .any(|e| e.event.as_ref().is_some_and(|e| e.deliver)),

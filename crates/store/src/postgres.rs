@@ -1751,6 +1751,37 @@ async fn apply<'a>(
                 .execute(&mut *conn)
                 .await?;
         }
+        Write::ReleaseMessage {
+            message: m,
+            relay_due,
+            event,
+        } => {
+            let id = uuid(m.id.0);
+            let done = sqlx::query(
+                "UPDATE messages SET binding_id = $1, direction = $2, recipient = $3, \
+                 recipient_sealed = $4, status = 'relayed', reason = NULL, updated_at = $5, \
+                 ends_at = $6 WHERE id = $7 AND tenant_id = $8 AND status = 'held'",
+            )
+            .bind(m.binding.map(|b| uuid(b.0)))
+            .bind(m.direction.map(Direction::as_str))
+            .bind(m.to.map(|n| keys.blind(&n.to_string())))
+            .bind(m.to.map(|n| keys.seal_str(Column::MessageRecipient, &n.to_string())))
+            .bind(m.updated_at)
+            .bind(m.ends_at)
+            .bind(id)
+            .bind(m.tenant.map(|t| uuid(t.0)))
+            .execute(&mut *conn)
+            .await?;
+            if done.rows_affected() != 1 {
+                return Err(crate::not_held(m.id));
+            }
+            sqlx::query("INSERT INTO relays (message_id, due) VALUES ($1, $2)")
+                .bind(id)
+                .bind(relay_due)
+                .execute(&mut *conn)
+                .await?;
+            events.push(event);
+        }
         Write::MessageOutcome {
             message,
             part,

@@ -1078,6 +1078,37 @@ async fn apply(conn: &mut SqliteConnection, keys: &Keyring, write: &Write) -> Re
                     .await?;
             }
         }
+        Write::ReleaseMessage {
+            message: m,
+            relay_due,
+            event,
+        } => {
+            let id = uuid_bytes(m.id.0);
+            let done = sqlx::query(
+                "UPDATE messages SET binding_id = ?, direction = ?, recipient = ?, \
+                 recipient_sealed = ?, status = 'relayed', reason = NULL, updated_at = ?, \
+                 ends_at = ? WHERE id = ? AND tenant_id = ? AND status = 'held'",
+            )
+            .bind(m.binding.map(|b| uuid_bytes(b.0)))
+            .bind(m.direction.map(Direction::as_str))
+            .bind(m.to.map(|n| keys.blind(&n.to_string())))
+            .bind(m.to.map(|n| keys.seal_str(Column::MessageRecipient, &n.to_string())))
+            .bind(m.updated_at)
+            .bind(m.ends_at)
+            .bind(&id)
+            .bind(m.tenant.map(|t| uuid_bytes(t.0)))
+            .execute(&mut *conn)
+            .await?;
+            if done.rows_affected() != 1 {
+                return Err(crate::not_held(m.id));
+            }
+            sqlx::query("INSERT INTO relays (message_id, due) VALUES (?, ?)")
+                .bind(&id)
+                .bind(relay_due)
+                .execute(&mut *conn)
+                .await?;
+            insert_events(conn, keys, &[event]).await?;
+        }
         Write::MessageOutcome {
             message,
             part,

@@ -1541,6 +1541,68 @@ async fn relays_are_due_until_submitted_and_claims_lease_them(s: Arc<dyn Store>)
     assert_eq!(s.message_by_submit("smsc-2", "abc").await.unwrap(), None);
 }
 
+async fn a_held_text_is_released_once_and_becomes_due(s: Arc<dyn Store>) {
+    setup(&*s).await;
+    let mut held = message(7, Some(1), MessageStatus::Held, 1_000);
+    held.binding = None;
+    held.direction = None;
+    held.ends_at = 1_000;
+    s.enqueue(record(held.clone(), None, vec![])).await.unwrap();
+    let mut released = held.clone();
+    released.binding = Some(BindingId(1));
+    released.direction = Some(Direction::NToA);
+    released.to = Some(party(1));
+    released.status = MessageStatus::Relayed;
+    released.reason = None;
+    released.updated_at = 1_500;
+    released.ends_at = 5_000;
+    let release = |m: &Message, tenant: u128, ev: u128| Write::ReleaseMessage {
+        message: Message {
+            tenant: Some(TenantId(tenant)),
+            ..m.clone()
+        },
+        relay_due: 2_000,
+        event: event(ev, tenant, EventType::SmsRelayed, 1, true),
+    };
+    // Another tenant cannot release it.
+    assert!(matches!(
+        s.enqueue(release(&released, 2, 70)).await,
+        Err(Error::Conflict(_))
+    ));
+    assert_eq!(
+        s.message(TenantId(1), MessageId(7)).await.unwrap(),
+        Some(held)
+    );
+    s.enqueue(release(&released, 1, 71)).await.unwrap();
+    assert_eq!(
+        s.message(TenantId(1), MessageId(7)).await.unwrap(),
+        Some(released.clone())
+    );
+    // Listed as relayed, and due for sending.
+    let relayed = s
+        .messages(
+            TenantId(1),
+            &MessageFilter {
+                status: Some(MessageStatus::Relayed),
+                ..MessageFilter::default()
+            },
+            page(10),
+        )
+        .await
+        .unwrap();
+    assert_eq!(relayed, vec![released.clone()]);
+    let claimed = s.claim_due_relays(2_000, 5_000, 10).await.unwrap();
+    assert_eq!(claimed.iter().map(|m| m.id.0).collect::<Vec<_>>(), vec![7]);
+    assert!(s.event(TenantId(1), EventId(71)).await.unwrap().is_some());
+    // Released already: a second release changes nothing.
+    assert!(matches!(
+        s.enqueue(release(&released, 1, 72)).await,
+        Err(Error::Conflict(_))
+    ));
+    assert!(s.event(TenantId(1), EventId(72)).await.unwrap().is_none());
+    assert_eq!(s.claim_due_relays(5_000, 8_000, 10).await.unwrap().len(), 1);
+}
+
 async fn a_text_is_delivered_once_every_part_is(s: Arc<dyn Store>) {
     setup(&*s).await;
     let mut two_parts = message(1, Some(1), MessageStatus::Relayed, 1_000);
@@ -2471,6 +2533,7 @@ macro_rules! every_case {
                 scan_streams_bindings_ending_after_the_horizon,
                 idempotency_record_is_atomic_with_its_binding,
                 concurrent_writes_group_commit_and_fail_alone,
+                a_held_text_is_released_once_and_becomes_due,
                 writes_apply_in_queue_order,
                 calls_round_trip_every_field,
                 calls_stay_in_their_tenant,

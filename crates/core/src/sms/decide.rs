@@ -82,6 +82,49 @@ pub fn decide_text<'f>(
             },
         };
     }
+    outcome(decision, text, filter)
+}
+
+/// Decides a held text again with the extension someone chose for it (a
+/// console user, `POST /v1/messages/{id}/release`): only that extension,
+/// never one the text names, and the tenant's filter as for any text.
+/// [`TextDecision::Hold`] if no live binding on X has it.
+pub fn decide_release<'f>(
+    index: &Index,
+    text: &InboundText<'_>,
+    extension: Extension,
+    filter: impl Fn(TenantId) -> Option<&'f Filter>,
+    now: UnixTime,
+) -> TextDecision {
+    let decision = match text.from {
+        Sender::Number(caller) => index.decide(
+            &Inbound {
+                caller: *caller,
+                called: text.to,
+                extension: Some(extension),
+                channel: Channel::Sms,
+            },
+            now,
+        ),
+        Sender::Id(_) => index.decide_stranger(text.to, Some(extension), Channel::Sms, now),
+    };
+    match decision {
+        Decision::Announce {
+            prompt: Prompt::NoBinding,
+            tenant: Some(tenant),
+            ..
+        }
+        | Decision::CollectExtension { tenant } => TextDecision::Hold { tenant },
+        d => outcome(d, text, filter),
+    }
+}
+
+/// What a call decision means for a text.
+fn outcome<'f>(
+    decision: Decision,
+    text: &InboundText<'_>,
+    filter: impl Fn(TenantId) -> Option<&'f Filter>,
+) -> TextDecision {
     match decision {
         Decision::Connect(c) => {
             let to_owner = c.direction != Direction::AToB;

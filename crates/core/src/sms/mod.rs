@@ -12,7 +12,7 @@ use std::str::FromStr;
 
 use crate::{BindingId, Direction, Error, Extension, Number, TenantId, UnixMillis, UnixTime};
 
-pub use decide::{InboundText, TextDecision, decide_text};
+pub use decide::{InboundText, TextDecision, decide_release, decide_text};
 pub use filter::{Filter, FilterMode, Rule, RuleAction, Verdict};
 
 /// Who sent a text: a phone number, or what carriers show for senders that
