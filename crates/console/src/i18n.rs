@@ -314,6 +314,14 @@ texts! {
     why_extension_unknown: "No extension known", "未知分机号";
     why_undeliverable: "Undeliverable", "无法送达";
     why_submit_failed: "No carrier took it", "运营商未接收";
+    message_id: "Text", "短信";
+    release: "Relay", "放行";
+    release_to: "Relay to extension", "转发到分机号";
+    text_released: "Released and relayed to", "已放行并转发至";
+    invalid_extension: "An extension is 1 to 8 digits.", "分机号为 1 到 8 位数字。";
+    refused_unknown_extension: "No active binding on this number has that extension.", "该号码上没有使用此分机号的有效绑定。";
+    refused_not_held: "This text is not held any more.", "该短信已不在暂存中。";
+    refused_release_blocked: "It stays held: it would be blocked.", "仍保持暂存：该短信会被拦截。";
     owners_only: "Only an owner or an admin manages this.", "只有所有者或管理员可以管理此项。";
     keys_title: "API keys", "API 密钥";
     prefix: "Key", "密钥";

@@ -74,6 +74,11 @@ pub fn router(state: ConsoleState) -> Router {
         .route("/console/calls/{id}/recording", get(pages::recording))
         .route("/console/calls/{id}/reveal", post(pages::reveal_call))
         .route("/console/messages", get(pages::messages))
+        .route(
+            "/console/messages/{id}/release",
+            post(pages::release_message),
+        )
+        .route("/console/messages/{id}/reveal", post(pages::reveal_message))
         .route("/console/events", get(pages::events))
         .route("/console/events/{id}/redeliver", post(pages::redeliver))
         .route(

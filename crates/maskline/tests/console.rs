@@ -1276,3 +1276,144 @@ async fn an_owner_keeps_the_sms_settings_in_a_form() {
         p.html
     );
 }
+
+/// A text to a shared number that names no extension is held; an operator
+/// reads it and relays it to the right extension from the messages page,
+/// and may show one text whole. A viewer may do neither.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_operator_releases_a_held_text_and_reveals_one_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path()).await;
+    let (_, key) = shop(&s).await;
+    let shop_owner = party(23456781);
+    let (st, b) = s.bind(&key, json!({"mode": "axe", "a": shop_owner})).await;
+    assert_eq!(st, 201, "{b}");
+    let (xx, ext) = (
+        b["x"].as_str().unwrap().to_owned(),
+        b["extension"].as_str().unwrap().to_owned(),
+    );
+    let courier = party(23456789);
+    let words = format!("外卖到了，放门口。有事打我 {courier}");
+    let (st, v) = s
+        .call(
+            "POST",
+            "/v1/sms/inbound",
+            Some(SWITCH_KEY),
+            Some(json!({"from": courier, "to": xx, "text": words})),
+        )
+        .await;
+    assert_eq!((st, v["status"].as_str()), (200, Some("held")), "{v}");
+    let id = v["message_id"].as_str().unwrap().to_owned();
+    let release = format!("/console/messages/{id}/release");
+    let reveal = format!("/console/messages/{id}/reveal");
+
+    let mut viewer = Agent::new(&s.base);
+    assert_eq!(
+        viewer.sign_in("viewer@shop.example", PASSWORD).await.status,
+        303
+    );
+    let page = viewer.get("/console/messages").await;
+    assert!(page.html.contains("Held"), "{}", page.html);
+    assert!(!page.html.contains(&release) && !page.html.contains(&reveal));
+    assert!(
+        !page.html.contains(&courier[3..]),
+        "masked, in the text too"
+    );
+    let csrf = page.csrf();
+    for path in [&release, &reveal] {
+        let p = viewer
+            .post(path, &[("csrf", &csrf), ("extension", &ext)])
+            .await;
+        assert_eq!(p.status, 403, "{path}");
+    }
+
+    let mut op = Agent::new(&s.base);
+    assert_eq!(
+        op.sign_in("operator@shop.example", PASSWORD).await.status,
+        303
+    );
+    let page = op.get("/console/messages?status=held").await;
+    assert!(page.html.contains(&release), "{}", page.html);
+    let csrf = page.csrf();
+    assert_eq!(op.post(&release, &[("extension", &ext)]).await.status, 403);
+    let unknown = if ext == "9999" { "9998" } else { "9999" };
+    for (typed, status, says) in [
+        ("12x", 400, "An extension is 1 to 8 digits."),
+        ("", 400, "An extension is 1 to 8 digits."),
+        (
+            unknown,
+            400,
+            "No active binding on this number has that extension.",
+        ),
+    ] {
+        let p = op
+            .post(&release, &[("csrf", &csrf), ("extension", typed)])
+            .await;
+        assert_eq!(p.status, status, "{typed}: {}", p.html);
+        assert!(p.html.contains(says), "{typed}: {}", p.html);
+    }
+    let (_, held) = s
+        .call("GET", "/v1/messages?status=held", Some(&key), None)
+        .await;
+    assert_eq!(held["items"].as_array().unwrap().len(), 1, "still held");
+
+    let p = op
+        .post(&release, &[("csrf", &csrf), ("extension", &ext)])
+        .await;
+    assert_eq!(p.status, 303, "{}", p.html);
+    let page = op.get(p.location.as_deref().unwrap()).await;
+    assert!(
+        page.html.contains("Released and relayed to")
+            && page
+                .html
+                .contains(&format!("{}****{}", &shop_owner[..6], &shop_owner[10..])),
+        "{}",
+        page.html
+    );
+    assert!(!page.html.contains(&shop_owner[3..]));
+    let (_, list) = s.call("GET", "/v1/messages", Some(&key), None).await;
+    let m = &list["items"][0];
+    assert_eq!(
+        (m["status"].as_str(), m["to"].as_str()),
+        (Some("relayed"), Some(shop_owner.as_str()))
+    );
+    let p = op
+        .post(&release, &[("csrf", &csrf), ("extension", &ext)])
+        .await;
+    assert_eq!(p.status, 409);
+    assert!(p.html.contains("not held any more"), "{}", p.html);
+
+    // One text whole: its parties and its words, for this answer only.
+    let p = op.post(&reveal, &[("csrf", &csrf)]).await;
+    assert_eq!(p.status, 200, "{}", p.html);
+    for whole in [courier.as_str(), shop_owner.as_str(), xx.as_str()] {
+        assert!(p.html.contains(whole), "{whole}: {}", p.html);
+    }
+    assert!(p.html.contains(&words), "{}", p.html);
+    assert_eq!(p.headers.get("cache-control").unwrap(), "no-store");
+    let p = op
+        .post(
+            "/console/messages/00000000-0000-0000-0000-000000000000/reveal",
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(p.status, 404);
+
+    for action in [
+        "POST /console/messages/{id}/release",
+        "POST /console/messages/{id}/reveal",
+    ] {
+        let entry = eventually(5, action, || async {
+            let (_, log) = s.call("GET", "/v1/audit", Some(&key), None).await;
+            log["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["action"] == action)
+                .cloned()
+        })
+        .await;
+        assert_eq!(entry["object"], id.as_str());
+        assert!(entry["user_id"].is_string(), "{entry}");
+    }
+}

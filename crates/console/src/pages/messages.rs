@@ -1,16 +1,21 @@
 //! Texts: the tenant's inbox, newest first, with pick-up codes, and why a
-//! text was held, blocked or failed.
+//! text was held, blocked or failed; a held text released to the extension
+//! it is for; one text's numbers and words shown whole.
 
 use askama::Template;
-use axum::extract::{Query, State};
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::response::{IntoResponse, Redirect, Response};
 use maskline_core::sms::{Message, MessageReason, MessageStatus, Sender};
-use maskline_core::{MessageId, Number, Region};
+use maskline_core::{Extension, MessageId, Number, Region};
 use maskline_engine::store::{MessageFilter, Page};
 use serde::Deserialize;
 
-use super::{Chrome, PAGE_ROWS, Scope, TenantOption, failed, href, render, shown, time_ms};
+use super::{
+    Chrome, CsrfForm, PAGE_ROWS, Peer, Scope, TenantOption, TenantParam, audit, failed, form, href,
+    not_found, refusal, refusal_status, render, reveal, shown, time_ms, writer_scope,
+};
 use crate::ConsoleState;
 use crate::auth::Session;
 use crate::i18n::{Lang, Text};
@@ -26,6 +31,7 @@ struct MessageRow {
     status: &'static str,
     status_class: &'static str,
     reason: &'static str,
+    held: bool,
 }
 
 fn status_label(t: &Text, s: MessageStatus) -> &'static str {
@@ -46,7 +52,7 @@ fn status_class(s: MessageStatus) -> &'static str {
     }
 }
 
-fn reason_label(t: &Text, r: MessageReason) -> &'static str {
+pub fn reason_label(t: &Text, r: MessageReason) -> &'static str {
     match r {
         MessageReason::Marketing => t.why_marketing,
         MessageReason::TenantRule => t.why_tenant_rule,
@@ -103,6 +109,7 @@ impl MessageRow {
             status: status_label(t, m.status),
             status_class: status_class(m.status),
             reason: m.reason.map_or("", |r| reason_label(t, r)),
+            held: m.status == MessageStatus::Held,
         }
     }
 }
@@ -114,6 +121,10 @@ struct MessagesPage {
     tenants: Vec<TenantOption>,
     picked: bool,
     tenant_param: String,
+    tenant_query: String,
+    may_write: bool,
+    notice: String,
+    error: String,
     q_status: String,
     statuses: Vec<(&'static str, &'static str)>,
     rows: Vec<MessageRow>,
@@ -130,6 +141,9 @@ pub struct MessagesQuery {
     status: String,
     #[serde(default)]
     after: String,
+    /// A text just released: its notice.
+    #[serde(default)]
+    released: String,
 }
 
 pub async fn messages(
@@ -141,6 +155,17 @@ pub async fn messages(
         Ok(s) => s,
         Err(res) => return res,
     };
+    messages_page(&state, &session, scope, q, String::new(), StatusCode::OK).await
+}
+
+async fn messages_page(
+    state: &ConsoleState,
+    session: &Session,
+    scope: Scope,
+    q: MessagesQuery,
+    error: String,
+    code: StatusCode,
+) -> Response {
     let lang = session.lang.lang;
     let t = lang.text();
     let status = MessageStatus::ALL
@@ -161,6 +186,7 @@ pub async fn messages(
     };
     let mut rows = Vec::new();
     let mut next_href = String::new();
+    let mut notice = String::new();
     if let Some(tenant) = scope.tenant {
         let filter = MessageFilter {
             status,
@@ -185,11 +211,20 @@ pub async fn messages(
             .iter()
             .map(|m| MessageRow::new(m, lang, state.region))
             .collect();
+        if let Ok(id) = q.released.parse::<MessageId>()
+            && let Ok(m) = state.engine.message(tenant, id).await
+        {
+            notice = format!("{} {}", t.text_released, shown(m.to, None));
+        }
     }
     let page = MessagesPage {
-        c: Chrome::signed_in(&session, "messages", &scope),
+        c: Chrome::signed_in(session, "messages", &scope),
         picked: scope.tenant.is_some(),
         tenant_param: scope.param(),
+        tenant_query: scope.query(),
+        may_write: session.may_write(),
+        notice,
+        error,
         q_status: status.map(|s| s.as_str().to_owned()).unwrap_or_default(),
         statuses: MessageStatus::ALL
             .iter()
@@ -201,7 +236,123 @@ pub async fn messages(
         rows,
         tenants: scope.options,
     };
-    render(StatusCode::OK, &page, session.lang, session.secure)
+    render(code, &page, session.lang, session.secure)
+}
+
+#[derive(Deserialize, Default)]
+pub struct ReleaseForm {
+    #[serde(default)]
+    csrf: Option<String>,
+    #[serde(default)]
+    extension: String,
+}
+
+/// `POST /console/messages/{id}/release`: a held text relayed to the
+/// binding on its X with the extension typed (an operator read it and
+/// knows whom it is for). The same engine call as the API's; audited.
+pub async fn release_message(
+    State(state): State<ConsoleState>,
+    session: Session,
+    Path(id): Path<String>,
+    Query(q): Query<TenantParam>,
+    peer: Peer,
+    body: Bytes,
+) -> Response {
+    let f: ReleaseForm = form(&body);
+    let (scope, tenant) =
+        match writer_scope(&state, &session, f.csrf.as_deref(), q.tenant.as_deref()).await {
+            Ok(s) => s,
+            Err(res) => return res,
+        };
+    let lang = session.lang.lang;
+    let Ok(id) = id.parse::<MessageId>() else {
+        return not_found(session.lang).await;
+    };
+    let again = |scope, error: String, code| {
+        messages_page(
+            &state,
+            &session,
+            scope,
+            MessagesQuery::default(),
+            error,
+            code,
+        )
+    };
+    let Ok(extension) = f.extension.trim().parse::<Extension>() else {
+        let error = lang.text().invalid_extension.to_owned();
+        return again(scope, error, StatusCode::BAD_REQUEST).await;
+    };
+    match state.engine.release_text(tenant, id, extension).await {
+        Ok(m) => {
+            audit(
+                &state,
+                &session,
+                tenant,
+                "POST /console/messages/{id}/release",
+                m.id.to_string(),
+                StatusCode::OK,
+                peer.0,
+            );
+            let to = href(
+                "/console/messages",
+                &[("tenant", scope.param()), ("released", m.id.to_string())],
+            );
+            Redirect::to(&to).into_response()
+        }
+        Err(maskline_engine::Error::MessageNotFound) => not_found(session.lang).await,
+        Err(e) => match refusal(lang, &e) {
+            Some(error) => again(scope, error, refusal_status(&e)).await,
+            None => failed(lang, &e),
+        },
+    }
+}
+
+/// `POST /console/messages/{id}/reveal`: one text's parties and words,
+/// whole, for an operator, an owner or an admin; audited.
+pub async fn reveal_message(
+    State(state): State<ConsoleState>,
+    session: Session,
+    Path(id): Path<String>,
+    Query(q): Query<TenantParam>,
+    peer: Peer,
+    body: Bytes,
+) -> Response {
+    let f: CsrfForm = form(&body);
+    let (scope, tenant) =
+        match writer_scope(&state, &session, f.csrf.as_deref(), q.tenant.as_deref()).await {
+            Ok(s) => s,
+            Err(res) => return res,
+        };
+    let Ok(id) = id.parse::<MessageId>() else {
+        return not_found(session.lang).await;
+    };
+    let m = match state.engine.message(tenant, id).await {
+        Ok(m) => m,
+        Err(maskline_engine::Error::MessageNotFound) => return not_found(session.lang).await,
+        Err(e) => return failed(session.lang.lang, &e),
+    };
+    let lang = session.lang.lang;
+    let t = lang.text();
+    let fields = vec![
+        (t.message_id, m.id.to_string()),
+        (t.time, time_ms(lang, m.created_at)),
+        (t.x, m.x.to_string()),
+        (t.from, m.from.to_string()),
+        (t.to, m.to.map_or_else(|| "—".to_owned(), |n| n.to_string())),
+        (t.text, m.text),
+    ];
+    let back = href("/console/messages", &[("tenant", scope.param())]);
+    reveal(
+        &state,
+        &session,
+        &scope,
+        tenant,
+        "POST /console/messages/{id}/reveal",
+        id.to_string(),
+        fields,
+        back,
+        peer.0,
+    )
 }
 
 #[cfg(test)]

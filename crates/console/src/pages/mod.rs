@@ -42,7 +42,7 @@ pub use bindings::{
 };
 pub use calls::{calls, recording, reveal_call, search_calls};
 pub use events::{events, redeliver};
-pub use messages::messages;
+pub use messages::{messages, release_message, reveal_message};
 pub use numbers::{import as import_numbers, numbers, retire as retire_number};
 pub use overview::overview;
 pub use settings::{save_call_rules, save_settings, settings};
@@ -358,6 +358,12 @@ fn refusal(lang: Lang, e: &maskline_engine::Error) -> Option<String> {
         E::BindingNotActive => t.refused_not_active,
         E::ExpiryInPast | E::ExpiryTooFar { .. } => t.refused_expiry,
         E::BindingNotFound => t.not_found,
+        E::UnknownExtension => t.refused_unknown_extension,
+        E::MessageNotHeld => t.refused_not_held,
+        E::ReleaseBlocked(r) => {
+            let why = messages::reason_label(t, *r);
+            return Some(format!("{} ({why})", t.refused_release_blocked));
+        }
         E::Domain(d) => return Some(format!("{} {d}", t.refused_other)),
         E::Store(_) => return None,
         other => return Some(format!("{} {other}", t.refused_other)),
@@ -371,7 +377,8 @@ fn refusal_status(e: &maskline_engine::Error) -> StatusCode {
     use maskline_engine::Error as E;
     match e {
         E::Domain(D::PoolExhausted | D::PartyConflict | D::NumberHeld | D::ExtensionTaken)
-        | E::BindingNotActive => StatusCode::CONFLICT,
+        | E::BindingNotActive
+        | E::MessageNotHeld => StatusCode::CONFLICT,
         _ => StatusCode::BAD_REQUEST,
     }
 }
