@@ -412,6 +412,38 @@ texts! {
     cap_hint: "1 to 1,000,000, over every node; empty for no cap.", "1 到 1,000,000，按所有节点合计；留空表示不限。";
     invalid_prefixes: "A prefix is + and 1 to 15 digits, at most 256 in a list.", "号码前缀须为 + 加 1 到 15 位数字，每个列表最多 256 个。";
     invalid_cap: "A cap is a whole number from 1 to 1,000,000, or empty.", "上限须为 1 到 1,000,000 的整数，或留空。";
+    file_too_large: "The file is over 2 MB.", "文件超过 2 MB。";
+    prompts: "Voice prompts", "语音提示";
+    prompts_hint: "Callers hear these before a call connects or is refused. Replace one with a WAV file: 8 kHz, mono, PCM 16-bit, A-law or μ-law, at most 2 MB.", "主叫在接通或被拒绝前会听到这些提示。可用 WAV 文件替换：8 kHz、单声道、PCM 16 位、A 律或 μ 律，最大 2 MB。";
+    prompt: "Prompt", "提示音";
+    plays: "Plays", "播放";
+    prompt_own: "Yours, since", "自定义，更新于";
+    prompt_builtin: "Built-in", "内置";
+    mandarin: "Mandarin", "普通话";
+    english: "English", "英语";
+    listen: "Listen", "试听";
+    wav_file: "WAV file", "WAV 文件";
+    replace: "Replace", "替换";
+    revert: "Use the built-in one", "恢复内置";
+    prompt_replaced: "Replaced:", "已替换：";
+    prompt_reverted: "The built-in one plays again:", "已恢复内置：";
+    wav_missing: "Choose a WAV file.", "请选择 WAV 文件。";
+    wav_unreadable: "This is not a WAV file that can be read.", "无法读取该 WAV 文件。";
+    wav_encoding: "Use PCM 16-bit, A-law or μ-law.", "请使用 PCM 16 位、A 律或 μ 律编码。";
+    wav_rate: "The sample rate is {} Hz; 8,000 Hz is needed.", "采样率为 {} Hz，需要 8,000 Hz。";
+    wav_channels: "The file has {} channels; one (mono) is needed.", "文件有 {} 个声道，需要单声道。";
+    wav_too_long: "At most 10 minutes.", "最长 10 分钟。";
+    wav_empty: "The file holds no audio.", "文件中没有音频。";
+    seconds_short: "s", "秒";
+    prompt_enter_extension: "Asks for the extension", "请输入分机号";
+    prompt_invalid_extension: "Wrong extension", "分机号错误";
+    prompt_expired: "The binding has ended", "绑定已结束";
+    prompt_no_binding: "Number not bound", "号码未绑定";
+    prompt_forbidden: "Call not allowed", "呼叫不被允许";
+    prompt_pre_connect: "Before connecting", "接通前提示";
+    prompt_callee_whisper: "Whisper to the one called", "被叫接听提示";
+    prompt_last_minute: "Last minute of the call", "通话最后一分钟提醒";
+    prompt_recording_notice: "The call is recorded", "通话录音提示";
     read_only: "Your role may look but not change anything.", "您的角色只能查看，不能修改。";
 }
 

@@ -86,6 +86,11 @@ pub fn router(state: ConsoleState) -> Router {
             get(pages::settings).post(pages::save_settings),
         )
         .route("/console/settings/calls", post(pages::save_call_rules))
+        .route(
+            "/console/prompts/{name}",
+            get(pages::play_prompt).post(pages::put_prompt),
+        )
+        .route("/console/prompts/{name}/revert", post(pages::revert_prompt))
         .route("/console/keys", get(pages::keys).post(pages::create_key))
         .route("/console/keys/{id}/revoke", post(pages::revoke_key))
         .route("/console/users", get(pages::users).post(pages::create_user))

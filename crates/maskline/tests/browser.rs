@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::sipp::{self, Sipp, Transport};
-use common::smsc::Smsc;
+use common::smsc::{Smsc, texts_to};
 use common::voice::Rig;
 use common::*;
 use serde_json::json;
@@ -118,6 +118,13 @@ async fn the_console_works_in_chromium() {
     })
     .await;
 
+    // A text to a shop's shared number that names no extension: held.
+    let (shop, courier) = (party(23456783), party(23456784));
+    let shared = rig.bind(json!({"mode": "axe", "a": shop})).await;
+    let shared_x = shared["x"].as_str().unwrap().to_owned();
+    smsc.deliver("held", &courier, &shared_x, "外卖放门口了", "ucs2", false);
+    assert_eq!(smsc.deliver_status("held").await, 0);
+
     let (new_a, new_b) = (party(23456781), party(23456782));
     let fixture = json!({
         "password": PASSWORD,
@@ -125,9 +132,11 @@ async fn the_console_works_in_chromium() {
         "viewer": "viewer@shop.example",
         "owner": "owner@shop.example",
         // Every party the pages may show: never whole to a viewer.
-        "parties": [parties[0], parties[1], new_a, new_b],
+        "parties": [parties[0], parties[1], new_a, new_b, shop, courier],
         "new_a": new_a,
         "new_b": new_b,
+        "shop": shop,
+        "shop_extension": shared["extension"],
         "call_id": call["id"],
         "pickup_code": "26-3-3707",
     });
@@ -153,4 +162,11 @@ async fn the_console_works_in_chromium() {
         out.status,
         s.logs()
     );
+    // The text released in the page went out to the shop, from X.
+    eventually(20, "the released text relayed to the shop", || async {
+        texts_to(&smsc.submits(), &shop)
+            .contains(&"外卖放门口了".to_owned())
+            .then_some(())
+    })
+    .await;
 }

@@ -1417,3 +1417,167 @@ async fn an_operator_releases_a_held_text_and_reveals_one_text() {
         assert!(entry["user_id"].is_string(), "{entry}");
     }
 }
+
+/// An owner listens to every prompt, replaces one with a WAV file (a file
+/// that is not 8 kHz mono is refused, saying why) and sets it back; the
+/// API sees the same. Nobody else may.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_owner_listens_to_replaces_and_reverts_a_prompt() {
+    use maskline_media::wav::{prompt_wav, read_prompt};
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path()).await;
+    let (_, key) = shop(&s).await;
+    let prompt_of = |name: &str| {
+        let name = name.to_owned();
+        let s = &s;
+        let key = key.clone();
+        async move {
+            let (_, list) = s.call("GET", "/v1/prompts", Some(&key), None).await;
+            list["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["name"] == name.as_str())
+                .cloned()
+                .unwrap()
+        }
+    };
+
+    let mut op = Agent::new(&s.base);
+    assert_eq!(
+        op.sign_in("operator@shop.example", PASSWORD).await.status,
+        303
+    );
+    assert_eq!(op.get("/console/settings").await.status, 403);
+    assert_eq!(op.get("/console/prompts/expired?play=zh").await.status, 403);
+    let csrf = op.get("/console/messages").await.csrf();
+    let tone: Vec<i16> = (0..12_000)
+        .map(|i| ((f64::from(i) * 0.3).sin() * 6000.0) as i16)
+        .collect();
+    let good = prompt_wav(&tone);
+    let p = op
+        .post_file("/console/prompts/expired", &[("csrf", &csrf)], &good)
+        .await;
+    assert_eq!(p.status, 403);
+
+    let mut owner = Agent::new(&s.base);
+    assert_eq!(
+        owner.sign_in("owner@shop.example", PASSWORD).await.status,
+        303
+    );
+    let page = owner.get("/console/settings").await;
+    assert_eq!(page.status, 200);
+    for name in [
+        "enter_extension",
+        "invalid_extension",
+        "expired",
+        "no_binding",
+        "forbidden",
+        "pre_connect",
+        "callee_whisper",
+        "last_minute",
+        "recording_notice",
+    ] {
+        for play in ["zh", "en"] {
+            let src = format!("/console/prompts/{name}?play={play}");
+            assert!(page.html.contains(&src), "{src}");
+            let wav = owner.get(&src).await;
+            assert_eq!(wav.status, 200, "{src}");
+            assert_eq!(wav.headers.get("content-type").unwrap(), "audio/wav");
+            assert!(
+                read_prompt(wav.bytes.as_slice()).unwrap().len() > 8000,
+                "{src}"
+            );
+        }
+    }
+    assert!(!page.html.contains("play=own"));
+    assert_eq!(
+        owner.get("/console/prompts/expired?play=own").await.status,
+        404
+    );
+    assert_eq!(
+        owner.get("/console/prompts/nothing?play=zh").await.status,
+        404
+    );
+    let csrf = page.csrf();
+
+    // Refused, saying why, and nothing changes.
+    let mut wide = good.clone();
+    wide[24..28].copy_from_slice(&16_000u32.to_le_bytes());
+    wide[28..32].copy_from_slice(&32_000u32.to_le_bytes());
+    for (file, says) in [
+        (wide.as_slice(), "The sample rate is 16,000 Hz"),
+        (
+            b"number,area\n".as_slice(),
+            "not a WAV file that can be read",
+        ),
+        (b"".as_slice(), "Choose a WAV file."),
+    ] {
+        let p = owner
+            .post_file("/console/prompts/expired", &[("csrf", &csrf)], file)
+            .await;
+        assert_eq!(p.status, 400, "{says}: {}", p.html);
+        assert!(p.html.contains(says), "{says}: {}", p.html);
+    }
+    let p = owner
+        .post_file("/console/prompts/expired", &[], &good)
+        .await;
+    assert_eq!(p.status, 403);
+    let p = owner
+        .post_file("/console/prompts/nothing", &[("csrf", &csrf)], &good)
+        .await;
+    assert_eq!(p.status, 404);
+    assert_eq!(prompt_of("expired").await["source"], "builtin");
+
+    let p = owner
+        .post_file("/console/prompts/expired", &[("csrf", &csrf)], &good)
+        .await;
+    assert_eq!(p.status, 200, "{}", p.html);
+    assert!(
+        p.html.contains("Replaced: The binding has ended"),
+        "{}",
+        p.html
+    );
+    assert!(p.html.contains("/console/prompts/expired?play=own"));
+    assert!(p.html.contains("1.5 s"), "{}", p.html);
+    let api = prompt_of("expired").await;
+    assert_eq!(
+        (api["source"].as_str(), api["duration_ms"].as_u64()),
+        (Some("tenant"), Some(1500))
+    );
+    let played = owner.get("/console/prompts/expired?play=own").await;
+    assert_eq!(played.status, 200);
+    assert_eq!(read_prompt(played.bytes.as_slice()).unwrap(), tone);
+
+    let p = owner
+        .post("/console/prompts/expired/revert", &[("csrf", &csrf)])
+        .await;
+    assert_eq!(p.status, 200, "{}", p.html);
+    assert!(
+        p.html.contains("The built-in one plays again"),
+        "{}",
+        p.html
+    );
+    assert_eq!(prompt_of("expired").await["source"], "builtin");
+    assert_eq!(
+        owner.get("/console/prompts/expired?play=own").await.status,
+        404
+    );
+
+    for action in [
+        "POST /console/prompts/{name}",
+        "POST /console/prompts/{name}/revert",
+    ] {
+        let entry = eventually(5, action, || async {
+            let (_, log) = s.call("GET", "/v1/audit", Some(&key), None).await;
+            log["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["action"] == action)
+                .cloned()
+        })
+        .await;
+        assert_eq!(entry["object"], "expired");
+    }
+}

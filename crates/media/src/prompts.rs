@@ -107,6 +107,15 @@ macro_rules! wavs {
 const ZH: [&[u8]; 9] = wavs!("zh");
 const EN: [&[u8]; 9] = wavs!("en");
 
+/// The built-in recording of `name` in `language` as the WAV file that
+/// ships with the binary, for someone to listen to.
+pub fn builtin_wav(name: PromptName, language: Language) -> &'static [u8] {
+    match language {
+        Language::Zh => ZH[name.index()],
+        Language::En => EN[name.index()],
+    }
+}
+
 /// The built-in recording of `name` in `language`. Decoded once; a file
 /// that does not decode (it is checked by this crate's tests) plays as
 /// silence rather than failing a call.

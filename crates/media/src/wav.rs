@@ -385,17 +385,36 @@ pub(crate) fn interleave(caller: &[i16], callee: &[i16], out: &mut Vec<u8>) {
 
 /// The canonical 44-byte header of a recording holding `data_len` bytes.
 pub(crate) fn header(data_len: u32) -> [u8; HEADER_LEN as usize] {
+    pcm_header(RECORDING_CHANNELS, data_len)
+}
+
+/// A prompt's samples as a WAV file (8 kHz mono PCM16), for someone to
+/// listen to; [`read_prompt`] reads it back as it was.
+pub fn prompt_wav(samples: &[i16]) -> Vec<u8> {
+    // A prompt in memory was read within MAX_PROMPT_BYTES; the clamp only
+    // keeps the header's count honest for anything larger.
+    let samples = &samples[..samples.len().min(MAX_PROMPT_BYTES as usize / 2)];
+    let data_len = (samples.len() * 2) as u32;
+    let mut out = Vec::with_capacity(HEADER_LEN as usize + samples.len() * 2);
+    out.extend_from_slice(&pcm_header(1, data_len));
+    for s in samples {
+        out.extend_from_slice(&s.to_le_bytes());
+    }
+    out
+}
+
+fn pcm_header(channels: u16, data_len: u32) -> [u8; HEADER_LEN as usize] {
     let mut h = [0u8; HEADER_LEN as usize];
-    let block_align = RECORDING_FRAME as u16;
+    let block_align = 2 * channels;
     h[0..4].copy_from_slice(b"RIFF");
     h[4..8].copy_from_slice(&(data_len + HEADER_LEN as u32 - 8).to_le_bytes());
     h[8..12].copy_from_slice(b"WAVE");
     h[12..16].copy_from_slice(b"fmt ");
     h[16..20].copy_from_slice(&16u32.to_le_bytes());
     h[20..22].copy_from_slice(&FORMAT_PCM.to_le_bytes());
-    h[22..24].copy_from_slice(&RECORDING_CHANNELS.to_le_bytes());
+    h[22..24].copy_from_slice(&channels.to_le_bytes());
     h[24..28].copy_from_slice(&SAMPLE_RATE.to_le_bytes());
-    h[28..32].copy_from_slice(&(SAMPLE_RATE * RECORDING_FRAME).to_le_bytes());
+    h[28..32].copy_from_slice(&(SAMPLE_RATE * u32::from(block_align)).to_le_bytes());
     h[32..34].copy_from_slice(&block_align.to_le_bytes());
     h[34..36].copy_from_slice(&16u16.to_le_bytes());
     h[36..40].copy_from_slice(b"data");
@@ -408,6 +427,17 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use std::io::Cursor;
+
+    proptest! {
+        #[test]
+        fn a_prompt_written_as_wav_reads_back_the_same(
+            samples in proptest::collection::vec(any::<i16>(), 1..4000),
+        ) {
+            let wav = prompt_wav(&samples);
+            prop_assert_eq!(wav.len(), 44 + 2 * samples.len());
+            prop_assert_eq!(read_prompt(wav.as_slice()).unwrap(), samples);
+        }
+    }
 
     /// A WAV file: RIFF header, then the given chunks.
     fn wav(chunks: &[(&[u8; 4], Vec<u8>)]) -> Vec<u8> {

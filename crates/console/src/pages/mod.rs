@@ -34,6 +34,7 @@ pub mod events;
 pub mod messages;
 pub mod numbers;
 pub mod overview;
+pub mod prompts;
 pub mod settings;
 
 pub use admin::{audit_log, create_key, create_user, keys, revoke_key, users};
@@ -45,6 +46,7 @@ pub use events::{events, redeliver};
 pub use messages::{messages, release_message, reveal_message};
 pub use numbers::{import as import_numbers, numbers, retire as retire_number};
 pub use overview::overview;
+pub use prompts::{play_prompt, put_prompt, revert_prompt};
 pub use settings::{save_call_rules, save_settings, settings};
 
 /// Rows on one page of a list.
@@ -281,6 +283,42 @@ pub(crate) struct CsrfForm {
 /// without its CSRF token: `403`).
 fn form<T: for<'de> Deserialize<'de> + Default>(body: &Bytes) -> T {
     serde_urlencoded::from_bytes(body).unwrap_or_default()
+}
+
+/// A multipart form of a file and its CSRF token (`csrf`, `file`).
+#[derive(Default)]
+struct Upload {
+    csrf: Option<String>,
+    file: Option<Bytes>,
+    /// The body was cut off at the size limit: there is no file.
+    too_large: bool,
+}
+
+type MultipartBody = Result<axum::extract::Multipart, axum::extract::multipart::MultipartRejection>;
+
+/// Reads an upload. A body that is not multipart, or breaks off, is a form
+/// without its token (unless the token came first).
+async fn upload(multipart: MultipartBody) -> Upload {
+    let mut up = Upload::default();
+    let Ok(mut multipart) = multipart else {
+        return up;
+    };
+    while let Ok(Some(field)) = multipart.next_field().await {
+        let name = field.name().unwrap_or("").to_owned();
+        let bytes = match field.bytes().await {
+            Ok(b) => b,
+            Err(e) => {
+                up.too_large = e.status() == StatusCode::PAYLOAD_TOO_LARGE;
+                break;
+            }
+        };
+        match name.as_str() {
+            "csrf" => up.csrf = String::from_utf8(bytes.to_vec()).ok(),
+            "file" => up.file = Some(bytes),
+            _ => {}
+        }
+    }
+    up
 }
 
 /// The checks every post makes before it reads anything, in order: the

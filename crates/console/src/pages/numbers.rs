@@ -2,7 +2,7 @@
 //! CSV file of numbers (all or nothing) and retires idle ones.
 
 use askama::Template;
-use axum::extract::{Multipart, Path, Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use maskline_core::{Area, Number, Region};
@@ -11,8 +11,8 @@ use maskline_engine::store::Page;
 use serde::Deserialize;
 
 use super::{
-    Chrome, CsrfForm, PAGE_ROWS, Peer, Scope, TenantOption, TenantParam, audit, failed, form, href,
-    manager_write, not_found, render,
+    Chrome, CsrfForm, MultipartBody, PAGE_ROWS, Peer, Scope, TenantOption, TenantParam, Upload,
+    audit, failed, form, href, manager_write, not_found, render, upload,
 };
 use crate::ConsoleState;
 use crate::auth::Session;
@@ -196,27 +196,15 @@ pub async fn import(
     session: Session,
     Query(q): Query<TenantParam>,
     peer: Peer,
-    multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
+    multipart: MultipartBody,
 ) -> Response {
     let lang = session.lang.lang;
     let t = lang.text();
-    let mut csrf = None;
-    let mut file = None;
-    // A body that is not multipart, or breaks off, is a form without its
-    // token.
-    if let Ok(mut multipart) = multipart {
-        while let Ok(Some(field)) = multipart.next_field().await {
-            let name = field.name().unwrap_or("").to_owned();
-            let Ok(bytes) = field.bytes().await else {
-                break;
-            };
-            match name.as_str() {
-                "csrf" => csrf = String::from_utf8(bytes.to_vec()).ok(),
-                "file" => file = Some(bytes),
-                _ => {}
-            }
-        }
-    }
+    let Upload {
+        csrf,
+        file,
+        too_large,
+    } = upload(multipart).await;
     let (scope, tenant) =
         match manager_write(&state, &session, csrf.as_deref(), q.tenant.as_deref()).await {
             Ok(s) => s,
@@ -230,6 +218,9 @@ pub async fn import(
         };
         numbers_page(&state, &session, scope, listed, StatusCode::BAD_REQUEST)
     };
+    if too_large {
+        return refused(scope, t.file_too_large.to_owned()).await;
+    }
     let Some(text) = file.and_then(|f| String::from_utf8(f.to_vec()).ok()) else {
         return refused(scope, t.csv_unreadable.to_owned()).await;
     };

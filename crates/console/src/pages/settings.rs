@@ -1,5 +1,6 @@
 //! Settings an owner keeps: the texts' prefix, the marketing filter and
-//! the tenant's own rules; the call rules (destinations, caps).
+//! the tenant's own rules; the call rules (destinations, caps); the voice
+//! prompts (`prompts.rs`).
 
 use askama::Template;
 use axum::body::Bytes;
@@ -31,6 +32,7 @@ struct SettingsPage {
     filter_on: bool,
     rules: String,
     calls: CallsShown,
+    prompts: Vec<super::prompts::PromptRow>,
 }
 
 /// The call rules' form as shown.
@@ -117,7 +119,54 @@ struct Shown {
     calls: CallsShown,
 }
 
-fn page(session: &Session, scope: Scope, shown: Shown, status: StatusCode) -> Response {
+/// What a page says above its forms.
+pub struct Said {
+    notice: String,
+    error: String,
+}
+
+impl Said {
+    pub fn notice(notice: String) -> Said {
+        Said {
+            notice,
+            error: String::new(),
+        }
+    }
+
+    pub fn error(error: String) -> Said {
+        Said {
+            notice: String::new(),
+            error,
+        }
+    }
+}
+
+/// The settings as stored, under what a change just said.
+pub fn settings_page(
+    state: &ConsoleState,
+    session: &Session,
+    scope: Scope,
+    said: Said,
+    status: StatusCode,
+) -> Response {
+    let shown = Shown {
+        notice: said.notice,
+        error: said.error,
+        ..stored(state, &scope)
+    };
+    page(state, session, scope, shown, status)
+}
+
+fn page(
+    state: &ConsoleState,
+    session: &Session,
+    scope: Scope,
+    shown: Shown,
+    status: StatusCode,
+) -> Response {
+    let prompts = scope.tenant.map_or_else(Vec::new, |t| {
+        super::prompts::rows(state, t, &scope.param(), session.lang.lang)
+    });
     let page = SettingsPage {
         c: Chrome::signed_in(session, "settings", &scope),
         picked: scope.tenant.is_some(),
@@ -128,6 +177,7 @@ fn page(session: &Session, scope: Scope, shown: Shown, status: StatusCode) -> Re
         filter_on: shown.filter_on,
         rules: shown.rules,
         calls: shown.calls,
+        prompts,
         tenants: scope.options,
     };
     render(status, &page, session.lang, session.secure)
@@ -156,7 +206,7 @@ pub async fn settings(
     match manager_scope(&state, &session, q.tenant.as_deref()).await {
         Ok(scope) => {
             let shown = stored(&state, &scope);
-            page(&session, scope, shown, StatusCode::OK)
+            page(&state, &session, scope, shown, StatusCode::OK)
         }
         Err(res) => res,
     }
@@ -213,6 +263,7 @@ pub async fn save_settings(
     };
     if let Some(error) = refused(t, &prefix, &f.rules) {
         return page(
+            &state,
             &session,
             scope,
             as_posted(String::new(), error),
@@ -242,11 +293,8 @@ pub async fn save_settings(
                 StatusCode::OK,
                 peer.0,
             );
-            let shown = Shown {
-                notice: t.settings_saved.to_owned(),
-                ..stored(&state, &scope)
-            };
-            page(&session, scope, shown, StatusCode::OK)
+            let said = Said::notice(t.settings_saved.to_owned());
+            settings_page(&state, &session, scope, said, StatusCode::OK)
         }
         Err(e) => failed(lang, &e),
     }
@@ -324,7 +372,7 @@ pub async fn save_call_rules(
             shown.calls.deny = f.deny;
             shown.calls.max_concurrent = f.max_concurrent;
             shown.calls.max_per_second = f.max_per_second;
-            return page(&session, scope, shown, StatusCode::BAD_REQUEST);
+            return page(&state, &session, scope, shown, StatusCode::BAD_REQUEST);
         }
     };
     match state.engine.put_call_rules(tenant, rules).await {
@@ -338,11 +386,8 @@ pub async fn save_call_rules(
                 StatusCode::OK,
                 peer.0,
             );
-            let shown = Shown {
-                notice: t.settings_saved.to_owned(),
-                ..stored(&state, &scope)
-            };
-            page(&session, scope, shown, StatusCode::OK)
+            let said = Said::notice(t.settings_saved.to_owned());
+            settings_page(&state, &session, scope, said, StatusCode::OK)
         }
         Err(e) => failed(lang, &e),
     }

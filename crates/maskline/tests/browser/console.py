@@ -7,14 +7,18 @@ status is non-zero.
 
 Environment: MASKLINE_BASE (http://127.0.0.1:port), MASKLINE_FIXTURE (JSON:
 password, emails, the parties' numbers, the recorded call's id, the pick-up
-code of the relayed text); MASKLINE_SCREENSHOTS, a directory to leave every
+code of the relayed text, the shop whose shared number holds a text and its
+extension); MASKLINE_SCREENSHOTS, a directory to leave every
 page's screenshot in.
 """
 
+import io
 import json
+import math
 import os
 import re
 import sys
+import wave
 from pathlib import Path
 
 from playwright.sync_api import sync_playwright
@@ -114,6 +118,39 @@ def fits(page, where):
     check(width[0] <= width[1], f"{where}: no sideways scrolling at {width[1]} px ({width[0]})")
 
 
+def plays(audio):
+    """Loads and plays an <audio> for a moment: (duration, position)."""
+    return audio.evaluate(
+        """a => new Promise((done, fail) => {
+            a.preload = 'auto';
+            a.addEventListener('error', () => fail('error ' + (a.error && a.error.code)));
+            a.addEventListener('loadedmetadata', () => {
+                const duration = a.duration;
+                a.play().then(() => setTimeout(() => { a.pause(); done([duration, a.currentTime]); }, 700),
+                              e => fail('play: ' + e));
+            });
+            a.load();
+            setTimeout(() => fail('timeout'), 15000);
+        })"""
+    )
+
+
+def tone_wav(seconds):
+    """A 440 Hz tone as a WAV file: 8 kHz, mono, PCM 16-bit."""
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(
+            b"".join(
+                int(6000 * math.sin(2 * math.pi * 440 * i / 8000)).to_bytes(2, "little", signed=True)
+                for i in range(int(8000 * seconds))
+            )
+        )
+    return out.getvalue()
+
+
 def main():
     with sync_playwright() as p:
         browser = p.chromium.launch(
@@ -133,8 +170,8 @@ def main():
         check(page.locator("svg.chart").count() == 3, "the overview charts calls, texts and pool use")
         check(
             "in all: 1," in page.locator("#calls-title").inner_text()
-            and "in all: 1," in page.locator("#texts-title").inner_text(),
-            "the charts count the call and the text of the last 24 hours",
+            and "in all: 2," in page.locator("#texts-title").inner_text(),
+            "the charts count the call and the two texts of the last 24 hours",
         )
 
         # --- A binding made in the form is listed.
@@ -191,19 +228,7 @@ def main():
         row = page.locator(f"#call-{FIX['call_id']}")
         check(row.count() == 1, "the call placed with sipp is listed")
         check(FIX["parties"][0][:6] + "****" + FIX["parties"][0][-4:] in row.inner_text(), "its caller masked")
-        played = row.locator("audio").evaluate(
-            """a => new Promise((done, fail) => {
-                a.preload = 'auto';
-                a.addEventListener('error', () => fail('error ' + (a.error && a.error.code)));
-                a.addEventListener('loadedmetadata', () => {
-                    const duration = a.duration;
-                    a.play().then(() => setTimeout(() => { a.pause(); done([duration, a.currentTime]); }, 700),
-                                  e => fail('play: ' + e));
-                });
-                a.load();
-                setTimeout(() => fail('timeout'), 15000);
-            })"""
-        )
+        played = plays(row.locator("audio"))
         check(played[0] > 5 and played[1] > 0, f"its recording plays in the page (duration, position: {played})")
         check(FIX["parties"][0] not in page.content(), "the calls page holds no whole number")
         row.locator("button.link-button").click()
@@ -215,6 +240,19 @@ def main():
         code = page.locator("strong.code")
         check(code.count() >= 1 and code.first.inner_text() == FIX["pickup_code"], "the text's pick-up code is shown")
         check("菜鸟驿站" in page.locator("table.cards").inner_text(), "the text itself is shown")
+
+        # --- A held text is relayed to the extension it is for.
+        page.goto(BASE + "/console/messages?status=held")
+        held = page.locator("table.cards tbody tr")
+        check(held.count() == 1 and "外卖放门口了" in held.inner_text(), "the held text is listed")
+        held.locator("input[name=extension]").fill(FIX["shop_extension"])
+        held.locator("button", has_text="Relay").click()
+        page.wait_for_selector("p.notice.ok")
+        shop = FIX["shop"]
+        check(
+            "Released and relayed to " + shop[:6] + "****" + shop[-4:] in page.inner_text("p.notice.ok"),
+            "the released text goes to the shop",
+        )
 
         # --- Sign out.
         page.goto(BASE + "/console")
@@ -276,6 +314,24 @@ def main():
             check("Imported: 1" in page.inner_text("p.notice.ok"), f"a CSV file is imported (JavaScript {'on' if js else 'off'})")
             check(number in page.inner_text("table.cards"), "its number is in the pool")
             page.context.close()
+
+        # --- An owner listens to a built-in prompt, replaces one with a WAV
+        # file and listens to it.
+        page = new_page(browser)
+        sign_in(page, FIX["owner"])
+        page.goto(BASE + "/console/settings")
+        builtin = plays(page.locator("#prompt-no_binding audio").first)
+        check(builtin[0] > 1 and builtin[1] > 0, f"a built-in prompt plays (duration, position: {builtin})")
+        page.set_input_files(
+            "#w-expired",
+            files=[{"name": "expired.wav", "mimeType": "audio/wav", "buffer": tone_wav(1.5)}],
+        )
+        page.locator("#prompt-expired button", has_text="Replace").click()
+        page.wait_for_selector("p.notice.ok")
+        check("Replaced:" in page.inner_text("p.notice.ok"), "a prompt is replaced from a WAV file")
+        own = plays(page.locator("#prompt-expired audio"))
+        check(abs(own[0] - 1.5) < 0.05 and own[1] > 0, f"the tenant's prompt plays (duration, position: {own})")
+        page.context.close()
 
         # --- Both languages, wide and phone-sized: translated, accessible, fitting.
         data = {FIX["operator"], FIX["owner"], FIX["viewer"], "POST /", "mlk_", "made-in-the-browser", "made-without-js", XSS, "UTC", "Maskline", "0:00"}

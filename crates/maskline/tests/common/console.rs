@@ -18,6 +18,8 @@ pub struct Page {
     pub location: Option<String>,
     pub headers: reqwest::header::HeaderMap,
     pub html: String,
+    /// The body as sent (for what is not a page: a WAV file).
+    pub bytes: Vec<u8>,
 }
 
 impl Page {
@@ -70,14 +72,19 @@ impl Agent {
                 self.cookies.insert(k.to_owned(), v.to_owned());
             }
         }
+        let status = res.status().as_u16();
+        let location = res
+            .headers()
+            .get(LOCATION)
+            .map(|v| v.to_str().unwrap().to_owned());
+        let headers = res.headers().clone();
+        let bytes = res.bytes().await.unwrap().to_vec();
         Page {
-            status: res.status().as_u16(),
-            location: res
-                .headers()
-                .get(LOCATION)
-                .map(|v| v.to_str().unwrap().to_owned()),
-            headers: res.headers().clone(),
-            html: res.text().await.unwrap(),
+            status,
+            location,
+            headers,
+            html: String::from_utf8_lossy(&bytes).into_owned(),
+            bytes,
         }
     }
 
