@@ -7,7 +7,8 @@
 //!   trickles bytes or sits silent is closed.
 //! - A request must be answered within `request_timeout`, body read
 //!   included (`408`); a response body streamed after that is not cut.
-//! - Each tenant has a token bucket (`429` with `Retry-After`).
+//! - Each tenant has a token bucket (`429` with `Retry-After`): its own
+//!   rate or the server's, with bursts of twice that.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -56,10 +57,11 @@ impl Default for EdgeConfig {
     }
 }
 
-/// Per-tenant token buckets, made on a tenant's first request.
+/// Per-tenant token buckets, made on a tenant's first request (and again
+/// when its rate changes). A bucket holds two seconds' worth.
 pub struct RateLimits {
     default: Option<NonZeroU32>,
-    buckets: RwLock<HashMap<TenantId, Arc<DefaultDirectRateLimiter>>>,
+    buckets: RwLock<HashMap<TenantId, (NonZeroU32, Arc<DefaultDirectRateLimiter>)>>,
 }
 
 impl RateLimits {
@@ -71,19 +73,33 @@ impl RateLimits {
     }
 
     /// Takes a token for `tenant`, or says how long until one is there.
-    pub fn check(&self, tenant: TenantId) -> Result<(), Problem> {
-        let Some(rate) = self.default else {
+    /// `own` is the tenant's own rate (`0`: none), else the default holds.
+    pub fn check(&self, tenant: TenantId, own: Option<u32>) -> Result<(), Problem> {
+        let rate = match own {
+            Some(r) => NonZeroU32::new(r),
+            None => self.default,
+        };
+        let Some(rate) = rate else {
             return Ok(());
         };
-        let bucket = self.buckets.read().get(&tenant).cloned();
+        let bucket = match self.buckets.read().get(&tenant) {
+            Some((r, b)) if *r == rate => Some(b.clone()),
+            _ => None,
+        };
         let bucket = match bucket {
             Some(b) => b,
-            None => self
-                .buckets
-                .write()
-                .entry(tenant)
-                .or_insert_with(|| Arc::new(RateLimiter::direct(Quota::per_second(rate))))
-                .clone(),
+            None => {
+                let burst = rate.saturating_mul(NonZeroU32::MIN.saturating_add(1));
+                let fresh = Arc::new(RateLimiter::direct(
+                    Quota::per_second(rate).allow_burst(burst),
+                ));
+                let mut buckets = self.buckets.write();
+                let entry = buckets.entry(tenant).or_insert((rate, fresh.clone()));
+                if entry.0 != rate {
+                    *entry = (rate, fresh);
+                }
+                entry.1.clone()
+            }
         };
         bucket.check().map_err(|not_until| {
             let wait = not_until.wait_time_from(DefaultClock::default().now());

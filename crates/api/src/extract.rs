@@ -179,7 +179,9 @@ impl FromRequestParts<AppState> for TenantAuth {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Problem> {
         let (tenant, key) = Self::authenticate(parts, state).await?;
         // Counted once the tenant is known, whoever's key it was.
-        state.rate_limits.check(tenant)?;
+        state
+            .rate_limits
+            .check(tenant, state.engine.rate_limit(tenant))?;
         // Who acted, for the audit log.
         if let Some(slot) = parts.extensions.get::<crate::audit::ActorSlot>() {
             *slot.0.lock() = Some(Actor { tenant, key });

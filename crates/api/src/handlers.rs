@@ -193,14 +193,60 @@ pub async fn list_tenants(
     Ok(Json(ListPage {
         items: tenants
             .into_iter()
-            .map(|t| TenantView {
-                id: t.id.to_string(),
-                name: t.name,
-                created_at: rfc3339(t.created_at),
-            })
+            .map(|t| tenant_view(&state, t))
             .collect(),
         next_cursor: None,
     }))
+}
+
+fn tenant_view(state: &AppState, t: maskline_engine::store::Tenant) -> TenantView {
+    TenantView {
+        id: t.id.to_string(),
+        rate_limit: state.engine.rate_limit(t.id),
+        name: t.name,
+        created_at: rfc3339(t.created_at),
+    }
+}
+
+/// The most requests a second a tenant may be given (as the config's).
+const MAX_RATE_LIMIT: u32 = 10_000_000;
+
+#[utoipa::path(patch, path = "/v1/tenants/{id}", tag = "tenants",
+    params(("id" = String, Path)),
+    request_body = PatchTenantRequest,
+    responses(
+        (status = 200, description = "Applied on every node", body = TenantView),
+        (status = 400, body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, body = ProblemBody, content_type = "application/problem+json"),
+        (status = 403, body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, body = ProblemBody, content_type = "application/problem+json"),
+    ),
+    security(("admin_key" = [])))]
+pub async fn patch_tenant(
+    State(state): State<AppState>,
+    _: AdminAuth,
+    PathParam(raw): PathParam,
+    body: JsonBody<PatchTenantRequest>,
+) -> ApiResult<Json<TenantView>> {
+    let id: maskline_core::TenantId = raw.parse().map_err(|_| Problem::not_found("tenant"))?;
+    let tenant = state
+        .engine
+        .tenants()
+        .await?
+        .into_iter()
+        .find(|t| t.id == id)
+        .ok_or_else(|| Problem::not_found("tenant"))?;
+    if let Some(rate_limit) = body.value.rate_limit {
+        if rate_limit.is_some_and(|r| r > MAX_RATE_LIMIT) {
+            return Err(Problem::bad_request(
+                "invalid_field",
+                "rate_limit",
+                format!("rate_limit must be 0 to {MAX_RATE_LIMIT}, or null"),
+            ));
+        }
+        state.engine.set_rate_limit(id, rate_limit).await?;
+    }
+    Ok(Json(tenant_view(&state, tenant)))
 }
 
 // === numbers ===

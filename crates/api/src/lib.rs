@@ -139,6 +139,7 @@ pub fn router(state: AppState) -> Router {
 pub fn router_with(state: AppState, pages: Router) -> Router {
     let (router, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(handlers::create_tenant, handlers::list_tenants))
+        .routes(routes!(handlers::patch_tenant))
         .routes(routes!(keys::create_key, keys::list_keys))
         .routes(routes!(keys::revoke_key))
         .routes(routes!(users::create_user, users::list_users))

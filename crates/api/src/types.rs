@@ -43,6 +43,20 @@ pub struct TenantView {
     pub id: String,
     pub name: String,
     pub created_at: String,
+    /// The tenant's own API rate (requests a second, `0` for none); `null`:
+    /// the server's (`MASKLINE_RATE_LIMIT`).
+    pub rate_limit: Option<u32>,
+}
+
+/// What the admin changes of a tenant.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PatchTenantRequest {
+    /// Requests a second for this tenant's API calls (bursts of twice
+    /// that), `0` for no limit, `null` for the server's default.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<u32>)]
+    pub rate_limit: Option<Option<u32>>,
 }
 
 // === numbers ===

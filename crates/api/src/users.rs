@@ -73,7 +73,9 @@ impl FromRequestParts<AppState> for KeyAuth {
             .await
             .ok_or_else(Problem::unauthorized)?;
         if let Principal::Tenant(tenant) = caller.principal {
-            state.rate_limits.check(tenant)?;
+            state
+                .rate_limits
+                .check(tenant, state.engine.rate_limit(tenant))?;
             if let Some(slot) = parts.extensions.get::<crate::audit::ActorSlot>() {
                 *slot.0.lock() = Some(Actor {
                     tenant,

@@ -157,13 +157,15 @@ impl Engine {
 
     async fn reload_tenants(&self) -> Result<()> {
         let tenants = self.store.tenants().await?;
-        let mut index = self.index.write();
-        let mut auth = self.auth.write();
-        for t in tenants {
-            index.add_tenant(t.id);
-            auth.add_tenant(t.id);
+        {
+            let mut index = self.index.write();
+            let mut auth = self.auth.write();
+            for t in tenants {
+                index.add_tenant(t.id);
+                auth.add_tenant(t.id);
+            }
         }
-        Ok(())
+        self.reload_rate_limits().await
     }
 
     async fn reload_keys(&self) -> Result<()> {

@@ -191,6 +191,10 @@ pub struct Engine {
     prompts: Arc<RwLock<prompts::PromptMap>>,
     /// Prompt changes (and reloads after another node's) take turns.
     prompt_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Tenants' own API rates; a tenant absent has the server's.
+    rate_limits: Arc<RwLock<HashMap<TenantId, u32>>>,
+    /// Rate changes (and reloads after another node's) take turns.
+    rate_limit_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Engine {
@@ -214,6 +218,7 @@ impl Engine {
         let default_call_rules =
             Arc::new(maskline_core::CallRules::defaults(config.default_region));
         let prompts = prompts::load_prompts(&*store).await?;
+        let rate_limits = store.tenant_limits().await?.into_iter().collect();
         let horizon = now - config.cooldown_secs.max(config.sticky_window_secs);
         let (mut live, mut refused) = (0u64, 0u64);
         // Expired while no node was running and already past cool-down: the
@@ -263,6 +268,8 @@ impl Engine {
             outbox: sms::Outbox::default(),
             prompts: Arc::new(RwLock::new(prompts)),
             prompt_lock: Arc::default(),
+            rate_limits: Arc::new(RwLock::new(rate_limits)),
+            rate_limit_lock: Arc::default(),
         };
         if !overdue.is_empty() {
             let expired = overdue.len();

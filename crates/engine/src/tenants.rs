@@ -10,7 +10,7 @@ use maskline_store::{ApiKey, KeyId, Tenant, Write};
 use rand::Rng;
 use sha2::{Digest, Sha256};
 
-use crate::{Engine, Result, now, settle};
+use crate::{Engine, Error, Result, now, settle};
 
 const ADMIN_KEY_META: &str = "admin_key_sha256";
 
@@ -287,6 +287,50 @@ impl Engine {
 
     pub async fn tenants(&self) -> Result<Vec<Tenant>> {
         Ok(self.store.tenants().await?)
+    }
+
+    /// The tenant's own API rate (requests a second, `0` for none);
+    /// `None`: the server's applies. A read lock: cheap enough for every
+    /// request.
+    pub fn rate_limit(&self, tenant: TenantId) -> Option<u32> {
+        self.rate_limits.read().get(&tenant).copied()
+    }
+
+    /// Gives the tenant its own API rate, or with `None` the server's
+    /// again; every node applies it once it is durable (others on their
+    /// next change notice).
+    pub async fn set_rate_limit(&self, tenant: TenantId, rate_limit: Option<u32>) -> Result<()> {
+        if !self.tenant_exists(tenant) {
+            return Err(Error::TenantNotFound);
+        }
+        let serial = self.rate_limit_lock.clone().lock_owned().await;
+        let ack = self.store.enqueue(Write::PutTenantLimit {
+            tenant,
+            rate_limit,
+            updated_at: now(),
+        });
+        let memory = self.rate_limits.clone();
+        settle(ack, move |outcome| {
+            if outcome.is_ok() {
+                let mut limits = memory.write();
+                match rate_limit {
+                    Some(r) => limits.insert(tenant, r),
+                    None => limits.remove(&tenant),
+                };
+            }
+            drop(serial);
+        })
+        .await?;
+        tracing::info!(%tenant, ?rate_limit, "tenant's API rate set");
+        Ok(())
+    }
+
+    /// Reads every tenant's own rate again (another node changed one).
+    pub(crate) async fn reload_rate_limits(&self) -> Result<()> {
+        let _serial = self.rate_limit_lock.lock().await;
+        let limits = self.store.tenant_limits().await?.into_iter().collect();
+        *self.rate_limits.write() = limits;
+        Ok(())
     }
 }
 

@@ -952,6 +952,92 @@ async fn connections_beyond_the_cap_wait_for_a_free_one() {
     assert_eq!(served.map(|r| r.status().as_u16()).ok(), Some(200));
 }
 
+/// Requests at once until one is refused: how many were served (`None`
+/// if all `n` were).
+async fn served_before_429(s: &Server, key: &str, n: usize) -> Option<usize> {
+    for i in 0..n {
+        let (st, v) = s.call("GET", "/v1/bindings", Some(key), None).await;
+        match st {
+            200 => {}
+            429 => return Some(i),
+            other => panic!("{other}: {v}"),
+        }
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_admin_gives_a_tenant_its_own_rate_and_takes_it_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_with(
+        dir.path(),
+        &[
+            ("MASKLINE_ADMIN_KEY", ADMIN_KEY),
+            ("MASKLINE_RATE_LIMIT", "5"),
+        ],
+    )
+    .await;
+    let (id, key) = s.create_tenant("busy").await;
+    let path = format!("/v1/tenants/{id}");
+    let patch = |body: serde_json::Value, auth: &str| {
+        let (path, auth) = (path.clone(), auth.to_owned());
+        let s = &s;
+        async move { s.call("PATCH", &path, Some(&auth), Some(body)).await }
+    };
+    // The server's 5 a second, bursts of 10.
+    let n = served_before_429(&s, &key, 40).await.expect("limited");
+    // Two seconds' worth, plus what refilled meanwhile.
+    assert!((10..20).contains(&n), "{n} served");
+
+    let (st, v) = patch(json!({"rate_limit": 0}), ADMIN_KEY).await;
+    assert_eq!((st, v["rate_limit"].as_u64()), (200, Some(0)), "{v}");
+    assert_eq!(served_before_429(&s, &key, 60).await, None, "0: no limit");
+    let (st, v) = patch(json!({"rate_limit": 2}), ADMIN_KEY).await;
+    assert_eq!((st, v["rate_limit"].as_u64()), (200, Some(2)), "{v}");
+    let n = served_before_429(&s, &key, 40).await.expect("limited");
+    assert!((4..10).contains(&n), "{n} served at 2 a second");
+    let (_, list) = s.call("GET", "/v1/tenants", Some(ADMIN_KEY), None).await;
+    assert_eq!(list["items"][0]["rate_limit"], 2, "{list}");
+
+    // Refused, changing nothing.
+    for (body, field) in [
+        (json!({"rate_limit": -1}), "body"),
+        (json!({"rate_limit": 10_000_001}), "rate_limit"),
+        (json!({"rate_limit": "fast"}), "body"),
+        (json!({"name": "other"}), "body"),
+    ] {
+        let (st, v) = patch(body.clone(), ADMIN_KEY).await;
+        assert_eq!(st, 400, "{body}: {v}");
+        assert!(v["field"] == field || field == "body", "{body}: {v}");
+    }
+    let (st, _) = patch(json!({"rate_limit": 0}), &key).await;
+    assert!(st == 401 || st == 403, "a tenant's key: {st}");
+    let (st, _) = s
+        .call(
+            "PATCH",
+            "/v1/tenants/0190a1b2-0000-7000-8000-000000000000",
+            Some(ADMIN_KEY),
+            Some(json!({"rate_limit": 1})),
+        )
+        .await;
+    assert_eq!(st, 404);
+    let (_, list) = s.call("GET", "/v1/tenants", Some(ADMIN_KEY), None).await;
+    assert_eq!(list["items"][0]["rate_limit"], 2);
+
+    // Null: the server's again, also after a restart.
+    let (st, v) = patch(json!({"rate_limit": null}), ADMIN_KEY).await;
+    assert_eq!(st, 200, "{v}");
+    assert!(v["rate_limit"].is_null());
+    let (st, _) = patch(json!({"rate_limit": 1}), ADMIN_KEY).await;
+    assert_eq!(st, 200);
+    let mut s = s;
+    s.restart().await;
+    let (_, list) = s.call("GET", "/v1/tenants", Some(ADMIN_KEY), None).await;
+    assert_eq!(list["items"][0]["rate_limit"], 1, "kept across a restart");
+    let n = served_before_429(&s, &key, 20).await.expect("limited");
+    assert!((2..6).contains(&n), "{n} served at 1 a second");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tenant_over_its_rate_gets_429_with_retry_after_and_others_do_not() {
     let dir = tempfile::tempdir().unwrap();

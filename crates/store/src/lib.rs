@@ -410,6 +410,13 @@ pub enum Write {
         rules: maskline_core::CallRules,
         updated_at: UnixTime,
     },
+    /// Sets a tenant's own API rate (requests a second, `0` for none), or
+    /// with `None` gives it the server's default again.
+    PutTenantLimit {
+        tenant: TenantId,
+        rate_limit: Option<u32>,
+        updated_at: UnixTime,
+    },
     /// Replaces this node's report of its tenants' calls (for the other
     /// nodes' call caps): `loads` is all of it, a tenant absent has none.
     PutCallLoad {
@@ -1022,6 +1029,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every tenant's call rules (tenants without a row have the defaults).
     async fn call_rules(&self) -> Result<Vec<StoredCallRules>>;
+    /// Every tenant's own API rate, for tenants that have one.
+    async fn tenant_limits(&self) -> Result<Vec<(TenantId, u32)>>;
 
     /// The calls the nodes other than `except` last reported
     /// ([`Write::PutCallLoad`]) at or after `since`, summed per tenant.

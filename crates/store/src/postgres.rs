@@ -1986,6 +1986,30 @@ async fn apply<'a>(
             .map_err(conflict)?;
             touched.call_rules = true;
         }
+        Write::PutTenantLimit {
+            tenant,
+            rate_limit,
+            updated_at,
+        } => {
+            match rate_limit {
+                Some(rate) => sqlx::query(
+                    "INSERT INTO tenant_limits (tenant_id, rate_limit, updated_at) VALUES ($1, $2, $3) \
+                     ON CONFLICT (tenant_id) DO UPDATE SET rate_limit = excluded.rate_limit, \
+                     updated_at = excluded.updated_at",
+                )
+                .bind(uuid(tenant.0))
+                .bind(i64::from(*rate))
+                .bind(updated_at)
+                .execute(&mut *conn)
+                .await
+                .map_err(conflict)?,
+                None => sqlx::query("DELETE FROM tenant_limits WHERE tenant_id = $1")
+                    .bind(uuid(tenant.0))
+                    .execute(&mut *conn)
+                    .await?,
+            };
+            touched.tenants = true;
+        }
         Write::PutCallLoad { node, at, loads } => {
             sqlx::query("DELETE FROM call_load WHERE node = $1")
                 .bind(node)
@@ -2536,6 +2560,10 @@ impl Store for PgStore {
 
     async fn call_rules(&self) -> Result<Vec<crate::StoredCallRules>> {
         self.read_call_rules().await
+    }
+
+    async fn tenant_limits(&self) -> Result<Vec<(TenantId, u32)>> {
+        self.read_tenant_limits().await
     }
 
     async fn call_loads(

@@ -676,6 +676,13 @@ macro_rules! shared_reads {
                 rows.iter().map($crate::rows::tenant_load).collect()
             }
 
+            pub(crate) async fn read_tenant_limits(&self) -> Result<Vec<(TenantId, u32)>> {
+                let rows = sqlx::query("SELECT tenant_id, rate_limit FROM tenant_limits")
+                    .fetch_all(&self.$pool)
+                    .await?;
+                rows.iter().map($crate::rows::tenant_limit).collect()
+            }
+
             pub(crate) async fn read_prompts(&self) -> Result<Vec<StoredPrompt>> {
                 let rows =
                     sqlx::query("SELECT tenant_id, name, samples, updated_at FROM prompts")

@@ -684,6 +684,14 @@ pub(crate) fn call_rules(r: &impl Cells) -> Result<crate::StoredCallRules> {
     })
 }
 
+/// A tenant's own API rate (`tenant_limits`).
+pub(crate) fn tenant_limit(r: &impl Cells) -> Result<(TenantId, u32)> {
+    Ok((
+        TenantId(id(r, "tenant_id")?),
+        narrow(int(r, "rate_limit")?, "rate_limit")?,
+    ))
+}
+
 fn cap(r: &impl Cells, col: &'static str) -> Result<Option<u32>> {
     r.int(col)?.map(|v| narrow(v, col)).transpose()
 }

@@ -1293,6 +1293,29 @@ async fn apply(conn: &mut SqliteConnection, keys: &Keyring, write: &Write) -> Re
             .await
             .map_err(conflict)?;
         }
+        Write::PutTenantLimit {
+            tenant,
+            rate_limit,
+            updated_at,
+        } => {
+            match rate_limit {
+                Some(rate) => sqlx::query(
+                    "INSERT INTO tenant_limits (tenant_id, rate_limit, updated_at) VALUES (?, ?, ?) \
+                     ON CONFLICT (tenant_id) DO UPDATE SET rate_limit = excluded.rate_limit, \
+                     updated_at = excluded.updated_at",
+                )
+                .bind(uuid_bytes(tenant.0))
+                .bind(i64::from(*rate))
+                .bind(updated_at)
+                .execute(&mut *conn)
+                .await
+                .map_err(conflict)?,
+                None => sqlx::query("DELETE FROM tenant_limits WHERE tenant_id = ?")
+                    .bind(uuid_bytes(tenant.0))
+                    .execute(&mut *conn)
+                    .await?,
+            };
+        }
         Write::PutCallLoad { node, at, loads } => {
             sqlx::query("DELETE FROM call_load WHERE node = ?")
                 .bind(node)
@@ -1719,6 +1742,10 @@ impl Store for SqliteStore {
 
     async fn call_rules(&self) -> Result<Vec<crate::StoredCallRules>> {
         self.read_call_rules().await
+    }
+
+    async fn tenant_limits(&self) -> Result<Vec<(TenantId, u32)>> {
+        self.read_tenant_limits().await
     }
 
     async fn call_loads(

@@ -1603,6 +1603,30 @@ async fn a_held_text_is_released_once_and_becomes_due(s: Arc<dyn Store>) {
     assert_eq!(s.claim_due_relays(5_000, 8_000, 10).await.unwrap().len(), 1);
 }
 
+async fn a_tenants_rate_limit_is_set_replaced_and_cleared(s: Arc<dyn Store>) {
+    setup(&*s).await;
+    assert!(s.tenant_limits().await.unwrap().is_empty());
+    let put = |t: u128, rate_limit: Option<u32>| Write::PutTenantLimit {
+        tenant: TenantId(t),
+        rate_limit,
+        updated_at: 2_000,
+    };
+    s.enqueue(put(1, Some(50))).await.unwrap();
+    s.enqueue(put(2, Some(0))).await.unwrap();
+    s.enqueue(put(1, Some(7))).await.unwrap();
+    let mut limits = s.tenant_limits().await.unwrap();
+    limits.sort();
+    assert_eq!(limits, vec![(TenantId(1), 7), (TenantId(2), 0)]);
+    s.enqueue(put(1, None)).await.unwrap();
+    s.enqueue(put(1, None)).await.unwrap();
+    assert_eq!(s.tenant_limits().await.unwrap(), vec![(TenantId(2), 0)]);
+    // Only a tenant that exists has one.
+    assert!(matches!(
+        s.enqueue(put(99, Some(5))).await,
+        Err(Error::Conflict(_))
+    ));
+}
+
 async fn a_text_is_delivered_once_every_part_is(s: Arc<dyn Store>) {
     setup(&*s).await;
     let mut two_parts = message(1, Some(1), MessageStatus::Relayed, 1_000);
@@ -2534,6 +2558,7 @@ macro_rules! every_case {
                 idempotency_record_is_atomic_with_its_binding,
                 concurrent_writes_group_commit_and_fail_alone,
                 a_held_text_is_released_once_and_becomes_due,
+                a_tenants_rate_limit_is_set_replaced_and_cleared,
                 writes_apply_in_queue_order,
                 calls_round_trip_every_field,
                 calls_stay_in_their_tenant,

@@ -1,0 +1,7 @@
+-- A tenant's own API rate (PATCH /v1/tenants/{id} {"rate_limit"}): requests
+-- a second, 0 for none. A tenant without a row has MASKLINE_RATE_LIMIT.
+CREATE TABLE tenant_limits (
+    tenant_id  BLOB PRIMARY KEY REFERENCES tenants (id),
+    rate_limit INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+) STRICT;
