@@ -444,6 +444,19 @@ texts! {
     prompt_callee_whisper: "Whisper to the one called", "被叫接听提示";
     prompt_last_minute: "Last minute of the call", "通话最后一分钟提醒";
     prompt_recording_notice: "The call is recorded", "通话录音提示";
+    nav_tenants: "Tenants", "租户";
+    tenants_title: "Tenants", "租户";
+    admins_only: "Only an admin manages tenants.", "只有管理员可以管理租户。";
+    tenant_name: "Name", "名称";
+    api_rate: "API requests a second", "每秒 API 请求数";
+    rate_hint: "A tenant's own limit of API requests a second (bursts of twice that); 0 for none; empty for the server's.", "租户自己的每秒 API 请求上限（突发可达两倍）；0 表示不限；留空则使用服务器默认值。";
+    rate_unlimited: "No limit", "不限";
+    per_second: "a second", "次/秒";
+    server_default: "the server's", "服务器默认";
+    invalid_rate: "A rate is a whole number from 0 to 10,000,000, or empty.", "请求上限须为 0 到 10,000,000 的整数，或留空。";
+    create_tenant: "Add a tenant", "添加租户";
+    tenant_created: "Tenant added:", "已添加租户：";
+    invalid_tenant_name: "A name is 1 to 200 characters.", "名称须为 1 到 200 个字符。";
     read_only: "Your role may look but not change anything.", "您的角色只能查看，不能修改。";
 }
 

@@ -43,6 +43,9 @@ pub struct ConsoleState {
     pub engine: Arc<Engine>,
     /// Region of national-format numbers typed into forms.
     pub region: Region,
+    /// The server's API rate per tenant (`MASKLINE_RATE_LIMIT`, `0` for
+    /// none), shown beside a tenant's own.
+    pub default_rate_limit: u32,
 }
 
 /// Everything under `/console`. The caller merges it into the HTTP
@@ -95,6 +98,11 @@ pub fn router(state: ConsoleState) -> Router {
         .route("/console/keys/{id}/revoke", post(pages::revoke_key))
         .route("/console/users", get(pages::users).post(pages::create_user))
         .route("/console/audit", get(pages::audit_log))
+        .route(
+            "/console/tenants",
+            get(pages::tenants).post(pages::create_tenant),
+        )
+        .route("/console/tenants/{id}/rate", post(pages::set_rate))
         .route("/console/assets/{file}", get(assets::serve))
         .route(
             "/console/{*rest}",

@@ -285,6 +285,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         maskline_console::router(maskline_console::ConsoleState {
             engine: engine.clone(),
             region: config.default_region,
+            default_rate_limit: config.rate_limit,
         })
     } else {
         axum::Router::new()

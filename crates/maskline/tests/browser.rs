@@ -67,14 +67,14 @@ async fn the_console_works_in_chromium() {
         ("operator@shop.example", "operator"),
         ("viewer@shop.example", "viewer"),
         ("owner@shop.example", "owner"),
+        ("root@ops.example", "admin"),
     ] {
+        let mut user = json!({"email": email, "password": PASSWORD, "role": role});
+        if role != "admin" {
+            user["tenant_id"] = json!(tenant);
+        }
         let (st, v) = s
-            .call(
-                "POST",
-                "/v1/users",
-                Some(ADMIN_KEY),
-                Some(json!({"email": email, "password": PASSWORD, "role": role, "tenant_id": tenant})),
-            )
+            .call("POST", "/v1/users", Some(ADMIN_KEY), Some(user))
             .await;
         assert_eq!(st, 201, "{v}");
     }
@@ -131,6 +131,7 @@ async fn the_console_works_in_chromium() {
         "operator": "operator@shop.example",
         "viewer": "viewer@shop.example",
         "owner": "owner@shop.example",
+        "admin": "root@ops.example",
         // Every party the pages may show: never whole to a viewer.
         "parties": [parties[0], parties[1], new_a, new_b, shop, courier],
         "new_a": new_a,

@@ -1581,3 +1581,141 @@ async fn an_owner_listens_to_replaces_and_reverts_a_prompt() {
         assert_eq!(entry["object"], "expired");
     }
 }
+
+/// An admin adds a tenant (its first key shown once, and working) and sets
+/// a tenant's own API rate; an owner may do neither.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_admin_adds_a_tenant_and_sets_its_api_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path()).await;
+    let (shop_id, _) = shop(&s).await;
+
+    let mut owner = Agent::new(&s.base);
+    assert_eq!(
+        owner.sign_in("owner@shop.example", PASSWORD).await.status,
+        303
+    );
+    let page = owner.get("/console/bindings").await;
+    assert!(
+        !page.html.contains("/console/tenants"),
+        "not in an owner's menu"
+    );
+    assert_eq!(owner.get("/console/tenants").await.status, 403);
+    let csrf = page.csrf();
+    let p = owner
+        .post("/console/tenants", &[("csrf", &csrf), ("name", "mine")])
+        .await;
+    assert_eq!(p.status, 403);
+    let p = owner
+        .post(
+            &format!("/console/tenants/{shop_id}/rate"),
+            &[("csrf", &csrf), ("rate_limit", "0")],
+        )
+        .await;
+    assert_eq!(p.status, 403);
+
+    let mut admin = Agent::new(&s.base);
+    assert_eq!(
+        admin.sign_in("root@ops.example", PASSWORD).await.status,
+        303
+    );
+    let page = admin.get("/console/tenants").await;
+    assert_eq!(page.status, 200, "{}", page.html);
+    assert!(
+        page.html.contains("shop") && page.html.contains("5,000 a second (the server&#39;s)"),
+        "{}",
+        page.html
+    );
+    let csrf = page.csrf();
+    assert_eq!(
+        admin
+            .post("/console/tenants", &[("name", "courier-app")])
+            .await
+            .status,
+        403
+    );
+    for name in ["", "   "] {
+        let p = admin
+            .post("/console/tenants", &[("csrf", &csrf), ("name", name)])
+            .await;
+        assert_eq!(p.status, 400);
+        assert!(p.html.contains("A name is 1 to 200 characters."));
+    }
+    let p = admin
+        .post(
+            "/console/tenants",
+            &[("csrf", &csrf), ("name", "courier-app")],
+        )
+        .await;
+    assert_eq!(p.status, 201, "{}", p.html);
+    let at = p.html.find("id=\"new-key\">").expect("the key shown once") + 13;
+    let key = p.html[at..at + p.html[at..].find('<').unwrap()].to_owned();
+    assert!(key.starts_with("mlk_"), "{key}");
+    let (st, _) = s.call("GET", "/v1/bindings", Some(&key), None).await;
+    assert_eq!(st, 200, "the new tenant's key works");
+    assert!(
+        !admin.get("/console/tenants").await.html.contains(&key),
+        "shown once"
+    );
+    let (_, list) = s.call("GET", "/v1/tenants", Some(ADMIN_KEY), None).await;
+    let courier = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "courier-app")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let rate_path = format!("/console/tenants/{courier}/rate");
+    for bad in ["-1", "fast", "10000001"] {
+        let p = admin
+            .post(&rate_path, &[("csrf", &csrf), ("rate_limit", bad)])
+            .await;
+        assert_eq!(p.status, 400, "{bad}");
+        assert!(p.html.contains("A rate is a whole number"), "{bad}");
+    }
+    let p = admin
+        .post(&rate_path, &[("csrf", &csrf), ("rate_limit", "250")])
+        .await;
+    assert_eq!(p.status, 200, "{}", p.html);
+    assert!(p.html.contains("250 a second"), "{}", p.html);
+    let rate_of = |list: &serde_json::Value| {
+        list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["id"] == courier.as_str())
+            .unwrap()["rate_limit"]
+            .clone()
+    };
+    let (_, list) = s.call("GET", "/v1/tenants", Some(ADMIN_KEY), None).await;
+    assert_eq!(rate_of(&list), 250);
+    let p = admin
+        .post(&rate_path, &[("csrf", &csrf), ("rate_limit", "")])
+        .await;
+    assert_eq!(p.status, 200);
+    let (_, list) = s.call("GET", "/v1/tenants", Some(ADMIN_KEY), None).await;
+    assert!(rate_of(&list).is_null(), "the server's again");
+    let p = admin
+        .post(
+            "/console/tenants/0190a1b2-0000-7000-8000-000000000000/rate",
+            &[("csrf", &csrf), ("rate_limit", "1")],
+        )
+        .await;
+    assert_eq!(p.status, 404);
+
+    let entry = eventually(5, "the tenant's audit entry", || async {
+        let (_, log) = s.call("GET", "/v1/audit", Some(&key), None).await;
+        log["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["action"] == "POST /console/tenants/{id}/rate")
+            .cloned()
+    })
+    .await;
+    assert_eq!(entry["object"], courier.as_str());
+    assert!(entry["user_id"].is_string(), "{entry}");
+}

@@ -36,6 +36,7 @@ pub mod numbers;
 pub mod overview;
 pub mod prompts;
 pub mod settings;
+pub mod tenants;
 
 pub use admin::{audit_log, create_key, create_user, keys, revoke_key, users};
 pub use bindings::{
@@ -48,6 +49,7 @@ pub use numbers::{import as import_numbers, numbers, retire as retire_number};
 pub use overview::overview;
 pub use prompts::{play_prompt, put_prompt, revert_prompt};
 pub use settings::{save_call_rules, save_settings, settings};
+pub use tenants::{create_tenant, set_rate, tenants};
 
 /// Rows on one page of a list.
 const PAGE_ROWS: u32 = 50;
@@ -66,6 +68,8 @@ pub struct Chrome {
     pub section: &'static str,
     /// Keys, users and the audit log are in the menu.
     pub manager: bool,
+    /// Tenants are in the menu.
+    pub admin: bool,
     /// `?tenant=…` for an admin's links, else empty.
     pub tenant_query: String,
 }
@@ -84,6 +88,7 @@ impl Chrome {
             csrf: String::new(),
             section: "",
             manager: false,
+            admin: false,
             tenant_query: String::new(),
         }
     }
@@ -96,6 +101,7 @@ impl Chrome {
             csrf: session.csrf.clone(),
             section,
             manager: session.may_manage(),
+            admin: session.user.role == Role::Admin,
             tenant_query: scope.query(),
             ..Chrome::anonymous(session.lang.lang)
         }
