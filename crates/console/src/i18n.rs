@@ -457,6 +457,8 @@ texts! {
     create_tenant: "Add a tenant", "添加租户";
     tenant_created: "Tenant added:", "已添加租户：";
     invalid_tenant_name: "A name is 1 to 200 characters.", "名称须为 1 到 200 个字符。";
+    of_binding: "Of one binding only:", "仅显示此绑定的记录：";
+    show_all: "Show all", "显示全部";
     read_only: "Your role may look but not change anything.", "您的角色只能查看，不能修改。";
 }
 

@@ -1719,3 +1719,64 @@ async fn an_admin_adds_a_tenant_and_sets_its_api_rate() {
     assert_eq!(entry["object"], courier.as_str());
     assert!(entry["user_id"].is_string(), "{entry}");
 }
+
+/// A binding's row links to its calls and its texts; those lists hold only
+/// that binding's, until "Show all".
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bindings_calls_and_texts_are_one_click_away() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path()).await;
+    let (_, key) = shop(&s).await;
+    let mut ids = Vec::new();
+    for (i, words) in [(1u32, "first binding's text"), (3, "second binding's text")] {
+        let (a, b) = (party(34567000 + i), party(34567001 + i));
+        let (st, v) = s.bind(&key, json!({"mode": "axb", "a": a, "b": b})).await;
+        assert_eq!(st, 201, "{v}");
+        let (st, t) = s
+            .call(
+                "POST",
+                "/v1/sms/inbound",
+                Some(SWITCH_KEY),
+                Some(json!({"from": a, "to": v["x"], "text": words})),
+            )
+            .await;
+        assert_eq!((st, t["status"].as_str()), (200, Some("relayed")), "{t}");
+        ids.push(v["id"].as_str().unwrap().to_owned());
+    }
+    let mut viewer = Agent::new(&s.base);
+    assert_eq!(
+        viewer.sign_in("viewer@shop.example", PASSWORD).await.status,
+        303
+    );
+    let page = viewer.get("/console/bindings").await;
+    let texts = format!("/console/messages?binding={}", ids[0]);
+    let calls = format!("/console/calls?binding={}", ids[0]);
+    assert!(
+        page.html.contains(&texts) && page.html.contains(&calls),
+        "{}",
+        page.html
+    );
+    let page = viewer.get(&texts).await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.html.contains("first binding&#39;s text"),
+        "{}",
+        page.html
+    );
+    assert!(!page.html.contains("second binding"), "only that binding's");
+    assert!(page.html.contains("Of one binding only:"));
+    let page = viewer.get("/console/messages").await;
+    assert!(page.html.contains("first binding") && page.html.contains("second binding"));
+    let page = viewer.get(&calls).await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.html.contains("Of one binding only:") && page.html.contains("No call"),
+        "{}",
+        page.html
+    );
+    // A binding id that reads as none lists everything, as without one.
+    assert_eq!(
+        viewer.get("/console/calls?binding=nonsense").await.status,
+        200
+    );
+}

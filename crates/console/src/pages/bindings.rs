@@ -39,13 +39,30 @@ struct BindingRow {
     created: String,
     expires: String,
     active: bool,
+    /// The binding's calls and texts.
+    calls_href: String,
+    texts_href: String,
 }
 
 impl BindingRow {
     /// Party numbers masked: the page is the same for every role.
-    fn new(b: &Binding, status: BindingStatus, lang: Lang, region: Region) -> BindingRow {
+    fn new(
+        b: &Binding,
+        status: BindingStatus,
+        lang: Lang,
+        region: Region,
+        scope: &Scope,
+    ) -> BindingRow {
         let t = lang.text();
+        let of = |path: &str| {
+            href(
+                path,
+                &[("tenant", scope.param()), ("binding", b.id.to_string())],
+            )
+        };
         BindingRow {
+            calls_href: of("/console/calls"),
+            texts_href: of("/console/messages"),
             id: b.id.to_string(),
             x: b.x.to_string(),
             extension: b.extension.map(|e| e.to_string()).unwrap_or_default(),
@@ -251,7 +268,7 @@ async fn bindings_page(
             }
             rows = found
                 .iter()
-                .map(|b| BindingRow::new(b, b.status(now, cooldown), lang, state.region))
+                .map(|b| BindingRow::new(b, b.status(now, cooldown), lang, state.region, &scope))
                 .collect();
         }
         if let Ok(id) = q.id.parse::<BindingId>()

@@ -6,7 +6,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use maskline_core::{CallId, CallRecord, Direction, ReleaseReason};
+use maskline_core::{BindingId, CallId, CallRecord, Direction, ReleaseReason};
 use maskline_engine::store::{CallFilter, Page};
 use serde::Deserialize;
 
@@ -96,6 +96,9 @@ struct CallsPage {
     picked: bool,
     tenant_query: String,
     party_masked: String,
+    /// The one binding whose calls are listed; empty for all.
+    binding: String,
+    all_href: String,
     error: String,
     may_reveal: bool,
     rows: Vec<CallRow>,
@@ -114,6 +117,9 @@ pub struct CallsQuery {
     pq: String,
     #[serde(default)]
     after: String,
+    /// One binding's calls.
+    #[serde(default)]
+    binding: String,
 }
 
 pub async fn calls(
@@ -131,6 +137,7 @@ pub async fn calls(
     let mut error = String::new();
     let mut next_href = String::new();
     let mut party = None;
+    let binding = q.binding.parse::<BindingId>().ok();
     if let Some(tenant) = scope.tenant {
         match party_filter(&state, &session, &q.pq, &q.party) {
             Ok(p) => party = p,
@@ -139,6 +146,7 @@ pub async fn calls(
         if error.is_empty() {
             let filter = CallFilter {
                 party,
+                binding,
                 newest_first: true,
                 ..CallFilter::default()
             };
@@ -153,7 +161,7 @@ pub async fn calls(
             if found.len() > PAGE_ROWS as usize {
                 found.truncate(PAGE_ROWS as usize);
                 if let Some(last) = found.last() {
-                    next_href = list_href(&session, &scope, party, Some(last.id));
+                    next_href = list_href(&session, &scope, party, binding, Some(last.id));
                 }
             }
             let ids: Vec<CallId> = found.iter().map(|c| c.id).collect();
@@ -170,10 +178,12 @@ pub async fn calls(
         picked: scope.tenant.is_some(),
         tenant_query: scope.query(),
         party_masked: party.map(|p| p.masked().to_string()).unwrap_or_default(),
+        binding: binding.map(|b| b.to_string()).unwrap_or_default(),
+        all_href: list_href(&session, &scope, party, None, None),
         error,
         may_reveal: session.may_write(),
         paged: !q.after.is_empty(),
-        first_href: list_href(&session, &scope, party, None),
+        first_href: list_href(&session, &scope, party, binding, None),
         next_href,
         rows,
         tenants: scope.options,
@@ -185,12 +195,17 @@ fn list_href(
     session: &Session,
     scope: &Scope,
     party: Option<maskline_core::Number>,
+    binding: Option<BindingId>,
     after: Option<CallId>,
 ) -> String {
     href(
         "/console/calls",
         &[
             ("tenant", scope.param()),
+            (
+                "binding",
+                binding.map(|b| b.to_string()).unwrap_or_default(),
+            ),
             ("pq", sealed_party(session, party)),
             ("after", after.map(|a| a.to_string()).unwrap_or_default()),
         ],
@@ -203,6 +218,8 @@ struct SearchForm {
     csrf: Option<String>,
     #[serde(default)]
     party: String,
+    #[serde(default)]
+    binding: String,
 }
 
 /// `POST /console/calls/search`: as the bindings' search, the number goes
@@ -222,16 +239,21 @@ pub async fn search_calls(
         Err(res) => return res,
     };
     let party = party_filter(&state, &session, "", &f.party).ok().flatten();
+    let binding = f.binding.parse::<BindingId>().ok();
     if party.is_none() && !f.party.trim().is_empty() {
         // Unreadable: the list says so and shows nothing.
         let pq = crate::auth::seal_query(&session.query_key, f.party.trim());
         return Redirect::to(&href(
             "/console/calls",
-            &[("tenant", scope.param()), ("pq", pq)],
+            &[
+                ("tenant", scope.param()),
+                ("binding", f.binding.clone()),
+                ("pq", pq),
+            ],
         ))
         .into_response();
     }
-    Redirect::to(&list_href(&session, &scope, party, None)).into_response()
+    Redirect::to(&list_href(&session, &scope, party, binding, None)).into_response()
 }
 
 /// `GET /console/calls/{id}/recording`: the WAV, streamed, for `<audio>`.

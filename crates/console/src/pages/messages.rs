@@ -8,7 +8,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use maskline_core::sms::{Message, MessageReason, MessageStatus, Sender};
-use maskline_core::{Extension, MessageId, Number, Region};
+use maskline_core::{BindingId, Extension, MessageId, Number, Region};
 use maskline_engine::store::{MessageFilter, Page};
 use serde::Deserialize;
 
@@ -122,6 +122,9 @@ struct MessagesPage {
     picked: bool,
     tenant_param: String,
     tenant_query: String,
+    /// The one binding whose texts are listed; empty for all.
+    binding: String,
+    all_href: String,
     may_write: bool,
     notice: String,
     error: String,
@@ -144,6 +147,9 @@ pub struct MessagesQuery {
     /// A text just released: its notice.
     #[serde(default)]
     released: String,
+    /// One binding's texts.
+    #[serde(default)]
+    binding: String,
 }
 
 pub async fn messages(
@@ -171,11 +177,16 @@ async fn messages_page(
     let status = MessageStatus::ALL
         .into_iter()
         .find(|s| s.as_str() == q.status);
-    let list = |after: Option<MessageId>| {
+    let binding = q.binding.parse::<BindingId>().ok();
+    let list = |binding: Option<BindingId>, after: Option<MessageId>| {
         href(
             "/console/messages",
             &[
                 ("tenant", scope.param()),
+                (
+                    "binding",
+                    binding.map(|b| b.to_string()).unwrap_or_default(),
+                ),
                 (
                     "status",
                     status.map(|s| s.as_str().to_owned()).unwrap_or_default(),
@@ -190,8 +201,8 @@ async fn messages_page(
     if let Some(tenant) = scope.tenant {
         let filter = MessageFilter {
             status,
+            binding,
             newest_first: true,
-            ..MessageFilter::default()
         };
         let page = Page {
             after: q.after.parse::<MessageId>().ok(),
@@ -204,7 +215,7 @@ async fn messages_page(
         if found.len() > PAGE_ROWS as usize {
             found.truncate(PAGE_ROWS as usize);
             if let Some(last) = found.last() {
-                next_href = list(Some(last.id));
+                next_href = list(binding, Some(last.id));
             }
         }
         rows = found
@@ -231,7 +242,9 @@ async fn messages_page(
             .map(|&s| (s.as_str(), status_label(t, s)))
             .collect(),
         paged: !q.after.is_empty(),
-        first_href: list(None),
+        first_href: list(binding, None),
+        binding: binding.map(|b| b.to_string()).unwrap_or_default(),
+        all_href: list(None, None),
         next_href,
         rows,
         tenants: scope.options,

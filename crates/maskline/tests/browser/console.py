@@ -379,6 +379,11 @@ def main():
                 for line in texts[("en-US", 1280, path)].splitlines()
                 if re.search(r"[A-Za-z]{3}", line)
                 and not any(d in line for d in data)
+                # A table row of numbers and binding modes only is data.
+                and not all(
+                    re.fullmatch(r"[\s\d+*#—:.\-]*|axb|axn|axe", cell.strip())
+                    for cell in line.split("\t")
+                )
                 # A tenant's name beside its id is data, the same in both.
                 and not re.search(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-", line)
             ]
