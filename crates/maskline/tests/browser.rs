@@ -68,6 +68,7 @@ async fn the_console_works_in_chromium() {
         ("viewer@shop.example", "viewer"),
         ("owner@shop.example", "owner"),
         ("root@ops.example", "admin"),
+        ("locked@shop.example", "viewer"),
     ] {
         let mut user = json!({"email": email, "password": PASSWORD, "role": role});
         if role != "admin" {
@@ -132,6 +133,7 @@ async fn the_console_works_in_chromium() {
         "viewer": "viewer@shop.example",
         "owner": "owner@shop.example",
         "admin": "root@ops.example",
+        "locked": "locked@shop.example",
         // Every party the pages may show: never whole to a viewer.
         "parties": [parties[0], parties[1], new_a, new_b, shop, courier],
         "new_a": new_a,

@@ -174,6 +174,20 @@ def main():
             "the charts count the call and the two texts of the last 24 hours",
         )
 
+        # --- Ten wrong passwords lock an account: then the right one is
+        # refused too, saying until when.
+        lock = new_page(browser)
+        for _ in range(10):
+            sign_in(lock, FIX["locked"], "not-the-passphrase")
+            check(lock.get_by_text("Wrong email or password.").is_visible(), "a wrong password is refused")
+        sign_in(lock, FIX["locked"])
+        check(
+            "Too many failed sign-ins: this account is locked until" in lock.inner_text("main"),
+            "after ten failures the account is locked",
+        )
+        check(lock.url.startswith(BASE + "/console/login"), "a locked account stays signed out")
+        lock.context.close()
+
         # --- A binding made in the form is listed.
         page.click("nav >> text=Bindings")
         page.wait_for_url(BASE + "/console/bindings")
