@@ -458,6 +458,8 @@ texts! {
     tenant_created: "Tenant added:", "已添加租户：";
     invalid_tenant_name: "A name is 1 to 200 characters.", "名称须为 1 到 200 个字符。";
     of_binding: "Of one binding only:", "仅显示此绑定的记录：";
+    until_day: "On or before (UTC)", "截至日期（UTC）";
+    invalid_date: "A date is year-month-day, e.g. 2026-12-07.", "日期格式为年-月-日，例如 2026-12-07。";
     show_all: "Show all", "显示全部";
     read_only: "Your role may look but not change anything.", "您的角色只能查看，不能修改。";
 }

@@ -145,17 +145,12 @@ impl Engine {
                 message.direction = Some(c.direction);
                 message.to = Some(c.to);
                 message.status = MessageStatus::Relayed;
-                let prefix = settings.get(&c.tenant).and_then(|s| s.prefix.clone());
-                let body = match prefix {
-                    Some(p) => format!("{p}{}", message.text),
-                    None => message.text.clone(),
-                };
                 relay = Some(Relay {
                     message: message.id,
                     tenant: c.tenant,
                     from: c.caller_id,
                     to: c.to,
-                    text: body,
+                    text: as_sent(&settings, c.tenant, &message.text),
                     accepted_at: at,
                     lease_until: at + self.config.sms_relay_lease_ms,
                 });
@@ -271,16 +266,12 @@ impl Engine {
         message.status = MessageStatus::Relayed;
         message.reason = None;
         message.updated_at = at;
-        let prefix = settings.get(&tenant).and_then(|s| s.prefix.clone());
         let relay = Relay {
             message: message.id,
             tenant,
             from: c.caller_id,
             to: c.to,
-            text: match prefix {
-                Some(p) => format!("{p}{}", message.text),
-                None => message.text.clone(),
-            },
+            text: as_sent(&settings, tenant, &message.text),
             accepted_at: at,
             lease_until: at + self.config.sms_relay_lease_ms,
         };
@@ -329,16 +320,12 @@ impl Engine {
             .into_iter()
             .filter_map(|m| {
                 let (tenant, to) = (m.tenant?, m.to?);
-                let prefix = settings.get(&tenant).and_then(|s| s.prefix.clone());
                 Some(Relay {
                     message: m.id,
                     tenant,
                     from: m.x,
                     to,
-                    text: match prefix {
-                        Some(p) => format!("{p}{}", m.text),
-                        None => m.text,
-                    },
+                    text: as_sent(&settings, tenant, &m.text),
                     accepted_at: m.created_at,
                     lease_until,
                 })
@@ -609,6 +596,15 @@ impl Engine {
 }
 
 pub(crate) type SmsSettingsMap = Arc<HashMap<TenantId, Arc<Settings>>>;
+
+/// A relayed text as the recipient gets it: the tenant's prefix, then the
+/// text.
+fn as_sent(settings: &SmsSettingsMap, tenant: TenantId, text: &str) -> String {
+    match settings.get(&tenant).and_then(|s| s.prefix.as_deref()) {
+        Some(prefix) => format!("{prefix}{text}"),
+        None => text.to_owned(),
+    }
+}
 
 pub(crate) async fn load_sms_settings(
     store: &dyn maskline_store::Store,

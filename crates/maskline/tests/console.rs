@@ -1779,4 +1779,38 @@ async fn a_bindings_calls_and_texts_are_one_click_away() {
         viewer.get("/console/calls?binding=nonsense").await.status,
         200
     );
+
+    // A day to end the list on: all of today's texts are before 2100,
+    // none before 2020.
+    let page = viewer.get("/console/messages?until=2100-01-01").await;
+    assert!(page.html.contains("first binding") && page.html.contains("second binding"));
+    assert!(
+        page.html.contains("value=\"2100-01-01\""),
+        "the day stays in the form"
+    );
+    let page = viewer.get("/console/messages?until=2020-01-01").await;
+    assert!(page.html.contains("No text matches."), "{}", page.html);
+    let page = viewer.get("/console/messages?until=31.12.2020").await;
+    assert_eq!(page.status, 400);
+    assert!(
+        page.html.contains("A date is year-month-day"),
+        "{}",
+        page.html
+    );
+    let page = viewer.get("/console/calls?until=2020-01-01").await;
+    assert!(page.html.contains("No call matches."), "{}", page.html);
+    let p = viewer
+        .post(
+            "/console/calls/search",
+            &[
+                ("csrf", &page.csrf()),
+                ("party", ""),
+                ("until", "2020-01-01"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        p.location.as_deref(),
+        Some("/console/calls?until=2020-01-01")
+    );
 }

@@ -11,8 +11,9 @@ use maskline_engine::store::{CallFilter, Page};
 use serde::Deserialize;
 
 use super::{
-    Chrome, CsrfForm, PAGE_ROWS, Peer, Scope, TenantOption, TenantParam, failed, form, href,
-    not_found, party_filter, render, reveal, sealed_party, shown, time_ms, writer_scope,
+    Chrome, CsrfForm, PAGE_ROWS, Peer, Scope, TenantOption, TenantParam, day_end_cursor, failed,
+    form, href, not_found, party_filter, render, reveal, sealed_party, shown, time_ms,
+    writer_scope,
 };
 use crate::ConsoleState;
 use crate::auth::Session;
@@ -98,6 +99,8 @@ struct CallsPage {
     party_masked: String,
     /// The one binding whose calls are listed; empty for all.
     binding: String,
+    /// The day the list ends (UTC); empty for today.
+    until: String,
     all_href: String,
     error: String,
     may_reveal: bool,
@@ -120,6 +123,9 @@ pub struct CallsQuery {
     /// One binding's calls.
     #[serde(default)]
     binding: String,
+    /// Calls on or before this day (UTC).
+    #[serde(default)]
+    until: String,
 }
 
 pub async fn calls(
@@ -138,10 +144,18 @@ pub async fn calls(
     let mut next_href = String::new();
     let mut party = None;
     let binding = q.binding.parse::<BindingId>().ok();
+    let until = day_end_cursor(&q.until);
+    let shown = Shown {
+        binding,
+        until: if until.is_ok() { q.until.trim() } else { "" },
+    };
     if let Some(tenant) = scope.tenant {
         match party_filter(&state, &session, &q.pq, &q.party) {
             Ok(p) => party = p,
             Err(()) => error = t.invalid_number.to_owned(),
+        }
+        if until.is_err() {
+            error = t.invalid_date.to_owned();
         }
         if error.is_empty() {
             let filter = CallFilter {
@@ -151,7 +165,11 @@ pub async fn calls(
                 ..CallFilter::default()
             };
             let page = Page {
-                after: q.after.parse::<CallId>().ok(),
+                after: q
+                    .after
+                    .parse::<CallId>()
+                    .ok()
+                    .or(until.ok().flatten().map(CallId)),
                 limit: PAGE_ROWS + 1,
             };
             let mut found = match state.engine.calls(tenant, &filter, page).await {
@@ -161,7 +179,7 @@ pub async fn calls(
             if found.len() > PAGE_ROWS as usize {
                 found.truncate(PAGE_ROWS as usize);
                 if let Some(last) = found.last() {
-                    next_href = list_href(&session, &scope, party, binding, Some(last.id));
+                    next_href = list_href(&session, &scope, party, &shown, Some(last.id));
                 }
             }
             let ids: Vec<CallId> = found.iter().map(|c| c.id).collect();
@@ -179,11 +197,12 @@ pub async fn calls(
         tenant_query: scope.query(),
         party_masked: party.map(|p| p.masked().to_string()).unwrap_or_default(),
         binding: binding.map(|b| b.to_string()).unwrap_or_default(),
-        all_href: list_href(&session, &scope, party, None, None),
+        until: shown.until.to_owned(),
+        all_href: list_href(&session, &scope, party, &Shown::default(), None),
         error,
         may_reveal: session.may_write(),
         paged: !q.after.is_empty(),
-        first_href: list_href(&session, &scope, party, binding, None),
+        first_href: list_href(&session, &scope, party, &shown, None),
         next_href,
         rows,
         tenants: scope.options,
@@ -191,11 +210,19 @@ pub async fn calls(
     render(StatusCode::OK, &page, session.lang, session.secure)
 }
 
+/// The list's filters other than the party, as its links carry them.
+#[derive(Default)]
+struct Shown<'a> {
+    binding: Option<BindingId>,
+    /// A day that reads, or empty.
+    until: &'a str,
+}
+
 fn list_href(
     session: &Session,
     scope: &Scope,
     party: Option<maskline_core::Number>,
-    binding: Option<BindingId>,
+    shown: &Shown<'_>,
     after: Option<CallId>,
 ) -> String {
     href(
@@ -204,8 +231,9 @@ fn list_href(
             ("tenant", scope.param()),
             (
                 "binding",
-                binding.map(|b| b.to_string()).unwrap_or_default(),
+                shown.binding.map(|b| b.to_string()).unwrap_or_default(),
             ),
+            ("until", shown.until.to_owned()),
             ("pq", sealed_party(session, party)),
             ("after", after.map(|a| a.to_string()).unwrap_or_default()),
         ],
@@ -220,6 +248,8 @@ struct SearchForm {
     party: String,
     #[serde(default)]
     binding: String,
+    #[serde(default)]
+    until: String,
 }
 
 /// `POST /console/calls/search`: as the bindings' search, the number goes
@@ -239,21 +269,18 @@ pub async fn search_calls(
         Err(res) => return res,
     };
     let party = party_filter(&state, &session, "", &f.party).ok().flatten();
-    let binding = f.binding.parse::<BindingId>().ok();
+    // As typed: the list says so of a party or a day that does not read.
+    let shown = Shown {
+        binding: f.binding.parse::<BindingId>().ok(),
+        until: f.until.trim(),
+    };
     if party.is_none() && !f.party.trim().is_empty() {
-        // Unreadable: the list says so and shows nothing.
         let pq = crate::auth::seal_query(&session.query_key, f.party.trim());
-        return Redirect::to(&href(
-            "/console/calls",
-            &[
-                ("tenant", scope.param()),
-                ("binding", f.binding.clone()),
-                ("pq", pq),
-            ],
-        ))
-        .into_response();
+        let to = list_href(&session, &scope, None, &shown, None);
+        let sep = if to.contains('?') { '&' } else { '?' };
+        return Redirect::to(&format!("{to}{sep}pq={pq}")).into_response();
     }
-    Redirect::to(&list_href(&session, &scope, party, binding, None)).into_response()
+    Redirect::to(&list_href(&session, &scope, party, &shown, None)).into_response()
 }
 
 /// `GET /console/calls/{id}/recording`: the WAV, streamed, for `<audio>`.

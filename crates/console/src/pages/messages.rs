@@ -13,8 +13,9 @@ use maskline_engine::store::{MessageFilter, Page};
 use serde::Deserialize;
 
 use super::{
-    Chrome, CsrfForm, PAGE_ROWS, Peer, Scope, TenantOption, TenantParam, audit, failed, form, href,
-    not_found, refusal, refusal_status, render, reveal, shown, time_ms, writer_scope,
+    Chrome, CsrfForm, PAGE_ROWS, Peer, Scope, TenantOption, TenantParam, audit, day_end_cursor,
+    failed, form, href, not_found, refusal, refusal_status, render, reveal, shown, time_ms,
+    writer_scope,
 };
 use crate::ConsoleState;
 use crate::auth::Session;
@@ -124,6 +125,8 @@ struct MessagesPage {
     tenant_query: String,
     /// The one binding whose texts are listed; empty for all.
     binding: String,
+    /// The day the list ends (UTC); empty for today.
+    until: String,
     all_href: String,
     may_write: bool,
     notice: String,
@@ -150,6 +153,9 @@ pub struct MessagesQuery {
     /// One binding's texts.
     #[serde(default)]
     binding: String,
+    /// Texts on or before this day (UTC).
+    #[serde(default)]
+    until: String,
 }
 
 pub async fn messages(
@@ -169,8 +175,8 @@ async fn messages_page(
     session: &Session,
     scope: Scope,
     q: MessagesQuery,
-    error: String,
-    code: StatusCode,
+    mut error: String,
+    mut code: StatusCode,
 ) -> Response {
     let lang = session.lang.lang;
     let t = lang.text();
@@ -178,6 +184,12 @@ async fn messages_page(
         .into_iter()
         .find(|s| s.as_str() == q.status);
     let binding = q.binding.parse::<BindingId>().ok();
+    let until = day_end_cursor(&q.until);
+    if until.is_err() && error.is_empty() {
+        error = t.invalid_date.to_owned();
+        code = StatusCode::BAD_REQUEST;
+    }
+    let until_shown = if until.is_ok() { q.until.trim() } else { "" };
     let list = |binding: Option<BindingId>, after: Option<MessageId>| {
         href(
             "/console/messages",
@@ -191,6 +203,7 @@ async fn messages_page(
                     "status",
                     status.map(|s| s.as_str().to_owned()).unwrap_or_default(),
                 ),
+                ("until", until_shown.to_owned()),
                 ("after", after.map(|a| a.to_string()).unwrap_or_default()),
             ],
         )
@@ -205,7 +218,11 @@ async fn messages_page(
             newest_first: true,
         };
         let page = Page {
-            after: q.after.parse::<MessageId>().ok(),
+            after: q
+                .after
+                .parse::<MessageId>()
+                .ok()
+                .or(until.ok().flatten().map(MessageId)),
             limit: PAGE_ROWS + 1,
         };
         let mut found = match state.engine.messages(tenant, &filter, page).await {
@@ -244,6 +261,7 @@ async fn messages_page(
         paged: !q.after.is_empty(),
         first_href: list(binding, None),
         binding: binding.map(|b| b.to_string()).unwrap_or_default(),
+        until: until_shown.to_owned(),
         all_href: list(None, None),
         next_href,
         rows,

@@ -555,6 +555,22 @@ fn sealed_party(session: &Session, party: Option<maskline_core::Number>) -> Stri
     })
 }
 
+/// The cursor that starts a newest-first list at the end of a day (UTC,
+/// `YYYY-MM-DD` as a date input sends it): ids are UUIDv7, so every id
+/// below it was made before the next day began. `Ok(None)` for no date;
+/// `Err` for one that does not read.
+fn day_end_cursor(date: &str) -> Result<Option<u128>, ()> {
+    let date = date.trim();
+    if date.is_empty() {
+        return Ok(None);
+    }
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    let day = time::Date::parse(date, &format).map_err(|_| ())?;
+    let next = day.next_day().ok_or(())?.midnight().assume_utc();
+    let ms = u64::try_from(next.unix_timestamp()).map_err(|_| ())? * 1000;
+    Ok(Some(u128::from(ms) << 80))
+}
+
 /// A time in milliseconds, for the page's language.
 fn time_ms(lang: Lang, ms: i64) -> String {
     lang.time(ms.div_euclid(1000))
@@ -566,5 +582,25 @@ fn shown(n: Option<maskline_core::Number>, erased: Option<&String>) -> String {
         (Some(n), _) => n.masked().to_string(),
         (None, Some(mask)) => mask.clone(),
         (None, None) => "—".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_day_ends_where_the_next_days_ids_begin() {
+        assert_eq!(day_end_cursor(""), Ok(None));
+        assert_eq!(day_end_cursor("  "), Ok(None));
+        // 2026-12-08T00:00:00Z is 1,796,688,000 s after the epoch.
+        let end = day_end_cursor("2026-12-07").unwrap().unwrap();
+        assert_eq!(end >> 80, 1_796_688_000_000);
+        let last_of_day = (1_796_687_999_999u128 << 80) | (0x7 << 76) | 0xffff;
+        let first_of_next = 1_796_688_000_000u128 << 80 | (0x7 << 76);
+        assert!(last_of_day < end && first_of_next >= end);
+        for bad in ["2026-13-01", "07/12/2026", "yesterday", "2026-02-30"] {
+            assert_eq!(day_end_cursor(bad), Err(()), "{bad}");
+        }
     }
 }
