@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
-# Figure 11 of BENCHMARKS.md: the console's list pages at ROWS bindings,
-# ROWS CDRs and ROWS texts, and the weight of its embedded assets.
+# Figure 11 of BENCHMARKS.md: the console's pages at ROWS bindings, ROWS
+# CDRs, ROWS texts, ROWS events and ROWS audit entries, and the weight of
+# its embedded assets.
 #
 # Builds the release binary and the seeding example, starts `maskline serve`
 # on 127.0.0.1 with a fresh data directory, creates a tenant, its pool of
 # POOL numbers and a console user over the API, stops it, fills its store
-# with the example (ended bindings, CDRs and texts over 180 days, sealed as
-# the server writes them), starts it again and signs in. Then each page is
+# with the example (ended bindings, CDRs, texts, events and audit entries
+# over 180 days, sealed as the server writes them), starts it again and signs
+# in as the tenant's owner. Then each page is
 # fetched SAMPLES times over one keep-alive connection and the time to its
 # last byte on loopback (an upper bound of the server's time) is reported as
 # p50/p99: the first page of each list, a page deep in it, a search by
-# `external_ref`, by party (sealed in the link), held texts, the overview.
+# `external_ref`, by party (sealed in the link), by binding, held texts, the
+# overview, the numbers, events, audit log and settings.
 # The server is stopped and the data directory removed at the end.
 #
 #   bench/console_pages.sh                     # 1,000,000 rows, 200 samples
@@ -69,7 +72,7 @@ print(json.dumps({'numbers': [{'number': '+86571%08d' % i} for i in range(1, $PO
 curl -fsS -X POST "$BASE/v1/numbers" -H "Authorization: Bearer $KEY" \
   -H 'Content-Type: application/json' --data-binary @"$DATA/numbers.json" >/dev/null
 curl -fsS -X POST "$BASE/v1/users" -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' \
-  -d "{\"email\": \"ops@bench.example\", \"password\": \"$PASSWORD\", \"role\": \"operator\"}" >/dev/null
+  -d "{\"email\": \"ops@bench.example\", \"password\": \"$PASSWORD\", \"role\": \"owner\"}" >/dev/null
 stop "$PID"
 
 echo "== seeding $ROWS bindings, CDRs and texts" >&2
@@ -126,6 +129,12 @@ def sealed(path, party):
     assert status == 303, status
     return location
 
+def by_binding(path):
+    # The binding of a row in the middle of the list.
+    _, _, html, _ = request("GET", deep("/console/bindings", 10))
+    binding = re.search(r'href="/console/calls\?binding=([0-9a-f-]+)"', html).group(1)
+    return f"{path}?binding={binding}"
+
 pages = [
     ("overview (charts, pool)", "/console"),
     ("bindings, first page", "/console/bindings"),
@@ -138,6 +147,15 @@ pages = [
     ("texts, first page", "/console/messages"),
     ("texts, 21st page", deep("/console/messages")),
     ("texts held", "/console/messages?status=held"),
+    ("calls of one binding", by_binding("/console/calls")),
+    ("texts of one binding", by_binding("/console/messages")),
+    ("numbers, first page", "/console/numbers"),
+    ("numbers, 21st page", deep("/console/numbers")),
+    ("events, first page", "/console/events"),
+    ("events, 21st page", deep("/console/events")),
+    ("audit log, first page", "/console/audit"),
+    ("audit log, 21st page", deep("/console/audit")),
+    ("settings (with prompts)", "/console/settings"),
 ]
 print(f"{'page':28} {'p50 ms':>8} {'p99 ms':>8} {'rows':>5}")
 for name, path in pages:
@@ -146,7 +164,7 @@ for name, path in pages:
         status, _, html, took = request("GET", path)
         assert status == 200, (name, status)
         times.append(took * 1000)
-    rows = html.count("<tr id=")
+    rows = html.count("<tr id=") or html.count("<tr>") - 1
     times.sort()
     p99 = times[min(len(times) - 1, int(len(times) * 0.99))]
     print(f"{name:28} {statistics.median(times):8.2f} {p99:8.2f} {rows:5}")

@@ -46,6 +46,8 @@ pub struct ConsoleState {
     /// The server's API rate per tenant (`MASKLINE_RATE_LIMIT`, `0` for
     /// none), shown beside a tenant's own.
     pub default_rate_limit: u32,
+    /// Which callback URLs may be set (`MASKLINE_WEBHOOK_ALLOW_PRIVATE`).
+    pub callbacks: maskline_callbacks::Guard,
 }
 
 /// Everything under `/console`. The caller merges it into the HTTP
@@ -89,6 +91,15 @@ pub fn router(state: ConsoleState) -> Router {
             get(pages::settings).post(pages::save_settings),
         )
         .route("/console/settings/calls", post(pages::save_call_rules))
+        .route("/console/settings/webhook", post(pages::save_webhook))
+        .route(
+            "/console/settings/webhook/rotate",
+            post(pages::rotate_secret),
+        )
+        .route(
+            "/console/settings/webhook/delete",
+            post(pages::delete_webhook),
+        )
         .route(
             "/console/prompts/{name}",
             get(pages::play_prompt).post(pages::put_prompt),

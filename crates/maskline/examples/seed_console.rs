@@ -1,7 +1,8 @@
 //! Fills a stopped server's embedded store with a tenant's history for
-//! `bench/console_pages.sh`: N ended bindings, N CDRs and N texts spread
-//! over the last 180 days, written through the store (sealed as the
-//! server writes them), in the tenant and pool the script made over the API.
+//! `bench/console_pages.sh`: N ended bindings, N CDRs, N texts, N events
+//! (each call's `call.ended`) and N audit entries spread over the last 180
+//! days, written through the store (sealed as the server writes them), in
+//! the tenant and pool the script made over the API.
 //!
 //!   cargo run --release -p maskline --example seed_console -- DATA_DIR TENANT_ID N POOL
 //!
@@ -12,10 +13,11 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use maskline_core::sms::{Message, Sender};
 use maskline_core::{
-    Binding, BindingId, CallId, CallRecord, Controls, Direction, EndReason, MessageId,
-    MessageStatus, Mode, Number, Region, ReleaseReason, ReleasedBy, TenantId,
+    Binding, BindingId, CallId, CallRecord, Controls, Direction, EndReason, EventId, EventType,
+    MessageId, MessageStatus, Mode, Number, Region, ReleaseReason, ReleasedBy, TenantId,
 };
-use maskline_store::{SqliteStore, Store, Write};
+use maskline_events::payload;
+use maskline_store::{AuditEntry, NewEvent, SqliteStore, Store, Write};
 
 fn number(s: &str) -> Number {
     Number::parse(s, Region::default()).expect("a valid number")
@@ -124,10 +126,31 @@ async fn main() {
             idempotency: None,
             events: Vec::new(),
         }));
+        let event_id = EventId(v7(at + 125_000, i));
+        let ended = NewEvent {
+            id: event_id,
+            tenant,
+            kind: EventType::CallEnded,
+            subject: binding_id.0,
+            created_at: at + 125_000,
+            body: payload::call_event(event_id, EventType::CallEnded, at + 125_000, &call),
+            // No webhook was set: kept, not delivered.
+            deliver: false,
+        };
         acks.push(store.enqueue(Write::RecordCall {
             record: call,
-            events: Vec::new(),
+            events: vec![ended],
         }));
+        acks.push(store.enqueue(Write::Audit(AuditEntry {
+            tenant,
+            key: None,
+            user: None,
+            action: "POST /v1/bindings".to_owned(),
+            object: binding_id.to_string(),
+            status: 201,
+            at,
+            source: Some("127.0.0.1".to_owned()),
+        })));
         acks.push(store.enqueue(Write::RecordMessage {
             message: text,
             relay_due: None,
@@ -149,7 +172,7 @@ async fn main() {
         ack.await.expect("a seed write");
     }
     eprintln!(
-        "seed_console: {n} bindings, {n} CDRs and {n} texts in {:.0} s",
+        "seed_console: {n} bindings, CDRs, texts, events and audit entries in {:.0} s",
         started.elapsed().as_secs_f64()
     );
 }

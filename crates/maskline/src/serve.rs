@@ -286,6 +286,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             engine: engine.clone(),
             region: config.default_region,
             default_rate_limit: config.rate_limit,
+            callbacks: config.callbacks(),
         })
     } else {
         axum::Router::new()

@@ -1814,3 +1814,190 @@ async fn a_bindings_calls_and_texts_are_one_click_away() {
         Some("/console/calls?until=2020-01-01")
     );
 }
+
+/// The secret shown once on a settings page, if any.
+fn shown_secret(html: &str) -> Option<String> {
+    let at = html.find("id=\"new-secret\">")? + "id=\"new-secret\">".len();
+    Some(html[at..at + html[at..].find('<')?].to_owned())
+}
+
+/// An owner sets the webhook in the settings (a URL on the operator's own
+/// network refused unless allowed, a first secret shown once), gives it a
+/// new secret and removes it; as the API sees it.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_owner_keeps_the_webhook_in_the_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    // As shipped: callbacks may reach public addresses only.
+    let mut s = Server::start_with(
+        dir.path(),
+        &[
+            ("MASKLINE_ADMIN_KEY", ADMIN_KEY),
+            ("MASKLINE_SWITCH_KEY", SWITCH_KEY),
+            ("MASKLINE_WEBHOOK_ALLOW_PRIVATE", "false"),
+        ],
+    )
+    .await;
+    let (_, key) = shop(&s).await;
+    let mut owner = Agent::new(&s.base);
+    assert_eq!(
+        owner.sign_in("owner@shop.example", PASSWORD).await.status,
+        303
+    );
+    let page = owner.get("/console/settings").await;
+    assert!(
+        !page.html.contains("/console/settings/webhook/rotate"),
+        "none set yet"
+    );
+    let csrf = page.csrf();
+    let hook = "http://127.0.0.1:9/hook";
+    let save = |url: &str, events: &str, intercept: &str, timeout: &str| {
+        vec![
+            ("csrf".to_owned(), csrf.clone()),
+            ("url".to_owned(), url.to_owned()),
+            ("events".to_owned(), events.to_owned()),
+            ("intercept_url".to_owned(), intercept.to_owned()),
+            ("intercept_fallback".to_owned(), "deny".to_owned()),
+            ("intercept_timeout_ms".to_owned(), timeout.to_owned()),
+        ]
+    };
+    fn post(form: &[(String, String)]) -> Vec<(&str, &str)> {
+        form.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+    }
+    for (form, says) in [
+        (save(hook, "", "", ""), "on a private or local network"),
+        (
+            save("http://localhost:9/", "", "", ""),
+            "on a private or local network",
+        ),
+        (
+            save("not a url", "", "", ""),
+            "Not a usable http(s) address.",
+        ),
+        (save(hook, "call.exploded", "", ""), "Unknown event type"),
+        (
+            save(hook, "", "http://10.1.2.3/ask", "800"),
+            "on a private or local network",
+        ),
+    ] {
+        let p = owner.post("/console/settings/webhook", &post(&form)).await;
+        assert_eq!(p.status, 400, "{says}: {}", p.html);
+        assert!(p.html.contains(says), "{says}: {}", p.html);
+    }
+    let p = owner
+        .post(
+            "/console/settings/webhook",
+            &post(&save("not a url", "call.exploded", "", "")),
+        )
+        .await;
+    assert!(p.html.contains("value=\"call.exploded\""), "kept as typed");
+    let (st, _) = s.call("GET", "/v1/webhook", Some(&key), None).await;
+    assert_eq!(st, 404, "a refused form changes nothing");
+
+    // Where the operator allows its own network.
+    s.env.retain(|(k, _)| k != "MASKLINE_WEBHOOK_ALLOW_PRIVATE");
+    s.env
+        .push(("MASKLINE_WEBHOOK_ALLOW_PRIVATE".into(), "true".into()));
+    s.restart().await;
+    let p = owner
+        .post(
+            "/console/settings/webhook",
+            &post(&save(
+                hook,
+                "call.ended, sms.*",
+                "http://127.0.0.1:9/ask",
+                "20",
+            )),
+        )
+        .await;
+    assert_eq!(p.status, 400);
+    assert!(p.html.contains("Wait 50 to 10,000 ms."));
+    let p = owner
+        .post(
+            "/console/settings/webhook",
+            &post(&save(
+                hook,
+                "call.ended, sms.*",
+                "http://127.0.0.1:9/ask",
+                "500",
+            )),
+        )
+        .await;
+    assert_eq!(p.status, 200, "{}", p.html);
+    assert!(p.html.contains("Webhook saved."));
+    let first = shown_secret(&p.html).expect("a first secret is shown once");
+    assert!(first.starts_with("whsec_"), "{first}");
+    let (st, w) = s.call("GET", "/v1/webhook", Some(&key), None).await;
+    assert_eq!(st, 200, "{w}");
+    assert_eq!(w["url"], hook);
+    assert_eq!(w["events"], json!(["call.ended", "sms.*"]));
+    assert_eq!(
+        (
+            w["intercept"]["fallback"].as_str(),
+            w["intercept"]["timeout_ms"].as_u64()
+        ),
+        (Some("deny"), Some(500))
+    );
+    let page = owner.get("/console/settings").await;
+    assert!(shown_secret(&page.html).is_none(), "shown only once");
+    assert!(page.html.contains("value=\"call.ended sms.*\""));
+
+    // A change keeps the secret (not shown again); a new one is shown once.
+    let p = owner
+        .post("/console/settings/webhook", &post(&save(hook, "", "", "")))
+        .await;
+    assert_eq!(p.status, 200);
+    assert!(shown_secret(&p.html).is_none());
+    let (_, w) = s.call("GET", "/v1/webhook", Some(&key), None).await;
+    assert!(w["intercept"].is_null() && w["events"] == json!([]), "{w}");
+    let p = owner
+        .post("/console/settings/webhook/rotate", &[("csrf", &csrf)])
+        .await;
+    assert_eq!(p.status, 200);
+    let second = shown_secret(&p.html).expect("the new secret is shown");
+    assert!(second.starts_with("whsec_") && second != first);
+
+    // Not an operator's to change.
+    let mut op = Agent::new(&s.base);
+    assert_eq!(
+        op.sign_in("operator@shop.example", PASSWORD).await.status,
+        303
+    );
+    let op_csrf = op.get("/console/bindings").await.csrf();
+    let p = op
+        .post("/console/settings/webhook/delete", &[("csrf", &op_csrf)])
+        .await;
+    assert_eq!(p.status, 403);
+    assert_eq!(
+        owner
+            .post("/console/settings/webhook/delete", &[])
+            .await
+            .status,
+        403
+    );
+    let (st, _) = s.call("GET", "/v1/webhook", Some(&key), None).await;
+    assert_eq!(st, 200);
+
+    let p = owner
+        .post("/console/settings/webhook/delete", &[("csrf", &csrf)])
+        .await;
+    assert_eq!(p.status, 200);
+    assert!(!p.html.contains("/console/settings/webhook/rotate"));
+    let (st, _) = s.call("GET", "/v1/webhook", Some(&key), None).await;
+    assert_eq!(st, 404);
+    for action in [
+        "POST /console/settings/webhook",
+        "POST /console/settings/webhook/rotate",
+        "POST /console/settings/webhook/delete",
+    ] {
+        eventually(5, action, || async {
+            let (_, log) = s.call("GET", "/v1/audit", Some(&key), None).await;
+            log["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["action"] == action)
+                .cloned()
+        })
+        .await;
+    }
+}

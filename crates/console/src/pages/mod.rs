@@ -37,6 +37,7 @@ pub mod overview;
 pub mod prompts;
 pub mod settings;
 pub mod tenants;
+pub mod webhook;
 
 pub use admin::{audit_log, create_key, create_user, keys, revoke_key, users};
 pub use bindings::{
@@ -50,6 +51,7 @@ pub use overview::overview;
 pub use prompts::{play_prompt, put_prompt, revert_prompt};
 pub use settings::{save_call_rules, save_settings, settings};
 pub use tenants::{create_tenant, set_rate, tenants};
+pub use webhook::{delete_webhook, rotate_secret, save_webhook};
 
 /// Rows on one page of a list.
 const PAGE_ROWS: u32 = 50;
@@ -399,6 +401,12 @@ fn refusal(lang: Lang, e: &maskline_engine::Error) -> Option<String> {
         E::Domain(D::DestinationNotAllowed) => t.refused_destination,
         E::Domain(D::PoolExhausted) => t.refused_pool_exhausted,
         E::Domain(D::PartyConflict) => t.refused_party_conflict,
+        E::Domain(D::ModeConflict) => t.refused_mode_conflict,
+        E::Domain(D::NumberHeld) => t.refused_number_held,
+        E::Domain(D::ExtensionTaken) => t.refused_extension_taken,
+        E::Domain(D::CapacityExceeded) => t.refused_capacity,
+        E::Domain(D::NumberNotFound) => t.refused_number_not_found,
+        E::Domain(D::InvalidArea) => t.invalid_area,
         E::BindingNotActive => t.refused_not_active,
         E::ExpiryInPast | E::ExpiryTooFar { .. } => t.refused_expiry,
         E::BindingNotFound => t.not_found,
@@ -420,7 +428,14 @@ fn refusal_status(e: &maskline_engine::Error) -> StatusCode {
     use maskline_core::Error as D;
     use maskline_engine::Error as E;
     match e {
-        E::Domain(D::PoolExhausted | D::PartyConflict | D::NumberHeld | D::ExtensionTaken)
+        E::Domain(
+            D::PoolExhausted
+            | D::PartyConflict
+            | D::NumberHeld
+            | D::ExtensionTaken
+            | D::ModeConflict
+            | D::CapacityExceeded,
+        )
         | E::BindingNotActive
         | E::MessageNotHeld => StatusCode::CONFLICT,
         _ => StatusCode::BAD_REQUEST,

@@ -11,6 +11,7 @@ use maskline_core::sms::filter::{Filter, FilterMode, MAX_RULES, Rule, RuleAction
 use maskline_core::sms::{MAX_PREFIX_CHARS, Settings};
 use serde::Deserialize;
 
+use super::webhook::WebhookShown;
 use super::{
     Chrome, Peer, Scope, TenantOption, TenantParam, audit, failed, form, manager_scope,
     manager_write, render,
@@ -32,6 +33,7 @@ struct SettingsPage {
     filter_on: bool,
     rules: String,
     calls: CallsShown,
+    webhook: WebhookShown,
     prompts: Vec<super::prompts::PromptRow>,
 }
 
@@ -117,12 +119,15 @@ struct Shown {
     filter_on: bool,
     rules: String,
     calls: CallsShown,
+    webhook: WebhookShown,
 }
 
-/// What a page says above its forms.
+/// What a page says above its forms (and the webhook's form, when it is
+/// not the stored one: as posted, or with a secret to show once).
 pub struct Said {
     notice: String,
     error: String,
+    webhook: Option<WebhookShown>,
 }
 
 impl Said {
@@ -130,6 +135,7 @@ impl Said {
         Said {
             notice,
             error: String::new(),
+            webhook: None,
         }
     }
 
@@ -137,6 +143,14 @@ impl Said {
         Said {
             notice: String::new(),
             error,
+            webhook: None,
+        }
+    }
+
+    pub fn with_webhook(self, webhook: WebhookShown) -> Said {
+        Said {
+            webhook: Some(webhook),
+            ..self
         }
     }
 }
@@ -149,11 +163,14 @@ pub fn settings_page(
     said: Said,
     status: StatusCode,
 ) -> Response {
-    let shown = Shown {
+    let mut shown = Shown {
         notice: said.notice,
         error: said.error,
         ..stored(state, &scope)
     };
+    if let Some(w) = said.webhook {
+        shown.webhook = w;
+    }
     page(state, session, scope, shown, status)
 }
 
@@ -177,6 +194,7 @@ fn page(
         filter_on: shown.filter_on,
         rules: shown.rules,
         calls: shown.calls,
+        webhook: shown.webhook,
         prompts,
         tenants: scope.options,
     };
@@ -195,6 +213,7 @@ fn stored(state: &ConsoleState, scope: &Scope) -> Shown {
         filter_on: settings.filter.mode == FilterMode::Standard,
         rules: rules_text(&settings.filter),
         calls: calls_shown(state, scope.tenant),
+        webhook: WebhookShown::stored(state, scope.tenant),
     }
 }
 
@@ -260,6 +279,7 @@ pub async fn save_settings(
         filter_on: f.marketing_filter.is_some(),
         rules: f.rules.clone(),
         calls: calls_shown(&state, Some(tenant)),
+        webhook: WebhookShown::stored(&state, Some(tenant)),
     };
     if let Some(error) = refused(t, &prefix, &f.rules) {
         return page(
