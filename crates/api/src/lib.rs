@@ -143,6 +143,7 @@ pub fn router_with(state: AppState, pages: Router) -> Router {
         .routes(routes!(keys::create_key, keys::list_keys))
         .routes(routes!(keys::revoke_key))
         .routes(routes!(users::create_user, users::list_users))
+        .routes(routes!(users::delete_user))
         .routes(routes!(audit::list_audit))
         .routes(routes!(handlers::import_numbers, handlers::list_numbers))
         .routes(routes!(handlers::retire_number))

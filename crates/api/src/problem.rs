@@ -240,6 +240,7 @@ impl From<EngineError> for Problem {
             EngineError::InvalidUser { field, .. } => {
                 Problem::bad_request("invalid_field", field, e.to_string())
             }
+            EngineError::UserNotFound => Problem::not_found("user"),
             EngineError::EmailTaken => {
                 Problem::new(S::CONFLICT, "email_taken", e.to_string()).field("email")
             }

@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::{Extension, Json, extract::FromRequestParts};
 use maskline_engine::core::TenantId;
-use maskline_engine::store::{Role, User};
+use maskline_engine::store::{Role, User, UserId};
 use maskline_engine::{NewUser, Principal};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -186,4 +186,48 @@ pub async fn list_users(
         items: users.iter().map(UserView::new).collect(),
         next_cursor: None,
     }))
+}
+
+#[utoipa::path(delete, path = "/v1/users/{id}", tag = "console",
+    params(("id" = String, Path)),
+    responses(
+        (status = 204, description = "Removed; its console sessions end on every node at once"),
+        (status = 401, body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "No such user (a tenant's key sees only its own)", body = ProblemBody, content_type = "application/problem+json"),
+    ),
+    security(("admin_key" = []), ("tenant_key" = [])))]
+pub async fn delete_user(
+    State(state): State<AppState>,
+    KeyAuth(principal): KeyAuth,
+    slot: Option<Extension<crate::audit::ActorSlot>>,
+    crate::extract::PathParam(raw): crate::extract::PathParam,
+) -> Result<(StatusCode, Extension<AuditObject>), Problem> {
+    let id = uuid::Uuid::try_parse(&raw)
+        .map(|u| UserId(u.as_u128()))
+        .map_err(|_| Problem::not_found("user"))?;
+    let scope = match principal {
+        Principal::Admin => {
+            // In the audit log of the tenant whose user it was.
+            let owner = state
+                .engine
+                .users(None)
+                .await?
+                .into_iter()
+                .find(|u| u.id == id)
+                .and_then(|u| u.tenant);
+            if let (Some(t), Some(Extension(slot))) = (owner, slot) {
+                *slot.0.lock() = Some(Actor {
+                    tenant: t,
+                    key: None,
+                });
+            }
+            None
+        }
+        Principal::Tenant(t) => Some(t),
+    };
+    state.engine.delete_user(scope, id).await?;
+    Ok((
+        StatusCode::NO_CONTENT,
+        Extension(AuditObject(format!("/v1/users/{id}"))),
+    ))
 }

@@ -342,6 +342,10 @@ texts! {
     create_user: "Add a user", "添加用户";
     password_hint: "At least 12 characters.", "至少 12 个字符。";
     user_created: "User added:", "已添加用户：";
+    remove_user: "Remove", "移除";
+    remove_user_confirm: "Remove this user? Their sessions end at once.", "确定移除该用户？其登录会话将立即结束。";
+    user_removed: "User removed; their sessions have ended.", "已移除用户，其登录会话已结束。";
+    cannot_remove_self: "You cannot remove yourself.", "不能移除自己。";
     invalid_role: "Choose viewer, operator or owner.", "请选择查看者、操作员或所有者。";
     email_taken: "A user with this email exists.", "该邮箱已有用户。";
     invalid_email: "Not an email address.", "邮箱地址无效。";

@@ -108,6 +108,7 @@ pub fn router(state: ConsoleState) -> Router {
         .route("/console/keys", get(pages::keys).post(pages::create_key))
         .route("/console/keys/{id}/revoke", post(pages::revoke_key))
         .route("/console/users", get(pages::users).post(pages::create_user))
+        .route("/console/users/{id}/remove", post(pages::remove_user))
         .route("/console/audit", get(pages::audit_log))
         .route(
             "/console/tenants",

@@ -107,6 +107,8 @@ pub enum Error {
     InvalidUser { field: &'static str, reason: String },
     #[error("a console user with this email exists")]
     EmailTaken,
+    #[error("user not found")]
+    UserNotFound,
     /// Reading a recording failed (logged where it happened).
     #[error("recording storage failed")]
     RecordingStorage,

@@ -225,6 +225,20 @@ impl Engine {
         Ok(())
     }
 
+    /// Removes a console account and ends its sessions on every node:
+    /// `tenant`'s own only, any for `None` (the admin).
+    /// [`Error::UserNotFound`] if there is no such account there.
+    pub async fn delete_user(&self, tenant: Option<TenantId>, user: UserId) -> Result<()> {
+        match self.store.enqueue(Write::DeleteUser { user, tenant }).await {
+            Err(maskline_store::Error::Conflict(_)) => Err(Error::UserNotFound),
+            other => {
+                other?;
+                tracing::info!(%user, "console user removed");
+                Ok(())
+            }
+        }
+    }
+
     /// Console accounts, oldest first: `tenant`'s, or all for `None`.
     pub async fn users(&self, tenant: Option<TenantId>) -> Result<Vec<User>> {
         Ok(self.store.users(tenant).await?)

@@ -2001,3 +2001,100 @@ async fn an_owner_keeps_the_webhook_in_the_settings() {
         .await;
     }
 }
+
+/// An owner removes a user who left: that user's session ends at once; an
+/// owner cannot remove itself, nor may anyone below an owner remove anyone.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_owner_removes_a_user_and_their_session_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path()).await;
+    let (_, key) = shop(&s).await;
+    let (_, users) = s.call("GET", "/v1/users", Some(&key), None).await;
+    let id_of = |email: &str| {
+        users["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["email"] == email)
+            .unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let (owner_id, op_id) = (id_of("owner@shop.example"), id_of("operator@shop.example"));
+    let mut op = Agent::new(&s.base);
+    assert_eq!(
+        op.sign_in("operator@shop.example", PASSWORD).await.status,
+        303
+    );
+    let op_csrf = op.get("/console/bindings").await.csrf();
+    let p = op
+        .post(
+            &format!("/console/users/{owner_id}/remove"),
+            &[("csrf", &op_csrf)],
+        )
+        .await;
+    assert_eq!(p.status, 403, "an operator removes nobody");
+
+    let mut owner = Agent::new(&s.base);
+    assert_eq!(
+        owner.sign_in("owner@shop.example", PASSWORD).await.status,
+        303
+    );
+    let page = owner.get("/console/users").await;
+    assert!(
+        page.html
+            .contains(&format!("/console/users/{op_id}/remove"))
+    );
+    assert!(
+        !page
+            .html
+            .contains(&format!("/console/users/{owner_id}/remove")),
+        "not oneself"
+    );
+    let csrf = page.csrf();
+    let p = owner
+        .post(
+            &format!("/console/users/{owner_id}/remove"),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(p.status, 400);
+    assert!(p.html.contains("You cannot remove yourself."));
+    assert_eq!(
+        owner
+            .post(&format!("/console/users/{op_id}/remove"), &[])
+            .await
+            .status,
+        403
+    );
+    let p = owner
+        .post(
+            &format!("/console/users/{op_id}/remove"),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(p.status, 200, "{}", p.html);
+    assert!(p.html.contains("User removed"));
+    assert!(!p.html.contains("operator@shop.example"));
+    assert_eq!(op.get("/console/bindings").await.status, 303, "signed out");
+    let p = owner
+        .post(
+            &format!("/console/users/{op_id}/remove"),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(p.status, 404, "removed already");
+    eventually(5, "the removal's audit entry", || async {
+        let (_, log) = s.call("GET", "/v1/audit", Some(&key), None).await;
+        log["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| {
+                e["action"] == "POST /console/users/{id}/remove" && e["object"] == op_id.as_str()
+            })
+            .cloned()
+    })
+    .await;
+}

@@ -235,3 +235,72 @@ async fn accounts_are_created_by_the_admin_or_for_a_tenant_by_its_own_key() {
         "the password reached the logs"
     );
 }
+
+/// A user who leaves is removed: by the admin key, or by its tenant's key
+/// (never another tenant's); its console session ends at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_removed_account_signs_nobody_in_any_more() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path()).await;
+    let (_, shop_key) = s.create_tenant("shop").await;
+    let (_, other_key) = s.create_tenant("other").await;
+    let mut ids = Vec::new();
+    for email in ["leaver@shop.example", "second@shop.example"] {
+        let (st, u) = s
+            .call(
+                "POST",
+                "/v1/users",
+                Some(&shop_key),
+                Some(json!({"email": email, "password": PASSWORD, "role": "operator"})),
+            )
+            .await;
+        assert_eq!(st, 201, "{u}");
+        ids.push(u["id"].as_str().unwrap().to_owned());
+    }
+    let mut agent = common::console::Agent::new(&s.base);
+    assert_eq!(
+        agent.sign_in("leaver@shop.example", PASSWORD).await.status,
+        303
+    );
+    assert_eq!(agent.get("/console/bindings").await.status, 200);
+
+    let path = |id: &str| format!("/v1/users/{id}");
+    let (st, p) = s
+        .call("DELETE", &path(&ids[0]), Some(&other_key), None)
+        .await;
+    assert_eq!(st, 404, "another tenant's key: {p}");
+    for bad in ["nonsense", "0190a1b2-0000-7000-8000-000000000000"] {
+        let (st, _) = s.call("DELETE", &path(bad), Some(&shop_key), None).await;
+        assert_eq!(st, 404, "{bad}");
+    }
+    let (st, _) = s
+        .call("DELETE", &path(&ids[0]), Some(&shop_key), None)
+        .await;
+    assert_eq!(st, 204);
+    let page = agent.get("/console/bindings").await;
+    assert_eq!(page.status, 303, "the session ended with its user");
+    let again = agent.sign_in("leaver@shop.example", PASSWORD).await;
+    assert_eq!(again.status, 401, "refused like an unknown email");
+    let (st, _) = s
+        .call("DELETE", &path(&ids[0]), Some(&shop_key), None)
+        .await;
+    assert_eq!(st, 404, "removed already");
+
+    let (st, _) = s
+        .call("DELETE", &path(&ids[1]), Some(ADMIN_KEY), None)
+        .await;
+    assert_eq!(st, 204, "the admin removes any");
+    let (_, list) = s.call("GET", "/v1/users", Some(&shop_key), None).await;
+    assert_eq!(list["items"], json!([]));
+    let entry = eventually(5, "the removal's audit entry", || async {
+        let (_, log) = s.call("GET", "/v1/audit", Some(&shop_key), None).await;
+        log["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["action"] == "DELETE /v1/users/{id}")
+            .cloned()
+    })
+    .await;
+    assert!(entry["object"].as_str().unwrap().starts_with("/v1/users/"));
+}

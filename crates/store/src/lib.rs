@@ -279,6 +279,14 @@ pub enum Write {
     CloseSession {
         token_hash: [u8; 32],
     },
+    /// A console account is removed, its sessions with it (on every node
+    /// at once: a session is looked up with its user). `tenant`: only if it
+    /// is that tenant's; `None` (the admin) any. [`Error::Conflict`] if
+    /// there is no such account.
+    DeleteUser {
+        user: UserId,
+        tenant: Option<TenantId>,
+    },
     /// A key stops working (on every node).
     RevokeKey {
         tenant: TenantId,

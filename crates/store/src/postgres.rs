@@ -1419,6 +1419,31 @@ async fn apply<'a>(
             .execute(&mut *conn)
             .await?;
         }
+        Write::DeleteUser { user, tenant } => {
+            let gone = match tenant {
+                Some(t) => {
+                    sqlx::query("DELETE FROM users WHERE id = $1 AND tenant_id = $2")
+                        .bind(uuid(user.0))
+                        .bind(uuid(t.0))
+                        .execute(&mut *conn)
+                        .await?
+                }
+                None => {
+                    sqlx::query("DELETE FROM users WHERE id = $1")
+                        .bind(uuid(user.0))
+                        .execute(&mut *conn)
+                        .await?
+                }
+            };
+            if gone.rows_affected() != 1 {
+                return Err(Error::Conflict(format!("user {user} does not exist")));
+            }
+            // Its sessions go with it (the schema cascades too).
+            sqlx::query("DELETE FROM console_sessions WHERE user_id = $1")
+                .bind(uuid(user.0))
+                .execute(&mut *conn)
+                .await?;
+        }
         Write::CloseSession { token_hash } => {
             sqlx::query("DELETE FROM console_sessions WHERE token_hash = $1")
                 .bind(&token_hash[..])

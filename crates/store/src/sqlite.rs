@@ -777,6 +777,31 @@ async fn apply(conn: &mut SqliteConnection, keys: &Keyring, write: &Write) -> Re
             .execute(&mut *conn)
             .await?;
         }
+        Write::DeleteUser { user, tenant } => {
+            let gone = match tenant {
+                Some(t) => {
+                    sqlx::query("DELETE FROM users WHERE id = ? AND tenant_id = ?")
+                        .bind(uuid_bytes(user.0))
+                        .bind(uuid_bytes(t.0))
+                        .execute(&mut *conn)
+                        .await?
+                }
+                None => {
+                    sqlx::query("DELETE FROM users WHERE id = ?")
+                        .bind(uuid_bytes(user.0))
+                        .execute(&mut *conn)
+                        .await?
+                }
+            };
+            if gone.rows_affected() != 1 {
+                return Err(Error::Conflict(format!("user {user} does not exist")));
+            }
+            // Its sessions go with it (the schema cascades too).
+            sqlx::query("DELETE FROM console_sessions WHERE user_id = ?")
+                .bind(uuid_bytes(user.0))
+                .execute(&mut *conn)
+                .await?;
+        }
         Write::CloseSession { token_hash } => {
             sqlx::query("DELETE FROM console_sessions WHERE token_hash = ?")
                 .bind(&token_hash[..])

@@ -2295,6 +2295,27 @@ async fn console_users_are_kept_by_email_and_tenant(s: Arc<dyn Store>) {
         .unwrap();
     assert_eq!(s.console_session([2; 32]).await.unwrap(), None, "ran out");
     assert!(s.console_session([3; 32]).await.unwrap().is_some());
+
+    // Removed, an account signs nobody in: its sessions went with it. A
+    // tenant removes only its own.
+    let remove = |user: &User, tenant: Option<u128>| Write::DeleteUser {
+        user: user.id,
+        tenant: tenant.map(TenantId),
+    };
+    assert!(matches!(
+        s.enqueue(remove(&viewer, Some(1))).await,
+        Err(Error::Conflict(_))
+    ));
+    assert!(s.console_session([3; 32]).await.unwrap().is_some());
+    s.enqueue(remove(&viewer, Some(2))).await.unwrap();
+    assert_eq!(s.console_session([3; 32]).await.unwrap(), None);
+    assert_eq!(s.user_by_email("viewer@two.example").await.unwrap(), None);
+    assert!(matches!(
+        s.enqueue(remove(&viewer, Some(2))).await,
+        Err(Error::Conflict(_))
+    ));
+    s.enqueue(remove(&owner, None)).await.unwrap();
+    assert_eq!(s.users(None).await.unwrap(), vec![admin.clone()]);
 }
 
 async fn keys_are_created_found_by_hash_and_revoked(s: Arc<dyn Store>) {

@@ -181,10 +181,13 @@ pub async fn revoke_key(
 // === users ===
 
 struct UserRow {
+    id: String,
     email: String,
     role: &'static str,
     created: String,
     locked: String,
+    /// The user looking: not removable from here.
+    me: bool,
 }
 
 #[derive(Template)]
@@ -221,6 +224,8 @@ async fn users_page(
         rows = users
             .iter()
             .map(|u| UserRow {
+                id: u.id.to_string(),
+                me: u.id == session.user.id,
                 email: u.email.clone(),
                 role: role_label(lang, u.role),
                 created: lang.time(u.created_at),
@@ -360,6 +365,70 @@ pub async fn create_user(
             )
             .await
         }
+    }
+}
+
+/// `POST /console/users/{id}/remove`: the account and its sessions go,
+/// on every node (not one's own: an owner would lock the tenant out).
+pub async fn remove_user(
+    State(state): State<ConsoleState>,
+    session: Session,
+    Path(id): Path<String>,
+    Query(q): Query<TenantParam>,
+    peer: Peer,
+    body: Bytes,
+) -> Response {
+    let f: CsrfForm = form(&body);
+    let (scope, tenant) =
+        match manager_write(&state, &session, f.csrf.as_deref(), q.tenant.as_deref()).await {
+            Ok(s) => s,
+            Err(res) => return res,
+        };
+    let lang = session.lang.lang;
+    let t = lang.text();
+    let Some(user) = uuid::Uuid::try_parse(&id)
+        .ok()
+        .map(|u| maskline_store::UserId(u.as_u128()))
+    else {
+        return not_found(session.lang).await;
+    };
+    if user == session.user.id {
+        let error = t.cannot_remove_self.to_owned();
+        return users_page(
+            &state,
+            &session,
+            scope,
+            String::new(),
+            error,
+            String::new(),
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
+    }
+    match state.engine.delete_user(Some(tenant), user).await {
+        Ok(()) => {
+            audit(
+                &state,
+                &session,
+                tenant,
+                "POST /console/users/{id}/remove",
+                user.to_string(),
+                StatusCode::OK,
+                peer.0,
+            );
+            users_page(
+                &state,
+                &session,
+                scope,
+                t.user_removed.to_owned(),
+                String::new(),
+                String::new(),
+                StatusCode::OK,
+            )
+            .await
+        }
+        Err(maskline_engine::Error::UserNotFound) => not_found(session.lang).await,
+        Err(e) => failed(lang, &e),
     }
 }
 

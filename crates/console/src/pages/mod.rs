@@ -39,7 +39,7 @@ pub mod settings;
 pub mod tenants;
 pub mod webhook;
 
-pub use admin::{audit_log, create_key, create_user, keys, revoke_key, users};
+pub use admin::{audit_log, create_key, create_user, keys, remove_user, revoke_key, users};
 pub use bindings::{
     bindings, create_binding, end_binding, extend_binding, reveal_binding, search_bindings,
 };
