@@ -118,7 +118,7 @@ pub fn router(state: ConsoleState) -> Router {
         .route("/console/assets/{file}", get(assets::serve))
         .route(
             "/console/{*rest}",
-            get(pages::not_found).post(pages::not_found),
+            get(pages::unknown_path).post(pages::unknown_path),
         )
         .layer(axum::middleware::from_fn(security_headers))
         .with_state(state)

@@ -1600,7 +1600,18 @@ async fn an_admin_adds_a_tenant_and_sets_its_api_rate() {
         !page.html.contains("/console/tenants"),
         "not in an owner's menu"
     );
-    assert_eq!(owner.get("/console/tenants").await.status, 403);
+    let refused = owner.get("/console/tenants").await;
+    assert_eq!(refused.status, 403);
+    // The refusal keeps the signed-in menu: the way on is one click.
+    assert!(
+        refused.html.contains("href=\"/console/bindings\"")
+            && refused.html.contains("action=\"/console/logout\""),
+        "{}",
+        refused.html
+    );
+    let missing = owner.get("/console/no-such-page").await;
+    assert_eq!(missing.status, 404);
+    assert!(missing.html.contains("href=\"/console/bindings\""));
     let csrf = page.csrf();
     let p = owner
         .post("/console/tenants", &[("csrf", &csrf), ("name", "mine")])

@@ -157,7 +157,7 @@ pub async fn revoke_key(
             Err(res) => return res,
         };
     let Ok(uuid) = uuid::Uuid::parse_str(&id) else {
-        return not_found(session.lang).await;
+        return not_found(&session).await;
     };
     let key = KeyId(uuid.as_u128());
     match state.engine.revoke_key(tenant, key).await {
@@ -173,7 +173,7 @@ pub async fn revoke_key(
             );
             Redirect::to(&href("/console/keys", &[("tenant", scope.param())])).into_response()
         }
-        Ok(false) => not_found(session.lang).await,
+        Ok(false) => not_found(&session).await,
         Err(e) => failed(session.lang.lang, &e),
     }
 }
@@ -390,7 +390,7 @@ pub async fn remove_user(
         .ok()
         .map(|u| maskline_store::UserId(u.as_u128()))
     else {
-        return not_found(session.lang).await;
+        return not_found(&session).await;
     };
     if user == session.user.id {
         let error = t.cannot_remove_self.to_owned();
@@ -427,7 +427,7 @@ pub async fn remove_user(
             )
             .await
         }
-        Err(maskline_engine::Error::UserNotFound) => not_found(session.lang).await,
+        Err(maskline_engine::Error::UserNotFound) => not_found(&session).await,
         Err(e) => failed(lang, &e),
     }
 }

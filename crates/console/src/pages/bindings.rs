@@ -492,7 +492,7 @@ pub async fn end_binding(
             Err(res) => return res,
         };
     let Ok(id) = id.parse::<BindingId>() else {
-        return not_found(session.lang).await;
+        return not_found(&session).await;
     };
     match state.engine.unbind(tenant, id).await {
         Ok(_) => {
@@ -507,7 +507,7 @@ pub async fn end_binding(
             );
             done(&scope, "ended", id)
         }
-        Err(maskline_engine::Error::BindingNotFound) => not_found(session.lang).await,
+        Err(maskline_engine::Error::BindingNotFound) => not_found(&session).await,
         Err(e) => refused(&state, &session, scope, &e).await,
     }
 }
@@ -528,7 +528,7 @@ pub async fn extend_binding(
         };
     let lang = session.lang.lang;
     let Ok(id) = id.parse::<BindingId>() else {
-        return not_found(session.lang).await;
+        return not_found(&session).await;
     };
     let Some(hours) = hours(&f.hours) else {
         return bindings_page(
@@ -543,7 +543,7 @@ pub async fn extend_binding(
     };
     let current = match state.engine.binding(tenant, id).await {
         Ok(b) => b,
-        Err(maskline_engine::Error::BindingNotFound) => return not_found(session.lang).await,
+        Err(maskline_engine::Error::BindingNotFound) => return not_found(&session).await,
         Err(e) => return failed(lang, &e),
     };
     let expires_at: UnixTime = current.expires_at + hours * 3600;
@@ -564,7 +564,7 @@ pub async fn extend_binding(
             );
             done(&scope, "extended", id)
         }
-        Err(maskline_engine::Error::BindingNotFound) => not_found(session.lang).await,
+        Err(maskline_engine::Error::BindingNotFound) => not_found(&session).await,
         Err(e) => refused(&state, &session, scope, &e).await,
     }
 }
@@ -587,11 +587,11 @@ pub async fn reveal_binding(
             Err(res) => return res,
         };
     let Ok(id) = id.parse::<BindingId>() else {
-        return not_found(session.lang).await;
+        return not_found(&session).await;
     };
     let b = match state.engine.binding(tenant, id).await {
         Ok(b) => b,
-        Err(maskline_engine::Error::BindingNotFound) => return not_found(session.lang).await,
+        Err(maskline_engine::Error::BindingNotFound) => return not_found(&session).await,
         Err(e) => return failed(session.lang.lang, &e),
     };
     let t = session.lang.lang.text();

@@ -295,11 +295,11 @@ pub async fn recording(
         Err(res) => return res,
     };
     let (Some(tenant), Ok(call)) = (scope.tenant, id.parse::<CallId>()) else {
-        return not_found(session.lang).await;
+        return not_found(&session).await;
     };
     let stream = match state.engine.recording(tenant, call).await {
         Ok(Some(s)) => s,
-        Ok(None) => return not_found(session.lang).await,
+        Ok(None) => return not_found(&session).await,
         Err(e) => return failed(session.lang.lang, &e),
     };
     let (len, mut chunks) = (stream.len, stream.chunks);
@@ -336,7 +336,7 @@ pub async fn reveal_call(
             Err(res) => return res,
         };
     let Ok(id) = id.parse::<CallId>() else {
-        return not_found(session.lang).await;
+        return not_found(&session).await;
     };
     // The one CDR whose id follows the one before it, in the tenant's list.
     let page = Page {
@@ -352,7 +352,7 @@ pub async fn reveal_call(
         Err(e) => return failed(session.lang.lang, &e),
     };
     let Some(c) = call else {
-        return not_found(session.lang).await;
+        return not_found(&session).await;
     };
     let lang = session.lang.lang;
     let t = lang.text();

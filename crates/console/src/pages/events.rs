@@ -185,7 +185,7 @@ pub async fn redeliver(
             Err(res) => return res,
         };
     let Ok(uuid) = uuid::Uuid::parse_str(&id) else {
-        return not_found(session.lang).await;
+        return not_found(&session).await;
     };
     let event = EventId(uuid.as_u128());
     match state.engine.redeliver(tenant, event).await {
@@ -205,7 +205,7 @@ pub async fn redeliver(
             ))
             .into_response()
         }
-        Err(maskline_engine::Error::EventNotFound) => not_found(session.lang).await,
+        Err(maskline_engine::Error::EventNotFound) => not_found(&session).await,
         Err(maskline_engine::Error::WebhookNotSet) => {
             let error = session.lang.lang.text().no_webhook.to_owned();
             events_page(

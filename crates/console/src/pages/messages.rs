@@ -297,7 +297,7 @@ pub async fn release_message(
         };
     let lang = session.lang.lang;
     let Ok(id) = id.parse::<MessageId>() else {
-        return not_found(session.lang).await;
+        return not_found(&session).await;
     };
     let again = |scope, error: String, code| {
         messages_page(
@@ -330,7 +330,7 @@ pub async fn release_message(
             );
             Redirect::to(&to).into_response()
         }
-        Err(maskline_engine::Error::MessageNotFound) => not_found(session.lang).await,
+        Err(maskline_engine::Error::MessageNotFound) => not_found(&session).await,
         Err(e) => match refusal(lang, &e) {
             Some(error) => again(scope, error, refusal_status(&e)).await,
             None => failed(lang, &e),
@@ -355,11 +355,11 @@ pub async fn reveal_message(
             Err(res) => return res,
         };
     let Ok(id) = id.parse::<MessageId>() else {
-        return not_found(session.lang).await;
+        return not_found(&session).await;
     };
     let m = match state.engine.message(tenant, id).await {
         Ok(m) => m,
-        Err(maskline_engine::Error::MessageNotFound) => return not_found(session.lang).await,
+        Err(maskline_engine::Error::MessageNotFound) => return not_found(&session).await,
         Err(e) => return failed(session.lang.lang, &e),
     };
     let lang = session.lang.lang;

@@ -182,20 +182,60 @@ pub fn internal_error(lang: Lang) -> Response {
     )
 }
 
-fn forbidden(lang: Lang, text: &str) -> Response {
-    message(
+/// An error page for a signed-in user: with the menu, so that the way on
+/// is one click.
+fn signed_in_message(
+    session: &Session,
+    status: StatusCode,
+    title: &'static str,
+    text: String,
+) -> Response {
+    let scope = Scope {
+        tenant: session.user.tenant,
+        options: Vec::new(),
+        admin: session.user.role == Role::Admin,
+    };
+    let page = MessagePage {
+        c: Chrome::signed_in(session, "", &scope),
+        title,
+        message: text,
+        kind: "error",
+        back: "/console",
+    };
+    render(status, &page, session.lang, session.secure)
+}
+
+fn forbidden(session: &Session, text: &str) -> Response {
+    let t = session.lang.lang.text();
+    signed_in_message(
+        session,
         StatusCode::FORBIDDEN,
-        lang,
-        lang.text().forbidden_title,
+        t.forbidden_title,
         text.into(),
     )
 }
 
-pub async fn not_found(lang: Language) -> Response {
-    let t = lang.lang.text();
-    message(
+/// Any other path under `/console`: `404`, with the menu when signed in.
+pub async fn unknown_path(lang: Language, session: Result<Session, Response>) -> Response {
+    match session {
+        Ok(session) => not_found(&session).await,
+        Err(_) => {
+            let t = lang.lang.text();
+            message(
+                StatusCode::NOT_FOUND,
+                lang.lang,
+                t.not_found_title,
+                t.not_found.into(),
+            )
+        }
+    }
+}
+
+pub async fn not_found(session: &Session) -> Response {
+    let t = session.lang.lang.text();
+    signed_in_message(
+        session,
         StatusCode::NOT_FOUND,
-        lang.lang,
         t.not_found_title,
         t.not_found.into(),
     )
@@ -341,14 +381,16 @@ async fn post_scope(
     refused: &'static str,
 ) -> Result<(Scope, TenantId), Response> {
     session.check_csrf(csrf)?;
-    let lang = session.lang.lang;
     if !allowed {
-        return Err(forbidden(lang, refused));
+        return Err(forbidden(session, refused));
     }
     let scope = Scope::of(state, session, tenant).await?;
     match scope.tenant {
         Some(t) => Ok((scope, t)),
-        None => Err(forbidden(lang, lang.text().admin_pick_tenant)),
+        None => Err(forbidden(
+            session,
+            session.lang.lang.text().admin_pick_tenant,
+        )),
     }
 }
 
@@ -382,8 +424,7 @@ async fn manager_scope(
     tenant: Option<&str>,
 ) -> Result<Scope, Response> {
     if !session.may_manage() {
-        let lang = session.lang.lang;
-        return Err(forbidden(lang, lang.text().owners_only));
+        return Err(forbidden(session, session.lang.lang.text().owners_only));
     }
     Scope::of(state, session, tenant).await
 }

@@ -293,7 +293,7 @@ pub async fn retire(
     let lang = session.lang.lang;
     let t = lang.text();
     let Ok(number) = Number::parse(&raw, state.region) else {
-        return not_found(session.lang).await;
+        return not_found(&session).await;
     };
     match state.engine.retire_number(tenant, number).await {
         Ok(()) => {
@@ -313,7 +313,7 @@ pub async fn retire(
             .into_response()
         }
         Err(maskline_engine::Error::Domain(maskline_core::Error::NumberNotFound)) => {
-            not_found(session.lang).await
+            not_found(&session).await
         }
         Err(maskline_engine::Error::Domain(maskline_core::Error::NumberInUse)) => {
             let listed = Listed {

@@ -117,15 +117,15 @@ pub async fn play_prompt(
         Err(res) => return res,
     };
     let (Some(tenant), Some(name)) = (scope.tenant, prompt_name(&name)) else {
-        return not_found(session.lang).await;
+        return not_found(&session).await;
     };
     let wav: Vec<u8> = match (q.play.as_str(), Language::parse(&q.play)) {
         ("own", _) => match state.engine.prompt(tenant, name) {
             Some(p) => prompt_wav(p.samples()),
-            None => return not_found(session.lang).await,
+            None => return not_found(&session).await,
         },
         (_, Some(language)) => builtin_wav(name, language).to_vec(),
-        _ => return not_found(session.lang).await,
+        _ => return not_found(&session).await,
     };
     (
         [
@@ -187,7 +187,7 @@ pub async fn put_prompt(
             Err(res) => return res,
         };
     let Some(name) = prompt_name(&name) else {
-        return not_found(session.lang).await;
+        return not_found(&session).await;
     };
     let lang = session.lang.lang;
     let t = lang.text();
@@ -246,7 +246,7 @@ pub async fn revert_prompt(
             Err(res) => return res,
         };
     let Some(name) = prompt_name(&name) else {
-        return not_found(session.lang).await;
+        return not_found(&session).await;
     };
     let lang = session.lang.lang;
     let t = lang.text();

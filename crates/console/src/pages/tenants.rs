@@ -58,8 +58,7 @@ fn admin_only(session: &Session, csrf: Option<Option<&str>>) -> Result<(), Respo
         session.check_csrf(given)?;
     }
     if session.user.role != Role::Admin {
-        let lang = session.lang.lang;
-        return Err(forbidden(lang, lang.text().admins_only));
+        return Err(forbidden(session, session.lang.lang.text().admins_only));
     }
     Ok(())
 }
@@ -212,7 +211,7 @@ pub async fn set_rate(
         .ok()
         .filter(|t| state.engine.tenant_exists(*t))
     else {
-        return not_found(session.lang).await;
+        return not_found(&session).await;
     };
     let Ok(rate) = rate(&f.rate_limit) else {
         let said = Said {
@@ -238,7 +237,7 @@ pub async fn set_rate(
             };
             tenants_page(&state, &session, said, StatusCode::OK).await
         }
-        Err(maskline_engine::Error::TenantNotFound) => not_found(session.lang).await,
+        Err(maskline_engine::Error::TenantNotFound) => not_found(&session).await,
         Err(e) => failed(lang, &e),
     }
 }
