@@ -190,6 +190,7 @@ texts! {
     password: "Password", "密码";
     sign_in: "Sign in", "登录";
     sign_in_refused: "Wrong email or password.", "邮箱或密码错误。";
+    sign_in_throttled: "Too many sign-in attempts from your address: try again in {} s.", "来自您地址的登录尝试过多，请 {} 秒后再试。";
     sign_in_locked: "Too many failed sign-ins: this account is locked until", "登录失败次数过多，账号已锁定至";
     signed_out: "You have signed out.", "您已退出。";
     forbidden_title: "Refused", "已拒绝";

@@ -48,6 +48,8 @@ pub struct ConsoleState {
     pub default_rate_limit: u32,
     /// Which callback URLs may be set (`MASKLINE_WEBHOOK_ALLOW_PRIVATE`).
     pub callbacks: maskline_callbacks::Guard,
+    /// Sign-in attempts per client address (this node's).
+    pub sign_in_limits: Arc<login::SignInLimits>,
 }
 
 /// Everything under `/console`. The caller merges it into the HTTP

@@ -1,8 +1,11 @@
 //! Signing in and out at `/console/login` and `/console/logout`.
 
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+
 use askama::Template;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use maskline_engine::SignIn;
@@ -72,6 +75,58 @@ pub async fn form(
     )
 }
 
+/// Sign-in attempts one client address may make in a burst.
+const SIGN_IN_BURST: u32 = 60;
+
+/// Sign-in attempts per client address: a burst, then one a second. The
+/// account lockout stops guessing one account's password; this stops one
+/// address trying many accounts, or keeping the server busy hashing.
+/// Behind a proxy the address is the proxy's.
+pub struct SignInLimits(governor::DefaultKeyedRateLimiter<IpAddr>);
+
+impl Default for SignInLimits {
+    fn default() -> Self {
+        let burst = NonZeroU32::new(SIGN_IN_BURST).unwrap_or(NonZeroU32::MIN);
+        SignInLimits(governor::RateLimiter::keyed(
+            governor::Quota::per_second(NonZeroU32::MIN).allow_burst(burst),
+        ))
+    }
+}
+
+impl SignInLimits {
+    /// Takes an attempt for `ip`, or says in how many seconds one is free.
+    fn check(&self, ip: IpAddr) -> Result<(), u64> {
+        use governor::clock::{Clock, DefaultClock};
+        // Addresses seen once are forgotten once their bucket is full again.
+        if self.0.len() > 4096 {
+            self.0.retain_recent();
+        }
+        self.0.check_key(&ip).map_err(|not_until| {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            wait.as_secs_f64().ceil().max(1.0) as u64
+        })
+    }
+}
+
+/// The client's address, as the connection gives it.
+pub struct ClientIp(Option<IpAddr>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(ClientIp(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip()),
+        ))
+    }
+}
+
 #[derive(Deserialize, Default)]
 struct Credentials {
     #[serde(default)]
@@ -86,6 +141,7 @@ pub async fn sign_in(
     State(state): State<ConsoleState>,
     lang: Language,
     headers: HeaderMap,
+    ClientIp(peer): ClientIp,
     body: Bytes,
 ) -> Response {
     let f: Credentials = serde_urlencoded::from_bytes(&body).unwrap_or_default();
@@ -99,6 +155,23 @@ pub async fn sign_in(
     }
     let secure = auth::behind_tls(&headers);
     let t = lang.lang.text();
+    if let Some(ip) = peer
+        && let Err(secs) = state.sign_in_limits.check(ip)
+    {
+        let error = t.sign_in_throttled.replace("{}", &secs.to_string());
+        let mut res = login_page(
+            lang,
+            secure,
+            StatusCode::TOO_MANY_REQUESTS,
+            f.email.trim().to_owned(),
+            error,
+            String::new(),
+        );
+        if let Ok(v) = secs.to_string().parse() {
+            res.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return res;
+    }
     let now = maskline_engine::now();
     let refused = |error: String| {
         login_page(

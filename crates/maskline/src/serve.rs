@@ -287,6 +287,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             region: config.default_region,
             default_rate_limit: config.rate_limit,
             callbacks: config.callbacks(),
+            sign_in_limits: Default::default(),
         })
     } else {
         axum::Router::new()

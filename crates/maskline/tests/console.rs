@@ -2109,3 +2109,48 @@ async fn an_owner_removes_a_user_and_their_session_ends() {
     })
     .await;
 }
+
+/// One address trying many accounts is slowed down: after a burst of sixty
+/// attempts (a lockout stops at ten a account), sign-in answers `429` with
+/// `Retry-After`, the right password included, without checking it.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_address_trying_many_accounts_is_slowed_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path()).await;
+    shop(&s).await;
+    let mut agent = Agent::new(&s.base);
+    let mut throttled = None;
+    // Unlimited, all 200 would be answered; limited, the attempts outrun
+    // one a second after the burst however slow the machine.
+    for i in 0..200 {
+        let p = agent
+            .sign_in(&format!("guess{i}@shop.example"), "not-the-passphrase")
+            .await;
+        match p.status {
+            401 => continue,
+            429 => {
+                throttled = Some((i, p));
+                break;
+            }
+            other => panic!("{other}: {}", p.html),
+        }
+    }
+    let (at, p) = throttled.expect("throttled within 200 attempts");
+    assert!(at >= 60, "a burst of sixty first, throttled at {at}");
+    let retry: u64 = p.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=2).contains(&retry), "Retry-After: {retry}");
+    assert!(
+        p.html
+            .contains("Too many sign-in attempts from your address"),
+        "{}",
+        p.html
+    );
+    let p = agent.sign_in("owner@shop.example", PASSWORD).await;
+    assert_eq!(p.status, 429, "the right password waits too");
+    // The account itself is not locked: a second later it signs in.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(
+        agent.sign_in("owner@shop.example", PASSWORD).await.status,
+        303
+    );
+}
