@@ -71,9 +71,11 @@ async fn tenants_page(
 ) -> Response {
     let lang = session.lang.lang;
     let t = lang.text();
-    let scope = match Scope::of(state, session, None).await {
-        Ok(s) => s,
-        Err(res) => return res,
+    // The menu's scope: no tenant picked (the list is every tenant's).
+    let scope = Scope {
+        tenant: None,
+        options: Vec::new(),
+        admin: true,
     };
     let tenants = match state.engine.tenants().await {
         Ok(list) => list,
