@@ -57,6 +57,8 @@ impl Default for EdgeConfig {
     }
 }
 
+const TWO: NonZeroU32 = NonZeroU32::new(2).unwrap();
+
 /// Per-tenant token buckets, made on a tenant's first request (and again
 /// when its rate changes). A bucket holds two seconds' worth.
 pub struct RateLimits {
@@ -89,7 +91,7 @@ impl RateLimits {
         let bucket = match bucket {
             Some(b) => b,
             None => {
-                let burst = rate.saturating_mul(NonZeroU32::MIN.saturating_add(1));
+                let burst = rate.saturating_mul(TWO);
                 let fresh = Arc::new(RateLimiter::direct(
                     Quota::per_second(rate).allow_burst(burst),
                 ));

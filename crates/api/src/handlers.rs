@@ -5,6 +5,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
+use maskline_callbacks::Refused;
 use maskline_core::sms::{
     Filter, FilterMode, MAX_PREFIX_CHARS, Rule, RuleAction, Sender, SenderId,
 };
@@ -15,10 +16,10 @@ use maskline_core::{
 use maskline_core::{MessageId, MessageStatus};
 use maskline_engine::store::{BindingFilter, CallFilter, Fallback, Intercept, MessageFilter, Page};
 use maskline_engine::{
-    BindingPatch, BindingSpec, ControlsPatch, Created, Expiry, IdempotencyKey, IncomingText,
-    NumberEntry, WebhookSpec,
+    BindingPatch, BindingSpec, ControlsPatch, Created, DEFAULT_INTERCEPT_TIMEOUT_MS, Expiry,
+    INTERCEPT_TIMEOUT_MS, IdempotencyKey, IncomingText, MAX_EVENT_PATTERNS, MAX_RATE_LIMIT,
+    MAX_TENANT_NAME_CHARS, NumberEntry, WebhookSpec,
 };
-use maskline_events::validate_url;
 use serde::Deserialize;
 
 use crate::AppState;
@@ -33,7 +34,6 @@ pub const MAX_IMPORT: usize = 10_000;
 const DEFAULT_LIMIT: u32 = 100;
 const MAX_LIMIT: u32 = 1000;
 const MAX_EXTERNAL_REF: usize = 128;
-const MAX_TENANT_NAME: usize = 200;
 
 type ApiResult<T> = Result<T, Problem>;
 
@@ -160,11 +160,11 @@ pub async fn create_tenant(
     body: JsonBody<CreateTenantRequest>,
 ) -> ApiResult<(StatusCode, Json<TenantCreated>)> {
     let name = body.value.name.trim();
-    if name.is_empty() || name.chars().count() > MAX_TENANT_NAME {
+    if name.is_empty() || name.chars().count() > MAX_TENANT_NAME_CHARS {
         return Err(Problem::bad_request(
             "invalid_field",
             "name",
-            format!("name must be 1 to {MAX_TENANT_NAME} characters"),
+            format!("name must be 1 to {MAX_TENANT_NAME_CHARS} characters"),
         ));
     }
     let (tenant, api_key) = state.engine.create_tenant(name).await?;
@@ -207,9 +207,6 @@ fn tenant_view(state: &AppState, t: maskline_engine::store::Tenant) -> TenantVie
         created_at: rfc3339(t.created_at),
     }
 }
-
-/// The most requests a second a tenant may be given (as the config's).
-const MAX_RATE_LIMIT: u32 = 10_000_000;
 
 #[utoipa::path(patch, path = "/v1/tenants/{id}", tag = "tenants",
     params(("id" = String, Path)),
@@ -1215,34 +1212,29 @@ pub async fn get_call_rules(
 
 // === webhooks and events ===
 
-/// Most subscription patterns in one webhook.
-const MAX_PATTERNS: usize = 32;
-const DEFAULT_INTERCEPT_TIMEOUT_MS: u32 = 800;
-const INTERCEPT_TIMEOUT_RANGE: std::ops::RangeInclusive<u32> = 50..=10_000;
-
 /// A webhook or intercept URL: well formed, and pointing at a public
 /// address unless the node allows private ones.
 async fn callback_url(state: &AppState, raw: &str, field: &str) -> ApiResult<String> {
-    let url = validate_url(raw.trim())
-        .map_err(|e| Problem::bad_request("invalid_field", field, format!("`{field}`: {e}")))?;
-    state.callbacks.check(&url).await.map_err(|e| {
-        Problem::new(
+    state.callbacks.accept(raw).await.map_err(|e| match e {
+        Refused::Invalid(e) => {
+            Problem::bad_request("invalid_field", field, format!("`{field}`: {e}"))
+        }
+        Refused::NotAllowed(e) => Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "url_not_allowed",
             format!("`{field}`: {e}"),
         )
-        .field(field)
-    })?;
-    Ok(url)
+        .field(field),
+    })
 }
 
 /// `code` is `invalid_field` for a body, `invalid_parameter` for a query.
 fn patterns(list: &[String], field: &str, code: &'static str) -> ApiResult<Vec<EventPattern>> {
-    if list.len() > MAX_PATTERNS {
+    if list.len() > MAX_EVENT_PATTERNS {
         return Err(Problem::bad_request(
             code,
             field,
-            format!("at most {MAX_PATTERNS} patterns"),
+            format!("at most {MAX_EVENT_PATTERNS} patterns"),
         ));
     }
     list.iter()
@@ -1283,7 +1275,7 @@ pub async fn put_webhook(
         None => None,
         Some(i) => {
             let timeout_ms = i.timeout_ms.unwrap_or(DEFAULT_INTERCEPT_TIMEOUT_MS);
-            if !INTERCEPT_TIMEOUT_RANGE.contains(&timeout_ms) {
+            if !INTERCEPT_TIMEOUT_MS.contains(&timeout_ms) {
                 return Err(Problem::bad_request(
                     "invalid_field",
                     "intercept.timeout_ms",

@@ -33,6 +33,16 @@ pub enum NotAllowed {
     Url,
 }
 
+/// Why a callback URL cannot be set.
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    /// Not a well-formed http(s) URL (the events crate's check says why).
+    #[error("{0}")]
+    Invalid(maskline_events::Error),
+    #[error(transparent)]
+    NotAllowed(#[from] NotAllowed),
+}
+
 /// The callback address policy of a node.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Guard {
@@ -86,6 +96,15 @@ impl Guard {
             }
             Ok(Err(_)) | Err(_) => Ok(()),
         }
+    }
+
+    /// A URL as typed, ready to be set as a webhook or intercept URL: well
+    /// formed (trimmed, as stored), then [`Guard::check`]ed. The one check
+    /// every way of setting one goes through (the API, the console).
+    pub async fn accept(&self, raw: &str) -> Result<String, Refused> {
+        let url = maskline_events::validate_url(raw.trim()).map_err(Refused::Invalid)?;
+        self.check(&url).await?;
+        Ok(url)
     }
 
     /// A resolver for the HTTP client that drops every address this

@@ -15,7 +15,7 @@ pub mod guard;
 pub mod intercept;
 
 pub use delivery::{DeliveryConfig, Dispatcher};
-pub use guard::{Guard, NotAllowed};
+pub use guard::{Guard, NotAllowed, Refused};
 pub use intercept::{Interceptor, Source};
 
 #[derive(Debug, thiserror::Error)]

@@ -11,6 +11,13 @@ use maskline_store::{Intercept, NewEvent, Page, StoredEvent, Webhook, Write, Wri
 
 use crate::{Engine, Error, Result, now, settle};
 
+/// Most event types one webhook subscribes to.
+pub const MAX_EVENT_PATTERNS: usize = 32;
+/// How long a call waits for the intercept when none is given.
+pub const DEFAULT_INTERCEPT_TIMEOUT_MS: u32 = 800;
+/// The intercept's wait a tenant may set, in ms.
+pub const INTERCEPT_TIMEOUT_MS: std::ops::RangeInclusive<u32> = 50..=10_000;
+
 /// A `PUT /v1/webhook`, validated.
 #[derive(Clone, Debug)]
 pub struct WebhookSpec {

@@ -34,14 +34,16 @@ mod users;
 pub use bindings::{BindingPatch, BindingSpec, ControlsPatch, Created, Expiry, IdempotencyKey};
 pub use call_rules::Admission;
 pub use calls::RecordingStream;
-pub use events::WebhookSpec;
+pub use events::{
+    DEFAULT_INTERCEPT_TIMEOUT_MS, INTERCEPT_TIMEOUT_MS, MAX_EVENT_PATTERNS, WebhookSpec,
+};
 pub use maskline_core as core;
 pub use maskline_store as store;
 pub use numbers::{ImportOutcome, NumberEntry};
 pub use prompts::{PromptInfo, PromptSource};
 pub use sms::{Accepted, IncomingText, Relay};
 pub use sweeper::Sweeper;
-pub use tenants::{Caller, Principal};
+pub use tenants::{Caller, MAX_RATE_LIMIT, MAX_TENANT_NAME_CHARS, Principal};
 pub use users::{
     LOCKOUT_SECS, MAX_FAILED_SIGNINS, MIN_PASSWORD_CHARS, NewUser, SESSION_SECS, SignIn,
 };

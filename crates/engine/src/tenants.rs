@@ -128,6 +128,11 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Longest tenant name, in characters.
+pub const MAX_TENANT_NAME_CHARS: usize = 200;
+/// Highest API rate (requests a second) a tenant or the server may have.
+pub const MAX_RATE_LIMIT: u32 = 10_000_000;
+
 impl Engine {
     /// Installs the admin key: the configured one, else the stored hash, else
     /// a new key, returned so the caller can print it once.
@@ -259,6 +264,7 @@ impl Engine {
     }
 
     /// Creates a tenant; its API key is returned here and never again.
+    /// The caller checks the name: 1 to [`MAX_TENANT_NAME_CHARS`].
     pub async fn create_tenant(&self, name: &str) -> Result<(Tenant, String)> {
         let key = new_key("mlk");
         let tenant = Tenant {

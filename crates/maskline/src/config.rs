@@ -477,7 +477,7 @@ impl Config {
             http_header_timeout_secs: int("http_header_timeout_secs", 1, 3600)? as u64,
             http_request_timeout_secs: int("http_request_timeout_secs", 1, 86400)? as u64,
             http_max_connections: int("http_max_connections", 1, 1_000_000)? as usize,
-            rate_limit: int("rate_limit", 0, 10_000_000)? as u32,
+            rate_limit: int("rate_limit", 0, i64::from(maskline_engine::MAX_RATE_LIMIT))? as u32,
             default_region,
             sip_listen,
             sip_outbound,

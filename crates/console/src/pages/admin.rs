@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use super::{
     Chrome, CsrfForm, PAGE_ROWS, Peer, Scope, TenantOption, TenantParam, audit, failed, form, href,
-    manager_scope, manager_write, not_found, render, time_ms,
+    manager_scope, manager_write, more, not_found, render, time_ms,
 };
 use crate::ConsoleState;
 use crate::auth::Session;
@@ -481,14 +481,11 @@ pub async fn audit_log(
             Ok(f) => f,
             Err(e) => return failed(lang, &e),
         };
-        if found.len() > PAGE_ROWS as usize {
-            found.truncate(PAGE_ROWS as usize);
-            if let Some((seq, _)) = found.last() {
-                next_href = href(
-                    "/console/audit",
-                    &[("tenant", scope.param()), ("before", seq.to_string())],
-                );
-            }
+        if let Some((seq, _)) = more(&mut found) {
+            next_href = href(
+                "/console/audit",
+                &[("tenant", scope.param()), ("before", seq.to_string())],
+            );
         }
         // Emails of the tenant's users, to name who acted.
         let users = state.engine.users(Some(tenant)).await.unwrap_or_default();

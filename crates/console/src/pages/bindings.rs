@@ -13,8 +13,8 @@ use serde::Deserialize;
 
 use super::{
     Chrome, CsrfForm, PAGE_ROWS, Peer, Scope, TenantOption, TenantParam, audit, failed, form, href,
-    internal_error, not_found, party_filter, refusal, refusal_status, render, reveal, sealed_party,
-    writer_scope,
+    internal_error, more, not_found, party_filter, refusal, refusal_status, render, reveal,
+    sealed_party, writer_scope,
 };
 use crate::ConsoleState;
 use crate::auth::Session;
@@ -260,11 +260,8 @@ async fn bindings_page(
                 Ok(f) => f,
                 Err(e) => return failed(lang, &e),
             };
-            if found.len() > PAGE_ROWS as usize {
-                found.truncate(PAGE_ROWS as usize);
-                if let Some(last) = found.last() {
-                    next_href = list_href(session, &scope, &q, party, Some(last.id));
-                }
+            if let Some(last) = more(&mut found) {
+                next_href = list_href(session, &scope, &q, party, Some(last.id));
             }
             rows = found
                 .iter()

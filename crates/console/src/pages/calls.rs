@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use super::{
     Chrome, CsrfForm, PAGE_ROWS, Peer, Scope, TenantOption, TenantParam, day_end_cursor, failed,
-    form, href, not_found, party_filter, render, reveal, sealed_party, shown, time_ms,
+    form, href, more, not_found, party_filter, render, reveal, sealed_party, shown, time_ms,
     writer_scope,
 };
 use crate::ConsoleState;
@@ -176,11 +176,8 @@ pub async fn calls(
                 Ok(f) => f,
                 Err(e) => return failed(lang, &e),
             };
-            if found.len() > PAGE_ROWS as usize {
-                found.truncate(PAGE_ROWS as usize);
-                if let Some(last) = found.last() {
-                    next_href = list_href(&session, &scope, party, &shown, Some(last.id));
-                }
+            if let Some(last) = more(&mut found) {
+                next_href = list_href(&session, &scope, party, &shown, Some(last.id));
             }
             let ids: Vec<CallId> = found.iter().map(|c| c.id).collect();
             let recordings = state.engine.recording_durations(tenant, &ids).await;

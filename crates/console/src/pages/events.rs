@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use super::{
     Chrome, CsrfForm, PAGE_ROWS, Peer, Scope, TenantOption, TenantParam, audit, failed, form, href,
-    not_found, render, time_ms, writer_scope,
+    more, not_found, render, time_ms, writer_scope,
 };
 use crate::ConsoleState;
 use crate::auth::Session;
@@ -141,14 +141,11 @@ async fn events_page(
             Ok(f) => f,
             Err(e) => return failed(lang, &e),
         };
-        if found.len() > PAGE_ROWS as usize {
-            found.truncate(PAGE_ROWS as usize);
-            if let Some(last) = found.last() {
-                next_href = href(
-                    "/console/events",
-                    &[("tenant", scope.param()), ("before", last.seq.to_string())],
-                );
-            }
+        if let Some(last) = more(&mut found) {
+            next_href = href(
+                "/console/events",
+                &[("tenant", scope.param()), ("before", last.seq.to_string())],
+            );
         }
         rows = found.iter().map(|e| EventRow::new(e, lang)).collect();
     }

@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use super::{
     Chrome, CsrfForm, PAGE_ROWS, Peer, Scope, TenantOption, TenantParam, audit, day_end_cursor,
-    failed, form, href, not_found, refusal, refusal_status, render, reveal, shown, time_ms,
+    failed, form, href, more, not_found, refusal, refusal_status, render, reveal, shown, time_ms,
     writer_scope,
 };
 use crate::ConsoleState;
@@ -229,11 +229,8 @@ async fn messages_page(
             Ok(f) => f,
             Err(e) => return failed(lang, &e),
         };
-        if found.len() > PAGE_ROWS as usize {
-            found.truncate(PAGE_ROWS as usize);
-            if let Some(last) = found.last() {
-                next_href = list(binding, Some(last.id));
-            }
+        if let Some(last) = more(&mut found) {
+            next_href = list(binding, Some(last.id));
         }
         rows = found
             .iter()

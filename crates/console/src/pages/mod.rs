@@ -611,6 +611,16 @@ fn sealed_party(session: &Session, party: Option<maskline_core::Number>) -> Stri
     })
 }
 
+/// A list read with one row more than a page: cuts it to the page and
+/// returns its last row when there is a next page to link to.
+fn more<T>(found: &mut Vec<T>) -> Option<&T> {
+    if found.len() <= PAGE_ROWS as usize {
+        return None;
+    }
+    found.truncate(PAGE_ROWS as usize);
+    found.last()
+}
+
 /// The cursor that starts a newest-first list at the end of a day (UTC,
 /// `YYYY-MM-DD` as a date input sends it): ids are UUIDv7, so every id
 /// below it was made before the next day began. `Ok(None)` for no date;

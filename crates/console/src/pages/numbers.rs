@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use super::{
     Chrome, CsrfForm, MultipartBody, PAGE_ROWS, Peer, Scope, TenantOption, TenantParam, Upload,
-    audit, failed, form, href, manager_write, not_found, render, upload,
+    audit, failed, form, href, manager_write, more, not_found, render, upload,
 };
 use crate::ConsoleState;
 use crate::auth::Session;
@@ -106,17 +106,14 @@ async fn numbers_page(
             Ok(f) => f,
             Err(e) => return failed(lang, &e),
         };
-        if found.len() > PAGE_ROWS as usize {
-            found.truncate(PAGE_ROWS as usize);
-            if let Some((last, _)) = found.last() {
-                next_href = href(
-                    "/console/numbers",
-                    &[
-                        ("tenant", scope.param()),
-                        ("after", last.number.to_string()),
-                    ],
-                );
-            }
+        if let Some((last, _)) = more(&mut found) {
+            next_href = href(
+                "/console/numbers",
+                &[
+                    ("tenant", scope.param()),
+                    ("after", last.number.to_string()),
+                ],
+            );
         }
         rows = found
             .iter()

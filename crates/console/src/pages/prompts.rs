@@ -92,10 +92,6 @@ pub fn rows(
         .collect()
 }
 
-fn prompt_name(raw: &str) -> Option<PromptName> {
-    PromptName::parse(raw)
-}
-
 #[derive(Deserialize, Default)]
 pub struct PlayQuery {
     #[serde(default)]
@@ -116,7 +112,7 @@ pub async fn play_prompt(
         Ok(s) => s,
         Err(res) => return res,
     };
-    let (Some(tenant), Some(name)) = (scope.tenant, prompt_name(&name)) else {
+    let (Some(tenant), Some(name)) = (scope.tenant, PromptName::parse(&name)) else {
         return not_found(&session).await;
     };
     let wav: Vec<u8> = match (q.play.as_str(), Language::parse(&q.play)) {
@@ -186,7 +182,7 @@ pub async fn put_prompt(
             Ok(s) => s,
             Err(res) => return res,
         };
-    let Some(name) = prompt_name(&name) else {
+    let Some(name) = PromptName::parse(&name) else {
         return not_found(&session).await;
     };
     let lang = session.lang.lang;
@@ -245,7 +241,7 @@ pub async fn revert_prompt(
             Ok(s) => s,
             Err(res) => return res,
         };
-    let Some(name) = prompt_name(&name) else {
+    let Some(name) = PromptName::parse(&name) else {
         return not_found(&session).await;
     };
     let lang = session.lang.lang;

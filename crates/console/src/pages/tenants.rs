@@ -8,17 +8,13 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use maskline_core::TenantId;
+use maskline_engine::{MAX_RATE_LIMIT, MAX_TENANT_NAME_CHARS};
 use maskline_store::Role;
 use serde::Deserialize;
 
 use super::{Chrome, Peer, Scope, audit, failed, forbidden, form, not_found, render};
 use crate::ConsoleState;
 use crate::auth::Session;
-
-/// Longest tenant name (as the API's).
-const MAX_NAME_CHARS: usize = 200;
-/// Highest rate a form may set (as the API's).
-const MAX_RATE: u32 = 10_000_000;
 
 struct TenantRow {
     id: String,
@@ -142,7 +138,7 @@ pub async fn create_tenant(
     let lang = session.lang.lang;
     let t = lang.text();
     let name = f.name.trim();
-    if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
+    if name.is_empty() || name.chars().count() > MAX_TENANT_NAME_CHARS {
         let said = Said {
             error: t.invalid_tenant_name.to_owned(),
             name: f.name.clone(),
@@ -187,7 +183,7 @@ fn rate(raw: &str) -> Result<Option<u32>, ()> {
         v => v
             .parse::<u32>()
             .ok()
-            .filter(|r| *r <= MAX_RATE)
+            .filter(|r| *r <= MAX_RATE_LIMIT)
             .map(Some)
             .ok_or(()),
     }

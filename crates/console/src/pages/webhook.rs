@@ -7,8 +7,11 @@ use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
+use maskline_callbacks::Refused;
 use maskline_core::{EventPattern, TenantId};
-use maskline_engine::WebhookSpec;
+use maskline_engine::{
+    DEFAULT_INTERCEPT_TIMEOUT_MS, INTERCEPT_TIMEOUT_MS, MAX_EVENT_PATTERNS, WebhookSpec,
+};
 use maskline_store::{Fallback, Intercept, Webhook};
 use serde::Deserialize;
 
@@ -17,12 +20,6 @@ use super::{CsrfForm, Peer, TenantParam, audit, failed, form, manager_write};
 use crate::ConsoleState;
 use crate::auth::Session;
 use crate::i18n::Text;
-
-/// Most event types one webhook names (as the API's).
-const MAX_PATTERNS: usize = 32;
-/// How long a call waits for the intercept, in ms (as the API's).
-const DEFAULT_TIMEOUT_MS: u32 = 800;
-const TIMEOUT_RANGE: std::ops::RangeInclusive<u32> = 50..=10_000;
 
 /// The webhook's form as shown: the stored one, or what was posted.
 #[derive(Default)]
@@ -41,7 +38,7 @@ impl WebhookShown {
     pub fn stored(state: &ConsoleState, tenant: Option<TenantId>) -> WebhookShown {
         let Some(w) = tenant.and_then(|t| state.engine.webhook(t)) else {
             return WebhookShown {
-                timeout_ms: DEFAULT_TIMEOUT_MS.to_string(),
+                timeout_ms: DEFAULT_INTERCEPT_TIMEOUT_MS.to_string(),
                 ..WebhookShown::default()
             };
         };
@@ -66,7 +63,7 @@ impl WebhookShown {
             timeout_ms: w
                 .intercept
                 .as_ref()
-                .map_or(DEFAULT_TIMEOUT_MS, |i| i.timeout_ms)
+                .map_or(DEFAULT_INTERCEPT_TIMEOUT_MS, |i| i.timeout_ms)
                 .to_string(),
             secret: String::new(),
         }
@@ -90,16 +87,12 @@ pub struct WebhookForm {
     intercept_timeout_ms: String,
 }
 
-/// A callback URL as the API takes it: well formed, http(s), and (unless
-/// the operator allows private ones) not on a private or local network.
+/// A callback URL through the same check as the API's.
 async fn checked_url(state: &ConsoleState, t: &Text, raw: &str) -> Result<String, String> {
-    let url = maskline_events::validate_url(raw.trim()).map_err(|_| t.invalid_url.to_owned())?;
-    state
-        .callbacks
-        .check(&url)
-        .await
-        .map_err(|_| t.url_not_allowed.to_owned())?;
-    Ok(url)
+    state.callbacks.accept(raw).await.map_err(|e| match e {
+        Refused::Invalid(_) => t.invalid_url.to_owned(),
+        Refused::NotAllowed(_) => t.url_not_allowed.to_owned(),
+    })
 }
 
 /// Event types as typed: separated by spaces or commas.
@@ -108,7 +101,7 @@ fn patterns(raw: &str) -> Result<Vec<EventPattern>, ()> {
         .split(|c: char| c.is_whitespace() || c == ',')
         .filter(|p| !p.is_empty())
         .collect();
-    if list.len() > MAX_PATTERNS {
+    if list.len() > MAX_EVENT_PATTERNS {
         return Err(());
     }
     list.iter().map(|p| p.parse().map_err(|_| ())).collect()
@@ -119,11 +112,11 @@ fn patterns(raw: &str) -> Result<Vec<EventPattern>, ()> {
 async fn spec(state: &ConsoleState, t: &Text, f: &WebhookForm) -> Result<WebhookSpec, String> {
     let events = patterns(&f.events).map_err(|()| t.invalid_patterns.to_owned())?;
     let timeout_ms = match f.intercept_timeout_ms.trim() {
-        "" => DEFAULT_TIMEOUT_MS,
+        "" => DEFAULT_INTERCEPT_TIMEOUT_MS,
         v => v
             .parse::<u32>()
             .ok()
-            .filter(|ms| TIMEOUT_RANGE.contains(ms))
+            .filter(|ms| INTERCEPT_TIMEOUT_MS.contains(ms))
             .ok_or_else(|| t.invalid_timeout.to_owned())?,
     };
     let url = checked_url(state, t, &f.url).await?;
@@ -300,6 +293,6 @@ mod tests {
         assert_eq!(shown, vec!["call.ended", "sms.*", "*"]);
         assert!(patterns("").unwrap().is_empty());
         assert_eq!(patterns("call.ended call.exploded"), Err(()));
-        assert_eq!(patterns(&"* ".repeat(MAX_PATTERNS + 1)), Err(()));
+        assert_eq!(patterns(&"* ".repeat(MAX_EVENT_PATTERNS + 1)), Err(()));
     }
 }
