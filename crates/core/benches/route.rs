@@ -246,11 +246,26 @@ fn main() {
         );
         let mut group = c.benchmark_group("parse");
         group.throughput(Throughput::Elements(1));
-        for input in ["+8613800138000", "+8657188886666"] {
+        for input in ["+8613800138000", "+8657188886666", "138 0013 8000"] {
             group.bench_function(input, |b| {
                 b.iter(|| Number::parse(black_box(input), maskline_core::Region::default()))
             });
         }
+        // Callers' numbers as they come: each a new one, spread over the
+        // range (the regex engine's lazy DFA keeps meeting new states).
+        let scattered: Vec<String> = (1..=4096u64)
+            .map(|n| format!("+86138{:08}", n * 73_939_133 % 100_000_000))
+            .collect();
+        let mut k = 0usize;
+        group.bench_function("+86138 scattered", |b| {
+            b.iter(|| {
+                k = k.wrapping_add(1);
+                Number::parse(
+                    black_box(&scattered[k & 4095]),
+                    maskline_core::Region::default(),
+                )
+            })
+        });
         group.finish();
     }
     let mut rng = SmallRng::seed_from_u64(0x5eed);

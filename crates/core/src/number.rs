@@ -112,8 +112,11 @@ impl Number {
                 .map(char::from)
                 .collect::<String>()
         });
-        if typed.is_some_and(|t| t != digits.to_string())
-            || digits_of(&format!("+{digits}"), region) != Some(digits)
+        // Input already in E.164 was read back just above: parsing it again
+        // would only repeat that answer, at half of a bind's parsing cost.
+        let canonical = format!("+{digits}");
+        if typed.is_some_and(|t| t != canonical[1..])
+            || (trimmed != canonical && digits_of(&canonical, region) != Some(digits))
         {
             return Err(Error::InvalidNumber);
         }

@@ -89,6 +89,11 @@ impl SqliteStore {
             // Deleted rows (purged, erased) are overwritten, not left in
             // free pages for a copy of the file to give back.
             .pragma("secure_delete", "on")
+            // A multi-row INSERT inside a group commit keeps a statement
+            // journal of the pages it changes; past 64 KiB SQLite spills it to
+            // an unlinked file in /var/tmp: pages of the database outside the
+            // owner-only data directory, and writes a group commit waited on.
+            .pragma("temp_store", "memory")
             .busy_timeout(Duration::from_secs(10));
         // Seven statement kinds times MAX_INSERT_ROWS shapes (multi-row
         // inserts and the IN lists of texts handed over), plus the others.
