@@ -63,7 +63,7 @@ async fn keys_page(
     if let Some(tenant) = scope.tenant {
         let keys = match state.engine.keys(tenant).await {
             Ok(k) => k,
-            Err(e) => return failed(lang, &e),
+            Err(e) => return failed(session, &e),
         };
         rows = keys
             .iter()
@@ -138,7 +138,7 @@ pub async fn create_key(
             // Shown once, in this answer only; never in a URL.
             keys_page(&state, &session, scope, secret, notice, StatusCode::CREATED).await
         }
-        Err(e) => failed(session.lang.lang, &e),
+        Err(e) => failed(&session, &e),
     }
 }
 
@@ -174,7 +174,7 @@ pub async fn revoke_key(
             Redirect::to(&href("/console/keys", &[("tenant", scope.param())])).into_response()
         }
         Ok(false) => not_found(&session).await,
-        Err(e) => failed(session.lang.lang, &e),
+        Err(e) => failed(&session, &e),
     }
 }
 
@@ -219,7 +219,7 @@ async fn users_page(
     if let Some(tenant) = scope.tenant {
         let users: Vec<User> = match state.engine.users(Some(tenant)).await {
             Ok(u) => u,
-            Err(e) => return failed(lang, &e),
+            Err(e) => return failed(session, &e),
         };
         rows = users
             .iter()
@@ -428,7 +428,7 @@ pub async fn remove_user(
             .await
         }
         Err(maskline_engine::Error::UserNotFound) => not_found(&session).await,
-        Err(e) => failed(lang, &e),
+        Err(e) => failed(&session, &e),
     }
 }
 
@@ -479,7 +479,7 @@ pub async fn audit_log(
         let before = q.before.parse::<i64>().ok();
         let mut found = match state.engine.audit(tenant, before, PAGE_ROWS + 1).await {
             Ok(f) => f,
-            Err(e) => return failed(lang, &e),
+            Err(e) => return failed(&session, &e),
         };
         if let Some((seq, _)) = more(&mut found) {
             next_href = href(

@@ -258,7 +258,7 @@ async fn bindings_page(
                 .await;
             let mut found = match found {
                 Ok(f) => f,
-                Err(e) => return failed(lang, &e),
+                Err(e) => return failed(session, &e),
             };
             if let Some(last) = more(&mut found) {
                 next_href = list_href(session, &scope, &q, party, Some(last.id));
@@ -355,7 +355,7 @@ async fn refused(
             let q = BindingsQuery::default();
             bindings_page(state, session, scope, q, error, refusal_status(e)).await
         }
-        None => failed(session.lang.lang, e),
+        None => failed(session, e),
     }
 }
 
@@ -541,7 +541,7 @@ pub async fn extend_binding(
     let current = match state.engine.binding(tenant, id).await {
         Ok(b) => b,
         Err(maskline_engine::Error::BindingNotFound) => return not_found(&session).await,
-        Err(e) => return failed(lang, &e),
+        Err(e) => return failed(&session, &e),
     };
     let expires_at: UnixTime = current.expires_at + hours * 3600;
     let patch = BindingPatch {
@@ -589,7 +589,7 @@ pub async fn reveal_binding(
     let b = match state.engine.binding(tenant, id).await {
         Ok(b) => b,
         Err(maskline_engine::Error::BindingNotFound) => return not_found(&session).await,
-        Err(e) => return failed(session.lang.lang, &e),
+        Err(e) => return failed(&session, &e),
     };
     let t = session.lang.lang.text();
     let fields = vec![

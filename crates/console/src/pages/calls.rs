@@ -174,7 +174,7 @@ pub async fn calls(
             };
             let mut found = match state.engine.calls(tenant, &filter, page).await {
                 Ok(f) => f,
-                Err(e) => return failed(lang, &e),
+                Err(e) => return failed(&session, &e),
             };
             if let Some(last) = more(&mut found) {
                 next_href = list_href(&session, &scope, party, &shown, Some(last.id));
@@ -297,7 +297,7 @@ pub async fn recording(
     let stream = match state.engine.recording(tenant, call).await {
         Ok(Some(s)) => s,
         Ok(None) => return not_found(&session).await,
-        Err(e) => return failed(session.lang.lang, &e),
+        Err(e) => return failed(&session, &e),
     };
     let (len, mut chunks) = (stream.len, stream.chunks);
     let body = futures_util::stream::poll_fn(move |cx| {
@@ -346,7 +346,7 @@ pub async fn reveal_call(
         .await
     {
         Ok(found) => found.into_iter().find(|c| c.id == id),
-        Err(e) => return failed(session.lang.lang, &e),
+        Err(e) => return failed(&session, &e),
     };
     let Some(c) = call else {
         return not_found(&session).await;

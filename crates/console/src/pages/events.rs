@@ -139,7 +139,7 @@ async fn events_page(
             .await;
         let mut found = match found {
             Ok(f) => f,
-            Err(e) => return failed(lang, &e),
+            Err(e) => return failed(session, &e),
         };
         if let Some(last) = more(&mut found) {
             next_href = href(
@@ -216,6 +216,6 @@ pub async fn redeliver(
             )
             .await
         }
-        Err(e) => failed(session.lang.lang, &e),
+        Err(e) => failed(&session, &e),
     }
 }

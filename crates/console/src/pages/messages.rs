@@ -227,7 +227,7 @@ async fn messages_page(
         };
         let mut found = match state.engine.messages(tenant, &filter, page).await {
             Ok(f) => f,
-            Err(e) => return failed(lang, &e),
+            Err(e) => return failed(session, &e),
         };
         if let Some(last) = more(&mut found) {
             next_href = list(binding, Some(last.id));
@@ -330,7 +330,7 @@ pub async fn release_message(
         Err(maskline_engine::Error::MessageNotFound) => not_found(&session).await,
         Err(e) => match refusal(lang, &e) {
             Some(error) => again(scope, error, refusal_status(&e)).await,
-            None => failed(lang, &e),
+            None => failed(&session, &e),
         },
     }
 }
@@ -357,7 +357,7 @@ pub async fn reveal_message(
     let m = match state.engine.message(tenant, id).await {
         Ok(m) => m,
         Err(maskline_engine::Error::MessageNotFound) => return not_found(&session).await,
-        Err(e) => return failed(session.lang.lang, &e),
+        Err(e) => return failed(&session, &e),
     };
     let lang = session.lang.lang;
     let t = lang.text();

@@ -241,10 +241,17 @@ pub async fn not_found(session: &Session) -> Response {
     )
 }
 
-/// Logs a failure the user cannot act on and answers the generic page.
-fn failed(lang: Lang, e: &maskline_engine::Error) -> Response {
+/// Logs a failure the user cannot act on and answers the generic page,
+/// with the menu.
+fn failed(session: &Session, e: &maskline_engine::Error) -> Response {
     tracing::error!(error = %e, "console request failed");
-    internal_error(lang)
+    let t = session.lang.lang.text();
+    signed_in_message(
+        session,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        t.error_title,
+        t.error_internal.into(),
+    )
 }
 
 // === tenant scope ===
@@ -281,7 +288,7 @@ impl Scope {
             .engine
             .tenants()
             .await
-            .map_err(|e| failed(session.lang.lang, &e))?;
+            .map_err(|e| failed(session, &e))?;
         let asked: Option<TenantId> = asked.and_then(|s| s.parse().ok());
         let tenant = asked.filter(|id| tenants.iter().any(|t| t.id == *id));
         let options = tenants

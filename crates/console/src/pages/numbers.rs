@@ -104,7 +104,7 @@ async fn numbers_page(
         };
         let mut found = match state.engine.numbers(tenant, page).await {
             Ok(f) => f,
-            Err(e) => return failed(lang, &e),
+            Err(e) => return failed(session, &e),
         };
         if let Some((last, _)) = more(&mut found) {
             next_href = href(
@@ -267,7 +267,7 @@ pub async fn import(
             );
             refused(scope, error).await
         }
-        Err(e) => failed(lang, &e),
+        Err(e) => failed(&session, &e),
     }
 }
 
@@ -320,7 +320,7 @@ pub async fn retire(
             };
             numbers_page(&state, &session, scope, listed, StatusCode::CONFLICT).await
         }
-        Err(e) => failed(lang, &e),
+        Err(e) => failed(&session, &e),
     }
 }
 

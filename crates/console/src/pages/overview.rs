@@ -121,7 +121,7 @@ pub async fn overview(
                 ));
                 backlog = lang.int(a.pending_events);
             }
-            Err(e) => return failed(lang, &e),
+            Err(e) => return failed(&session, &e),
         }
     }
     let page = OverviewPage {

@@ -222,7 +222,7 @@ pub async fn put_prompt(
             )
         }
         Err(maskline_engine::Error::InvalidWav(e)) => refused(scope, wav_refusal(lang, &e)),
-        Err(e) => failed(lang, &e),
+        Err(e) => failed(&session, &e),
     }
 }
 
@@ -269,6 +269,6 @@ pub async fn revert_prompt(
                 StatusCode::OK,
             )
         }
-        Err(e) => failed(lang, &e),
+        Err(e) => failed(&session, &e),
     }
 }

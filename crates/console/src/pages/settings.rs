@@ -316,7 +316,7 @@ pub async fn save_settings(
             let said = Said::notice(t.settings_saved.to_owned());
             settings_page(&state, &session, scope, said, StatusCode::OK)
         }
-        Err(e) => failed(lang, &e),
+        Err(e) => failed(&session, &e),
     }
 }
 
@@ -409,7 +409,7 @@ pub async fn save_call_rules(
             let said = Said::notice(t.settings_saved.to_owned());
             settings_page(&state, &session, scope, said, StatusCode::OK)
         }
-        Err(e) => failed(lang, &e),
+        Err(e) => failed(&session, &e),
     }
 }
 

@@ -75,7 +75,7 @@ async fn tenants_page(
     };
     let tenants = match state.engine.tenants().await {
         Ok(list) => list,
-        Err(e) => return failed(lang, &e),
+        Err(e) => return failed(session, &e),
     };
     let rate = |r: u32| match r {
         0 => t.rate_unlimited.to_owned(),
@@ -164,7 +164,7 @@ pub async fn create_tenant(
             };
             tenants_page(&state, &session, said, StatusCode::CREATED).await
         }
-        Err(e) => failed(lang, &e),
+        Err(e) => failed(&session, &e),
     }
 }
 
@@ -236,7 +236,7 @@ pub async fn set_rate(
             tenants_page(&state, &session, said, StatusCode::OK).await
         }
         Err(maskline_engine::Error::TenantNotFound) => not_found(&session).await,
-        Err(e) => failed(lang, &e),
+        Err(e) => failed(&session, &e),
     }
 }
 

@@ -198,7 +198,7 @@ pub async fn save_webhook(
             }
             settings_page(&state, &session, scope, said, StatusCode::OK)
         }
-        Err(e) => failed(lang, &e),
+        Err(e) => failed(&session, &e),
     }
 }
 
@@ -238,7 +238,7 @@ pub async fn rotate_secret(
             let said = Said::error(t.no_webhook.to_owned());
             settings_page(&state, &session, scope, said, StatusCode::CONFLICT)
         }
-        Err(e) => failed(lang, &e),
+        Err(e) => failed(&session, &e),
     }
 }
 
@@ -278,7 +278,7 @@ pub async fn delete_webhook(
             let said = Said::notice(t.webhook_removed.to_owned());
             settings_page(&state, &session, scope, said, StatusCode::OK)
         }
-        Err(e) => failed(lang, &e),
+        Err(e) => failed(&session, &e),
     }
 }
 
