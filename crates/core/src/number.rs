@@ -74,7 +74,7 @@ fn digits_of(input: &str, region: Region) -> Option<u64> {
     // must become a refusal, not a dead request handler.
     std::panic::catch_unwind(|| {
         let pn = phonenumber::parse(Some(region.0), input).ok()?;
-        if pn.extension().is_some() || !phonenumber::is_valid(&pn) {
+        if pn.extension().is_some() || !is_valid(&pn) {
             return None;
         }
         // E.164 is the country code, the national number's leading
@@ -88,6 +88,67 @@ fn digits_of(input: &str, region: Region) -> Option<u64> {
     })
     .ok()
     .flatten()
+}
+
+/// The types a valid number has one of, the common ones first.
+const TYPES: [phonenumber::Type; 10] = [
+    phonenumber::Type::Mobile,
+    phonenumber::Type::FixedLine,
+    phonenumber::Type::TollFree,
+    phonenumber::Type::PremiumRate,
+    phonenumber::Type::SharedCost,
+    phonenumber::Type::Voip,
+    phonenumber::Type::PersonalNumber,
+    phonenumber::Type::Pager,
+    phonenumber::Type::Uan,
+    phonenumber::Type::Voicemail,
+];
+
+/// Whether `national` matches the region's general pattern and one of its
+/// types: what `phonenumber::is_valid` asks of `number_type`. That function
+/// names the type, so it tries premium rate, toll free and six more before
+/// mobile; each miss is an unanchored regex search, and those were most of a
+/// bind's parsing. Validity does not depend on the order.
+fn has_type(meta: &phonenumber::Metadata, national: &str) -> bool {
+    let d = meta.descriptors();
+    d.get(phonenumber::Type::Unknown)
+        .is_some_and(|general| general.is_match(national))
+        && TYPES
+            .iter()
+            .any(|&t| d.get(t).is_some_and(|desc| desc.is_match(national)))
+}
+
+/// `phonenumber::is_valid`, step for step (the region a shared country code
+/// belongs to is chosen as it chooses it), with [`has_type`] for its
+/// `number_type(..) != Unknown`. A property test holds the two to the same
+/// answers.
+fn is_valid(pn: &phonenumber::PhoneNumber) -> bool {
+    let db = &*phonenumber::metadata::DATABASE;
+    let code = pn.code().value();
+    let national = pn.national().to_string();
+    let Some(regions) = db.region(&code) else {
+        return false;
+    };
+    let meta = match regions.as_slice() {
+        ["001"] => db.by_code(&code).and_then(|m| m.into_iter().next()),
+        [only] => only
+            .parse::<country::Id>()
+            .ok()
+            .and_then(|id| db.by_id(id.as_ref())),
+        _ => {
+            let chosen = regions.iter().find(|region| {
+                db.by_id(**region)
+                    .is_some_and(|meta| match meta.leading_digits() {
+                        Some(p) => p.find(&national).is_some_and(|m| m.start() == 0),
+                        None => has_type(meta, &national),
+                    })
+            });
+            chosen
+                .and_then(|r| r.parse::<country::Id>().ok())
+                .and_then(|id| db.by_id(id.as_ref()))
+        }
+    };
+    meta.is_some_and(|meta| has_type(meta, &national))
 }
 
 impl Number {
@@ -277,6 +338,94 @@ impl fmt::Display for Area {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// Every country calling code in the metadata.
+    fn codes() -> Vec<u16> {
+        let mut codes: Vec<u16> = phonenumber::metadata::DATABASE
+            .iter()
+            .map(|m| m.country_code())
+            .collect();
+        codes.sort_unstable();
+        codes.dedup();
+        codes
+    }
+
+    fn same_validity(input: &str, region: country::Id) {
+        if let Ok(pn) = phonenumber::parse(Some(region), input) {
+            assert_eq!(
+                is_valid(&pn),
+                phonenumber::is_valid(&pn),
+                "{input} read in {region:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn validity_agrees_with_libphonenumber_on_every_example_number() {
+        let mut checked = 0;
+        for meta in phonenumber::metadata::DATABASE.iter() {
+            let Ok(region) = meta.id().parse::<country::Id>() else {
+                continue;
+            };
+            for t in TYPES.iter().copied().chain([phonenumber::Type::Unknown]) {
+                if let Some(example) = meta.descriptors().get(t).and_then(|d| d.example()) {
+                    same_validity(example, region);
+                    same_validity(&format!("+{}{example}", meta.country_code()), region);
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 1000, "{checked} examples");
+    }
+
+    /// Every example number in the metadata, with its country code.
+    fn examples() -> Vec<(u16, String)> {
+        let mut all = Vec::new();
+        for meta in phonenumber::metadata::DATABASE.iter() {
+            for t in TYPES {
+                if let Some(example) = meta.descriptors().get(t).and_then(|d| d.example()) {
+                    all.push((meta.country_code(), example.to_owned()));
+                }
+            }
+        }
+        all
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(10_000))]
+
+        /// Numbers near real ranges: an example with its last digits
+        /// changed, valid about as often as not.
+        #[test]
+        fn validity_agrees_with_libphonenumber_near_examples(
+            (code, example) in prop::sample::select(examples()),
+            keep in 0usize..12,
+            tail in "[0-9]{0,4}",
+        ) {
+            let head = &example[..keep.min(example.len())];
+            same_validity(&format!("+{code}{head}{tail}"), country::Id::CN);
+        }
+
+        #[test]
+        fn validity_agrees_with_libphonenumber(
+            code in prop::sample::select(codes()),
+            digits in "[0-9]{2,14}",
+        ) {
+            same_validity(&format!("+{code}{digits}"), country::Id::CN);
+        }
+
+        #[test]
+        fn validity_of_national_input_agrees_with_libphonenumber(
+            region in prop::sample::select(vec![
+                country::Id::CN, country::Id::US, country::Id::GB, country::Id::IT,
+                country::Id::VA, country::Id::RU, country::Id::KZ, country::Id::CA,
+            ]),
+            digits in "0?[0-9]{3,12}",
+        ) {
+            same_validity(&digits, region);
+        }
+    }
 
     fn cn() -> Region {
         Region::default()
