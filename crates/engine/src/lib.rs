@@ -45,7 +45,8 @@ pub use sms::{Accepted, IncomingText, Relay};
 pub use sweeper::Sweeper;
 pub use tenants::{Caller, MAX_RATE_LIMIT, MAX_TENANT_NAME_CHARS, Principal};
 pub use users::{
-    LOCKOUT_SECS, MAX_FAILED_SIGNINS, MIN_PASSWORD_CHARS, NewUser, SESSION_SECS, SignIn,
+    LOCKOUT_SECS, MAX_FAILED_SIGNINS, MAX_PASSWORD_BYTES, MIN_PASSWORD_CHARS, NewUser,
+    REFUSAL_FLOOR, SESSION_SECS, SignIn,
 };
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -20,6 +20,11 @@ pub const MIN_PASSWORD_CHARS: usize = 12;
 /// The longest, in bytes: hashing cost does not grow with it, but nobody
 /// needs more and a bound keeps requests small.
 pub const MAX_PASSWORD_BYTES: usize = 1024;
+/// The soonest a refused sign-in is answered. A known email's refusal also
+/// waits for its failure count to be committed, and a locked account's skips
+/// the password check; without a floor, those differences in time would tell
+/// which emails have accounts.
+pub const REFUSAL_FLOOR: std::time::Duration = std::time::Duration::from_millis(200);
 /// How long a console session lasts (unless signed out first).
 pub const SESSION_SECS: i64 = 12 * 3600;
 
@@ -244,8 +249,19 @@ impl Engine {
         Ok(self.store.users(tenant).await?)
     }
 
-    /// Checks a sign-in at `now`, counting failures in the store.
+    /// Checks a sign-in at `now`, counting failures in the store. A refusal
+    /// is answered [`REFUSAL_FLOOR`] after the attempt began, whatever
+    /// refused it.
     pub async fn sign_in(&self, email: &str, password: &str, now: UnixTime) -> Result<SignIn> {
+        let began = tokio::time::Instant::now();
+        let outcome = self.check_sign_in(email, password, now).await?;
+        if !matches!(outcome, SignIn::Accepted(_)) {
+            tokio::time::sleep_until(began + REFUSAL_FLOOR).await;
+        }
+        Ok(outcome)
+    }
+
+    async fn check_sign_in(&self, email: &str, password: &str, now: UnixTime) -> Result<SignIn> {
         let user = match normalise_email(email) {
             Some(email) => self.store.user_by_email(&email).await?,
             None => None,

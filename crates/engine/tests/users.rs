@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use maskline_engine::store::{Role, SqliteStore};
 use maskline_engine::{
-    Config, Engine, Error, LOCKOUT_SECS, MAX_FAILED_SIGNINS, NewUser, SESSION_SECS, SignIn,
+    Config, Engine, Error, LOCKOUT_SECS, MAX_FAILED_SIGNINS, MAX_PASSWORD_BYTES, NewUser,
+    REFUSAL_FLOOR, SESSION_SECS, SignIn,
 };
 
 async fn engine() -> (tempfile::TempDir, Arc<Engine>) {
@@ -273,4 +274,47 @@ async fn failed_sign_ins_made_at_once_each_count() {
             .unwrap(),
         SignIn::Locked { .. }
     ));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_refusal_is_answered_no_sooner_than_the_floor() {
+    let (_dir, engine) = engine().await;
+    let (tenant, _) = engine.create_tenant("shop").await.unwrap();
+    engine
+        .create_user(new(
+            "op@shop.example",
+            "the right passphrase",
+            Role::Operator,
+            Some(tenant.id),
+        ))
+        .await
+        .unwrap();
+    let t0 = 1_800_000_000;
+    let timed = async |email: &str, password: &str| {
+        let began = std::time::Instant::now();
+        let outcome = engine.sign_in(email, password, t0).await.unwrap();
+        (outcome, began.elapsed())
+    };
+    // An unknown email, a known one with a wrong password, a malformed one,
+    // a password too long to check: one refusal, one floor.
+    let too_long = "x".repeat(MAX_PASSWORD_BYTES + 1);
+    for (email, password) in [
+        ("nobody@shop.example", "the right passphrase"),
+        ("op@shop.example", "wrong"),
+        ("not an email", "wrong"),
+        ("op@shop.example", too_long.as_str()),
+    ] {
+        let (outcome, took) = timed(email, password).await;
+        assert!(matches!(outcome, SignIn::Refused), "{email}");
+        assert!(took >= REFUSAL_FLOOR, "{email}: {took:?}");
+    }
+    for _ in 0..MAX_FAILED_SIGNINS {
+        engine
+            .sign_in("op@shop.example", "wrong", t0)
+            .await
+            .unwrap();
+    }
+    let (outcome, took) = timed("op@shop.example", "the right passphrase").await;
+    assert!(matches!(outcome, SignIn::Locked { .. }));
+    assert!(took >= REFUSAL_FLOOR, "locked: {took:?}");
 }
