@@ -124,6 +124,33 @@ pub(crate) fn page_of<T, V>(
     page_with(rows, limit, |r| encode_cursor(&key(r)), view)
 }
 
+/// One page of a list the engine gives whole because it is short (tenants,
+/// a tenant's keys, console users), in id order: ids are UUIDv7, so that is
+/// oldest first, and the cursor is the last id seen, which stays valid when
+/// an item is removed between pages.
+pub(crate) fn page_whole<T, V>(
+    mut rows: Vec<T>,
+    params: &ListParams,
+    id: impl Fn(&T) -> u128,
+    view: impl Fn(&T) -> V,
+) -> ApiResult<ListPage<V>> {
+    let limit = limit(params.limit)?;
+    let after = decode_cursor(params.cursor.as_deref(), |s| {
+        uuid::Uuid::try_parse(s).ok().map(|u| u.as_u128())
+    })?;
+    rows.sort_by_key(|r| id(r));
+    if let Some(after) = after {
+        rows.retain(|r| id(r) > after);
+    }
+    rows.truncate(limit as usize + 1);
+    Ok(page_of(
+        rows,
+        limit,
+        |r| uuid::Uuid::from_u128(id(r)).to_string(),
+        view,
+    ))
+}
+
 /// [`page_of`] with the cursor as `cursor` writes it.
 pub(crate) fn page_with<T, V>(
     mut rows: Vec<T>,
@@ -179,6 +206,7 @@ pub async fn create_tenant(
 }
 
 #[utoipa::path(get, path = "/v1/tenants", tag = "tenants",
+    params(("cursor" = Option<String>, Query,), ("limit" = Option<u32>, Query, description = "1 to 1000, default 100")),
     responses(
         (status = 200, body = ListPage<TenantView>),
         (status = 401, body = ProblemBody, content_type = "application/problem+json"),
@@ -188,22 +216,22 @@ pub async fn create_tenant(
 pub async fn list_tenants(
     State(state): State<AppState>,
     _: AdminAuth,
+    QueryParams(q): QueryParams<ListParams>,
 ) -> ApiResult<Json<ListPage<TenantView>>> {
     let tenants = state.engine.tenants().await?;
-    Ok(Json(ListPage {
-        items: tenants
-            .into_iter()
-            .map(|t| tenant_view(&state, t))
-            .collect(),
-        next_cursor: None,
-    }))
+    Ok(Json(page_whole(
+        tenants,
+        &q,
+        |t| t.id.0,
+        |t| tenant_view(&state, t),
+    )?))
 }
 
-fn tenant_view(state: &AppState, t: maskline_engine::store::Tenant) -> TenantView {
+fn tenant_view(state: &AppState, t: &maskline_engine::store::Tenant) -> TenantView {
     TenantView {
         id: t.id.to_string(),
         rate_limit: state.engine.rate_limit(t.id),
-        name: t.name,
+        name: t.name.clone(),
         created_at: rfc3339(t.created_at),
     }
 }
@@ -243,7 +271,7 @@ pub async fn patch_tenant(
         }
         state.engine.set_rate_limit(id, rate_limit).await?;
     }
-    Ok(Json(tenant_view(&state, tenant)))
+    Ok(Json(tenant_view(&state, &tenant)))
 }
 
 // === numbers ===

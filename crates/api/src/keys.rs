@@ -11,7 +11,8 @@ use utoipa::ToSchema;
 
 use crate::AppState;
 use crate::audit::AuditObject;
-use crate::extract::{PathParam, TenantAuth};
+use crate::extract::{PathParam, QueryParams, TenantAuth};
+use crate::handlers::{ListParams, page_whole};
 use crate::problem::{Problem, ProblemBody};
 use crate::types::{ListPage, rfc3339};
 
@@ -70,17 +71,16 @@ pub async fn create_key(
 }
 
 #[utoipa::path(get, path = "/v1/keys", tag = "tenants",
+    params(("cursor" = Option<String>, Query,), ("limit" = Option<u32>, Query, description = "1 to 1000, default 100")),
     responses((status = 200, description = "The tenant's keys, revoked ones included, oldest first", body = ListPage<KeyView>)),
     security(("tenant_key" = [])))]
 pub async fn list_keys(
     State(state): State<AppState>,
     TenantAuth(tenant): TenantAuth,
+    QueryParams(q): QueryParams<ListParams>,
 ) -> Result<Json<ListPage<KeyView>>, Problem> {
     let keys = state.engine.keys(tenant).await?;
-    Ok(Json(ListPage {
-        items: keys.iter().map(KeyView::new).collect(),
-        next_cursor: None,
-    }))
+    Ok(Json(page_whole(keys, &q, |k| k.id.0, KeyView::new)?))
 }
 
 #[utoipa::path(delete, path = "/v1/keys/{id}", tag = "tenants",

@@ -14,7 +14,8 @@ use utoipa::ToSchema;
 
 use crate::AppState;
 use crate::audit::AuditObject;
-use crate::extract::{Actor, JsonBody};
+use crate::extract::{Actor, JsonBody, QueryParams};
+use crate::handlers::{ListParams, page_whole};
 use crate::problem::{Problem, ProblemBody};
 use crate::types::{ListPage, rfc3339};
 
@@ -165,6 +166,7 @@ pub async fn create_user(
 }
 
 #[utoipa::path(get, path = "/v1/users", tag = "console",
+    params(("cursor" = Option<String>, Query,), ("limit" = Option<u32>, Query, description = "1 to 1000, default 100")),
     responses(
         (status = 200, description = "Console accounts, oldest first: the tenant's; with the admin key every one, or one tenant's with `Maskline-Tenant`", body = ListPage<UserView>),
         (status = 401, body = ProblemBody, content_type = "application/problem+json"),
@@ -174,6 +176,7 @@ pub async fn list_users(
     State(state): State<AppState>,
     KeyAuth(principal): KeyAuth,
     headers: axum::http::HeaderMap,
+    QueryParams(q): QueryParams<ListParams>,
 ) -> Result<Json<ListPage<UserView>>, Problem> {
     let tenant = match principal {
         // The admin key lists every account, or one tenant's with
@@ -182,10 +185,7 @@ pub async fn list_users(
         Principal::Tenant(t) => Some(t),
     };
     let users = state.engine.users(tenant).await?;
-    Ok(Json(ListPage {
-        items: users.iter().map(UserView::new).collect(),
-        next_cursor: None,
-    }))
+    Ok(Json(page_whole(users, &q, |u| u.id.0, UserView::new)?))
 }
 
 #[utoipa::path(delete, path = "/v1/users/{id}", tag = "console",

@@ -304,3 +304,79 @@ async fn a_removed_account_signs_nobody_in_any_more() {
     .await;
     assert!(entry["object"].as_str().unwrap().starts_with("/v1/users/"));
 }
+
+/// Follows `next_cursor` from `path` with `limit=1`: every item's `field`, in
+/// order, and how many pages it took.
+async fn every_page(s: &Server, path: &str, key: &str, field: &str) -> (Vec<String>, usize) {
+    let (mut seen, mut pages, mut cursor) = (Vec::new(), 0, None::<String>);
+    loop {
+        let url = match &cursor {
+            Some(c) => format!("{path}?limit=1&cursor={c}"),
+            None => format!("{path}?limit=1"),
+        };
+        let (st, v) = s.call("GET", &url, Some(key), None).await;
+        assert_eq!(st, 200, "{url}: {v}");
+        pages += 1;
+        let items = v["items"].as_array().unwrap();
+        assert!(items.len() <= 1, "{v}");
+        seen.extend(items.iter().map(|i| i[field].as_str().unwrap().to_owned()));
+        match v["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => return (seen, pages),
+        }
+        assert!(pages < 20, "{path} does not end");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tenants_keys_and_users_page_as_every_list_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path()).await;
+    let (_, shop_key) = s.create_tenant("shop").await;
+    s.create_tenant("other").await;
+    s.create_tenant("third").await;
+    for email in ["a@shop.example", "b@shop.example", "c@shop.example"] {
+        let (st, u) = s
+            .call(
+                "POST",
+                "/v1/users",
+                Some(&shop_key),
+                Some(json!({"email": email, "password": PASSWORD, "role": "viewer"})),
+            )
+            .await;
+        assert_eq!(st, 201, "{u}");
+    }
+    for _ in 0..2 {
+        let (st, k) = s.call("POST", "/v1/keys", Some(&shop_key), None).await;
+        assert_eq!(st, 201, "{k}");
+    }
+    for (path, key, field) in [
+        ("/v1/tenants", ADMIN_KEY, "name"),
+        ("/v1/users", shop_key.as_str(), "email"),
+        ("/v1/keys", shop_key.as_str(), "prefix"),
+    ] {
+        let (st, whole) = s.call("GET", path, Some(key), None).await;
+        assert_eq!(st, 200, "{whole}");
+        assert!(whole["next_cursor"].is_null(), "{whole}");
+        let all: Vec<String> = whole["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i[field].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(all.len(), 3, "{path}: {whole}");
+        // One at a time: the same items in the same order, then the end.
+        assert_eq!(every_page(&s, path, key, field).await, (all, 3), "{path}");
+        for bad in [
+            "?limit=0",
+            "?limit=1001",
+            "?cursor=not-a-cursor",
+            "?sort=name",
+        ] {
+            let (st, v) = s
+                .call("GET", &format!("{path}{bad}"), Some(key), None)
+                .await;
+            assert_eq!(st, 400, "{path}{bad}: {v}");
+        }
+    }
+}
