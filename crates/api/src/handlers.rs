@@ -948,7 +948,7 @@ pub async fn list_messages(
     let filter = MessageFilter {
         binding,
         status: message_status(q.status.as_deref())?,
-        newest_first: false,
+        ..MessageFilter::default()
     };
     Ok(Json(
         message_page(&state, tenant, filter, q.cursor.as_deref(), q.limit).await?,
@@ -1008,7 +1008,7 @@ pub async fn list_binding_messages(
     let filter = MessageFilter {
         binding: Some(id),
         status: message_status(q.status.as_deref())?,
-        newest_first: false,
+        ..MessageFilter::default()
     };
     Ok(Json(
         message_page(&state, tenant, filter, q.cursor.as_deref(), q.limit).await?,

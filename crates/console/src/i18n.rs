@@ -490,6 +490,7 @@ texts! {
     url_not_allowed: "This address is on a private or local network: not allowed.", "该地址位于私有或本地网络，不允许使用。";
     invalid_patterns: "Unknown event type: use e.g. call.ended, a family such as call.*, or * (at most 32).", "未知的事件类型：请使用如 call.ended、call.* 或 *（最多 32 个）。";
     invalid_timeout: "Wait 50 to 10,000 ms.", "等待时间须为 50 到 10,000 毫秒。";
+    from_day: "On or after (UTC)", "起始日期（UTC）";
     until_day: "On or before (UTC)", "截至日期（UTC）";
     invalid_date: "A date is year-month-day, e.g. 2026-12-07.", "日期格式为年-月-日，例如 2026-12-07。";
     show_all: "Show all", "显示全部";

@@ -1810,19 +1810,41 @@ async fn a_bindings_calls_and_texts_are_one_click_away() {
     );
     let page = viewer.get("/console/calls?until=2020-01-01").await;
     assert!(page.html.contains("No call matches."), "{}", page.html);
+    // And a day to start it on: none of today's texts is from 2100 on,
+    // all are from 2020 on, also with an end day after today.
+    let page = viewer.get("/console/messages?from=2100-01-01").await;
+    assert!(page.html.contains("No text matches."), "{}", page.html);
+    assert!(page.html.contains("value=\"2100-01-01\""));
+    let page = viewer
+        .get("/console/messages?from=2020-01-01&until=2100-01-01")
+        .await;
+    assert!(page.html.contains("first binding") && page.html.contains("second binding"));
+    let page = viewer.get("/console/messages?from=yesterday").await;
+    assert_eq!(page.status, 400);
+    assert!(page.html.contains("A date is year-month-day"));
+    let page = viewer.get("/console/calls?from=2100-01-01").await;
+    assert!(page.html.contains("No call matches."), "{}", page.html);
+    assert!(
+        viewer
+            .get("/console/calls?from=1.1.2020")
+            .await
+            .html
+            .contains("A date is year-month-day")
+    );
     let p = viewer
         .post(
             "/console/calls/search",
             &[
                 ("csrf", &page.csrf()),
                 ("party", ""),
+                ("from", "2019-12-01"),
                 ("until", "2020-01-01"),
             ],
         )
         .await;
     assert_eq!(
         p.location.as_deref(),
-        Some("/console/calls?until=2020-01-01")
+        Some("/console/calls?from=2019-12-01&until=2020-01-01")
     );
 }
 

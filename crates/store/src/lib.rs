@@ -537,6 +537,9 @@ pub struct Receipt {
 pub struct MessageFilter {
     pub binding: Option<BindingId>,
     pub status: Option<MessageStatus>,
+    /// Texts received at or after this time: a lower bound on the id
+    /// (UUIDv7), so that a newest-first walk stops there.
+    pub since: Option<UnixMillis>,
     /// Newest first, as [`BindingFilter::newest_first`].
     pub newest_first: bool,
 }

@@ -520,6 +520,9 @@ macro_rules! shared_reads {
                 if filter.status.is_some() {
                     sql.push_str(&format!(" AND status = {}", p.next()));
                 }
+                if filter.since.is_some() {
+                    sql.push_str(&format!(" AND id >= {}", p.next()));
+                }
                 sql.push_str(&format!(" ORDER BY id {dir} LIMIT {}", p.next()));
                 let mut q = sqlx::query(AssertSqlSafe(sql))
                     .bind($id(tenant.0))
@@ -529,6 +532,9 @@ macro_rules! shared_reads {
                 }
                 if let Some(st) = filter.status {
                     q = q.bind(st.as_str());
+                }
+                if let Some(since) = filter.since {
+                    q = q.bind($id(u128::from(u64::try_from(since).unwrap_or(0)) << 80));
                 }
                 let rows = q
                     .bind(i64::from(page.limit))

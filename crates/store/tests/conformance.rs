@@ -1428,6 +1428,30 @@ async fn messages_round_trip_and_list_by_tenant_binding_status(s: Arc<dyn Store>
         ids(s.messages(TenantId(1), &newest, page(10)).await.unwrap()),
         vec![3, 2, 1]
     );
+    // `since` bounds the id from below (a UUIDv7's first 48 bits are its
+    // milliseconds; these ids all fall in the epoch's first one), with
+    // every other filter.
+    let since = |ms, binding, status| MessageFilter {
+        since: Some(ms),
+        binding,
+        status,
+        newest_first: true,
+    };
+    for (filter, want) in [
+        (since(0, None, None), vec![3, 2, 1]),
+        (since(1, None, None), vec![]),
+        (
+            since(0, Some(BindingId(1)), Some(MessageStatus::Blocked)),
+            vec![3],
+        ),
+        (since(1, Some(BindingId(1)), None), vec![]),
+    ] {
+        assert_eq!(
+            ids(s.messages(TenantId(1), &filter, page(10)).await.unwrap()),
+            want,
+            "{filter:?}"
+        );
+    }
     assert_eq!(
         ids(s
             .messages(

@@ -11,9 +11,9 @@ use maskline_engine::store::{CallFilter, Page};
 use serde::Deserialize;
 
 use super::{
-    Chrome, CsrfForm, PAGE_ROWS, Peer, Scope, TenantOption, TenantParam, day_end_cursor, failed,
-    form, href, more, not_found, party_filter, render, reveal, sealed_party, shown, time_ms,
-    writer_scope,
+    Chrome, CsrfForm, PAGE_ROWS, Peer, Scope, TenantOption, TenantParam, day_end_cursor, day_start,
+    failed, form, href, more, not_found, party_filter, render, reveal, sealed_party, shown,
+    time_ms, writer_scope,
 };
 use crate::ConsoleState;
 use crate::auth::Session;
@@ -100,6 +100,7 @@ struct CallsPage {
     /// The one binding whose calls are listed; empty for all.
     binding: String,
     /// The day the list ends (UTC); empty for today.
+    from: String,
     until: String,
     all_href: String,
     error: String,
@@ -123,6 +124,9 @@ pub struct CallsQuery {
     /// One binding's calls.
     #[serde(default)]
     binding: String,
+    /// Calls on or after this day (UTC).
+    #[serde(default)]
+    from: String,
     /// Calls on or before this day (UTC).
     #[serde(default)]
     until: String,
@@ -144,9 +148,11 @@ pub async fn calls(
     let mut next_href = String::new();
     let mut party = None;
     let binding = q.binding.parse::<BindingId>().ok();
+    let from = day_start(&q.from);
     let until = day_end_cursor(&q.until);
     let shown = Shown {
         binding,
+        from: if from.is_ok() { q.from.trim() } else { "" },
         until: if until.is_ok() { q.until.trim() } else { "" },
     };
     if let Some(tenant) = scope.tenant {
@@ -154,13 +160,14 @@ pub async fn calls(
             Ok(p) => party = p,
             Err(()) => error = t.invalid_number.to_owned(),
         }
-        if until.is_err() {
+        if until.is_err() || from.is_err() {
             error = t.invalid_date.to_owned();
         }
         if error.is_empty() {
             let filter = CallFilter {
                 party,
                 binding,
+                since: from.ok().flatten(),
                 newest_first: true,
                 ..CallFilter::default()
             };
@@ -194,6 +201,7 @@ pub async fn calls(
         tenant_query: scope.query(),
         party_masked: party.map(|p| p.masked().to_string()).unwrap_or_default(),
         binding: binding.map(|b| b.to_string()).unwrap_or_default(),
+        from: shown.from.to_owned(),
         until: shown.until.to_owned(),
         all_href: list_href(&session, &scope, party, &Shown::default(), None),
         error,
@@ -211,7 +219,8 @@ pub async fn calls(
 #[derive(Default)]
 struct Shown<'a> {
     binding: Option<BindingId>,
-    /// A day that reads, or empty.
+    /// Days that read, or empty.
+    from: &'a str,
     until: &'a str,
 }
 
@@ -230,6 +239,7 @@ fn list_href(
                 "binding",
                 shown.binding.map(|b| b.to_string()).unwrap_or_default(),
             ),
+            ("from", shown.from.to_owned()),
             ("until", shown.until.to_owned()),
             ("pq", sealed_party(session, party)),
             ("after", after.map(|a| a.to_string()).unwrap_or_default()),
@@ -245,6 +255,8 @@ struct SearchForm {
     party: String,
     #[serde(default)]
     binding: String,
+    #[serde(default)]
+    from: String,
     #[serde(default)]
     until: String,
 }
@@ -269,6 +281,7 @@ pub async fn search_calls(
     // As typed: the list says so of a party or a day that does not read.
     let shown = Shown {
         binding: f.binding.parse::<BindingId>().ok(),
+        from: f.from.trim(),
         until: f.until.trim(),
     };
     if party.is_none() && !f.party.trim().is_empty() {

@@ -14,8 +14,8 @@ use serde::Deserialize;
 
 use super::{
     Chrome, CsrfForm, PAGE_ROWS, Peer, Scope, TenantOption, TenantParam, audit, day_end_cursor,
-    failed, form, href, more, not_found, refusal, refusal_status, render, reveal, shown, time_ms,
-    writer_scope,
+    day_start, failed, form, href, more, not_found, refusal, refusal_status, render, reveal, shown,
+    time_ms, writer_scope,
 };
 use crate::ConsoleState;
 use crate::auth::Session;
@@ -125,7 +125,8 @@ struct MessagesPage {
     tenant_query: String,
     /// The one binding whose texts are listed; empty for all.
     binding: String,
-    /// The day the list ends (UTC); empty for today.
+    /// The days the list starts and ends (UTC); empty for no bound.
+    from: String,
     until: String,
     all_href: String,
     may_write: bool,
@@ -153,6 +154,9 @@ pub struct MessagesQuery {
     /// One binding's texts.
     #[serde(default)]
     binding: String,
+    /// Texts on or after this day (UTC).
+    #[serde(default)]
+    from: String,
     /// Texts on or before this day (UTC).
     #[serde(default)]
     until: String,
@@ -184,11 +188,13 @@ async fn messages_page(
         .into_iter()
         .find(|s| s.as_str() == q.status);
     let binding = q.binding.parse::<BindingId>().ok();
+    let from = day_start(&q.from);
     let until = day_end_cursor(&q.until);
-    if until.is_err() && error.is_empty() {
+    if (until.is_err() || from.is_err()) && error.is_empty() {
         error = t.invalid_date.to_owned();
         code = StatusCode::BAD_REQUEST;
     }
+    let from_shown = if from.is_ok() { q.from.trim() } else { "" };
     let until_shown = if until.is_ok() { q.until.trim() } else { "" };
     let list = |binding: Option<BindingId>, after: Option<MessageId>| {
         href(
@@ -203,6 +209,7 @@ async fn messages_page(
                     "status",
                     status.map(|s| s.as_str().to_owned()).unwrap_or_default(),
                 ),
+                ("from", from_shown.to_owned()),
                 ("until", until_shown.to_owned()),
                 ("after", after.map(|a| a.to_string()).unwrap_or_default()),
             ],
@@ -211,10 +218,14 @@ async fn messages_page(
     let mut rows = Vec::new();
     let mut next_href = String::new();
     let mut notice = String::new();
-    if let Some(tenant) = scope.tenant {
+    if let Some(tenant) = scope.tenant
+        && from.is_ok()
+        && until.is_ok()
+    {
         let filter = MessageFilter {
             status,
             binding,
+            since: from.ok().flatten(),
             newest_first: true,
         };
         let page = Page {
@@ -258,6 +269,7 @@ async fn messages_page(
         paged: !q.after.is_empty(),
         first_href: list(binding, None),
         binding: binding.map(|b| b.to_string()).unwrap_or_default(),
+        from: from_shown.to_owned(),
         until: until_shown.to_owned(),
         all_href: list(None, None),
         next_href,

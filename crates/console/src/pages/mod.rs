@@ -633,15 +633,34 @@ fn more<T>(found: &mut Vec<T>) -> Option<&T> {
 /// below it was made before the next day began. `Ok(None)` for no date;
 /// `Err` for one that does not read.
 fn day_end_cursor(date: &str) -> Result<Option<u128>, ()> {
+    let Some(day) = day(date)? else {
+        return Ok(None);
+    };
+    let ms = day_start_ms(day.next_day().ok_or(())?)?;
+    Ok(Some(u128::from(u64::try_from(ms).map_err(|_| ())?) << 80))
+}
+
+/// The start of a `YYYY-MM-DD` day (UTC) in milliseconds: where a list
+/// that begins on that day starts. Empty input is no bound.
+fn day_start(date: &str) -> Result<Option<i64>, ()> {
+    day(date)?.map(day_start_ms).transpose()
+}
+
+fn day(date: &str) -> Result<Option<time::Date>, ()> {
     let date = date.trim();
     if date.is_empty() {
         return Ok(None);
     }
     let format = time::macros::format_description!("[year]-[month]-[day]");
-    let day = time::Date::parse(date, &format).map_err(|_| ())?;
-    let next = day.next_day().ok_or(())?.midnight().assume_utc();
-    let ms = u64::try_from(next.unix_timestamp()).map_err(|_| ())? * 1000;
-    Ok(Some(u128::from(ms) << 80))
+    time::Date::parse(date, &format).map(Some).map_err(|_| ())
+}
+
+fn day_start_ms(day: time::Date) -> Result<i64, ()> {
+    let secs = day.midnight().assume_utc().unix_timestamp();
+    if secs < 0 {
+        return Err(());
+    }
+    secs.checked_mul(1000).ok_or(())
 }
 
 /// A time in milliseconds, for the page's language.
@@ -674,6 +693,16 @@ mod tests {
         assert!(last_of_day < end && first_of_next >= end);
         for bad in ["2026-13-01", "07/12/2026", "yesterday", "2026-02-30"] {
             assert_eq!(day_end_cursor(bad), Err(()), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_day_starts_at_its_utc_midnight() {
+        assert_eq!(day_start(""), Ok(None));
+        assert_eq!(day_start("2026-12-08"), Ok(Some(1_796_688_000_000)));
+        assert_eq!(day_start(" 1970-01-01 "), Ok(Some(0)));
+        for bad in ["1969-12-31", "2026-13-01", "8.12.2026", "2026-02-30"] {
+            assert_eq!(day_start(bad), Err(()), "{bad}");
         }
     }
 }
