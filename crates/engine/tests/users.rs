@@ -18,6 +18,21 @@ async fn engine() -> (tempfile::TempDir, Arc<Engine>) {
     (dir, Arc::new(engine))
 }
 
+/// A tenant, `shop`, with one operator: op@shop.example, "the right
+/// passphrase".
+async fn shop_with_operator(engine: &Engine) {
+    let (tenant, _) = engine.create_tenant("shop").await.unwrap();
+    engine
+        .create_user(new(
+            "op@shop.example",
+            "the right passphrase",
+            Role::Operator,
+            Some(tenant.id),
+        ))
+        .await
+        .unwrap();
+}
+
 fn new(
     email: &str,
     password: &str,
@@ -242,16 +257,7 @@ async fn a_session_signs_its_user_in_until_it_ends_or_is_closed() {
 #[tokio::test(flavor = "multi_thread")]
 async fn failed_sign_ins_made_at_once_each_count() {
     let (_dir, engine) = engine().await;
-    let (tenant, _) = engine.create_tenant("shop").await.unwrap();
-    engine
-        .create_user(new(
-            "op@shop.example",
-            "the right passphrase",
-            Role::Operator,
-            Some(tenant.id),
-        ))
-        .await
-        .unwrap();
+    shop_with_operator(&engine).await;
     let t0 = 1_800_000_000;
     let guesses: Vec<_> = (0..MAX_FAILED_SIGNINS)
         .map(|i| {
@@ -279,16 +285,7 @@ async fn failed_sign_ins_made_at_once_each_count() {
 #[tokio::test(flavor = "multi_thread")]
 async fn every_refusal_is_answered_no_sooner_than_the_floor() {
     let (_dir, engine) = engine().await;
-    let (tenant, _) = engine.create_tenant("shop").await.unwrap();
-    engine
-        .create_user(new(
-            "op@shop.example",
-            "the right passphrase",
-            Role::Operator,
-            Some(tenant.id),
-        ))
-        .await
-        .unwrap();
+    shop_with_operator(&engine).await;
     let t0 = 1_800_000_000;
     let timed = async |email: &str, password: &str| {
         let began = std::time::Instant::now();
