@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use maskline_engine::store::{Role, SqliteStore};
+use maskline_engine::store::{Role, SqliteStore, User};
 use maskline_engine::{
     Config, Engine, Error, LOCKOUT_SECS, MAX_FAILED_SIGNINS, MAX_PASSWORD_BYTES, NewUser,
     REFUSAL_FLOOR, SESSION_SECS, SignIn,
@@ -20,7 +20,7 @@ async fn engine() -> (tempfile::TempDir, Arc<Engine>) {
 
 /// A tenant, `shop`, with one operator: op@shop.example, "the right
 /// passphrase".
-async fn shop_with_operator(engine: &Engine) {
+async fn shop_with_operator(engine: &Engine) -> User {
     let (tenant, _) = engine.create_tenant("shop").await.unwrap();
     engine
         .create_user(new(
@@ -30,7 +30,7 @@ async fn shop_with_operator(engine: &Engine) {
             Some(tenant.id),
         ))
         .await
-        .unwrap();
+        .unwrap()
 }
 
 fn new(
@@ -138,16 +138,7 @@ async fn users_are_created_by_their_rules_and_emails_are_unique() {
 #[tokio::test(flavor = "multi_thread")]
 async fn ten_failed_sign_ins_lock_the_account_for_fifteen_minutes() {
     let (_dir, engine) = engine().await;
-    let (tenant, _) = engine.create_tenant("shop").await.unwrap();
-    let user = engine
-        .create_user(new(
-            "op@shop.example",
-            "the right passphrase",
-            Role::Operator,
-            Some(tenant.id),
-        ))
-        .await
-        .unwrap();
+    let user = shop_with_operator(&engine).await;
     let t0 = 1_800_000_000;
     assert!(matches!(
         engine.sign_in("OP@shop.example", "the right passphrase", t0).await.unwrap(),

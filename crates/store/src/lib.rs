@@ -31,6 +31,7 @@ mod sqlite;
 pub mod testing;
 
 pub use postgres::{PgOptions, PgStore, migrate as migrate_postgres};
+pub use reads::first_id_at;
 pub use sqlite::SqliteStore;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -34,6 +34,12 @@ pub(crate) fn order(newest_first: bool) -> (&'static str, &'static str) {
     }
 }
 
+/// The lowest UUIDv7 id made at or after `ms`: such ids begin with their
+/// milliseconds (48 bits), so an id bound is a time bound on the id index.
+pub fn first_id_at(ms: maskline_core::UnixMillis) -> u128 {
+    u128::from(u64::try_from(ms).unwrap_or(0)) << 80
+}
+
 /// Where a page starts when no `after` is given: below every id, or above.
 pub(crate) fn start(after: Option<u128>, newest_first: bool) -> u128 {
     after.unwrap_or(if newest_first { u128::MAX } else { 0 })
@@ -451,7 +457,7 @@ macro_rules! shared_reads {
                 // Message ids are UUIDv7: their first 48 bits are the
                 // arrival in milliseconds, so the (tenant, id) index bounds
                 // the window.
-                let first_id = u128::from(u64::try_from(since).unwrap_or(0)) << 80;
+                let first_id = $crate::reads::first_id_at(since);
                 let texts: Vec<(i64, i64)> = sqlx::query_as(
                     "SELECT created_at / 60000 AS minute, COUNT(*) FROM messages \
                      WHERE tenant_id = $1 AND id >= $2 GROUP BY minute ORDER BY minute",
@@ -534,7 +540,7 @@ macro_rules! shared_reads {
                     q = q.bind(st.as_str());
                 }
                 if let Some(since) = filter.since {
-                    q = q.bind($id(u128::from(u64::try_from(since).unwrap_or(0)) << 80));
+                    q = q.bind($id($crate::reads::first_id_at(since)));
                 }
                 let rows = q
                     .bind(i64::from(page.limit))

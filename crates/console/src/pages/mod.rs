@@ -637,7 +637,7 @@ fn day_end_cursor(date: &str) -> Result<Option<u128>, ()> {
         return Ok(None);
     };
     let ms = day_start_ms(day.next_day().ok_or(())?)?;
-    Ok(Some(u128::from(u64::try_from(ms).map_err(|_| ())?) << 80))
+    Ok(Some(maskline_engine::store::first_id_at(ms)))
 }
 
 /// The start of a `YYYY-MM-DD` day (UTC) in milliseconds: where a list
