@@ -190,6 +190,16 @@ if [[ "$SERIES" == 1 ]]; then
 fi
 pg_before=0
 if [[ "$PG" == 1 ]]; then pg_before=$(pg_cpu_ticks); pg_proc_ticks >"$DATA/pg.before"; m_before=$(machine_ticks); fi
+# "<commits> <seconds in commits> <writes committed>": the store writer's
+# histograms, so the group commits of the measurement alone can be told.
+commit_stats() {
+  curl -fsS "$BASE/metrics" | awk '
+    /^maskline_store_commit_seconds_count/ {c = $2}
+    /^maskline_store_commit_seconds_sum/ {s = $2}
+    /^maskline_store_commit_writes_sum/ {w = $2}
+    END {print c + 0, s + 0, w + 0}'
+}
+commits_before=$(commit_stats)
 before=$(cpu_ticks "$SERVER_PID")
 thread_ticks "$SERVER_PID" >"$DATA/threads.before"
 t0=$(date +%s.%N)
@@ -244,6 +254,14 @@ if [[ "$SERIES" == 1 && -s "$DATA/series" ]]; then
   awk 'NR > 1 && $1 > pt { printf "%.0f ", ($2 - pv) / ($1 - pt) } { pt = $1; pv = $2 } END { print "" }' "$DATA/series"
 fi
 echo "== server RSS: $(awk '/VmRSS/ {print $2, $3}' "/proc/$SERVER_PID/status")"
+python3 -c '
+import sys
+c0, s0, w0 = map(float, sys.argv[1].split()); c1, s1, w1 = map(float, sys.argv[2].split())
+wall = float(sys.argv[3]); n = c1 - c0
+if n > 0:
+    print("== group commits: %.0f/s, %.1f writes each, %.2f ms each, writer in a commit %.0f%% of the time"
+          % (n / wall, (w1 - w0) / n, (s1 - s0) / n * 1e3, (s1 - s0) / wall * 100))
+' "$commits_before" "$(commit_stats)" "$(python3 -c "print($t1 - $t0)")"
 echo "== server metrics (bindings created, pool exhausted):"
 curl -fsS "$BASE/metrics" | grep -E '^maskline_(bindings_created_total|pool_exhausted_total)' || true
 if grep -q 'non201=0 ' "$DATA/wrk.out"; then

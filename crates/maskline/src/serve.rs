@@ -254,6 +254,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             FINE_BUCKETS,
         )
         .context("bad histogram buckets")?
+        // Writes per group commit: a count, not seconds.
+        .set_buckets_for_metric(
+            Matcher::Full("maskline_store_commit_writes".to_owned()),
+            &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0],
+        )
+        .context("bad histogram buckets")?
         .install_recorder()
         .context("cannot install the metrics recorder")?;
     let state = AppState::new(

@@ -822,6 +822,16 @@ async fn health_metrics_and_openapi() {
         "latency histogram"
     );
     assert!(text.contains("maskline_pool_numbers_in_use{"), "pool usage");
+    // The store's group commits: their time, and their writes in buckets
+    // of counts rather than seconds.
+    assert!(
+        text.contains("maskline_store_commit_seconds_bucket{le=\"0.001\"}"),
+        "group commit time"
+    );
+    assert!(
+        text.contains("maskline_store_commit_writes_bucket{le=\"1\"}"),
+        "writes per group commit"
+    );
     let (st, spec) = s.call("GET", "/openapi.json", None, None).await;
     assert_eq!(st, 200);
     assert_eq!(spec["openapi"], "3.1.0");

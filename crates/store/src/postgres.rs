@@ -352,7 +352,10 @@ impl Writer {
                 .map(|(write, sealed, ack)| Op { write, sealed, ack })
                 .collect();
             let wakes = batch.iter().any(|op| op.write.wakes_sender());
-            match self.commit(&batch).await {
+            let began = std::time::Instant::now();
+            let committed = self.commit(&batch).await;
+            crate::observe_commit(batch.len(), began);
+            match committed {
                 Ok(()) => {
                     if wakes {
                         self.events_signal.notify_one();

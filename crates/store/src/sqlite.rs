@@ -228,7 +228,10 @@ async fn write_loop(
             .map(|(write, sealed, ack)| Op { write, sealed, ack })
             .collect();
         let wakes = batch.iter().any(|op| op.write.wakes_sender());
-        match apply_all(&mut conn, &keys, &batch).await {
+        let began = std::time::Instant::now();
+        let applied = apply_all(&mut conn, &keys, &batch).await;
+        crate::observe_commit(batch.len(), began);
+        match applied {
             Ok(()) => {
                 if wakes {
                     events_signal.notify_one();
