@@ -228,13 +228,20 @@ impl FromRequestParts<ConsoleState> for Session {
             .session_user(token, maskline_engine::now())
             .await
         {
-            Ok(Some(user)) => Ok(Session {
-                csrf: csrf_for(token),
-                query_key: query_key(token),
-                user,
-                lang,
-                secure: behind_tls(&parts.headers),
-            }),
+            Ok(Some(user)) => {
+                let session = Session {
+                    csrf: csrf_for(token),
+                    query_key: query_key(token),
+                    user,
+                    lang,
+                    secure: behind_tls(&parts.headers),
+                };
+                // A tenant's users draw on its rate; an admin has none.
+                match session.user.tenant.map(|t| (state.tenant_rate)(t)) {
+                    Some(Err(secs)) => Err(pages::rate_limited(&session, secs)),
+                    _ => Ok(session),
+                }
+            }
             Ok(None) => Err(to_login()),
             Err(e) => {
                 tracing::error!(error = %e, "console session lookup failed");

@@ -193,6 +193,8 @@ texts! {
     sign_in_throttled: "Too many sign-in attempts from your address: try again in {} s.", "来自您地址的登录尝试过多，请 {} 秒后再试。";
     sign_in_locked: "Too many failed sign-ins: this account is locked until", "登录失败次数过多，账号已锁定至";
     signed_out: "You have signed out.", "您已退出。";
+    rate_limited_title: "Too many requests", "请求过多";
+    rate_limited: "Your tenant has made more requests than its rate allows (its API keys and console users share it). Try again in {} s.", "您的租户请求次数超过了其速率限制（其 API 密钥与控制台用户共用该限制）。请 {} 秒后再试。";
     forbidden_title: "Refused", "已拒绝";
     csrf_refused: "This form has expired or did not come from this console. Reload the page and try again.", "此表单已过期或并非来自本控制台。请刷新页面后重试。";
     not_found_title: "Not found", "未找到";

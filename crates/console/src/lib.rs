@@ -50,7 +50,15 @@ pub struct ConsoleState {
     pub callbacks: maskline_callbacks::Guard,
     /// Sign-in attempts per client address (this node's).
     pub sign_in_limits: Arc<login::SignInLimits>,
+    /// The tenant's request rate, the one its API keys draw on.
+    pub tenant_rate: TenantRate,
 }
+
+/// Takes one request from a tenant's rate, or says in how many seconds one
+/// is free. The server passes the API's per-tenant buckets, so that a
+/// tenant's console users and its API keys share one limit: the console is
+/// another way to the same writes and searches.
+pub type TenantRate = Arc<dyn Fn(maskline_core::TenantId) -> Result<(), u64> + Send + Sync>;
 
 /// Everything under `/console`. The caller merges it into the HTTP
 /// router, whose limits and timeouts then cover it too.

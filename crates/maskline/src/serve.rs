@@ -294,6 +294,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             default_rate_limit: config.rate_limit,
             callbacks: config.callbacks(),
             sign_in_limits: Default::default(),
+            tenant_rate: {
+                let (limits, engine) = (state.rate_limits.clone(), engine.clone());
+                Arc::new(move |tenant| {
+                    limits
+                        .check(tenant, engine.rate_limit(tenant))
+                        .map_err(|refused| refused.retry_after.unwrap_or(1))
+                })
+            },
         })
     } else {
         axum::Router::new()

@@ -2176,3 +2176,71 @@ async fn an_address_trying_many_accounts_is_slowed_down() {
         303
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenants_console_users_draw_on_the_rate_its_keys_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path()).await;
+    let (shop_id, key) = shop(&s).await;
+    let (st, v) = s
+        .call(
+            "PATCH",
+            &format!("/v1/tenants/{shop_id}"),
+            Some(ADMIN_KEY),
+            Some(json!({"rate_limit": 1})),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let mut owner = Agent::new(&s.base);
+    assert_eq!(
+        owner.sign_in("owner@shop.example", PASSWORD).await.status,
+        303
+    );
+    // One request a second, bursts of two: pages outrun it at once. Each
+    // round empties the bucket from the console, then asks with the key;
+    // only a pause of a second between the two could refill it, so one of
+    // a few rounds shows the two share a bucket.
+    let mut shared = false;
+    for _ in 0..5 {
+        let mut limited = None;
+        for _ in 0..50 {
+            let p = owner.get("/console/bindings").await;
+            match p.status {
+                200 => continue,
+                429 => {
+                    limited = Some(p);
+                    break;
+                }
+                other => panic!("{other}: {}", p.html),
+            }
+        }
+        let p = limited.expect("a page refused within 50");
+        let retry: u64 = p.headers["retry-after"].to_str().unwrap().parse().unwrap();
+        assert!((1..=2).contains(&retry), "Retry-After: {retry}");
+        assert!(p.html.contains("Too many requests"), "{}", p.html);
+        // With the menu: the way on is one click, once the time has passed.
+        assert!(p.html.contains("href=\"/console/bindings\""), "{}", p.html);
+        let (st, _) = s.call("GET", "/v1/bindings", Some(&key), None).await;
+        if st == 429 {
+            shared = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    }
+    assert!(
+        shared,
+        "the key's requests draw on the bucket the console emptied"
+    );
+    // The admin belongs to no tenant and has no rate.
+    let mut admin = Agent::new(&s.base);
+    assert_eq!(
+        admin.sign_in("root@ops.example", PASSWORD).await.status,
+        303
+    );
+    for _ in 0..20 {
+        assert_eq!(admin.get("/console/tenants").await.status, 200);
+    }
+    // Once the bucket refills, the owner's pages are served again.
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    assert_eq!(owner.get("/console/bindings").await.status, 200);
+}

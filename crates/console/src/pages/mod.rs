@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use askama::Template;
 use axum::body::Bytes;
 use axum::extract::ConnectInfo;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use maskline_core::TenantId;
 use maskline_store::{AuditEntry, Role};
@@ -213,6 +213,20 @@ fn forbidden(session: &Session, text: &str) -> Response {
         t.forbidden_title,
         text.into(),
     )
+}
+
+/// `429` with `Retry-After`: the tenant is over its request rate.
+pub fn rate_limited(session: &Session, secs: u64) -> Response {
+    let t = session.lang.lang.text();
+    let mut res = signed_in_message(
+        session,
+        StatusCode::TOO_MANY_REQUESTS,
+        t.rate_limited_title,
+        t.rate_limited.replace("{}", &secs.to_string()),
+    );
+    res.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    res
 }
 
 /// Any other path under `/console`: `404`, with the menu when signed in.
