@@ -234,7 +234,7 @@ impl FromRequestParts<ConsoleState> for Session {
                     query_key: query_key(token),
                     user,
                     lang,
-                    secure: behind_tls(&parts.headers),
+                    secure: state.secure(&parts.headers),
                 };
                 // A tenant's users draw on its rate; an admin has none.
                 match session.user.tenant.map(|t| (state.tenant_rate)(t)) {

@@ -52,6 +52,18 @@ pub struct ConsoleState {
     pub sign_in_limits: Arc<login::SignInLimits>,
     /// The tenant's request rate, the one its API keys draw on.
     pub tenant_rate: TenantRate,
+    /// Cookies are `Secure` whatever the request says
+    /// (`MASKLINE_CONSOLE_SECURE_COOKIE`): for a TLS proxy in front that
+    /// does not send `X-Forwarded-Proto` or `Forwarded`.
+    pub always_secure: bool,
+}
+
+impl ConsoleState {
+    /// Whether cookies set in answer to a request with `headers` are
+    /// `Secure`.
+    pub fn secure(&self, headers: &axum::http::HeaderMap) -> bool {
+        self.always_secure || auth::behind_tls(headers)
+    }
 }
 
 /// Takes one request from a tenant's rate, or says in how many seconds one

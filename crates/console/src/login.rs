@@ -56,6 +56,7 @@ pub struct Notice {
 }
 
 pub async fn form(
+    State(state): State<ConsoleState>,
     lang: Language,
     headers: HeaderMap,
     axum::extract::Query(q): axum::extract::Query<Notice>,
@@ -67,7 +68,7 @@ pub async fn form(
     };
     login_page(
         lang,
-        auth::behind_tls(&headers),
+        state.secure(&headers),
         StatusCode::OK,
         String::new(),
         String::new(),
@@ -153,7 +154,7 @@ pub async fn sign_in(
     {
         return pages::csrf_refused(lang.lang);
     }
-    let secure = auth::behind_tls(&headers);
+    let secure = state.secure(&headers);
     let t = lang.lang.text();
     if let Some(ip) = peer
         && let Err(secs) = state.sign_in_limits.check(ip)

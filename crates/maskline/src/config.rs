@@ -86,6 +86,9 @@ pub struct Config {
     pub webhook_allow_private: bool,
     /// Serve the web console at `/console`.
     pub console: bool,
+    /// The console's cookies are always `Secure`, not only when a proxy
+    /// says the request came over TLS.
+    pub console_secure_cookie: bool,
     pub log_format: LogFormat,
     pub webhook_timeout_ms: u64,
     pub webhook_retry_window_secs: u64,
@@ -153,6 +156,7 @@ impl fmt::Debug for Config {
             .field("webhook_concurrency", &self.webhook_concurrency)
             .field("webhook_allow_private", &self.webhook_allow_private)
             .field("console", &self.console)
+            .field("console_secure_cookie", &self.console_secure_cookie)
             // SmscUrl's Debug hides the passwords.
             .field("smpp", &self.smpp)
             .field("smpp_window", &self.smpp_window)
@@ -218,6 +222,7 @@ pub const KEYS: &[Key] = &[
     key("webhook_concurrency", Some("16")),
     key("webhook_allow_private", Some("false")),
     key("console", Some("true")),
+    key("console_secure_cookie", Some("false")),
     key("shutdown_grace_secs", Some("10")),
     key("log_format", Some("text")),
     key("smpp", None),
@@ -517,6 +522,7 @@ impl Config {
             webhook_concurrency: int("webhook_concurrency", 1, 256)? as u64,
             webhook_allow_private: flag("webhook_allow_private")?,
             console: flag("console")?,
+            console_secure_cookie: flag("console_secure_cookie")?,
             smpp,
             smpp_window: int("smpp_window", 1, 1000)? as usize,
             smpp_enquire_secs: int("smpp_enquire_secs", 1, 3600)? as u64,

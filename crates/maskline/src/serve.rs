@@ -294,6 +294,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             default_rate_limit: config.rate_limit,
             callbacks: config.callbacks(),
             sign_in_limits: Default::default(),
+            always_secure: config.console_secure_cookie,
             tenant_rate: {
                 let (limits, engine) = (state.rate_limits.clone(), engine.clone());
                 Arc::new(move |tenant| {

@@ -2244,3 +2244,37 @@ async fn a_tenants_console_users_draw_on_the_rate_its_keys_do() {
     tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
     assert_eq!(owner.get("/console/bindings").await.status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn behind_a_proxy_that_does_not_say_tls_cookies_can_be_secure_always() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_with(
+        dir.path(),
+        &[
+            ("MASKLINE_ADMIN_KEY", ADMIN_KEY),
+            ("MASKLINE_CONSOLE_SECURE_COOKIE", "true"),
+        ],
+    )
+    .await;
+    shop(&s).await;
+    let secure = |headers: &reqwest::header::HeaderMap, name: &str| {
+        headers.get_all("set-cookie").iter().any(|v| {
+            let v = v.to_str().unwrap();
+            v.starts_with(&format!("{name}=")) && v.ends_with("; Secure")
+        })
+    };
+    // No X-Forwarded-Proto or Forwarded header on either request.
+    let mut agent = Agent::new(&s.base);
+    let form = agent.get("/console/login").await;
+    assert!(secure(&form.headers, "ml_login"), "{:?}", form.headers);
+    let signed_in = agent.sign_in("owner@shop.example", PASSWORD).await;
+    assert_eq!(signed_in.status, 303);
+    assert!(
+        secure(&signed_in.headers, "ml_session"),
+        "{:?}",
+        signed_in.headers
+    );
+    let csrf = agent.get("/console").await.csrf();
+    let out = agent.post("/console/logout", &[("csrf", &csrf)]).await;
+    assert!(secure(&out.headers, "ml_session"), "{:?}", out.headers);
+}
