@@ -261,7 +261,7 @@ wall = float(sys.argv[3]); n = c1 - c0
 if n > 0:
     print("== group commits: %.0f/s, %.1f writes each, %.2f ms each, writer in a commit %.0f%% of the time"
           % (n / wall, (w1 - w0) / n, (s1 - s0) / n * 1e3, (s1 - s0) / wall * 100))
-' "$commits_before" "$(commit_stats)" "$(python3 -c "print($t1 - $t0)")"
+' "$commits_before" "$(commit_stats)" "$wall"
 echo "== server metrics (bindings created, pool exhausted):"
 curl -fsS "$BASE/metrics" | grep -E '^maskline_(bindings_created_total|pool_exhausted_total)' || true
 if grep -q 'non201=0 ' "$DATA/wrk.out"; then

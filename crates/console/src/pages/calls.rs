@@ -99,7 +99,7 @@ struct CallsPage {
     party_masked: String,
     /// The one binding whose calls are listed; empty for all.
     binding: String,
-    /// The day the list ends (UTC); empty for today.
+    /// The days the list starts and ends (UTC); empty for no bound.
     from: String,
     until: String,
     all_href: String,
